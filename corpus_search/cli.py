@@ -1,0 +1,166 @@
+"""The ``corpus-search`` command. ``search`` never imports Prefect; other subcommands import flows lazily."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+
+
+def _quiet_prefect_env() -> None:
+    # Telemetry on a local temporary server logs "database is locked" noise; users can still override.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _settings(args: argparse.Namespace):
+    from query.settings import get_settings
+
+    updates = {}
+    for attr, key in (("db", "db_uri"), ("bi_encoder", "bi_encoder"), ("cross_encoder", "cross_encoder"),
+                      ("collection", "collection")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            updates[key] = value
+    return get_settings().model_copy(update=updates)
+
+
+def _parse_where(items: Sequence[str] | None) -> dict | None:
+    if not items:
+        return None
+    where: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--where {item!r}: use COLUMN=VALUE, e.g. --where source=https://example.org/")
+        col, value = item.split("=", 1)
+        where.setdefault(col.strip(), []).append(value)
+    return {c: v[0] if len(v) == 1 else v for c, v in where.items()}
+
+
+def _print_hits(query: str, mode: str, reranked: bool, hits, stages: str, as_json: bool) -> None:
+    if as_json:
+        keys = ("rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source")
+        print(json.dumps({"query": query, "mode": mode, "reranked": reranked,
+                          "hits": [{k: getattr(h, k) for k in keys} for h in hits]}, ensure_ascii=False))
+        return
+    print(f"stages: {stages}")
+    for h in hits:
+        head = f"{h.rank:>2}. [{h.score:.3f}] {h.title or h.doc_id}"
+        print(head + (f"  (retrieval {h.retrieval_score:.4f})" if reranked else ""))
+        print(textwrap.indent(textwrap.fill(h.text, 100), "    "))
+        print(f"    {h.source} {h.doc_id}")
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    _quiet_prefect_env()
+    from flows.index_corpus import index_corpus
+
+    settings = _settings(args)
+    overrides = {}
+    if args.bi_encoder:
+        overrides["bi_encoder"] = args.bi_encoder
+    result = index_corpus(
+        list(args.sources),
+        collection=settings.collection,
+        db_uri=settings.db_uri,
+        batch_articles=args.batch_articles,
+        settings_overrides=overrides or None,
+        progress=sys.stderr.isatty() and not args.json,
+    )
+    from flows.summary import JSON_KEYS, IndexSummary
+
+    if args.json:
+        print(json.dumps({k: result[k] for k in JSON_KEYS}))
+    else:
+        summary = IndexSummary(**{k: result[k] for k in JSON_KEYS}, encode_seconds=result["encode_seconds"],
+                               failures=[(f["doc_id"], f["error"]) for f in result["failures"]])
+        print(summary.to_text())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from query.searcher import Searcher
+
+    searcher = Searcher(settings=_settings(args))
+    hits = searcher.search(args.query, k=args.k, mode=args.mode, candidates=args.candidates,
+                           rerank=not args.no_rerank, where=_parse_where(args.where))
+    n = args.candidates or searcher.settings.candidates
+    stages = f"retrieve ({args.mode}, {n} candidates)"
+    stages += " → re-rank (" + searcher.settings.cross_encoder + ")" if not args.no_rerank else " → re-rank skipped (--no-rerank): scores are retrieval scores"
+    t = searcher.timings
+    stages += f"  [encode {t.encode*1000:.0f} ms, retrieve {t.retrieve*1000:.0f} ms, re-rank {t.rerank*1000:.0f} ms]"
+    _print_hits(args.query, args.mode, not args.no_rerank, hits, stages, args.json)
+    return 0
+
+
+def cmd_search_document(args: argparse.Namespace) -> int:
+    from query.searcher import rank_passages
+    from tasks.document import document_passages
+
+    settings = _settings(args)
+    passages = document_passages(args.source, settings)
+    hits = rank_passages(args.query, passages, k=args.k, settings=settings)
+    stages = f"fetch + split ({len(passages)} paragraphs) → cross-encoder only ({settings.cross_encoder}), no retrieval"
+    _print_hits(args.query, "document", True, hits, stages, args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="corpus-search", description="Index articles and search them: retrieve, then re-rank.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser, collection: bool = True) -> None:
+        if collection:
+            sp.add_argument("--collection", "-c", default=None, help="collection name (default: settings)")
+        sp.add_argument("--db", default=None, help="LanceDB URI: a directory or s3://... (default: settings)")
+        sp.add_argument("--json", action="store_true", help="print one JSON object")
+
+    ix = sub.add_parser("index", help="index URLs, files, directories and JSONL dumps (Prefect flow index-corpus)")
+    ix.add_argument("sources", nargs="+", help="http(s) URL, file, directory, or .jsonl/.jsonl.gz dump")
+    ix.add_argument("--bi-encoder", default=None, help="bi-encoder name or local path")
+    ix.add_argument("--batch-articles", type=int, default=512, help="articles per write batch")
+    common(ix)
+    ix.set_defaults(func=cmd_index)
+
+    se = sub.add_parser("search", help="search a collection (no Prefect involved)")
+    se.add_argument("query")
+    se.add_argument("-k", type=int, default=5)
+    se.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+    se.add_argument("--candidates", type=int, default=None, help="candidates retrieved before re-ranking (default 100)")
+    se.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder; scores are retrieval scores")
+    se.add_argument("--where", action="append", metavar="COLUMN=VALUE", help="filter, e.g. source=https://example.org/")
+    se.add_argument("--bi-encoder", default=None)
+    se.add_argument("--cross-encoder", default=None, help="cross-encoder name or local path")
+    common(se)
+    se.set_defaults(func=cmd_search)
+
+    sd = sub.add_parser("search-document", help="rank the paragraphs of one URL or file with the cross-encoder alone")
+    sd.add_argument("source", help="http(s) URL or local file")
+    sd.add_argument("query")
+    sd.add_argument("-k", type=int, default=5)
+    sd.add_argument("--cross-encoder", default=None)
+    common(sd, collection=False)
+    sd.set_defaults(func=cmd_search_document)
+
+    from corpus_search import cli_more
+
+    cli_more.register(sub, common)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from query.errors import CorpusSearchError
+    from query.schema import IndexContractError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CorpusSearchError, IndexContractError, ValueError) as exc:
+        print(f"corpus-search: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""Reciprocal rank fusion and deterministic ranking over plain arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def rrf(rankings: Sequence[Sequence[str]], k: int = 60, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Fuse ranked id lists: ``score(d) = sum over lists of 1 / (k + rank_d)``, ranks starting at 1.
+
+    Ties break by the best single rank, then by id, so the order is deterministic.
+    Returns the fused ids and their scores, best first.
+    """
+    if k < 1:
+        raise ValueError(f"RRF constant k must be >= 1, got {k}")
+    scores: dict[str, float] = {}
+    best: dict[str, int] = {}
+    for ranking in rankings:
+        for rank, doc in enumerate(ranking, start=1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+            best[doc] = min(best.get(doc, rank), rank)
+    order = sorted(scores, key=lambda d: (-scores[d], best[d], d))
+    if limit is not None:
+        order = order[:limit]
+    return order, np.array([scores[d] for d in order], dtype=np.float64)
+
+
+def rank_order(scores: np.ndarray) -> np.ndarray:
+    """Indices sorting ``scores`` descending; ties keep the earlier (better retrieved) item first."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.lexsort((np.arange(len(scores)), -scores))
+
+
+def top_k_cosine(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine top-k over L2-normalised rows (reference for tests and tiny collections)."""
+    sims = matrix @ query
+    k = min(k, len(sims))
+    idx = np.argpartition(-sims, k - 1)[:k] if k else np.array([], dtype=int)
+    idx = idx[np.lexsort((idx, -sims[idx]))]
+    return idx, sims[idx]

@@ -1,0 +1,103 @@
+"""The index contract: the Arrow schema of paragraph rows and the table metadata that pins the encoder.
+
+Every writer (``tasks/store.py``) and reader (``query/searcher.py``) goes through this module,
+so a table written by one version of the encoder can never be silently queried with another.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+METADATA_KEY = b"corpus_search"
+
+#: Columns of a paragraph row, in order, without the vector (whose width depends on the encoder).
+PARAGRAPH_FIELDS: list[pa.Field] = [
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("title", pa.string()),
+    pa.field("position", pa.int32(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("content_hash", pa.string(), nullable=False),
+    pa.field("indexed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+]
+
+#: Columns a query returns: everything but the vector.
+RESULT_COLUMNS = [f.name for f in PARAGRAPH_FIELDS]
+
+#: Per-article state used for conditional re-fetching (ETag / Last-Modified / body hash).
+ARTICLE_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),  # hash(source, doc_id)
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("body_hash", pa.string(), nullable=False),
+        pa.field("etag", pa.string()),
+        pa.field("last_modified", pa.string()),
+        pa.field("paragraphs", pa.int32(), nullable=False),
+        pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class IndexMetadata:
+    """What a table was built with. A reader refuses a table whose encoder differs from its own."""
+
+    encoder: str
+    dim: int
+    normalized: bool
+    encode_title: bool
+    schema_version: int = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_schema(cls, schema: pa.Schema, *, table: str = "") -> IndexMetadata:
+        """Read the metadata of a table's schema; a table without it was not written by corpus-search."""
+        raw = (schema.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            raise IndexContractError(
+                f"table {table!r} has no corpus-search metadata: it was not written by `corpus-search index`. "
+                "Re-index it into a new collection."
+            )
+        data = json.loads(raw)
+        return cls(**{k: data[k] for k in ("encoder", "dim", "normalized", "encode_title", "schema_version")})
+
+
+class IndexContractError(ValueError):
+    """A table does not match what the reader or writer expects (encoder, dimension, schema version)."""
+
+
+def paragraph_schema(meta: IndexMetadata) -> pa.Schema:
+    """The Arrow schema of paragraph rows for an encoder of ``meta.dim`` dimensions, carrying ``meta``."""
+    vector = pa.field("vector", pa.list_(pa.float32(), meta.dim), nullable=False)
+    return pa.schema([*PARAGRAPH_FIELDS, vector], metadata={METADATA_KEY: meta.to_bytes()})
+
+
+def check_compatible(stored: IndexMetadata, expected: IndexMetadata, *, collection: str) -> None:
+    """Refuse a table whose encoder, dimension or schema version differs from the configured one."""
+    if stored.schema_version != expected.schema_version:
+        raise IndexContractError(
+            f"collection {collection!r} uses index schema v{stored.schema_version}, this corpus-search "
+            f"expects v{expected.schema_version}. Re-index it into a new collection."
+        )
+    if (stored.encoder, stored.dim, stored.normalized) != (expected.encoder, expected.dim, expected.normalized):
+        raise IndexContractError(
+            f"collection {collection!r} was indexed with bi-encoder {stored.encoder!r} "
+            f"(dim {stored.dim}, normalized={stored.normalized}), but the configured bi-encoder is "
+            f"{expected.encoder!r} (dim {expected.dim}, normalized={expected.normalized}). "
+            f"Set CORPUS_SEARCH_BI_ENCODER={stored.encoder!r} (or --bi-encoder) to query it, "
+            "or re-index into a new collection with the new encoder."
+        )
+
+
+def articles_table_name(collection: str) -> str:
+    """The companion table holding per-article fetch state of ``collection``."""
+    return f"{collection}__articles"

@@ -1,0 +1,262 @@
+"""Searcher: retrieve about 100 candidates, re-rank them with a cross-encoder, return the best paragraphs.
+
+Models load lazily on the first query and are cached per process.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from query import retrieve
+from query.errors import CollectionNotFoundError
+from query.filters import where_sql
+from query.fusion import rank_order
+from query.models import BiEncoder, canonical_model_name, load_bi_encoder, load_reranker
+from query.schema import IndexContractError, IndexMetadata, articles_table_name
+from query.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked paragraph. ``score`` is the cross-encoder's 0..1 score when re-ranked, else ``retrieval_score``."""
+
+    rank: int
+    score: float
+    retrieval_score: float
+    id: str
+    doc_id: str
+    title: str
+    text: str
+    source: str
+    position: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage by the last query."""
+
+    encode: float = 0.0
+    retrieve: float = 0.0
+    rerank: float = 0.0
+    total: float = 0.0
+    stages: list[str] = field(default_factory=list)
+
+
+def check_query(query: str, max_chars: int) -> str:
+    """Refuse empty queries; cut over-long ones (with a warning) so the models never see garbage."""
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("query is empty: give a question or keywords, e.g. 'What is the capital of France?'")
+    query = " ".join(query.split())
+    if len(query) > max_chars:
+        warnings.warn(f"query of {len(query)} characters truncated to {max_chars}", stacklevel=3)
+        query = query[:max_chars]
+    return query
+
+
+def passage_text(title: str | None, text: str, encode_title: bool) -> str:
+    """What the cross-encoder reads: the same text the bi-encoder encoded."""
+    return f"{title} {text}" if encode_title and title else text
+
+
+def _rerank(query: str, hits: pa.Table, reranker, encode_title: bool, k: int) -> list[Hit]:
+    titles, texts = hits["title"].to_pylist(), hits["text"].to_pylist()
+    scores = reranker.score(query, [passage_text(t, x, encode_title) for t, x in zip(titles, texts, strict=True)])
+    return _hits(hits, rank_order(scores)[:k], scores)
+
+
+def _hits(table: pa.Table, order: np.ndarray, scores: np.ndarray | None) -> list[Hit]:
+    cols = {c: table[c].to_pylist() for c in ("id", "doc_id", "title", "text", "source", "position", "retrieval_score")}
+    out = []
+    for rank, i in enumerate(order, start=1):
+        i = int(i)
+        r = float(cols["retrieval_score"][i])
+        out.append(
+            Hit(rank, float(scores[i]) if scores is not None else r, r, cols["id"][i], cols["doc_id"][i],
+                cols["title"][i] or "", cols["text"][i], cols["source"][i], int(cols["position"][i]))
+        )
+    return out
+
+
+class Searcher:
+    """Query one collection: ``search``, ``search_many``; ``timings`` holds the last query's breakdown."""
+
+    def __init__(
+        self,
+        db_uri: str | None = None,
+        collection: str | None = None,
+        bi_encoder: str | None = None,
+        cross_encoder: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        import lancedb
+
+        s = settings or get_settings()
+        overrides = {k: v for k, v in {"db_uri": db_uri, "collection": collection, "bi_encoder": bi_encoder,
+                                       "cross_encoder": cross_encoder}.items() if v is not None}
+        self.settings = s.model_copy(update=overrides)
+        self.collection = self.settings.collection
+        # A zero interval re-checks the table version on every query, so a query sees the latest
+        # committed write of a concurrent index run (never a half-written one: versions are atomic).
+        self._db = lancedb.connect(self.settings.db_uri, read_consistency_interval=timedelta(0))
+        names = set(self._db.table_names(limit=1_000_000))
+        if self.collection not in names:
+            known = sorted(n for n in names if not n.endswith("__articles"))
+            raise CollectionNotFoundError(
+                f"collection {self.collection!r} does not exist in {self.settings.db_uri!r}"
+                + (f" (collections there: {', '.join(known)})" if known else "")
+                + f". Index one first: corpus-search index SOURCE... --collection {self.collection}"
+                + (f" --db {self.settings.db_uri}" if self.settings.db_uri != get_settings().db_uri else "")
+            )
+        self.table = self._db.open_table(self.collection)
+        self.meta = IndexMetadata.from_schema(self.table.schema, table=self.collection)
+        if canonical_model_name(self.settings.bi_encoder) != self.meta.encoder:
+            raise IndexContractError(
+                f"collection {self.collection!r} was indexed with bi-encoder {self.meta.encoder!r}, but the "
+                f"configured bi-encoder is {canonical_model_name(self.settings.bi_encoder)!r}. Set "
+                f"CORPUS_SEARCH_BI_ENCODER={self.meta.encoder!r} (or pass bi_encoder=...) to query it."
+            )
+        self.timings = Timings()
+
+    @classmethod
+    def from_settings(cls, collection: str | None = None, **overrides: Any) -> Searcher:
+        """A Searcher configured from the environment (``CORPUS_SEARCH_*``) plus ``overrides``."""
+        settings = get_settings().model_copy(update=overrides)
+        return cls(collection=collection, settings=settings)
+
+    # ------------------------------------------------------------------ models (lazy, cached)
+
+    @property
+    def bi_encoder(self) -> BiEncoder:
+        s = self.settings
+        enc = load_bi_encoder(s.bi_encoder, device=s.device, precision=s.precision, batch_size=s.batch_size,
+                              trust_remote_code=s.trust_remote_code)
+        if enc.dim != self.meta.dim:
+            raise IndexContractError(
+                f"collection {self.collection!r} holds {self.meta.dim}-dim vectors of {self.meta.encoder!r}, "
+                f"but {s.bi_encoder!r} produces {enc.dim}-dim vectors"
+            )
+        return enc
+
+    @property
+    def reranker(self):
+        s = self.settings
+        return load_reranker(s.cross_encoder, device=s.device, precision=s.rerank_precision,
+                             batch_size=s.rerank_batch_size, trust_remote_code=s.trust_remote_code)
+
+    # ------------------------------------------------------------------ search
+
+    def _encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        enc = self.bi_encoder
+        limit = enc.max_seq_length - 2
+        lengths = [len(ids) for ids in enc.tokenizer(list(queries), add_special_tokens=False, verbose=False)["input_ids"]]
+        for q, n in zip(queries, lengths, strict=True):
+            if n > limit:
+                warnings.warn(f"query of {n} tokens is longer than the bi-encoder's limit of {limit}; "
+                              "it is truncated for retrieval", stacklevel=4)
+        return enc.encode(list(queries))
+
+    def _retrieve(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None) -> pa.Table:
+        if mode == "dense":
+            return retrieve.dense(self.table, vector, n, where)
+        if mode == "lexical":
+            return retrieve.lexical(self.table, query, n, where)
+        return retrieve.hybrid(self.table, query, vector, n, where, rrf_k=self.settings.rrf_k)
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        mode: str = "hybrid",
+        candidates: int | None = None,
+        rerank: bool = True,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Retrieve ``candidates`` paragraphs (dense, lexical or hybrid), re-rank them, return the top ``k``."""
+        return self.search_many([query], k, mode=mode, candidates=candidates, rerank=rerank, where=where)[0]
+
+    def search_many(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        mode: str = "hybrid",
+        candidates: int | None = None,
+        rerank: bool = True,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        """``search`` for several queries; their embeddings are computed in one batch."""
+        if mode not in retrieve.MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(retrieve.MODES)}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        n = max(candidates or self.settings.candidates, k)
+        cleaned = [check_query(q, self.settings.max_query_chars) for q in queries]
+        filt = where_sql(where)
+        t0 = time.perf_counter()
+        timings = Timings(stages=[f"retrieve:{mode}"])
+        reranker = self.reranker if rerank else None  # load (and fail) before any work
+        vectors = self._encode_queries(cleaned) if mode != "lexical" else [None] * len(cleaned)
+        timings.encode = time.perf_counter() - t0
+        results = []
+        for q, vec in zip(cleaned, vectors, strict=True):
+            t1 = time.perf_counter()
+            cands = self._retrieve(q, vec, mode, n, filt)
+            t2 = time.perf_counter()
+            timings.retrieve += t2 - t1
+            if reranker is not None and cands.num_rows:
+                results.append(_rerank(q, cands, reranker, self.meta.encode_title, k))
+            else:
+                results.append(_hits(cands, np.arange(min(k, cands.num_rows)), None))
+            timings.rerank += time.perf_counter() - t2
+        if reranker is not None:
+            timings.stages.append(f"rerank:{self.settings.cross_encoder}")
+        timings.total = time.perf_counter() - t0
+        self.timings = timings
+        return results
+
+    def count(self) -> int:
+        return self.table.count_rows()
+
+    def documents(self) -> int:
+        name = articles_table_name(self.collection)
+        return self._db.open_table(name).count_rows() if name in self._db.table_names(limit=1_000_000) else 0
+
+
+def rank_passages(
+    query: str,
+    passages: Sequence[str] | Sequence[Mapping[str, Any]],
+    k: int = 5,
+    *,
+    cross_encoder: str | None = None,
+    settings: Settings | None = None,
+) -> list[Hit]:
+    """Score every passage with the cross-encoder (no retrieval: for one document or a short list).
+
+    ``passages`` are strings, or mappings with ``text`` and optional ``title``, ``id``, ``doc_id``, ``source``.
+    """
+    s = settings or get_settings()
+    query = check_query(query, s.max_query_chars)
+    rows = [{"text": p} if isinstance(p, str) else dict(p) for p in passages]
+    if not rows:
+        return []
+    reranker = load_reranker(cross_encoder or s.cross_encoder, device=s.device, precision=s.rerank_precision,
+                             batch_size=s.rerank_batch_size, trust_remote_code=s.trust_remote_code)
+    scores = reranker.score(query, [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows])
+    out = []
+    for rank, i in enumerate(rank_order(scores)[:k], start=1):
+        r = rows[int(i)]
+        out.append(Hit(rank, float(scores[i]), 0.0, str(r.get("id", i)), str(r.get("doc_id", "")), r.get("title") or "",
+                       r["text"], str(r.get("source", "")), int(r.get("position", i))))
+    return out

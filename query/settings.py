@@ -1,0 +1,63 @@
+"""One Settings object for the whole product (env prefix ``CORPUS_SEARCH_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Mode = Literal["dense", "lexical", "hybrid"]
+
+DEFAULT_BI_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Every knob of indexing and querying. Override with ``CORPUS_SEARCH_<NAME>`` or keyword arguments."""
+
+    model_config = SettingsConfigDict(env_prefix="CORPUS_SEARCH_", extra="forbid")
+
+    # storage
+    db_uri: str = Field(".corpus_search/lancedb", description="LanceDB URI: a local directory or s3://bucket/path")
+    collection: str = "default"
+
+    # models
+    bi_encoder: str = DEFAULT_BI_ENCODER
+    cross_encoder: str = DEFAULT_CROSS_ENCODER
+    device: str = Field("auto", description="auto (cuda > mps > cpu), or an explicit torch device")
+    precision: Precision = Field("auto", description="auto: fp16 on cuda, bf16 on CPUs with native bf16, else fp32")
+    batch_size: int = Field(64, ge=1, description="bi-encoder batch size")
+    encode_chunk_size: int = Field(2048, ge=1, description="paragraphs encoded and written per chunk; bounds memory")
+    trust_remote_code: bool = False
+
+    # splitting
+    min_paragraph_chars: int = Field(30, ge=0, description="shorter paragraphs are dropped")
+    encode_title: bool = Field(True, description="encode 'title: paragraph' instead of the paragraph alone")
+    main_content: bool = Field(True, description="extract the main content of HTML pages (drop boilerplate)")
+
+    # fetching
+    fetch_timeout_s: float = 20.0
+    fetch_retries: int = Field(3, ge=0)
+    fetch_concurrency: int = Field(8, ge=1)
+    fetch_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    user_agent: str = "corpus-search/0.1 (+https://pypi.org/project/corpus-search/)"
+
+    # indexing
+    ann_min_rows: int = Field(100_000, ge=1, description="build an ANN index once a collection has this many rows")
+    ann_index_type: str = "IVF_HNSW_SQ"
+
+    # querying
+    candidates: int = Field(100, ge=1)
+    rrf_k: int = Field(60, ge=1)
+    rerank_batch_size: int = Field(32, ge=1)
+    rerank_precision: Precision = "auto"
+    max_query_chars: int = Field(2000, ge=1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings read from the environment (cached)."""
+    return Settings()

@@ -1,0 +1,42 @@
+"""One document → passages for ``search-document``: fetch (URL or file) and split, no index."""
+
+from __future__ import annotations
+
+from query.settings import Settings
+from tasks.fetch import HttpOptions, classify_source, fetch_urls, read_local_file
+from tasks.records import Article, FetchFailure
+from tasks.split import SplitOptions, split_article, tokenizer_counter
+
+#: Room left for the query inside the cross-encoder's 512 tokens.
+QUERY_BUDGET = 64
+
+
+def fetch_document(source: str, settings: Settings) -> Article:
+    """Fetch one URL or read one local file; a failure is a clear error."""
+    from pathlib import Path
+
+    spec = classify_source(source)
+    if spec.kind == "url":
+        outcome = fetch_urls([spec.spec], {}, HttpOptions(timeout_s=settings.fetch_timeout_s, retries=settings.fetch_retries,
+                                                          max_bytes=settings.fetch_max_bytes, user_agent=settings.user_agent))[0]
+    elif spec.kind == "file":
+        outcome = read_local_file(Path(spec.root), doc_id=Path(spec.root).name, source=spec.root)
+    else:
+        raise ValueError(f"search-document takes one URL or one file, not a {spec.kind}: {source!r}")
+    if isinstance(outcome, FetchFailure):
+        raise ValueError(f"cannot fetch {source!r}: {outcome.error}")
+    return outcome
+
+
+def document_passages(source: str, settings: Settings) -> list[dict]:
+    """The document's paragraphs as passages for ``query.rank_passages`` (split to fit the cross-encoder)."""
+    from query.models import load_reranker
+
+    article = fetch_document(source, settings)
+    reranker = load_reranker(settings.cross_encoder, device=settings.device, precision=settings.rerank_precision,
+                             batch_size=settings.rerank_batch_size, trust_remote_code=settings.trust_remote_code)
+    opts = SplitOptions(max_tokens=512 - QUERY_BUDGET, min_chars=settings.min_paragraph_chars, encode_title=False,
+                        main_content=settings.main_content)
+    paragraphs = split_article(article, opts, tokenizer_counter(reranker.tokenizer))
+    return [{"id": p.id, "doc_id": p.doc_id, "title": p.title, "text": p.text, "source": p.source,
+             "position": p.position} for p in paragraphs]

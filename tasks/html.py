@@ -1,0 +1,489 @@
+"""HTML → (title, paragraph blocks), with optional main-content extraction.
+
+The indexer turns every fetched page into a list of text blocks (roughly: paragraphs) that
+later stages split, filter by length and embed.  Everything here is a pure function of the
+input bytes/text, never raises on broken markup or broken charsets, and uses only
+beautifulsoup4 (lxml parser) plus charset_normalizer as a last-resort charset guesser.
+
+Main-content extraction is a readability-style scorer over our own blocks rather than a call
+into trafilatura: on the benchmark in ``benchmarks/extraction`` it measures as well or better,
+keeps headings and list items of the article (trafilatura drops some), and maps 1:1 onto the
+blocks we emit (no fuzzy re-alignment of another extractor's output).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from bs4 import BeautifulSoup, NavigableString, Tag
+from bs4.element import PreformattedString
+
+__all__ = ["HtmlDocument", "decode_body", "extract_html"]
+
+
+@dataclass(frozen=True)
+class HtmlDocument:
+    """A page reduced to what the indexer needs."""
+
+    title: str  # <title> (site suffix stripped when an <h1> agrees), else first <h1>, else ""
+    blocks: list[str]  # whitespace-normalised text blocks in document order
+
+
+# --------------------------------------------------------------------------------------------
+# Charset decoding
+# --------------------------------------------------------------------------------------------
+
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    # utf-32 first: its little-endian BOM starts with the utf-16 one.
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([\w.:-]+)""", re.I)
+# Matches both <meta charset="x"> and <meta http-equiv="Content-Type" content="...; charset=x">.
+_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([\w.:-]+)""", re.I)
+# Browsers (WHATWG Encoding standard) read these labels as windows-1252, a superset that also
+# has curly quotes and dashes in 0x80-0x9F; pages labelled latin-1 really contain those.
+_WHATWG_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
+                   "us-ascii": "cp1252", "ascii": "cp1252", "iso8859-1": "cp1252"}
+# Share of replacement characters after a utf-8 decode above which we ask charset_normalizer.
+_MAX_UTF8_ERROR_RATE = 0.01
+
+
+def _codec(label: str | None) -> str | None:
+    """Python codec name for a charset label, or None if unknown (so the caller falls through)."""
+    if not label:
+        return None
+    label = label.strip().lower()
+    label = _WHATWG_ALIASES.get(label, label)
+    try:
+        name = codecs.lookup(label).name
+    except LookupError:
+        return None
+    # A page cannot declare itself utf-16 in ASCII-compatible <meta>; browsers use utf-8 then.
+    return "utf-8" if name.startswith("utf-16") or name.startswith("utf-32") else name
+
+
+def decode_body(body: bytes, content_type: str | None = None) -> str:
+    """Decode bytes with the right charset.
+
+    Order: charset from the Content-Type header, then a byte-order mark, then
+    ``<meta charset>`` / ``<meta http-equiv>`` in the first 4 KB, then utf-8.  Bad bytes are
+    replaced (never raises).  charset_normalizer is consulted only when an undeclared page
+    fails utf-8 badly, since guessing is slow and wrong on short texts.
+    """
+    if content_type and (match := _HEADER_CHARSET.search(content_type)):
+        if codec := _codec(match.group(1)):
+            return body.decode(codec, errors="replace").lstrip("\ufeff")
+    for bom, codec in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom):].decode(codec, errors="replace")
+    if match := _META_CHARSET.search(body[:4096]):
+        if codec := _codec(match.group(1).decode("ascii", errors="replace")):
+            return body.decode(codec, errors="replace")
+    text = body.decode("utf-8", errors="replace")
+    if text.count("\ufffd") > _MAX_UTF8_ERROR_RATE * max(len(text), 1):
+        try:
+            from charset_normalizer import from_bytes
+
+            best = from_bytes(body).best()
+            if best is not None and best.encoding:
+                return body.decode(best.encoding, errors="replace")
+        except Exception:  # a guesser must never take the page down with it
+            pass
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing into blocks
+# --------------------------------------------------------------------------------------------
+
+# Never content: code, media, interactive widgets and page chrome.
+_DROP_TAGS = frozenset({
+    "script", "style", "noscript", "template", "svg", "iframe", "nav", "header", "footer",
+    "aside", "form", "button", "select", "input", "textarea", "option", "canvas", "video",
+    "audio", "object", "embed", "map", "dialog", "head", "title", "meta", "link",
+})
+# Tags whose text forms one block each.
+_BLOCK_TAGS = frozenset({
+    "p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "td", "th", "dd", "dt",
+    "figcaption",
+})
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+# Containers: they break text flow, and text directly inside them becomes its own block.
+_CONTAINER_TAGS = frozenset({
+    "html", "body", "div", "section", "article", "main", "ul", "ol", "dl", "table", "thead",
+    "tbody", "tfoot", "tr", "caption", "figure", "center", "address", "hr", "details",
+    "summary", "fieldset", "legend", "hgroup", "menu", "search", "picture",
+})
+_BREAKING = _BLOCK_TAGS | _CONTAINER_TAGS
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v\xa0]*\n")
+# Invisible characters that str.split() does not treat as whitespace.
+_INVISIBLE = str.maketrans("", "", "\u200b\u200c\u200d\u2060\ufeff\u00ad")
+
+
+def _normalise(text: str) -> str:
+    """Collapse whitespace runs (incl. nbsp) to one space and strip."""
+    return " ".join(text.translate(_INVISIBLE).split())
+
+
+@dataclass(frozen=True)
+class _Block:
+    text: str
+    element: Tag  # the block tag, or the container whose direct text this is
+    link_chars: int  # characters of the text that sit inside <a>
+
+    @property
+    def link_density(self) -> float:
+        return self.link_chars / max(len(self.text), 1)
+
+
+def _is_hidden(tag: Tag) -> bool:
+    attrs = tag.attrs or {}
+    if "hidden" in attrs or str(attrs.get("aria-hidden", "")).strip().lower() == "true":
+        return True
+    style = attrs.get("style")
+    return isinstance(style, str) and bool(_HIDDEN_STYLE.search(style))
+
+
+def _parse(html: str) -> BeautifulSoup:
+    try:
+        return BeautifulSoup(html, "lxml")
+    except Exception:  # lxml refuses a few pathological inputs; the stdlib parser never does
+        return BeautifulSoup(html, "html.parser")
+
+
+def _drop_boilerplate_tags(soup: BeautifulSoup) -> None:
+    doomed = [t for t in soup.find_all(True) if t.name in _DROP_TAGS or _is_hidden(t)]
+    for tag in doomed:
+        if not tag.decomposed:  # an ancestor may already have taken it down
+            tag.decompose()
+
+
+def _pre_blocks(pre: Tag) -> Iterator[str]:
+    """A <pre> is one block per blank-line-separated chunk (CACM pages are one big <pre>)."""
+    parts: list[str] = []
+    for node in pre.descendants:
+        if isinstance(node, Tag) and node.name == "br":
+            parts.append("\n")
+        elif isinstance(node, NavigableString) and not isinstance(node, PreformattedString):
+            parts.append(str(node))
+    for chunk in _PARAGRAPH_BREAK.split("".join(parts)):
+        if text := _normalise(chunk):
+            yield text
+
+
+def _blocks(root: Tag) -> list[_Block]:
+    """Walk the tree once, in document order, cutting text into blocks at breaking tags.
+
+    Each text node lands in exactly one buffer, so nested blocks (<li><p>…</p></li>) never
+    duplicate text.  The walk is iterative because real pages nest deeper than Python's
+    recursion limit.
+    """
+    blocks: list[_Block] = []
+    parts: list[str] = []
+    link_chars = 0
+    owners: list[Tag] = [root]  # innermost breaking element owns the buffered text
+    link_depth = 0
+
+    def flush() -> None:
+        nonlocal parts, link_chars
+        if parts:
+            text = _normalise("".join(parts))
+            if text:
+                blocks.append(_Block(text, owners[-1], min(link_chars, len(text))))
+        parts, link_chars = [], 0
+
+    stack: list[tuple[object, bool]] = [(child, False) for child in reversed(root.contents)]
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            assert isinstance(node, Tag)
+            if node.name == "a":
+                link_depth -= 1
+            elif node.name in _BREAKING:
+                flush()
+                owners.pop()
+            continue
+        if isinstance(node, NavigableString):
+            if not isinstance(node, PreformattedString):  # comments, doctype, CDATA
+                parts.append(str(node))
+                if link_depth:
+                    link_chars += len(_normalise(node))
+            continue
+        if not isinstance(node, Tag):
+            continue
+        if node.name == "br":
+            parts.append(" ")
+            continue
+        if node.name == "pre":
+            flush()
+            blocks.extend(_Block(text, node, 0) for text in _pre_blocks(node))
+            continue
+        if node.name in _BREAKING:
+            flush()
+            owners.append(node)
+        elif node.name == "a":
+            link_depth += 1
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(node.contents))
+    flush()
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------
+# Title
+# --------------------------------------------------------------------------------------------
+
+_TITLE_SEPARATORS = re.compile(r"\s+(?:\||-|–|—|::|·|•|»|/)\s+")
+
+
+def _title(soup: BeautifulSoup) -> str:
+    """<title>, minus a site name when an <h1> confirms which part is the page's own title."""
+    h1s = [text for h in soup.find_all("h1") if (text := _normalise(h.get_text(" ")))]
+    title_tag = next((t for t in soup.find_all("title") if t.find_parent("svg") is None), None)
+    title = _normalise(title_tag.get_text(" ")) if title_tag else ""
+    if not title:
+        return h1s[0] if h1s else ""
+    wanted = {h.casefold() for h in h1s}
+    if title.casefold() in wanted:
+        return title
+    # Try every split point, so "Page | Section | Site" and "Site - Page" both work.
+    cuts = list(_TITLE_SEPARATORS.finditer(title))
+    for cut in cuts:
+        for part in (title[: cut.start()], title[cut.end():]):
+            if part.casefold() in wanted:
+                return part
+    for i, a in enumerate(cuts):  # a middle part: "Site | Page | Section"
+        for b in cuts[i + 1:]:
+            if (part := title[a.end(): b.start()]).casefold() in wanted:
+                return part
+    return title
+
+
+# --------------------------------------------------------------------------------------------
+# Main content
+# --------------------------------------------------------------------------------------------
+
+# class/id/role fragments of page chrome.  Matched on the element's own attributes; positive
+# hints on the same element win (e.g. "post-body" vs "post-share").
+_NEGATIVE = re.compile(
+    r"ad-slot|ad-label|adspot|\bads?\b|\bad[-_]|advert|sponsor|banner|breadcrumb|crumb|"
+    r"comment|disqus|discussion|respond|replies|cookie|consent|gdpr|onetrust|cmplz|"
+    r"\bcc-|share|sharing|social|like|follow|newsletter|subscri|signup|sign-up|"
+    r"related|recommend|more-?from|read-?more|most-?(?:viewed|popular|read)|popular|"
+    r"top-?stories|onward|teaser|promo|epic|cta|sidebar|rail|widget|sidenav|"
+    r"menu|navigation|navbar|\bnav\b|masthead|header|footer|byline|author|meta\b|"
+    r"submeta|tags?\b|keywords|categor|catlinks|pager|pagination|next-prev|post-navigation|"
+    r"toolbar|toc\b|vector-toc|navbox|infobox|hatnote|reflist|references|citation|"
+    r"editsection|noprint|print|skip|jump|modal|popup|overlay|dialog|notice|"
+    r"rights|license|copyright|quiz|video|identifiers|standfirst|excerpt|subtitle",
+    re.I,
+)
+_POSITIVE = re.compile(
+    r"article|body|content|entry|main|page|post|text|blog|story|markup|parser-output|"
+    r"paragraph|storytext|reading",
+    re.I,
+)
+_NEGATIVE_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary", "dialog",
+                             "alertdialog", "search", "menu", "menubar"})
+_NEVER_NEGATIVE = frozenset({"html", "body", "main"})
+_GOOD_BLOCK_CHARS = 25  # shorter blocks don't vote for a container (captions, dates, buttons)
+
+
+def _hints(tag: Tag) -> str:
+    """The element's class, id and data-component, as one string for the hint regexes."""
+    classes = tag.get("class") or []
+    if isinstance(classes, str):
+        classes = [classes]
+    return " ".join([*classes, str(tag.get("id") or ""), str(tag.get("data-component") or "")])
+
+
+def _is_negative(tag: Tag) -> bool:
+    if tag.name in _NEVER_NEGATIVE:
+        return False
+    if str(tag.get("role") or "").lower() in _NEGATIVE_ROLES:
+        return True
+    hints = _hints(tag)
+    return bool(_NEGATIVE.search(hints)) and not _POSITIVE.search(hints)
+
+
+def _class_weight(tag: Tag) -> float:
+    hints = _hints(tag)
+    weight = 0.0
+    if _NEGATIVE.search(hints):
+        weight -= 25
+    if _POSITIVE.search(hints):
+        weight += 25
+    if tag.name in {"article", "main"}:
+        weight += 10
+    return weight
+
+
+_TAG_WEIGHT = {"div": 5, "article": 5, "section": 3, "td": 3, "blockquote": 3, "pre": 3,
+               "ol": -3, "ul": -3, "dl": -3, "li": -3, "dd": -3, "form": -3, "th": -5}
+
+
+def _ancestors(tag: Tag) -> list[Tag]:
+    chain: list[Tag] = []
+    node = tag.parent
+    while isinstance(node, Tag) and node.name != "[document]":
+        chain.append(node)
+        node = node.parent
+    return chain
+
+
+def _main_content(blocks: list[_Block]) -> list[_Block]:
+    """Select the article's blocks, readability style.
+
+    1. Long, link-poor blocks outside chrome vote for their ancestors (decaying with distance),
+       weighted by commas and length; containers get a class/id hint bonus and are damped by
+       their link density.
+    2. The best container wins; if its parent gathers almost as much it is a split article
+       (one <div> per paragraph) and the parent wins instead.
+    3. Inside the winner, blocks under chrome-hinted elements and link lists are dropped, and so
+       are headings whose sections were dropped entirely ("See also", "References").
+    """
+    if not blocks:
+        return blocks
+    chains = [[b.element, *_ancestors(b.element)] for b in blocks]
+    negative_cache: dict[int, bool] = {}
+
+    def negative(tag: Tag) -> bool:
+        key = id(tag)
+        if key not in negative_cache:
+            negative_cache[key] = _is_negative(tag)
+        return negative_cache[key]
+
+    # Text and link totals per container, for link density.
+    total: dict[int, int] = {}
+    linked: dict[int, int] = {}
+    for block, chain in zip(blocks, chains):
+        for tag in chain:
+            total[id(tag)] = total.get(id(tag), 0) + len(block.text)
+            linked[id(tag)] = linked.get(id(tag), 0) + block.link_chars
+
+    scores: dict[int, float] = {}
+    tags: dict[int, Tag] = {}
+    for block, chain in zip(blocks, chains):
+        if len(block.text) < _GOOD_BLOCK_CHARS or block.link_density > 0.33:
+            continue
+        if any(negative(tag) for tag in chain):
+            continue
+        score = 1 + block.text.count(",") + min(len(block.text) / 100, 3)
+        # A block tag votes for its parents; text directly in a container votes for it too.
+        voters = chain[1:6] if block.element.name in _BLOCK_TAGS else chain[:5]
+        for level, tag in enumerate(voters):
+            if id(tag) not in scores:
+                tags[id(tag)] = tag
+                scores[id(tag)] = _TAG_WEIGHT.get(tag.name, 0) + _class_weight(tag)
+            scores[id(tag)] += score / (1 if level == 0 else 2 if level == 1 else level * 3)
+    if not scores:
+        return blocks
+
+    def final(key: int) -> float:
+        return scores[key] * (1 - linked.get(key, 0) / max(total.get(key, 1), 1))
+
+    ranked = sorted(scores, key=final, reverse=True)
+    top = tags[ranked[0]]
+    # Split articles: several top candidates under one ancestor mean the ancestor is the article.
+    strong = [tags[k] for k in ranked[1:6] if final(k) >= 0.75 * final(ranked[0])]
+    if len(strong) >= 2:
+        for ancestor in _ancestors(top):
+            inside = sum(1 for t in strong if any(a is ancestor for a in _ancestors(t)))
+            if inside >= 2:
+                top = ancestor
+                break
+    # Walk up while the parent still holds most of the good text (a sibling paragraph outside
+    # the first <div>, a figure caption next to the body).
+    good_total = sum(len(b.text) for b, c in zip(blocks, chains)
+                     if len(b.text) >= _GOOD_BLOCK_CHARS and b.link_density <= 0.33
+                     and not any(negative(t) for t in c))
+    while top.parent is not None and top.parent.name not in {"[document]", "html"}:
+        parent = top.parent
+        if negative(parent) and parent.name not in _NEVER_NEGATIVE:
+            break
+        mine = _good_chars(blocks, chains, top, negative)
+        if mine >= 0.8 * good_total:
+            break
+        theirs = _good_chars(blocks, chains, parent, negative)
+        if theirs > mine and final(id(parent)) if id(parent) in scores else False:
+            top = parent
+        else:
+            break
+
+    kept: list[_Block] = []
+    for block, chain in zip(blocks, chains):
+        try:
+            depth = next(i for i, tag in enumerate(chain) if tag is top)
+        except StopIteration:
+            continue
+        inner = chain[:depth]  # elements between the block and the content root
+        if any(negative(tag) for tag in inner):
+            continue
+        if block.link_density > 0.5 and block.element.name not in _HEADINGS:
+            continue
+        if any(tag.name in {"ul", "ol", "dl", "table", "div", "section"}
+               and total.get(id(tag), 0) > 0 and linked.get(id(tag), 0) / total[id(tag)] > 0.5
+               for tag in inner[1:]):
+            continue  # a link list (related stories, navigation) without telling class names
+        kept.append(block)
+    kept = _drop_orphan_headings(kept, blocks)
+    return kept or blocks
+
+
+def _good_chars(blocks: list[_Block], chains: list[list[Tag]], root: Tag, negative) -> int:
+    return sum(len(b.text) for b, c in zip(blocks, chains)
+               if len(b.text) >= _GOOD_BLOCK_CHARS and b.link_density <= 0.33
+               and any(t is root for t in c) and not any(negative(t) for t in c))
+
+
+def _drop_orphan_headings(kept: list[_Block], blocks: list[_Block]) -> list[_Block]:
+    """Drop a heading when nothing of its section survived (e.g. "See also", "References")."""
+    kept_ids = {id(b) for b in kept}
+    orphan: set[int] = set()
+    for i, block in enumerate(blocks):
+        if id(block) not in kept_ids or block.element.name not in _HEADINGS:
+            continue
+        level = int(block.element.name[1])
+        has_body = False
+        for later in blocks[i + 1:]:
+            name = later.element.name
+            if name in _HEADINGS and int(name[1]) <= level:
+                break
+            if id(later) in kept_ids and name not in _HEADINGS:
+                has_body = True
+                break
+        if not has_body:
+            orphan.add(id(block))
+    return [b for b in kept if id(b) not in orphan]
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def extract_html(
+    html: str | bytes, *, content_type: str | None = None, main_content: bool = True
+) -> HtmlDocument:
+    """Parse a page into its title and text blocks.
+
+    ``main_content=True`` keeps only the article (boilerplate such as menus, cookie banners,
+    share buttons, related links and comments is dropped); a page without detectable
+    boilerplate keeps every block, and a page with text never comes back empty.
+    """
+    text = decode_body(html, content_type) if isinstance(html, bytes) else html
+    soup = _parse(text)
+    title = _title(soup)  # before dropping: the agreeing <h1> often sits in a <header>
+    _drop_boilerplate_tags(soup)
+    blocks = _blocks(soup)
+    if main_content:
+        blocks = _main_content(blocks)
+    return HtmlDocument(title=title, blocks=[b.text for b in blocks])

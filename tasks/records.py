@@ -1,0 +1,98 @@
+"""Plain records that flow between the stages. Data only: no models, tables or connections."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+BodyKind = Literal["html", "markdown", "text", "paragraphs"]
+
+
+def stable_hash(*parts: str, size: int = 16) -> str:
+    """A short, stable hex digest of ``parts`` (separated so that ("ab", "c") != ("a", "bc"))."""
+    h = hashlib.blake2b(digest_size=size)
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def article_key(source: str, doc_id: str) -> str:
+    """The identity of an article within a collection."""
+    return stable_hash(source, doc_id)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Article:
+    """One fetched document. ``body`` is HTML, markdown or text; ``paragraphs`` when the source pre-split it."""
+
+    doc_id: str
+    source: str
+    title: str
+    body: str
+    kind: BodyKind
+    fetched_at: datetime = field(default_factory=now_utc)
+    etag: str | None = None
+    last_modified: str | None = None
+    paragraphs: list[str] | None = None
+
+    @property
+    def key(self) -> str:
+        return article_key(self.source, self.doc_id)
+
+
+@dataclass(frozen=True)
+class FetchFailure:
+    """A source or article that could not be fetched. Its previously indexed rows are kept."""
+
+    doc_id: str
+    source: str
+    error: str
+
+    @property
+    def key(self) -> str:
+        return article_key(self.source, self.doc_id)
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """An article the server says is unchanged (HTTP 304): no download, no encoding."""
+
+    doc_id: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        return article_key(self.source, self.doc_id)
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    """One paragraph of an article, ready to be encoded. ``encoded`` is the exact text given to the encoder."""
+
+    id: str
+    doc_id: str
+    source: str
+    title: str
+    position: int
+    text: str
+    encoded: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class ArticleState:
+    """What the index remembers of an article: enough for conditional re-fetching."""
+
+    key: str
+    doc_id: str
+    source: str
+    body_hash: str
+    etag: str | None
+    last_modified: str | None

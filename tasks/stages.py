@@ -1,0 +1,212 @@
+"""Thin Prefect task shells over the pure stage functions. Retries go on fetching only.
+
+No task takes or returns a model, table or connection: each loads what it needs lazily,
+once per process, from ``query.models`` and ``tasks.store``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from query.models import bi_encoder_from_settings
+from query.schema import IndexMetadata
+from query.settings import Settings
+from tasks import store
+from tasks.fetch import HttpOptions, SourceSpec, fetch_urls, parse_dump_line, read_local_file
+from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph
+from tasks.split import SplitOptions, body_fingerprint, split_article, tokenizer_counter
+
+# Inputs are large batches: hashing them for a cache key would cost more than the work.
+stage = functools.partial(task, cache_policy=NO_CACHE, persist_result=False)
+
+
+def index_metadata(settings: Settings) -> IndexMetadata:
+    enc = bi_encoder_from_settings(settings)
+    return IndexMetadata(encoder=enc.name, dim=enc.dim, normalized=True, encode_title=settings.encode_title)
+
+
+def split_options(settings: Settings) -> SplitOptions:
+    enc = bi_encoder_from_settings(settings)
+    return SplitOptions(
+        max_tokens=enc.max_seq_length,
+        min_chars=settings.min_paragraph_chars,
+        encode_title=settings.encode_title,
+        main_content=settings.main_content,
+    )
+
+
+@functools.cache
+def _db(db_uri: str):
+    return store.connect(db_uri)
+
+
+def paragraph_table(settings: Settings):
+    return store.open_paragraph_table(_db(settings.db_uri), settings.collection, index_metadata(settings))
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+@stage(name="fetch-urls", retries=2, retry_delay_seconds=5)
+def fetch_url_batch(urls: list[str], states: dict[str, ArticleState], settings: Settings) -> list:
+    """Download a batch of URLs (bounded concurrency, conditional, retried with back-off)."""
+    opts = HttpOptions(
+        timeout_s=settings.fetch_timeout_s,
+        retries=settings.fetch_retries,
+        concurrency=settings.fetch_concurrency,
+        max_bytes=settings.fetch_max_bytes,
+        user_agent=settings.user_agent,
+    )
+    return fetch_urls(urls, states, opts)
+
+
+@stage(name="read-files", retries=1, retry_delay_seconds=1)
+def read_file_batch(spec: SourceSpec, paths: list[str]) -> list:
+    """Read a batch of local files of a file or directory source."""
+    root = Path(spec.root)
+    if spec.kind == "file":
+        return [read_local_file(root, doc_id=root.name, source=spec.root)]
+    return [read_local_file(root / p, doc_id=p, source=spec.root) for p in paths]
+
+
+@stage(name="read-dump")
+def parse_dump_batch(spec: SourceSpec, lines: list[tuple[int, str]]) -> list:
+    """Parse a batch of JSONL dump lines; a malformed line is a failure that names file and line."""
+    import json
+
+    out: list = []
+    name = Path(spec.root).name
+    for lineno, line in lines:
+        try:
+            out.append(parse_dump_line(json.loads(line), source=spec.root))
+        except (ValueError, TypeError) as exc:
+            out.append(FetchFailure(f"{name}:{lineno}", spec.root, f"{spec.root}:{lineno}: {exc}"))
+    return out
+
+
+# --------------------------------------------------------------------------- split
+
+
+@dataclass
+class SplitResult:
+    paragraphs: list[Paragraph] = field(default_factory=list)
+    changed: list[dict] = field(default_factory=list)  # article-state rows of changed articles
+    unchanged: int = 0
+    failed: list[FetchFailure] = field(default_factory=list)
+
+
+@stage(name="split")
+def split_batch(articles: list[Article], known: dict[str, str], settings: Settings) -> SplitResult:
+    """Split the articles whose content fingerprint changed; count the others as unchanged."""
+    opts = split_options(settings)
+    count = tokenizer_counter(bi_encoder_from_settings(settings).tokenizer)
+    result = SplitResult()
+    for article in articles:
+        fingerprint = body_fingerprint(article, opts)
+        if known.get(article.key) == fingerprint:
+            result.unchanged += 1
+            continue
+        try:
+            paragraphs = split_article(article, opts, count)
+        except Exception as exc:  # noqa: BLE001 - one bad article must not stop the batch
+            result.failed.append(FetchFailure(article.doc_id, article.source, f"cannot split: {exc}"))
+            continue
+        result.paragraphs.extend(paragraphs)
+        result.changed.append(
+            {
+                "key": article.key,
+                "doc_id": article.doc_id,
+                "source": article.source,
+                "title": paragraphs[0].title if paragraphs else article.title,
+                "body_hash": fingerprint,
+                "etag": article.etag,
+                "last_modified": article.last_modified,
+                "paragraphs": len(paragraphs),
+                "fetched_at": article.fetched_at,
+            }
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- plan / encode / write
+
+
+@stage(name="plan-writes")
+def plan_writes(paragraphs: list[Paragraph], changed: list[dict], settings: Settings) -> store.BatchPlan:
+    """Which paragraphs are new (to encode), moved (update position only) or vanished (delete)."""
+    table = paragraph_table(settings)
+    plan = store.BatchPlan()
+    by_source: dict[str, list[str]] = {}
+    for row in changed:
+        by_source.setdefault(row["source"], []).append(row["doc_id"])
+    for source, doc_ids in by_source.items():
+        existing = store.existing_rows(table, source, doc_ids)
+        part = store.plan_batch([p for p in paragraphs if p.source == source], existing, doc_ids)
+        plan.new += part.new
+        plan.moved += part.moved
+        plan.deleted_ids += part.deleted_ids
+        plan.unchanged += part.unchanged
+    return plan
+
+
+@stage(name="encode")
+def encode_paragraphs(texts: list[str], settings: Settings) -> tuple[np.ndarray, float]:
+    """Encode texts in bounded chunks; returns the vectors and the seconds spent encoding."""
+    enc = bi_encoder_from_settings(settings)
+    started = time.perf_counter()
+    chunk = settings.encode_chunk_size
+    parts = [enc.encode(texts[i : i + chunk]) for i in range(0, len(texts), chunk)]
+    vectors = np.concatenate(parts) if parts else np.zeros((0, enc.dim), np.float32)
+    return vectors, time.perf_counter() - started
+
+
+@stage(name="write")
+def write_batch(plan: store.BatchPlan, vectors: np.ndarray, changed: list[dict], settings: Settings) -> None:
+    """Apply one batch: one merge_insert for the paragraphs, then remember the articles' state."""
+    table = paragraph_table(settings)
+    store.apply_batch(table, plan, vectors, table.schema.field("vector").type.list_size)
+    store.upsert_article_states(store.open_articles_table(_db(settings.db_uri), settings.collection), changed)
+
+
+@stage(name="delete-vanished")
+def delete_vanished(source: str, doc_ids: list[str], settings: Settings) -> int:
+    """Delete rows of articles that disappeared from a fully enumerated source."""
+    db = _db(settings.db_uri)
+    return store.delete_articles(paragraph_table(settings), store.open_articles_table(db, settings.collection), source, doc_ids)
+
+
+@stage(name="refresh-indexes")
+def refresh_indexes(settings: Settings) -> dict:
+    """FTS covers every row, ANN index past the threshold, files compacted."""
+    return store.refresh_indexes(
+        paragraph_table(settings), ann_min_rows=settings.ann_min_rows, ann_index_type=settings.ann_index_type
+    )
+
+
+@stage(name="load-article-state")
+def load_states(settings: Settings) -> dict[str, ArticleState]:
+    return store.load_article_states(_db(settings.db_uri), settings.collection)
+
+
+__all__ = [
+    "NotModified",
+    "SplitResult",
+    "delete_vanished",
+    "encode_paragraphs",
+    "fetch_url_batch",
+    "index_metadata",
+    "load_states",
+    "parse_dump_batch",
+    "plan_writes",
+    "read_file_batch",
+    "refresh_indexes",
+    "split_batch",
+    "write_batch",
+]

@@ -1,0 +1,241 @@
+"""LanceDB writes: idempotent upserts on the stable paragraph id, deletions, fresh FTS/ANN indexes.
+
+Plain functions over a table handle; the handle comes from ``open_paragraph_table`` inside the task
+that uses it and is never passed between Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+
+from query.filters import in_list, sql_literal
+from query.schema import (
+    ARTICLE_SCHEMA,
+    IndexContractError,
+    IndexMetadata,
+    articles_table_name,
+    check_compatible,
+    paragraph_schema,
+)
+from tasks.records import ArticleState, Paragraph, now_utc
+
+log = logging.getLogger(__name__)
+
+#: Size of IN (...) lists; keeps single SQL statements reasonable for big batches.
+IN_CHUNK = 1000
+FTS_COLUMN = "text"
+
+
+def connect(db_uri: str):
+    """Open a LanceDB database (local directory or object-store URI)."""
+    import lancedb
+
+    return lancedb.connect(db_uri)
+
+
+def _chunks(items: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def open_paragraph_table(db, collection: str, meta: IndexMetadata, *, create: bool = True):
+    """Open the collection's paragraph table, creating it with ``meta``; refuse an incompatible one."""
+    if collection in db.table_names(limit=1_000_000):
+        table = db.open_table(collection)
+        stored = IndexMetadata.from_schema(table.schema, table=collection)
+        check_compatible(stored, meta, collection=collection)
+        if stored.encode_title != meta.encode_title:
+            raise IndexContractError(
+                f"collection {collection!r} was indexed with encode_title={stored.encode_title}, "
+                f"but the setting is now {meta.encode_title}. Set CORPUS_SEARCH_ENCODE_TITLE="
+                f"{str(stored.encode_title).lower()} or index into a new collection."
+            )
+        return table
+    if not create:
+        return None
+    return db.create_table(collection, schema=paragraph_schema(meta))
+
+
+def open_articles_table(db, collection: str):
+    name = articles_table_name(collection)
+    if name in db.table_names(limit=1_000_000):
+        return db.open_table(name)
+    return db.create_table(name, schema=ARTICLE_SCHEMA)
+
+
+def load_article_states(db, collection: str) -> dict[str, ArticleState]:
+    """Every article the collection remembers, keyed by article key (small: one row per article)."""
+    name = articles_table_name(collection)
+    if name not in db.table_names(limit=1_000_000):
+        return {}
+    cols = ["key", "doc_id", "source", "body_hash", "etag", "last_modified"]
+    rows = db.open_table(name).to_lance().to_table(columns=cols).to_pylist()
+    return {r["key"]: ArticleState(**r) for r in rows}
+
+
+@dataclass
+class BatchPlan:
+    """What one batch of changed articles does to the table."""
+
+    new: list[Paragraph] = field(default_factory=list)  # ids not in the table: to encode and insert
+    moved: list[Paragraph] = field(default_factory=list)  # same id, new position or title: update only
+    deleted_ids: list[str] = field(default_factory=list)  # ids of these articles that vanished
+    unchanged: int = 0
+
+
+def existing_rows(table, source: str, doc_ids: Sequence[str]) -> pa.Table:
+    """Current (id, doc_id, position, title) rows of some articles of one source."""
+    parts = []
+    for chunk in _chunks(list(doc_ids)):
+        where = f"source = {sql_literal(source)} AND {in_list('doc_id', chunk)}"
+        parts.append(
+            table.search().where(where).select(["id", "doc_id", "position", "title"]).limit(None).to_arrow()
+        )
+    if not parts:
+        return pa.table({"id": pa.array([], pa.string())})
+    return pa.concat_tables(parts)
+
+
+def plan_batch(paragraphs: Sequence[Paragraph], existing: pa.Table, changed_doc_ids: Iterable[str]) -> BatchPlan:
+    """Compare freshly split paragraphs of changed articles against what the table holds for them."""
+    current = {r["id"]: r for r in existing.to_pylist()}
+    plan = BatchPlan()
+    keep: set[str] = set()
+    for p in paragraphs:
+        keep.add(p.id)
+        row = current.get(p.id)
+        if row is None:
+            plan.new.append(p)
+        elif row["position"] != p.position or (row["title"] or "") != p.title:
+            plan.moved.append(p)
+        else:
+            plan.unchanged += 1
+    changed = set(changed_doc_ids)
+    plan.deleted_ids = [i for i, r in current.items() if i not in keep and r["doc_id"] in changed]
+    return plan
+
+
+def paragraph_rows(paragraphs: Sequence[Paragraph], vectors: np.ndarray, dim: int, at: datetime) -> pa.Table:
+    """Arrow rows for ``paragraphs`` with their vectors, in the paragraph schema's column order."""
+    if len(paragraphs) != len(vectors):
+        raise ValueError(f"{len(paragraphs)} paragraphs but {len(vectors)} vectors")
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+    return pa.table(
+        {
+            "id": pa.array([p.id for p in paragraphs], pa.string()),
+            "doc_id": pa.array([p.doc_id for p in paragraphs], pa.string()),
+            "source": pa.array([p.source for p in paragraphs], pa.string()),
+            "title": pa.array([p.title for p in paragraphs], pa.string()),
+            "position": pa.array([p.position for p in paragraphs], pa.int32()),
+            "text": pa.array([p.text for p in paragraphs], pa.string()),
+            "content_hash": pa.array([p.content_hash for p in paragraphs], pa.string()),
+            "indexed_at": pa.array([at] * len(paragraphs), pa.timestamp("us", tz="UTC")),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+        }
+    )
+
+
+def stored_vectors(table, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Vectors already in the table for ``ids`` (moved rows keep theirs: they are never re-encoded)."""
+    out: dict[str, np.ndarray] = {}
+    for chunk in _chunks(list(ids)):
+        t = table.search().where(in_list("id", chunk)).select(["id", "vector"]).limit(None).to_arrow()
+        vecs = np.asarray(t["vector"].combine_chunks().flatten(), dtype=np.float32).reshape(len(t), -1)
+        out.update(zip(t["id"].to_pylist(), vecs, strict=True))
+    return out
+
+
+def apply_batch(table, plan: BatchPlan, new_vectors: np.ndarray, dim: int) -> None:
+    """Insert new rows, update moved rows and delete vanished ones in ONE merge_insert (one version).
+
+    Matched rows are rewritten only when their position or title really changed: rewriting identical
+    rows would make a new version and push them out of the indexes for nothing.
+    """
+    if not (plan.new or plan.moved or plan.deleted_ids):
+        return
+    at = now_utc()
+    parts = []
+    if plan.new:
+        parts.append(paragraph_rows(plan.new, new_vectors, dim, at))
+    if plan.moved:
+        old = stored_vectors(table, [p.id for p in plan.moved])
+        moved = [p for p in plan.moved if p.id in old]
+        if moved:
+            parts.append(paragraph_rows(moved, np.stack([old[p.id] for p in moved]), dim, at))
+    if not parts:  # deletions only
+        for chunk in _chunks(plan.deleted_ids):
+            table.delete(in_list("id", chunk))
+        return
+    data = pa.concat_tables(parts)
+    merge = (
+        table.merge_insert("id")
+        .when_matched_update_all(where="target.position != source.position OR target.title != source.title")
+        .when_not_matched_insert_all()
+    )
+    if plan.deleted_ids and len(plan.deleted_ids) <= IN_CHUNK:
+        merge = merge.when_not_matched_by_source_delete(in_list("id", plan.deleted_ids))
+        merge.execute(data)
+    else:
+        merge.execute(data)
+        for chunk in _chunks(plan.deleted_ids):
+            table.delete(in_list("id", chunk))
+
+
+def delete_articles(table, articles, source: str, doc_ids: Sequence[str]) -> int:
+    """Delete every row of these articles of ``source`` (articles that vanished from their source)."""
+    removed = 0
+    for chunk in _chunks(list(doc_ids)):
+        where = f"source = {sql_literal(source)} AND {in_list('doc_id', chunk)}"
+        removed += table.count_rows(where)
+        table.delete(where)
+        articles.delete(where)
+    return removed
+
+
+def upsert_article_states(articles, rows: Sequence[dict]) -> None:
+    """Remember fetch validators and body hashes of the articles just indexed."""
+    if not rows:
+        return
+    data = pa.Table.from_pylist(list(rows), schema=ARTICLE_SCHEMA)
+    articles.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+
+def has_index(table, column: str) -> bool:
+    return any(column in idx.columns for idx in table.list_indices())
+
+
+def fts_unindexed_rows(table) -> int:
+    """Rows the full-text index does not cover yet (0 right after ``refresh_indexes``)."""
+    for idx in table.list_indices():
+        if FTS_COLUMN in idx.columns and str(idx.index_type).upper().startswith("FTS"):
+            stats = table.index_stats(idx.name)
+            return int(stats.num_unindexed_rows) if stats else table.count_rows()
+    return table.count_rows()
+
+
+def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_HNSW_SQ") -> dict:
+    """Bring the FTS index up to every row, build the ANN index past ``ann_min_rows``, and compact.
+
+    LanceDB indexes go stale after writes: new rows are searched flat (FTS) or brute force (vectors)
+    until ``optimize()`` merges them in.
+    """
+    from lancedb.index import FTS
+
+    rows = table.count_rows()
+    created = []
+    if rows and not has_index(table, FTS_COLUMN):
+        # English stemming and stop words: BM25 as Anserini/Lucene does it.
+        table.create_index(FTS_COLUMN, config=FTS(stem=True, remove_stop_words=True, ascii_folding=True))
+        created.append("fts")
+    if rows >= ann_min_rows and not has_index(table, "vector"):
+        partitions = max(1, int(rows**0.5))
+        table.create_index(metric="cosine", vector_column_name="vector", index_type=ann_index_type, num_partitions=partitions)
+        created.append(ann_index_type.lower())
+    table.optimize()  # compacts files and merges new rows into every index
+    return {"rows": rows, "created": created, "fts_unindexed": fts_unindexed_rows(table) if rows else 0}

@@ -1,0 +1,145 @@
+"""Shared fixtures: offline models, the real Prefect test harness, a real local HTTP server, real LanceDB dirs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+# Before anything imports huggingface_hub or prefect: never touch the network, never share ~/.prefect.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="corpus-search-prefect-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """The real Prefect test harness (a temporary API + database), started once per session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "text/html; charset=utf-8"
+    etag: bool = True
+    delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Site:
+    """A real HTTP server on 127.0.0.1 whose pages tests can change between index runs."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.hits: dict[str, int] = {}
+        self.not_modified: dict[str, int] = {}
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                site.hits[self.path] = site.hits.get(self.path, 0) + 1
+                route = site.routes.get(self.path)
+                if route is None:
+                    self.send_error(404)
+                    return
+                if route.delay_s:
+                    threading.Event().wait(route.delay_s)
+                etag = '"' + hashlib.sha1(route.body).hexdigest() + '"'
+                if route.etag and route.status == 200 and self.headers.get("If-None-Match") == etag:
+                    site.not_modified[self.path] = site.not_modified.get(self.path, 0) + 1
+                    self.send_response(304)
+                    self.end_headers()
+                    return
+                self.send_response(route.status)
+                self.send_header("Content-Type", route.content_type)
+                self.send_header("Content-Length", str(len(route.body)))
+                if route.etag:
+                    self.send_header("ETag", etag)
+                for k, v in route.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    self.wfile.write(route.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def page(self, path: str, body: str | bytes, **kw) -> str:
+        self.routes[path] = Route(body=body.encode() if isinstance(body, str) else body, **kw)
+        return self.url(path)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    s = Site()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def db_uri(tmp_path: Path) -> str:
+    return str(tmp_path / "lancedb")
+
+
+def html_page(title: str, paragraphs: list[str]) -> str:
+    """A simple, well-formed article page with some boilerplate around it."""
+    body = "".join(f"<p>{p}</p>" for p in paragraphs)
+    return (
+        f"<html><head><title>{title}</title></head><body>"
+        "<nav><a href='/'>Home</a> <a href='/about'>About us</a></nav>"
+        f"<main><article><h1>{title}</h1>{body}</article></main>"
+        "<footer>Copyright 2026 Example Site. All rights reserved.</footer></body></html>"
+    )
+
+
+@pytest.fixture
+def run_index(prefect_harness, db_uri):
+    """Run the real index-corpus flow and return its summary dict."""
+    from flows.index_corpus import index_corpus
+
+    def run(sources: list[str], collection: str = "test", **kw) -> dict:
+        return index_corpus([str(s) for s in sources], collection=collection, db_uri=kw.pop("db", db_uri), **kw)
+
+    return run
+
+
+def table_rows(db_uri: str, collection: str = "test") -> list[dict]:
+    import lancedb
+
+    t = lancedb.connect(db_uri).open_table(collection)
+    return t.to_lance().to_table(columns=["id", "doc_id", "source", "title", "position", "text"]).to_pylist()

@@ -1,0 +1,175 @@
+"""The index-corpus flow end to end: real HTTP server, real MiniLM, real LanceDB, real Prefect harness."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import lancedb
+import pytest
+
+from flows.summary import JSON_KEYS
+from tasks.store import fts_unindexed_rows
+from tests.conftest import html_page, table_rows
+
+PARIS = [
+    "Paris is the capital and most populous city of France, on the river Seine.",
+    "The Eiffel Tower was completed in 1889 as the entrance arch of the World Fair.",
+    "The Louvre is the most visited art museum in the world and holds the Mona Lisa.",
+]
+GLACIER = [
+    "Glaciers form where more snow falls each winter than melts during the summer.",
+    "Over decades the weight of fresh snow compacts older layers into dense blue ice.",
+]
+
+
+def _fts(db_uri: str, word: str, collection: str = "test") -> list[str]:
+    from lancedb.query import MatchQuery
+
+    t = lancedb.connect(db_uri).open_table(collection)
+    return [r["text"] for r in t.search(MatchQuery(word, "text"), query_type="fts").limit(10).to_list()]
+
+
+def test_summary_has_exactly_the_documented_json_keys(run_index, site):
+    summary = run_index([site.page("/paris.html", html_page("Paris", PARIS))])
+    assert set(JSON_KEYS) <= set(summary)
+    assert summary["articles_fetched"] == 1 and summary["paragraphs_added"] == 3 and summary["rows"] == 3
+
+
+def test_second_run_reencodes_nothing_and_keeps_the_same_rows(run_index, site, db_uri, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
+    sources = [site.page("/paris.html", html_page("Paris", PARIS)), notes]
+    first = run_index(sources)
+    rows_before = sorted(r["id"] for r in table_rows(db_uri))
+    second = run_index(sources)
+    assert first["paragraphs_encoded"] == 5
+    assert second["paragraphs_encoded"] == 0 and second["paragraphs_added"] == 0
+    assert second["articles_unchanged"] == 2 and second["articles_fetched"] == 0
+    assert sorted(r["id"] for r in table_rows(db_uri)) == rows_before
+    assert site.not_modified.get("/paris.html") == 1  # the ETag saved the download
+
+
+def test_editing_a_page_reencodes_only_its_new_paragraphs_and_moves_the_rest(run_index, site, db_uri):
+    url = site.page("/paris.html", html_page("Paris", PARIS))
+    run_index([url])
+    before = {r["text"]: (r["id"], r["position"]) for r in table_rows(db_uri)}
+    new = "Paris hosted the Summer Olympic Games in 1900, 1924 and again in 2024."
+    site.page("/paris.html", html_page("Paris", [new, PARIS[0], PARIS[2]]))  # insert on top, drop one
+    summary = run_index([url])
+    assert summary["paragraphs_encoded"] == 1 and summary["paragraphs_added"] == 1
+    assert summary["paragraphs_moved"] == 2 and summary["paragraphs_deleted"] == 1
+    after = {r["text"]: (r["id"], r["position"]) for r in table_rows(db_uri)}
+    assert set(after) == {new, PARIS[0], PARIS[2]}
+    assert after[PARIS[0]] == (before[PARIS[0]][0], 1)  # same id, new position
+    assert after[PARIS[2]] == (before[PARIS[2]][0], 2)
+
+
+def test_deleting_a_file_from_a_directory_source_deletes_its_rows(run_index, db_uri, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
+    (notes / "paris.txt").write_text("\n\n".join(PARIS))
+    run_index([notes])
+    (notes / "paris.txt").unlink()
+    summary = run_index([notes])
+    assert summary["articles_deleted"] == 1 and summary["paragraphs_deleted"] == 3
+    assert {r["doc_id"] for r in table_rows(db_uri)} == {"glacier.md"}
+
+
+@pytest.mark.parametrize("failure", ["http500", "timeout"])
+def test_a_failing_url_is_reported_and_its_old_rows_are_kept(run_index, site, db_uri, failure):
+    from tests.conftest import Route
+
+    url = site.page("/paris.html", html_page("Paris", PARIS))
+    run_index([url])
+    if failure == "http500":
+        site.routes["/paris.html"] = Route(body=b"oops", status=500, etag=False)
+    else:
+        site.routes["/paris.html"] = Route(body=b"late", delay_s=3.0, etag=False)
+    summary = run_index([url], settings_overrides={"fetch_timeout_s": 0.5, "fetch_retries": 1})
+    assert summary["articles_failed"] == 1
+    assert summary["failures"][0]["doc_id"] == url
+    assert ("500" in summary["failures"][0]["error"]) == (failure == "http500")
+    assert len(table_rows(db_uri)) == 3  # nothing indexed before was deleted
+    if failure == "http500":
+        assert site.hits["/paris.html"] == 1 + 2  # first run, then one try plus one retry
+
+
+def test_non_html_and_oversized_responses_are_clear_per_article_errors(run_index, site, db_uri):
+    ok = site.page("/paris.html", html_page("Paris", PARIS))
+    pdf = site.page("/doc.pdf", b"%PDF-1.4 binary", content_type="application/pdf")
+    big = site.page("/big.html", html_page("Big", ["word " * 5000]))
+    summary = run_index([ok, pdf, big], settings_overrides={"fetch_max_bytes": 4096})
+    errors = {f["doc_id"]: f["error"] for f in summary["failures"]}
+    assert "unsupported content type 'application/pdf'" in errors[pdf]
+    assert "exceeds the limit of 4096" in errors[big]
+    assert summary["articles_fetched"] == 1 and summary["rows"] == 3
+
+
+def test_broken_charset_and_markup_are_extracted_cleanly(run_index, site, db_uri):
+    latin1 = "<html><head><meta charset='iso-8859-1'><title>Café</title></head><body><p>Le café de Besançon est très apprécié par les étudiants.</p>"
+    broken = b"<html><body><p>Bad bytes \xff\xfe are replaced, not fatal, in this paragraph.<p>Unclosed <b>tags keep their text too in the second one.</div></td>"
+    a = site.page("/latin1.html", latin1.encode("latin-1"), content_type="text/html")
+    b = site.page("/broken.html", broken, content_type="text/html; charset=utf-8")
+    summary = run_index([a, b])
+    assert summary["articles_failed"] == 0
+    texts = {r["text"] for r in table_rows(db_uri)}
+    assert "Le café de Besançon est très apprécié par les étudiants." in texts
+    assert any(t.startswith("Bad bytes \ufffd\ufffd are replaced") for t in texts)
+
+
+def test_full_text_index_finds_a_word_only_the_second_run_added_and_covers_every_row(run_index, site, db_uri):
+    url = site.page("/paris.html", html_page("Paris", PARIS))
+    run_index([url])
+    assert _fts(db_uri, "zeppelin") == []
+    site.page("/paris.html", html_page("Paris", [*PARIS, "A zeppelin once moored above the city during the fair."]))
+    run_index([url])
+    assert _fts(db_uri, "zeppelin") == ["A zeppelin once moored above the city during the fair."]
+    assert fts_unindexed_rows(lancedb.connect(db_uri).open_table("test")) == 0
+
+
+def test_jsonl_dumps_in_simplewiki_gz_and_beir_formats_are_indexed(run_index, db_uri, tmp_path):
+    wiki = tmp_path / "simplewiki.jsonl.gz"
+    with gzip.open(wiki, "wt") as fh:
+        fh.write(json.dumps({"id": "1", "title": "Glacier", "paragraphs": GLACIER}) + "\n")
+        fh.write("{not json\n")
+    beir = tmp_path / "corpus.jsonl"
+    beir.write_text(json.dumps({"_id": "d1", "title": "Paris", "text": PARIS[0]}) + "\n")
+    summary = run_index([wiki, beir])
+    assert summary["articles_fetched"] == 2 and summary["rows"] == 3
+    assert summary["articles_failed"] == 1
+    assert "simplewiki.jsonl.gz:2" in summary["failures"][0]["error"]
+    rows = table_rows(db_uri)
+    assert {(r["doc_id"], r["title"]) for r in rows} == {("1", "Glacier"), ("d1", "Paris")}
+
+
+def test_a_missing_source_path_is_reported_and_deletes_nothing(run_index, db_uri, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "paris.txt").write_text("\n\n".join(PARIS))
+    run_index([notes])
+    summary = run_index([tmp_path / "gone"])
+    assert summary["articles_failed"] == 1 and "does not exist" in summary["failures"][0]["error"]
+    assert len(table_rows(db_uri)) == 3
+
+
+def test_an_unknown_url_scheme_is_refused_before_anything_is_written(run_index, db_uri):
+    with pytest.raises(ValueError, match="only http:// and https://"):
+        run_index(["ftp://example.org/file.txt"])
+    assert not Path(db_uri, "test.lance").exists()
+
+
+def test_the_table_records_the_encoder_and_refuses_a_different_one(run_index, site, db_uri):
+    from query.schema import IndexContractError, IndexMetadata
+
+    url = site.page("/paris.html", html_page("Paris", PARIS))
+    run_index([url])
+    meta = IndexMetadata.from_schema(lancedb.connect(db_uri).open_table("test").schema)
+    assert (meta.encoder, meta.dim, meta.normalized) == ("sentence-transformers/all-MiniLM-L6-v2", 384, True)
+    with pytest.raises(IndexContractError, match="all-MiniLM-L6-v2.*other-encoder"):
+        from query.searcher import Searcher
+
+        Searcher(db_uri=db_uri, collection="test", bi_encoder="acme/other-encoder")

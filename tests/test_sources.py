@@ -1,0 +1,65 @@
+"""Source parsing and reading: URLs, files, directories, dumps (pure functions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.fetch import canonical_url, classify_source, iter_directory, iter_jsonl, parse_dump_line, url_origin
+from tasks.records import Article, FetchFailure
+
+
+def test_canonical_url_lowercases_host_and_drops_fragment_and_default_port():
+    assert canonical_url("HTTP://Example.ORG:80/a/b?x=1#frag") == "http://example.org/a/b?x=1"
+    assert canonical_url("https://example.org") == "https://example.org/"
+    assert canonical_url("http://127.0.0.1:8080/p") == "http://127.0.0.1:8080/p"
+    assert url_origin("https://example.org/a/b") == "https://example.org/"
+
+
+@pytest.mark.parametrize("spec", ["ftp://x.org/a", "file:///etc/passwd", "javascript://alert(1)"])
+def test_only_http_and_https_urls_are_accepted(spec):
+    with pytest.raises(ValueError, match="only http:// and https://"):
+        classify_source(spec)
+
+
+def test_sources_are_classified_by_kind(tmp_path):
+    (tmp_path / "a.md").write_text("# A")
+    (tmp_path / "d.jsonl.gz").write_bytes(b"")
+    assert classify_source(str(tmp_path)).kind == "directory"
+    assert classify_source(str(tmp_path / "a.md")).kind == "file"
+    assert classify_source(str(tmp_path / "d.jsonl.gz")).kind == "jsonl"
+    assert classify_source("https://example.org/x").kind == "url"
+    with pytest.raises(ValueError, match="does not exist"):
+        classify_source(str(tmp_path / "missing"))
+    (tmp_path / "x.pdf").write_bytes(b"%PDF")
+    with pytest.raises(ValueError, match="unsupported file type '.pdf'"):
+        classify_source(str(tmp_path / "x.pdf"))
+
+
+def test_directories_yield_supported_files_with_relative_ids_and_skip_hidden(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("b")
+    (tmp_path / "a.html").write_text("<p>a</p>")
+    (tmp_path / "c.pdf").write_text("no")
+    (tmp_path / ".git" / "d.md").write_text("no")
+    docs = list(iter_directory(classify_source(str(tmp_path))))
+    assert [(d.doc_id, d.kind) for d in docs] == [("a.html", "html"), ("sub/b.txt", "text")]
+
+
+def test_dump_records_in_both_formats_parse():
+    wiki = parse_dump_line({"id": "7", "title": "Ice", "paragraphs": ["p1", "p2"]}, source="s")
+    assert (wiki.doc_id, wiki.title, wiki.paragraphs, wiki.kind) == ("7", "Ice", ["p1", "p2"], "paragraphs")
+    beir = parse_dump_line({"_id": "d1", "title": "T", "text": "body"}, source="s")
+    assert (beir.doc_id, beir.title, beir.body, beir.kind) == ("d1", "T", "body", "text")
+    with pytest.raises(ValueError, match="unknown record format"):
+        parse_dump_line({"foo": 1}, source="s")
+
+
+def test_a_malformed_dump_line_names_the_file_and_line(tmp_path):
+    dump = tmp_path / "d.jsonl"
+    dump.write_text(json.dumps({"_id": "1", "text": "ok"}) + "\n\n" + "{broken\n")
+    out = list(iter_jsonl(classify_source(str(dump))))
+    assert isinstance(out[0], Article)
+    assert isinstance(out[1], FetchFailure) and out[1].error.endswith(f"{dump}:3: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
