@@ -73,7 +73,7 @@ def decode_body(body: bytes, content_type: str | None = None) -> str:
     """Decode bytes with the right charset.
 
     Order: charset from the Content-Type header, then a byte-order mark, then
-    ``<meta charset>`` / ``<meta http-equiv>`` in the first 4 KB, then utf-8.  Bad bytes are
+    ``<meta charset>`` / ``<meta http-equiv>`` in the first 8 KB, then utf-8.  Bad bytes are
     replaced (never raises).  charset_normalizer is consulted only when an undeclared page
     fails utf-8 badly, since guessing is slow and wrong on short texts.
     """
@@ -83,7 +83,7 @@ def decode_body(body: bytes, content_type: str | None = None) -> str:
     for bom, codec in _BOMS:
         if body.startswith(bom):
             return body[len(bom):].decode(codec, errors="replace")
-    if match := _META_CHARSET.search(body[:4096]):
+    if match := _META_CHARSET.search(body[:8192]):
         if codec := _codec(match.group(1).decode("ascii", errors="replace")):
             return body.decode(codec, errors="replace")
     text = body.decode("utf-8", errors="replace")
@@ -91,8 +91,16 @@ def decode_body(body: bytes, content_type: str | None = None) -> str:
         try:
             from charset_normalizer import from_bytes
 
-            best = from_bytes(body).best()
+            matches = from_bytes(body)
+            best = matches.best()
             if best is not None and best.encoding:
+                # On a tie the guesser picks cp1250 over cp1252 ("crème" → "crčme"); the
+                # web's usual undeclared legacy charset is cp1252, so prefer it when it fits
+                # as well.
+                for match in matches:
+                    if (match.encoding == "cp1252" and match.chaos <= best.chaos
+                            and match.coherence >= best.coherence):
+                        best = match
                 return body.decode(best.encoding, errors="replace")
         except Exception:  # a guesser must never take the page down with it
             pass
@@ -345,21 +353,15 @@ def _main_content(blocks: list[_Block]) -> list[_Block]:
     1. Long, link-poor blocks outside chrome vote for their ancestors (decaying with distance),
        weighted by commas and length; containers get a class/id hint bonus and are damped by
        their link density.
-    2. The best container wins; if its parent gathers almost as much it is a split article
-       (one <div> per paragraph) and the parent wins instead.
+    2. The best container wins.  If several strong candidates share an ancestor the article is
+       split (one <div> per paragraph) and the ancestor wins; the winner then grows upwards
+       while its parent adds mostly long, link-poor text.
     3. Inside the winner, blocks under chrome-hinted elements and link lists are dropped, and so
        are headings whose sections were dropped entirely ("See also", "References").
     """
     if not blocks:
         return blocks
     chains = [[b.element, *_ancestors(b.element)] for b in blocks]
-    negative_cache: dict[int, bool] = {}
-
-    def negative(tag: Tag) -> bool:
-        key = id(tag)
-        if key not in negative_cache:
-            negative_cache[key] = _is_negative(tag)
-        return negative_cache[key]
 
     # Text and link totals per container, for link density.
     total: dict[int, int] = {}
@@ -368,6 +370,16 @@ def _main_content(blocks: list[_Block]) -> list[_Block]:
         for tag in chain:
             total[id(tag)] = total.get(id(tag), 0) + len(block.text)
             linked[id(tag)] = linked.get(id(tag), 0) + block.link_chars
+    page_chars = sum(len(b.text) for b in blocks)
+    negative_cache: dict[int, bool] = {}
+
+    def negative(tag: Tag) -> bool:
+        # A chrome-looking wrapper that holds most of the page ("layout-with-sidebar") is the
+        # page, not chrome; without this guard a whole article could lose its vote.
+        key = id(tag)
+        if key not in negative_cache:
+            negative_cache[key] = _is_negative(tag) and total.get(key, 0) < 0.6 * page_chars
+        return negative_cache[key]
 
     scores: dict[int, float] = {}
     tags: dict[int, Tag] = {}
@@ -400,23 +412,33 @@ def _main_content(blocks: list[_Block]) -> list[_Block]:
             if inside >= 2:
                 top = ancestor
                 break
-    # Walk up while the parent still holds most of the good text (a sibling paragraph outside
-    # the first <div>, a figure caption next to the body).
-    good_total = sum(len(b.text) for b, c in zip(blocks, chains)
-                     if len(b.text) >= _GOOD_BLOCK_CHARS and b.link_density <= 0.33
-                     and not any(negative(t) for t in c))
-    while top.parent is not None and top.parent.name not in {"[document]", "html"}:
+
+    # Walk up while the parent adds mostly good text (a paragraph outside the first <div>),
+    # but not when it would mostly add short or linked chrome.
+    def good_and_all(root: Tag) -> tuple[int, int]:
+        good = every = 0
+        for block, chain in zip(blocks, chains):
+            if any(t is root for t in chain) and not any(negative(t) for t in chain):
+                every += len(block.text)
+                if len(block.text) >= _GOOD_BLOCK_CHARS and block.link_density <= 0.33:
+                    good += len(block.text)
+        return good, every
+
+    good, every = good_and_all(top)
+    while isinstance(top.parent, Tag) and top.parent.name not in {"[document]", "html"}:
         parent = top.parent
-        if negative(parent) and parent.name not in _NEVER_NEGATIVE:
+        if negative(parent):
             break
-        mine = _good_chars(blocks, chains, top, negative)
-        if mine >= 0.8 * good_total:
+        parent_good, parent_every = good_and_all(parent)
+        if parent_good <= good or parent_good - good < 0.5 * (parent_every - every):
             break
-        theirs = _good_chars(blocks, chains, parent, negative)
-        if theirs > mine and final(id(parent)) if id(parent) in scores else False:
-            top = parent
-        else:
-            break
+        top, good, every = parent, parent_good, parent_every
+
+    # Nothing looks like chrome and the winner holds everything: a clean page, keep it whole
+    # (short paragraphs, a linked "full report" line and all).
+    if all(any(t is top for t in chain) and not any(negative(t) for t in chain)
+           for chain in chains):
+        return blocks
 
     kept: list[_Block] = []
     for block, chain in zip(blocks, chains):
@@ -436,12 +458,6 @@ def _main_content(blocks: list[_Block]) -> list[_Block]:
         kept.append(block)
     kept = _drop_orphan_headings(kept, blocks)
     return kept or blocks
-
-
-def _good_chars(blocks: list[_Block], chains: list[list[Tag]], root: Tag, negative) -> int:
-    return sum(len(b.text) for b, c in zip(blocks, chains)
-               if len(b.text) >= _GOOD_BLOCK_CHARS and b.link_density <= 0.33
-               and any(t is root for t in c) and not any(negative(t) for t in c))
 
 
 def _drop_orphan_headings(kept: list[_Block], blocks: list[_Block]) -> list[_Block]:

@@ -1,0 +1,280 @@
+"""HTML → title + blocks, charset decoding and main-content extraction (tasks/html.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.html import HtmlDocument, decode_body, extract_html
+
+
+def blocks(html: str | bytes, **kwargs) -> list[str]:
+    return extract_html(html, main_content=False, **kwargs).blocks
+
+
+# ---------------------------------------------------------------- tags and hidden elements
+
+
+def test_non_content_tags_are_dropped():
+    html = """<html><head><title>T</title><style>p{}</style></head><body>
+    <script>var x = 1;</script><noscript>enable js</noscript><template><p>tpl</p></template>
+    <svg><text>svg text</text></svg><iframe>frame</iframe>
+    <nav>Home About</nav><header>Site header</header><aside>Side</aside>
+    <form><p>Form text</p><input value="v"><select><option>opt</option></select>
+    <button>Go</button></form><footer>Footer</footer>
+    <p>Kept paragraph</p><button>Loose button</button></body></html>"""
+    assert blocks(html) == ["Kept paragraph"]
+
+
+def test_hidden_elements_are_dropped():
+    html = """<body><p hidden>a</p><div aria-hidden="true"><p>b</p></div>
+    <p style="color: red; display : none">c</p><p style="visibility:hidden">d</p>
+    <p aria-hidden="false">visible</p><p style="display:block">also visible</p></body>"""
+    assert blocks(html) == ["visible", "also visible"]
+
+
+# ---------------------------------------------------------------- block structure
+
+
+def test_block_tags_each_become_a_block_in_document_order():
+    html = """<body><h1>Head</h1><p>Para</p><ul><li>one</li><li>two</li></ul>
+    <blockquote>Quote</blockquote><table><tr><th>H</th><td>cell</td></tr></table>
+    <dl><dt>term</dt><dd>definition</dd></dl>
+    <figure><img src="x"><figcaption>Caption</figcaption></figure></body>"""
+    assert blocks(html) == ["Head", "Para", "one", "two", "Quote", "H", "cell", "term",
+                            "definition", "Caption"]
+
+
+def test_text_directly_in_containers_becomes_blocks():
+    html = "<body>Loose text<div>Some text</div><section>Sec <b>bold</b><p>P</p>tail</section></body>"
+    assert blocks(html) == ["Loose text", "Some text", "Sec bold", "P", "tail"]
+
+
+def test_nested_blocks_do_not_duplicate_text():
+    html = """<body><ul><li><p>inside li</p></li></ul>
+    <blockquote><p>inside quote</p></blockquote><div><div><p>deep</p></div></div></body>"""
+    assert blocks(html) == ["inside li", "inside quote", "deep"]
+
+
+def test_inline_elements_join_their_block_and_br_is_a_space():
+    html = '<p>A <a href="#">link</a>, <b>bold</b><em>em</em> <code>x()</code><br>next<span>line</span></p>'
+    assert blocks(html) == ["A link, boldem x() nextline"]
+
+
+def test_pre_is_split_on_blank_lines():
+    html = """<html><pre>
+Preliminary Report-International Algebraic Language
+
+CACM December, 1958
+
+Perlis, A. J.
+Samelson, K.
+</pre></html>"""
+    assert blocks(html) == ["Preliminary Report-International Algebraic Language",
+                            "CACM December, 1958", "Perlis, A. J. Samelson, K."]
+
+
+def test_pre_with_br_lines_splits_on_double_br():
+    assert blocks("<pre><span>import os<br><br>x = 1</span></pre>") == ["import os", "x = 1"]
+
+
+def test_whitespace_is_normalised_and_empty_blocks_dropped():
+    html = "<p>  a\u00a0\u00a0b \n\t c\u200b </p><p> \u00a0 </p><div>   </div><p>short</p>"
+    assert blocks(html) == ["a b c", "short"]
+
+
+def test_comments_and_doctype_are_not_text():
+    assert blocks("<!DOCTYPE html><p>a<!-- hidden comment -->b</p>") == ["ab"]
+
+
+# ---------------------------------------------------------------- title
+
+
+@pytest.mark.parametrize(
+    ("html", "title"),
+    [
+        ("<title>Page name | Site</title><h1>Page name</h1>", "Page name"),
+        ("<title>Page name - Site</title><h1>page NAME</h1>", "Page name"),
+        ("<title>Site – Page name</title><h1>Page name</h1>", "Page name"),
+        ("<title>Page | Section | Site</title><h1>Page</h1>", "Page"),
+        ("<title>Page name | Site</title><h1>Something else</h1>", "Page name | Site"),
+        ("<title>Page name | Site</title>", "Page name | Site"),
+        ("<title>  </title><h1>First</h1><h1>Second</h1>", "First"),
+        ("<body><p>no title</p></body>", ""),
+        ("<title>A &amp; B\n  here</title>", "A & B here"),
+    ],
+)
+def test_title_rules(html: str, title: str):
+    assert extract_html(html).title == title
+
+
+def test_title_uses_h1_inside_dropped_header():
+    html = "<title>Story - News</title><header><h1>Story</h1></header><p>Body text</p>"
+    assert extract_html(html) == HtmlDocument(title="Story", blocks=["Body text"])
+
+
+# ---------------------------------------------------------------- charset
+
+
+def test_charset_from_content_type_header_wins():
+    body = '<meta charset="utf-8"><p>caf\u00e9</p>'.encode("cp1252")
+    assert blocks(body, content_type="text/html; charset=ISO-8859-1") == ["caf\u00e9"]
+
+
+def test_charset_from_meta_tag():
+    body = '<meta charset="windows-1251"><p>\u043f\u0440\u0438\u0432\u0435\u0442</p>'.encode("cp1251")
+    assert blocks(body) == ["\u043f\u0440\u0438\u0432\u0435\u0442"]
+
+
+def test_charset_from_meta_http_equiv_reads_latin1_as_windows_1252():
+    body = ('<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1">'
+            "<p>\u201equoted\u201c \u2013 Stra\u00dfe</p>").encode("cp1252")
+    assert blocks(body) == ["\u201equoted\u201c \u2013 Stra\u00dfe"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_charset_from_byte_order_mark(encoding: str):
+    body = "<p>\u00fcber \u20ac</p>".encode(encoding)  # both codecs write a BOM
+    assert blocks(body) == ["\u00fcber \u20ac"]
+
+
+def test_undeclared_bytes_default_to_utf8():
+    assert decode_body("<p>\u00e9t\u00e9</p>".encode()) == "<p>\u00e9t\u00e9</p>"
+
+
+def test_undeclared_legacy_bytes_are_guessed():
+    assert decode_body(b"<p>caf\xe9 cr\xe8me</p>") == "<p>caf\u00e9 cr\u00e8me</p>"
+
+
+def test_bad_bytes_are_replaced_not_raised():
+    body = b'<meta charset="utf-8"><p>ok \xff\xfe bad</p>'
+    assert blocks(body) == ["ok \ufffd\ufffd bad"]
+    assert decode_body(b"\xff\xfe\xfd", "text/html; charset=utf-8") == "\ufffd\ufffd\ufffd"
+
+
+def test_unknown_charset_label_falls_back_to_utf8():
+    body = "<p>\u00e9</p>".encode()
+    assert blocks(body, content_type="text/html; charset=no-such-charset") == ["\u00e9"]
+
+
+# ---------------------------------------------------------------- robustness
+
+
+@pytest.mark.parametrize(
+    "html",
+    ["", "<", "<p>unclosed <b>bold <i>it", "</div></p><p>x", "<html><body><table><td>a<tr>b",
+     "\x00\x01<p>\x00nul</p>", b"\x89PNG\r\n\x1a\n\x00\x00", "<" * 1000 + "p>x",
+     "<div>" * 3000 + "deep" + "</div>" * 3000],
+)
+def test_broken_markup_never_raises(html: str | bytes):
+    for main in (True, False):
+        assert isinstance(extract_html(html, main_content=main), HtmlDocument)
+
+
+def test_deeply_nested_text_is_kept():
+    assert blocks("<div>" * 3000 + "deep" + "</div>" * 3000) == ["deep"]
+
+
+# ---------------------------------------------------------------- main content
+
+CLEAN_PAGE = """<html><head><title>Notes</title></head><body>
+<h1>Notes</h1>
+<p>First.</p>
+<p>A second, slightly longer paragraph that says a bit more.</p>
+<ul><li>item one</li><li>item two</li></ul>
+<p>See <a href="/report">the full report</a>.</p>
+</body></html>"""
+
+
+def test_clean_page_keeps_all_blocks_with_main_content():
+    expected = ["Notes", "First.", "A second, slightly longer paragraph that says a bit more.",
+                "item one", "item two", "See the full report."]
+    assert extract_html(CLEAN_PAGE, main_content=True).blocks == expected
+    assert extract_html(CLEAN_PAGE, main_content=False).blocks == expected
+
+
+def test_main_content_never_returns_zero_blocks_for_a_page_with_text():
+    html = '<div class="sidebar"><p>Only sidebar text here.</p></div><div class="comments">Hi</div>'
+    assert extract_html(html).blocks == ["Only sidebar text here.", "Hi"]
+
+
+BOILERPLATE_PAGE = """<html><head><title>Bridge reopens after repairs | City News</title></head>
+<body>
+<div id="cookie-banner" class="cookie-consent">We use cookies to improve your experience.
+ <span>Accept all</span></div>
+<div class="top-menu"><ul><li><a href="/">Home</a></li><li><a href="/local">Local</a></li>
+<li><a href="/sport">Sport</a></li></ul></div>
+<div class="breadcrumbs"><a href="/">Home</a> &gt; <a href="/local">Local</a></div>
+<div class="main-wrap">
+ <div class="article-body">
+  <h1>Bridge reopens after repairs</h1>
+  <div class="share-buttons"><a href="#">Share on Facebook</a> <a href="#">Share on X</a></div>
+  <p>The Old Town bridge reopened to traffic on Monday after eight months of repairs, the council said.</p>
+  <p>Engineers replaced the deck, strengthened the piers, and added a wider footpath for pedestrians.</p>
+  <h2>Cost</h2>
+  <p>The work cost 4.2 million pounds, slightly less than the budget approved last year.</p>
+  <div class="ad-slot">Advertisement</div>
+  <p>Buses will return to their normal routes from Tuesday morning, operators confirmed.</p>
+  <div class="related-articles"><h3>Related</h3><ul>
+   <li><a href="/a">Council approves new budget for road repairs across the city</a></li>
+   <li><a href="/b">Traffic chaos expected during bridge closure, drivers warned</a></li></ul></div>
+ </div>
+ <div class="comments-section"><h3>Comments</h3>
+  <div class="comment"><p>About time too, the detour added twenty minutes to my commute every day.</p></div>
+  <div class="comment"><p>Great work by the engineers, and the new footpath is much safer for children.</p></div>
+ </div>
+</div>
+<div class="newsletter-box"><p>Get the morning briefing from City News delivered to your inbox every day.</p></div>
+<div class="site-footer">Copyright City News 2024. All rights reserved, including for text and data mining.</div>
+</body></html>"""
+
+
+def test_boilerplate_is_removed_and_article_kept():
+    doc = extract_html(BOILERPLATE_PAGE)
+    assert doc == HtmlDocument(
+        title="Bridge reopens after repairs",
+        blocks=[
+            "Bridge reopens after repairs",
+            "The Old Town bridge reopened to traffic on Monday after eight months of repairs, "
+            "the council said.",
+            "Engineers replaced the deck, strengthened the piers, and added a wider footpath "
+            "for pedestrians.",
+            "Cost",
+            "The work cost 4.2 million pounds, slightly less than the budget approved last year.",
+            "Buses will return to their normal routes from Tuesday morning, operators confirmed.",
+        ],
+    )
+
+
+def test_all_blocks_mode_keeps_boilerplate():
+    all_blocks = extract_html(BOILERPLATE_PAGE, main_content=False).blocks
+    assert all_blocks[:5] == ["We use cookies to improve your experience. Accept all",
+                              "Home", "Local", "Sport", "Home > Local"]
+    assert all_blocks[-2:] == [
+        "Get the morning briefing from City News delivered to your inbox every day.",
+        "Copyright City News 2024. All rights reserved, including for text and data mining."]
+    assert len(all_blocks) == 21
+
+
+def test_sections_left_empty_by_cleaning_lose_their_heading():
+    html = """<body><div class="entry-content">
+    <p>The first paragraph of the article has plenty of words, commas, and detail in it.</p>
+    <h2>History</h2>
+    <p>The second paragraph, under a heading, also has enough words to count as content.</p>
+    <h2>See also</h2><ul><li><a href="/x">Another article</a></li><li><a href="/y">More</a></li></ul>
+    </div><div class="sidebar"><p>Sidebar text that is long enough to be a candidate block.</p></div>
+    </body>"""
+    assert extract_html(html).blocks == [
+        "The first paragraph of the article has plenty of words, commas, and detail in it.",
+        "History",
+        "The second paragraph, under a heading, also has enough words to count as content.",
+    ]
+
+
+def test_article_split_over_many_divs_is_kept_whole():
+    paragraph = '<div data-component="text-block"><div class="rich"><p>{}</p></div></div>'
+    texts = [f"Paragraph number {i} of the story, with a clause, and some more words." for i in range(5)]
+    html = ('<body><div class="wrapper"><div class="article">' + "<h1>Story</h1>"
+            + "".join(paragraph.format(t) for t in texts)
+            + '</div><div class="top-stories"><h2>Top stories</h2>'
+            + '<div><a href="/1">Another headline that is long enough</a></div></div></div></body>')
+    assert extract_html(html).blocks == ["Story", *texts]
