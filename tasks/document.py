@@ -37,6 +37,6 @@ def document_passages(source: str, settings: Settings) -> list[dict]:
                              batch_size=settings.rerank_batch_size, trust_remote_code=settings.trust_remote_code)
     opts = SplitOptions(max_tokens=512 - QUERY_BUDGET, min_chars=settings.min_paragraph_chars, encode_title=False,
                         main_content=settings.main_content)
-    paragraphs = split_article(article, opts, tokenizer_counter(reranker.tokenizer))
+    paragraphs = split_article(article, opts, tokenizer_counter(reranker.model.tokenizer))
     return [{"id": p.id, "doc_id": p.doc_id, "title": p.title, "text": p.text, "source": p.source,
              "position": p.position} for p in paragraphs]

@@ -7,7 +7,6 @@ once per process, from ``query.models`` and ``tasks.store``.
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from query.models import bi_encoder_from_settings
 from query.schema import IndexMetadata
 from query.settings import Settings
 from tasks import store
+from tasks.encode import encode_in_chunks
 from tasks.fetch import HttpOptions, SourceSpec, fetch_urls, parse_dump_line, read_local_file
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph
 from tasks.split import SplitOptions, body_fingerprint, split_article, tokenizer_counter
@@ -159,12 +159,7 @@ def plan_writes(paragraphs: list[Paragraph], changed: list[dict], settings: Sett
 @stage(name="encode")
 def encode_paragraphs(texts: list[str], settings: Settings) -> tuple[np.ndarray, float]:
     """Encode texts in bounded chunks; returns the vectors and the seconds spent encoding."""
-    enc = bi_encoder_from_settings(settings)
-    started = time.perf_counter()
-    chunk = settings.encode_chunk_size
-    parts = [enc.encode(texts[i : i + chunk]) for i in range(0, len(texts), chunk)]
-    vectors = np.concatenate(parts) if parts else np.zeros((0, enc.dim), np.float32)
-    return vectors, time.perf_counter() - started
+    return encode_in_chunks(bi_encoder_from_settings(settings), texts, settings.encode_chunk_size)
 
 
 @stage(name="write")

@@ -1,0 +1,237 @@
+"""The query module against a real index of the sample corpus: brute-force cross-checks, re-ranking, safety."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import lancedb
+import numpy as np
+import pytest
+
+from query.fusion import rrf, top_k_cosine
+from tests.conftest import EXAMPLES, REPO, html_page
+
+
+@pytest.fixture(scope="module")
+def corpus_db(tmp_path_factory, prefect_harness) -> str:
+    """The sample corpus (HTML articles and notes) indexed once by the real flow."""
+    from flows.index_corpus import index_corpus
+
+    db = str(tmp_path_factory.mktemp("query") / "lancedb")
+    summary = index_corpus([str(EXAMPLES / "articles"), str(EXAMPLES / "notes")], collection="sample", db_uri=db)
+    assert summary["articles_failed"] == 0 and summary["rows"] > 50
+    return db
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_path(tmp_path_factory) -> str:
+    from tests._models import build_cross_encoder
+
+    return str(build_cross_encoder(tmp_path_factory.mktemp("ce1") / "model", num_labels=1))
+
+
+@pytest.fixture(scope="module")
+def searcher(corpus_db, cross_encoder_path):
+    from query import Searcher
+
+    return Searcher(db_uri=corpus_db, collection="sample", cross_encoder=cross_encoder_path)
+
+
+def _all_rows(db: str):
+    t = lancedb.connect(db).open_table("sample").to_lance().to_table(columns=["id", "source", "vector"])
+    vecs = np.asarray(t["vector"].combine_chunks().flatten(), dtype=np.float32).reshape(t.num_rows, -1)
+    return t["id"].to_pylist(), t["source"].to_pylist(), vecs
+
+
+QUERIES = ["How do glaciers form?", "Who printed the first books with movable type?", "what does the heart pump"]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_dense_retrieval_equals_numpy_cosine_top_k(searcher, corpus_db, query):
+    ids, _, vecs = _all_rows(corpus_db)
+    qv = searcher.bi_encoder.encode([query])[0]
+    idx, sims = top_k_cosine(vecs, qv, 20)
+    hits = searcher.search(query, k=20, mode="dense", candidates=20, rerank=False)
+    assert [h.id for h in hits] == [ids[i] for i in idx]
+    np.testing.assert_allclose([h.retrieval_score for h in hits], sims, atol=1e-5)
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_hybrid_retrieval_equals_rrf_of_dense_and_lexical_by_hand(searcher, query):
+    n = 30
+    dense = [h.id for h in searcher.search(query, k=n, mode="dense", candidates=n, rerank=False)]
+    lexical = [h.id for h in searcher.search(query, k=n, mode="lexical", candidates=n, rerank=False)]
+    hybrid = searcher.search(query, k=n, mode="hybrid", candidates=n, rerank=False)
+    score = {}
+    for ranking in (dense, lexical):
+        for r, i in enumerate(ranking, start=1):
+            score[i] = score.get(i, 0) + 1 / (60 + r)
+    expected = sorted(score.items(), key=lambda kv: -kv[1])[:n]
+    np.testing.assert_allclose([h.retrieval_score for h in hybrid], [s for _, s in expected])
+    assert [h.id for h in hybrid] == rrf([dense, lexical], k=60, limit=n)[0]
+
+
+def test_lexical_retrieval_returns_only_rows_with_a_query_term_best_first(searcher):
+    hits = searcher.search("volcano eruption lava", k=50, mode="lexical", rerank=False)
+    assert hits and all(any(w in h.text.lower() for w in ("volcan", "erupt", "lava")) for h in hits)
+    assert [h.retrieval_score for h in hits] == sorted((h.retrieval_score for h in hits), reverse=True)
+
+
+def test_rerank_order_equals_the_cross_encoders_own_predict_order(searcher, cross_encoder_path):
+    from sentence_transformers import CrossEncoder
+
+    query = "How do glaciers form?"
+    hits = searcher.search(query, k=100, mode="hybrid", candidates=40)
+    model = CrossEncoder(cross_encoder_path, device="cpu")
+    passages = [f"{h.title} {h.text}" for h in hits]
+    logits = model.predict([(query, p) for p in passages], activation_fn=None, convert_to_numpy=True)
+    # The cross-encoder's own order, up to scores that are equal within bf16/fp32 noise.
+    expected = np.asarray(logits).reshape(-1)
+    assert all(0.0 <= h.score <= 1.0 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    agree = np.corrcoef(expected, [h.score for h in hits])[0, 1]
+    assert agree > 0.99
+    assert searcher.timings.stages[-1].startswith("rerank:")
+
+
+def test_filters_restrict_results_and_injection_attempts_match_nothing(searcher, corpus_db):
+    _, sources, _ = _all_rows(corpus_db)
+    notes = next(s for s in set(sources) if s.endswith("notes"))
+    hits = searcher.search("earth", k=50, mode="hybrid", rerank=False, where={"source": notes})
+    assert hits and {h.source for h in hits} == {notes}
+    for evil in ["' OR 1=1 --", "x' OR 'a'='a", "'); DROP TABLE sample; --"]:
+        assert searcher.search("earth", k=5, mode="dense", rerank=False, where={"source": evil}) == []
+        assert searcher.search("earth", k=5, mode="lexical", rerank=False, where={"doc_id": [evil, "none"]}) == []
+    assert searcher.count() > 50  # nothing was dropped
+
+
+def test_search_many_matches_single_searches(searcher):
+    many = searcher.search_many(QUERIES, k=5, mode="hybrid", rerank=False)
+    assert [[h.id for h in hs] for hs in many] == [
+        [h.id for h in searcher.search(q, k=5, mode="hybrid", rerank=False)] for q in QUERIES
+    ]
+
+
+@pytest.mark.parametrize("query", ["", "   \n\t"])
+def test_an_empty_query_is_a_clear_value_error(searcher, query):
+    with pytest.raises(ValueError, match="query is empty"):
+        searcher.search(query)
+
+
+def test_an_overlong_query_is_truncated_with_a_warning(searcher):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hits = searcher.search("glacier ice " * 400, k=3, mode="dense", rerank=False)
+    assert hits and any("truncated" in str(w.message) for w in caught)
+
+
+def test_a_missing_collection_says_how_to_index_one(corpus_db):
+    from query import Searcher
+    from query.errors import CollectionNotFoundError
+
+    with pytest.raises(CollectionNotFoundError, match="corpus-search index SOURCE... --collection nothing-here"):
+        Searcher(db_uri=corpus_db, collection="nothing-here")
+
+
+def test_an_unloadable_cross_encoder_names_the_model_and_the_fix(corpus_db):
+    from query import Searcher
+    from query.errors import ModelUnavailableError
+
+    s = Searcher(db_uri=corpus_db, collection="sample", cross_encoder="acme/no-such-reranker")
+    with pytest.raises(ModelUnavailableError, match="acme/no-such-reranker") as err:
+        s.search("glaciers", k=3)
+    assert "CORPUS_SEARCH_CROSS_ENCODER" in str(err.value)
+
+
+def test_trust_remote_code_is_off_by_default():
+    from query.settings import Settings
+
+    assert Settings().trust_remote_code is False
+
+
+def test_rank_passages_scores_every_passage_with_the_cross_encoder(cross_encoder_path):
+    from query import rank_passages
+
+    passages = ["Glaciers form from compacted snow.", "Paris is in France.", "Bees make honey."]
+    hits = rank_passages("How do glaciers form?", passages, k=3, cross_encoder=cross_encoder_path)
+    assert sorted(h.text for h in hits) == sorted(passages)
+    assert [h.rank for h in hits] == [1, 2, 3] and all(0 <= h.score <= 1 for h in hits)
+
+
+def test_search_document_ranks_paragraphs_of_a_served_page(site, cross_encoder_path, capsys, monkeypatch):
+    from corpus_search.cli import main
+
+    paragraphs = [
+        "Europe is a continent located entirely in the Northern Hemisphere and mostly in the Eastern Hemisphere.",
+        "It is bordered by the Arctic Ocean to the north and the Atlantic Ocean to the west.",
+        "The European Union is a political and economic union of member states in Europe.",
+    ]
+    url = site.page("/europe.html", html_page("Europe", paragraphs))
+    assert main(["search-document", url, "Where is Europe?", "-k", "2", "--json", "--cross-encoder", cross_encoder_path]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reranked"] is True and len(out["hits"]) == 2
+    assert {h["text"] for h in out["hits"]} <= set(paragraphs)
+    assert set(out["hits"][0]) == {"rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source"}
+
+
+def test_cli_search_json_has_the_documented_keys(corpus_db, cross_encoder_path, capsys):
+    from corpus_search.cli import main
+
+    assert main(["search", "How do bees make honey?", "--db", corpus_db, "-c", "sample", "-k", "3", "--json",
+                 "--cross-encoder", cross_encoder_path]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"query", "mode", "reranked", "hits"} and out["reranked"] is True and out["mode"] == "hybrid"
+    assert len(out["hits"]) == 3
+
+
+def test_importing_query_and_searching_never_imports_prefect(corpus_db):
+    code = textwrap.dedent(f"""
+        import sys
+        import query
+        from query import Searcher
+        hits = Searcher(db_uri={corpus_db!r}, collection="sample").search("glaciers", k=2, rerank=False)
+        assert hits, "no hits"
+        bad = sorted(m for m in sys.modules if m == "prefect" or m.startswith("prefect."))
+        assert not bad, bad
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_queries_during_an_index_run_stay_consistent(corpus_db, tmp_path):
+    """A second process queries in a loop while the index flow writes to the same collection."""
+    from flows.index_corpus import index_corpus
+
+    notes = tmp_path / "more"
+    notes.mkdir()
+    for i in range(40):
+        (notes / f"n{i}.txt").write_text(f"Note {i} about glaciers and ice sheets, paragraph one of many words.\n\n"
+                                         f"Second paragraph {i} mentions the Alps, valleys and melting snow.")
+    stop = tmp_path / "stop"
+    code = textwrap.dedent(f"""
+        import pathlib, sys, time
+        from query import Searcher
+        s = Searcher(db_uri={corpus_db!r}, collection="sample")
+        n = 0
+        while not pathlib.Path({str(stop)!r}).exists() and n < 2000:
+            for mode in ("dense", "lexical", "hybrid"):
+                hits = s.search("glaciers ice", k=10, mode=mode, rerank=False)
+                ids = [h.id for h in hits]
+                assert len(ids) == len(set(ids)), ("duplicate ids", mode)
+                assert all(h.text for h in hits)
+            n += 1
+        print(n)
+    """)
+    reader = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        index_corpus([str(notes)], collection="sample", db_uri=corpus_db)
+    finally:
+        stop.write_text("done")
+        out, err = reader.communicate(timeout=300)
+    assert reader.returncode == 0, err[-3000:]
+    assert int(out.strip()) >= 1
