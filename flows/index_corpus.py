@@ -16,6 +16,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from deployments.hooks import log_crash, log_failure
 from flows.summary import IndexSummary, artifact_key
 from query.settings import Settings, get_settings
 from tasks import stages
@@ -59,7 +60,7 @@ def _progress(enabled: bool, total: int | None):
     return tqdm(total=total, unit="article", desc="indexing", file=sys.stderr, dynamic_ncols=True)
 
 
-@flow(name="index-corpus", log_prints=True)
+@flow(name="index-corpus", log_prints=True, on_failure=[log_failure], on_crashed=[log_crash])
 def index_corpus(
     sources: list[str],
     collection: str = "default",

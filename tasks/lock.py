@@ -31,6 +31,17 @@ def lock_name(collection: str) -> str:
     return f"corpus-search-writer-{collection}"
 
 
+def _logger():
+    """The Prefect run logger inside a run (so the wait shows in the UI), else this module's logger."""
+    try:
+        from prefect.exceptions import MissingContextError
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except (ImportError, MissingContextError):
+        return log
+
+
 def ensure_global_limit(name: str, limit: int = 1) -> None:
     """Create the Prefect global concurrency limit ``name`` (one slot) if the server lacks it."""
     from prefect.client.orchestration import get_client
@@ -68,7 +79,7 @@ def writer_lock(db_uri: str, collection: str, *, timeout_s: float = 3600.0, poll
                 break
             except BlockingIOError:
                 if not announced:
-                    log.warning("collection %r is being written by another run; waiting for it", collection)
+                    _logger().warning("collection %r is being written by another run; waiting for it", collection)
                     announced = True
                 if time.monotonic() > deadline:
                     raise WriterBusyError(

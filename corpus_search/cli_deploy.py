@@ -1,0 +1,125 @@
+"""``corpus-search serve`` and ``corpus-search deploy``: scheduled reindex deployments from the collections config.
+
+Prefect (and the flows) are imported only inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from urllib.parse import urlparse
+
+
+def _api_url_setting() -> str | None:
+    """PREFECT_API_URL from the environment or the active Prefect profile."""
+    from prefect.settings import PREFECT_API_URL
+
+    return os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployments.serve import LOCAL_HOSTS, api_healthy, prepare_environment, start_local_server
+
+    prepare_environment()
+    from deployments.config import load_config
+
+    cfg = load_config(args.config)  # fail on a bad config before starting anything
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = _api_url_setting()
+    server = None
+    if api and api_healthy(api):
+        print(f"corpus-search: using the Prefect server at {api}", file=sys.stderr)
+    else:
+        port = args.port
+        if api:
+            parsed = urlparse(api)
+            if parsed.hostname not in LOCAL_HOSTS:
+                raise ValueError(f"PREFECT_API_URL={api} is not reachable; start that server or unset PREFECT_API_URL")
+            port = parsed.port or port
+        print(f"corpus-search: starting a local Prefect server on 127.0.0.1:{port} ...", file=sys.stderr)
+        server = start_local_server(port)
+        api = server.api_url
+        print(f"corpus-search: Prefect UI at {server.ui_url}", file=sys.stderr)
+    os.environ["PREFECT_API_URL"] = api  # flow-run subprocesses inherit it
+    try:
+        with temporary_settings({PREFECT_API_URL: api}):
+            from deployments.serve import serve
+
+            serve(cfg.path, collections=args.collection, limit=args.limit)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            print("corpus-search: stopping the local Prefect server", file=sys.stderr)
+            server.stop()
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from deployments.config import load_config, render_prefect_yaml
+
+    cfg = load_config(args.config)
+    if args.write_yaml is not None:
+        from pathlib import Path
+
+        target = Path(args.write_yaml)
+        target.write_text(render_prefect_yaml(cfg, work_pool=args.work_pool), encoding="utf-8")
+        print(f"corpus-search: wrote {target} ({len(cfg.collections)} collections, {len(cfg.evaluations)} evaluations)")
+        return 0
+
+    from deployments.serve import api_healthy
+
+    api = _api_url_setting()
+    if not api or not api_healthy(api):
+        raise ValueError(
+            f"no Prefect server reachable at PREFECT_API_URL={api or '(unset)'}: `corpus-search deploy` registers "
+            "deployments on an existing server (for a laptop, use `corpus-search serve`)"
+        )
+    from prefect import deploy
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from deployments.config import build_deployments
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(args.work_pool)
+        except ObjectNotFound:
+            if not args.create_pool:
+                raise ValueError(
+                    f"work pool {args.work_pool!r} does not exist on {api}: create it with "
+                    f"`prefect work-pool create {args.work_pool} --type process` or pass --create-pool"
+                ) from None
+            from prefect.client.schemas.actions import WorkPoolCreate
+
+            client.create_work_pool(WorkPoolCreate(name=args.work_pool, type="process"))
+            print(f"corpus-search: created process work pool {args.work_pool!r}", file=sys.stderr)
+    deployments = build_deployments(cfg, work_pool=args.work_pool, only=args.collection)
+    ids = deploy(*deployments, work_pool_name=args.work_pool, build=False, push=False,
+                 print_next_steps_message=False, ignore_warnings=True)
+    for d, i in zip(deployments, ids, strict=True):
+        print(f"{d.flow_name}/{d.name}\t{i}")
+    print(f"corpus-search: start a worker with `prefect worker start --pool {args.work_pool}` "
+          "in an environment where corpus-search is installed", file=sys.stderr)
+    return 0
+
+
+def register(sub, common) -> None:
+    """Add ``serve`` and ``deploy`` to the ``corpus-search`` parser."""
+    sv = sub.add_parser("serve", help="serve the scheduled reindex deployments (starts a local Prefect server if needed)")
+    sv.add_argument("--config", default=None, help="collections config (default: deployments/collections.toml)")
+    sv.add_argument("--port", type=int, default=4200, help="port of the local Prefect server started if none is reachable")
+    sv.add_argument("--collection", "-c", action="append", default=None, help="serve only this collection (repeatable)")
+    sv.add_argument("--limit", type=int, default=None, help="at most this many concurrent flow runs")
+    sv.set_defaults(func=cmd_serve)
+
+    dp = sub.add_parser("deploy", help="register the deployments on an existing Prefect server and work pool")
+    dp.add_argument("--config", default=None, help="collections config (default: deployments/collections.toml)")
+    dp.add_argument("--work-pool", default="corpus-search", help="work pool name (default: corpus-search)")
+    dp.add_argument("--create-pool", action="store_true", help="create the work pool (type process) if missing")
+    dp.add_argument("--collection", "-c", action="append", default=None, help="deploy only this collection (repeatable)")
+    dp.add_argument("--write-yaml", nargs="?", const="deployments/prefect.yaml", default=None, metavar="PATH",
+                    help="instead: write the prefect.yaml for `prefect deploy --all` (default deployments/prefect.yaml)")
+    dp.set_defaults(func=cmd_deploy)

@@ -1,0 +1,475 @@
+"""The collections config: which collections exist, what they index, and when they are reindexed.
+
+Collections are declared once, in a small TOML file (``deployments/collections.toml``); the reindex
+(and evaluation) deployments of both routes are generated from it:
+
+* the Python route (``corpus-search serve`` / ``python -m deployments.serve``): ``flow.to_deployment``
+  + ``prefect.serve`` on a laptop;
+* the work-pool route (``corpus-search deploy``, or ``prefect deploy --all`` with the generated
+  ``deployments/prefect.yaml``) for a server with a worker.
+
+Validation is strict and names the entry: unknown keys, invalid cron strings or time zones, an empty
+source list, a malformed notification block name or duplicate deployment names are all errors.
+This module imports Prefect only inside the functions that build deployments.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: The flows the deployments run (``file:function`` for prefect.yaml, ``module.function`` for workers).
+INDEX_FLOW = "flows.index_corpus:index_corpus"
+INDEX_FLOW_NAME = "index-corpus"
+EVALUATE_FLOW = "flows.evaluate:evaluate"
+EVALUATE_FLOW_NAME = "evaluate"
+#: Deployment tags the failure hooks read (flow runs inherit their deployment's tags).
+COLLECTION_TAG = "collection:"
+NOTIFY_TAG = "notify:"
+#: Logged into each run's Prefect logs as well: ``tasks.lock`` says when a run waits for another writer.
+EXTRA_LOGGERS = "tasks"
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "collections.toml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_BLOCK = re.compile(r"^[a-z0-9-]+/[A-Za-z0-9_.-]+$")
+
+
+class ConfigError(ValueError):
+    """The collections config is invalid; the message names the file and the entry."""
+
+
+def _check_cron(v: str) -> str:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=v)
+    except (ValidationError, ValueError) as exc:
+        raise ValueError(f"invalid cron {v!r} (use five fields, e.g. '0 3 * * *' for 03:00 daily)") from exc
+    return v
+
+
+def _check_timezone(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {v!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')") from exc
+    return v
+
+
+def _check_block(v: str | None) -> str | None:
+    if v is not None and not _BLOCK.match(v):
+        raise ValueError(
+            f"notify_block {v!r}: use '<block-type-slug>/<block-name>', e.g. 'slack-webhook/ops-alerts' "
+            "(see `prefect block ls`)"
+        )
+    return v
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: Parameters of the evaluate flow that are paths: relative ones are resolved under base_dir.
+EVALUATE_PATH_PARAMETERS = ("dataset", "corpus_html", "queries", "qrels", "out")
+
+
+class EvaluationSpec(_Strict):
+    """A scheduled evaluation (flow ``evaluate``): index a test collection, run its queries, score them."""
+
+    dataset: str = Field(description="BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/); under base_dir")
+    cron: str
+    timezone: str | None = None
+    db_uri: str | None = None
+    notify_block: str | None = None
+    deployment: str | None = Field(None, description="deployment name; default 'evaluate-<name>'")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="more parameters of the evaluate flow")
+    paused: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return _check_cron(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return _check_timezone(v)
+
+    @field_validator("notify_block")
+    @classmethod
+    def _block(cls, v: str | None) -> str | None:
+        return _check_block(v)
+
+    @field_validator("parameters")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(set(v) & {"dataset", "db_uri"})
+        if clash:
+            raise ValueError(f"{clash} are keys of the evaluation itself, not of its parameters")
+        return v
+
+
+class CollectionSpec(_Strict):
+    """One collection: its sources and its reindex schedule."""
+
+    sources: list[str] = Field(description="URLs, files, directories, JSONL dumps; relative paths are under base_dir")
+    cron: str = Field(description="reindex schedule, five-field cron")
+    timezone: str | None = None
+    db_uri: str | None = None
+    notify_block: str | None = None
+    deployment: str | None = Field(None, description="deployment name; default 'reindex-<collection>'")
+    batch_articles: int = Field(512, ge=1)
+    settings: dict[str, Any] = Field(default_factory=dict, description="Settings overrides, e.g. bi_encoder")
+    paused: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return _check_cron(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return _check_timezone(v)
+
+    @field_validator("notify_block")
+    @classmethod
+    def _block(cls, v: str | None) -> str | None:
+        return _check_block(v)
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        v = [s.strip() for s in v]
+        if not v:
+            raise ValueError("sources is empty: list at least one URL, file, directory or JSONL dump")
+        if any(not s for s in v):
+            raise ValueError("sources contains an empty string")
+        return v
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from query.settings import Settings
+
+        allowed = set(Settings.model_fields) - {"db_uri", "collection"}
+        unknown = sorted(set(v) - allowed)
+        if unknown:
+            raise ValueError(f"unknown settings {unknown} (db_uri and collection are keys of the collection itself)")
+        return v
+
+
+class DeployConfig(_Strict):
+    """The whole file: defaults, then ``[collections.<name>]`` tables."""
+
+    base_dir: str = Field(".", description="relative source paths and db_uri are under this (relative to the file)")
+    db_uri: str | None = None
+    timezone: str = "UTC"
+    notify_block: str | None = None
+    collections: dict[str, CollectionSpec]
+    evaluations: dict[str, EvaluationSpec] = Field(default_factory=dict)
+    #: Where the file was read from (not a TOML key).
+    path: Path | None = Field(None, exclude=True)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _check_timezone(v)
+
+    @field_validator("notify_block")
+    @classmethod
+    def _block(cls, v: str | None) -> str | None:
+        return _check_block(v)
+
+    @field_validator("collections")
+    @classmethod
+    def _names(cls, v: dict[str, CollectionSpec]) -> dict[str, CollectionSpec]:
+        if not v:
+            raise ValueError("no collections: add a [collections.<name>] table")
+        return cls._check_names(v)
+
+    @field_validator("evaluations")
+    @classmethod
+    def _eval_names(cls, v: dict[str, EvaluationSpec]) -> dict[str, EvaluationSpec]:
+        return cls._check_names(v)
+
+    @staticmethod
+    def _check_names(v: dict) -> dict:
+        for name in v:
+            if not _NAME.match(name):
+                raise ValueError(f"collection name {name!r}: use letters, digits, '-', '_' and '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_deployments(self) -> DeployConfig:
+        seen: dict[str, str] = {}
+        entries = [(f"collections.{n}", f"{INDEX_FLOW_NAME}/{self.reindex_name(n)}") for n in self.collections]
+        entries += [(f"evaluations.{n}", f"{EVALUATE_FLOW_NAME}/{self.evaluate_name(n)}") for n in self.evaluations]
+        for entry, deployment in entries:
+            if deployment in seen:
+                raise ValueError(f"{seen[deployment]} and {entry} both define deployment {deployment!r}")
+            seen[deployment] = entry
+        return self
+
+    # ---- derived values ---------------------------------------------------------------------------
+    def root(self) -> Path:
+        here = self.path.parent if self.path else Path.cwd()
+        return (here / self.base_dir).resolve()
+
+    def reindex_name(self, name: str) -> str:
+        return self.collections[name].deployment or f"reindex-{name}"
+
+    def evaluate_name(self, name: str) -> str:
+        return self.evaluations[name].deployment or f"evaluate-{name}"
+
+    def timezone_of(self, name: str) -> str:
+        return self.collections[name].timezone or self.timezone
+
+    def notify_block_of(self, name: str) -> str | None:
+        return self.collections[name].notify_block or self.notify_block
+
+    def _path(self, value: str, absolute: bool) -> str:
+        if not absolute or "://" in value:
+            return value
+        return str((self.root() / Path(value).expanduser()).resolve())
+
+    def db_uri_of(self, name: str, *, absolute: bool, evaluation: bool = False) -> str | None:
+        spec = self.evaluations[name] if evaluation else self.collections[name]
+        uri = spec.db_uri or self.db_uri
+        return None if uri is None else self._path(uri, absolute)
+
+    def sources_of(self, name: str, *, absolute: bool) -> list[str]:
+        """Sources of ``name``; with ``absolute``, local paths are resolved under ``base_dir``."""
+        return [self._path(s, absolute) for s in self.collections[name].sources]
+
+    def tags_of(self, name: str, *, evaluation: bool = False) -> list[str]:
+        if evaluation:
+            tags = ["corpus-search", "evaluation:" + name]
+            block = self.evaluations[name].notify_block or self.notify_block
+        else:
+            tags = ["corpus-search", COLLECTION_TAG + name]
+            block = self.notify_block_of(name)
+        if block:
+            tags.append(NOTIFY_TAG + block)
+        return tags
+
+    def index_parameters(self, name: str, *, absolute: bool = True) -> dict[str, Any]:
+        spec = self.collections[name]
+        params: dict[str, Any] = {"sources": self.sources_of(name, absolute=absolute), "collection": name}
+        if (uri := self.db_uri_of(name, absolute=absolute)) is not None:
+            params["db_uri"] = uri
+        if spec.batch_articles != 512:
+            params["batch_articles"] = spec.batch_articles
+        if spec.settings:
+            params["settings_overrides"] = dict(spec.settings)
+        return params
+
+    def evaluate_parameters(self, name: str, flow_fn=None, *, absolute: bool = True) -> dict[str, Any]:
+        """Parameters of the evaluation ``name``; with ``flow_fn``, checked against its signature."""
+        ev = self.evaluations[name]
+        params: dict[str, Any] = {"dataset": ev.dataset, **ev.parameters}
+        for key in EVALUATE_PATH_PARAMETERS:
+            if isinstance(params.get(key), str):
+                params[key] = self._path(params[key], absolute)
+        if (uri := self.db_uri_of(name, absolute=absolute, evaluation=True)) is not None:
+            params["db_uri"] = uri
+        accepted = _parameter_names(flow_fn)
+        if accepted is not None and not _has_var_kw(flow_fn):
+            unknown = sorted(set(params) - accepted)
+            if unknown:
+                raise ConfigError(
+                    f"evaluations.{name}.parameters: {unknown} are not parameters of the evaluate flow "
+                    f"(it takes {sorted(accepted)})"
+                )
+        return params
+
+
+def _parameter_names(flow_fn) -> set[str] | None:
+    if flow_fn is None:
+        return None
+    fn = getattr(flow_fn, "fn", flow_fn)
+    return set(inspect.signature(fn).parameters)
+
+
+def _has_var_kw(flow_fn) -> bool:
+    fn = getattr(flow_fn, "fn", flow_fn)
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
+
+
+def _format_errors(path: Path | str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {loc or '(top level)'}: {msg}")
+    return f"{path}: invalid collections config\n" + "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], path: Path | str = "<config>") -> DeployConfig:
+    try:
+        cfg = DeployConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    return cfg.model_copy(update={"path": Path(path).resolve()}) if str(path) != "<config>" else cfg
+
+
+def load_config(path: str | Path | None = None) -> DeployConfig:
+    """Read and validate a collections config (default: ``deployments/collections.toml``)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the collections config: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, path)
+
+
+# ---- building deployments (imports Prefect) ----------------------------------------------------------
+
+def _evaluate_flow(required: bool = False):
+    """The evaluate flow, or None (with a note on stderr) while ``flows/evaluate.py`` does not exist."""
+    try:
+        from flows.evaluate import evaluate
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("flows.evaluate",) or required:
+            raise
+        print("corpus-search: flows/evaluate.py not found: evaluation deployments skipped", file=sys.stderr)
+        return None
+    return evaluate
+
+
+def _concurrency():
+    """One run per deployment at a time; a run that collides waits in the queue (AwaitingConcurrencySlot)."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+def build_deployments(cfg: DeployConfig, *, work_pool: str | None = None, only: list[str] | None = None) -> list:
+    """``RunnerDeployment`` objects for every collection: reindex, plus evaluation where configured.
+
+    Without ``work_pool`` they are for ``prefect.serve`` (the flow runs in the serving process's
+    environment); with it, for ``prefect.deploy`` to a worker that has corpus-search installed: the
+    entrypoint is a module path, so no code storage is needed.
+    """
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.index_corpus import index_corpus
+
+    names = list(cfg.collections) if only is None else [n for n in only if n in cfg.collections]
+    unknown = sorted(set(only or []) - set(cfg.collections) - set(cfg.evaluations))
+    if unknown:
+        raise ConfigError(
+            f"unknown collections/evaluations {unknown}; the config defines {sorted(cfg.collections)}"
+            + (f" and evaluations {sorted(cfg.evaluations)}" if cfg.evaluations else "")
+        )
+    extra: dict[str, Any] = {}
+    if work_pool:
+        extra = {
+            "work_pool_name": work_pool,
+            "entrypoint_type": EntrypointType.MODULE_PATH,
+            "job_variables": {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS}},
+        }
+    evaluations = list(cfg.evaluations) if only is None else [n for n in only if n in cfg.evaluations]
+    evaluate = _evaluate_flow() if evaluations else None
+    out = []
+    for name in names:
+        spec = cfg.collections[name]
+        out.append(
+            index_corpus.to_deployment(
+                name=cfg.reindex_name(name),
+                description=f"Reindex collection {name!r} ({len(spec.sources)} sources) on cron {spec.cron!r}",
+                schedules=[CronSchedule(cron=spec.cron, timezone=cfg.timezone_of(name))],
+                paused=spec.paused,
+                parameters=cfg.index_parameters(name),
+                tags=cfg.tags_of(name),
+                concurrency_limit=_concurrency(),
+                **extra,
+            )
+        )
+    for name in evaluations if evaluate is not None else []:
+        ev = cfg.evaluations[name]
+        out.append(
+            evaluate.to_deployment(
+                name=cfg.evaluate_name(name),
+                description=f"Evaluate {ev.dataset!r} on cron {ev.cron!r}",
+                schedules=[CronSchedule(cron=ev.cron, timezone=ev.timezone or cfg.timezone)],
+                paused=ev.paused,
+                parameters=cfg.evaluate_parameters(name, evaluate),
+                tags=cfg.tags_of(name, evaluation=True),
+                concurrency_limit=_concurrency(),
+                **extra,
+            )
+        )
+    return out
+
+
+# ---- prefect.yaml ---------------------------------------------------------------------------------
+
+YAML_HEADER = """\
+# GENERATED from deployments/collections.toml by `corpus-search deploy --write-yaml` - do not edit by hand
+# (tests/test_deployments.py fails when this file and the config disagree).
+#
+# Work-pool route, for a server: from the repository root (relative source paths resolve there),
+#   prefect work-pool create corpus-search --type process
+#   prefect deploy --all --prefect-file deployments/prefect.yaml
+#   prefect worker start --pool corpus-search
+#   prefect deployment run 'index-corpus/reindex-nightly'
+"""
+
+
+def render_prefect_yaml(cfg: DeployConfig, *, work_pool: str = "corpus-search", evaluate: bool | None = None) -> str:
+    """The ``prefect.yaml`` for ``prefect deploy --all``: the same deployments as the Python route.
+
+    Paths stay as written in the config (relative to ``base_dir``, which must be the directory
+    ``prefect deploy`` runs in: its default pull step makes that the flow runs' working directory).
+    ``evaluate=None`` includes the evaluation deployments when ``flows/evaluate.py`` exists.
+    """
+    import yaml
+
+    if evaluate is None:
+        evaluate = (Path(__file__).resolve().parent.parent / "flows" / "evaluate.py").exists()
+    pool = {"name": work_pool, "job_variables": {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS}}}
+    deployments = []
+    for name, spec in cfg.collections.items():
+        deployments.append({
+            "name": cfg.reindex_name(name),
+            "description": f"Reindex collection {name!r} ({len(spec.sources)} sources) on cron {spec.cron!r}",
+            "entrypoint": INDEX_FLOW.replace(".", "/").replace(":", ".py:", 1),
+            "tags": cfg.tags_of(name),
+            "parameters": cfg.index_parameters(name, absolute=False),
+            "schedules": [{"cron": spec.cron, "timezone": cfg.timezone_of(name), "active": not spec.paused}],
+            "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
+            "work_pool": copy.deepcopy(pool),
+        })
+    for name, ev in cfg.evaluations.items() if evaluate else []:
+        deployments.append({
+            "name": cfg.evaluate_name(name),
+            "description": f"Evaluate {ev.dataset!r} on cron {ev.cron!r}",
+            "entrypoint": EVALUATE_FLOW.replace(".", "/").replace(":", ".py:", 1),
+            "tags": cfg.tags_of(name, evaluation=True),
+            "parameters": cfg.evaluate_parameters(name, absolute=False),
+            "schedules": [{"cron": ev.cron, "timezone": ev.timezone or cfg.timezone, "active": not ev.paused}],
+            "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
+            "work_pool": copy.deepcopy(pool),
+        })
+    doc = {"name": "corpus-search", "prefect-version": ">=3.4", "deployments": deployments}
+    return YAML_HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110)

@@ -1,0 +1,124 @@
+"""State-change hooks of the index (and evaluation) flows: a clear summary when a run fails or crashes.
+
+Attach to a flow with ``@flow(..., on_failure=[log_failure], on_crashed=[log_crash])``. The hook logs
+one summary into the run's own logs (visible in the Prefect UI, beside the Failed/Crashed state and
+its error), and, when the run carries a ``notify:<block-type-slug>/<block-name>`` tag (the reindex
+deployments add it from ``notify_block`` in the collections config), sends the same summary through
+that Prefect notification block. A hook never raises: a broken notification is logged, not fatal.
+
+This module must not import ``flows`` (the flows import it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+NOTIFY_TAG = "notify:"  # same as deployments.config.NOTIFY_TAG (kept import-free of pydantic models)
+COLLECTION_TAG = "collection:"
+#: Fallback notification block for runs without a ``notify:`` tag (e.g. ad-hoc CLI runs).
+NOTIFY_ENV = "CORPUS_SEARCH_NOTIFY_BLOCK"
+
+log = logging.getLogger(__name__)
+
+
+def _logger(flow: Any, flow_run: Any):
+    try:
+        from prefect.logging.loggers import flow_run_logger
+
+        return flow_run_logger(flow_run=flow_run, flow=flow)
+    except Exception:  # noqa: BLE001 - a hook must not fail because of logging
+        return log
+
+
+def _ui_url(flow_run: Any) -> str | None:
+    try:
+        from prefect.settings import get_current_settings
+
+        ui = get_current_settings().ui_url
+    except Exception:  # noqa: BLE001
+        return None
+    return f"{str(ui).rstrip('/')}/runs/flow-run/{flow_run.id}" if ui else None
+
+
+def _error_of(state: Any) -> str:
+    """The exception of a failed state as 'Type: message', else the state's message."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as err:  # noqa: BLE001 - result unavailable (crash, no persistence): use the message
+        exc = err if not isinstance(err, (KeyError, AttributeError)) else None
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    return (getattr(state, "message", None) or "no error message").strip()
+
+
+def notify_block_of(flow_run: Any) -> str | None:
+    for tag in getattr(flow_run, "tags", None) or []:
+        if tag.startswith(NOTIFY_TAG):
+            return tag[len(NOTIFY_TAG):]
+    return os.environ.get(NOTIFY_ENV) or None
+
+
+def summary(flow: Any, flow_run: Any, state: Any) -> str:
+    """One readable paragraph: what ran, on which collection, how it ended, why, where to look."""
+    params = dict(getattr(flow_run, "parameters", None) or {})
+    collection = params.get("collection")
+    if collection is None:
+        collection = next((t[len(COLLECTION_TAG):] for t in flow_run.tags or [] if t.startswith(COLLECTION_TAG)), "?")
+    state_name = getattr(state, "name", None) or str(getattr(state, "type", "FAILED"))
+    lines = [
+        f"corpus-search: {flow.name} run {flow_run.name!r} of collection {collection!r} ended {state_name}",
+        f"  error:   {_error_of(state)}",
+    ]
+    if "sources" in params:
+        srcs = list(params["sources"] or [])
+        shown = ", ".join(map(str, srcs[:3])) + (f" and {len(srcs) - 3} more" if len(srcs) > 3 else "")
+        lines.append(f"  sources: {shown}")
+    if params.get("db_uri"):
+        lines.append(f"  db_uri:  {params['db_uri']}")
+    if getattr(flow_run, "deployment_id", None):
+        lines.append(f"  deployment id: {flow_run.deployment_id}")
+    lines.append(f"  flow run id: {flow_run.id}")
+    if url := _ui_url(flow_run):
+        lines.append(f"  details: {url}")
+    lines.append("  Rows already written stay; the next run resumes (only changed articles are re-encoded).")
+    return "\n".join(lines)
+
+
+def _notify(block_ref: str, subject: str, body: str, logger) -> bool:
+    try:
+        from prefect.blocks.core import Block
+
+        block = Block.load(block_ref)
+        block.notify(body=body, subject=subject)
+    except Exception as exc:  # noqa: BLE001 - report, never mask the run's own failure
+        logger.error("could not send the failure notice through block %r: %s: %s", block_ref, type(exc).__name__, exc)
+        return False
+    logger.info("failure notice sent through notification block %r", block_ref)
+    return True
+
+
+def report(flow: Any, flow_run: Any, state: Any) -> str:
+    """Log the summary into the run's logs and send it through the configured block, if any."""
+    text = summary(flow, flow_run, state)
+    logger = _logger(flow, flow_run)
+    try:
+        logger.error("%s", text)
+    except Exception:  # noqa: BLE001
+        log.error("%s", text)
+    if block := notify_block_of(flow_run):
+        params = dict(getattr(flow_run, "parameters", None) or {})
+        subject = f"corpus-search: {flow.name} {params.get('collection', '')} {getattr(state, 'name', 'failed')}".strip()
+        _notify(block, subject, text, logger)
+    return text
+
+
+def log_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """``on_failure`` hook: the run raised; it is Failed with the error."""
+    report(flow, flow_run, state)
+
+
+def log_crash(flow: Any, flow_run: Any, state: Any) -> None:
+    """``on_crashed`` hook: the process died or was interrupted; the run is Crashed."""
+    report(flow, flow_run, state)

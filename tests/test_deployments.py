@@ -1,0 +1,394 @@
+"""Deployments: the collections config, building deployments without a server, one writer per
+collection under concurrent flow runs, the run artifacts, the failure hooks, and `corpus-search deploy`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from deployments.config import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    build_deployments,
+    load_config,
+    render_prefect_yaml,
+)
+from tests.conftest import EXAMPLES, REPO, table_rows
+
+CRON = "0 3 * * *"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "collections.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.fixture
+def notes(tmp_path: Path) -> Path:
+    """A tiny collection: two of the example notes."""
+    d = tmp_path / "notes"
+    d.mkdir()
+    for name in ("earthquakes.md", "tides.txt"):
+        shutil.copy(EXAMPLES / "notes" / name, d / name)
+    return d
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_the_shipped_config_loads_and_resolves_paths_under_base_dir():
+    cfg = load_config()
+    assert cfg.path == DEFAULT_CONFIG
+    assert "demo" in cfg.collections and cfg.reindex_name("demo") == "reindex-nightly"
+    params = cfg.index_parameters("demo")
+    assert params["collection"] == "demo"
+    assert all(Path(s).is_absolute() and Path(s).exists() for s in params["sources"])
+    assert Path(params["db_uri"]).is_absolute()
+    assert cfg.index_parameters("demo", absolute=False)["sources"][0] == "examples/articles"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nschedule = "daily"\n',
+         "collections.news.schedule: unknown key"),
+        (f'colections = 1\n[collections.news]\nsources = ["a"]\ncron = "{CRON}"\n', "colections: unknown key"),
+        ('[collections.news]\nsources = ["a"]\ncron = "0 25 * * *"\n', "collections.news.cron: invalid cron '0 25 * * *'"),
+        ('[collections.news]\nsources = ["a"]\ncron = "nightly"\n', "collections.news.cron: invalid cron 'nightly'"),
+        (f'[collections.news]\nsources = []\ncron = "{CRON}"\n', "collections.news.sources: sources is empty"),
+        ('[collections.news]\ncron = "0 3 * * *"\n', "collections.news.sources: required key is missing"),
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\ntimezone = "Mars/Olympus"\n',
+         "collections.news.timezone: unknown time zone 'Mars/Olympus'"),
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nnotify_block = "ops"\n',
+         "collections.news.notify_block: notify_block 'ops': use '<block-type-slug>/<block-name>'"),
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nsettings = {{ bi_encodr = "x" }}\n',
+         "collections.news.settings: unknown settings ['bi_encodr']"),
+        (f'[collections.a]\nsources = ["a"]\ncron = "{CRON}"\ndeployment = "n"\n'
+         f'[collections.b]\nsources = ["b"]\ncron = "{CRON}"\ndeployment = "n"\n',
+         "collections.a and collections.b both define deployment 'index-corpus/n'"),
+        (f'[collections.a]\nsources = ["a"]\ncron = "{CRON}"\n[evaluations.e]\ncron = "{CRON}"\n',
+         "evaluations.e.dataset: required key is missing"),
+        ("collections = {}\n", "collections: no collections"),
+        ('[collections.news\nsources = ["a"]\n', "not valid TOML"),
+    ],
+)
+def test_invalid_configs_fail_with_an_error_naming_the_entry(tmp_path, toml, expected):
+    path = _write(tmp_path, toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert expected in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the collections config"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_evaluation_parameters_are_checked_against_the_evaluate_flow(tmp_path):
+    pytest.importorskip("flows.evaluate")
+    path = _write(tmp_path, f'[collections.a]\nsources = ["a"]\ncron = "{CRON}"\n'
+                            f'[evaluations.e]\ndataset = "ds"\ncron = "{CRON}"\nparameters = {{ depht = 10 }}\n')
+    with pytest.raises(ConfigError, match=r"evaluations.e.parameters: \['depht'\] are not parameters"):
+        build_deployments(load_config(path))
+
+
+# --------------------------------------------------------------------------- deployments, no server
+
+
+def test_deployments_build_without_a_server(monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+    cfg = load_config()
+    deployments = {f"{d.flow_name}/{d.name}": d for d in build_deployments(cfg)}
+    reindex = deployments["index-corpus/reindex-nightly"]
+    assert reindex.entrypoint == "flows/index_corpus.py:index_corpus"
+    assert reindex.parameters == cfg.index_parameters("demo")
+    (schedule,) = reindex.schedules
+    assert schedule.schedule.cron == CRON and schedule.schedule.timezone == "UTC" and schedule.active
+    assert reindex.concurrency_limit == 1
+    assert reindex.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
+    assert "collection:demo" in reindex.tags
+    if (REPO / "flows" / "evaluate.py").exists():
+        evaluate = deployments["evaluate/evaluate-beir-sample"]
+        assert evaluate.parameters["dataset"] == str(EXAMPLES / "beir-sample")
+    # the work-pool route: module entrypoint (no code storage), lock logs routed into run logs
+    pooled = build_deployments(cfg, work_pool="corpus-search", only=["demo"])
+    assert [d.name for d in pooled] == ["reindex-nightly"]
+    assert pooled[0].entrypoint == "flows.index_corpus.index_corpus"
+    assert pooled[0].job_variables["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == "tasks"
+    with pytest.raises(ConfigError, match="unknown collections"):
+        build_deployments(cfg, only=["nope"])
+
+
+def test_prefect_yaml_is_generated_from_the_config_and_valid_for_prefect_deploy():
+    import yaml
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    cfg = load_config()
+    shipped = (REPO / "deployments" / "prefect.yaml").read_text()
+    assert shipped == render_prefect_yaml(cfg), "regenerate it: corpus-search deploy --write-yaml"
+    model = PrefectYamlModel.model_validate(yaml.safe_load(shipped))
+    (reindex,) = [d for d in model.deployments if d.name == "reindex-nightly"]
+    assert reindex.entrypoint == "flows/index_corpus.py:index_corpus"
+    assert (REPO / reindex.entrypoint.split(":")[0]).exists()
+    assert reindex.schedules[0].cron == CRON
+    assert reindex.concurrency_limit.limit == 1 and reindex.concurrency_limit.collision_strategy == "ENQUEUE"
+    for source in reindex.parameters["sources"]:  # relative to the repository root, where `prefect deploy` runs
+        assert (REPO / source).exists()
+
+
+# --------------------------------------------------------------------------- one writer per collection
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_of_one_collection_never_write_together(prefect_harness, db_uri, notes, tmp_path,
+                                                                   monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    from flows.index_corpus import index_corpus
+    from tasks import stages
+
+    # Route tasks.lock into the runs' Prefect logs, as PREFECT_LOGGING_EXTRA_LOGGERS=tasks does for served runs.
+    lock_logger = logging.getLogger("tasks.lock")
+    extra = [h for h in logging.getLogger("prefect.extra").handlers if h not in lock_logger.handlers]
+    waiting = threading.Event()
+
+    class Announced(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "being written by another run" in record.getMessage():
+                waiting.set()
+
+    announced = Announced()
+    run_logger = logging.getLogger("prefect.flow_runs")  # in case tasks.lock logs through the run logger
+    for h in [*extra, announced]:
+        lock_logger.addHandler(h)
+    run_logger.addHandler(announced)
+
+    spans: dict[str, list[float]] = {}
+    first_inside = threading.Event()
+    real_load, real_refresh = stages.load_states, stages.refresh_indexes
+
+    def load_states(settings):  # the first call inside the lock
+        me = threading.current_thread().name
+        spans[me] = [time.monotonic()]
+        if not first_inside.is_set():
+            first_inside.set()
+            assert waiting.wait(60), "the second run never reached the lock"
+            time.sleep(0.3)
+        return real_load(settings)
+
+    def refresh_indexes(settings):  # the last write inside the lock
+        out = real_refresh(settings)
+        spans[threading.current_thread().name].append(time.monotonic())
+        return out
+
+    monkeypatch.setattr(stages, "load_states", load_states)
+    monkeypatch.setattr(stages, "refresh_indexes", refresh_indexes)
+
+    states: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        states[name] = index_corpus([str(notes)], collection="race", db_uri=db_uri, return_state=True)
+
+    try:
+        a = threading.Thread(target=run, args=("a",), name="a")
+        a.start()
+        assert first_inside.wait(120)
+        b = threading.Thread(target=run, args=("b",), name="b")
+        b.start()
+        a.join(180)
+        b.join(180)
+    finally:
+        for h in [*extra, announced]:
+            lock_logger.removeHandler(h)
+        run_logger.removeHandler(announced)
+
+    assert states["a"].is_completed() and states["b"].is_completed()
+    ra, rb = states["a"].result(), states["b"].result()
+    (a0, a1), (b0, b1) = spans["a"], spans["b"]
+    assert a1 <= b0, f"writers overlapped: a {a0:.2f}-{a1:.2f}, b {b0:.2f}-{b1:.2f}"
+
+    rows = table_rows(db_uri, "race")
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "duplicate rows"
+    reference = index_corpus([str(notes)], collection="race", db_uri=str(tmp_path / "reference"))
+    assert len(ids) == reference["rows"] == ra["rows"] == rb["rows"] > 0
+    assert ra["paragraphs_encoded"] == reference["paragraphs_encoded"] and rb["paragraphs_encoded"] == 0
+
+    # the waiting run (b) says so in its own Prefect logs
+    b_id = states["b"].state_details.flow_run_id
+    deadline = time.monotonic() + 20
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[b_id])))
+            messages = [log.message for log in logs]
+            if any("being written by another run" in m for m in messages):
+                break
+            time.sleep(0.5)
+        assert any("collection 'race' is being written by another run; waiting for it" in m for m in messages), messages
+        a_id = states["a"].state_details.flow_run_id
+        a_logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[a_id])))
+        assert not any("being written by another run" in log.message for log in a_logs)
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[a_id, b_id])))
+        assert {r.state.type.value for r in runs} == {"COMPLETED"}
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def test_index_run_publishes_summary_and_failure_artifacts(run_index, notes, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    missing = tmp_path / "unmounted-disk"
+    result = run_index([notes, missing], collection="Art_Demo")
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["index-summary-art-demo", "index-failures-art-demo"]))
+        )
+        by_key = {a.key: a for a in sorted(arts, key=lambda a: a.created)}  # the latest of each key
+        assert set(by_key) == {"index-summary-art-demo", "index-failures-art-demo"}
+        table, failures = by_key["index-summary-art-demo"], by_key["index-failures-art-demo"]
+        assert table.type == "table" and failures.type == "markdown"
+        rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+        metrics = {r["metric"]: r["value"] for r in rows}
+        assert metrics["rows"] == result["rows"] > 0
+        assert metrics["articles_fetched"] == result["articles_fetched"] == 2
+        assert metrics["articles_failed"] == 1 and metrics["collection"] == "Art_Demo"
+        assert str(missing) in failures.data and "does not exist" in failures.data
+        run = client.read_flow_run(table.flow_run_id)
+        assert run.state.is_completed() and failures.flow_run_id == table.flow_run_id
+
+
+# --------------------------------------------------------------------------- failure hooks
+
+
+class _Inbox:
+    """A local webhook receiver (127.0.0.1) standing in for Slack & co."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+        inbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                inbox.posts.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_harness, db_uri, caplog):
+    from prefect import tags
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from deployments.hooks import log_crash, log_failure
+    from flows.index_corpus import index_corpus
+
+    inbox = _Inbox()
+    try:
+        CustomWebhookNotificationBlock(
+            name="corpus-search test", url=inbox.url, json_data={"subject": "{{subject}}", "text": "{{body}}"},
+        ).save("corpus-search-test-alerts", overwrite=True)
+        flow = index_corpus.with_options(on_failure=[log_failure], on_crashed=[log_crash])
+        with tags("notify:custom-webhook/corpus-search-test-alerts"):
+            state = flow(["ftp://example.invalid/paper.html"], collection="broken", db_uri=db_uri, return_state=True)
+        assert state.is_failed()
+        assert "only http:// and https:// URLs are fetched" in state.message
+        run_id = state.state_details.flow_run_id
+        deadline = time.monotonic() + 20
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(run_id).state.type.value == "FAILED"
+            while time.monotonic() < deadline:
+                logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))]
+                if any("ended Failed" in m for m in logs):
+                    break
+                time.sleep(0.5)
+        (summary,) = [m for m in logs if "ended Failed" in m]
+        assert "index-corpus run" in summary and "collection 'broken'" in summary
+        assert "ValueError: source 'ftp://example.invalid/paper.html': only http:// and https://" in summary
+        assert f"flow run id: {run_id}" in summary
+        (post,) = inbox.posts
+        assert "broken" in post["subject"] and "Failed" in post["subject"]
+        assert post["text"] == summary
+    finally:
+        inbox.close()
+
+
+def test_the_crash_hook_reports_a_crashed_run_and_survives_a_missing_block(prefect_harness, caplog):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from deployments.hooks import log_crash
+
+    @flow(name="index-corpus")
+    def fake(sources: list[str], collection: str = "c") -> None:
+        return None
+
+    state = fake(["a", "b", "c", "d"], collection="crashy", return_state=True)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    run = run.model_copy(update={"tags": ["notify:custom-webhook/no-such-block"]})
+    with caplog.at_level(logging.INFO):
+        log_crash(fake, run, Crashed(message="Flow run process exited with code -9 (SIGKILL)"))
+    text = caplog.text
+    assert "collection 'crashy' ended Crashed" in text and "exited with code -9" in text
+    assert "sources: a, b, c and 1 more" in text
+    assert "could not send the failure notice through block 'custom-webhook/no-such-block'" in text
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_deploy_without_a_server_is_a_clear_error(monkeypatch, capsys):
+    from corpus_search.cli import main
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert main(["deploy"]) == 2
+    assert "no Prefect server reachable at PREFECT_API_URL=http://127.0.0.1:9/api" in capsys.readouterr().err
+
+
+def test_cli_deploy_registers_the_deployments_on_a_server_and_work_pool(prefect_harness, tmp_path, notes, capsys):
+    from prefect.client.orchestration import get_client
+
+    from corpus_search.cli import main
+
+    path = _write(tmp_path, 'db_uri = "db"\n[collections.tiny]\nsources = ["notes"]\ncron = "*/30 * * * *"\n'
+                            'timezone = "Europe/Berlin"\nnotify_block = "slack-webhook/ops"\n')
+    assert main(["deploy", "--config", str(path), "--work-pool", "test-pool"]) == 2
+    assert "work pool 'test-pool' does not exist" in capsys.readouterr().err
+    assert main(["deploy", "--config", str(path), "--work-pool", "test-pool", "--create-pool"]) == 0
+    with get_client(sync_client=True) as client:
+        d = client.read_deployment_by_name("index-corpus/reindex-tiny")
+        assert d.work_pool_name == "test-pool"
+        assert d.entrypoint == "flows.index_corpus.index_corpus"
+        assert d.parameters == {"sources": [str(notes)], "collection": "tiny", "db_uri": str(tmp_path / "db")}
+        assert d.schedules[0].schedule.cron == "*/30 * * * *" and d.schedules[0].schedule.timezone == "Europe/Berlin"
+        assert d.concurrency_limit == 1 or d.global_concurrency_limit.limit == 1
+        assert "notify:slack-webhook/ops" in d.tags and "collection:tiny" in d.tags
