@@ -35,11 +35,21 @@ def dense(table, query_vector: np.ndarray, k: int, where: str | None = None, *, 
     return _with_score(res.take(order), scores[order])
 
 
-def lexical(table, query: str, k: int, where: str | None = None) -> pa.Table:
-    """Top-``k`` rows by LanceDB native full-text BM25 over ``text``. Query text is matched, never parsed as syntax."""
-    from lancedb.query import MatchQuery
+def fts_columns(table) -> tuple[str, ...]:
+    """The columns of ``table`` that have a full-text index (``text`` first)."""
+    indexed = {c for idx in table.list_indices() if str(idx.index_type).upper().startswith("FTS") for c in idx.columns}
+    return tuple(c for c in ("text", "title") if c in indexed) or ("text",)
 
-    q = table.search(MatchQuery(query, "text"), query_type="fts")
+
+def lexical(table, query: str, k: int, where: str | None = None, *, columns: tuple[str, ...] = ("text",)) -> pa.Table:
+    """Top-``k`` rows by LanceDB native full-text BM25 over ``columns`` (summed per column).
+
+    Query text is matched, never parsed as syntax.
+    """
+    from lancedb.query import MatchQuery, MultiMatchQuery
+
+    fts = MatchQuery(query, columns[0]) if len(columns) == 1 else MultiMatchQuery(query, list(columns))
+    q = table.search(fts, query_type="fts")
     if where:
         q = q.where(where, prefilter=True)
     res = q.select([*RESULT_COLUMNS, "_score"]).limit(k).to_arrow()
@@ -50,10 +60,13 @@ def lexical(table, query: str, k: int, where: str | None = None) -> pa.Table:
     return _with_score(res.take(order), scores[order])
 
 
-def hybrid(table, query: str, query_vector: np.ndarray, k: int, where: str | None = None, *, rrf_k: int = 60) -> pa.Table:
+def hybrid(
+    table, query: str, query_vector: np.ndarray, k: int, where: str | None = None, *, rrf_k: int = 60,
+    columns: tuple[str, ...] = ("text",),
+) -> pa.Table:
     """Reciprocal rank fusion of the dense and lexical top-``k`` lists (our own, tested ``rrf``)."""
     d = dense(table, query_vector, k, where)
-    lx = lexical(table, query, k, where)
+    lx = lexical(table, query, k, where, columns=columns)
     ids, scores = rrf([d["id"].to_pylist(), lx["id"].to_pylist()], k=rrf_k, limit=k)
     rows = pa.concat_tables([d.select(RESULT_COLUMNS), lx.select(RESULT_COLUMNS)])
     first = {}

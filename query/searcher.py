@@ -120,6 +120,7 @@ class Searcher:
             )
         self.table = self._db.open_table(self.collection)
         self.meta = IndexMetadata.from_schema(self.table.schema, table=self.collection)
+        self.fts_columns = retrieve.fts_columns(self.table)
         if canonical_model_name(self.settings.bi_encoder) != self.meta.encoder:
             raise IndexContractError(
                 f"collection {self.collection!r} was indexed with bi-encoder {self.meta.encoder!r}, but the "
@@ -170,8 +171,8 @@ class Searcher:
         if mode == "dense":
             return retrieve.dense(self.table, vector, n, where)
         if mode == "lexical":
-            return retrieve.lexical(self.table, query, n, where)
-        return retrieve.hybrid(self.table, query, vector, n, where, rrf_k=self.settings.rrf_k)
+            return retrieve.lexical(self.table, query, n, where, columns=self.fts_columns)
+        return retrieve.hybrid(self.table, query, vector, n, where, rrf_k=self.settings.rrf_k, columns=self.fts_columns)
 
     def search(
         self,

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     min_paragraph_chars: int = Field(30, ge=0, description="shorter paragraphs are dropped")
     encode_title: bool = Field(True, description="encode 'title: paragraph' instead of the paragraph alone")
     main_content: bool = Field(True, description="extract the main content of HTML pages (drop boilerplate)")
+    split_unit: Literal["paragraph", "document"] = Field(
+        "paragraph",
+        description="paragraph: one row per block, long blocks split to the encoder's limit; "
+        "document: one row per article (blocks joined), truncated by the encoder (as published BEIR runs)",
+    )
 
     # fetching
     fetch_timeout_s: float = 20.0

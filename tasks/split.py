@@ -136,6 +136,7 @@ class SplitOptions:
     encode_title: bool = True
     main_content: bool = True
     special_tokens: int = 2  # [CLS] and [SEP]
+    unit: str = "paragraph"  # "document": the whole article is one unit, left to the encoder's truncation
 
 
 def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> list[Paragraph]:
@@ -145,12 +146,14 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
     inserted above it, so moving it never re-encodes it.
     """
     title, blocks = article_blocks(article, main_content=opts.main_content)
+    if opts.unit == "document":  # one unit per article, never split: the encoder truncates it
+        blocks = [" ".join(blocks)] if blocks else []
     blocks = [b for b in blocks if len(b) >= opts.min_chars]
     prefix = count([title])[0] + 1 if (opts.encode_title and title) else 0
     budget = opts.max_tokens - opts.special_tokens - prefix
     # A wordpiece token covers at least one character, so blocks no longer than the budget in
     # characters fit without tokenising; only the longer ones are counted.
-    long_idx = [i for i, b in enumerate(blocks) if len(b) > budget]
+    long_idx = [i for i, b in enumerate(blocks) if len(b) > budget] if opts.unit != "document" else []
     long_counts = dict(zip(long_idx, count([blocks[i] for i in long_idx]), strict=True)) if long_idx else {}
     texts: list[str] = []
     for i, block in enumerate(blocks):
@@ -201,4 +204,5 @@ def body_fingerprint(article: Article, opts: SplitOptions) -> str:
         str(opts.min_chars),
         str(opts.encode_title),
         str(opts.main_content),
+        *([opts.unit] if opts.unit != "paragraph" else []),  # paragraph: fingerprints of existing indexes unchanged
     )

@@ -39,6 +39,7 @@ def split_options(settings: Settings) -> SplitOptions:
         min_chars=settings.min_paragraph_chars,
         encode_title=settings.encode_title,
         main_content=settings.main_content,
+        unit=settings.split_unit,
     )
 
 

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 #: Size of IN (...) lists; keeps single SQL statements reasonable for big batches.
 IN_CHUNK = 1000
-FTS_COLUMN = "text"
+#: Columns with a full-text index. Lexical retrieval matches all of those a table has (BM25 per column,
+#: summed), so a title word counts like Anserini's flat "contents" field, which holds title + text.
+FTS_COLUMNS = ("text", "title")
 
 
 def connect(db_uri: str):
@@ -211,12 +213,15 @@ def has_index(table, column: str) -> bool:
 
 
 def fts_unindexed_rows(table) -> int:
-    """Rows the full-text index does not cover yet (0 right after ``refresh_indexes``)."""
+    """Rows some full-text index does not cover yet (0 right after ``refresh_indexes``)."""
+    worst, seen = 0, set()
     for idx in table.list_indices():
-        if FTS_COLUMN in idx.columns and str(idx.index_type).upper().startswith("FTS"):
+        if str(idx.index_type).upper().startswith("FTS"):
             stats = table.index_stats(idx.name)
-            return int(stats.num_unindexed_rows) if stats else table.count_rows()
-    return table.count_rows()
+            worst = max(worst, int(stats.num_unindexed_rows) if stats else table.count_rows())
+            seen.update(idx.columns)
+    missing = [c for c in FTS_COLUMNS if c not in seen]
+    return table.count_rows() if missing else worst
 
 
 def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_HNSW_SQ") -> dict:
@@ -229,10 +234,11 @@ def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_HNSW
 
     rows = table.count_rows()
     created = []
-    if rows and not has_index(table, FTS_COLUMN):
-        # English stemming and stop words: BM25 as Anserini/Lucene does it.
-        table.create_index(FTS_COLUMN, config=FTS(stem=True, remove_stop_words=True, ascii_folding=True))
-        created.append("fts")
+    for column in FTS_COLUMNS:
+        if rows and not has_index(table, column):
+            # English stemming and stop words: BM25 as Anserini/Lucene does it.
+            table.create_index(column, config=FTS(stem=True, remove_stop_words=True, ascii_folding=True))
+            created.append(f"fts:{column}")
     if rows >= ann_min_rows and not has_index(table, "vector"):
         partitions = max(1, int(rows**0.5))
         table.create_index(metric="cosine", vector_column_name="vector", index_type=ann_index_type, num_partitions=partitions)

@@ -1,0 +1,86 @@
+"""``corpus-search eval``: score retrieval modes on a test collection (Prefect flow ``evaluate``).
+
+Prefect and the flows are imported inside the command function only, so building the parser (and
+``corpus-search search``) stays free of Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def _parse_set(items: list[str] | None) -> dict:
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--set {item!r}: use NAME=VALUE, e.g. --set min_paragraph_chars=0")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value  # pydantic-settings coerces strings ("0", "false") to the field's type
+    return out
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.evaluate import evaluate, format_table, parse_modes, public_json
+
+    modes = parse_modes(args.modes)  # fail on a typo before Prefect starts
+    overrides = _parse_set(args.set)
+    if args.bi_encoder:
+        overrides["bi_encoder"] = args.bi_encoder
+    result = evaluate(
+        args.dataset,
+        collection=args.collection,
+        db_uri=args.db,
+        modes=modes,
+        split=args.split,
+        unit=args.unit,
+        corpus_html=args.corpus_html,
+        queries=args.queries,
+        qrels=args.qrels,
+        cross_encoder=args.cross_encoder,
+        rerank=not args.no_rerank,
+        depth=args.depth,
+        paragraphs=args.paragraphs,
+        out=args.out,
+        settings_overrides=overrides or None,
+    )
+    if args.json:
+        print(json.dumps(public_json(result)))
+    else:
+        print(format_table(result))
+        if result["details"].get("out"):
+            print(f"results written to {result['details']['out']}")
+    return 0
+
+
+def register(sub, common) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate retrieval on a test collection: NDCG@10, MRR@10, Recall@100, MAP (Prefect flow evaluate)",
+        description="Index a BEIR-layout collection (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or an "
+        "archive of HTML documents, run its queries in each mode, and score the rankings at document level "
+        "(MaxP) with ir-measures. Re-rank rows appear when the cross-encoder loads.",
+    )
+    ev.add_argument("dataset", help="directory in BEIR layout (queries.jsonl, qrels/<split>.tsv, corpus.jsonl)")
+    ev.add_argument("--modes", default="lexical,dense,hybrid", help="comma-separated: lexical,dense,hybrid")
+    ev.add_argument("--split", default="test", help="qrels split: test or train (qrels/<split>.tsv)")
+    ev.add_argument("--unit", choices=["paragraph", "document"], default="paragraph",
+                    help="paragraph: split long documents, score a document by its best paragraph (MaxP); "
+                    "document: one unit per document, truncated by the model (as published BEIR numbers)")
+    ev.add_argument("--corpus-html", default=None, metavar="ARCHIVE",
+                    help=".tar.gz/.zip (or directory) of HTML documents; doc id = file name without extension")
+    ev.add_argument("--queries", default=None, help="queries file instead of DATASET/queries.jsonl (TREC topics work)")
+    ev.add_argument("--qrels", default=None, help="qrels file instead of DATASET/qrels/<split>.tsv (TREC qrels work)")
+    ev.add_argument("--cross-encoder", default=None, metavar="PATH", help="cross-encoder for the +rerank rows")
+    ev.add_argument("--no-rerank", action="store_true", help="skip the +rerank rows")
+    ev.add_argument("--bi-encoder", default=None, help="bi-encoder name or local path")
+    ev.add_argument("--depth", type=int, default=100, help="hits per query that are scored (default 100)")
+    ev.add_argument("--paragraphs", type=int, default=None,
+                    help="paragraph hits retrieved per query before MaxP (default: --depth); raise it so that "
+                    "--depth distinct documents remain when documents have several paragraphs")
+    ev.add_argument("--set", action="append", metavar="NAME=VALUE", help="index setting override, e.g. min_paragraph_chars=0")
+    ev.add_argument("--out", default=None, help="write the results JSON here (default: next to the database)")
+    common(ev)
+    ev.set_defaults(func=cmd_eval)

@@ -1,0 +1,514 @@
+"""Cross-encoder re-ranking: offline-first model loading and fast, faithful scoring.
+
+``load_cross_encoder`` finds a cross-encoder without touching the network unless it may (local
+directory, then the Hugging Face cache, then -- only when ``HF_HUB_OFFLINE`` is not set and the hub is
+reachable -- a download), and raises :class:`ModelUnavailableError` with the fix otherwise.
+
+``Reranker.score`` turns the model's logits into relevance scores in ``[0, 1]``:
+
+* one-logit models (cross-encoder/ms-marco-*): ``sigmoid(logit)``;
+* two-logit models (nboost/pt-*, amberoad/bert-multilingual-*, Capreolus/electra-base-msmarco):
+  ``softmax(logits)[:, 1]``, the probability of the "relevant" class.
+
+Logits are computed with no activation and mapped here in float32, whatever the compute precision,
+and whatever activation the checkpoint's config names (some ms-marco configs name ``Identity``).
+
+Speed (CPU): passages are tokenized once, sorted by their exact token length so that each batch pads
+as little as possible, and run in small batches under ``torch.inference_mode``; on CPUs with native
+bf16 (AVX512-BF16 or AMX) ``precision="auto"`` computes the transformer in bfloat16 while the
+classification head, the logits and the score mapping stay float32. See
+``benchmarks/query_latency.py`` for the measured speed-up and ranking agreement with
+``CrossEncoder.predict``.
+
+Ranking is the caller's job; :func:`rank_order` is the documented deterministic order: score
+descending, ties broken by the original (retrieval) position ascending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import platform
+import re
+import socket
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from sentence_transformers import CrossEncoder
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
+
+FIX_HINT = (
+    "point CORPUS_SEARCH_CROSS_ENCODER (or --cross-encoder) at a local directory saved with "
+    "CrossEncoder.save_pretrained, or run with network access once to cache it"
+)
+
+# Checkpoints whose classification head differs from what their config's architecture builds.
+# Capreolus/electra-base-msmarco was converted from a TF model that scores with a BERT-style head:
+# ``out_proj(hidden[:, 0])`` -- no ``dense`` + GELU in between (see its model card and Capreolus'
+# TFElectraRelevanceHead). Loaded as a plain ElectraForSequenceClassification it would run the extra
+# ``dense`` layer and return meaningless scores without any error.
+_CLS_LINEAR_HEAD_MODELS = frozenset({"capreolus/electra-base-msmarco"})
+
+# Tokens per batch that keep a CPU batch in cache-friendly territory; see _cpu_batch_size.
+_CPU_TOKENS_PER_BATCH = 2048
+
+
+class ModelUnavailableError(RuntimeError):
+    """The cross-encoder could not be loaded (not found locally, not cached, not downloadable, or unusable)."""
+
+    def __init__(self, model: str, reason: str, *, fix: str = FIX_HINT):
+        self.model = model
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"cross-encoder {model!r} is unavailable: {reason}. To fix: {fix}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def _hf_offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _brief(exc: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """Cheap TCP probe of the hub (or the HTTPS proxy) so that a missing network fails in ms, not after retries."""
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except Exception:  # pragma: no cover - huggingface_hub always ships with transformers
+        endpoint = "https://huggingface.co"
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    target = urlparse(proxy if proxy else endpoint)
+    host = target.hostname or "huggingface.co"
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, ""
+    except OSError as exc:
+        return False, f"{host}:{port} is unreachable ({_brief(exc, 120)})"
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", name)) or name.count("/") > 1
+
+
+class _MissingWeightsCapture(logging.Handler):
+    """Collects the keys that transformers reports as MISSING (randomly initialised) while loading."""
+
+    _ansi = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.missing: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self._ansi.sub("", record.getMessage())
+        except Exception:  # pragma: no cover
+            return
+        if "LOAD REPORT" not in text:
+            return
+        for line in text.splitlines():
+            cells = [c.strip() for c in line.split("|")]
+            if len(cells) >= 2 and cells[1] == "MISSING":
+                self.missing.append(cells[0])
+
+
+@contextlib.contextmanager
+def _capture_missing_weights() -> Iterator[_MissingWeightsCapture]:
+    log = logging.getLogger("transformers.modeling_utils")
+    handler = _MissingWeightsCapture()
+    old_level, old_propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    log.propagate = False  # we re-report briefly instead of printing transformers' table
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.propagate = old_propagate
+
+
+def _construct(name: str, *, device: str, max_length: int, trust_remote_code: bool, local_files_only: bool):
+    from sentence_transformers import CrossEncoder
+
+    with _capture_missing_weights() as capture:
+        model = CrossEncoder(
+            name,
+            device=device,
+            max_length=max_length,
+            trust_remote_code=trust_remote_code,
+            local_files_only=local_files_only,
+        )
+    return model, capture.missing
+
+
+def load_cross_encoder(
+    name_or_path: str,
+    *,
+    device: str = "cpu",
+    max_length: int = 512,
+    trust_remote_code: bool = False,
+) -> CrossEncoder:
+    """Load a sentence-transformers ``CrossEncoder``, offline first.
+
+    Order: an existing local directory; else the hub name from the local Hugging Face cache only;
+    else, only if ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is unset and the hub answers a quick TCP
+    probe, a download. ``max_length`` is capped at the model's ``max_position_embeddings``.
+    ``trust_remote_code`` stays off unless asked for.
+
+    Raises:
+        ModelUnavailableError: with the model, the reason and the fix, within milliseconds when
+            offline; also when the checkpoint has no trained classification head (e.g. a bi-encoder
+            directory), because such a model ranks at random.
+    """
+    name = str(name_or_path).strip()
+    if not name:
+        raise ModelUnavailableError(repr(name_or_path), "no model name or path given")
+    started = time.perf_counter()
+    path = Path(name).expanduser()
+    kwargs = dict(device=device, max_length=max_length, trust_remote_code=trust_remote_code)
+
+    if path.exists():
+        if not path.is_dir():
+            raise ModelUnavailableError(name, f"{path} is a file, not a model directory")
+        if not (path / "config.json").exists():
+            raise ModelUnavailableError(name, f"{path} has no config.json, so it is not a saved model directory")
+        try:
+            model, missing = _construct(str(path), local_files_only=True, **kwargs)
+        except Exception as exc:
+            raise ModelUnavailableError(name, f"loading the local directory failed ({_brief(exc)})") from exc
+    elif _looks_like_path(name):
+        raise ModelUnavailableError(name, f"no such local directory: {path}")
+    else:
+        try:
+            model, missing = _construct(name, local_files_only=True, **kwargs)
+        except Exception as cache_exc:
+            if _hf_offline():
+                raise ModelUnavailableError(
+                    name,
+                    f"not a local directory and not in the Hugging Face cache, and HF_HUB_OFFLINE is set "
+                    f"({_brief(cache_exc, 160)})",
+                ) from cache_exc
+            reachable, why = _hub_reachable()
+            if not reachable:
+                raise ModelUnavailableError(
+                    name, f"not a local directory, not in the Hugging Face cache, and the hub is unreachable: {why}"
+                ) from cache_exc
+            try:
+                model, missing = _construct(name, local_files_only=False, **kwargs)
+            except Exception as exc:
+                raise ModelUnavailableError(name, f"download failed ({_brief(exc)})") from exc
+
+    _apply_head_quirks(model, name)
+    head_missing = [k for k in missing if _is_head_key(k, model)]
+    if head_missing:
+        raise ModelUnavailableError(
+            name,
+            f"the checkpoint has no trained classification head ({', '.join(head_missing)} would be random), "
+            "so it is not a cross-encoder (a bi-encoder or a base model?)",
+            fix=f"use a cross-encoder checkpoint; {FIX_HINT}",
+        )
+    if missing:
+        logger.warning("cross-encoder %s: weights missing from the checkpoint (randomly initialised): %s", name, missing)
+
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and 0 < limit < (model.max_seq_length or max_length):
+        model.max_seq_length = limit
+    if model.num_labels not in (1, 2):
+        raise ModelUnavailableError(
+            name,
+            f"it has {model.num_labels} output labels; only 1-logit (sigmoid) and 2-logit (softmax, class 1 = relevant) "
+            "relevance models are supported",
+            fix="use a passage re-ranking cross-encoder",
+        )
+    logger.info("loaded cross-encoder %s (%d labels) in %.2fs", name, model.num_labels, time.perf_counter() - started)
+    return model
+
+
+def _is_head_key(key: str, model: Any) -> bool:
+    head_names = ("classifier", "score", "out_proj", "qa_outputs")
+    return any(part in head_names for part in re.split(r"[.{}]", key))
+
+
+def _make_cls_linear_head(out_proj: Any) -> Any:
+    import torch
+
+    class ClsLinearHead(torch.nn.Module):
+        """BERT-style relevance head: ``out_proj(hidden[:, 0])`` (no dense layer, no activation)."""
+
+        def __init__(self, proj: torch.nn.Linear):
+            super().__init__()
+            self.out_proj = proj
+
+        def forward(self, features: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            return self.out_proj(features[:, 0, :])
+
+    return ClsLinearHead(out_proj)
+
+
+def _apply_head_quirks(model: Any, name: str) -> None:
+    hf = getattr(model, "transformers_model", None)
+    if hf is None:
+        return
+    names = {name.strip().lower(), str(getattr(hf.config, "_name_or_path", "")).strip().lower()}
+    if names & _CLS_LINEAR_HEAD_MODELS and hasattr(getattr(hf, "classifier", None), "out_proj"):
+        hf.classifier = _make_cls_linear_head(hf.classifier.out_proj)
+        logger.info("cross-encoder %s: using its BERT-style relevance head (out_proj on [CLS])", name)
+
+
+# --------------------------------------------------------------------------------------------------
+# precision
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (x86 AVX512-BF16 / AMX-BF16, Arm BF16), so bf16 is fast."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="ignore") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    if not flags and platform.system() == "Darwin":  # Apple silicon M2+ has BF16; M1 does not
+        with contextlib.suppress(Exception):
+            import subprocess
+
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=2
+            ).stdout.strip()
+            return out == "1"
+    if not ({"avx512_bf16", "amx_bf16", "bf16"} & flags):
+        return False
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - older torch
+        return True
+
+
+def resolve_precision(precision: Precision, device: str | Any) -> ResolvedPrecision:
+    """``auto`` -> fp16 on cuda, bf16 on CPUs with native bf16, else fp32. Explicit values are kept."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    kind = str(getattr(device, "type", device)).split(":")[0]
+    if precision != "auto":
+        if kind == "cpu" and precision == "fp16":
+            warnings.warn("fp16 on CPU is slow and imprecise; prefer bf16 or fp32", stacklevel=3)
+        if kind == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
+            warnings.warn("this CPU has no native bf16: bf16 will be emulated (slow)", stacklevel=3)
+        return precision
+    if kind == "cuda":
+        return "fp16"
+    if kind == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+
+
+def rank_order(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Indices that sort ``scores`` descending; equal scores keep their original order (index ascending)."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    s = np.where(np.isnan(s), -np.inf, s)
+    return np.lexsort((np.arange(s.size), -s)).astype(np.int64)
+
+
+def logits_to_scores(logits: np.ndarray) -> np.ndarray:
+    """Map ``[n, 1]`` logits with a sigmoid and ``[n, 2]`` logits with softmax class 1, in float32."""
+    z = np.asarray(logits, dtype=np.float32)
+    if z.ndim == 1:
+        z = z[:, None]
+    if z.shape[1] == 1:
+        x = z[:, 0]
+        # numerically stable sigmoid
+        out = np.empty_like(x)
+        pos = x >= 0
+        out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+        ex = np.exp(x[~pos])
+        out[~pos] = ex / (1.0 + ex)
+        return out.astype(np.float32)
+    if z.shape[1] == 2:
+        # softmax(z)[:, 1] == sigmoid(z1 - z0)
+        return logits_to_scores((z[:, 1] - z[:, 0])[:, None])
+    raise ValueError(f"expected 1 or 2 logits per pair, got {z.shape[1]}")
+
+
+class Reranker:
+    """Scores (query, passage) pairs with a cross-encoder; scores are float32 in ``[0, 1]``.
+
+    Args:
+        model: a ``CrossEncoder`` (see :func:`load_cross_encoder`).
+        batch_size: the most pairs per forward pass. On CPU batches are additionally capped at about
+            2k tokens (long passages -> smaller batches), which is faster there than large batches.
+        precision: ``auto`` (fp16 on cuda, bf16 on CPUs with native bf16, else fp32), or explicit.
+
+    In bf16/fp16 the transformer body runs in the low precision (a reduced-precision copy of the
+    weights is kept, the caller's model is not modified); the classification head, the logits and the
+    mapping to scores are float32.
+    """
+
+    def __init__(self, model: CrossEncoder, *, batch_size: int = 32, precision: Precision = "auto"):
+        import torch
+
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.device = torch.device(model.device)
+        self.precision: ResolvedPrecision = resolve_precision(precision, self.device)
+        self.num_labels: int = int(model.num_labels)
+        if self.num_labels not in (1, 2):
+            raise ValueError(f"only 1- and 2-logit cross-encoders are supported, this one has {self.num_labels}")
+        self.max_length: int = int(model.max_seq_length or 512)
+        self._hf = self._fast_path_model(model)
+        self._tokenizer = model.tokenizer if self._hf is not None else None
+        self._compute_model = self._hf
+        if self._hf is not None and self.precision != "fp32":
+            self._compute_model = self._low_precision_copy(self._hf)
+
+    # -- setup --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fast_path_model(model: Any) -> Any | None:
+        """The HF sequence-classification model when the CrossEncoder is the plain one-module torch kind."""
+        try:
+            from sentence_transformers.base.modules import Transformer
+        except ImportError:  # pragma: no cover - other ST layouts
+            return None
+        if getattr(model, "backend", "torch") != "torch" or len(model) != 1 or not isinstance(model[0], Transformer):
+            return None
+        hf = model.transformers_model
+        tok = getattr(model, "tokenizer", None)
+        if hf is None or tok is None or not callable(tok) or not getattr(tok, "is_fast", False):
+            return None
+        if getattr(model[0], "transformer_task", "sequence-classification") != "sequence-classification":
+            return None
+        return hf
+
+    def _low_precision_copy(self, hf: Any) -> Any:
+        import torch
+
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        low = copy.deepcopy(hf).eval()
+        head = _head_module(low)
+        low.to(dtype)
+        if head is not None:
+            head.to(torch.float32)
+            head.register_forward_pre_hook(_to_float32_hook)
+        return low
+
+    # -- scoring ------------------------------------------------------------------------------------
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """Relevance of each passage to ``query`` in ``[0, 1]`` (float32), in the passages' order."""
+        passages = list(passages)
+        if not passages:
+            return np.zeros(0, dtype=np.float32)
+        return logits_to_scores(self.logits(query, passages))
+
+    def logits(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """Raw float32 logits, shape ``[len(passages), num_labels]``, in the passages' order."""
+        import torch
+
+        passages = list(passages)
+        if not passages:
+            return np.zeros((0, self.num_labels), dtype=np.float32)
+        if self._compute_model is None:
+            return self._logits_via_predict(query, passages)
+        tok = self._tokenizer
+        enc = tok(
+            [query] * len(passages),
+            passages,
+            truncation="longest_first",
+            max_length=self.max_length,
+            padding=False,
+        )
+        keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+        lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(passages))
+        order = np.argsort(-lengths, kind="stable")
+        out = np.empty((len(passages), self.num_labels), dtype=np.float32)
+        model = self._compute_model
+        with torch.inference_mode():
+            for idx in self._batches(order, lengths):
+                batch = tok.pad({k: [enc[k][i] for i in idx] for k in keys}, padding=True, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                logits = model(**batch).logits
+                out[idx] = logits.float().reshape(len(idx), -1).cpu().numpy()
+        return out
+
+    def _batches(self, order: np.ndarray, lengths: np.ndarray) -> Iterator[np.ndarray]:
+        """Consecutive slices of the length-sorted order, each at most batch_size pairs (and ~2k tokens on CPU)."""
+        start = 0
+        n = len(order)
+        while start < n:
+            size = self.batch_size
+            if self.device.type == "cpu":
+                longest = int(lengths[order[start]])
+                size = max(1, min(size, _CPU_TOKENS_PER_BATCH // max(1, longest)))
+            yield order[start : start + size]
+            start += size
+
+    def _logits_via_predict(self, query: str, passages: list[str]) -> np.ndarray:
+        """Generic path (ONNX/OpenVINO backends, multi-module models): CrossEncoder.predict without activation."""
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        ctx = (
+            torch.autocast(self.device.type, dtype=dtype)
+            if dtype is not None and getattr(self.model, "backend", "torch") == "torch"
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            raw = self.model.predict(
+                [(query, p) for p in passages],
+                batch_size=self.batch_size,
+                activation_fn=torch.nn.Identity(),
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
+        return raw.float().reshape(len(passages), -1).cpu().numpy()
+
+
+def _head_module(hf: Any) -> Any | None:
+    for attr in ("classifier", "score"):
+        head = getattr(hf, attr, None)
+        if head is not None:
+            return head
+    return None
+
+
+def _to_float32_hook(module: Any, args: tuple) -> tuple:
+    return tuple(a.float() if hasattr(a, "is_floating_point") and a.is_floating_point() else a for a in args)

@@ -1,0 +1,308 @@
+"""Pure loaders of evaluation data: BEIR corpus/queries/qrels and TREC topics/qrels.
+
+Every malformed line raises ``DatasetFormatError`` naming the file and the line number, so a bad
+test collection fails loudly instead of silently scoring fewer queries.
+
+Formats:
+- BEIR: ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``, ``text``),
+  ``qrels/{split}.tsv`` (``query-id  corpus-id  score``, with a header line).
+- TREC topics: classic ``<top><num> Number: 51 <title> ...</top>`` (the title is the query), or the
+  ``<DOC><DOCNO> 1 </DOCNO> text </DOC>`` form of CACM (the whole text is the query), or a two-column
+  ``qid<TAB>text`` file (Anserini's ``.tsv`` topics).
+- TREC qrels: ``qid iter docid rel``, whitespace separated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Qrels = dict[str, dict[str, int]]  # query id -> doc id -> relevance grade
+
+
+class DatasetFormatError(ValueError):
+    """A malformed line or file in an evaluation data set; the message names ``file:line``."""
+
+
+def _open(path: Path) -> io.TextIOBase:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: no such file")
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    with _open(path) as fh:
+        yield from enumerate(fh, start=1)
+
+
+def _fail(path: Path, lineno: int, msg: str) -> DatasetFormatError:
+    return DatasetFormatError(f"{path}:{lineno}: {msg}")
+
+
+# --------------------------------------------------------------------------- BEIR
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _fail(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise _fail(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def _field(path: Path, lineno: int, obj: dict, key: str) -> str:
+    value = obj.get(key)
+    if value is None or (isinstance(value, str) and key == "_id" and not value.strip()):
+        raise _fail(path, lineno, f"missing {key!r}")
+    if not isinstance(value, (str, int)):
+        raise _fail(path, lineno, f"{key!r} must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def load_beir_corpus(path: str | Path) -> dict[str, tuple[str, str]]:
+    """``corpus.jsonl`` → {doc id: (title, text)}. Duplicate ids are an error."""
+    path = Path(path)
+    out: dict[str, tuple[str, str]] = {}
+    for lineno, obj in _json_lines(path):
+        doc_id = _field(path, lineno, obj, "_id")
+        if doc_id in out:
+            raise _fail(path, lineno, f"duplicate _id {doc_id!r}")
+        out[doc_id] = (str(obj.get("title") or ""), _field(path, lineno, obj, "text"))
+    return out
+
+
+def load_beir_queries(path: str | Path) -> dict[str, str]:
+    """``queries.jsonl`` → {query id: text}, in file order."""
+    path = Path(path)
+    out: dict[str, str] = {}
+    for lineno, obj in _json_lines(path):
+        qid = _field(path, lineno, obj, "_id")
+        text = _field(path, lineno, obj, "text")
+        if qid in out:
+            raise _fail(path, lineno, f"duplicate query _id {qid!r}")
+        out[qid] = text
+    return out
+
+
+def _grade(path: Path, lineno: int, value: str) -> int:
+    if not re.fullmatch(r"-?\d+(\.0*)?", value):
+        raise _fail(path, lineno, f"relevance {value!r} is not an integer")
+    return int(float(value))
+
+
+def load_beir_qrels(path: str | Path) -> Qrels:
+    """``qrels/<split>.tsv`` (``query-id  corpus-id  score``, header optional) → {qid: {docid: grade}}."""
+    path = Path(path)
+    qrels: Qrels = {}
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) != 3:
+            parts = line.split()
+        if lineno == 1 and parts[:2] == ["query-id", "corpus-id"]:
+            continue
+        if len(parts) != 3:
+            raise _fail(path, lineno, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}")
+        qid, doc, score = (p.strip() for p in parts)
+        if not qid or not doc:
+            raise _fail(path, lineno, "empty query-id or corpus-id")
+        qrels.setdefault(qid, {})[doc] = _grade(path, lineno, score)
+    return qrels
+
+
+# --------------------------------------------------------------------------- TREC
+
+_TAG = re.compile(r"<(/?)(top|num|title|desc|narr|doc|docno)>", re.IGNORECASE)
+
+
+def _strip_label(text: str, labels: tuple[str, ...]) -> str:
+    text = " ".join(text.split())
+    for label in labels:
+        if text.lower().startswith(label.lower()):
+            return text[len(label):].strip()
+    return text
+
+
+def load_trec_topics(path: str | Path, *, field: str = "title") -> dict[str, str]:
+    """TREC topics → {query id: text}. ``field`` picks ``title`` or ``desc`` of ``<top>`` topics.
+
+    Understands ``<top>`` topics, CACM-style ``<DOC><DOCNO>`` topics, and ``qid<TAB>text`` files.
+    """
+    path = Path(path)
+    if field not in ("title", "desc"):
+        raise ValueError(f"field must be 'title' or 'desc', got {field!r}")
+    lines = list(_lines(path))
+    text = "".join(line for _, line in lines)
+    if not _TAG.search(text):
+        return _tsv_topics(path, lines)
+    topics: dict[str, str] = {}
+    block: str | None = None  # "top" or "doc" while inside one
+    start = 0
+    buf: list[str] = []
+    for lineno, line in lines:
+        low = line.lower()
+        opens = re.search(r"<(top|doc)>", low)
+        if opens:
+            if block is not None:
+                raise _fail(path, lineno, f"<{opens.group(1)}> opened before <{block}> of line {start} was closed")
+            block, start, buf = opens.group(1), lineno, [line[opens.end():]]
+            closes_here = re.search(rf"</{block}>", low[opens.end():])
+            if not closes_here:
+                continue
+            buf = [line[opens.end(): opens.end() + closes_here.start()]]
+        elif block is None:
+            if line.strip():
+                raise _fail(path, lineno, f"text outside any <top> or <DOC> block: {line.strip()[:60]!r}")
+            continue
+        else:
+            close = re.search(rf"</{block}>", low)
+            if not close:
+                buf.append(line)
+                continue
+            buf.append(line[: close.start()])
+        qid, query = (_parse_top if block == "top" else _parse_doc)(path, start, "".join(buf), field)
+        if qid in topics:
+            raise _fail(path, start, f"duplicate topic number {qid!r}")
+        topics[qid] = query
+        block, buf = None, []
+    if block is not None:
+        raise _fail(path, start, f"<{block}> is never closed")
+    if not topics:
+        raise DatasetFormatError(f"{path}: no topics found")
+    return topics
+
+
+def _section(body: str, tag: str) -> str | None:
+    """Text after ``<tag>`` up to the next tag (TREC topic tags are not closed)."""
+    m = re.search(rf"<{tag}>(.*?)(?=<[a-z/]+>|\Z)", body, re.IGNORECASE | re.DOTALL)
+    return m.group(1) if m else None
+
+
+def _parse_top(path: Path, start: int, body: str, field: str) -> tuple[str, str]:
+    num = _section(body, "num")
+    if num is None or not _strip_label(num, ("Number:",)):
+        raise _fail(path, start, "<top> without a <num>")
+    qid = _strip_label(num, ("Number:",)).split()[0]
+    qid = qid.lstrip("0") or qid
+    text = _section(body, field)
+    if text is None or not _strip_label(text, ("Topic:", "Description:")):
+        raise _fail(path, start, f"topic {qid} has no <{field}>")
+    return qid, _strip_label(text, ("Topic:", "Description:"))
+
+
+def _parse_doc(path: Path, start: int, body: str, field: str) -> tuple[str, str]:
+    m = re.search(r"<docno>(.*?)</docno>", body, re.IGNORECASE | re.DOTALL)
+    if not m or not m.group(1).strip():
+        raise _fail(path, start, "<DOC> without a <DOCNO>")
+    qid = m.group(1).strip()
+    text = " ".join(body[m.end():].split())
+    if not text:
+        raise _fail(path, start, f"topic {qid} has no text")
+    return qid, text
+
+
+def _tsv_topics(path: Path, lines: list[tuple[int, str]]) -> dict[str, str]:
+    topics: dict[str, str] = {}
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        parts = line.rstrip("\n").split("\t", 1)
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise _fail(path, lineno, "expected 'qid<TAB>query text' (or <top>/<DOC> topics)")
+        topics[parts[0].strip()] = " ".join(parts[1].split())
+    if not topics:
+        raise DatasetFormatError(f"{path}: no topics found")
+    return topics
+
+
+def load_trec_qrels(path: str | Path) -> Qrels:
+    """TREC qrels (``qid iter docid rel``) → {qid: {docid: grade}}."""
+    path = Path(path)
+    qrels: Qrels = {}
+    for lineno, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4:
+            raise _fail(path, lineno, f"expected 4 columns 'qid iter docid rel', got {len(parts)}")
+        qid, _, doc, rel = parts
+        qrels.setdefault(qid, {})[doc] = _grade(path, lineno, rel)
+    return qrels
+
+
+# --------------------------------------------------------------------------- formats by sniffing
+
+
+def load_queries(path: str | Path, *, field: str = "title") -> dict[str, str]:
+    """Queries of any supported format: BEIR ``queries.jsonl`` or TREC topics."""
+    path = Path(path)
+    with _open(path) as fh:
+        head = fh.read(4096).lstrip()
+    return load_beir_queries(path) if head.startswith("{") else load_trec_topics(path, field=field)
+
+
+def load_qrels(path: str | Path) -> Qrels:
+    """Qrels of either format: BEIR tsv (3 columns) or TREC (4 columns)."""
+    path = Path(path)
+    with _open(path) as fh:
+        first = next((line for line in fh if line.strip()), "")
+    return load_trec_qrels(path) if len(first.split()) == 4 else load_beir_qrels(path)
+
+
+@dataclass
+class EvalDataset:
+    """A test collection: where its corpus is, its queries (only those judged in the split) and qrels."""
+
+    name: str
+    root: Path
+    corpus: Path | None
+    queries: dict[str, str]
+    qrels: Qrels
+    split: str = "test"
+    unjudged_queries: int = 0  # queries in the queries file with no judgements in this split
+    notes: list[str] = field(default_factory=list)
+
+
+def load_dataset(
+    root: str | Path,
+    *,
+    split: str = "test",
+    queries: str | Path | None = None,
+    qrels: str | Path | None = None,
+) -> EvalDataset:
+    """Load a BEIR-layout directory (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
+
+    ``queries`` / ``qrels`` override the files (TREC topics and qrels work too). Only queries with
+    judgements in the split are kept (BEIR: SciFact test = 300 queries); qrels of unknown queries are
+    an error.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetFormatError(f"{root}: not a directory (expected a BEIR layout: corpus.jsonl, queries.jsonl, qrels/)")
+    corpus = next((root / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (root / n).is_file()), None)
+    qpath = Path(queries) if queries else root / "queries.jsonl"
+    rpath = Path(qrels) if qrels else root / "qrels" / f"{split}.tsv"
+    if not rpath.is_file():
+        have = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+        raise DatasetFormatError(f"{rpath}: no qrels for split {split!r}" + (f" (splits there: {', '.join(have)})" if have else ""))
+    all_queries = load_queries(qpath)
+    judged = load_qrels(rpath)
+    missing = sorted(set(judged) - set(all_queries))
+    if missing:
+        raise DatasetFormatError(f"{rpath}: {len(missing)} judged queries are not in {qpath} (e.g. {missing[:3]})")
+    kept = {q: t for q, t in all_queries.items() if q in judged}
+    return EvalDataset(root.resolve().name, root, corpus, kept, judged, split, len(all_queries) - len(kept))

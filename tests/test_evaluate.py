@@ -1,0 +1,205 @@
+"""Evaluation: loaders (BEIR, TREC) with file:line errors, MaxP, ir-measures wrapper, and the evaluate flow end to end."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tasks.datasets import (
+    DatasetFormatError,
+    load_beir_corpus,
+    load_beir_qrels,
+    load_beir_queries,
+    load_dataset,
+    load_qrels,
+    load_queries,
+    load_trec_qrels,
+    load_trec_topics,
+)
+from tasks.metrics import NO_HIT, evaluate_run, maxp, rank_run
+
+FIX = Path(__file__).resolve().parent / "fixtures"
+BEIR = FIX / "beir_tiny"
+TREC = FIX / "trec"
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def test_beir_loaders():
+    corpus = load_beir_corpus(BEIR / "corpus.jsonl")
+    assert len(corpus) == 6 and corpus["d3"][0] == "Honeybees"
+    queries = load_beir_queries(BEIR / "queries.jsonl")
+    assert list(queries)[:2] == ["q1", "q2"] and queries["q4"] == "Sicilian Defence chess opening"
+    assert load_beir_qrels(BEIR / "qrels" / "test.tsv") == {"q1": {"d3": 1}, "q2": {"d2": 1}, "q3": {"d1": 1}, "q4": {"d4": 1}}
+
+
+def test_dataset_keeps_only_judged_queries_of_the_split():
+    test = load_dataset(BEIR)
+    assert test.name == "beir_tiny" and test.corpus == BEIR / "corpus.jsonl"
+    assert sorted(test.queries) == ["q1", "q2", "q3", "q4"] and test.unjudged_queries == 1
+    train = load_dataset(BEIR, split="train")
+    assert list(train.queries) == ["q9"]
+    with pytest.raises(DatasetFormatError, match="no qrels for split 'dev'.*test, train"):
+        load_dataset(BEIR, split="dev")
+
+
+def test_trec_topics_both_formats():
+    robust = load_trec_topics(TREC / "topics.robust.txt")
+    assert robust == {"301": "International Organized Crime", "302": "Poliomyelitis and Post-Polio"}
+    assert load_trec_topics(TREC / "topics.robust.txt", field="desc")["302"] == (
+        "Is the disease of Poliomyelitis (polio) under control?"
+    )
+    cacm = load_queries(TREC / "topics.cacm.txt")  # sniffed as TREC
+    assert cacm["1"] == "What articles exist which deal with TSS (Time Sharing System), an operating system for IBM computers?"
+    assert cacm["2"] == "I am interested in articles written either by Prieve or Udo Pooch Prieve, B. Pooch, U."
+
+
+def test_trec_qrels():
+    assert load_trec_qrels(TREC / "qrels.cacm.txt") == {"1": {"CACM-1410": 1, "CACM-1572": 1}, "2": {"CACM-2434": 2}}
+    assert load_qrels(TREC / "qrels.cacm.txt") == load_trec_qrels(TREC / "qrels.cacm.txt")  # sniffed: 4 columns
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "loader", "where", "what"),
+    [
+        ("q.jsonl", '{"_id": "1", "text": "ok"}\n{"_id": "2", "text": \n', load_beir_queries, ":2:", "not valid JSON"),
+        ("q.jsonl", '{"_id": "1", "text": "ok"}\n\n{"text": "no id"}\n', load_beir_queries, ":3:", "missing '_id'"),
+        ("c.jsonl", '{"_id": "1", "title": "t"}\n', load_beir_corpus, ":1:", "missing 'text'"),
+        ("r.tsv", "query-id\tcorpus-id\tscore\n1\td1\t1\n1\td2\n", load_beir_qrels, ":3:", "3 tab-separated columns"),
+        ("r.tsv", "query-id\tcorpus-id\tscore\n1\td1\thigh\n", load_beir_qrels, ":2:", "not an integer"),
+        ("t.txt", "1\tok\n2\n", load_trec_topics, ":2:", "qid<TAB>query"),
+        ("t.txt", "<top>\n<num> Number: 7\n<title> a\n", load_trec_topics, ":1:", "never closed"),
+        ("t.txt", "<top>\n<title> no number\n</top>\n", load_trec_topics, ":1:", "without a <num>"),
+    ],
+)
+def test_malformed_lines_name_file_and_line(tmp_path, name, content, loader, where, what):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DatasetFormatError) as exc:
+        loader(path)
+    assert f"{path}{where}" in str(exc.value) and what in str(exc.value)
+
+
+def test_malformed_fixture_files():
+    with pytest.raises(DatasetFormatError, match=r"topics\.malformed\.txt:5: <DOC> without a <DOCNO>"):
+        load_trec_topics(TREC / "topics.malformed.txt")
+    with pytest.raises(DatasetFormatError, match=r"qrels\.malformed\.txt:2: expected 4 columns"):
+        load_trec_qrels(TREC / "qrels.malformed.txt")
+
+
+# --------------------------------------------------------------------------- MaxP and metrics
+
+
+def test_maxp_hand_made():
+    # Paragraph hits of one query, best first by retrieval, but scores are what counts.
+    doc_ids = ["A", "B", "A", "C", "B", "D", "C"]
+    scores = [0.9, 0.8, 0.95, 0.8, 0.7, 0.1, 0.85]
+    # A: max(0.9, 0.95) = 0.95; C: max(0.8, 0.85) = 0.85; B: 0.8; D: 0.1
+    assert maxp(doc_ids, scores) == [("A", 0.95), ("C", 0.85), ("B", 0.8), ("D", 0.1)]
+    assert [d for d, _ in maxp(doc_ids, scores, depth=2)] == ["A", "C"]
+    # Ties keep first appearance order: X before Y.
+    assert [d for d, _ in maxp(["X", "Y", "X"], [0.5, 0.5, 0.2])] == ["X", "Y"]
+    assert maxp([], []) == []
+    with pytest.raises(ValueError, match="2 doc ids but 1 scores"):
+        maxp(["a", "b"], [1.0])
+
+
+def test_rank_run_and_ir_measures():
+    run = rank_run({"q1": ["b", "a", "b"], "q2": []})
+    assert run == {"q1": {"b": 2.0, "a": 1.0}, "q2": {NO_HIT: 0.0}}
+    qrels = {"q1": {"a": 1}, "q2": {"c": 1}}
+    m = evaluate_run(qrels, {"q1": ["b", "a"]})  # q2 has no run: counts 0
+    assert m["mrr@10"] == pytest.approx(0.25) and m["recall@100"] == pytest.approx(0.5) and m["map"] == pytest.approx(0.25)
+    assert m["ndcg@10"] == pytest.approx(0.5 / 1.584962500721156)  # 1/log2(3), halved
+    # Our order is what is scored, never trec_eval's docid tie-break.
+    assert evaluate_run({"q": {"z": 1}}, {"q": ["z", "a"]})["ndcg@10"] == 1.0
+
+
+def test_extract_archive_and_html_ids(tmp_path):
+    from flows.evaluate import extract_archive, html_doc_id
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "DOC-1.html").write_text("<html><pre>Hello</pre></html>")
+    archive = tmp_path / "docs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(src / "DOC-1.html", arcname="DOC-1.html")
+    out = extract_archive(archive, tmp_path / "cache")
+    assert (out / "DOC-1.html").read_text().startswith("<html>")
+    assert extract_archive(archive, tmp_path / "cache") == out  # stable: same source root on every run
+    assert html_doc_id("CACM-0001.html") == "CACM-0001" and html_doc_id("sub/x.htm") == "sub/x" and html_doc_id("42") == "42"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_eval_cli_end_to_end(prefect_harness, db_uri, tmp_path, capsys):
+    """Real index flow, real MiniLM, real LanceDB: each query's one relevant document ranks first in every mode."""
+    from corpus_search.cli import main
+
+    out = tmp_path / "results.json"
+    argv = ["eval", str(BEIR), "--db", db_uri, "--collection", "tiny-eval", "--modes", "lexical,dense,hybrid",
+            "--no-rerank", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(printed) == {"dataset", "queries", "modes"}
+    assert printed["dataset"] == "beir_tiny" and printed["queries"] == 4
+    assert list(printed["modes"]) == ["lexical", "dense", "hybrid"]
+    for mode, m in printed["modes"].items():
+        assert set(m) == {"ndcg@10", "mrr@10", "recall@100", "map", "queries_per_s"}, mode
+        assert (m["ndcg@10"], m["mrr@10"], m["recall@100"], m["map"]) == (1.0, 1.0, 1.0, 1.0), mode
+        assert m["queries_per_s"] > 0
+    saved = json.loads(out.read_text())
+    assert saved["details"]["index"]["paragraphs_encoded"] == 6
+
+    # A rerun reuses the index (nothing re-encoded) and the table names the modes; no reranker → said why.
+    from flows.evaluate import evaluate, format_table
+
+    res = evaluate(str(BEIR), collection="tiny-eval", db_uri=db_uri, modes="lexical", rerank=False,
+                   out=str(tmp_path / "again.json"))
+    assert res["details"]["index"]["paragraphs_encoded"] == 0
+    table = format_table(res)
+    assert "NDCG@10" in table and "lexical" in table and "re-rank rows omitted" in table
+
+    from prefect.client.orchestration import get_client
+
+    async def artifact():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    import asyncio
+
+    keys = {a.key for a in asyncio.run(artifact())}
+    assert "eval-tiny-eval" in keys
+
+
+def test_eval_html_archive_with_trec_files(prefect_harness, db_uri, tmp_path, monkeypatch):
+    """--corpus-html: a tar.gz of HTML pages is extracted and indexed as a directory; ids lose '.html'."""
+    monkeypatch.setenv("CORPUS_SEARCH_CACHE", str(tmp_path / "cache"))
+    from flows.evaluate import evaluate
+
+    pages = {
+        "DOC-0001": ("Time Sharing Systems", "Interarrival statistics of user inputs in time-sharing systems."),
+        "DOC-0002": ("Sorting Networks", "Bitonic sorting networks merge sequences with comparators in parallel."),
+        "DOC-0003": ("Compiler Construction", "Intermediate languages make multi-target compilers easier to build."),
+    }
+    archive = tmp_path / "docs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, (title, text) in pages.items():
+            f = tmp_path / f"{name}.html"
+            f.write_text(f"<html><pre>\n\n{title}\n\n{text}\n</pre></html>")
+            tf.add(f, arcname=f.name)
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    topics = ds / "topics.txt"
+    topics.write_text("<DOC>\n<DOCNO> 1 </DOCNO>\n bitonic sorting networks\n</DOC>\n"
+                      "<DOC>\n<DOCNO> 2 </DOCNO>\n intermediate languages for compilers\n</DOC>\n")
+    qrels = ds / "qrels.txt"
+    qrels.write_text("1 Q0 DOC-0002 1\n2 Q0 DOC-0003 1\n")
+    res = evaluate(str(ds), collection="html-eval", db_uri=db_uri, modes=["lexical"], rerank=False,
+                   corpus_html=str(archive), queries=str(topics), qrels=str(qrels), out=str(tmp_path / "r.json"))
+    assert res["queries"] == 2 and res["modes"]["lexical"]["ndcg@10"] == 1.0
