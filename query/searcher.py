@@ -169,10 +169,11 @@ class Searcher:
 
     def _retrieve(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None) -> pa.Table:
         if mode == "dense":
-            return retrieve.dense(self.table, vector, n, where)
+            return retrieve.dense(self.table, vector, n, where, nprobes=self.settings.ann_nprobes)
         if mode == "lexical":
             return retrieve.lexical(self.table, query, n, where, columns=self.fts_columns)
-        return retrieve.hybrid(self.table, query, vector, n, where, rrf_k=self.settings.rrf_k, columns=self.fts_columns)
+        return retrieve.hybrid(self.table, query, vector, n, where, rrf_k=self.settings.rrf_k, columns=self.fts_columns,
+                               nprobes=self.settings.ann_nprobes)
 
     def search(
         self,

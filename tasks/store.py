@@ -224,7 +224,18 @@ def fts_unindexed_rows(table) -> int:
     return table.count_rows() if missing else worst
 
 
-def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_HNSW_SQ") -> dict:
+def ann_config(index_type: str, rows: int):
+    """A cosine ANN index config with about sqrt(rows) partitions (see benchmarks/ann_recall.py)."""
+    from lancedb.index import IvfFlat, IvfPq, IvfSq, HnswSq
+
+    partitions = max(1, round(rows**0.5))
+    classes = {"IVF_SQ": IvfSq, "IVF_FLAT": IvfFlat, "IVF_PQ": IvfPq, "IVF_HNSW_SQ": HnswSq}
+    if index_type not in classes:
+        raise ValueError(f"unknown ANN index type {index_type!r}: use one of {', '.join(classes)}")
+    return classes[index_type](distance_type="cosine", num_partitions=partitions)
+
+
+def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_SQ") -> dict:
     """Bring the FTS index up to every row, build the ANN index past ``ann_min_rows``, and compact.
 
     LanceDB indexes go stale after writes: new rows are searched flat (FTS) or brute force (vectors)
@@ -240,8 +251,7 @@ def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_HNSW
             table.create_index(column, config=FTS(stem=True, remove_stop_words=True, ascii_folding=True))
             created.append(f"fts:{column}")
     if rows >= ann_min_rows and not has_index(table, "vector"):
-        partitions = max(1, int(rows**0.5))
-        table.create_index(metric="cosine", vector_column_name="vector", index_type=ann_index_type, num_partitions=partitions)
+        table.create_index("vector", config=ann_config(ann_index_type, rows))
         created.append(ann_index_type.lower())
     table.optimize()  # compacts files and merges new rows into every index
     return {"rows": rows, "created": created, "fts_unindexed": fts_unindexed_rows(table) if rows else 0}

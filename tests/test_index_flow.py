@@ -173,3 +173,26 @@ def test_the_table_records_the_encoder_and_refuses_a_different_one(run_index, si
         from query.searcher import Searcher
 
         Searcher(db_uri=db_uri, collection="test", bi_encoder="acme/other-encoder")
+
+
+def test_past_the_row_threshold_an_ann_index_is_built_and_dense_search_keeps_its_recall(run_index, db_uri):
+    import numpy as np
+
+    from query import Searcher
+    from query.fusion import top_k_cosine
+    from tests.conftest import EXAMPLES
+
+    summary = run_index([EXAMPLES / "articles", EXAMPLES / "notes"], settings_overrides={"ann_min_rows": 50})
+    table = lancedb.connect(db_uri).open_table("test")
+    assert summary["rows"] >= 50
+    assert any("vector" in idx.columns for idx in table.list_indices())
+    t = table.to_lance().to_table(columns=["id", "vector"])
+    vecs = np.asarray(t["vector"].combine_chunks().flatten(), dtype=np.float32).reshape(t.num_rows, -1)
+    searcher = Searcher(db_uri=db_uri, collection="test")
+    recalls = []
+    for q in ["How do glaciers form?", "volcano eruption", "printing press inventor", "heart blood pump"]:
+        idx, _ = top_k_cosine(vecs, searcher.bi_encoder.encode([q])[0], 10)
+        exact = {t["id"][int(i)].as_py() for i in idx}
+        got = {h.id for h in searcher.search(q, k=10, mode="dense", candidates=10, rerank=False)}
+        recalls.append(len(exact & got) / 10)
+    assert np.mean(recalls) >= 0.95
