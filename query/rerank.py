@@ -14,11 +14,12 @@ Logits are computed with no activation and mapped here in float32, whatever the 
 and whatever activation the checkpoint's config names (some ms-marco configs name ``Identity``).
 
 Speed (CPU): passages are tokenized once, sorted by their exact token length so that each batch pads
-as little as possible, and run in small batches under ``torch.inference_mode``; on CPUs with native
-bf16 (AVX512-BF16 or AMX) ``precision="auto"`` computes the transformer in bfloat16 while the
-classification head, the logits and the score mapping stay float32. See
-``benchmarks/query_latency.py`` for the measured speed-up and ranking agreement with
-``CrossEncoder.predict``.
+as little as possible, and run in token-capped batches (~2k tokens) under ``torch.inference_mode``.
+``precision="auto"`` is fp16 on cuda; on CPUs with native bf16 it is the ``bf16+fp32`` cascade (every
+passage scored with bf16 weights, then every passage that could be in the top k re-scored in fp32, so
+the top-k keep exact fp32 scores and order); fp32 elsewhere. Plain bf16 alone is faster still but moved the top-10
+order in about half the queries, so it is opt-in (``precision="bf16"``). See
+``benchmarks/query_latency.py`` for measured speed-up and agreement with ``CrossEncoder.predict``.
 
 Ranking is the caller's job; :func:`rank_order` is the documented deterministic order: score
 descending, ties broken by the original (retrieval) position ascending.
@@ -43,14 +44,20 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from query.errors import ModelUnavailableError as _BaseModelUnavailableError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from sentence_transformers import CrossEncoder
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "bf16+fp32"]
+ResolvedPrecision = Literal["fp32", "bf16", "fp16", "bf16+fp32"]
+
+#: The cascade assumes bf16 moves a relevance logit by at most this much (measured: <= 0.37 on the
+#: MiniLM-L6 stand-in); it widens the margin by itself when the re-scored passages show a larger error.
+CASCADE_LOGIT_ERROR = 0.5
 
 FIX_HINT = (
     "point CORPUS_SEARCH_CROSS_ENCODER (or --cross-encoder) at a local directory saved with "
@@ -68,7 +75,7 @@ _CLS_LINEAR_HEAD_MODELS = frozenset({"capreolus/electra-base-msmarco"})
 _CPU_TOKENS_PER_BATCH = 2048
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(_BaseModelUnavailableError):
     """The cross-encoder could not be loaded (not found locally, not cached, not downloadable, or unusable)."""
 
     def __init__(self, model: str, reason: str, *, fix: str = FIX_HINT):
@@ -318,20 +325,26 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: Precision, device: str | Any) -> ResolvedPrecision:
-    """``auto`` -> fp16 on cuda, bf16 on CPUs with native bf16, else fp32. Explicit values are kept."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    """``auto`` -> fp16 on cuda, the ``bf16+fp32`` cascade on CPUs with native bf16, else fp32.
+
+    Plain bf16 is ~2.9x faster than fp32 here but moves scores by up to ~0.06 and changes the top-10
+    order in about half the queries (benchmarks/query_latency.py), so ``auto`` never picks it alone:
+    the cascade scores every passage in bf16, then re-scores in fp32 every passage whose bf16 logit is
+    close enough to the k-th best to be in the top k, so the returned top-k carry fp32 scores in fp32 order.
+    """
+    if precision not in ("auto", "fp32", "bf16", "fp16", "bf16+fp32"):
+        raise ValueError(f"precision must be auto, fp32, bf16, fp16 or bf16+fp32, not {precision!r}")
     kind = str(getattr(device, "type", device)).split(":")[0]
     if precision != "auto":
         if kind == "cpu" and precision == "fp16":
-            warnings.warn("fp16 on CPU is slow and imprecise; prefer bf16 or fp32", stacklevel=3)
-        if kind == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
+            warnings.warn("fp16 on CPU is slow and imprecise; prefer bf16+fp32 or fp32", stacklevel=3)
+        if kind == "cpu" and precision in ("bf16", "bf16+fp32") and not cpu_has_native_bf16():
             warnings.warn("this CPU has no native bf16: bf16 will be emulated (slow)", stacklevel=3)
         return precision
     if kind == "cuda":
         return "fp16"
     if kind == "cpu" and cpu_has_native_bf16():
-        return "bf16"
+        return "bf16+fp32"
     return "fp32"
 
 
@@ -344,6 +357,12 @@ def rank_order(scores: Sequence[float] | np.ndarray) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64).ravel()
     s = np.where(np.isnan(s), -np.inf, s)
     return np.lexsort((np.arange(s.size), -s)).astype(np.int64)
+
+
+def _relevance(logits: np.ndarray) -> np.ndarray:
+    """One relevance logit per pair: the logit itself, or z1 - z0 for two-logit models (same order as softmax[:, 1])."""
+    z = np.asarray(logits, dtype=np.float32)
+    return z[:, 0] if z.shape[1] == 1 else z[:, 1] - z[:, 0]
 
 
 def logits_to_scores(logits: np.ndarray) -> np.ndarray:
@@ -375,9 +394,9 @@ class Reranker:
             2k tokens (long passages -> smaller batches), which is faster there than large batches.
         precision: ``auto`` (fp16 on cuda, bf16 on CPUs with native bf16, else fp32), or explicit.
 
-    In bf16/fp16 the transformer body runs in the low precision (a reduced-precision copy of the
-    weights is kept, the caller's model is not modified); the classification head, the logits and the
-    mapping to scores are float32.
+    bf16/fp16 run the forward pass under ``torch.autocast`` (matmuls in the low precision, norms,
+    softmax and the residual stream in float32; the caller's model is not modified); the logits are
+    cast to float32 and mapped to scores in float32.
     """
 
     def __init__(self, model: CrossEncoder, *, batch_size: int = 32, precision: Precision = "auto"):
@@ -396,8 +415,11 @@ class Reranker:
         self._hf = self._fast_path_model(model)
         self._tokenizer = model.tokenizer if self._hf is not None else None
         self._compute_model = self._hf
-        if self._hf is not None and self.precision != "fp32":
-            self._compute_model = self._low_precision_copy(self._hf)
+        # The cascade's coarse pass only has to find the best passages, so it runs a bf16 copy of the
+        # weights (no per-op autocast casts); the fp32 model re-scores the best ones exactly.
+        self._coarse_model = None
+        if self._hf is not None and self.precision == "bf16+fp32":
+            self._coarse_model = copy.deepcopy(self._hf).to(torch.bfloat16).eval()
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -418,36 +440,61 @@ class Reranker:
             return None
         return hf
 
-    def _low_precision_copy(self, hf: Any) -> Any:
+    def _autocast(self, precision: str | None = None):
         import torch
 
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        low = copy.deepcopy(hf).eval()
-        head = _head_module(low)
-        low.to(dtype)
-        if head is not None:
-            head.to(torch.float32)
-            head.register_forward_pre_hook(_to_float32_hook)
-        return low
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision or self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     # -- scoring ------------------------------------------------------------------------------------
 
-    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        """Relevance of each passage to ``query`` in ``[0, 1]`` (float32), in the passages' order."""
+    def score(self, query: str, passages: Sequence[str], *, top_k: int | None = None) -> np.ndarray:
+        """Relevance of each passage to ``query`` in ``[0, 1]`` (float32), in the passages' order.
+
+        With the ``bf16+fp32`` cascade, every passage that could be in the top ``top_k`` (default 10) is
+        re-scored in fp32; the others keep their bf16 score (they rank below the re-scored ones).
+        """
         passages = list(passages)
         if not passages:
             return np.zeros(0, dtype=np.float32)
-        return logits_to_scores(self.logits(query, passages))
+        if self.precision != "bf16+fp32":
+            return logits_to_scores(self.logits(query, passages))
+        return logits_to_scores(self._cascade_logits(query, passages, top_k or 10)[:, None])
 
-    def logits(self, query: str, passages: Sequence[str]) -> np.ndarray:
+    def _cascade_logits(self, query: str, passages: list[str], k: int) -> np.ndarray:
+        """Relevance logits: bf16 for all, exact fp32 for every passage that could be in the top ``k``.
+
+        A passage outside the fp32 top-k can only enter it if its bf16 logit is within twice the bf16
+        error of the k-th best; all those are re-scored in fp32. If the re-scored passages show a larger
+        error than assumed, the margin grows and more are re-scored, so the top-k order is fp32's.
+        """
+        est = _relevance(self.logits(query, passages, precision="bf16"))
+        coarse = est.copy()
+        exact = np.zeros(len(passages), dtype=bool)
+        k = min(k, len(passages))
+        eps = CASCADE_LOGIT_ERROR
+        while True:
+            kth = np.partition(est, len(est) - k)[len(est) - k]
+            new = np.flatnonzero((est >= kth - 2 * eps) & ~exact)
+            if new.size == 0:
+                return est
+            est[new] = _relevance(self.logits(query, [passages[i] for i in new], precision="fp32"))
+            exact[new] = True
+            eps = max(eps, float(np.max(np.abs(est[exact] - coarse[exact]))))
+
+    def logits(self, query: str, passages: Sequence[str], *, precision: str | None = None) -> np.ndarray:
         """Raw float32 logits, shape ``[len(passages), num_labels]``, in the passages' order."""
         import torch
 
         passages = list(passages)
+        if precision is None:
+            precision = "bf16" if self.precision == "bf16+fp32" else self.precision
         if not passages:
             return np.zeros((0, self.num_labels), dtype=np.float32)
         if self._compute_model is None:
-            return self._logits_via_predict(query, passages)
+            return self._logits_via_predict(query, passages, precision)
         tok = self._tokenizer
         enc = tok(
             [query] * len(passages),
@@ -461,7 +508,9 @@ class Reranker:
         order = np.argsort(-lengths, kind="stable")
         out = np.empty((len(passages), self.num_labels), dtype=np.float32)
         model = self._compute_model
-        with torch.inference_mode():
+        if precision == "bf16" and self._coarse_model is not None:
+            model, precision = self._coarse_model, "fp32"  # already bf16 weights: no autocast needed
+        with torch.inference_mode(), self._autocast(precision):
             for idx in self._batches(order, lengths):
                 batch = tok.pad({k: [enc[k][i] for i in idx] for k in keys}, padding=True, return_tensors="pt")
                 batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -481,16 +530,11 @@ class Reranker:
             yield order[start : start + size]
             start += size
 
-    def _logits_via_predict(self, query: str, passages: list[str]) -> np.ndarray:
+    def _logits_via_predict(self, query: str, passages: list[str], precision: str) -> np.ndarray:
         """Generic path (ONNX/OpenVINO backends, multi-module models): CrossEncoder.predict without activation."""
         import torch
 
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        ctx = (
-            torch.autocast(self.device.type, dtype=dtype)
-            if dtype is not None and getattr(self.model, "backend", "torch") == "torch"
-            else contextlib.nullcontext()
-        )
+        ctx = self._autocast(precision) if getattr(self.model, "backend", "torch") == "torch" else contextlib.nullcontext()
         with ctx:
             raw = self.model.predict(
                 [(query, p) for p in passages],
@@ -500,15 +544,3 @@ class Reranker:
                 show_progress_bar=False,
             )
         return raw.float().reshape(len(passages), -1).cpu().numpy()
-
-
-def _head_module(hf: Any) -> Any | None:
-    for attr in ("classifier", "score"):
-        head = getattr(hf, attr, None)
-        if head is not None:
-            return head
-    return None
-
-
-def _to_float32_hook(module: Any, args: tuple) -> tuple:
-    return tuple(a.float() if hasattr(a, "is_floating_point") and a.is_floating_point() else a for a in args)

@@ -71,7 +71,7 @@ def passage_text(title: str | None, text: str, encode_title: bool) -> str:
 
 def _rerank(query: str, hits: pa.Table, reranker, encode_title: bool, k: int) -> list[Hit]:
     titles, texts = hits["title"].to_pylist(), hits["text"].to_pylist()
-    scores = reranker.score(query, [passage_text(t, x, encode_title) for t, x in zip(titles, texts, strict=True)])
+    scores = reranker.score(query, [passage_text(t, x, encode_title) for t, x in zip(titles, texts, strict=True)], top_k=k)
     return _hits(hits, rank_order(scores)[:k], scores)
 
 
@@ -255,7 +255,7 @@ def rank_passages(
         return []
     reranker = load_reranker(cross_encoder or s.cross_encoder, device=s.device, precision=s.rerank_precision,
                              batch_size=s.rerank_batch_size, trust_remote_code=s.trust_remote_code)
-    scores = reranker.score(query, [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows])
+    scores = reranker.score(query, [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows], top_k=k)
     out = []
     for rank, i in enumerate(rank_order(scores)[:k], start=1):
         r = rows[int(i)]

@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     candidates: int = Field(100, ge=1)
     rrf_k: int = Field(60, ge=1)
     rerank_batch_size: int = Field(32, ge=1)
-    rerank_precision: Precision = "auto"
+    rerank_precision: Literal["auto", "fp32", "bf16", "fp16", "bf16+fp32"] = Field(
+        "auto", description="auto: fp16 on cuda; on CPUs with native bf16 the bf16+fp32 cascade (bf16 for all "
+        "candidates, exact fp32 re-score of every candidate that could be in the top k); else fp32")
     max_query_chars: int = Field(2000, ge=1)
 
 

@@ -1,0 +1,241 @@
+"""Behaviour of query.rerank: loading (offline-first, fail fast), score mapping, order, precision."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+torch = pytest.importorskip("torch")
+
+from query import rerank  # noqa: E402
+from query.rerank import (  # noqa: E402
+    FIX_HINT,
+    ModelUnavailableError,
+    Reranker,
+    cpu_has_native_bf16,
+    load_cross_encoder,
+    logits_to_scores,
+    rank_order,
+    resolve_precision,
+)
+from tests._models import PASSAGES, QUERY, build_cross_encoder, minilm_dir  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ce")
+    dirs = {}
+    for body in ("minilm", "tiny-bert", "tiny-electra"):
+        for labels in (1, 2):
+            dirs[body, labels] = build_cross_encoder(root / f"{body}-{labels}", labels, body=body)
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dirs):
+    cache = {}
+
+    def get(body: str, labels: int):
+        if (body, labels) not in cache:
+            cache[body, labels] = load_cross_encoder(str(model_dirs[body, labels]))
+        return cache[body, labels]
+
+    return get
+
+
+def raw_logits(ce, passages=PASSAGES) -> np.ndarray:
+    out = ce.predict([(QUERY, p) for p in passages], activation_fn=torch.nn.Identity(), show_progress_bar=False)
+    return np.asarray(out, dtype=np.float32).reshape(len(passages), -1)
+
+
+ALL = [(b, n) for b in ("minilm", "tiny-bert", "tiny-electra") for n in (1, 2)]
+
+
+@pytest.mark.parametrize("body,labels", ALL)
+def test_scores_are_float32_in_unit_interval_one_per_passage(loaded, body, labels):
+    scores = Reranker(loaded(body, labels), precision="fp32").score(QUERY, PASSAGES)
+    assert scores.dtype == np.float32
+    assert scores.shape == (len(PASSAGES),)
+    assert np.all((scores >= 0.0) & (scores <= 1.0))
+
+
+@pytest.mark.parametrize("body", ["minilm", "tiny-bert", "tiny-electra"])
+def test_one_logit_score_is_sigmoid_of_the_logit(loaded, body):
+    ce = loaded(body, 1)
+    reranker = Reranker(ce, precision="fp32")
+    assert reranker.num_labels == 1
+    z = raw_logits(ce)[:, 0].astype(np.float64)
+    np.testing.assert_allclose(reranker.score(QUERY, PASSAGES), 1.0 / (1.0 + np.exp(-z)), atol=2e-6)
+
+
+@pytest.mark.parametrize("body", ["minilm", "tiny-bert", "tiny-electra"])
+def test_two_logit_score_is_softmax_probability_of_class_one(loaded, body):
+    ce = loaded(body, 2)
+    reranker = Reranker(ce, precision="fp32")
+    assert reranker.num_labels == 2
+    z = raw_logits(ce).astype(np.float64)
+    softmax1 = np.exp(z[:, 1]) / np.exp(z).sum(axis=1)
+    np.testing.assert_allclose(reranker.score(QUERY, PASSAGES), softmax1, atol=2e-6)
+
+
+@pytest.mark.parametrize("body,labels", ALL)
+def test_order_equals_the_models_own_predict_order(loaded, body, labels):
+    ce = loaded(body, labels)
+    own = ce.predict([(QUERY, p) for p in PASSAGES], show_progress_bar=False)  # default activation
+    own = np.asarray(own, dtype=np.float32)
+    own = own[:, 1] - own[:, 0] if own.ndim == 2 else own  # 2 logits: order of softmax[:, 1]
+    ours = Reranker(ce, precision="fp32", batch_size=3).score(QUERY, PASSAGES)
+    np.testing.assert_array_equal(rank_order(ours), rank_order(own))
+
+
+def test_scores_do_not_depend_on_batch_size_or_passage_order(loaded):
+    ce = loaded("tiny-bert", 1)
+    ref = Reranker(ce, precision="fp32", batch_size=32).score(QUERY, PASSAGES)
+    np.testing.assert_allclose(Reranker(ce, precision="fp32", batch_size=1).score(QUERY, PASSAGES), ref, atol=1e-6)
+    perm = np.random.default_rng(0).permutation(len(PASSAGES))
+    shuffled = Reranker(ce, precision="fp32").score(QUERY, [PASSAGES[i] for i in perm])
+    np.testing.assert_allclose(shuffled, ref[perm], atol=1e-6)
+
+
+def test_empty_passage_list_gives_empty_scores(loaded):
+    scores = Reranker(loaded("tiny-bert", 1)).score(QUERY, [])
+    assert scores.shape == (0,) and scores.dtype == np.float32
+
+
+def test_rank_order_is_score_descending_then_original_index_ascending():
+    scores = np.array([0.2, 0.9, 0.5, 0.9, 0.2, np.nan], dtype=np.float32)
+    np.testing.assert_array_equal(rank_order(scores), [1, 3, 2, 0, 4, 5])
+    assert rank_order([]).shape == (0,)
+
+
+def test_logits_to_scores_is_stable_for_extreme_logits():
+    s = logits_to_scores(np.array([[-1000.0], [0.0], [1000.0]]))
+    np.testing.assert_allclose(s, [0.0, 0.5, 1.0])
+    s2 = logits_to_scores(np.array([[1000.0, -1000.0], [0.0, 0.0], [-5.0, 5.0]]))
+    np.testing.assert_allclose(s2, [0.0, 0.5, 1.0 / (1.0 + np.exp(-10.0))], rtol=1e-6)
+
+
+def test_missing_local_directory_raises_fast_with_the_fix(tmp_path):
+    missing = tmp_path / "no-such-model"
+    t0 = time.perf_counter()
+    with pytest.raises(ModelUnavailableError) as err:
+        load_cross_encoder(str(missing))
+    assert time.perf_counter() - t0 < 1.0
+    msg = str(err.value)
+    assert str(missing) in msg and FIX_HINT in msg and "CORPUS_SEARCH_CROSS_ENCODER" in msg
+
+
+def test_uncached_hub_name_raises_fast_when_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(ModelUnavailableError) as err:
+        load_cross_encoder("corpus-search-tests/no-such-cross-encoder")
+    assert time.perf_counter() - t0 < 2.0
+    assert "HF_HUB_OFFLINE" in err.value.reason and FIX_HINT in str(err.value)
+    assert err.value.model == "corpus-search-tests/no-such-cross-encoder"
+
+
+def test_uncached_hub_name_without_network_fails_fast_instead_of_retrying(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(rerank, "_hub_reachable", lambda timeout=3.0: (False, "huggingface.co:443 is unreachable"))
+    t0 = time.perf_counter()
+    with pytest.raises(ModelUnavailableError) as err:
+        load_cross_encoder("corpus-search-tests/no-such-cross-encoder")
+    assert time.perf_counter() - t0 < 2.0
+    assert "unreachable" in err.value.reason and FIX_HINT in str(err.value)
+
+
+def test_bi_encoder_directory_is_rejected_because_its_head_would_be_random():
+    with pytest.raises(ModelUnavailableError) as err:
+        load_cross_encoder(str(minilm_dir()))
+    assert "classification head" in err.value.reason
+
+
+def test_trust_remote_code_is_off_unless_asked(model_dirs, monkeypatch):
+    seen = {}
+    real = rerank._construct
+
+    def spy(name, **kwargs):
+        seen.update(kwargs)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(rerank, "_construct", spy)
+    ce = load_cross_encoder(str(model_dirs["tiny-bert", 1]))
+    assert seen["trust_remote_code"] is False
+    assert getattr(ce, "trust_remote_code", False) is False
+
+
+def test_max_length_is_capped_by_the_models_position_embeddings(tmp_path):
+    path = build_cross_encoder(tmp_path / "short", 1, body="tiny-bert", max_position_embeddings=64)
+    ce = load_cross_encoder(str(path), max_length=512)
+    assert ce.max_seq_length == 64
+    scores = Reranker(ce).score(QUERY, ["word " * 1000, "short passage"])  # would overflow positions if not capped
+    assert scores.shape == (2,)
+
+
+def test_models_with_more_than_two_labels_are_rejected(tmp_path):
+    path = build_cross_encoder(tmp_path / "three", 3, body="tiny-bert")
+    with pytest.raises(ModelUnavailableError, match="3 output labels"):
+        load_cross_encoder(str(path))
+
+
+def test_capreolus_electra_uses_its_bert_style_head(model_dirs, monkeypatch):
+    ce = load_cross_encoder(str(model_dirs["tiny-electra", 2]))
+    hf = ce.transformers_model
+    out_proj = hf.classifier.out_proj
+    rerank._apply_head_quirks(ce, "Capreolus/electra-base-msmarco")
+    enc = ce.tokenizer([QUERY] * 2, PASSAGES[:2], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        cls = hf.electra(**enc).last_hidden_state[:, 0]
+        expected = out_proj(cls).numpy()
+    got = Reranker(ce, precision="fp32").logits(QUERY, PASSAGES[:2])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_auto_precision_is_fp16_on_cuda_cascade_on_native_bf16_cpus_else_fp32(monkeypatch):
+    assert resolve_precision("auto", "cuda:0") == "fp16"
+    assert resolve_precision("auto", "mps") == "fp32"
+    monkeypatch.setattr(rerank, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16+fp32"
+    monkeypatch.setattr(rerank, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("fp32", "cuda") == "fp32"
+    with pytest.raises(ValueError):
+        resolve_precision("int4", "cpu")  # type: ignore[arg-type]
+
+
+def test_the_cascade_gives_the_top_passages_exact_fp32_scores_and_order(loaded):
+    ce = loaded("minilm", 1)
+    passages = [f"{p} (note {i})" for i in range(5) for p in PASSAGES]  # only part is re-scored in fp32
+    fp32 = Reranker(ce, precision="fp32").score(QUERY, passages)
+    cascade = Reranker(ce, precision="bf16+fp32")
+    got = cascade.score(QUERY, passages, top_k=3)
+    top = rank_order(got)[:3]
+    assert top.tolist() == rank_order(fp32)[:3].tolist()
+    np.testing.assert_allclose(got[top], fp32[top], atol=1e-5)
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU has no native bf16 (AVX512-BF16/AMX)")
+@pytest.mark.parametrize("labels", [1, 2])
+def test_bf16_scores_agree_with_fp32_when_the_cpu_supports_bf16(loaded, labels):
+    ce = loaded("minilm", labels)
+    fp32 = Reranker(ce, precision="fp32").score(QUERY, PASSAGES)
+    bf16 = Reranker(ce, precision="bf16")
+    assert bf16.precision == "bf16"
+    got = bf16.score(QUERY, PASSAGES)
+    # random-head MiniLM: small logits, so bf16 stays close; a trained model drifts more (see CPU_AUTO_BF16)
+    assert np.max(np.abs(got - fp32)) <= 0.01
+    assert got.dtype == np.float32
+
+
+def test_low_precision_does_not_modify_the_callers_model(loaded):
+    ce = loaded("tiny-bert", 1)
+    Reranker(ce, precision="bf16").score(QUERY, PASSAGES)
+    Reranker(ce, precision="bf16+fp32").score(QUERY, PASSAGES)
+    assert {p.dtype for p in ce.parameters()} == {torch.float32}
