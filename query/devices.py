@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 
@@ -23,15 +23,33 @@ def resolve_device(device: str = "auto") -> str:
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU executes bf16 matrix maths natively (AVX-512 BF16 or AMX).
-
-    Without it, bf16 autocast is emulated and slower than fp32, so ``auto`` must not pick it.
-    """
+    """True when the CPU computes bf16 natively (x86 AVX512-BF16 / AMX-BF16, Arm BF16), so bf16 is fast."""
+    flags: set[str] = set()
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: be conservative
+        with open("/proc/cpuinfo", encoding="utf-8", errors="ignore") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    if not flags and platform.system() == "Darwin":  # Apple silicon M2+ has BF16; M1 does not
+        with contextlib.suppress(Exception):
+            import subprocess
+
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=2
+            ).stdout.strip()
+            return out == "1"
+    if not ({"avx512_bf16", "amx_bf16", "bf16"} & flags):
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - older torch
+        return True
 
 
 def resolve_precision(precision: str, device: str) -> str:

@@ -31,19 +31,18 @@ import contextlib
 import copy
 import logging
 import os
-import platform
 import re
 import socket
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np
 
+from query.devices import cpu_has_native_bf16
 from query.errors import ModelUnavailableError as _BaseModelUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -291,37 +290,6 @@ def _apply_head_quirks(model: Any, name: str) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # precision
-
-
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 natively (x86 AVX512-BF16 / AMX-BF16, Arm BF16), so bf16 is fast."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="ignore") as f:
-            for line in f:
-                key = line.split(":", 1)[0].strip().lower()
-                if key in ("flags", "features"):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    if not flags and platform.system() == "Darwin":  # Apple silicon M2+ has BF16; M1 does not
-        with contextlib.suppress(Exception):
-            import subprocess
-
-            out = subprocess.run(
-                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=2
-            ).stdout.strip()
-            return out == "1"
-    if not ({"avx512_bf16", "amx_bf16", "bf16"} & flags):
-        return False
-    try:
-        import torch
-
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # pragma: no cover - older torch
-        return True
 
 
 def resolve_precision(precision: Precision, device: str | Any) -> ResolvedPrecision:
