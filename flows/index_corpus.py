@@ -20,7 +20,7 @@ from deployments.hooks import log_crash, log_failure
 from flows.summary import IndexSummary, artifact_key
 from query.settings import Settings, get_settings
 from tasks import stages
-from tasks.fetch import LOCAL_SUFFIXES, SourceSpec, _open_text, classify_source
+from tasks.fetch import SourceSpec, classify_source, list_directory, open_text
 from tasks.lock import writer_lock
 from tasks.records import FetchFailure, NotModified
 
@@ -30,17 +30,11 @@ def work_units(spec: SourceSpec, batch: int) -> Iterator[list]:
     if spec.kind == "file":
         yield [Path(spec.root).name]
     elif spec.kind == "directory":
-        root = Path(spec.root)
-        paths = sorted(
-            p.relative_to(root).as_posix()
-            for p in root.rglob("*")
-            if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        )
+        paths = list_directory(Path(spec.root))
         for i in range(0, len(paths), batch):
             yield paths[i : i + batch]
     elif spec.kind == "jsonl":
-        with _open_text(Path(spec.root)) as fh:
+        with open_text(Path(spec.root)) as fh:
             lines: list[tuple[int, str]] = []
             for lineno, line in enumerate(fh, start=1):
                 if line.strip():

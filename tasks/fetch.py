@@ -107,19 +107,28 @@ def read_local_file(path: Path, *, doc_id: str, source: str) -> Article | FetchF
     return Article(doc_id=doc_id, source=source, title="", body=body, kind=kind)  # type: ignore[arg-type]
 
 
+def list_directory(root: Path) -> list[str]:
+    """Relative POSIX paths of every supported file under ``root``, sorted; hidden files and folders skipped."""
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in LOCAL_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)  # .git and friends
+    )
+
+
 def iter_directory(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
     """Every supported file under the directory, in a stable order; doc_id is the relative POSIX path."""
     root = Path(spec.root)
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue  # hidden folders such as .git are not articles
-        yield read_local_file(path, doc_id=path.relative_to(root).as_posix(), source=spec.root)
+    for rel in list_directory(root):
+        yield read_local_file(root / rel, doc_id=rel, source=spec.root)
 
 
 # --------------------------------------------------------------------------- JSONL dumps
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
     if path.name.lower().endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by the caller
@@ -148,17 +157,24 @@ def parse_dump_line(obj: Mapping, *, source: str) -> Article:
     )
 
 
-def iter_jsonl(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
-    """Stream a JSONL dump (plain or .gz) without loading it whole. A bad line is a failure naming file:line."""
+def parse_dump_lines(spec: SourceSpec, lines: Iterable[tuple[int, str]]) -> list[Article | FetchFailure]:
+    """Parse numbered JSONL lines of a dump; a malformed line becomes a failure naming file:line."""
     path = Path(spec.root)
-    with _open_text(path) as fh:
+    out: list[Article | FetchFailure] = []
+    for lineno, line in lines:
+        try:
+            out.append(parse_dump_line(json.loads(line), source=spec.root))
+        except (ValueError, TypeError) as exc:
+            out.append(FetchFailure(f"{path.name}:{lineno}", spec.root, f"{path}:{lineno}: {exc}"))
+    return out
+
+
+def iter_jsonl(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
+    """Stream a JSONL dump (plain or .gz) without loading it whole."""
+    with open_text(Path(spec.root)) as fh:
         for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield parse_dump_line(json.loads(line), source=spec.root)
-            except (ValueError, TypeError) as exc:
-                yield FetchFailure(f"{path.name}:{lineno}", spec.root, f"{path}:{lineno}: {exc}")
+            if line.strip():
+                yield from parse_dump_lines(spec, [(lineno, line)])
 
 
 def iter_local_source(spec: SourceSpec) -> Iterator[Article | FetchFailure]:

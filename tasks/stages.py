@@ -19,7 +19,7 @@ from query.schema import IndexMetadata
 from query.settings import Settings
 from tasks import store
 from tasks.encode import encode_in_chunks
-from tasks.fetch import HttpOptions, SourceSpec, fetch_urls, parse_dump_line, read_local_file
+from tasks.fetch import HttpOptions, SourceSpec, fetch_urls, parse_dump_lines, read_local_file
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph
 from tasks.split import SplitOptions, body_fingerprint, split_article, tokenizer_counter
 
@@ -80,16 +80,7 @@ def read_file_batch(spec: SourceSpec, paths: list[str]) -> list:
 @stage(name="read-dump")
 def parse_dump_batch(spec: SourceSpec, lines: list[tuple[int, str]]) -> list:
     """Parse a batch of JSONL dump lines; a malformed line is a failure that names file and line."""
-    import json
-
-    out: list = []
-    name = Path(spec.root).name
-    for lineno, line in lines:
-        try:
-            out.append(parse_dump_line(json.loads(line), source=spec.root))
-        except (ValueError, TypeError) as exc:
-            out.append(FetchFailure(f"{name}:{lineno}", spec.root, f"{spec.root}:{lineno}: {exc}"))
-    return out
+    return parse_dump_lines(spec, lines)
 
 
 # --------------------------------------------------------------------------- split
