@@ -499,7 +499,7 @@ def recommend(rows: list[Row], target: float, min_saving_ms: float, min_speedup:
         best[n] = min(ok, key=lambda r: r.ms_median) if ok else None
 
     lines = []
-    lines.append(f"Exact (bypass_vector_index) median ms/query by rows: "
+    lines.append("Exact (bypass_vector_index) median ms/query by rows: "
                  + ", ".join(f"{n}: {exact[n].ms_median:.1f}" for n in sizes if n in exact))
     threshold = None
     for n in sizes:
