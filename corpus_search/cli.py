@@ -13,6 +13,12 @@ from collections.abc import Sequence
 def _quiet_prefect_env() -> None:
     # Telemetry on a local temporary server logs "database is locked" noise; users can still override.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A first run creates Prefect's database, which takes longer than the 20 s default on a small machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # Prefect does not create a missing parent of PREFECT_HOME, and its temporary server then hangs.
+    home = os.environ.get("PREFECT_HOME")
+    if home:
+        os.makedirs(os.path.expanduser(home), exist_ok=True)
 
 
 def _settings(args: argparse.Namespace):

@@ -9,6 +9,7 @@ scripts/setup.sh
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_HOME="${PREFECT_HOME:-$PWD/.corpus_search/prefect}"
 export PREFECT_LOGGING_LEVEL=${PREFECT_LOGGING_LEVEL:-WARNING}
+mkdir -p "$PREFECT_HOME"
 QUESTION=${1:-"How do glaciers form?"}
 
 echo "== index examples/ (first run encodes everything)"
