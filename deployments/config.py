@@ -83,7 +83,26 @@ class _Strict(BaseModel):
 EVALUATE_PATH_PARAMETERS = ("dataset", "corpus_html", "queries", "qrels", "out")
 
 
-class EvaluationSpec(_Strict):
+class _Scheduled(_Strict):
+    """Checks shared by every scheduled entry (each subclass declares the fields): cron, time zone, block."""
+
+    @field_validator("cron", check_fields=False)
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return _check_cron(v)
+
+    @field_validator("timezone", check_fields=False)
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return _check_timezone(v)
+
+    @field_validator("notify_block", check_fields=False)
+    @classmethod
+    def _block(cls, v: str | None) -> str | None:
+        return _check_block(v)
+
+
+class EvaluationSpec(_Scheduled):
     """A scheduled evaluation (flow ``evaluate``): index a test collection, run its queries, score them."""
 
     dataset: str = Field(description="BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/); under base_dir")
@@ -95,21 +114,6 @@ class EvaluationSpec(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict, description="more parameters of the evaluate flow")
     paused: bool = False
 
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str) -> str:
-        return _check_cron(v)
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        return _check_timezone(v)
-
-    @field_validator("notify_block")
-    @classmethod
-    def _block(cls, v: str | None) -> str | None:
-        return _check_block(v)
-
     @field_validator("parameters")
     @classmethod
     def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +123,7 @@ class EvaluationSpec(_Strict):
         return v
 
 
-class CollectionSpec(_Strict):
+class CollectionSpec(_Scheduled):
     """One collection: its sources and its reindex schedule."""
 
     sources: list[str] = Field(description="URLs, files, directories, JSONL dumps; relative paths are under base_dir")
@@ -131,21 +135,6 @@ class CollectionSpec(_Strict):
     batch_articles: int = Field(512, ge=1)
     settings: dict[str, Any] = Field(default_factory=dict, description="Settings overrides, e.g. bi_encoder")
     paused: bool = False
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str) -> str:
-        return _check_cron(v)
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        return _check_timezone(v)
-
-    @field_validator("notify_block")
-    @classmethod
-    def _block(cls, v: str | None) -> str | None:
-        return _check_block(v)
 
     @field_validator("sources")
     @classmethod
