@@ -427,9 +427,13 @@ class Reranker:
         passages = list(passages)
         if not passages:
             return np.zeros(0, dtype=np.float32)
-        if self.precision != "bf16+fp32":
-            return logits_to_scores(self.logits(query, passages))
-        return logits_to_scores(self._cascade_logits(query, passages, top_k or 10)[:, None])
+        k = top_k or 10
+        # When most candidates are wanted, the fp32 re-score would cover nearly all of them anyway:
+        # a single fp32 pass is then cheaper than bf16 for all plus fp32 for most.
+        if self.precision != "bf16+fp32" or 2 * k >= len(passages):
+            precision = "fp32" if self.precision == "bf16+fp32" else None
+            return logits_to_scores(self.logits(query, passages, precision=precision))
+        return logits_to_scores(self._cascade_logits(query, passages, k)[:, None])
 
     def _cascade_logits(self, query: str, passages: list[str], k: int) -> np.ndarray:
         """Relevance logits: bf16 for all, exact fp32 for every passage that could be in the top ``k``.

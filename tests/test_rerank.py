@@ -198,6 +198,13 @@ def test_capreolus_electra_uses_its_bert_style_head(model_dirs, monkeypatch):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_the_cascade_scores_in_plain_fp32_when_most_candidates_are_wanted(loaded):
+    ce = loaded("minilm", 1)
+    fp32 = Reranker(ce, precision="fp32").score(QUERY, PASSAGES)
+    got = Reranker(ce, precision="bf16+fp32").score(QUERY, PASSAGES, top_k=len(PASSAGES))
+    np.testing.assert_allclose(got, fp32, atol=1e-5)
+
+
 def test_auto_precision_is_fp16_on_cuda_cascade_on_native_bf16_cpus_else_fp32(monkeypatch):
     assert resolve_precision("auto", "cuda:0") == "fp16"
     assert resolve_precision("auto", "mps") == "fp32"
