@@ -137,11 +137,10 @@ def public_json(result: dict) -> dict:
 
 
 def _try_reranker(settings: Settings) -> tuple[object | None, str | None]:
-    from query.models import load_reranker
+    from query.models import reranker_from_settings
 
     try:
-        reranker = load_reranker(settings.cross_encoder, device=settings.device, precision=settings.rerank_precision,
-                                 batch_size=settings.rerank_batch_size, trust_remote_code=settings.trust_remote_code)
+        reranker = reranker_from_settings(settings)
     except Exception as exc:  # noqa: BLE001 - any failure to load means: no rerank rows, and say why
         return None, f"re-rank rows omitted: cross-encoder {settings.cross_encoder!r} cannot be loaded ({type(exc).__name__}: {exc})"
     return reranker, None

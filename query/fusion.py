@@ -27,10 +27,11 @@ def rrf(rankings: Sequence[Sequence[str]], k: int = 60, limit: int | None = None
     return order, np.array([scores[d] for d in order], dtype=np.float64)
 
 
-def rank_order(scores: np.ndarray) -> np.ndarray:
-    """Indices sorting ``scores`` descending; ties keep the earlier (better retrieved) item first."""
-    scores = np.asarray(scores, dtype=np.float64)
-    return np.lexsort((np.arange(len(scores)), -scores))
+def rank_order(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Indices sorting ``scores`` descending; ties keep the earlier (better retrieved) item first; NaN last."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    s = np.where(np.isnan(s), -np.inf, s)
+    return np.lexsort((np.arange(s.size), -s)).astype(np.int64)
 
 
 def top_k_cosine(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -182,6 +182,20 @@ def bi_encoder_from_settings(settings=None) -> BiEncoder:
     )
 
 
+def reranker_from_settings(settings=None, name: str | None = None):
+    """The process-wide re-ranker configured by ``settings`` (default: the environment); ``name`` overrides the model."""
+    from query.settings import get_settings
+
+    s = settings or get_settings()
+    return load_reranker(
+        name or s.cross_encoder,
+        device=s.device,
+        precision=s.rerank_precision,
+        batch_size=s.rerank_batch_size,
+        trust_remote_code=s.trust_remote_code,
+    )
+
+
 @functools.cache
 def load_reranker(
     name: str,

@@ -44,6 +44,7 @@ import numpy as np
 
 from query.devices import cpu_has_native_bf16
 from query.errors import ModelUnavailableError as _BaseModelUnavailableError
+from query.fusion import rank_order  # noqa: F401 - re-exported: the documented ranking order
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -318,13 +319,6 @@ def resolve_precision(precision: Precision, device: str | Any) -> ResolvedPrecis
 
 # --------------------------------------------------------------------------------------------------
 # scoring
-
-
-def rank_order(scores: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Indices that sort ``scores`` descending; equal scores keep their original order (index ascending)."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    s = np.where(np.isnan(s), -np.inf, s)
-    return np.lexsort((np.arange(s.size), -s)).astype(np.int64)
 
 
 def _relevance(logits: np.ndarray) -> np.ndarray:

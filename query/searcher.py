@@ -19,7 +19,7 @@ from query import retrieve
 from query.errors import CollectionNotFoundError
 from query.filters import where_sql
 from query.fusion import rank_order
-from query.models import BiEncoder, canonical_model_name, load_bi_encoder, load_reranker
+from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, reranker_from_settings
 from query.schema import IndexContractError, IndexMetadata, articles_table_name
 from query.settings import Settings, get_settings
 
@@ -140,8 +140,7 @@ class Searcher:
     @property
     def bi_encoder(self) -> BiEncoder:
         s = self.settings
-        enc = load_bi_encoder(s.bi_encoder, device=s.device, precision=s.precision, batch_size=s.batch_size,
-                              trust_remote_code=s.trust_remote_code)
+        enc = bi_encoder_from_settings(s)
         if enc.dim != self.meta.dim:
             raise IndexContractError(
                 f"collection {self.collection!r} holds {self.meta.dim}-dim vectors of {self.meta.encoder!r}, "
@@ -151,9 +150,7 @@ class Searcher:
 
     @property
     def reranker(self):
-        s = self.settings
-        return load_reranker(s.cross_encoder, device=s.device, precision=s.rerank_precision,
-                             batch_size=s.rerank_batch_size, trust_remote_code=s.trust_remote_code)
+        return reranker_from_settings(self.settings)
 
     # ------------------------------------------------------------------ search
 
@@ -253,8 +250,7 @@ def rank_passages(
     rows = [{"text": p} if isinstance(p, str) else dict(p) for p in passages]
     if not rows:
         return []
-    reranker = load_reranker(cross_encoder or s.cross_encoder, device=s.device, precision=s.rerank_precision,
-                             batch_size=s.rerank_batch_size, trust_remote_code=s.trust_remote_code)
+    reranker = reranker_from_settings(s, cross_encoder)
     scores = reranker.score(query, [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows], top_k=k)
     out = []
     for rank, i in enumerate(rank_order(scores)[:k], start=1):

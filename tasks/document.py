@@ -17,8 +17,7 @@ def fetch_document(source: str, settings: Settings) -> Article:
 
     spec = classify_source(source)
     if spec.kind == "url":
-        outcome = fetch_urls([spec.spec], {}, HttpOptions(timeout_s=settings.fetch_timeout_s, retries=settings.fetch_retries,
-                                                          max_bytes=settings.fetch_max_bytes, user_agent=settings.user_agent))[0]
+        outcome = fetch_urls([spec.spec], {}, HttpOptions.from_settings(settings))[0]
     elif spec.kind == "file":
         outcome = read_local_file(Path(spec.root), doc_id=Path(spec.root).name, source=spec.root)
     else:
@@ -30,11 +29,10 @@ def fetch_document(source: str, settings: Settings) -> Article:
 
 def document_passages(source: str, settings: Settings) -> list[dict]:
     """The document's paragraphs as passages for ``query.rank_passages`` (split to fit the cross-encoder)."""
-    from query.models import load_reranker
+    from query.models import reranker_from_settings
 
     article = fetch_document(source, settings)
-    reranker = load_reranker(settings.cross_encoder, device=settings.device, precision=settings.rerank_precision,
-                             batch_size=settings.rerank_batch_size, trust_remote_code=settings.trust_remote_code)
+    reranker = reranker_from_settings(settings)
     opts = SplitOptions(max_tokens=512 - QUERY_BUDGET, min_chars=settings.min_paragraph_chars, encode_title=False,
                         main_content=settings.main_content)
     paragraphs = split_article(article, opts, tokenizer_counter(reranker.model.tokenizer))

@@ -202,6 +202,17 @@ class HttpOptions:
     user_agent: str = "corpus-search"
     backoff_s: float = 0.5
 
+    @classmethod
+    def from_settings(cls, settings) -> HttpOptions:
+        """The fetch options of a ``query.settings.Settings``."""
+        return cls(
+            timeout_s=settings.fetch_timeout_s,
+            retries=settings.fetch_retries,
+            concurrency=settings.fetch_concurrency,
+            max_bytes=settings.fetch_max_bytes,
+            user_agent=settings.user_agent,
+        )
+
 
 class _Retryable(Exception):
     """A transient failure (I/O error, 5xx, 429): worth another try after a back-off."""

@@ -58,14 +58,7 @@ def paragraph_table(settings: Settings):
 @stage(name="fetch-urls", retries=2, retry_delay_seconds=5)
 def fetch_url_batch(urls: list[str], states: dict[str, ArticleState], settings: Settings) -> list:
     """Download a batch of URLs (bounded concurrency, conditional, retried with back-off)."""
-    opts = HttpOptions(
-        timeout_s=settings.fetch_timeout_s,
-        retries=settings.fetch_retries,
-        concurrency=settings.fetch_concurrency,
-        max_bytes=settings.fetch_max_bytes,
-        user_agent=settings.user_agent,
-    )
-    return fetch_urls(urls, states, opts)
+    return fetch_urls(urls, states, HttpOptions.from_settings(settings))
 
 
 @stage(name="read-files", retries=1, retry_delay_seconds=1)
