@@ -60,30 +60,38 @@ def _print_hits(query: str, mode: str, reranked: bool, hits, stages: str, as_jso
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    """Run the index flow; the exit code says how it went (``flows.summary.EXIT_CODES``)."""
     _quiet_prefect_env()
+    from corpus_search.ephemeral import guard_temporary_server
     from flows.index_corpus import index_corpus
+    from flows.summary import EXIT_CODES, JSON_KEYS, IndexSummary, NothingIndexedError
 
     settings = _settings(args)
     overrides = {}
     if args.bi_encoder:
         overrides["bi_encoder"] = args.bi_encoder
-    result = index_corpus(
-        list(args.sources),
-        collection=settings.collection,
-        db_uri=settings.db_uri,
-        batch_articles=args.batch_articles,
-        settings_overrides=overrides or None,
-        progress=sys.stderr.isatty() and not args.json,
-    )
-    from flows.summary import JSON_KEYS, IndexSummary
-
+    guard_temporary_server()
+    try:
+        result = index_corpus(
+            list(args.sources),
+            collection=settings.collection,
+            db_uri=settings.db_uri,
+            batch_articles=args.batch_articles,
+            settings_overrides=overrides or None,
+            progress=sys.stderr.isatty() and not args.json,
+            allow_empty_source=args.allow_empty_source,
+            allow_mass_delete=args.allow_mass_delete,
+        )
+    except NothingIndexedError as exc:
+        result = exc.summary
     if args.json:
-        print(json.dumps({k: result[k] for k in JSON_KEYS}))
+        print(json.dumps({**{k: result[k] for k in JSON_KEYS}, "outcome": result["outcome"],
+                          "failures": result["failures"]}, ensure_ascii=False))
     else:
         summary = IndexSummary(**{k: result[k] for k in JSON_KEYS}, encode_seconds=result["encode_seconds"],
                                failures=[(f["doc_id"], f["error"]) for f in result["failures"]])
         print(summary.to_text())
-    return 0
+    return EXIT_CODES[result["outcome"]]
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -123,8 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--db", default=None, help="LanceDB URI: a directory or s3://... (default: settings)")
         sp.add_argument("--json", action="store_true", help="print one JSON object")
 
-    ix = sub.add_parser("index", help="index URLs, files, directories and JSONL dumps (Prefect flow index-corpus)")
+    from flows.summary import EXIT_HELP
+
+    ix = sub.add_parser("index", help="index URLs, files, directories and JSONL dumps (Prefect flow index-corpus)",
+                        description="Index sources into a collection, incrementally (Prefect flow index-corpus).",
+                        epilog=EXIT_HELP)
     ix.add_argument("sources", nargs="+", help="http(s) URL, file, directory, or .jsonl/.jsonl.gz dump")
+    ix.add_argument("--allow-empty-source", action="store_true",
+                    help="a source directory or dump that exists but is empty really is empty: delete its indexed "
+                    "articles (default: keep them and report a failure, since an unmounted disk looks the same)")
+    ix.add_argument("--allow-mass-delete", action="store_true",
+                    help="delete vanished articles even when they are more than CORPUS_SEARCH_MAX_DELETE_FRACTION "
+                    "(default 0.5) of the collection's rows (default: delete nothing and report)")
     ix.add_argument("--bi-encoder", default=None, help="bi-encoder name or local path")
     ix.add_argument("--batch-articles", type=int, default=512, help="articles per write batch")
     common(ix)

@@ -3,6 +3,12 @@
 Reads like the pipeline's table of contents; the logic lives in ``tasks/``. Incremental and
 idempotent: unchanged articles cost no encoding, only new paragraph ids are encoded, vanished
 paragraphs and articles are deleted, failed fetches keep what was indexed before.
+
+Nothing is lost to bad input: one bad article (or a whole batch that raised) is that article's
+failure, never the run's; an empty or unreadable source root keeps its rows unless
+``allow_empty_source``; and a run that would delete more than ``max_delete_fraction`` of the
+collection deletes nothing unless ``allow_mass_delete``. When nothing at all could be indexed the
+run ends Failed and raises ``NothingIndexedError`` (carrying the summary) to direct callers.
 """
 
 from __future__ import annotations
@@ -10,19 +16,21 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed
 
 from deployments.hooks import log_crash, log_failure
-from flows.summary import IndexSummary, artifact_key
+from flows.summary import IndexSummary, NothingIndexedError, artifact_key, printable
 from query.settings import Settings, get_settings
 from tasks import stages
 from tasks.fetch import SourceSpec, classify_source, list_directory, open_text
 from tasks.lock import writer_lock
-from tasks.records import FetchFailure, NotModified
+from tasks.records import FetchFailure, NotModified, article_key
 
 
 def work_units(spec: SourceSpec, batch: int) -> Iterator[list]:
@@ -54,6 +62,23 @@ def _progress(enabled: bool, total: int | None):
     return tqdm(total=total, unit="article", desc="indexing", file=sys.stderr, dynamic_ncols=True)
 
 
+def _unit_label(spec: SourceSpec, unit) -> str:
+    """A work unit as a failure names it: a URL, a file path under its root, or dump:line."""
+    if isinstance(unit, tuple):
+        return f"{Path(spec.root).name}:{unit[0]}"
+    return printable(str(unit))
+
+
+@dataclass
+class Vanished:
+    """Articles that disappeared from a fully enumerated source; ``confirmed`` by --allow-empty-source."""
+
+    source: str
+    doc_ids: list[str]
+    confirmed: bool = False
+    rows: int = 0
+
+
 @flow(name="index-corpus", log_prints=True, on_failure=[log_failure], on_crashed=[log_crash])
 def index_corpus(
     sources: list[str],
@@ -62,8 +87,16 @@ def index_corpus(
     batch_articles: int = 512,
     settings_overrides: dict | None = None,
     progress: bool = False,
+    allow_empty_source: bool = False,
+    allow_mass_delete: bool = False,
 ) -> dict:
-    """Index ``sources`` (URLs, files, directories, JSONL dumps) into ``collection``; returns the summary."""
+    """Index ``sources`` (URLs, files, directories, JSONL dumps) into ``collection``; returns the summary.
+
+    ``allow_empty_source``: an existing but empty source root really is empty, so its indexed articles
+    are deleted (without it they are kept: an empty mount point looks exactly like that).
+    ``allow_mass_delete``: go ahead when the run would delete more than ``max_delete_fraction`` of the
+    collection's rows. Raises ``NothingIndexedError`` (the run ends Failed) when nothing could be indexed.
+    """
     logger = get_run_logger()
     overrides = dict(settings_overrides or {})
     overrides["collection"] = collection
@@ -80,37 +113,32 @@ def index_corpus(
         try:
             local.append(classify_source(s))
         except ValueError as exc:  # a missing path may be an unmounted disk: keep its rows
-            summary.articles_failed += 1
-            summary.failures.append((s, str(exc)))
-            logger.warning("%s", exc)
+            summary.fail(s, str(exc))
     bar = _progress(progress, None)
 
     with writer_lock(settings.db_uri, collection):
         states = stages.load_states(settings)
         known = {k: s.body_hash for k, s in states.items()}
+        rows_before = stages.count_rows(settings)
 
-        def process(outcomes: list) -> set[str]:
-            """Split, plan, encode and write one batch of fetch outcomes; returns the keys seen."""
-            articles, seen = [], set()
+        def process(outcomes: list) -> None:
+            """Split, plan, encode and write one batch of fetch outcomes; counted only once it is written."""
+            failed: list[tuple[str, str]] = []
+            unchanged, articles = 0, []
             for o in outcomes:
-                seen.add(o.key)
                 if isinstance(o, FetchFailure):
-                    summary.articles_failed += 1
-                    summary.failures.append((o.doc_id, o.error))
+                    failed.append((o.doc_id, o.error))
                 elif isinstance(o, NotModified):
-                    summary.articles_unchanged += 1
+                    unchanged += 1
                 else:
                     articles.append(o)
             split = stages.split_batch(articles, {a.key: known.get(a.key, "") for a in articles}, settings)
-            summary.articles_unchanged += split.unchanged
-            summary.articles_fetched += len(split.changed)
-            for f in split.failed:
-                summary.articles_failed += 1
-                summary.failures.append((f.doc_id, f.error))
+            failed += [(f.doc_id, f.error) for f in split.failed]
             if split.changed:
                 plan = stages.plan_writes(split.paragraphs, split.changed, settings)
                 vectors, seconds = stages.encode_paragraphs([p.encoded for p in plan.new], settings)
                 stages.write_batch(plan, vectors, split.changed, settings)
+                summary.articles_fetched += len(split.changed)
                 summary.paragraphs_added += len(plan.new)
                 summary.paragraphs_encoded += len(plan.new)
                 summary.paragraphs_moved += len(plan.moved)
@@ -121,41 +149,115 @@ def index_corpus(
                     len(split.changed), len(plan.new), len(plan.new) / seconds if seconds else 0,
                     len(plan.moved), len(plan.deleted_ids),
                 )
+            summary.articles_unchanged += unchanged + split.unchanged
+            for doc, err in failed:
+                summary.fail(doc, err)
             if bar is not None:
                 bar.update(len(outcomes))
-            return seen
+
+        def guarded(spec: SourceSpec, unit: list, work) -> bool:
+            """Run one batch; if it raises (after its task's retries), each of its units fails, the run goes on."""
+            try:
+                work()
+                return True
+            except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the run
+                logger.warning("a batch of %s failed: %s: %s", printable(spec.spec), type(exc).__name__, exc)
+                for u in unit:
+                    summary.fail(_unit_label(spec, u), f"{type(exc).__name__}: {exc}")
+                return False
 
         # URLs: fetched in concurrent batches, conditionally (ETag / Last-Modified).
         urls = list(dict.fromkeys(s.spec for s in specs))
         for i in range(0, len(urls), batch_articles):
-            process(stages.fetch_url_batch(urls[i : i + batch_articles], states, settings))
+            chunk = urls[i : i + batch_articles]
+            guarded(SourceSpec("urls", "url", ""), chunk,
+                    lambda chunk=chunk: process(stages.fetch_url_batch(chunk, states, settings)))
 
-        # Local sources are fully enumerated, so articles that vanished from them are deleted.
+        # Local sources are fully enumerated, so articles that vanished from them are deleted (below).
+        vanished: list[Vanished] = []
         for spec in local:
+            source = printable(spec.root)
             seen: set[str] = set()
-            for unit in work_units(spec, batch_articles):
-                if spec.kind == "jsonl":
-                    outcomes = stages.parse_dump_batch(spec, unit)
-                else:
-                    outcomes = stages.read_file_batch(spec, unit)
-                fresh, dupes = [], []
-                for o in outcomes:
-                    (dupes if o.key in seen else fresh).append(o)
-                    seen.add(o.key)
-                for d in dupes:
-                    summary.articles_failed += 1
-                    summary.failures.append((d.doc_id, "duplicate doc_id in this source: later copy skipped"))
-                process(fresh)
-            vanished = [s.doc_id for k, s in states.items() if s.source == spec.root and k not in seen]
-            if vanished:
-                summary.paragraphs_deleted += stages.delete_vanished(spec.root, vanished, settings)
-                summary.articles_deleted += len(vanished)
+            complete, enumerated = True, 0
+            try:
+                units = list(work_units(spec, batch_articles)) if spec.kind == "directory" else work_units(spec, batch_articles)
+                for unit in units:
+                    enumerated += len(unit)
+                    # Everything this batch names counts as seen, even if the batch fails: a failed read
+                    # must keep its rows, never look like a deletion.
+                    if spec.kind != "jsonl":
+                        seen.update(article_key(source, _unit_label(spec, u)) for u in unit)
+
+                    def work(unit=unit) -> None:
+                        nonlocal complete
+                        if spec.kind == "jsonl":
+                            outcomes = stages.parse_dump_batch(spec, unit)
+                        else:
+                            outcomes = stages.read_file_batch(spec, unit)
+                        fresh = []
+                        for o in outcomes:
+                            if isinstance(o, FetchFailure) and spec.kind == "jsonl":
+                                complete = False  # a broken line's article is unknown: it must not look vanished
+                            if o.key in seen and spec.kind == "jsonl":
+                                summary.fail(o.doc_id, "duplicate doc_id in this source: later copy skipped")
+                                continue
+                            seen.add(o.key)
+                            fresh.append(o)
+                        process(fresh)
+
+                    if not guarded(spec, unit, work) and spec.kind == "jsonl":
+                        complete = False
+            except (OSError, UnicodeError) as exc:  # unreadable root, or a dump that breaks mid-stream
+                summary.fail(spec.spec, f"cannot read source {printable(spec.spec)!r}: {exc}; its indexed articles are kept")
+                continue
+            if not complete:
+                logger.warning("%s: some records could not be read, so no article of it is treated as deleted", source)
+                continue
+            gone = [s.doc_id for k, s in states.items() if s.source == source and k not in seen]
+            if enumerated == 0 and spec.kind != "file":
+                if gone and not allow_empty_source:
+                    summary.fail(
+                        spec.spec,
+                        f"source {printable(spec.spec)!r} exists but holds no articles (an unmounted disk?): its "
+                        f"{len(gone)} indexed articles are kept. If it really is empty, rerun with "
+                        "--allow-empty-source (allow_empty_source=True) to delete them.",
+                    )
+                    continue
+                if not gone:
+                    summary.fail(spec.spec, f"source {printable(spec.spec)!r} holds no articles to index")
+                    continue
+            if gone:
+                vanished.append(Vanished(source, gone, confirmed=allow_empty_source and enumerated == 0))
+
+        if vanished:
+            for v in vanished:
+                v.rows = stages.count_vanished_rows(v.source, v.doc_ids, settings)
+            unconfirmed = sum(v.rows for v in vanished if not v.confirmed)
+            limit = settings.max_delete_fraction * rows_before
+            if unconfirmed > limit and not allow_mass_delete:
+                share = unconfirmed / rows_before if rows_before else 1.0
+                summary.fail(
+                    collection,
+                    f"this run would delete {unconfirmed} of {rows_before} rows ({share:.0%}) of articles that "
+                    f"vanished from their sources, more than CORPUS_SEARCH_MAX_DELETE_FRACTION="
+                    f"{settings.max_delete_fraction:g}; nothing was deleted. If that is intended, rerun with "
+                    "--allow-mass-delete (allow_mass_delete=True).",
+                    article=False,
+                )
+                vanished = [v for v in vanished if v.confirmed]
+            for v in vanished:
+                summary.paragraphs_deleted += stages.delete_vanished(v.source, v.doc_ids, settings)
+                summary.articles_deleted += len(v.doc_ids)
 
         info = stages.refresh_indexes(settings)
         summary.rows = info["rows"]
     if bar is not None:
         bar.close()
     summary.seconds = time.perf_counter() - started
+    for doc, err in summary.failures[:50]:
+        logger.warning("failed: %s: %s", doc, err)
+    if len(summary.failures) > 50:
+        logger.warning("... and %d more failures (see the index-failures artifact)", len(summary.failures) - 50)
     logger.info("%s", summary.to_text())
     create_table_artifact(
         table=summary.artifact_rows(),
@@ -167,9 +269,12 @@ def index_corpus(
         key=artifact_key("index-failures", collection),
         description=f"sources that failed in the index run of {collection!r}",
     )
-    result = summary.to_json()
-    result["failures"] = [{"doc_id": d, "error": e} for d, e in summary.failures]
-    result["encode_seconds"] = round(summary.encode_seconds, 3)
+    result = summary.result()
+    if summary.outcome == "failed":
+        message = f"nothing could be indexed into {collection!r}: {len(summary.failures)} failures, first: " + (
+            f"{summary.failures[0][0]}: {summary.failures[0][1]}" if summary.failures else "none"
+        )
+        return Failed(message=message, data=NothingIndexedError(message, result))
     return result
 
 

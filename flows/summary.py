@@ -1,9 +1,27 @@
-"""The index run's summary: counted by the flow, printed by the CLI, published as Prefect artifacts."""
+"""The index run's summary: counted by the flow, printed by the CLI, published as Prefect artifacts.
+
+It also says how a run ended, once, for everyone who reports it: the CLI's exit code, the Prefect
+state, and the JSON. A cron job reads the exit code; see ``EXIT_CODES``.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from query.errors import CorpusSearchError
+from tasks.records import printable
+
+Outcome = Literal["ok", "partial", "failed"]
+
+#: Exit codes of ``corpus-search index`` (documented in its --help and the README).
+EXIT_CODES: dict[Outcome, int] = {"ok": 0, "partial": 3, "failed": 4}
+EXIT_HELP = (
+    "exit codes: 0 every source was indexed; 3 some sources or articles failed and the rest were written; "
+    "4 nothing could be indexed (the Prefect run ends Failed); 2 bad arguments or user errors."
+)
+
 
 #: The keys of ``corpus-search index --json``, in order. Scripts depend on them.
 JSON_KEYS = (
@@ -42,10 +60,33 @@ class IndexSummary:
         """Paragraphs encoded per second of encoding."""
         return self.paragraphs_encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
+    @property
+    def outcome(self) -> Outcome:
+        """ok: nothing failed; partial: something failed and the rest was written; failed: nothing indexed."""
+        if not self.failures and not self.articles_failed:
+            return "ok"
+        if self.articles_fetched + self.articles_unchanged == 0:
+            return "failed"
+        return "partial"
+
+    def fail(self, doc_id: str, error: str, *, article: bool = True) -> None:
+        """Record one failure; ``article=False`` for a run-level refusal that is not an article's."""
+        if article:
+            self.articles_failed += 1
+        self.failures.append((printable(doc_id), printable(error)))
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["seconds"] = round(self.seconds, 3)
         return {k: data[k] for k in JSON_KEYS}
+
+    def result(self) -> dict:
+        """What the flow returns and ``--json`` prints: the documented keys, the failures and the outcome."""
+        out = self.to_json()
+        out["failures"] = [{"doc_id": d, "error": e} for d, e in self.failures]
+        out["outcome"] = self.outcome
+        out["encode_seconds"] = round(self.encode_seconds, 3)
+        return out
 
     def to_text(self) -> str:
         return (
@@ -71,6 +112,14 @@ class IndexSummary:
         for doc, err in self.failures:
             lines.append(f"| {doc.replace('|', '%7C')} | {err.replace('|', '/')} |")
         return "\n".join(lines) + "\n"
+
+
+class NothingIndexedError(CorpusSearchError):
+    """Every source of an index run failed: the flow run ends Failed; ``summary`` is the run's result."""
+
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 def artifact_key(prefix: str, collection: str) -> str:

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     ann_min_rows: int = Field(25_000, ge=1, description="build an ANN index once a collection has this many rows")
     ann_index_type: Literal["IVF_SQ", "IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ"] = "IVF_SQ"
     ann_nprobes: int = Field(100, ge=1, description="IVF partitions probed per query")
+    max_delete_fraction: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="an index run that would delete more than this share of a collection's rows (articles that "
+        "vanished from their sources) deletes nothing and says how to confirm (--allow-mass-delete)")
 
     # querying
     candidates: int = Field(100, ge=1)

@@ -19,6 +19,19 @@ def stable_hash(*parts: str, size: int = 16) -> str:
     return h.hexdigest()
 
 
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes of file names (surrogate escapes) shown as ``\\xNN``.
+
+    A file name that is not UTF-8 reaches Python as lone surrogates, which Arrow, JSON and the
+    Prefect API all refuse; this keeps such names readable and distinct instead of failing the run.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (e.g. from a JSON "\\ud800")
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def article_key(source: str, doc_id: str) -> str:
     """The identity of an article within a collection."""
     return stable_hash(source, doc_id)

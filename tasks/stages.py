@@ -20,7 +20,7 @@ from query.settings import Settings
 from tasks import store
 from tasks.encode import encode_in_chunks
 from tasks.fetch import HttpOptions, SourceSpec, fetch_urls, parse_dump_lines, read_local_file
-from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph
+from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph, printable
 from tasks.split import SplitOptions, body_fingerprint, split_article, tokenizer_counter
 
 # Inputs are large batches: hashing them for a cache key would cost more than the work.
@@ -64,10 +64,11 @@ def fetch_url_batch(urls: list[str], states: dict[str, ArticleState], settings: 
 @stage(name="read-files", retries=1, retry_delay_seconds=1)
 def read_file_batch(spec: SourceSpec, paths: list[str]) -> list:
     """Read a batch of local files of a file or directory source."""
-    root = Path(spec.root)
+    root, source = Path(spec.root), printable(spec.root)
     if spec.kind == "file":
-        return [read_local_file(root, doc_id=root.name, source=spec.root)]
-    return [read_local_file(root / p, doc_id=p, source=spec.root) for p in paths]
+        return [read_local_file(root, doc_id=printable(root.name), source=source)]
+    # The path opens the file; the row names it printably (a non-UTF-8 name cannot be stored as is).
+    return [read_local_file(root / p, doc_id=printable(p), source=source) for p in paths]
 
 
 @stage(name="read-dump")
@@ -160,6 +161,18 @@ def delete_vanished(source: str, doc_ids: list[str], settings: Settings) -> int:
     """Delete rows of articles that disappeared from a fully enumerated source."""
     db = _db(settings.db_uri)
     return store.delete_articles(paragraph_table(settings), store.open_articles_table(db, settings.collection), source, doc_ids)
+
+
+@stage(name="count-vanished-rows")
+def count_vanished_rows(source: str, doc_ids: list[str], settings: Settings) -> int:
+    """How many rows deleting these vanished articles would remove (checked before deleting anything)."""
+    return store.count_article_rows(paragraph_table(settings), source, doc_ids)
+
+
+@stage(name="count-rows")
+def count_rows(settings: Settings) -> int:
+    """Rows of the collection before this run (0 for a new one)."""
+    return paragraph_table(settings).count_rows()
 
 
 @stage(name="refresh-indexes")

@@ -200,6 +200,14 @@ def delete_articles(table, articles, source: str, doc_ids: Sequence[str]) -> int
     return removed
 
 
+def count_article_rows(table, source: str, doc_ids: Sequence[str]) -> int:
+    """Rows of these articles of ``source``: what ``delete_articles`` would remove."""
+    return sum(
+        table.count_rows(f"source = {sql_literal(source)} AND {in_list('doc_id', chunk)}")
+        for chunk in _chunks(list(doc_ids))
+    )
+
+
 def upsert_article_states(articles, rows: Sequence[dict]) -> None:
     """Remember fetch validators and body hashes of the articles just indexed."""
     if not rows:

@@ -9,7 +9,7 @@ from pathlib import Path
 import lancedb
 import pytest
 
-from flows.summary import JSON_KEYS
+from flows.summary import JSON_KEYS, NothingIndexedError
 from tasks.store import fts_unindexed_rows
 from tests.conftest import html_page, table_rows
 
@@ -151,7 +151,9 @@ def test_a_missing_source_path_is_reported_and_deletes_nothing(run_index, db_uri
     notes.mkdir()
     (notes / "paris.txt").write_text("\n\n".join(PARIS))
     run_index([notes])
-    summary = run_index([tmp_path / "gone"])
+    with pytest.raises(NothingIndexedError) as err:  # nothing could be indexed: the run is Failed
+        run_index([tmp_path / "gone"])
+    summary = err.value.summary
     assert summary["articles_failed"] == 1 and "does not exist" in summary["failures"][0]["error"]
     assert len(table_rows(db_uri)) == 3
 

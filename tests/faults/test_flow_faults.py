@@ -1,0 +1,315 @@
+"""Fault injection against the index flow and the `corpus-search index` CLI: nothing lost, one bad input never
+sinks a run, exit codes a cron job can read, and a SIGKILL at any moment heals on the next run.
+
+Real flow, real MiniLM, real LanceDB, the real Prefect harness; the CLI runs as a subprocess against the
+harness's API (or, for the orphan check, its own temporary server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lancedb
+import pytest
+
+from flows.summary import NothingIndexedError
+from tests.conftest import REPO, table_rows
+
+TOPICS = ["glaciers", "volcanoes", "rivers", "deserts", "forests", "oceans", "mountains", "islands", "caves",
+          "lakes", "reefs", "storms"]
+
+
+def write_notes(folder: Path, n: int = 6, variant: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, topic in enumerate(TOPICS[:n]):
+        (folder / f"{topic}.txt").write_text(
+            f"This note is about {topic}{variant} and how {topic} shape the land around them over centuries.\n\n"
+            f"A second paragraph on {topic}{variant} explains why people living nearby study them with care.\n"
+        )
+    return folder
+
+
+def ids(db_uri: str, collection: str = "test") -> list[str]:
+    return [r["id"] for r in table_rows(db_uri, collection)]
+
+
+# --------------------------------------------------------------------------- empty sources and mass deletes
+
+
+def test_an_existing_but_empty_source_directory_keeps_every_row_and_the_run_fails(run_index, db_uri, tmp_path):
+    notes = write_notes(tmp_path / "mnt")
+    run_index([notes])
+    before = sorted(ids(db_uri))
+    for f in notes.iterdir():
+        f.unlink()  # an unmounted mount point: the directory is there, empty
+    with pytest.raises(NothingIndexedError) as err:
+        run_index([notes])
+    summary = err.value.summary
+    assert summary["outcome"] == "failed" and summary["articles_deleted"] == 0
+    assert "--allow-empty-source" in summary["failures"][0]["error"]
+    assert sorted(ids(db_uri)) == before
+
+
+def test_allow_empty_source_really_deletes_the_articles_of_an_empty_source(run_index, db_uri, tmp_path):
+    notes = write_notes(tmp_path / "mnt")
+    run_index([notes])
+    for f in notes.iterdir():
+        f.unlink()
+    summary = run_index([notes], allow_empty_source=True)
+    assert summary["articles_deleted"] == 6 and summary["outcome"] == "ok"
+    assert ids(db_uri) == []
+
+
+def test_an_empty_dump_file_keeps_the_rows_it_indexed(run_index, db_uri, tmp_path):
+    dump = tmp_path / "wiki.jsonl"
+    dump.write_text("".join(json.dumps({"id": t, "title": t, "paragraphs": [f"All about {t} and their long "
+                                         "history on this planet."]}) + "\n" for t in TOPICS[:4]))
+    run_index([dump])
+    dump.write_text("")  # truncated by a failed export
+    with pytest.raises(NothingIndexedError):
+        run_index([dump])
+    assert len(ids(db_uri)) == 4
+
+
+def test_a_run_that_would_delete_most_of_the_collection_deletes_nothing_until_confirmed(run_index, db_uri, tmp_path):
+    notes = write_notes(tmp_path / "notes")
+    run_index([notes])
+    for topic in TOPICS[:4]:  # 4 of 6 articles vanish: 67 % of the rows
+        (notes / f"{topic}.txt").unlink()
+    summary = run_index([notes])
+    assert summary["outcome"] == "partial" and summary["articles_deleted"] == 0
+    assert "--allow-mass-delete" in summary["failures"][0]["error"] and "8 of 12 rows" in summary["failures"][0]["error"]
+    assert len(ids(db_uri)) == 12
+    summary = run_index([notes], allow_mass_delete=True)
+    assert summary["articles_deleted"] == 4 and summary["outcome"] == "ok"
+    assert len(ids(db_uri)) == 4
+
+
+def test_deleting_up_to_the_fraction_needs_no_confirmation(run_index, db_uri, tmp_path):
+    notes = write_notes(tmp_path / "notes")
+    run_index([notes])
+    for topic in TOPICS[:3]:  # exactly half
+        (notes / f"{topic}.txt").unlink()
+    assert run_index([notes])["articles_deleted"] == 3
+
+
+def test_a_dump_with_a_broken_line_deletes_no_article_it_cannot_see(run_index, db_uri, tmp_path):
+    dump = tmp_path / "wiki.jsonl"
+    lines = [json.dumps({"id": t, "title": t, "paragraphs": [f"All about {t} and their long history on "
+                                                              "this planet."]}) for t in TOPICS[:4]]
+    dump.write_text("\n".join(lines) + "\n")
+    run_index([dump])
+    lines[1] = lines[1][:25]  # the second record is cut: its article is unknown, not vanished
+    dump.write_text("\n".join(lines) + "\n")
+    summary = run_index([dump])
+    assert summary["outcome"] == "partial" and summary["articles_deleted"] == 0
+    assert len(ids(db_uri)) == 4
+
+
+# --------------------------------------------------------------------------- one bad input is its own failure
+
+
+def test_a_batch_that_raises_fails_its_articles_and_the_other_sources_are_written(run_index, db_uri, tmp_path,
+                                                                                   monkeypatch):
+    import tasks.stages as stages
+
+    good, bad = write_notes(tmp_path / "good", 3), write_notes(tmp_path / "bad", 3)
+    real = stages.read_local_file
+
+    def explode(path, **kw):  # an exception type no stage anticipates
+        if "bad" in str(path):
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(path, **kw)
+
+    monkeypatch.setattr(stages, "read_local_file", explode)
+    summary = run_index([bad, good])
+    assert summary["outcome"] == "partial"
+    assert summary["articles_fetched"] == 3 and summary["articles_failed"] == 3
+    assert all("RecursionError" in f["error"] for f in summary["failures"])
+    assert {r["doc_id"] for r in table_rows(db_uri)} == {f"{t}.txt" for t in TOPICS[:3]}
+
+
+def test_a_batch_that_raises_keeps_the_rows_it_had(run_index, db_uri, tmp_path, monkeypatch):
+    import tasks.stages as stages
+
+    notes = write_notes(tmp_path / "notes", 4)
+    run_index([notes])
+    monkeypatch.setattr(stages, "read_local_file", lambda *a, **k: 1 / 0)
+    with pytest.raises(NothingIndexedError):
+        run_index([notes])
+    assert len(ids(db_uri)) == 8  # a failed read is never a deletion
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_under_a_printable_name(run_index, db_uri, tmp_path):
+    notes = write_notes(tmp_path / "notes", 2)
+    raw = os.fsencode(notes) + b"/caf\xe9-notes.txt"
+    with open(raw, "wb") as fh:
+        fh.write(b"A note written on a machine whose file names are Latin-1 encoded, about coffee and cake.\n")
+    summary = run_index([notes])
+    assert summary["outcome"] == "ok" and summary["articles_fetched"] == 3
+    assert "caf\\xe9-notes.txt" in {r["doc_id"] for r in table_rows(db_uri)}
+    again = run_index([notes])
+    assert again["articles_unchanged"] == 3 and again["paragraphs_encoded"] == 0 and again["articles_deleted"] == 0
+
+
+def test_failure_messages_with_undecodable_names_reach_the_artifact(run_index, tmp_path):
+    notes = write_notes(tmp_path / "notes", 1)
+    with open(os.fsencode(notes) + b"/bin\xff.txt", "wb") as fh:
+        fh.write(b"")  # an empty file: no paragraphs, but its name still has to be reported somewhere
+    (notes / "gone.txt").symlink_to(notes / "missing-target.txt")  # unreadable: a failure naming it
+    summary = run_index([notes])
+    assert summary["outcome"] in ("ok", "partial")
+    json.dumps(summary)  # every string in it is valid UTF-8
+
+
+# --------------------------------------------------------------------------- the Prefect run's state
+
+
+def test_the_prefect_run_is_failed_when_nothing_could_be_indexed(prefect_harness, db_uri, tmp_path):
+    from flows.index_corpus import index_corpus
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    state = index_corpus([str(empty)], collection="test", db_uri=db_uri, return_state=True)
+    assert state.is_failed() and "nothing could be indexed" in state.message
+    exc = state.result(raise_on_failure=False)
+    assert isinstance(exc, NothingIndexedError) and exc.summary["outcome"] == "failed"
+
+
+def test_a_partly_failed_run_completes_and_lists_its_failures(prefect_harness, db_uri, tmp_path):
+    from flows.index_corpus import index_corpus
+
+    notes = write_notes(tmp_path / "notes", 2)
+    state = index_corpus([str(notes), str(tmp_path / "nope")], collection="test", db_uri=db_uri, return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    assert result["outcome"] == "partial"
+    assert result["failures"][0]["doc_id"].endswith("nope") and "does not exist" in result["failures"][0]["error"]
+
+
+# --------------------------------------------------------------------------- the CLI: exit codes and --json
+
+
+@pytest.fixture
+def cli(prefect_harness):
+    """Run `corpus-search` in a subprocess against the harness's API (no temporary server per call)."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO),
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+
+    def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "corpus_search.cli", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    run.env = env
+    return run
+
+
+def test_cli_exit_codes_tell_a_cron_job_what_happened(cli, db_uri, tmp_path):
+    notes = write_notes(tmp_path / "notes", 2)
+    ok = cli("index", str(notes), "--db", db_uri, "-c", "t", "--json")
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert out["outcome"] == "ok" and out["failures"] == [] and out["rows"] == 4
+
+    partial = cli("index", str(notes), str(tmp_path / "unmounted"), "--db", db_uri, "-c", "t", "--json")
+    assert partial.returncode == 3, partial.stderr
+    failures = json.loads(partial.stdout)["failures"]
+    assert len(failures) == 1 and "does not exist" in failures[0]["error"]
+
+    nothing = cli("index", str(tmp_path / "unmounted"), "--db", db_uri, "-c", "t", "--json")
+    assert nothing.returncode == 4, nothing.stderr
+    assert json.loads(nothing.stdout)["outcome"] == "failed"
+
+    usage = cli("index", "ftp://example.org/x.txt", "--db", db_uri, "-c", "t")
+    assert usage.returncode == 2 and "corpus-search: error:" in usage.stderr
+    assert "exit codes: 0 every source was indexed; 3" in cli("index", "--help").stdout
+
+
+# --------------------------------------------------------------------------- SIGKILL, then heal
+
+
+def _kill_after_first_batch(cli, args: list[str], timeout: float = 240) -> None:
+    """Start `corpus-search index`, SIGKILL it right after its first batch was written."""
+    proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", *args], cwd=REPO, env=cli.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        for line in proc.stdout:
+            if "batch:" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+            assert time.monotonic() < deadline, "no batch was written in time"
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
+def _assert_healed(db_uri: str, collection: str, clean: list[str]) -> None:
+    got = ids(db_uri, collection)
+    assert len(got) == len(set(got)), "duplicate ids after the rerun"
+    assert sorted(got) == sorted(clean)
+    lancedb.connect(db_uri).open_table(collection).count_rows()  # the table opens
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_first_and_an_incremental_run_heals_with_no_duplicates(cli, run_index, db_uri, tmp_path):
+    notes = write_notes(tmp_path / "notes", 12)
+    run_index([notes], collection="clean")
+    args = ["index", str(notes), "--db", db_uri, "-c", "killed", "--batch-articles", "3"]
+
+    _kill_after_first_batch(cli, args)
+    partial = ids(db_uri, "killed")
+    assert 0 < len(partial) < 24, "the kill landed mid-run"
+    assert cli(*args).returncode == 0
+    _assert_healed(db_uri, "killed", ids(db_uri, "clean"))
+
+    write_notes(notes, 12, variant=" (revised)")  # every article changes: an incremental run rewrites them
+    run_index([notes], collection="clean")
+    _kill_after_first_batch(cli, args)
+    assert cli(*args).returncode == 0
+    _assert_healed(db_uri, "killed", ids(db_uri, "clean"))
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_cli_stops_its_temporary_prefect_server(tmp_path):
+    notes = write_notes(tmp_path / "notes", 2)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="INFO")
+    proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", "index", str(notes), "--db",
+                             str(tmp_path / "db"), "-c", "t"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    server = None
+    try:
+        deadline = time.monotonic() + 240
+        for line in proc.stdout:
+            if "Beginning flow run" in line:
+                break
+            assert time.monotonic() < deadline
+        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "uvicorn"], capture_output=True, text=True)
+        server = int(children.stdout.split()[0])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        for _ in range(100):
+            if not Path(f"/proc/{server}").exists() or "zombie" in _state(server):
+                break
+            time.sleep(0.1)
+        assert not Path(f"/proc/{server}").exists() or "zombie" in _state(server), "the temporary server outlived the CLI"
+    finally:
+        proc.kill()
+        if server and Path(f"/proc/{server}").exists():
+            os.kill(server, signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
