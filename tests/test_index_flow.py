@@ -74,7 +74,7 @@ def test_deleting_a_file_from_a_directory_source_deletes_its_rows(run_index, db_
     (notes / "paris.txt").write_text("\n\n".join(PARIS))
     run_index([notes])
     (notes / "paris.txt").unlink()
-    summary = run_index([notes])
+    summary = run_index([notes], allow_mass_delete=True)  # 3 of 5 rows: past the default 50 % guard
     assert summary["articles_deleted"] == 1 and summary["paragraphs_deleted"] == 3
     assert {r["doc_id"] for r in table_rows(db_uri)} == {"glacier.md"}
 
@@ -89,7 +89,9 @@ def test_a_failing_url_is_reported_and_its_old_rows_are_kept(run_index, site, db
         site.routes["/paris.html"] = Route(body=b"oops", status=500, etag=False)
     else:
         site.routes["/paris.html"] = Route(body=b"late", delay_s=3.0, etag=False)
-    summary = run_index([url], settings_overrides={"fetch_timeout_s": 0.5, "fetch_retries": 1})
+    with pytest.raises(NothingIndexedError) as err:  # the only source failed: the run is Failed
+        run_index([url], settings_overrides={"fetch_timeout_s": 0.5, "fetch_retries": 1})
+    summary = err.value.summary
     assert summary["articles_failed"] == 1
     assert summary["failures"][0]["doc_id"] == url
     assert ("500" in summary["failures"][0]["error"]) == (failure == "http500")
