@@ -343,14 +343,15 @@ def test_flow_a_refused_url_fails_alone_and_the_local_directory_is_written(run_i
     loop = redirect(site, "/loop", "/loop")
     summary = run_index([loop, notes], settings_overrides={"fetch_retries": 0})
     assert summary["articles_failed"] == 2 and summary["articles_fetched"] == 1
-    errors = dict(summary["failures"]) if isinstance(summary["failures"], list) else summary["failures"]
-    assert "too many redirects" in str(errors) and "binary content" in str(errors)
+    errors = {f["doc_id"]: f["error"] for f in summary["failures"]}
+    assert "too many redirects" in errors[loop] and "binary content" in errors["photo.txt"]
     assert {r["doc_id"] for r in table_rows(db_uri)} == {"lyon.md"}
 
 
 def test_flow_the_safe_default_refuses_the_local_server(run_index, site, db_uri):
     summary = run_index([site.page("/p", PAGE)], settings_overrides={"fetch_allow_private": False})
-    assert summary["articles_failed"] == 1 and "CORPUS_SEARCH_FETCH_ALLOW_PRIVATE=true" in str(summary["failures"])
+    assert summary["articles_failed"] == 1
+    assert "CORPUS_SEARCH_FETCH_ALLOW_PRIVATE=true" in summary["failures"][0]["error"]
     assert site.hits == {}
 
 
@@ -361,7 +362,7 @@ def test_flow_an_empty_200_keeps_the_articles_old_rows(run_index, site, db_uri):
     assert before
     site.page("/paris.html", b"")
     summary = run_index([url])
-    assert summary["articles_failed"] == 1 and "empty response" in str(summary["failures"])
+    assert summary["articles_failed"] == 1 and "empty response" in summary["failures"][0]["error"]
     assert table_rows(db_uri) == before
 
 
