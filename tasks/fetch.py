@@ -20,7 +20,7 @@ from typing import Literal
 
 from tasks.http_fetch import HTML_TYPES, RETRY_STATUS, TEXT_TYPES, FetchOutcome, HttpOptions, fetch_url, fetch_urls
 from tasks.records import Article, FetchFailure
-from tasks.sniff import binary_reason
+from tasks.sniff import binary_reason, binary_signature
 from tasks.urls import canonical_url, url_origin
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ def read_local_file(path: Path, *, doc_id: str, source: str, max_bytes: int | No
     if len(raw) > limit:
         return FetchFailure(doc_id, source, f"{path} is over the limit of {limit} bytes "
                             "(raise CORPUS_SEARCH_FETCH_MAX_BYTES to index it)")
+    if why := binary_signature(raw):
+        return FetchFailure(doc_id, source, f"{path}: binary content, not text ({why})")
     if kind == "html":
         from tasks.html import decode_body
 

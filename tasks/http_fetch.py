@@ -22,7 +22,7 @@ import httpx
 from tasks.http_transport import deadline, guarded_transport
 from tasks.netguard import FetchPolicy, Refused, Resolver, check_url
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
-from tasks.sniff import binary_reason
+from tasks.sniff import binary_reason, binary_signature
 from tasks.urls import url_origin
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,8 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
     raw = _read_body(resp, opts, until)
     if not raw.strip():  # indexing it would delete the article's rows
         raise _Failed(f"empty response ({len(raw)} bytes); the previously indexed rows are kept")
+    if why := binary_signature(raw):
+        raise _Failed(f"binary content, not text ({why})")
     if media in TEXT_TYPES:
         kind, body = TEXT_TYPES[media], raw.decode(resp.charset_encoding or "utf-8", errors="replace")
     else:

@@ -17,6 +17,8 @@ MAX_CONTROL_SHARE = 0.05
 #: latin-1 page read as utf-8 has a few percent of replacement characters and is still a page.
 MAX_BAD_SHARE = 0.30
 
+# Only signatures no text file starts with; other binary formats (bzip2, MP3, fonts, ...) start
+# with plain letters, and are caught by their NUL bytes instead.
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF-", "PDF"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -26,28 +28,19 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PK\x03\x04", "ZIP"),
     (b"PK\x05\x06", "ZIP"),
     (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bzip2"),
     (b"\xfd7zXZ\x00", "xz"),
     (b"7z\xbc\xaf\x27\x1c", "7z"),
     (b"\x7fELF", "ELF"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "OLE (old Office)"),
     (b"\x00asm", "WebAssembly"),
-    (b"OggS", "Ogg"),
-    (b"fLaC", "FLAC"),
-    (b"ID3", "MP3"),
-    (b"wOFF", "WOFF font"),
-    (b"wOF2", "WOFF2 font"),
 )
 _WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
 _WHITESPACE_CONTROLS = {"\t", "\n", "\r", "\f", "\v", "\x1b"}  # ESC: ANSI colours in text logs
 
 
-def binary_reason(raw: bytes, text: str | None = None) -> str | None:
-    """Why ``raw`` is binary ("PDF signature", "NUL bytes", ...), or None when it looks like text.
-
-    ``text`` is the decoded body when the caller has it (so a correctly detected legacy charset
-    is not mistaken for undecodable bytes); otherwise the head is read as utf-8.
-    """
+def binary_signature(raw: bytes) -> str | None:
+    """The cheap, byte-level verdict (magic numbers, NUL bytes): call it before decoding, since
+    charset detection on a megabyte of binary is slow."""
     head = raw[:SNIFF_BYTES]
     stripped = head.lstrip()
     for magic, name in _MAGIC:
@@ -60,6 +53,18 @@ def binary_reason(raw: bytes, text: str | None = None) -> str | None:
     wide = head.startswith(_WIDE_BOMS)  # utf-16/32 text is full of NULs, legitimately
     if not wide and b"\x00" in head:
         return "NUL bytes"
+    return None
+
+
+def binary_reason(raw: bytes, text: str | None = None) -> str | None:
+    """Why ``raw`` is binary ("PDF signature", "NUL bytes", "40% control characters"), or None for text.
+
+    ``text`` is the decoded body when the caller has it (so a correctly detected legacy charset
+    is not mistaken for undecodable bytes); otherwise the head is read as utf-8.
+    """
+    if why := binary_signature(raw):
+        return why
+    head = raw[:SNIFF_BYTES]
     sample = text[:SNIFF_BYTES] if text is not None else head.decode("utf-8", errors="replace")
     if not sample:
         return None

@@ -22,7 +22,7 @@ import pytest
 
 from tasks.fetch import HttpOptions, SourceSpec, fetch_url, fetch_urls, list_directory, parse_dump_lines, read_local_file
 from tasks.http_fetch import parse_retry_after
-from tasks.http_transport import GuardedBackend
+from tasks.http_transport import GuardedBackend, guarded_transport
 from tasks.netguard import FetchPolicy, Refused
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
 from tasks.urls import url_origin
@@ -155,6 +155,20 @@ def test_the_connection_itself_is_refused_for_private_addresses(site):
     # The second line of defence (DNS rebinding): the socket is opened only to checked addresses.
     with pytest.raises(Refused, match="loopback"):
         GuardedBackend(FetchPolicy()).connect_tcp("localhost", site.server.server_address[1], timeout=1)
+
+
+def test_dns_rebinding_between_check_and_connect_is_refused(site):
+    # The URL check is told "localhost" is public; the real resolver at connect time says loopback.
+    site.page("/p", PAGE)
+    port = site.server.server_address[1]
+
+    def public_once(host, port, type=0):  # noqa: A002 - getaddrinfo's keyword
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    with httpx.Client(transport=guarded_transport(FetchPolicy(), httpx.Limits())) as client:
+        out = fetch_url(client, f"http://localhost:{port}/p", None, HttpOptions(retries=1), resolve=public_once)
+    assert failed(out, "refused: localhost (", "is a loopback address")
+    assert site.hits == {}
 
 
 # --------------------------------------------------------------------------- retries, Retry-After, deadline
