@@ -56,7 +56,10 @@ def classify_source(spec: str) -> SourceSpec:
         scheme = spec.split("://", 1)[0].lower()
         if scheme not in ("http", "https"):
             raise ValueError(f"source {spec!r}: only http:// and https:// URLs are fetched (got {scheme}://)")
-        url = canonical_url(spec)
+        try:
+            url = canonical_url(spec)
+        except ValueError as exc:  # a bad port or IPv6 literal: say which source, not just why
+            raise ValueError(f"source {spec[:200]!r}: invalid URL ({exc}); check the host and port") from exc
         return SourceSpec(url, "url", url_origin(url))
     path = Path(spec).expanduser()
     if not path.exists():

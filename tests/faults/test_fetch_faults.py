@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.fetch import HttpOptions, SourceSpec, fetch_url, fetch_urls, list_directory, parse_dump_lines, read_local_file
+from tasks.fetch import HttpOptions, SourceSpec, classify_source, fetch_url, fetch_urls, list_directory, parse_dump_lines, read_local_file
 from tasks.http_fetch import parse_retry_after
 from tasks.http_transport import GuardedBackend, guarded_transport
 from tasks.netguard import FetchPolicy, Refused
@@ -93,6 +93,12 @@ def test_an_unparseable_url_is_a_failure_not_an_exception():
     outs = fetch_urls(["http://[::1", "http://example.org:99999/", "not a url"], {}, OPTS)
     assert all(isinstance(o, FetchFailure) for o in outs)
     assert [o.doc_id for o in outs] == ["http://[::1", "http://example.org:99999/", "not a url"]
+
+
+@pytest.mark.parametrize("spec", ["http://example.org:99999/", "http://[::1/"])
+def test_classifying_an_unparseable_url_source_names_it(spec):
+    with pytest.raises(ValueError, match=r"invalid URL .*check the host and port"):
+        classify_source(spec)
 
 
 def test_any_unexpected_error_of_one_url_is_its_failure(site):
@@ -276,9 +282,16 @@ def test_control_characters_without_nul_are_not_text(site):
     assert failed(fetch(site.page("/ctl", body, content_type="text/plain")), "binary content", "control characters")
 
 
-def test_a_latin1_page_is_still_text(site):
-    body = ("<p>" + "Café à la crème, déjà vu près de l'hôtel. " * 40 + "</p>").encode("latin-1")
-    assert isinstance(fetch(site.page("/latin1", body, content_type="text/html")), Article)
+def test_legacy_charsets_and_utf16_are_still_text(site):
+    latin1 = ("<p>" + "Café à la crème, déjà vu près de l'hôtel. " * 40 + "</p>").encode("latin-1")
+    cyrillic = ("<p>" + "Москва — столица России, крупнейший город страны. " * 40 + "</p>").encode("cp1251")
+    utf16 = ("<p>" + "Paris is the capital of France. " * 40 + "</p>").encode("utf-16")  # with a BOM: NULs galore
+    urls = [site.page("/latin1", latin1, content_type="text/html"),
+            site.page("/ru", cyrillic, content_type="text/html; charset=windows-1251"),
+            site.page("/u16", utf16, content_type="text/html")]
+    outs = fetch_urls(urls, {}, OPTS)
+    assert [type(o).__name__ for o in outs] == ["Article"] * 3, outs
+    assert "Москва" in outs[1].body and "Paris" in outs[2].body
 
 
 # --------------------------------------------------------------------------- local files, directories, dumps
