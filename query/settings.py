@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Mode = Literal["dense", "lexical", "hybrid"]
@@ -49,6 +50,28 @@ class Settings(BaseSettings):
     fetch_concurrency: int = Field(8, ge=1)
     fetch_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     user_agent: str = "corpus-search/0.1 (+https://pypi.org/project/corpus-search/)"
+    fetch_deadline_s: float = Field(60.0, gt=0, description="overall budget per URL: all attempts, redirects, waits")
+    fetch_retry_after_max_s: float = Field(
+        30.0, ge=0, description="longest Retry-After honoured on 429/503; a longer one fails the URL at once")
+    fetch_allow_private: bool = Field(
+        False, description="fetch loopback, private, link-local and cloud-metadata addresses (off: SSRF-safe)")
+    # NoDecode: read "a.org,b.org" as well as a JSON list (see _host_list).
+    fetch_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="if set, fetch only these hosts and their subdomains")
+    fetch_denied_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="never fetch these hosts nor their subdomains")
+    follow_symlinks: bool = Field(False, description="follow symbolic links that lead outside a directory source")
+
+    @field_validator("fetch_allowed_hosts", "fetch_denied_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value):
+        """Accept a JSON list or a comma-separated string of host names."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [h.strip() for h in text.split(",") if h.strip()]
+        return value
 
     # indexing
     # From benchmarks/ann_recall.py: exact search passes ~20 ms near 20k rows; IVF_SQ with sqrt(n)

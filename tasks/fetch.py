@@ -1,6 +1,8 @@
 """Sources → Article records: http(s) URLs (httpx), local files and directories, JSONL dumps.
 
-Pure functions over plain data; the Prefect shells live in ``tasks/stages.py``.
+Pure functions over plain data; the Prefect shells live in ``tasks/stages.py``. The HTTP side
+lives in ``tasks/http_fetch.py`` (re-exported here); every source yields one outcome per article,
+and a bad article is that article's FetchFailure, never an exception that stops the run.
 """
 
 from __future__ import annotations
@@ -9,27 +11,29 @@ import gzip
 import io
 import json
 import logging
-import time
+import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
-from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
+from tasks.http_fetch import HTML_TYPES, RETRY_STATUS, TEXT_TYPES, FetchOutcome, HttpOptions, fetch_url, fetch_urls
+from tasks.records import Article, FetchFailure
+from tasks.sniff import binary_reason, binary_signature
+from tasks.urls import canonical_url, url_origin
 
 log = logging.getLogger(__name__)
 
 LOCAL_SUFFIXES = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown", ".txt": "text"}
-HTML_TYPES = {"text/html", "application/xhtml+xml"}
-TEXT_TYPES = {"text/plain": "text", "text/markdown": "markdown", "text/x-markdown": "markdown"}
-RETRY_STATUS = {429, 500, 502, 503, 504}
+
+__all__ = [
+    "HTML_TYPES", "LOCAL_SUFFIXES", "RETRY_STATUS", "TEXT_TYPES", "FetchOutcome", "HttpOptions", "SourceSpec",
+    "canonical_url", "classify_source", "fetch_url", "fetch_urls", "iter_local_source", "list_directory",
+    "open_text", "parse_dump_line", "parse_dump_lines", "read_local_file", "url_origin",
+]
 
 SourceKind = Literal["url", "file", "directory", "jsonl"]
-FetchOutcome = Article | NotModified | FetchFailure
 
 
 @dataclass(frozen=True)
@@ -46,28 +50,16 @@ class SourceSpec:
         return self.kind != "url"
 
 
-def canonical_url(url: str) -> str:
-    """Lower-case scheme and host, drop the fragment and default ports: one URL, one doc_id."""
-    parts = urlsplit(url.strip())
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    if port and not ((parts.scheme == "http" and port == 80) or (parts.scheme == "https" and port == 443)):
-        host = f"{host}:{port}"
-    return urlunsplit((parts.scheme.lower(), host, parts.path or "/", parts.query, ""))
-
-
-def url_origin(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
-
-
 def classify_source(spec: str) -> SourceSpec:
     """Say what kind of source ``spec`` is. Unknown URL schemes and missing paths are clear errors."""
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
         if scheme not in ("http", "https"):
             raise ValueError(f"source {spec!r}: only http:// and https:// URLs are fetched (got {scheme}://)")
-        url = canonical_url(spec)
+        try:
+            url = canonical_url(spec)
+        except ValueError as exc:  # a bad port or IPv6 literal: say which source, not just why
+            raise ValueError(f"source {spec[:200]!r}: invalid URL ({exc}); check the host and port") from exc
         return SourceSpec(url, "url", url_origin(url))
     path = Path(spec).expanduser()
     if not path.exists():
@@ -89,33 +81,94 @@ def classify_source(spec: str) -> SourceSpec:
 # --------------------------------------------------------------------------- local files
 
 
-def read_local_file(path: Path, *, doc_id: str, source: str) -> Article | FetchFailure:
-    """Read one local file as an Article (bytes are decoded later, with charset detection for HTML)."""
+def _setting(name: str):
+    """A setting's value from the environment, for callers that pass no explicit option."""
+    from query.settings import get_settings
+
+    return getattr(get_settings(), name)
+
+
+def read_local_file(path: Path, *, doc_id: str, source: str, max_bytes: int | None = None) -> Article | FetchFailure:
+    """Read one local file as an Article (bytes are decoded later, with charset detection for HTML).
+
+    Files over ``max_bytes`` (default: ``fetch_max_bytes``), non-regular files (a FIFO would block,
+    a device never ends) and binary content are failures, so the file's old rows are kept.
+    """
     kind = LOCAL_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         return FetchFailure(doc_id, source, f"unsupported file type {path.suffix!r}")
+    limit = _setting("fetch_max_bytes") if max_bytes is None else max_bytes
     try:
-        raw = path.read_bytes()
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            return FetchFailure(doc_id, source, f"{path} is not a regular file")
+        if info.st_size > limit:
+            return FetchFailure(doc_id, source, f"{path} is {info.st_size} bytes, over the limit of {limit} "
+                                "(raise CORPUS_SEARCH_FETCH_MAX_BYTES to index it)")
+        with open(path, "rb") as fh:
+            raw = fh.read(limit + 1)  # the file may have grown since stat()
     except OSError as exc:
         return FetchFailure(doc_id, source, f"cannot read {path}: {exc.strerror or exc}")
+    if len(raw) > limit:
+        return FetchFailure(doc_id, source, f"{path} is over the limit of {limit} bytes "
+                            "(raise CORPUS_SEARCH_FETCH_MAX_BYTES to index it)")
+    if why := binary_signature(raw):
+        return FetchFailure(doc_id, source, f"{path}: binary content, not text ({why})")
     if kind == "html":
         from tasks.html import decode_body
 
         body = decode_body(raw)
     else:
         body = raw.decode("utf-8", errors="replace")
+    if why := binary_reason(raw, body):
+        return FetchFailure(doc_id, source, f"{path}: binary content, not text ({why})")
     return Article(doc_id=doc_id, source=source, title="", body=body, kind=kind)  # type: ignore[arg-type]
 
 
-def list_directory(root: Path) -> list[str]:
-    """Relative POSIX paths of every supported file under ``root``, sorted; hidden files and folders skipped."""
-    return sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in LOCAL_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)  # .git and friends
-    )
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)  # .git and friends
+
+
+def list_directory(root: Path, *, follow_symlinks: bool | None = None) -> list[str]:
+    """Relative POSIX paths of every supported file under ``root``, sorted; hidden files and folders skipped.
+
+    Symbolic links that lead outside ``root`` are skipped (files) and not descended (folders) unless
+    ``follow_symlinks`` (default: the ``follow_symlinks`` setting); links within the tree are fine.
+    Walking never follows a folder link twice, so link loops end.
+    """
+    follow = _setting("follow_symlinks") if follow_symlinks is None else follow_symlinks
+    real_root = root.resolve()
+
+    def inside(p: Path) -> bool:
+        try:
+            return follow or p.resolve().is_relative_to(real_root)
+        except (OSError, RuntimeError):  # a broken or looping link
+            return False
+
+    found: list[str] = []
+    visited: set[Path] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            real = folder.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if real in visited:  # a loop, or a second link to the same folder
+            continue
+        visited.add(real)
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+            base = Path(dirpath)
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for d in dirnames:
+                if (base / d).is_symlink() and inside(base / d):
+                    stack.append(base / d)  # os.walk does not enter links: walk it on its own
+            for name in filenames:
+                p = base / name
+                rel = p.relative_to(root)
+                if p.suffix.lower() in LOCAL_SUFFIXES and not _hidden(rel) and p.is_file() and inside(p):
+                    found.append(rel.as_posix())
+    return sorted(set(found))
 
 
 def iter_directory(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
@@ -157,15 +210,28 @@ def parse_dump_line(obj: Mapping, *, source: str) -> Article:
     )
 
 
-def parse_dump_lines(spec: SourceSpec, lines: Iterable[tuple[int, str]]) -> list[Article | FetchFailure]:
-    """Parse numbered JSONL lines of a dump; a malformed line becomes a failure naming file:line."""
+def parse_dump_lines(
+    spec: SourceSpec, lines: Iterable[tuple[int, str]], *, max_bytes: int | None = None
+) -> list[Article | FetchFailure]:
+    """Parse numbered JSONL lines of a dump; a malformed, oversized or too deeply nested line becomes a
+    failure naming file:line, never an exception (the other lines are still indexed)."""
     path = Path(spec.root)
+    limit = _setting("fetch_max_bytes") if max_bytes is None else max_bytes
     out: list[Article | FetchFailure] = []
     for lineno, line in lines:
+        where = f"{path}:{lineno}"
         try:
-            out.append(parse_dump_line(json.loads(line), source=spec.root))
-        except (ValueError, TypeError) as exc:
-            out.append(FetchFailure(f"{path.name}:{lineno}", spec.root, f"{path}:{lineno}: {exc}"))
+            if len(line) > limit:  # characters >= bytes/4: cheap, and a fair bound on work
+                raise ValueError(f"line of {len(line)} characters is over the limit of {limit} "
+                                 "(CORPUS_SEARCH_FETCH_MAX_BYTES)")
+            obj = json.loads(line)
+            if not isinstance(obj, Mapping):
+                raise ValueError(f"a record must be a JSON object, not {type(obj).__name__}")
+            out.append(parse_dump_line(obj, source=spec.root))
+        except RecursionError:
+            out.append(FetchFailure(f"{path.name}:{lineno}", spec.root, f"{where}: JSON nested too deeply"))
+        except Exception as exc:  # noqa: BLE001 - one bad line never aborts the dump
+            out.append(FetchFailure(f"{path.name}:{lineno}", spec.root, f"{where}: {exc}"))
     return out
 
 
@@ -188,118 +254,3 @@ def iter_local_source(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
         yield read_local_file(path, doc_id=path.name, source=spec.root)
     else:
         raise ValueError(f"{spec.spec!r} is not a local source")
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-@dataclass(frozen=True)
-class HttpOptions:
-    timeout_s: float = 20.0
-    retries: int = 3
-    concurrency: int = 8
-    max_bytes: int = 10 * 1024 * 1024
-    user_agent: str = "corpus-search"
-    backoff_s: float = 0.5
-
-    @classmethod
-    def from_settings(cls, settings) -> HttpOptions:
-        """The fetch options of a ``query.settings.Settings``."""
-        return cls(
-            timeout_s=settings.fetch_timeout_s,
-            retries=settings.fetch_retries,
-            concurrency=settings.fetch_concurrency,
-            max_bytes=settings.fetch_max_bytes,
-            user_agent=settings.user_agent,
-        )
-
-
-class _Retryable(Exception):
-    """A transient failure (I/O error, 5xx, 429): worth another try after a back-off."""
-
-
-def _media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def _fetch_once(client: httpx.Client, url: str, state: ArticleState | None, opts: HttpOptions) -> FetchOutcome:
-    source = url_origin(url)
-    headers = {}
-    if state is not None:
-        if state.etag:
-            headers["If-None-Match"] = state.etag
-        if state.last_modified:
-            headers["If-Modified-Since"] = state.last_modified
-    try:
-        with client.stream("GET", url, headers=headers) as resp:
-            if resp.status_code == 304:
-                return NotModified(url, source)
-            if resp.status_code in RETRY_STATUS:
-                raise _Retryable(f"HTTP {resp.status_code}")
-            if resp.status_code >= 400:
-                return FetchFailure(url, source, f"HTTP {resp.status_code}")
-            ctype = resp.headers.get("content-type")
-            media = _media_type(ctype)
-            if media and media not in HTML_TYPES and media not in TEXT_TYPES:
-                return FetchFailure(url, source, f"unsupported content type {media!r} (expected HTML or text)")
-            declared = resp.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > opts.max_bytes:
-                return FetchFailure(url, source, f"response of {int(declared)} bytes exceeds the limit of {opts.max_bytes}")
-            chunks, size = [], 0
-            for chunk in resp.iter_bytes():
-                size += len(chunk)
-                if size > opts.max_bytes:
-                    return FetchFailure(url, source, f"response exceeds the limit of {opts.max_bytes} bytes")
-                chunks.append(chunk)
-            raw = b"".join(chunks)
-    except (httpx.TransportError, httpx.DecodingError) as exc:
-        raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
-    if media in TEXT_TYPES:
-        kind, body = TEXT_TYPES[media], raw.decode(resp.charset_encoding or "utf-8", errors="replace")
-    else:
-        from tasks.html import decode_body
-
-        kind, body = "html", decode_body(raw, ctype)
-    return Article(
-        doc_id=url,
-        source=source,
-        title="",
-        body=body,
-        kind=kind,  # type: ignore[arg-type]
-        etag=resp.headers.get("etag"),
-        last_modified=resp.headers.get("last-modified"),
-    )
-
-
-def fetch_url(client: httpx.Client, url: str, state: ArticleState | None, opts: HttpOptions) -> FetchOutcome:
-    """GET one URL conditionally, retrying I/O errors and 5xx with exponential back-off."""
-    attempt = 0
-    while True:
-        try:
-            return _fetch_once(client, url, state, opts)
-        except _Retryable as exc:
-            if attempt >= opts.retries:
-                return FetchFailure(url, url_origin(url), f"{exc} (after {attempt + 1} attempts)")
-            delay = opts.backoff_s * 2**attempt
-            log.info("retrying %s in %.1fs: %s", url, delay, exc)
-            time.sleep(delay)
-            attempt += 1
-
-
-def fetch_urls(urls: Iterable[str], states: Mapping[str, ArticleState], opts: HttpOptions) -> list[FetchOutcome]:
-    """Fetch ``urls`` with bounded concurrency; results keep the input order. Never raises per URL."""
-    urls = list(urls)
-    limits = httpx.Limits(max_connections=opts.concurrency, max_keepalive_connections=opts.concurrency)
-    with httpx.Client(
-        timeout=httpx.Timeout(opts.timeout_s),
-        limits=limits,
-        follow_redirects=True,
-        max_redirects=5,
-        headers={"User-Agent": opts.user_agent},
-    ) as client:
-        with ThreadPoolExecutor(max_workers=opts.concurrency) as pool:
-            futures = [
-                pool.submit(fetch_url, client, url, states.get(article_key(url_origin(url), url)), opts)
-                for url in urls
-            ]
-            return [f.result() for f in futures]

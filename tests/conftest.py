@@ -41,6 +41,9 @@ class Route:
     etag: bool = True
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    drip_s: float = 0.0  # pause before each byte of the body: a slow-loris server
+    raw: bytes | None = None  # sent verbatim instead of a response (status line and headers included)
+    then: Route | None = None  # served from the next request on (e.g. a 429, then the page)
 
 
 class Site:
@@ -62,8 +65,14 @@ class Site:
                 if route is None:
                     self.send_error(404)
                     return
+                if route.then is not None:
+                    site.routes[self.path] = route.then
                 if route.delay_s:
                     threading.Event().wait(route.delay_s)
+                if route.raw is not None:
+                    self.close_connection = True
+                    self.send_bytes(route.raw, route.drip_s)
+                    return
                 etag = '"' + hashlib.sha1(route.body).hexdigest() + '"'
                 if route.etag and route.status == 200 and self.headers.get("If-None-Match") == etag:
                     site.not_modified[self.path] = site.not_modified.get(self.path, 0) + 1
@@ -78,14 +87,24 @@ class Site:
                 for k, v in route.headers.items():
                     self.send_header(k, v)
                 self.end_headers()
+                self.send_bytes(route.body, route.drip_s)
+
+            def send_bytes(self, data: bytes, drip_s: float) -> None:
+                """Write ``data`` at once, or byte by byte ``drip_s`` apart; a client that hung up ends it."""
+                step = 1 if drip_s else max(len(data), 1)
                 try:
-                    self.wfile.write(route.body)
+                    for i in range(0, len(data), step):
+                        if drip_s:
+                            threading.Event().wait(drip_s)
+                        self.wfile.write(data[i : i + step])
+                        self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: close() waits for it, once per test.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     @property
@@ -129,10 +148,12 @@ def html_page(title: str, paragraphs: list[str]) -> str:
 
 @pytest.fixture
 def run_index(prefect_harness, db_uri):
-    """Run the real index-corpus flow and return its summary dict."""
+    """Run the real index-corpus flow and return its summary dict (private addresses allowed, for ``site``)."""
     from flows.index_corpus import index_corpus
 
     def run(sources: list[str], collection: str = "test", **kw) -> dict:
+        # Tests fetch from their own 127.0.0.1 server, which the safe default refuses: allow it here.
+        kw["settings_overrides"] = {"fetch_allow_private": True, **(kw.get("settings_overrides") or {})}
         return index_corpus([str(s) for s in sources], collection=collection, db_uri=kw.pop("db", db_uri), **kw)
 
     return run

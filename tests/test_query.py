@@ -166,8 +166,11 @@ def test_rank_passages_scores_every_passage_with_the_cross_encoder(cross_encoder
     assert [h.rank for h in hits] == [1, 2, 3] and all(0 <= h.score <= 1 for h in hits)
 
 
-def test_search_document_ranks_paragraphs_of_a_served_page(site, cross_encoder_path, capsys, monkeypatch):
+def test_search_document_ranks_paragraphs_of_a_served_page(site, cross_encoder_path, capsys, monkeypatch, request):
     from corpus_search.cli import main
+    from query.settings import get_settings
+
+    request.addfinalizer(get_settings.cache_clear)  # do not leak the allowed-private settings
 
     paragraphs = [
         "Europe is a continent located entirely in the Northern Hemisphere and mostly in the Eastern Hemisphere.",
@@ -175,6 +178,8 @@ def test_search_document_ranks_paragraphs_of_a_served_page(site, cross_encoder_p
         "The European Union is a political and economic union of member states in Europe.",
     ]
     url = site.page("/europe.html", html_page("Europe", paragraphs))
+    monkeypatch.setenv("CORPUS_SEARCH_FETCH_ALLOW_PRIVATE", "true")  # the test server is on 127.0.0.1
+    get_settings.cache_clear()
     assert main(["search-document", url, "Where is Europe?", "-k", "2", "--json", "--cross-encoder", cross_encoder_path]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["reranked"] is True and len(out["hits"]) == 2

@@ -1,0 +1,287 @@
+"""http(s) URLs → Article records: conditional, retried, bounded in size and time, and SSRF-safe.
+
+Every URL ends as an Article, NotModified or FetchFailure; nothing a server or a URL does can
+raise out of ``fetch_urls`` and abort the other URLs of a run. Redirects are followed here,
+not by httpx, so that each hop is checked against the fetch policy before it is requested.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin
+
+import httpx
+
+from tasks.http_transport import deadline, guarded_transport
+from tasks.netguard import FetchPolicy, Refused, Resolver, check_url
+from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
+from tasks.sniff import binary_reason, binary_signature
+from tasks.urls import url_origin
+
+log = logging.getLogger(__name__)
+
+HTML_TYPES = {"text/html", "application/xhtml+xml"}
+TEXT_TYPES = {"text/plain": "text", "text/markdown": "markdown", "text/x-markdown": "markdown"}
+RETRY_STATUS = {429, 500, 502, 503, 504}
+RETRY_AFTER_STATUS = {429, 503}
+REDIRECT_STATUS = {301, 302, 303, 307, 308}
+
+FetchOutcome = Article | NotModified | FetchFailure
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    timeout_s: float = 20.0
+    retries: int = 3
+    concurrency: int = 8
+    max_bytes: int = 10 * 1024 * 1024
+    user_agent: str = "corpus-search"
+    backoff_s: float = 0.5
+    deadline_s: float = 60.0  # per URL: every attempt, redirect and back-off included
+    retry_after_max_s: float = 30.0
+    max_redirects: int = 5
+    allow_private: bool = False
+    allowed_hosts: tuple[str, ...] = field(default=())
+    denied_hosts: tuple[str, ...] = field(default=())
+
+    @property
+    def policy(self) -> FetchPolicy:
+        """Which hosts and addresses may be contacted."""
+        return FetchPolicy(self.allow_private, tuple(self.allowed_hosts), tuple(self.denied_hosts))
+
+    @classmethod
+    def from_settings(cls, settings) -> HttpOptions:
+        """The fetch options of a ``query.settings.Settings``."""
+        return cls(
+            timeout_s=settings.fetch_timeout_s,
+            retries=settings.fetch_retries,
+            concurrency=settings.fetch_concurrency,
+            max_bytes=settings.fetch_max_bytes,
+            user_agent=settings.user_agent,
+            deadline_s=settings.fetch_deadline_s,
+            retry_after_max_s=settings.fetch_retry_after_max_s,
+            allow_private=settings.fetch_allow_private,
+            allowed_hosts=tuple(settings.fetch_allowed_hosts),
+            denied_hosts=tuple(settings.fetch_denied_hosts),
+        )
+
+
+class _Retryable(Exception):
+    """A transient failure (I/O error, 5xx, 429): worth another try after a back-off."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Failed(Exception):
+    """A permanent failure of this URL (bad redirect, invalid URL, ...): retrying cannot help."""
+
+
+class _DeadlinePassed(Exception):
+    """The URL's overall time budget ran out."""
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _read_body(resp: httpx.Response, opts: HttpOptions, until: float) -> bytes:
+    declared = resp.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > opts.max_bytes:
+        raise _Failed(f"response of {int(declared)} bytes exceeds the limit of {opts.max_bytes} (CORPUS_SEARCH_FETCH_MAX_BYTES)")
+    chunks, size = [], 0
+    for chunk in resp.iter_bytes():
+        size += len(chunk)
+        if size > opts.max_bytes:
+            raise _Failed(f"response exceeds the limit of {opts.max_bytes} bytes (CORPUS_SEARCH_FETCH_MAX_BYTES)")
+        if time.monotonic() > until:  # a drip must not be indexed truncated
+            raise _DeadlinePassed
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, until: float, conditional: bool) -> FetchOutcome:
+    """The outcome of a final (non-redirect) response."""
+    code = resp.status_code
+    if code == 304:
+        if not conditional:  # nothing indexed to keep: "unchanged" would silently index nothing
+            raise _Failed("HTTP 304 without a conditional request (the page was never indexed)")
+        return NotModified(url, source)
+    if code in RETRY_STATUS:
+        after = parse_retry_after(resp.headers.get("retry-after")) if code in RETRY_AFTER_STATUS else None
+        raise _Retryable(f"HTTP {code}", retry_after=after)
+    if code >= 300 or code < 200:
+        raise _Failed(f"HTTP {code}")
+    ctype = resp.headers.get("content-type")
+    media = _media_type(ctype)
+    if media and media not in HTML_TYPES and media not in TEXT_TYPES:
+        raise _Failed(f"unsupported content type {media!r} (expected HTML or text)")
+    raw = _read_body(resp, opts, until)
+    if not raw.strip():  # indexing it would delete the article's rows
+        raise _Failed(f"empty response ({len(raw)} bytes); the previously indexed rows are kept")
+    if why := binary_signature(raw):
+        raise _Failed(f"binary content, not text ({why})")
+    if media in TEXT_TYPES:
+        kind, body = TEXT_TYPES[media], raw.decode(resp.charset_encoding or "utf-8", errors="replace")
+    else:
+        from tasks.html import decode_body
+
+        kind, body = "html", decode_body(raw, ctype)
+    if why := binary_reason(raw, body):
+        raise _Failed(f"binary content, not text ({why})")
+    if not body.strip():
+        raise _Failed("empty response (whitespace only); the previously indexed rows are kept")
+    return Article(
+        doc_id=url,
+        source=source,
+        title="",
+        body=body,
+        kind=kind,  # type: ignore[arg-type]
+        etag=resp.headers.get("etag"),
+        last_modified=resp.headers.get("last-modified"),
+    )
+
+
+_LOCATION = "x-corpus-search-location"
+
+
+def _own_redirects(response: httpx.Response) -> None:
+    """Response hook: hide ``Location`` from httpx, which otherwise parses it into a ``next_request``
+    even with ``follow_redirects=False`` and raises on a bad one before we can check and report it."""
+    if "location" in response.headers:
+        response.headers[_LOCATION] = response.headers["location"]
+        del response.headers["location"]
+
+
+def _fetch_once(client: httpx.Client, url: str, source: str, state: ArticleState | None, opts: HttpOptions,
+                until: float, resolve: Resolver) -> FetchOutcome:
+    """One attempt: follow up to ``max_redirects`` redirects, checking every hop against the policy."""
+    headers = {}
+    if state is not None:
+        if state.etag:
+            headers["If-None-Match"] = state.etag
+        if state.last_modified:
+            headers["If-Modified-Since"] = state.last_modified
+    current = url
+    for _hop in range(opts.max_redirects + 1):
+        try:
+            check_url(current, opts.policy, resolve)
+        except OSError as exc:  # DNS failure: transient
+            raise _Retryable(f"cannot resolve the host of {current}: {exc}") from exc
+        left = until - time.monotonic()
+        if left <= 0:
+            raise _DeadlinePassed
+        try:
+            with client.stream("GET", current, headers=headers, timeout=min(opts.timeout_s, left)) as resp:
+                if resp.status_code in REDIRECT_STATUS:
+                    location = resp.headers.get(_LOCATION) or resp.headers.get("location")
+                    if not location:
+                        raise _Failed(f"HTTP {resp.status_code} redirect without a Location header")
+                    current = urljoin(current, location.strip())
+                    continue
+                return _article(url, source, resp, opts, until, conditional=bool(headers))
+        except httpx.UnsupportedProtocol as exc:
+            raise _Failed(f"unsupported URL scheme: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            raise _Failed(f"invalid URL: {exc}") from exc
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            if time.monotonic() >= until:
+                raise _DeadlinePassed from exc
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        except httpx.DecodingError as exc:
+            raise _Failed(f"cannot decode the response: {exc}") from exc
+    raise _Failed(f"too many redirects (more than {opts.max_redirects})")
+
+
+def _safe_origin(url: str) -> str:
+    try:
+        return url_origin(url)
+    except ValueError:  # an unparseable URL is its own source
+        return url
+
+
+def fetch_url(client: httpx.Client, url: str, state: ArticleState | None, opts: HttpOptions,
+              *, resolve: Resolver = socket.getaddrinfo) -> FetchOutcome:
+    """GET one URL conditionally within ``opts.deadline_s``; retries transport errors, 5xx and 429
+    with exponential back-off (or the server's ``Retry-After``). Never raises."""
+    source = _safe_origin(url)
+    until = time.monotonic() + opts.deadline_s
+    expired = f"no complete response within the fetch deadline of {opts.deadline_s:g}s (CORPUS_SEARCH_FETCH_DEADLINE_S)"
+    attempt = 0
+    with deadline(until):
+        while True:
+            try:
+                return _fetch_once(client, url, source, state, opts, until, resolve)
+            except (Refused, _Failed) as exc:
+                return FetchFailure(url, source, str(exc))
+            except _DeadlinePassed:
+                return FetchFailure(url, source, expired)
+            except _Retryable as exc:
+                if attempt >= opts.retries:
+                    return FetchFailure(url, source, f"{exc} (after {attempt + 1} attempts)")
+                delay = opts.backoff_s * 2**attempt
+                if exc.retry_after is not None:
+                    if exc.retry_after > opts.retry_after_max_s:
+                        return FetchFailure(url, source, f"{exc}: the server asks to retry after {exc.retry_after:g}s, "
+                                            f"more than CORPUS_SEARCH_FETCH_RETRY_AFTER_MAX_S={opts.retry_after_max_s:g}")
+                    delay = exc.retry_after
+                if time.monotonic() + delay >= until:
+                    return FetchFailure(url, source, f"{exc}; a retry in {delay:g}s would pass the fetch deadline "
+                                        f"of {opts.deadline_s:g}s (CORPUS_SEARCH_FETCH_DEADLINE_S)")
+                log.warning("retrying %s in %.1fs (attempt %d of %d): %s", url, delay, attempt + 2, opts.retries + 1, exc)
+                time.sleep(delay)
+                attempt += 1
+            except Exception as exc:  # anything else is this URL's failure, never the run's
+                if time.monotonic() >= until:
+                    return FetchFailure(url, source, expired)
+                log.warning("fetching %s failed unexpectedly", url, exc_info=True)
+                return FetchFailure(url, source, f"{type(exc).__name__}: {exc}")
+
+
+def _fetch_guarded(client: httpx.Client, url: str, states: Mapping[str, ArticleState], opts: HttpOptions) -> FetchOutcome:
+    """``fetch_url`` with even the state lookup inside the safety net (a bad URL can fail to parse)."""
+    try:
+        return fetch_url(client, url, states.get(article_key(_safe_origin(url), url)), opts)
+    except Exception as exc:  # noqa: BLE001 - one URL never aborts the batch
+        return FetchFailure(url, _safe_origin(url), f"{type(exc).__name__}: {exc}")
+
+
+def fetch_urls(urls: Iterable[str], states: Mapping[str, ArticleState], opts: HttpOptions) -> list[FetchOutcome]:
+    """Fetch ``urls`` with bounded concurrency; results keep the input order. Never raises per URL."""
+    urls = list(urls)
+    limits = httpx.Limits(max_connections=opts.concurrency, max_keepalive_connections=opts.concurrency)
+    with httpx.Client(
+        timeout=httpx.Timeout(opts.timeout_s),
+        limits=limits,
+        follow_redirects=False,  # followed by _fetch_once, which checks every hop
+        headers={"User-Agent": opts.user_agent},
+        transport=guarded_transport(opts.policy, limits),
+        event_hooks={"response": [_own_redirects]},
+    ) as client:
+        with ThreadPoolExecutor(max_workers=opts.concurrency) as pool:
+            futures = [pool.submit(_fetch_guarded, client, url, states, opts) for url in urls]
+            return [f.result() for f in futures]

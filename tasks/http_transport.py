@@ -1,0 +1,122 @@
+"""An httpx transport that enforces the fetch policy where the socket is opened, and a per-URL deadline.
+
+Two holes a URL-level check leaves open are closed here:
+
+* DNS rebinding: a name can resolve to a public address when checked and to ``127.0.0.1`` when
+  httpx connects. So the backend resolves once, checks every address, and connects to those
+  very addresses (TLS still verifies and sends SNI for the original host name).
+* Slow drips: httpx timeouts bound each read, not the whole response, so a server sending one
+  byte every half second holds a fetch forever. Every read and connect is bounded by the time
+  left before the current fetch's deadline (set per thread by the fetcher).
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+import typing
+
+import httpcore
+import httpx
+
+from tasks.netguard import FetchPolicy, resolve_checked
+
+_local = threading.local()
+
+
+class deadline:  # noqa: N801 - used as a context manager, reads like a function
+    """Bound every network wait of this thread to ``at`` (a ``time.monotonic()`` instant)."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __enter__(self) -> deadline:
+        self.previous = getattr(_local, "deadline", None)
+        _local.deadline = self.at
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _local.deadline = self.previous
+
+
+def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
+    """``timeout`` shortened to what is left of this thread's deadline; raises ``error`` once it passed."""
+    at = getattr(_local, "deadline", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise error("the fetch deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every read and write respects the fetch deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(inner)
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """Resolve, check and connect to the checked addresses only; bound everything by the deadline."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self.policy = policy
+        self._sync = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
+        timeout = _bounded(timeout, httpcore.ConnectTimeout)
+        if self.policy.allow_private:
+            return _DeadlineStream(self._sync.connect_tcp(host, port, timeout, local_address, socket_options))
+        try:
+            addresses = resolve_checked(host, port, self.policy)  # raises Refused, never retried
+        except OSError as exc:  # DNS failure: transient, like any connect error
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        last: Exception | None = None
+        for addr in addresses:  # every address was checked, so any may be used
+            try:
+                return _DeadlineStream(self._sync.connect_tcp(addr, port, timeout, local_address, socket_options))
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        raise last or httpcore.ConnectError(f"{host} has no addresses")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def guarded_transport(policy: FetchPolicy, limits: httpx.Limits) -> httpx.HTTPTransport:
+    """An httpx transport whose connections go through ``GuardedBackend``."""
+    ssl_context = httpx.create_ssl_context()  # loading the CA bundle is slow: once per client
+    transport = httpx.HTTPTransport(verify=ssl_context, limits=limits)
+    # httpx has no public hook for the network backend; its pool is rebuilt with the same options.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=GuardedBackend(policy),
+    )
+    return transport
+
+
+__all__ = ["GuardedBackend", "deadline", "guarded_transport"]

@@ -1,0 +1,77 @@
+"""Tell binary content from text before it is parsed into hundreds of garbage paragraphs.
+
+A PDF or a PNG served as ``text/html`` (or saved as ``notes.txt``) decodes "fine" with
+replacement characters; indexing it would fill a collection with noise. Checks, cheapest first:
+known magic numbers, NUL bytes, then the share of control and undecodable characters.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+#: Bytes looked at: enough for every signature and a fair sample of the text.
+SNIFF_BYTES = 8192
+#: Above this share of control characters (C0 except whitespace, DEL) text is not text.
+MAX_CONTROL_SHARE = 0.05
+#: Above this share of control plus undecodable characters text is not text. Generous, because a
+#: latin-1 page read as utf-8 has a few percent of replacement characters and is still a page.
+MAX_BAD_SHARE = 0.30
+
+# Only signatures no text file starts with; other binary formats (bzip2, MP3, fonts, ...) start
+# with plain letters, and are caught by their NUL bytes instead.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "PDF"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"PK\x05\x06", "ZIP"),
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+    (b"\x7fELF", "ELF"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "OLE (old Office)"),
+    (b"\x00asm", "WebAssembly"),
+)
+_WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+_WHITESPACE_CONTROLS = {"\t", "\n", "\r", "\f", "\v", "\x1b"}  # ESC: ANSI colours in text logs
+
+
+def binary_signature(raw: bytes) -> str | None:
+    """The cheap, byte-level verdict (magic numbers, NUL bytes): call it before decoding, since
+    charset detection on a megabyte of binary is slow."""
+    head = raw[:SNIFF_BYTES]
+    stripped = head.lstrip()
+    for magic, name in _MAGIC:
+        if stripped.startswith(magic):
+            return f"{name} signature"
+    if (stripped[4:12] in (b"ftypisom", b"ftypmp42", b"ftypqt  ")) or (
+        stripped.startswith(b"RIFF") and stripped[8:12] in (b"WEBP", b"WAVE", b"AVI ")
+    ):
+        return "media container signature"
+    wide = head.startswith(_WIDE_BOMS)  # utf-16/32 text is full of NULs, legitimately
+    if not wide and b"\x00" in head:
+        return "NUL bytes"
+    return None
+
+
+def binary_reason(raw: bytes, text: str | None = None) -> str | None:
+    """Why ``raw`` is binary ("PDF signature", "NUL bytes", "40% control characters"), or None for text.
+
+    ``text`` is the decoded body when the caller has it (so a correctly detected legacy charset
+    is not mistaken for undecodable bytes); otherwise the head is read as utf-8.
+    """
+    if why := binary_signature(raw):
+        return why
+    head = raw[:SNIFF_BYTES]
+    sample = text[:SNIFF_BYTES] if text is not None else head.decode("utf-8", errors="replace")
+    if not sample:
+        return None
+    controls = sum(1 for c in sample if (c < " " and c not in _WHITESPACE_CONTROLS) or c == "\x7f")
+    bad = controls + sample.count("\ufffd")
+    if controls / len(sample) > MAX_CONTROL_SHARE:
+        return f"{controls / len(sample):.0%} control characters"
+    if bad / len(sample) > MAX_BAD_SHARE:
+        return f"{bad / len(sample):.0%} control or undecodable characters"
+    return None
