@@ -33,18 +33,28 @@ from tasks.lock import writer_lock
 from tasks.records import FetchFailure, NotModified, article_key
 
 
-def work_units(spec: SourceSpec, batch: int) -> Iterator[list]:
-    """Cheap enumeration of a source in batches: URLs, relative file paths, or (line number, line) pairs."""
+def work_units(spec: SourceSpec, batch: int, settings: Settings) -> Iterator[list]:
+    """Cheap enumeration of a source in batches: URLs, relative file paths, or (line number, line) pairs.
+
+    A dump line longer than ``fetch_max_bytes`` is cut there (and fails as oversized when parsed),
+    so one runaway line never has to fit in memory.
+    """
     if spec.kind == "file":
         yield [Path(spec.root).name]
     elif spec.kind == "directory":
-        paths = list_directory(Path(spec.root))
+        paths = list_directory(Path(spec.root), follow_symlinks=settings.follow_symlinks)
         for i in range(0, len(paths), batch):
             yield paths[i : i + batch]
     elif spec.kind == "jsonl":
+        limit = settings.fetch_max_bytes
         with open_text(Path(spec.root)) as fh:
             lines: list[tuple[int, str]] = []
-            for lineno, line in enumerate(fh, start=1):
+            lineno = 0
+            while line := fh.readline(limit + 1):
+                lineno += 1
+                if len(line) > limit and not line.endswith("\n"):
+                    while (rest := fh.readline(limit)) and not rest.endswith("\n"):
+                        pass  # skip the remainder of the oversized line
                 if line.strip():
                     lines.append((lineno, line))
                 if len(lines) >= batch:
@@ -180,7 +190,9 @@ def index_corpus(
             seen: set[str] = set()
             complete, enumerated = True, 0
             try:
-                units = list(work_units(spec, batch_articles)) if spec.kind == "directory" else work_units(spec, batch_articles)
+                units = work_units(spec, batch_articles, settings)
+                if spec.kind == "directory":
+                    units = list(units)  # list the whole tree first: an unreadable root fails before any write
                 for unit in units:
                     enumerated += len(unit)
                     # Everything this batch names counts as seen, even if the batch fails: a failed read
@@ -191,9 +203,9 @@ def index_corpus(
                     def work(unit=unit) -> None:
                         nonlocal complete
                         if spec.kind == "jsonl":
-                            outcomes = stages.parse_dump_batch(spec, unit)
+                            outcomes = stages.parse_dump_batch(spec, unit, settings)
                         else:
-                            outcomes = stages.read_file_batch(spec, unit)
+                            outcomes = stages.read_file_batch(spec, unit, settings)
                         fresh = []
                         for o in outcomes:
                             if isinstance(o, FetchFailure) and spec.kind == "jsonl":

@@ -62,19 +62,20 @@ def fetch_url_batch(urls: list[str], states: dict[str, ArticleState], settings: 
 
 
 @stage(name="read-files", retries=1, retry_delay_seconds=1)
-def read_file_batch(spec: SourceSpec, paths: list[str]) -> list:
-    """Read a batch of local files of a file or directory source."""
-    root, source = Path(spec.root), printable(spec.root)
+def read_file_batch(spec: SourceSpec, paths: list[str], settings: Settings) -> list:
+    """Read a batch of local files of a file or directory source (size-capped, binary sniffed)."""
+    root, source, cap = Path(spec.root), printable(spec.root), settings.fetch_max_bytes
     if spec.kind == "file":
-        return [read_local_file(root, doc_id=printable(root.name), source=source)]
+        return [read_local_file(root, doc_id=printable(root.name), source=source, max_bytes=cap)]
     # The path opens the file; the row names it printably (a non-UTF-8 name cannot be stored as is).
-    return [read_local_file(root / p, doc_id=printable(p), source=source) for p in paths]
+    return [read_local_file(root / p, doc_id=printable(p), source=source, max_bytes=cap) for p in paths]
 
 
 @stage(name="read-dump")
-def parse_dump_batch(spec: SourceSpec, lines: list[tuple[int, str]]) -> list:
+def parse_dump_batch(spec: SourceSpec, lines: list[tuple[int, str]], settings: Settings) -> list:
     """Parse a batch of JSONL dump lines; a malformed line is a failure that names file and line."""
-    return parse_dump_lines(spec, lines)
+    named = SourceSpec(spec.spec, spec.kind, printable(spec.root))
+    return parse_dump_lines(named, lines, max_bytes=settings.fetch_max_bytes)
 
 
 # --------------------------------------------------------------------------- split

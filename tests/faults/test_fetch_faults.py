@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.summary import NothingIndexedError
+
 from tasks.fetch import HttpOptions, SourceSpec, classify_source, fetch_url, fetch_urls, list_directory, parse_dump_lines, read_local_file
 from tasks.http_fetch import parse_retry_after
 from tasks.http_transport import GuardedBackend, guarded_transport
@@ -376,7 +378,9 @@ def test_flow_a_refused_url_fails_alone_and_the_local_directory_is_written(run_i
 
 
 def test_flow_the_safe_default_refuses_the_local_server(run_index, site, db_uri):
-    summary = run_index([site.page("/p", PAGE)], settings_overrides={"fetch_allow_private": False})
+    with pytest.raises(NothingIndexedError) as err:  # its only source was refused: the run is Failed
+        run_index([site.page("/p", PAGE)], settings_overrides={"fetch_allow_private": False})
+    summary = err.value.summary
     assert summary["articles_failed"] == 1
     assert "CORPUS_SEARCH_FETCH_ALLOW_PRIVATE=true" in summary["failures"][0]["error"]
     assert site.hits == {}
@@ -388,7 +392,9 @@ def test_flow_an_empty_200_keeps_the_articles_old_rows(run_index, site, db_uri):
     before = table_rows(db_uri)
     assert before
     site.page("/paris.html", b"")
-    summary = run_index([url])
+    with pytest.raises(NothingIndexedError) as err:
+        run_index([url])
+    summary = err.value.summary
     assert summary["articles_failed"] == 1 and "empty response" in summary["failures"][0]["error"]
     assert table_rows(db_uri) == before
 
