@@ -306,3 +306,28 @@ def test_retention_removes_old_untagged_versions_and_keeps_tagged_ones(run_index
     before = {v["version"] for v in table.list_versions()}
     assert refresh_indexes(table, ann_min_rows=10**9, retention_days=0)["versions_removed"] == 0
     assert before <= {v["version"] for v in table.list_versions()}
+
+
+def test_cleanup_skips_tagged_versions_where_lance_optimize_would_fail_the_run(tmp_path):
+    """Lance refuses a cleanup that reaches a tagged version; our cleanup removes the rest and keeps the tag."""
+    from datetime import timedelta
+
+    import lancedb
+    import pyarrow as pa
+
+    from tasks.versions import cleanup
+
+    table = lancedb.connect(str(tmp_path / "db")).create_table("t", pa.table({"a": [1, 2]}))
+    table.add(pa.table({"a": [3]}))
+    table.tags.create("keep", table.version)
+    table.add(pa.table({"a": [4]}))
+    table.delete("a = 1")
+    time.sleep(0.3)
+    with pytest.raises(RuntimeError, match="tagged version"):  # what refresh_indexes did once a tag grew old
+        table.optimize(cleanup_older_than=timedelta(seconds=0.1))
+    assert cleanup(table, 0.1 / 86400)["old_versions"] == 3
+    left = {v["version"] for v in table.list_versions()}
+    assert 2 in left and not left & {1, 3, 4} and table.version in left  # tagged and latest stay
+    table.checkout("keep")
+    assert table.count_rows() == 3
+    assert cleanup(table, 0) == {"old_versions": 0, "bytes_removed": 0}  # 0 keeps every version
