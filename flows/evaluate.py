@@ -227,7 +227,6 @@ def evaluate(
 
     # ------------------------------------------------------------------ queries
     from query.searcher import Searcher
-
     from tasks.store import connect
     from tasks.versions import current_versions
 

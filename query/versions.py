@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 from query.errors import CorpusSearchError
-from query.schema import articles_table_name
 
 #: Suffix of the small table that logs index runs, rollbacks and eval tags of a collection.
 RUNS_SUFFIX = "__runs"
@@ -31,10 +30,6 @@ def runs_table_name(collection: str) -> str:
 def is_companion_table(name: str) -> bool:
     """True for ``C__articles`` and ``C__runs``: tables that belong to a collection, not collections."""
     return name.endswith(COMPANION_SUFFIXES)
-
-
-def companion_tables(collection: str) -> tuple[str, str]:
-    return articles_table_name(collection), runs_table_name(collection)
 
 
 def check_tag_name(name: str) -> str:
