@@ -97,7 +97,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from query.searcher import Searcher
 
-    searcher = Searcher(settings=_settings(args))
+    searcher = Searcher(settings=_settings(args), version=args.version)
     hits = searcher.search(args.query, k=args.k, mode=args.mode, candidates=args.candidates,
                            rerank=not args.no_rerank, where=_parse_where(args.where))
     n = args.candidates or searcher.settings.candidates
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--where", action="append", metavar="COLUMN=VALUE", help="filter, e.g. source=https://example.org/")
     se.add_argument("--bi-encoder", default=None)
     se.add_argument("--cross-encoder", default=None, help="cross-encoder name or local path")
+    se.add_argument("--version", default=None, help="search this version number or tag (default: the latest)")
     common(se)
     se.set_defaults(func=cmd_search)
 

@@ -45,11 +45,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         paragraphs=args.paragraphs,
         out=args.out,
         settings_overrides=overrides or None,
+        tag=args.tag,
     )
     if args.json:
         print(json.dumps(public_json(result)))
     else:
         print(format_table(result))
+        if result["details"].get("tag"):
+            t = result["details"]["tag"]
+            print(f"version {t['version']} of {t['collection']} tagged {t['tag']!r} with these metrics")
         if result["details"].get("out"):
             print(f"results written to {result['details']['out']}")
     return 0
@@ -81,6 +85,9 @@ def register(sub, common) -> None:
                     help="paragraph hits retrieved per query before MaxP (default: --depth); raise it so that "
                     "--depth distinct documents remain when documents have several paragraphs")
     ev.add_argument("--set", action="append", metavar="NAME=VALUE", help="index setting override, e.g. min_paragraph_chars=0")
+    ev.add_argument("--tag", default=None, metavar="NAME",
+                    help="tag the evaluated version of the collection NAME and store the metrics with it "
+                    "(see corpus-search versions; pin it with search --version NAME)")
     ev.add_argument("--out", default=None, help="write the results JSON here (default: next to the database)")
     common(ev)
     ev.set_defaults(func=cmd_eval)

@@ -11,7 +11,7 @@ def register(sub, common) -> None:
     Each module exposes ``register(sub, common)`` and imports Prefect only inside its command
     functions, so ``corpus-search search`` stays free of Prefect.
     """
-    for name in ("corpus_search.cli_eval", "corpus_search.cli_deploy"):
+    for name in ("corpus_search.cli_eval", "corpus_search.cli_deploy", "corpus_search.cli_versions"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

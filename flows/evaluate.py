@@ -164,12 +164,17 @@ def evaluate(
     paragraphs: int | None = None,
     out: str | None = None,
     settings_overrides: dict | None = None,
+    tag: str | None = None,
 ) -> dict:
     """Evaluate retrieval (and re-ranking, when a cross-encoder loads) on a test collection.
 
     ``depth`` documents per query are scored (Recall@``depth``, MAP over them). ``paragraphs`` hits
     are retrieved per query before MaxP (default ``depth``): with several paragraphs per document, MaxP
     leaves fewer than ``depth`` documents, so raise it to score a full ``depth`` documents.
+
+    ``tag`` names the evaluated version of the collection (both its tables); the metrics are stored
+    with the tag and shown by ``corpus-search versions``. Queries run against that exact version,
+    even if another writer commits meanwhile.
 
     Returns ``{"dataset", "queries", "modes": {MODE: metrics}, "details": {...}}``; ``public_json``
     trims it to the documented ``--json`` keys.
@@ -180,6 +185,10 @@ def evaluate(
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     hits_per_query = max(paragraphs or depth, depth)
+    if tag is not None:
+        from query.versions import check_tag_name
+
+        check_tag_name(tag)  # before minutes of indexing
     base_modes = parse_modes(modes)
     data = load_dataset(dataset, split=split, queries=queries, qrels=qrels)
     notes: list[str] = []
@@ -218,8 +227,11 @@ def evaluate(
 
     # ------------------------------------------------------------------ queries
     from query.searcher import Searcher
+    from tasks.store import connect
+    from tasks.versions import current_versions
 
-    searcher = Searcher(settings=settings)
+    evaluated, _ = current_versions(connect(settings.db_uri), collection)
+    searcher = Searcher(settings=settings, version=evaluated)  # the version the scores (and tag) belong to
     reranker, why = (None, "re-rank rows omitted: disabled (--no-rerank)") if not rerank else _try_reranker(settings)
     if why:
         notes.append(why)
@@ -273,6 +285,15 @@ def evaluate(
             "notes": notes,
         },
     }
+    result["details"]["version"] = evaluated
+    if tag is not None:
+        from tasks.versions import tag_version
+
+        result["details"]["tag"] = tag_version(
+            settings.db_uri, collection, tag, evaluated,
+            metrics={"dataset": data.name, "split": split, "unit": unit, "queries": len(qids), "modes": results},
+        )
+        logger.info("tagged %s version %d as %r", collection, evaluated, tag)
     path = Path(out) if out else (Path(settings.db_uri).parent / "eval" / f"{collection}.json" if "://" not in settings.db_uri else None)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

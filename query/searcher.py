@@ -22,6 +22,7 @@ from query.fusion import rank_order
 from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, reranker_from_settings
 from query.schema import IndexContractError, IndexMetadata, articles_table_name
 from query.settings import Settings, get_settings
+from query.versions import checkout, is_companion_table
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,12 @@ class Searcher:
         bi_encoder: str | None = None,
         cross_encoder: str | None = None,
         settings: Settings | None = None,
+        version: int | str | None = None,
     ) -> None:
+        """Open ``collection``; ``version`` pins a version number or tag (e.g. ``"prod"``), else the latest.
+
+        A pinned Searcher never sees later writes, so a bad reindex cannot reach it.
+        """
         import lancedb
 
         s = settings or get_settings()
@@ -111,7 +117,7 @@ class Searcher:
         self._db = lancedb.connect(self.settings.db_uri, read_consistency_interval=timedelta(0))
         names = set(self._db.table_names(limit=1_000_000))
         if self.collection not in names:
-            known = sorted(n for n in names if not n.endswith("__articles"))
+            known = sorted(n for n in names if not is_companion_table(n))
             raise CollectionNotFoundError(
                 f"collection {self.collection!r} does not exist in {self.settings.db_uri!r}"
                 + (f" (collections there: {', '.join(known)})" if known else "")
@@ -119,6 +125,8 @@ class Searcher:
                 + (f" --db {self.settings.db_uri}" if self.settings.db_uri != get_settings().db_uri else "")
             )
         self.table = self._db.open_table(self.collection)
+        # checkout() turns off the read-consistency re-check: the pinned version is what every query sees.
+        self.pinned_version = None if version is None else checkout(self.table, version, collection=self.collection)
         self.meta = IndexMetadata.from_schema(self.table.schema, table=self.collection)
         self.fts_columns = retrieve.fts_columns(self.table)
         if canonical_model_name(self.settings.bi_encoder) != self.meta.encoder:
@@ -130,10 +138,14 @@ class Searcher:
         self.timings = Timings()
 
     @classmethod
-    def from_settings(cls, collection: str | None = None, **overrides: Any) -> Searcher:
-        """A Searcher configured from the environment (``CORPUS_SEARCH_*``) plus ``overrides``."""
+    def from_settings(cls, collection: str | None = None, *, version: int | str | None = None,
+                      **overrides: Any) -> Searcher:
+        """A Searcher configured from the environment (``CORPUS_SEARCH_*``) plus ``overrides``.
+
+        ``version`` pins a version number or tag, as in the constructor.
+        """
         settings = get_settings().model_copy(update=overrides)
-        return cls(collection=collection, settings=settings)
+        return cls(collection=collection, settings=settings, version=version)
 
     # ------------------------------------------------------------------ models (lazy, cached)
 

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     # storage
     db_uri: str = Field(".corpus_search/lancedb", description="LanceDB URI: a local directory or s3://bucket/path")
     collection: str = "default"
+    version_retention_days: float = Field(
+        7.0, ge=0,
+        description="index runs remove untagged table versions older than this many days (rollback and "
+        "pinned readers can reach only versions that remain); tagged versions are always kept; "
+        "0 keeps every version (no cleanup)",
+    )
 
     # models
     bi_encoder: str = DEFAULT_BI_ENCODER

@@ -243,13 +243,19 @@ def ann_config(index_type: str, rows: int):
     return classes[index_type](distance_type="cosine", num_partitions=partitions)
 
 
-def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_SQ") -> dict:
-    """Bring the FTS index up to every row, build the ANN index past ``ann_min_rows``, and compact.
+def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_SQ",
+                    retention_days: float | None = None) -> dict:
+    """Bring the FTS index up to every row, build the ANN index past ``ann_min_rows``, compact, and
+    remove untagged versions older than ``retention_days`` (default: the ``version_retention_days``
+    setting; 0 keeps every version).
 
     LanceDB indexes go stale after writes: new rows are searched flat (FTS) or brute force (vectors)
     until ``optimize()`` merges them in.
     """
     from lancedb.index import FTS
+
+    from query.settings import get_settings
+    from tasks.versions import NO_CLEANUP, cleanup
 
     rows = table.count_rows()
     created = []
@@ -261,5 +267,11 @@ def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_SQ")
     if rows >= ann_min_rows and not has_index(table, "vector"):
         table.create_index("vector", config=ann_config(ann_index_type, rows))
         created.append(ann_index_type.lower())
-    table.optimize()  # compacts files and merges new rows into every index
-    return {"rows": rows, "created": created, "fts_unindexed": fts_unindexed_rows(table) if rows else 0}
+    # optimize() would also clean up versions older than 7 days, and fail outright once a tagged
+    # version is that old; so it only compacts and merges new rows into every index here, and
+    # cleanup() applies the retention setting, keeping tagged versions.
+    table.optimize(cleanup_older_than=NO_CLEANUP)
+    days = get_settings().version_retention_days if retention_days is None else retention_days
+    cleaned = cleanup(table, days)
+    return {"rows": rows, "created": created, "fts_unindexed": fts_unindexed_rows(table) if rows else 0,
+            "versions_removed": cleaned["old_versions"]}

@@ -1,0 +1,89 @@
+"""``corpus-search versions``, ``rollback`` and ``tag``: a collection's LanceDB versions.
+
+``tasks.versions`` is imported inside the command functions, so building the parser stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _db_uri(args: argparse.Namespace) -> str:
+    from query.settings import get_settings
+
+    return args.db or get_settings().db_uri
+
+
+def _run_text(item: dict) -> str:
+    s = item.get("summary")
+    if not s:
+        return ""
+    if item.get("kind") == "rollback":
+        return f"rollback to v{s['rolled_back_to']}" + (f" ({s['tag']})" if s.get("tag") else "")
+    keys = ("articles_fetched", "articles_deleted", "paragraphs_encoded", "paragraphs_deleted")
+    return "index run: " + ", ".join(f"{k} {s[k]}" for k in keys if k in s)
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from tasks.versions import list_versions
+
+    items = list_versions(_db_uri(args), args.collection)
+    if args.json:
+        print(json.dumps(items))
+        return 0
+    print(f"{'version':>7}  {'timestamp (UTC)':<26} {'rows':>8}  tags / run")
+    for it in items:
+        notes = [", ".join(it["tags"])] if it["tags"] else []
+        notes += [_run_text(it)] if it["summary"] else []
+        notes += [f"{tag}: " + json.dumps(m, separators=(",", ":")) for tag, m in it["metrics"].items()]
+        print(f"{it['version']:>7}  {it['timestamp'][:26]:<26} {it['rows']:>8}  {'; '.join(notes)}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from tasks.versions import rollback
+
+    result = rollback(_db_uri(args), args.collection, args.to)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"collection {args.collection}: version {result['rolled_back_to']} restored as new version "
+              f"{result['version']} ({result['rows']} rows, {result['articles']} articles); "
+              f"undo with: corpus-search rollback {args.collection} --to {result['from_version']}")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from tasks.versions import tag_version
+
+    result = tag_version(_db_uri(args), args.collection, args.name, args.version)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        moved = f" (moved from version {result['previous_version']})" if result["previous_version"] is not None else ""
+        print(f"collection {args.collection}: version {result['version']} tagged {args.name!r}{moved}")
+    return 0
+
+
+def register(sub, common) -> None:
+    ve = sub.add_parser("versions", help="list a collection's versions with rows, tags, run summaries and eval metrics")
+    ve.add_argument("collection")
+    common(ve, collection=False)
+    ve.set_defaults(func=cmd_versions)
+
+    rb = sub.add_parser(
+        "rollback",
+        help="make an older version (number or tag) the latest again; history is kept, so it can be undone",
+    )
+    rb.add_argument("collection")
+    rb.add_argument("--to", required=True, metavar="VERSION|TAG", help="version number or tag to restore")
+    common(rb, collection=False)
+    rb.set_defaults(func=cmd_rollback)
+
+    tg = sub.add_parser("tag", help="tag a version of a collection (tagged versions are never cleaned up)")
+    tg.add_argument("collection")
+    tg.add_argument("name", help="tag name: letters, digits, '.', '-', '_' (e.g. prod)")
+    tg.add_argument("--version", default=None, metavar="VERSION|TAG", help="version to tag (default: the latest)")
+    common(tg, collection=False)
+    tg.set_defaults(func=cmd_tag)
