@@ -263,9 +263,11 @@ def index_corpus(
 
         info = stages.refresh_indexes(settings)
         summary.rows = info["rows"]
+        summary.seconds = time.perf_counter() - started
+        # Inside the lock, so the summary lands on this run's versions and no other writer's.
+        stages.record_run(summary.result(), settings)
     if bar is not None:
         bar.close()
-    summary.seconds = time.perf_counter() - started
     for doc, err in summary.failures[:50]:
         logger.warning("failed: %s: %s", doc, err)
     if len(summary.failures) > 50:

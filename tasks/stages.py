@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from query.models import bi_encoder_from_settings
 from query.schema import IndexMetadata
 from query.settings import Settings
-from tasks import store
+from tasks import store, versions
 from tasks.encode import encode_in_chunks
 from tasks.fetch import HttpOptions, SourceSpec, fetch_urls, parse_dump_lines, read_local_file
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph, printable
@@ -180,8 +180,15 @@ def count_rows(settings: Settings) -> int:
 def refresh_indexes(settings: Settings) -> dict:
     """FTS covers every row, ANN index past the threshold, files compacted."""
     return store.refresh_indexes(
-        paragraph_table(settings), ann_min_rows=settings.ann_min_rows, ann_index_type=settings.ann_index_type
+        paragraph_table(settings), ann_min_rows=settings.ann_min_rows, ann_index_type=settings.ann_index_type,
+        retention_days=settings.version_retention_days,
     )
+
+
+@stage(name="record-run")
+def record_run(result: dict, settings: Settings) -> None:
+    """Attach the run's summary to the table versions it ended at (``corpus-search versions`` shows it)."""
+    versions.record_run(settings.db_uri, settings.collection, result)
 
 
 @stage(name="load-article-state")
