@@ -112,11 +112,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    where = _parse_where(args.where)  # a malformed option fails before the database or any model is opened
     from query.searcher import Searcher
 
     searcher = Searcher(settings=_settings(args))
     hits = searcher.search(args.query, k=args.k, mode=args.mode, candidates=args.candidates,
-                           rerank=not args.no_rerank, where=_parse_where(args.where))
+                           rerank=not args.no_rerank, where=where)
     n = args.candidates or searcher.settings.candidates
     stages = f"retrieve ({args.mode}, {n} candidates)"
     stages += " → re-rank (" + searcher.settings.cross_encoder + ")" if not args.no_rerank else " → re-rank skipped (--no-rerank): scores are retrieval scores"
