@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("query")
     se.add_argument("-k", type=_positive_int, default=5)
     se.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
-    se.add_argument("--candidates", type=_positive_int, default=None, help="candidates retrieved before re-ranking (default 100)")
+    se.add_argument("--candidates", type=_positive_int, default=None,
+                    help="candidates retrieved before re-ranking (default 100)")
     se.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder; scores are retrieval scores")
     se.add_argument("--where", action="append", metavar="COLUMN=VALUE", help="filter, e.g. source=https://example.org/")
     se.add_argument("--bi-encoder", default=None)

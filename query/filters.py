@@ -57,7 +57,8 @@ def coerce_value(column: str, value: Any) -> Any:
             except ValueError:
                 pass
         raise InvalidQueryError(
-            f"filter on {column!r} takes a whole number, got {value!r}: e.g. --where {column}=0 or where={{{column!r}: 0}}"
+            f"filter on {column!r} takes a whole number, got {value!r}: "
+            f"e.g. --where {column}=0 or where={{{column!r}: 0}}"
         )
     if pa.types.is_string(kind):
         if isinstance(value, str):
@@ -78,7 +79,9 @@ def where_sql(filters: Mapping[str, Any] | None) -> str | None:
     if not filters:
         return None
     if not isinstance(filters, Mapping):
-        raise InvalidQueryError(f"where must be a mapping of column to value(s), e.g. {{'source': 'notes'}}; got {filters!r}")
+        raise InvalidQueryError(
+            f"where must be a mapping of column to value(s), e.g. {{'source': 'notes'}}; got {filters!r}"
+        )
     clauses = []
     for column, value in filters.items():
         if column not in FILTERABLE:

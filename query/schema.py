@@ -124,7 +124,7 @@ def validate_collection_name(name: object) -> str:
         why = "is empty" if not name else f"is {len(name)} characters long" if len(name) > 128 else "is not allowed"
         raise InvalidNameError(f"collection name {shown} {why}: {NAME_RULE}")
     if RESERVED_SEPARATOR in name:
-        raise InvalidNameError(f"collection name {shown} contains '__', which is reserved for internal tables: {NAME_RULE}")
+        raise InvalidNameError(f"collection name {shown} contains '__' (reserved for internal tables): {NAME_RULE}")
     return name
 
 

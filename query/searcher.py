@@ -21,7 +21,13 @@ from query.errors import CollectionNotFoundError, InvalidQueryError
 from query.filters import where_sql
 from query.fusion import rank_order
 from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, reranker_from_settings
-from query.schema import RESERVED_SEPARATOR, IndexContractError, IndexMetadata, articles_table_name, validate_collection_name
+from query.schema import (
+    RESERVED_SEPARATOR,
+    IndexContractError,
+    IndexMetadata,
+    articles_table_name,
+    validate_collection_name,
+)
 from query.settings import Settings, get_settings
 from query.storage import check_db_uri
 
@@ -227,7 +233,8 @@ class Searcher:
             raise InvalidQueryError(f"mode {mode!r} is not one of {', '.join(retrieve.MODES)}")
         k = _positive("k", k, "the number of hits, e.g. 10")
         if candidates is not None:
-            candidates = _positive("candidates", candidates, f"paragraphs retrieved before re-ranking, e.g. {self.settings.candidates}")
+            candidates = _positive("candidates", candidates,
+                                   f"paragraphs retrieved before re-ranking, e.g. {self.settings.candidates}")
         n = max(candidates or self.settings.candidates, k)
         if not queries:
             return []

@@ -46,7 +46,8 @@ def files_under(path: Path) -> set[Path]:
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``corpus-search`` of this worktree, in a subprocess, offline."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                **(env or {})}
     return subprocess.run([sys.executable, "-m", "corpus_search.cli", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=120)
 

@@ -235,3 +235,14 @@ def test_cli_default_hybrid_search_of_an_empty_collection_prints_no_hits(db):
 
 def test_cli_an_empty_query_is_a_user_error(db):
     assert_user_error(cli(db, "  ", "-c", "faults", "--mode", "lexical"), "corpus-search: error:", "query is empty")
+
+
+def test_cli_a_query_of_undecodable_bytes_is_a_user_error(db):
+    # Python decodes argv bytes that are not UTF-8 to lone surrogates, which no tokenizer accepts.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "corpus_search.cli", "search", b"glacier \xff\xfe", "-c", "faults", "--db", db,
+         "--mode", "lexical", "--no-rerank"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert_user_error(proc, "corpus-search: error:", "not valid Unicode")
