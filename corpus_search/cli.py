@@ -34,15 +34,40 @@ def _settings(args: argparse.Namespace):
 
 
 def _parse_where(items: Sequence[str] | None) -> dict | None:
+    """``--where COLUMN=VALUE`` options as a filter mapping; values stay text (``where_sql`` coerces them)."""
     if not items:
         return None
+    from query.errors import InvalidQueryError
+
     where: dict[str, list[str]] = {}
     for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--where {item!r}: use COLUMN=VALUE, e.g. --where source=https://example.org/")
-        col, value = item.split("=", 1)
+        col, sep, value = item.partition("=")
+        if not sep or not col.strip():
+            raise InvalidQueryError(f"--where {item!r}: use COLUMN=VALUE, e.g. --where source=https://example.org/")
         where.setdefault(col.strip(), []).append(value)
     return {c: v[0] if len(v) == 1 else v for c, v in where.items()}
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of -k and --candidates: a whole number >= 1 (0 or -5 would mean nothing sensible)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _error_message(exc: Exception) -> str:
+    """One line for a user error; a pydantic settings error (e.g. CORPUS_SEARCH_COLLECTION) without its URL."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and type(exc).__name__ == "ValidationError":
+        return "; ".join(
+            f"setting {'.'.join(map(str, e['loc'])) or '?'}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in errors()
+        )
+    return str(exc)
 
 
 def _print_hits(query: str, mode: str, reranked: bool, hits, stages: str, as_json: bool) -> None:
@@ -95,11 +120,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    where = _parse_where(args.where)  # a malformed option fails before the database or any model is opened
     from query.searcher import Searcher
 
     searcher = Searcher(settings=_settings(args), version=args.version)
     hits = searcher.search(args.query, k=args.k, mode=args.mode, candidates=args.candidates,
-                           rerank=not args.no_rerank, where=_parse_where(args.where))
+                           rerank=not args.no_rerank, where=where)
     n = args.candidates or searcher.settings.candidates
     stages = f"retrieve ({args.mode}, {n} candidates)"
     stages += " → re-rank (" + searcher.settings.cross_encoder + ")" if not args.no_rerank else " → re-rank skipped (--no-rerank): scores are retrieval scores"
@@ -150,9 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("search", help="search a collection (no Prefect involved)")
     se.add_argument("query")
-    se.add_argument("-k", type=int, default=5)
+    se.add_argument("-k", type=_positive_int, default=5)
     se.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
-    se.add_argument("--candidates", type=int, default=None, help="candidates retrieved before re-ranking (default 100)")
+    se.add_argument("--candidates", type=_positive_int, default=None,
+                    help="candidates retrieved before re-ranking (default 100)")
     se.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder; scores are retrieval scores")
     se.add_argument("--where", action="append", metavar="COLUMN=VALUE", help="filter, e.g. source=https://example.org/")
     se.add_argument("--bi-encoder", default=None)
@@ -164,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd = sub.add_parser("search-document", help="rank the paragraphs of one URL or file with the cross-encoder alone")
     sd.add_argument("source", help="http(s) URL or local file")
     sd.add_argument("query")
-    sd.add_argument("-k", type=int, default=5)
+    sd.add_argument("-k", type=_positive_int, default=5)
     sd.add_argument("--cross-encoder", default=None)
     common(sd, collection=False)
     sd.set_defaults(func=cmd_search_document)
@@ -183,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CorpusSearchError, IndexContractError, ValueError) as exc:
-        print(f"corpus-search: error: {exc}", file=sys.stderr)
+        # User errors (bad names, filters, paths, settings) are one line and exit 2; bugs keep their traceback.
+        print(f"corpus-search: error: {_error_message(exc)}", file=sys.stderr)
         return 2
 
 

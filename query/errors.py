@@ -13,3 +13,15 @@ class ModelUnavailableError(CorpusSearchError, RuntimeError):
 
 class CollectionNotFoundError(CorpusSearchError, LookupError):
     """The collection has not been indexed in this database."""
+
+
+class InvalidNameError(CorpusSearchError, ValueError):
+    """A collection name that LanceDB cannot store or that collides with an internal table."""
+
+
+class InvalidQueryError(CorpusSearchError, ValueError):
+    """A query, filter or search parameter that cannot be answered as given."""
+
+
+class DatabaseLocationError(CorpusSearchError, OSError):
+    """The database URI points at something that is not a usable database directory."""

@@ -72,4 +72,6 @@ def hybrid(
     first = {}
     for i, doc in enumerate(rows["id"].to_pylist()):
         first.setdefault(doc, i)
-    return _with_score(rows.take([first[i] for i in ids]), scores)
+    # Typed indices: an empty Python list becomes a null-typed array, which Arrow cannot take with.
+    take = pa.array([first[i] for i in ids], type=pa.int64())
+    return _with_score(rows.take(take), np.asarray(scores, dtype=np.float64))

@@ -7,9 +7,12 @@ so a table written by one version of the encoder can never be silently queried w
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
+
+from query.errors import InvalidNameError
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"corpus_search"
@@ -96,6 +99,33 @@ def check_compatible(stored: IndexMetadata, expected: IndexMetadata, *, collecti
             f"Set CORPUS_SEARCH_BI_ENCODER={stored.encoder!r} (or --bi-encoder) to query it, "
             "or re-index into a new collection with the new encoder."
         )
+
+
+#: LanceDB's table-name alphabet, without a leading "." (a hidden directory) and at most 128 characters.
+_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+#: Internal tables are named ``<collection>__<suffix>`` (``__articles``, ``__runs``...), so ``__`` is reserved:
+#: a collection ``z__articles`` would be the article table of ``z``.
+RESERVED_SEPARATOR = "__"
+NAME_RULE = (
+    "use 1 to 128 ASCII letters, digits, '_', '-' or '.', not starting with '.' and without '__' "
+    "(reserved for internal tables), e.g. 'my-articles' or 'wiki_2024.en'"
+)
+
+
+def validate_collection_name(name: object) -> str:
+    """Return ``name`` if it is a usable collection name, else raise ``InvalidNameError`` saying the rule.
+
+    Called before any file is touched, so a name like ``../x`` never reaches the file system.
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError(f"collection name must be text, got {type(name).__name__}: {NAME_RULE}")
+    shown = repr(name if len(name) <= 60 else name[:60] + "...")
+    if not _NAME_RE.fullmatch(name):
+        why = "is empty" if not name else f"is {len(name)} characters long" if len(name) > 128 else "is not allowed"
+        raise InvalidNameError(f"collection name {shown} {why}: {NAME_RULE}")
+    if RESERVED_SEPARATOR in name:
+        raise InvalidNameError(f"collection name {shown} contains '__' (reserved for internal tables): {NAME_RULE}")
+    return name
 
 
 def articles_table_name(collection: str) -> str:

@@ -5,6 +5,7 @@ Models load lazily on the first query and are cached per process.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -16,13 +17,23 @@ import numpy as np
 import pyarrow as pa
 
 from query import retrieve
-from query.errors import CollectionNotFoundError
+from query.errors import CollectionNotFoundError, InvalidQueryError
 from query.filters import where_sql
 from query.fusion import rank_order
 from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, reranker_from_settings
-from query.schema import IndexContractError, IndexMetadata, articles_table_name
+from query.schema import (
+    RESERVED_SEPARATOR,
+    IndexContractError,
+    IndexMetadata,
+    articles_table_name,
+    validate_collection_name,
+)
 from query.settings import Settings, get_settings
-from query.versions import checkout, is_companion_table
+from query.storage import check_db_uri
+from query.versions import checkout
+
+#: Control characters are not text: the tokenizers and the full-text parser see a space instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -55,14 +66,34 @@ class Timings:
 
 
 def check_query(query: str, max_chars: int) -> str:
-    """Refuse empty queries; cut over-long ones (with a warning) so the models never see garbage."""
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError("query is empty: give a question or keywords, e.g. 'What is the capital of France?'")
-    query = " ".join(query.split())
+    """Refuse empty or non-text queries; cut over-long ones (with a warning) so the models never see garbage."""
+    if not isinstance(query, str):
+        raise InvalidQueryError(f"query must be text (str), got {type(query).__name__}: e.g. 'How do glaciers form?'")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates, e.g. undecodable bytes in a command-line argument
+        raise InvalidQueryError(
+            f"query is not valid Unicode text (character {exc.object[exc.start]!r} at position {exc.start}): "
+            "pass UTF-8 text, e.g. 'How do glaciers form?'"
+        ) from None
+    query = " ".join(_CONTROL.sub(" ", query).split())
+    if not query:
+        raise InvalidQueryError("query is empty: give a question or keywords, e.g. 'What is the capital of France?'")
     if len(query) > max_chars:
         warnings.warn(f"query of {len(query)} characters truncated to {max_chars}", stacklevel=3)
         query = query[:max_chars]
     return query
+
+
+#: Upper bound of ``k`` and ``candidates``: LanceDB's limit overflows past 2**32, and no reader wants more.
+MAX_RESULTS = 1_000_000
+
+
+def _positive(name: str, value: object, what: str) -> int:
+    """``value`` if it is a whole number in 1..MAX_RESULTS, else an error naming the parameter and a sensible value."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_RESULTS:
+        raise InvalidQueryError(f"{name} must be a whole number from 1 to {MAX_RESULTS:,} ({what}), got {value!r}")
+    return int(value)
 
 
 def passage_text(title: str | None, text: str, encode_title: bool) -> str:
@@ -111,13 +142,13 @@ class Searcher:
         overrides = {k: v for k, v in {"db_uri": db_uri, "collection": collection, "bi_encoder": bi_encoder,
                                        "cross_encoder": cross_encoder}.items() if v is not None}
         self.settings = s.model_copy(update=overrides)
-        self.collection = self.settings.collection
+        self.collection = validate_collection_name(self.settings.collection)
         # A zero interval re-checks the table version on every query, so a query sees the latest
         # committed write of a concurrent index run (never a half-written one: versions are atomic).
-        self._db = lancedb.connect(self.settings.db_uri, read_consistency_interval=timedelta(0))
+        self._db = lancedb.connect(check_db_uri(self.settings.db_uri), read_consistency_interval=timedelta(0))
         names = set(self._db.table_names(limit=1_000_000))
         if self.collection not in names:
-            known = sorted(n for n in names if not is_companion_table(n))
+            known = sorted(n for n in names if RESERVED_SEPARATOR not in n)
             raise CollectionNotFoundError(
                 f"collection {self.collection!r} does not exist in {self.settings.db_uri!r}"
                 + (f" (collections there: {', '.join(known)})" if known else "")
@@ -208,11 +239,17 @@ class Searcher:
         where: Mapping[str, Any] | None = None,
     ) -> list[list[Hit]]:
         """``search`` for several queries; their embeddings are computed in one batch."""
+        if isinstance(queries, str):
+            raise InvalidQueryError("search_many takes a list of queries; use search() for one query")
         if mode not in retrieve.MODES:
-            raise ValueError(f"mode {mode!r} is not one of {', '.join(retrieve.MODES)}")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise InvalidQueryError(f"mode {mode!r} is not one of {', '.join(retrieve.MODES)}")
+        k = _positive("k", k, "the number of hits, e.g. 10")
+        if candidates is not None:
+            candidates = _positive("candidates", candidates,
+                                   f"paragraphs retrieved before re-ranking, e.g. {self.settings.candidates}")
         n = max(candidates or self.settings.candidates, k)
+        if not queries:
+            return []
         cleaned = [check_query(q, self.settings.max_query_chars) for q in queries]
         filt = where_sql(where)
         t0 = time.perf_counter()

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from query.schema import validate_collection_name
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Mode = Literal["dense", "lexical", "hybrid"]
 
@@ -98,6 +100,12 @@ class Settings(BaseSettings):
         "auto", description="auto: fp16 on cuda; on CPUs with native bf16 the bf16+fp32 cascade (bf16 for all "
         "candidates, exact fp32 re-score of every candidate that could be in the top k); else fp32")
     max_query_chars: int = Field(2000, ge=1)
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        # model_copy(update=...) skips validators, so Searcher and writer_lock check the name again themselves.
+        return validate_collection_name(value)
 
 
 @lru_cache(maxsize=1)

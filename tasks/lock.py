@@ -13,17 +13,18 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
+
+from query.errors import CorpusSearchError, DatabaseLocationError
+from query.schema import validate_collection_name
+from query.storage import check_db_uri, is_local_uri, local_path
+
+__all__ = ["WriterBusyError", "ensure_global_limit", "is_local_uri", "lock_name", "writer_lock"]
 
 log = logging.getLogger(__name__)
 
 
-class WriterBusyError(RuntimeError):
+class WriterBusyError(CorpusSearchError, RuntimeError):
     """Another writer holds the collection and did not release it in time."""
-
-
-def is_local_uri(db_uri: str) -> bool:
-    return "://" not in db_uri or db_uri.startswith("file://")
 
 
 def lock_name(collection: str) -> str:
@@ -58,7 +59,12 @@ def ensure_global_limit(name: str, limit: int = 1) -> None:
 
 @contextlib.contextmanager
 def writer_lock(db_uri: str, collection: str, *, timeout_s: float = 3600.0, poll_s: float = 0.2) -> Iterator[None]:
-    """Hold the collection's writer lock; wait up to ``timeout_s`` for another writer, then fail clearly."""
+    """Hold the collection's writer lock; wait up to ``timeout_s`` for another writer, then fail clearly.
+
+    The collection name and database location are checked first, before any file is created.
+    """
+    validate_collection_name(collection)
+    check_db_uri(db_uri, write=True)
     if not is_local_uri(db_uri):
         from prefect.concurrency.sync import concurrency
 
@@ -66,10 +72,16 @@ def writer_lock(db_uri: str, collection: str, *, timeout_s: float = 3600.0, poll
         with concurrency(lock_name(collection), occupy=1, timeout_seconds=timeout_s, strict=True):
             yield
         return
-    root = Path(db_uri.removeprefix("file://")).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
+    root = local_path(db_uri)
     path = root / f".{collection}.writer.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # e.g. a read-only file system, which permission bits (and root) do not show
+        raise DatabaseLocationError(
+            f"cannot create the writer lock {str(path)!r} of collection {collection!r}: {exc.strerror or exc}. "
+            "Give a database directory this user can write (--db DIR or CORPUS_SEARCH_DB_URI)"
+        ) from exc
     try:
         deadline = time.monotonic() + timeout_s
         announced = False
