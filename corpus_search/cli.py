@@ -91,7 +91,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     from flows.index_corpus import index_corpus
     from flows.summary import EXIT_CODES, JSON_KEYS, IndexSummary, NothingIndexedError
 
+    from query.schema import validate_collection_name
+    from query.storage import check_db_uri
+
     settings = _settings(args)
+    # Bad names and database paths are usage errors (exit 2), found before Prefect starts or a file is made.
+    validate_collection_name(settings.collection)
+    check_db_uri(settings.db_uri, write=True)
     overrides = {}
     if args.bi_encoder:
         overrides["bi_encoder"] = args.bi_encoder

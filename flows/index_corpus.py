@@ -26,6 +26,7 @@ from prefect.states import Failed
 
 from deployments.hooks import log_crash, log_failure
 from flows.summary import IndexSummary, NothingIndexedError, artifact_key, printable
+from query.schema import validate_collection_name
 from query.settings import Settings, get_settings
 from tasks import stages
 from tasks.fetch import SourceSpec, classify_source, list_directory, open_text
@@ -108,6 +109,7 @@ def index_corpus(
     collection's rows. Raises ``NothingIndexedError`` (the run ends Failed) when nothing could be indexed.
     """
     logger = get_run_logger()
+    validate_collection_name(collection)  # before any file is touched
     overrides = dict(settings_overrides or {})
     overrides["collection"] = collection
     if db_uri:

@@ -64,10 +64,23 @@ def open_paragraph_table(db, collection: str, meta: IndexMetadata, *, create: bo
     return db.create_table(collection, schema=paragraph_schema(meta))
 
 
+def _check_articles_schema(table, name: str) -> None:
+    # A database written before names with "__" were reserved may hold a *collection* of that name.
+    missing = [f.name for f in ARTICLE_SCHEMA if f.name not in table.schema.names]
+    if missing:
+        raise IndexContractError(
+            f"table {name!r} should hold the article state of collection {name.rsplit('__', 1)[0]!r}, but it is "
+            f"another kind of table (no {', '.join(missing)} column): it was made as a collection before names "
+            f"with '__' were reserved. Drop or rename it, or index into another collection."
+        )
+
+
 def open_articles_table(db, collection: str):
     name = articles_table_name(collection)
     if name in db.table_names(limit=1_000_000):
-        return db.open_table(name)
+        table = db.open_table(name)
+        _check_articles_schema(table, name)
+        return table
     return db.create_table(name, schema=ARTICLE_SCHEMA)
 
 
@@ -77,7 +90,9 @@ def load_article_states(db, collection: str) -> dict[str, ArticleState]:
     if name not in db.table_names(limit=1_000_000):
         return {}
     cols = ["key", "doc_id", "source", "body_hash", "etag", "last_modified"]
-    rows = db.open_table(name).to_lance().to_table(columns=cols).to_pylist()
+    table = db.open_table(name)
+    _check_articles_schema(table, name)
+    rows = table.to_lance().to_table(columns=cols).to_pylist()
     return {r["key"]: ArticleState(**r) for r in rows}
 
 

@@ -168,6 +168,18 @@ def test_failure_messages_with_undecodable_names_reach_the_artifact(run_index, t
     json.dumps(summary)  # every string in it is valid UTF-8
 
 
+def test_a_legacy_collection_named_like_an_internal_table_is_a_clear_error(run_index, db_uri, tmp_path):
+    import pyarrow as pa
+
+    from query.schema import IndexContractError
+
+    # Made before "__" was reserved: a *collection* called z__articles, where z's article state would go.
+    lancedb.connect(db_uri).create_table("z__articles", pa.table({"id": ["1"], "text": ["old"]}))
+    with pytest.raises(IndexContractError, match="before names with '__' were reserved"):
+        run_index([write_notes(tmp_path / "notes", 1)], collection="z")
+    assert lancedb.connect(db_uri).open_table("z__articles").count_rows() == 1
+
+
 # --------------------------------------------------------------------------- the Prefect run's state
 
 
@@ -230,6 +242,11 @@ def test_cli_exit_codes_tell_a_cron_job_what_happened(cli, db_uri, tmp_path):
 
     usage = cli("index", "ftp://example.org/x.txt", "--db", db_uri, "-c", "t")
     assert usage.returncode == 2 and "corpus-search: error:" in usage.stderr
+    bad_name = cli("index", str(notes), "--db", db_uri, "-c", "./../escaped")
+    assert bad_name.returncode == 2 and "corpus-search: error:" in bad_name.stderr
+    assert "Traceback" not in bad_name.stderr and not (tmp_path / "escaped").exists()
+    at_file = cli("index", str(notes), "--db", str(notes / "glaciers.txt"), "-c", "t")
+    assert at_file.returncode == 2 and "corpus-search: error:" in at_file.stderr and "Traceback" not in at_file.stderr
     assert "exit codes: 0 every source was indexed; 3" in cli("index", "--help").stdout
 
 
