@@ -8,6 +8,7 @@ harness's API (or, for the orphan check, its own temporary server).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -194,12 +195,16 @@ def test_the_prefect_run_is_failed_when_nothing_could_be_indexed(prefect_harness
     assert isinstance(exc, NothingIndexedError) and exc.summary["outcome"] == "failed"
 
 
-def test_a_partly_failed_run_completes_and_lists_its_failures(prefect_harness, db_uri, tmp_path):
+def test_a_partly_failed_run_completes_and_logs_its_failures_as_warnings(prefect_harness, db_uri, tmp_path, caplog):
     from flows.index_corpus import index_corpus
 
     notes = write_notes(tmp_path / "notes", 2)
-    state = index_corpus([str(notes), str(tmp_path / "nope")], collection="test", db_uri=db_uri, return_state=True)
+    with caplog.at_level(logging.WARNING):
+        state = index_corpus([str(notes), str(tmp_path / "nope")], collection="test", db_uri=db_uri,
+                             return_state=True)
     assert state.is_completed()
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "failed:" in r.getMessage()]
+    assert len(warned) == 1 and "nope" in warned[0].getMessage() and "does not exist" in warned[0].getMessage()
     result = state.result()
     assert result["outcome"] == "partial"
     assert result["failures"][0]["doc_id"].endswith("nope") and "does not exist" in result["failures"][0]["error"]

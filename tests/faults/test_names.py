@@ -7,6 +7,7 @@ file is created; the CLI prints it as ``corpus-search: error: ...`` and exits 2.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +176,35 @@ def test_a_read_only_database_directory_is_refused_by_the_writer(tmp_path):
             pytest.fail("the lock was taken")
     finally:
         db.chmod(0o755)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody")
+def test_a_read_only_database_is_a_user_error_for_index_even_when_run_by_root(tmp_path):
+    """As root, permission bits are ignored: drop to user nobody (setpriv) to meet a really read-only database."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="corpus-search-ro-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        (base / "notes").mkdir()
+        (base / "notes" / "a.txt").write_text("Glaciers are slow rivers of ice that carve deep valleys over time.")
+        db = base / "lancedb"
+        db.mkdir()
+        db.chmod(0o555)
+        home = base / "home"
+        home.mkdir()
+        home.chmod(0o777)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(home), "PREFECT_HOME": str(home / "prefect")}
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "corpus_search.cli",
+             "index", str(base / "notes"), "--db", str(db), "-c", "notes"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith("corpus-search: error:") and "not writable" in out.stderr
+        assert "Traceback" not in out.stderr and list(db.iterdir()) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- 7. the CLI prints one line and exits 2
