@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from deployments.prefect_env import prefect_environment  # noqa: E402
+
+prefect_environment()
 
 
 def write_subset(corpus: Path, docs: int, out: Path) -> Path:

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
 from collections.abc import Sequence
 
-
-def _quiet_prefect_env() -> None:
-    # Telemetry on a local temporary server logs "database is locked" noise; users can still override.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # A first run creates Prefect's database, which takes longer than the 20 s default on a small machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    # Prefect does not create a missing parent of PREFECT_HOME, and its temporary server then hangs.
-    home = os.environ.get("PREFECT_HOME")
-    if home:
-        os.makedirs(os.path.expanduser(home), exist_ok=True)
+from corpus_search.errors import UsageError
+from deployments.prefect_env import prefect_environment
+from query.errors import CorpusSearchError
 
 
 def _settings(args: argparse.Namespace):
@@ -59,22 +51,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _error_message(exc: Exception) -> str:
-    """One line for a user error; a pydantic settings error (e.g. CORPUS_SEARCH_COLLECTION) without its URL."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors) and type(exc).__name__ == "ValidationError":
-        return "; ".join(
-            f"setting {'.'.join(map(str, e['loc'])) or '?'}: {str(e['msg']).removeprefix('Value error, ')}"
-            for e in errors()
-        )
-    return str(exc)
+def _settings_error(exc: Exception) -> UsageError | None:
+    """A pydantic error of ``Settings`` (e.g. a bad CORPUS_SEARCH_COLLECTION) as a one-line user error.
+
+    Settings are read from the environment wherever they are first needed, so the conversion happens
+    here, at the command-line boundary; any other ValidationError is a bug and keeps its traceback.
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
+        return None
+    return UsageError("; ".join(
+        f"setting {'.'.join(map(str, e['loc'])) or '?'}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in exc.errors()
+    ))
 
 
 def _print_hits(query: str, mode: str, reranked: bool, hits, stages: str, as_json: bool) -> None:
     if as_json:
-        keys = ("rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source")
         print(json.dumps({"query": query, "mode": mode, "reranked": reranked,
-                          "hits": [{k: getattr(h, k) for k in keys} for h in hits]}, ensure_ascii=False))
+                          "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
         return
     print(f"stages: {stages}")
     for h in hits:
@@ -86,7 +82,7 @@ def _print_hits(query: str, mode: str, reranked: bool, hits, stages: str, as_jso
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Run the index flow; the exit code says how it went (``flows.summary.EXIT_CODES``)."""
-    _quiet_prefect_env()
+    prefect_environment()
     from corpus_search.ephemeral import guard_temporary_server
     from flows.index_corpus import index_corpus
     from flows.summary import EXIT_CODES, JSON_KEYS, IndexSummary, NothingIndexedError
@@ -202,22 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
     common(sd, collection=False)
     sd.set_defaults(func=cmd_search_document)
 
-    from corpus_search import cli_more
+    # Each module imports Prefect only inside its command functions, so `search` stays free of Prefect.
+    from corpus_search import cli_deploy, cli_eval, cli_versions
 
-    cli_more.register(sub, common)
+    for module in (cli_eval, cli_deploy, cli_versions):
+        module.register(sub, common)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from query.errors import CorpusSearchError
-    from query.schema import IndexContractError
-
     try:
-        return int(args.func(args) or 0)
-    except (CorpusSearchError, IndexContractError, ValueError) as exc:
+        try:
+            return int(args.func(args) or 0)
+        except Exception as exc:
+            if (user_error := _settings_error(exc)) is None:
+                raise
+            raise user_error from None
+    except CorpusSearchError as exc:
         # User errors (bad names, filters, paths, settings) are one line and exit 2; bugs keep their traceback.
-        print(f"corpus-search: error: {_error_message(exc)}", file=sys.stderr)
+        print(f"corpus-search: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -10,6 +10,8 @@ import os
 import sys
 from urllib.parse import urlparse
 
+from corpus_search.errors import UsageError
+
 
 def _api_url_setting() -> str | None:
     """PREFECT_API_URL from the environment or the active Prefect profile."""
@@ -36,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if api:
             parsed = urlparse(api)
             if parsed.hostname not in LOCAL_HOSTS:
-                raise ValueError(f"PREFECT_API_URL={api} is not reachable; start that server or unset PREFECT_API_URL")
+                raise UsageError(f"PREFECT_API_URL={api} is not reachable; start that server or unset PREFECT_API_URL")
             port = parsed.port or port
         print(f"corpus-search: starting a local Prefect server on 127.0.0.1:{port} ...", file=sys.stderr)
         server = start_local_server(port)
@@ -73,7 +75,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     api = _api_url_setting()
     if not api or not api_healthy(api):
-        raise ValueError(
+        raise UsageError(
             f"no Prefect server reachable at PREFECT_API_URL={api or '(unset)'}: `corpus-search deploy` registers "
             "deployments on an existing server (for a laptop, use `corpus-search serve`)"
         )
@@ -88,7 +90,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             client.read_work_pool(args.work_pool)
         except ObjectNotFound:
             if not args.create_pool:
-                raise ValueError(
+                raise UsageError(
                     f"work pool {args.work_pool!r} does not exist on {api}: create it with "
                     f"`prefect work-pool create {args.work_pool} --type process` or pass --create-pool"
                 ) from None

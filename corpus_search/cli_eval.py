@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+
+from corpus_search.errors import UsageError
+from deployments.prefect_env import prefect_environment
 
 
 def _parse_set(items: list[str] | None) -> dict:
     out: dict = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"--set {item!r}: use NAME=VALUE, e.g. --set min_paragraph_chars=0")
+            raise UsageError(f"--set {item!r}: use NAME=VALUE, e.g. --set min_paragraph_chars=0")
         key, value = item.split("=", 1)
         out[key.strip()] = value  # pydantic-settings coerces strings ("0", "false") to the field's type
     return out
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    prefect_environment()
     from flows.evaluate import evaluate, format_table, parse_modes, public_json
 
     modes = parse_modes(args.modes)  # fail on a typo before Prefect starts

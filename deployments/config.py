@@ -26,6 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from query.errors import CorpusSearchError
+
 #: The flows the deployments run (``file:function`` for prefect.yaml, ``module.function`` for workers).
 INDEX_FLOW = "flows.index_corpus:index_corpus"
 INDEX_FLOW_NAME = "index-corpus"
@@ -42,7 +44,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _BLOCK = re.compile(r"^[a-z0-9-]+/[A-Za-z0-9_.-]+$")
 
 
-class ConfigError(ValueError):
+class ConfigError(CorpusSearchError, ValueError):
     """The collections config is invalid; the message names the file and the entry."""
 
 

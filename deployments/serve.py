@@ -23,12 +23,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from deployments.prefect_env import prefect_environment
+
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def prepare_environment() -> None:
     """Before Prefect configures logging: route ``tasks.*`` logs (the writer-lock wait) into run logs."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    prefect_environment()
     extra = [x for x in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if x.strip()]
     if "tasks" not in extra:
         os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join([*extra, "tasks"])
@@ -97,7 +99,7 @@ def start_local_server(
     """Start ``prefect server start`` on ``host:port`` and wait until its API is healthy."""
     api_url = f"http://{host}:{port}/api"
     child_env = dict(os.environ if env is None else env)
-    child_env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    prefect_environment(child_env)
     child_env.pop("PREFECT_API_URL", None)  # the server must not try to talk to itself through a client URL
     # The UI asks the server where its API is; without these it assumes port 4200.
     child_env.update(PREFECT_SERVER_API_HOST=host, PREFECT_SERVER_API_PORT=str(port), PREFECT_UI_API_URL=api_url)

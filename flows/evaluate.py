@@ -22,6 +22,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.index_corpus import index_corpus
 from flows.summary import artifact_key
+from query.errors import InvalidQueryError
 from query.settings import Settings, get_settings
 from tasks.datasets import DatasetFormatError, load_dataset
 from tasks.fetch import LOCAL_SUFFIXES
@@ -105,7 +106,7 @@ def parse_modes(modes: str | Sequence[str] | None) -> list[str]:
     items = [m.strip() for m in (modes.split(",") if isinstance(modes, str) else modes) if m.strip()]
     bad = [m for m in items if m not in BASE_MODES]
     if bad or not items:
-        raise ValueError(f"--modes {','.join(items)!r}: choose from {', '.join(BASE_MODES)} (comma-separated)")
+        raise InvalidQueryError(f"--modes {','.join(items)!r}: choose from {', '.join(BASE_MODES)} (comma-separated)")
     return list(dict.fromkeys(items))
 
 
@@ -181,9 +182,9 @@ def evaluate(
     """
     logger = get_run_logger()
     if unit not in UNITS:
-        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        raise InvalidQueryError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
     if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+        raise InvalidQueryError(f"depth must be >= 1, got {depth}")
     hits_per_query = max(paragraphs or depth, depth)
     if tag is not None:
         from query.versions import check_tag_name
@@ -205,7 +206,7 @@ def evaluate(
         overrides["cross_encoder"] = cross_encoder
     if unit == "document":
         if UNIT_SETTING not in Settings.model_fields:
-            raise ValueError(
+            raise InvalidQueryError(
                 f"--unit document needs the {UNIT_SETTING!r} setting (index each document as one unit, truncated "
                 "by the model), which this version of query/settings.py does not have"
             )
@@ -239,7 +240,7 @@ def evaluate(
     qids = list(data.queries)
     texts = [data.queries[q] for q in qids]
     if "dense" in base_modes or "hybrid" in base_modes:
-        searcher._encode_queries(texts[:1])  # load the bi-encoder outside the timed region
+        searcher.encode_queries(texts[:1])  # load the bi-encoder outside the timed region
     results: dict[str, dict] = {}
     wall: dict[str, float] = {}
     docs_per_query: dict[str, float] = {}  # distinct documents left after MaxP, mean over queries

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
-from query.errors import InvalidNameError
+from query.errors import CorpusSearchError, InvalidNameError
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"corpus_search"
@@ -74,7 +74,7 @@ class IndexMetadata:
         return cls(**{k: data[k] for k in ("encoder", "dim", "normalized", "encode_title", "schema_version")})
 
 
-class IndexContractError(ValueError):
+class IndexContractError(CorpusSearchError, ValueError):
     """A table does not match what the reader or writer expects (encoder, dimension, schema version)."""
 
 

@@ -9,7 +9,7 @@ import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -50,8 +50,12 @@ class Hit:
     source: str
     position: int = 0
 
+    #: The keys of one hit in ``corpus-search search --json``, in the order printed (``position`` is internal).
+    JSON_KEYS = ("rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source")
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The hit as ``search --json`` prints it: :attr:`JSON_KEYS`, in that order."""
+        return {k: getattr(self, k) for k in self.JSON_KEYS}
 
 
 @dataclass
@@ -197,7 +201,8 @@ class Searcher:
 
     # ------------------------------------------------------------------ search
 
-    def _encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Bi-encoder vectors of ``queries`` (loads the model on first use); over-long queries are an error."""
         enc = self.bi_encoder
         limit = enc.max_seq_length - 2
         lengths = [len(ids) for ids in enc.tokenizer(list(queries), add_special_tokens=False, verbose=False)["input_ids"]]
@@ -255,7 +260,7 @@ class Searcher:
         t0 = time.perf_counter()
         timings = Timings(stages=[f"retrieve:{mode}"])
         reranker = self.reranker if rerank else None  # load (and fail) before any work
-        vectors = self._encode_queries(cleaned) if mode != "lexical" else [None] * len(cleaned)
+        vectors = self.encode_queries(cleaned) if mode != "lexical" else [None] * len(cleaned)
         timings.encode = time.perf_counter() - t0
         results = []
         for q, vec in zip(cleaned, vectors, strict=True):

@@ -22,10 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from query.errors import CorpusSearchError
+
 Qrels = dict[str, dict[str, int]]  # query id -> doc id -> relevance grade
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(CorpusSearchError, ValueError):
     """A malformed line or file in an evaluation data set; the message names ``file:line``."""
 
 

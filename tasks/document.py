@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from query.settings import Settings
-from tasks.fetch import HttpOptions, classify_source, fetch_urls, read_local_file
+from tasks.fetch import HttpOptions, SourceError, classify_source, fetch_urls, read_local_file
 from tasks.records import Article, FetchFailure
 from tasks.split import SplitOptions, split_article, tokenizer_counter
 
@@ -21,9 +21,9 @@ def fetch_document(source: str, settings: Settings) -> Article:
     elif spec.kind == "file":
         outcome = read_local_file(Path(spec.root), doc_id=Path(spec.root).name, source=spec.root)
     else:
-        raise ValueError(f"search-document takes one URL or one file, not a {spec.kind}: {source!r}")
+        raise SourceError(f"search-document takes one URL or one file, not a {spec.kind}: {source!r}")
     if isinstance(outcome, FetchFailure):
-        raise ValueError(f"cannot fetch {source!r}: {outcome.error}")
+        raise SourceError(f"cannot fetch {source!r}: {outcome.error}")
     return outcome
 
 

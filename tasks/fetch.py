@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from query.errors import CorpusSearchError
 from tasks.http_fetch import HTML_TYPES, RETRY_STATUS, TEXT_TYPES, FetchOutcome, HttpOptions, fetch_url, fetch_urls
 from tasks.records import Article, FetchFailure
 from tasks.sniff import binary_reason, binary_signature
@@ -28,12 +29,16 @@ log = logging.getLogger(__name__)
 LOCAL_SUFFIXES = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown", ".txt": "text"}
 
 __all__ = [
-    "HTML_TYPES", "LOCAL_SUFFIXES", "RETRY_STATUS", "TEXT_TYPES", "FetchOutcome", "HttpOptions", "SourceSpec",
-    "canonical_url", "classify_source", "fetch_url", "fetch_urls", "iter_local_source", "list_directory",
+    "HTML_TYPES", "LOCAL_SUFFIXES", "RETRY_STATUS", "TEXT_TYPES", "FetchOutcome", "HttpOptions", "SourceError", "SourceSpec",
+    "canonical_url", "classify_source", "fetch_url", "fetch_urls", "iter_directory", "iter_jsonl", "list_directory",
     "open_text", "parse_dump_line", "parse_dump_lines", "read_local_file", "url_origin",
 ]
 
 SourceKind = Literal["url", "file", "directory", "jsonl"]
+
+
+class SourceError(CorpusSearchError, ValueError):
+    """A source argument that cannot be indexed as given (bad scheme, missing path, unsupported type)."""
 
 
 @dataclass(frozen=True)
@@ -44,26 +49,21 @@ class SourceSpec:
     kind: SourceKind
     root: str
 
-    @property
-    def enumerable(self) -> bool:
-        """True when one run sees every article of the source, so vanished articles can be deleted."""
-        return self.kind != "url"
-
 
 def classify_source(spec: str) -> SourceSpec:
     """Say what kind of source ``spec`` is. Unknown URL schemes and missing paths are clear errors."""
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
         if scheme not in ("http", "https"):
-            raise ValueError(f"source {spec!r}: only http:// and https:// URLs are fetched (got {scheme}://)")
+            raise SourceError(f"source {spec!r}: only http:// and https:// URLs are fetched (got {scheme}://)")
         try:
             url = canonical_url(spec)
         except ValueError as exc:  # a bad port or IPv6 literal: say which source, not just why
-            raise ValueError(f"source {spec[:200]!r}: invalid URL ({exc}); check the host and port") from exc
+            raise SourceError(f"source {spec[:200]!r}: invalid URL ({exc}); check the host and port") from exc
         return SourceSpec(url, "url", url_origin(url))
     path = Path(spec).expanduser()
     if not path.exists():
-        raise ValueError(f"source {spec!r} does not exist: give a URL, a directory, a file, or a .jsonl(.gz) dump")
+        raise SourceError(f"source {spec!r} does not exist: give a URL, a directory, a file, or a .jsonl(.gz) dump")
     root = str(path.resolve())
     if path.is_dir():
         return SourceSpec(spec, "directory", root)
@@ -72,7 +72,7 @@ def classify_source(spec: str) -> SourceSpec:
         return SourceSpec(spec, "jsonl", root)
     if path.suffix.lower() in LOCAL_SUFFIXES:
         return SourceSpec(spec, "file", root)
-    raise ValueError(
+    raise SourceError(
         f"source {spec!r}: unsupported file type {path.suffix!r}; "
         f"supported: {', '.join(sorted(LOCAL_SUFFIXES))}, .jsonl, .jsonl.gz"
     )
@@ -242,15 +242,3 @@ def iter_jsonl(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
             if line.strip():
                 yield from parse_dump_lines(spec, [(lineno, line)])
 
-
-def iter_local_source(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
-    """Enumerate a local source (file, directory or dump)."""
-    if spec.kind == "directory":
-        yield from iter_directory(spec)
-    elif spec.kind == "jsonl":
-        yield from iter_jsonl(spec)
-    elif spec.kind == "file":
-        path = Path(spec.root)
-        yield read_local_file(path, doc_id=path.name, source=spec.root)
-    else:
-        raise ValueError(f"{spec.spec!r} is not a local source")

@@ -17,8 +17,11 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="corpus-search-prefect-"))
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from deployments.prefect_env import prefect_environment  # noqa: E402  (standard library only)
+
+prefect_environment()
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

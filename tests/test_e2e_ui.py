@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from deployments.prefect_env import prefect_environment
 from deployments.serve import free_port, start_local_server, stop_process
 from tests.conftest import EXAMPLES, REPO
 
@@ -77,8 +78,9 @@ def test_reindex_run_and_its_summary_artifact_render_in_the_prefect_ui(tmp_path)
         'deployment = "reindex-e2e"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PREFECT_LOGGING_LEVEL="INFO")
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PREFECT_LOGGING_LEVEL="INFO")
+    prefect_environment(env)
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
     server = serve = None
     try:
