@@ -1,0 +1,72 @@
+"""User errors print ``corpus-search: error: ...`` and exit 2; anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from corpus_search import cli
+from tests.conftest import REPO
+
+
+def _run_main(argv: list[str], capsys) -> tuple[int, str]:
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_an_internal_value_error_is_not_reported_as_a_user_error(monkeypatch, capsys):
+    def broken(args):
+        raise ValueError("a bug, not the user's fault")
+
+    monkeypatch.setattr(cli, "cmd_search", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["search", "anything"])
+    assert "corpus-search: error" not in capsys.readouterr().err
+
+
+def test_an_internal_error_shows_its_traceback_from_the_command_line():
+    code = ("import corpus_search.cli as c\n"
+            "c.cmd_search = lambda args: int('not a number')\n"
+            "raise SystemExit(c.main(['search', 'q']))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ValueError: invalid literal" in proc.stderr
+    assert "corpus-search: error" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "ds", "--set", "min_paragraph_chars"], "--set 'min_paragraph_chars': use NAME=VALUE"),
+        (["eval", "ds", "--modes", "dense,fuzzy"], "--modes 'dense,fuzzy': choose from"),
+        (["search-document", "ftp://example.org/a.html", "q"], "only http:// and https:// URLs are fetched"),
+        (["search-document", "/no/such/file.html", "q"], "does not exist"),
+        (["search", "q", "--where", "=x"], "--where '=x': use COLUMN=VALUE"),
+        (["deploy", "--config", "/no/such/collections.toml"], "cannot read the collections config"),
+    ],
+    ids=["eval-set-without-value", "eval-unknown-mode", "unsupported-scheme", "missing-file", "bad-where",
+         "missing-config"],
+)
+def test_each_user_error_prints_the_prefix_and_exits_2(argv, message, capsys):
+    code, err = _run_main(argv, capsys)
+    assert code == 2
+    assert err.startswith("corpus-search: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_an_invalid_setting_from_the_environment_is_a_user_error(monkeypatch, capsys):
+    from query.settings import get_settings
+
+    monkeypatch.setenv("CORPUS_SEARCH_CANDIDATES", "many")
+    get_settings.cache_clear()
+    try:
+        code, err = _run_main(["search", "q"], capsys)
+    finally:
+        monkeypatch.delenv("CORPUS_SEARCH_CANDIDATES")
+        get_settings.cache_clear()
+    assert code == 2
+    assert err.startswith("corpus-search: error: setting candidates:")
