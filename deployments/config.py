@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flows.hooks import COLLECTION_TAG, NOTIFY_TAG
 from query.errors import CorpusSearchError
 
 #: The flows the deployments run (``file:function`` for prefect.yaml, ``module.function`` for workers).
@@ -33,9 +34,6 @@ INDEX_FLOW = "flows.index_corpus:index_corpus"
 INDEX_FLOW_NAME = "index-corpus"
 EVALUATE_FLOW = "flows.evaluate:evaluate"
 EVALUATE_FLOW_NAME = "evaluate"
-#: Deployment tags the failure hooks read (flow runs inherit their deployment's tags).
-COLLECTION_TAG = "collection:"
-NOTIFY_TAG = "notify:"
 #: Logged into each run's Prefect logs as well: ``tasks.lock`` says when a run waits for another writer.
 EXTRA_LOGGERS = "tasks"
 

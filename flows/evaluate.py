@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows.hooks import log_crash, log_failure
 from flows.index_corpus import index_corpus
 from flows.summary import artifact_key
 from query.errors import InvalidQueryError
@@ -147,7 +148,7 @@ def _try_reranker(settings: Settings) -> tuple[object | None, str | None]:
     return reranker, None
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", log_prints=True, on_failure=[log_failure], on_crashed=[log_crash])
 def evaluate(
     dataset: str,
     collection: str | None = None,

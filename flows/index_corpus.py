@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 
-from deployments.hooks import log_crash, log_failure
+from flows.hooks import log_crash, log_failure
 from flows.summary import IndexSummary, NothingIndexedError, artifact_key, printable
 from query.schema import validate_collection_name
 from query.settings import Settings, get_settings

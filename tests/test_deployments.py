@@ -307,7 +307,7 @@ def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_h
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    from deployments.hooks import log_crash, log_failure
+    from flows.hooks import log_crash, log_failure
     from flows.index_corpus import index_corpus
 
     inbox = _Inbox()
@@ -331,7 +331,7 @@ def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_h
                 time.sleep(0.5)
         (summary,) = [m for m in logs if "ended Failed" in m]
         assert "index-corpus run" in summary and "collection 'broken'" in summary
-        assert "ValueError: source 'ftp://example.invalid/paper.html': only http:// and https://" in summary
+        assert "SourceError: source 'ftp://example.invalid/paper.html': only http:// and https://" in summary
         assert f"flow run id: {run_id}" in summary
         (post,) = inbox.posts
         assert "broken" in post["subject"] and "Failed" in post["subject"]
@@ -340,12 +340,36 @@ def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_h
         inbox.close()
 
 
+def test_a_failed_evaluation_run_is_reported_by_the_same_failure_hook(prefect_harness, db_uri, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.evaluate import evaluate
+    from flows.hooks import log_crash, log_failure
+
+    assert evaluate.on_failure_hooks == [log_failure] and evaluate.on_crashed_hooks == [log_crash]
+    missing = tmp_path / "no-such-dataset"
+    state = evaluate(str(missing), collection="eval-broken", db_uri=db_uri, return_state=True)
+    assert state.is_failed()
+    run_id = state.state_details.flow_run_id
+    deadline, logs = time.monotonic() + 20, []
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))]
+            if any("ended Failed" in m for m in logs):
+                break
+            time.sleep(0.5)
+    (summary,) = [m for m in logs if "ended Failed" in m]
+    assert "evaluate run" in summary and "collection 'eval-broken'" in summary
+    assert f"dataset: {missing}" in summary and "DatasetFormatError" in summary
+
+
 def test_the_crash_hook_reports_a_crashed_run_and_survives_a_missing_block(prefect_harness, caplog):
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
 
-    from deployments.hooks import log_crash
+    from flows.hooks import log_crash
 
     @flow(name="index-corpus")
     def fake(sources: list[str], collection: str = "c") -> None:

@@ -6,7 +6,8 @@ its error), and, when the run carries a ``notify:<block-type-slug>/<block-name>`
 deployments add it from ``notify_block`` in the collections config), sends the same summary through
 that Prefect notification block. A hook never raises: a broken notification is logged, not fatal.
 
-This module must not import ``flows`` (the flows import it).
+It lives in ``flows`` because the flows attach it; ``deployments`` imports the tag names from here
+(layers point one way: deployments → flows). It must not import the flow modules (they import it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import logging
 import os
 from typing import Any
 
-NOTIFY_TAG = "notify:"  # same as deployments.config.NOTIFY_TAG (kept import-free of pydantic models)
+#: Deployment tags the hooks read (flow runs inherit their deployment's tags); ``deployments`` writes them.
+NOTIFY_TAG = "notify:"
 COLLECTION_TAG = "collection:"
 #: Fallback notification block for runs without a ``notify:`` tag (e.g. ad-hoc CLI runs).
 NOTIFY_ENV = "CORPUS_SEARCH_NOTIFY_BLOCK"
@@ -71,6 +73,8 @@ def summary(flow: Any, flow_run: Any, state: Any) -> str:
         f"corpus-search: {flow.name} run {flow_run.name!r} of collection {collection!r} ended {state_name}",
         f"  error:   {_error_of(state)}",
     ]
+    if params.get("dataset"):  # an evaluation run
+        lines.append(f"  dataset: {params['dataset']}")
     if "sources" in params:
         srcs = list(params["sources"] or [])
         shown = ", ".join(map(str, srcs[:3])) + (f" and {len(srcs) - 3} more" if len(srcs) > 3 else "")
