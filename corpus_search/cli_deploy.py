@@ -60,7 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from deployments.config import load_config, render_prefect_yaml
+    from deployments.build import render_prefect_yaml
+    from deployments.config import load_config
 
     cfg = load_config(args.config)
     if args.write_yaml is not None:
@@ -83,7 +84,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
-    from deployments.config import build_deployments
+    from deployments.build import build_deployments
 
     with get_client(sync_client=True) as client:
         try:
@@ -122,6 +123,7 @@ def register(sub, common) -> None:
     dp.add_argument("--work-pool", default="corpus-search", help="work pool name (default: corpus-search)")
     dp.add_argument("--create-pool", action="store_true", help="create the work pool (type process) if missing")
     dp.add_argument("--collection", "-c", action="append", default=None, help="deploy only this collection (repeatable)")
-    dp.add_argument("--write-yaml", nargs="?", const="deployments/prefect.yaml", default=None, metavar="PATH",
-                    help="instead: write the prefect.yaml for `prefect deploy --all` (default deployments/prefect.yaml)")
+    dp.add_argument("--write-yaml", default=None, metavar="PATH",
+                    help="instead: write the same deployments as a prefect.yaml to PATH, for `prefect deploy --all "
+                    "--prefect-file PATH` (generated on demand from the config; not kept in the repository)")
     dp.set_defaults(func=cmd_deploy)

@@ -3,22 +3,19 @@
 Collections are declared once, in a small TOML file (``deployments/collections.toml``); the reindex
 (and evaluation) deployments of both routes are generated from it:
 
-* the Python route (``corpus-search serve`` / ``python -m deployments.serve``): ``flow.to_deployment``
-  + ``prefect.serve`` on a laptop;
-* the work-pool route (``corpus-search deploy``, or ``prefect deploy --all`` with the generated
-  ``deployments/prefect.yaml``) for a server with a worker.
+``deployments/build.py`` turns it into deployments by one route (``deployment_specs``), for
+``prefect.serve`` on a laptop (``corpus-search serve``), for a work pool (``corpus-search deploy``),
+or, on demand, as a ``prefect.yaml`` (``corpus-search deploy --write-yaml PATH``).
 
 Validation is strict and names the entry: unknown keys, invalid cron strings or time zones, an empty
 source list, a malformed notification block name or duplicate deployment names are all errors.
-This module imports Prefect only inside the functions that build deployments.
+This module does not import Prefect (cron strings are checked with a lazy import).
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import re
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -328,137 +325,3 @@ def load_config(path: str | Path | None = None) -> DeployConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(data, path)
-
-
-# ---- building deployments (imports Prefect) ----------------------------------------------------------
-
-def _evaluate_flow(required: bool = False):
-    """The evaluate flow, or None (with a note on stderr) while ``flows/evaluate.py`` does not exist."""
-    try:
-        from flows.evaluate import evaluate
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("flows.evaluate",) or required:
-            raise
-        print("corpus-search: flows/evaluate.py not found: evaluation deployments skipped", file=sys.stderr)
-        return None
-    return evaluate
-
-
-def _concurrency():
-    """One run per deployment at a time; a run that collides waits in the queue (AwaitingConcurrencySlot)."""
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-
-    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
-
-
-def build_deployments(cfg: DeployConfig, *, work_pool: str | None = None, only: list[str] | None = None) -> list:
-    """``RunnerDeployment`` objects for every collection: reindex, plus evaluation where configured.
-
-    Without ``work_pool`` they are for ``prefect.serve`` (the flow runs in the serving process's
-    environment); with it, for ``prefect.deploy`` to a worker that has corpus-search installed: the
-    entrypoint is a module path, so no code storage is needed.
-    """
-    from prefect.client.schemas.schedules import CronSchedule
-    from prefect.deployments.runner import EntrypointType
-
-    from flows.index_corpus import index_corpus
-
-    names = list(cfg.collections) if only is None else [n for n in only if n in cfg.collections]
-    unknown = sorted(set(only or []) - set(cfg.collections) - set(cfg.evaluations))
-    if unknown:
-        raise ConfigError(
-            f"unknown collections/evaluations {unknown}; the config defines {sorted(cfg.collections)}"
-            + (f" and evaluations {sorted(cfg.evaluations)}" if cfg.evaluations else "")
-        )
-    extra: dict[str, Any] = {}
-    if work_pool:
-        extra = {
-            "work_pool_name": work_pool,
-            "entrypoint_type": EntrypointType.MODULE_PATH,
-            "job_variables": {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS}},
-        }
-    evaluations = list(cfg.evaluations) if only is None else [n for n in only if n in cfg.evaluations]
-    evaluate = _evaluate_flow() if evaluations else None
-    out = []
-    for name in names:
-        spec = cfg.collections[name]
-        out.append(
-            index_corpus.to_deployment(
-                name=cfg.reindex_name(name),
-                description=f"Reindex collection {name!r} ({len(spec.sources)} sources) on cron {spec.cron!r}",
-                schedules=[CronSchedule(cron=spec.cron, timezone=cfg.timezone_of(name))],
-                paused=spec.paused,
-                parameters=cfg.index_parameters(name),
-                tags=cfg.tags_of(name),
-                concurrency_limit=_concurrency(),
-                **extra,
-            )
-        )
-    for name in evaluations if evaluate is not None else []:
-        ev = cfg.evaluations[name]
-        out.append(
-            evaluate.to_deployment(
-                name=cfg.evaluate_name(name),
-                description=f"Evaluate {ev.dataset!r} on cron {ev.cron!r}",
-                schedules=[CronSchedule(cron=ev.cron, timezone=ev.timezone or cfg.timezone)],
-                paused=ev.paused,
-                parameters=cfg.evaluate_parameters(name, evaluate),
-                tags=cfg.tags_of(name, evaluation=True),
-                concurrency_limit=_concurrency(),
-                **extra,
-            )
-        )
-    return out
-
-
-# ---- prefect.yaml ---------------------------------------------------------------------------------
-
-YAML_HEADER = """\
-# GENERATED from deployments/collections.toml by `corpus-search deploy --write-yaml` - do not edit by hand
-# (tests/test_deployments.py fails when this file and the config disagree).
-#
-# Work-pool route, for a server: from the repository root (relative source paths resolve there),
-#   prefect work-pool create corpus-search --type process
-#   prefect deploy --all --prefect-file deployments/prefect.yaml
-#   prefect worker start --pool corpus-search
-#   prefect deployment run 'index-corpus/reindex-nightly'
-"""
-
-
-def render_prefect_yaml(cfg: DeployConfig, *, work_pool: str = "corpus-search", evaluate: bool | None = None) -> str:
-    """The ``prefect.yaml`` for ``prefect deploy --all``: the same deployments as the Python route.
-
-    Paths stay as written in the config (relative to ``base_dir``, which must be the directory
-    ``prefect deploy`` runs in: its default pull step makes that the flow runs' working directory).
-    ``evaluate=None`` includes the evaluation deployments when ``flows/evaluate.py`` exists.
-    """
-    import yaml
-
-    if evaluate is None:
-        evaluate = (Path(__file__).resolve().parent.parent / "flows" / "evaluate.py").exists()
-    pool = {"name": work_pool, "job_variables": {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS}}}
-    deployments = []
-    for name, spec in cfg.collections.items():
-        deployments.append({
-            "name": cfg.reindex_name(name),
-            "description": f"Reindex collection {name!r} ({len(spec.sources)} sources) on cron {spec.cron!r}",
-            "entrypoint": INDEX_FLOW.replace(".", "/").replace(":", ".py:", 1),
-            "tags": cfg.tags_of(name),
-            "parameters": cfg.index_parameters(name, absolute=False),
-            "schedules": [{"cron": spec.cron, "timezone": cfg.timezone_of(name), "active": not spec.paused}],
-            "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
-            "work_pool": copy.deepcopy(pool),
-        })
-    for name, ev in cfg.evaluations.items() if evaluate else []:
-        deployments.append({
-            "name": cfg.evaluate_name(name),
-            "description": f"Evaluate {ev.dataset!r} on cron {ev.cron!r}",
-            "entrypoint": EVALUATE_FLOW.replace(".", "/").replace(":", ".py:", 1),
-            "tags": cfg.tags_of(name, evaluation=True),
-            "parameters": cfg.evaluate_parameters(name, absolute=False),
-            "schedules": [{"cron": ev.cron, "timezone": ev.timezone or cfg.timezone, "active": not ev.paused}],
-            "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
-            "work_pool": copy.deepcopy(pool),
-        })
-    doc = {"name": "corpus-search", "prefect-version": ">=3.4", "deployments": deployments}
-    return YAML_HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110)

@@ -131,7 +131,8 @@ def serve(config_path: str | Path | None = None, *, collections: list[str] | Non
     prepare_environment()
     from prefect import serve as prefect_serve
 
-    from deployments.config import build_deployments, load_config
+    from deployments.build import build_deployments
+    from deployments.config import load_config
 
     cfg = load_config(config_path)
     deployments = build_deployments(cfg, only=collections)
