@@ -115,9 +115,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(json.dumps({**{k: result[k] for k in JSON_KEYS}, "outcome": result["outcome"],
                           "failures": result["failures"]}, ensure_ascii=False))
     else:
-        summary = IndexSummary(**{k: result[k] for k in JSON_KEYS}, encode_seconds=result["encode_seconds"],
-                               failures=[(f["doc_id"], f["error"]) for f in result["failures"]])
-        print(summary.to_text())
+        print(IndexSummary.from_result(result).to_text())
     return EXIT_CODES[result["outcome"]]
 
 

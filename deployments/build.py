@@ -13,7 +13,13 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from deployments.config import EVALUATE_FLOW, EXTRA_LOGGERS, INDEX_FLOW, ConfigError, DeployConfig
+from deployments.config import (
+    EVALUATE_FLOW,
+    EXTRA_LOGGERS,
+    INDEX_FLOW,
+    ConfigError,
+    DeployConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,10 @@ def build_deployments(cfg: DeployConfig, *, work_pool: str | None = None, only: 
     environment); with it, for ``prefect.deploy`` to a worker that has corpus-search installed: the
     entrypoint is a module path, so no code storage is needed.
     """
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.client.schemas.objects import (
+        ConcurrencyLimitConfig,
+        ConcurrencyLimitStrategy,
+    )
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import EntrypointType
 

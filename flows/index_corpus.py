@@ -151,7 +151,6 @@ def index_corpus(
                 vectors, seconds = stages.encode_paragraphs([p.encoded for p in plan.new], settings)
                 stages.write_batch(plan, vectors, split.changed, settings)
                 summary.articles_fetched += len(split.changed)
-                summary.paragraphs_added += len(plan.new)
                 summary.paragraphs_encoded += len(plan.new)
                 summary.paragraphs_moved += len(plan.moved)
                 summary.paragraphs_deleted += len(plan.deleted_ids)

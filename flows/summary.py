@@ -46,7 +46,6 @@ class IndexSummary:
     articles_unchanged: int = 0
     articles_failed: int = 0
     articles_deleted: int = 0
-    paragraphs_added: int = 0
     paragraphs_moved: int = 0
     paragraphs_deleted: int = 0
     paragraphs_encoded: int = 0
@@ -54,6 +53,22 @@ class IndexSummary:
     seconds: float = 0.0
     encode_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (doc_id, error)
+
+    @property
+    def paragraphs_added(self) -> int:
+        """New paragraphs written: an alias of ``paragraphs_encoded``, kept because scripts read the key.
+
+        Every new paragraph is encoded and nothing else is (moved and unchanged ones keep their
+        vectors), so the two counts are one number with one source.
+        """
+        return self.paragraphs_encoded
+
+    @classmethod
+    def from_result(cls, result: dict) -> IndexSummary:
+        """The summary back from :meth:`result` (what the flow returns), e.g. to print it as text."""
+        fields = {k: result[k] for k in JSON_KEYS if k != "paragraphs_added"}
+        return cls(**fields, encode_seconds=result["encode_seconds"],
+                   failures=[(f["doc_id"], f["error"]) for f in result["failures"]])
 
     @property
     def encode_rate(self) -> float:
@@ -78,6 +93,7 @@ class IndexSummary:
     def to_json(self) -> dict:
         data = asdict(self)
         data["seconds"] = round(self.seconds, 3)
+        data["paragraphs_added"] = self.paragraphs_added
         return {k: data[k] for k in JSON_KEYS}
 
     def result(self) -> dict:
