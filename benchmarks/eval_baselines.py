@@ -12,9 +12,9 @@ scoring's.
 
 Usage::
 
-    HF_HUB_OFFLINE=1 python benchmarks/eval_baselines.py /work/shared/data/scifact [--split test]
-    HF_HUB_OFFLINE=1 python benchmarks/eval_baselines.py /work/shared/data/cacm \
-        --corpus-html /work/shared/data/cacm/raw/cacm.tar.gz --no-dense --depth 1000
+    HF_HUB_OFFLINE=1 python benchmarks/eval_baselines.py ../shared/data/scifact [--split test]
+    HF_HUB_OFFLINE=1 python benchmarks/eval_baselines.py ../shared/data/cacm \
+        --corpus-html ../shared/data/cacm/raw/cacm.tar.gz --no-dense --depth 1000
 
 Needs ``pip install -e .[bench]`` (bm25s, PyStemmer).
 """

@@ -39,8 +39,8 @@ import numpy as np  # noqa: E402
 
 from query.rerank import Reranker, load_cross_encoder, logits_to_scores, rank_order  # noqa: E402
 
-DEFAULT_MODEL = "/tmp/corpus_search_models/scifact-minilm-ce"
-DEFAULT_DATA = "/work/shared/data/scifact"
+#: Shared data sets live beside the repository (``../shared/data``), resolved from the repository root, not the cwd.
+DEFAULT_DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact")
 TARGET_SPEEDUP = 2.0
 TARGET_AGREEMENT = 0.95
 TARGET_MAX_DIFF = 0.01
@@ -59,19 +59,19 @@ def fresh_head_cross_encoder(num_labels: int = 1):
 
 
 def resolve_model(model: Any) -> tuple[Any, str]:
-    """A CrossEncoder from a path/name (or passed through), falling back to a fresh-head MiniLM with a warning."""
-    if not isinstance(model, (str, os.PathLike)):
+    """A CrossEncoder from a path/name (or passed through); without one (``--model`` not given), a
+    fresh-head MiniLM with a warning."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
         return model, type(model).__name__
-    name = str(model)
-    if name == DEFAULT_MODEL and not Path(name).exists():
+    if model is None:
         warnings.warn(
-            f"{name} not found: run benchmarks/train_local_cross_encoder.py first. Falling back to a MiniLM body "
+            "no --model given (e.g. the output of benchmarks/train_local_cross_encoder.py). Falling back to a MiniLM body "
             "with a FRESH RANDOM HEAD: its speed is real but its scores are near-constant, so agreement/score "
             "numbers are not meaningful.",
             stacklevel=2,
         )
         return fresh_head_cross_encoder(), "minilm-fresh-head (untrained!)"
-    return load_cross_encoder(name), name
+    return load_cross_encoder(str(model)), str(model)
 
 
 def _top10_same(a: np.ndarray, b: np.ndarray, k: int = 10) -> bool:
@@ -211,13 +211,15 @@ def print_rerank_report(res: dict) -> None:
               f"{v['max_abs_score_diff_top10']:>13.5f} {v['max_abs_score_diff']:>11.5f}  {v['settings']}")
 
 
-def pipeline_breakdown(db: str, collection: str, model: str, queries: list[str], precision: str = "auto") -> dict:
+def pipeline_breakdown(db: str, collection: str, model: str | None, queries: list[str], precision: str = "auto") -> dict:
     """Median seconds per stage of ``Searcher.search`` (hybrid, 100 candidates, re-ranked, k=10)."""
     from query import Searcher
     from query.settings import get_settings
 
     settings = get_settings().model_copy(update={"rerank_precision": precision})
-    searcher = Searcher(db_uri=db, collection=collection, cross_encoder=str(model), settings=settings)
+    # Without --model, the configured cross-encoder.
+    searcher = Searcher(db_uri=db, collection=collection, cross_encoder=None if model is None else str(model),
+                        settings=settings)
     searcher.search(queries[0], k=10)  # warm: models loaded, caches filled
     stages: dict[str, list[float]] = {"encode": [], "retrieve": [], "rerank": [], "total": []}
     for q in queries:
@@ -236,7 +238,7 @@ def print_breakdown(b: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Re-rank latency: Reranker vs CrossEncoder.predict fp32")
-    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--model", default=None, help="cross-encoder path or name (default: an untrained MiniLM, speed only)")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--queries", type=int, default=30)
     ap.add_argument("--candidates", type=int, default=100)

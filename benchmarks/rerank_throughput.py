@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from query.rerank import ModelUnavailableError, Reranker, load_cross_encoder  # noqa: E402
 
-DEFAULT_DATA = "/work/shared/data/scifact"
-STAND_IN = "/tmp/corpus_search_models/scifact-minilm-ce"
+#: Shared data sets live beside the repository (``../shared/data``), resolved from the repository root, not the cwd.
+DEFAULT_DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact")
 CLASSIC_TABLE = [
     "cross-encoder/ms-marco-TinyBERT-L-2-v2",
     "cross-encoder/ms-marco-MiniLM-L2-v2",
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="docs/sec of cross-encoders: fp32 vs as shipped")
     ap.add_argument("--models", nargs="+", default=None,
-                    help=f"names or paths (default: the local stand-in {STAND_IN} and a tiny local BERT); "
+                    help="names or paths (default: a tiny local BERT; pass a trained cross-encoder's path to add it); "
                          "'classic' = the classic ms-marco table by hub name")
     ap.add_argument("--pairs", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
 
-    models = args.models or [STAND_IN, tiny_bert_dir()]
+    models = args.models or [tiny_bert_dir()]
     if models == ["classic"]:
         models = CLASSIC_TABLE
     pairs = realistic_pairs(args.pairs, args.data)
