@@ -41,8 +41,19 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+class _Keyed:
+    """``key``: the article identity of anything with a ``source`` and a ``doc_id``."""
+
+    source: str
+    doc_id: str
+
+    @property
+    def key(self) -> str:
+        return article_key(self.source, self.doc_id)
+
+
 @dataclass
-class Article:
+class Article(_Keyed):
     """One fetched document. ``body`` is HTML, markdown or text; ``paragraphs`` when the source pre-split it."""
 
     doc_id: str
@@ -55,34 +66,22 @@ class Article:
     last_modified: str | None = None
     paragraphs: list[str] | None = None
 
-    @property
-    def key(self) -> str:
-        return article_key(self.source, self.doc_id)
-
 
 @dataclass(frozen=True)
-class FetchFailure:
+class FetchFailure(_Keyed):
     """A source or article that could not be fetched. Its previously indexed rows are kept."""
 
     doc_id: str
     source: str
     error: str
 
-    @property
-    def key(self) -> str:
-        return article_key(self.source, self.doc_id)
-
 
 @dataclass(frozen=True)
-class NotModified:
+class NotModified(_Keyed):
     """An article the server says is unchanged (HTTP 304): no download, no encoding."""
 
     doc_id: str
     source: str
-
-    @property
-    def key(self) -> str:
-        return article_key(self.source, self.doc_id)
 
 
 @dataclass(frozen=True)

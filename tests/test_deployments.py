@@ -151,7 +151,12 @@ def test_prefect_yaml_is_generated_on_demand_from_the_config_and_valid_for_prefe
 def test_two_concurrent_runs_of_one_collection_never_write_together(prefect_harness, db_uri, notes, tmp_path,
                                                                    monkeypatch):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     from flows.index_corpus import index_corpus
     from tasks import stages
@@ -298,11 +303,26 @@ class _Inbox:
         self.server.server_close()
 
 
+def _hook_summary(run_id) -> str:
+    """The failure hook's one summary in the run's logs (logs arrive asynchronously: wait up to 20 s)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline, logs = time.monotonic() + 20, []
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))]
+            if any("ended Failed" in m for m in logs):
+                break
+            time.sleep(0.5)
+    (summary,) = [m for m in logs if "ended Failed" in m]
+    return summary
+
+
 def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_harness, db_uri, caplog):
     from prefect import tags
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     from flows.hooks import log_crash, log_failure
     from flows.index_corpus import index_corpus
@@ -318,15 +338,9 @@ def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_h
         assert state.is_failed()
         assert "only http:// and https:// URLs are fetched" in state.message
         run_id = state.state_details.flow_run_id
-        deadline = time.monotonic() + 20
         with get_client(sync_client=True) as client:
             assert client.read_flow_run(run_id).state.type.value == "FAILED"
-            while time.monotonic() < deadline:
-                logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))]
-                if any("ended Failed" in m for m in logs):
-                    break
-                time.sleep(0.5)
-        (summary,) = [m for m in logs if "ended Failed" in m]
+        summary = _hook_summary(run_id)
         assert "index-corpus run" in summary and "collection 'broken'" in summary
         assert "SourceError: source 'ftp://example.invalid/paper.html': only http:// and https://" in summary
         assert f"flow run id: {run_id}" in summary
@@ -338,8 +352,6 @@ def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_h
 
 
 def test_a_failed_evaluation_run_is_reported_by_the_same_failure_hook(prefect_harness, db_uri, tmp_path):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     from flows.evaluate import evaluate
     from flows.hooks import log_crash, log_failure
@@ -348,15 +360,7 @@ def test_a_failed_evaluation_run_is_reported_by_the_same_failure_hook(prefect_ha
     missing = tmp_path / "no-such-dataset"
     state = evaluate(str(missing), collection="eval-broken", db_uri=db_uri, return_state=True)
     assert state.is_failed()
-    run_id = state.state_details.flow_run_id
-    deadline, logs = time.monotonic() + 20, []
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))]
-            if any("ended Failed" in m for m in logs):
-                break
-            time.sleep(0.5)
-    (summary,) = [m for m in logs if "ended Failed" in m]
+    summary = _hook_summary(state.state_details.flow_run_id)
     assert "evaluate run" in summary and "collection 'eval-broken'" in summary
     assert f"dataset: {missing}" in summary and "DatasetFormatError" in summary
 
