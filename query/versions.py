@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from query.errors import CorpusSearchError
+from query.errors import CorpusSearchError, InvalidNameError
 
 #: Suffix of the small table that logs index runs, rollbacks and eval tags of a collection.
 RUNS_SUFFIX = "__runs"
@@ -35,7 +35,7 @@ def is_companion_table(name: str) -> bool:
 def check_tag_name(name: str) -> str:
     """Refuse tag names Lance rejects, and all-digit names that would be read as version numbers."""
     if not isinstance(name, str) or not _TAG_RE.match(name) or name.isdigit():
-        raise ValueError(
+        raise InvalidNameError(
             f"tag {name!r} is not a valid tag name: use letters, digits, '.', '-' or '_', with at least "
             "one non-digit (e.g. prod, eval-2026-11-27)"
         )
