@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from query.settings import Settings
-from tasks.fetch import HttpOptions, SourceError, classify_source, fetch_urls, read_local_file
+from tasks.fetch import (
+    HttpOptions,
+    SourceError,
+    classify_source,
+    fetch_urls,
+    read_local_file,
+)
 from tasks.records import Article, FetchFailure
 from tasks.split import SplitOptions, split_article, tokenizer_counter
 
