@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser("search", help="search a collection (no Prefect involved)")
     se.add_argument("query")
     se.add_argument("-k", type=_positive_int, default=5)
-    se.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid")
+    from query.settings import MODES
+    se.add_argument("--mode", choices=list(MODES), default="hybrid")
     se.add_argument("--candidates", type=_positive_int, default=None,
                     help="candidates retrieved before re-ranking (default 100)")
     se.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder; scores are retrieval scores")

@@ -7,13 +7,13 @@ import functools
 import platform
 from collections.abc import Iterator
 
-import torch
-
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` picks cuda, then mps, then cpu; anything else is passed through to torch."""
     if device != "auto":
         return device
+    import torch  # lazy: a lexical search never needs torch
+
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -71,6 +71,8 @@ def autocast(device: str, precision: str) -> Iterator[None]:
     if precision == "fp32":
         yield
         return
+    import torch  # lazy, like resolve_device
+
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     device_type = device.split(":")[0]
     with torch.autocast(device_type=device_type, dtype=dtype):

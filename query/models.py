@@ -115,6 +115,12 @@ def _quiet_transformers() -> None:
         pass
 
 
+def hf_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is 1/true/yes/on (any case), like huggingface_hub."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
 def _load_sentence_transformer(name: str, device: str, trust_remote_code: bool):
     from sentence_transformers import SentenceTransformer
 
@@ -123,7 +129,7 @@ def _load_sentence_transformer(name: str, device: str, trust_remote_code: bool):
     try:
         return SentenceTransformer(location, device=device, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - re-raised with the fix attached
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        offline = hf_offline()
         raise ModelUnavailableError(
             f"bi-encoder {name!r} could not be loaded from {location!r}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}. "

@@ -43,8 +43,10 @@ from urllib.parse import urlparse
 import numpy as np
 
 from query.devices import cpu_has_native_bf16
-from query.errors import ModelUnavailableError as _BaseModelUnavailableError
+from query.errors import ModelUnavailableError  # the one model error (re-exported for callers)
 from query.fusion import rank_order  # noqa: F401 - re-exported: the documented ranking order
+from query.models import hf_offline
+from query.settings import RerankPrecision
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -52,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "bf16", "fp16", "bf16+fp32"]
+Precision = RerankPrecision  # the one definition lives in query.settings
 ResolvedPrecision = Literal["fp32", "bf16", "fp16", "bf16+fp32"]
 
 #: The cascade assumes bf16 moves a relevance logit by at most this much (measured: <= 0.37 on the
@@ -75,23 +77,16 @@ _CLS_LINEAR_HEAD_MODELS = frozenset({"capreolus/electra-base-msmarco"})
 _CPU_TOKENS_PER_BATCH = 2048
 
 
-class ModelUnavailableError(_BaseModelUnavailableError):
-    """The cross-encoder could not be loaded (not found locally, not cached, not downloadable, or unusable)."""
-
-    def __init__(self, model: str, reason: str, *, fix: str = FIX_HINT):
-        self.model = model
-        self.reason = reason
-        self.fix = fix
-        super().__init__(f"cross-encoder {model!r} is unavailable: {reason}. To fix: {fix}.")
+def _unavailable(model: str, reason: str, *, fix: str = FIX_HINT) -> ModelUnavailableError:
+    """The one ``ModelUnavailableError`` (query.errors), with ``model``/``reason``/``fix`` kept for callers."""
+    err = ModelUnavailableError(f"cross-encoder {model!r} is unavailable: {reason}. To fix: {fix}.")
+    err.model, err.reason, err.fix = model, reason, fix
+    return err
 
 
 # --------------------------------------------------------------------------------------------------
 # loading
 
-
-def _hf_offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _brief(exc: BaseException, limit: int = 240) -> str:
@@ -196,46 +191,46 @@ def load_cross_encoder(
     """
     name = str(name_or_path).strip()
     if not name:
-        raise ModelUnavailableError(repr(name_or_path), "no model name or path given")
+        raise _unavailable(repr(name_or_path), "no model name or path given")
     started = time.perf_counter()
     path = Path(name).expanduser()
     kwargs = dict(device=device, max_length=max_length, trust_remote_code=trust_remote_code)
 
     if path.exists():
         if not path.is_dir():
-            raise ModelUnavailableError(name, f"{path} is a file, not a model directory")
+            raise _unavailable(name, f"{path} is a file, not a model directory")
         if not (path / "config.json").exists():
-            raise ModelUnavailableError(name, f"{path} has no config.json, so it is not a saved model directory")
+            raise _unavailable(name, f"{path} has no config.json, so it is not a saved model directory")
         try:
             model, missing = _construct(str(path), local_files_only=True, **kwargs)
         except Exception as exc:
-            raise ModelUnavailableError(name, f"loading the local directory failed ({_brief(exc)})") from exc
+            raise _unavailable(name, f"loading the local directory failed ({_brief(exc)})") from exc
     elif _looks_like_path(name):
-        raise ModelUnavailableError(name, f"no such local directory: {path}")
+        raise _unavailable(name, f"no such local directory: {path}")
     else:
         try:
             model, missing = _construct(name, local_files_only=True, **kwargs)
         except Exception as cache_exc:
-            if _hf_offline():
-                raise ModelUnavailableError(
+            if hf_offline():
+                raise _unavailable(
                     name,
                     f"not a local directory and not in the Hugging Face cache, and HF_HUB_OFFLINE is set "
                     f"({_brief(cache_exc, 160)})",
                 ) from cache_exc
             reachable, why = _hub_reachable()
             if not reachable:
-                raise ModelUnavailableError(
+                raise _unavailable(
                     name, f"not a local directory, not in the Hugging Face cache, and the hub is unreachable: {why}"
                 ) from cache_exc
             try:
                 model, missing = _construct(name, local_files_only=False, **kwargs)
             except Exception as exc:
-                raise ModelUnavailableError(name, f"download failed ({_brief(exc)})") from exc
+                raise _unavailable(name, f"download failed ({_brief(exc)})") from exc
 
     _apply_head_quirks(model, name)
     head_missing = [k for k in missing if _is_head_key(k, model)]
     if head_missing:
-        raise ModelUnavailableError(
+        raise _unavailable(
             name,
             f"the checkpoint has no trained classification head ({', '.join(head_missing)} would be random), "
             "so it is not a cross-encoder (a bi-encoder or a base model?)",
@@ -248,7 +243,7 @@ def load_cross_encoder(
     if isinstance(limit, int) and 0 < limit < (model.max_seq_length or max_length):
         model.max_seq_length = limit
     if model.num_labels not in (1, 2):
-        raise ModelUnavailableError(
+        raise _unavailable(
             name,
             f"it has {model.num_labels} output labels; only 1-logit (sigmoid) and 2-logit (softmax, class 1 = relevant) "
             "relevance models are supported",

@@ -6,16 +6,12 @@ best first. Filters are SQL built by ``query.filters`` and applied before the to
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pyarrow as pa
 
 from query.fusion import rrf
 from query.schema import RESULT_COLUMNS
-
-Mode = Literal["dense", "lexical", "hybrid"]
-MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+from query.settings import MODES, Mode  # noqa: F401 - re-exported for callers of retrieve.MODES
 
 
 def _with_score(table: pa.Table, scores: np.ndarray) -> pa.Table:

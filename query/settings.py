@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from query.schema import validate_collection_name
 
+# The one home of these vocabularies: everything else imports them (issue #9).
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# The re-ranker also offers the bf16 -> exact fp32 cascade.
+RerankPrecision = Literal["auto", "fp32", "bf16", "fp16", "bf16+fp32"]
 Mode = Literal["dense", "lexical", "hybrid"]
+MODES: tuple[str, ...] = get_args(Mode)
 
 DEFAULT_BI_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L6-v2"
@@ -96,7 +100,7 @@ class Settings(BaseSettings):
     candidates: int = Field(100, ge=1)
     rrf_k: int = Field(60, ge=1)
     rerank_batch_size: int = Field(32, ge=1)
-    rerank_precision: Literal["auto", "fp32", "bf16", "fp16", "bf16+fp32"] = Field(
+    rerank_precision: RerankPrecision = Field(
         "auto", description="auto: fp16 on cuda; on CPUs with native bf16 the bf16+fp32 cascade (bf16 for all "
         "candidates, exact fp32 re-score of every candidate that could be in the top k); else fp32")
     max_query_chars: int = Field(2000, ge=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -249,3 +250,21 @@ def test_queries_during_an_index_run_stay_consistent(corpus_db, tmp_path):
         out, err = reader.communicate(timeout=300)
     assert reader.returncode == 0, err[-3000:]
     assert int(out.strip()) >= 2  # it kept querying while the flow wrote
+
+
+def test_a_lexical_search_without_rerank_imports_no_torch_sentence_transformers_or_prefect(corpus_db):
+    code = textwrap.dedent(f"""
+        import sys
+        import query
+        from query import Searcher
+        hits = Searcher(db_uri={corpus_db!r}, collection="sample").search(
+            "glaciers", k=2, mode="lexical", rerank=False)
+        assert hits, "no hits"
+        heavy = ("torch", "sentence_transformers", "transformers", "prefect")
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
+        assert not bad, bad[:20]
+        print("ok")
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
