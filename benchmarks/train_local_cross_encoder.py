@@ -22,7 +22,7 @@ path of ``query.rerank.Reranker`` with a realistic model.
 Usage::
 
     HF_HUB_OFFLINE=1 python benchmarks/train_local_cross_encoder.py \
-        [--out /tmp/corpus_search_models/scifact-minilm-ce] [--max-steps 200 --time-budget-s 900]
+        --out DIR [--max-steps 200 --time-budget-s 900]
 
 Needs ``bm25s`` (``pip install -e .[bench]``) for hard negatives; without it only random negatives are used.
 """
@@ -41,8 +41,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DEFAULT_OUT = "/tmp/corpus_search_models/scifact-minilm-ce"
-DEFAULT_DATA = "/work/shared/data/scifact"
+# Shared data sits beside the repo (../shared from the repo root), whatever the working directory.
+DEFAULT_DATA = str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "scifact")
 STAND_IN_NOTE = (
     "stand-in cross-encoder: same architecture/speed as cross-encoder/ms-marco-MiniLM-L6-v2, "
     "NOT its quality (a few minutes of CPU fine-tuning on SciFact train)"
@@ -210,7 +210,7 @@ def save_two_logit_variant(one_logit_dir: str, out_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=DEFAULT_OUT, help="output directory (never inside the repo)")
+    ap.add_argument("--out", required=True, help="output directory (never inside the repo)")
     ap.add_argument("--out-2logit", default=None, help="2-logit variant directory (default: OUT-2logit; 'none' to skip)")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--probe-pairs", type=int, default=1200, help="pairs for the frozen-feature head fit")
