@@ -1,11 +1,28 @@
-"""Device and precision choice: cuda > mps > cpu; fp16 on cuda, bf16 on CPUs with native bf16."""
+"""Device and precision rules, in one place: cuda > mps > cpu; fp16 on cuda, bf16 on CPUs with native bf16.
+
+Both encoders use :func:`resolve_precision` and :func:`autocast`. torch is imported only inside the
+functions that need it, so a lexical search never loads it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import platform
+import warnings
 from collections.abc import Iterator
+from typing import Any, get_args
+
+from query.errors import PrecisionError
+from query.settings import Precision, RerankPrecision
+
+#: The bf16 -> exact fp32 re-score cascade: a re-ranker precision, meaningless for the bi-encoder.
+CASCADE = "bf16+fp32"
+
+
+def device_type(device: Any) -> str:
+    """``cuda`` for ``"cuda:1"`` or ``torch.device("cuda", 1)``: the kind of device, without its index."""
+    return str(getattr(device, "type", device)).split(":")[0]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -52,28 +69,47 @@ def cpu_has_native_bf16() -> bool:
         return True
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """Turn ``auto`` into a concrete precision for ``device``; refuse combinations that cannot work."""
+def resolve_precision(precision: str, device: Any, *, cascade: bool = False) -> str:
+    """Turn ``auto`` into a concrete precision for ``device``; refuse combinations that cannot work.
+
+    ``auto`` is fp16 on cuda; on CPUs with native bf16 it is bf16, or the ``bf16+fp32`` cascade when
+    ``cascade`` is true (the re-ranker: plain bf16 moved its top-10 order in about half the queries,
+    see query/rerank.py); fp32 elsewhere. ``cascade`` also decides whether ``bf16+fp32`` may be asked for.
+
+    Raises:
+        PrecisionError: an unknown precision, the cascade without ``cascade``, or fp16 on the CPU
+            (CPU fp16 kernels are slow and imprecise; bf16 is the CPU's reduced precision).
+    """
+    allowed = get_args(RerankPrecision) if cascade else get_args(Precision)
+    if precision not in allowed:
+        raise PrecisionError(f"precision {precision!r} is not one of {', '.join(allowed)}: choose one of those")
+    kind = device_type(device)
     if precision == "auto":
-        if device.startswith("cuda"):
+        if kind == "cuda":
             return "fp16"
-        if device == "cpu" and cpu_has_native_bf16():
-            return "bf16"
+        if kind == "cpu" and cpu_has_native_bf16():
+            return CASCADE if cascade else "bf16"
         return "fp32"
-    if precision == "fp16" and device == "cpu":
-        raise ValueError("precision 'fp16' is not supported on the CPU: use 'bf16', 'fp32' or 'auto'")
+    if kind == "cpu" and precision == "fp16":
+        raise PrecisionError(
+            "precision 'fp16' is not supported on the CPU: use 'bf16', 'fp32' or 'auto'"
+            + (" (or the 'bf16+fp32' cascade)" if cascade else "")
+        )
+    if kind == "cpu" and precision in ("bf16", CASCADE) and not cpu_has_native_bf16():
+        warnings.warn("this CPU has no native bf16: bf16 will be emulated (slow)", stacklevel=2)
     return precision
 
 
 @contextlib.contextmanager
-def autocast(device: str, precision: str) -> Iterator[None]:
+def autocast(device: Any, precision: str) -> Iterator[None]:
     """Autocast for bf16/fp16 inference; a no-op for fp32. Weights stay fp32, so agreement is easy to check."""
     if precision == "fp32":
         yield
         return
     import torch  # lazy, like resolve_device
 
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    device_type = device.split(":")[0]
-    with torch.autocast(device_type=device_type, dtype=dtype):
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"autocast needs a resolved precision (fp32, bf16 or fp16), not {precision!r}")
+    with torch.autocast(device_type=device_type(device), dtype=dtypes[precision]):
         yield

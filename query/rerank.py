@@ -1,8 +1,7 @@
-"""Cross-encoder re-ranking: offline-first model loading and fast, faithful scoring.
+"""Cross-encoder re-ranking: fast, faithful scoring and the bf16 -> fp32 cascade.
 
-``load_cross_encoder`` finds a cross-encoder without touching the network unless it may (local
-directory, then the Hugging Face cache, then -- only when ``HF_HUB_OFFLINE`` is not set and the hub is
-reachable -- a download), and raises :class:`ModelUnavailableError` with the fix otherwise.
+Loading lives in :mod:`query.models` (``load_cross_encoder``, re-exported here for one release), device
+and precision rules in :mod:`query.devices`.
 
 ``Reranker.score`` turns the model's logits into relevance scores in ``[0, 1]``:
 
@@ -29,30 +28,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
-import os
-import re
-import socket
-import time
-import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlparse
 
 import numpy as np
 
-from query.devices import cpu_has_native_bf16
-from query.errors import ModelUnavailableError  # the one model error (re-exported for callers)
+# cpu_has_native_bf16, ModelUnavailableError, FIX_HINT and load_cross_encoder are re-exported for one
+# release from their homes since issue #9 (query.devices, query.errors, query.models): import them there.
+from query import devices
+from query.devices import autocast, cpu_has_native_bf16  # noqa: F401
+from query.errors import ModelUnavailableError  # noqa: F401
 from query.fusion import rank_order  # noqa: F401 - re-exported: the documented ranking order
-from query.models import hf_offline
+from query.models import FIX_HINT, load_cross_encoder  # noqa: F401
 from query.settings import RerankPrecision
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
     from sentence_transformers import CrossEncoder
-
-logger = logging.getLogger(__name__)
 
 Precision = RerankPrecision  # the one definition lives in query.settings
 ResolvedPrecision = Literal["fp32", "bf16", "fp16", "bf16+fp32"]
@@ -61,255 +52,19 @@ ResolvedPrecision = Literal["fp32", "bf16", "fp16", "bf16+fp32"]
 #: MiniLM-L6 stand-in); it widens the margin by itself when the re-scored passages show a larger error.
 CASCADE_LOGIT_ERROR = 0.5
 
-FIX_HINT = (
-    "point CORPUS_SEARCH_CROSS_ENCODER (or --cross-encoder) at a local directory saved with "
-    "CrossEncoder.save_pretrained, or run with network access once to cache it"
-)
-
-# Checkpoints whose classification head differs from what their config's architecture builds.
-# Capreolus/electra-base-msmarco was converted from a TF model that scores with a BERT-style head:
-# ``out_proj(hidden[:, 0])`` -- no ``dense`` + GELU in between (see its model card and Capreolus'
-# TFElectraRelevanceHead). Loaded as a plain ElectraForSequenceClassification it would run the extra
-# ``dense`` layer and return meaningless scores without any error.
-_CLS_LINEAR_HEAD_MODELS = frozenset({"capreolus/electra-base-msmarco"})
-
-# Tokens per batch that keep a CPU batch in cache-friendly territory; see _cpu_batch_size.
+# Tokens per batch that keep a CPU batch in cache-friendly territory; see Reranker._batches.
 _CPU_TOKENS_PER_BATCH = 2048
 
 
-def _unavailable(model: str, reason: str, *, fix: str = FIX_HINT) -> ModelUnavailableError:
-    """The one ``ModelUnavailableError`` (query.errors), with ``model``/``reason``/``fix`` kept for callers."""
-    err = ModelUnavailableError(f"cross-encoder {model!r} is unavailable: {reason}. To fix: {fix}.")
-    err.model, err.reason, err.fix = model, reason, fix
-    return err
-
-
-# --------------------------------------------------------------------------------------------------
-# loading
-
-
-
-def _brief(exc: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
-    """Cheap TCP probe of the hub (or the HTTPS proxy) so that a missing network fails in ms, not after retries."""
-    try:
-        from huggingface_hub import constants
-
-        endpoint = constants.ENDPOINT
-    except Exception:  # pragma: no cover - huggingface_hub always ships with transformers
-        endpoint = "https://huggingface.co"
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    target = urlparse(proxy if proxy else endpoint)
-    host = target.hostname or "huggingface.co"
-    port = target.port or (443 if target.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True, ""
-    except OSError as exc:
-        return False, f"{host}:{port} is unreachable ({_brief(exc, 120)})"
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", name)) or name.count("/") > 1
-
-
-class _MissingWeightsCapture(logging.Handler):
-    """Collects the keys that transformers reports as MISSING (randomly initialised) while loading."""
-
-    _ansi = re.compile(r"\x1b\[[0-9;]*m")
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.missing: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = self._ansi.sub("", record.getMessage())
-        except Exception:  # pragma: no cover
-            return
-        if "LOAD REPORT" not in text:
-            return
-        for line in text.splitlines():
-            cells = [c.strip() for c in line.split("|")]
-            if len(cells) >= 2 and cells[1] == "MISSING":
-                self.missing.append(cells[0])
-
-
-@contextlib.contextmanager
-def _capture_missing_weights() -> Iterator[_MissingWeightsCapture]:
-    log = logging.getLogger("transformers.modeling_utils")
-    handler = _MissingWeightsCapture()
-    old_level, old_propagate = log.level, log.propagate
-    log.addHandler(handler)
-    log.setLevel(logging.WARNING)
-    log.propagate = False  # we re-report briefly instead of printing transformers' table
-    try:
-        yield handler
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(old_level)
-        log.propagate = old_propagate
-
-
-def _construct(name: str, *, device: str, max_length: int, trust_remote_code: bool, local_files_only: bool):
-    from sentence_transformers import CrossEncoder
-
-    with _capture_missing_weights() as capture:
-        model = CrossEncoder(
-            name,
-            device=device,
-            max_length=max_length,
-            trust_remote_code=trust_remote_code,
-            local_files_only=local_files_only,
-        )
-    return model, capture.missing
-
-
-def load_cross_encoder(
-    name_or_path: str,
-    *,
-    device: str = "cpu",
-    max_length: int = 512,
-    trust_remote_code: bool = False,
-) -> CrossEncoder:
-    """Load a sentence-transformers ``CrossEncoder``, offline first.
-
-    Order: an existing local directory; else the hub name from the local Hugging Face cache only;
-    else, only if ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is unset and the hub answers a quick TCP
-    probe, a download. ``max_length`` is capped at the model's ``max_position_embeddings``.
-    ``trust_remote_code`` stays off unless asked for.
-
-    Raises:
-        ModelUnavailableError: with the model, the reason and the fix, within milliseconds when
-            offline; also when the checkpoint has no trained classification head (e.g. a bi-encoder
-            directory), because such a model ranks at random.
-    """
-    name = str(name_or_path).strip()
-    if not name:
-        raise _unavailable(repr(name_or_path), "no model name or path given")
-    started = time.perf_counter()
-    path = Path(name).expanduser()
-    kwargs = dict(device=device, max_length=max_length, trust_remote_code=trust_remote_code)
-
-    if path.exists():
-        if not path.is_dir():
-            raise _unavailable(name, f"{path} is a file, not a model directory")
-        if not (path / "config.json").exists():
-            raise _unavailable(name, f"{path} has no config.json, so it is not a saved model directory")
-        try:
-            model, missing = _construct(str(path), local_files_only=True, **kwargs)
-        except Exception as exc:
-            raise _unavailable(name, f"loading the local directory failed ({_brief(exc)})") from exc
-    elif _looks_like_path(name):
-        raise _unavailable(name, f"no such local directory: {path}")
-    else:
-        try:
-            model, missing = _construct(name, local_files_only=True, **kwargs)
-        except Exception as cache_exc:
-            if hf_offline():
-                raise _unavailable(
-                    name,
-                    f"not a local directory and not in the Hugging Face cache, and HF_HUB_OFFLINE is set "
-                    f"({_brief(cache_exc, 160)})",
-                ) from cache_exc
-            reachable, why = _hub_reachable()
-            if not reachable:
-                raise _unavailable(
-                    name, f"not a local directory, not in the Hugging Face cache, and the hub is unreachable: {why}"
-                ) from cache_exc
-            try:
-                model, missing = _construct(name, local_files_only=False, **kwargs)
-            except Exception as exc:
-                raise _unavailable(name, f"download failed ({_brief(exc)})") from exc
-
-    _apply_head_quirks(model, name)
-    head_missing = [k for k in missing if _is_head_key(k, model)]
-    if head_missing:
-        raise _unavailable(
-            name,
-            f"the checkpoint has no trained classification head ({', '.join(head_missing)} would be random), "
-            "so it is not a cross-encoder (a bi-encoder or a base model?)",
-            fix=f"use a cross-encoder checkpoint; {FIX_HINT}",
-        )
-    if missing:
-        logger.warning("cross-encoder %s: weights missing from the checkpoint (randomly initialised): %s", name, missing)
-
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(limit, int) and 0 < limit < (model.max_seq_length or max_length):
-        model.max_seq_length = limit
-    if model.num_labels not in (1, 2):
-        raise _unavailable(
-            name,
-            f"it has {model.num_labels} output labels; only 1-logit (sigmoid) and 2-logit (softmax, class 1 = relevant) "
-            "relevance models are supported",
-            fix="use a passage re-ranking cross-encoder",
-        )
-    logger.info("loaded cross-encoder %s (%d labels) in %.2fs", name, model.num_labels, time.perf_counter() - started)
-    return model
-
-
-def _is_head_key(key: str, model: Any) -> bool:
-    head_names = ("classifier", "score", "out_proj", "qa_outputs")
-    return any(part in head_names for part in re.split(r"[.{}]", key))
-
-
-def _make_cls_linear_head(out_proj: Any) -> Any:
-    import torch
-
-    class ClsLinearHead(torch.nn.Module):
-        """BERT-style relevance head: ``out_proj(hidden[:, 0])`` (no dense layer, no activation)."""
-
-        def __init__(self, proj: torch.nn.Linear):
-            super().__init__()
-            self.out_proj = proj
-
-        def forward(self, features: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-            return self.out_proj(features[:, 0, :])
-
-    return ClsLinearHead(out_proj)
-
-
-def _apply_head_quirks(model: Any, name: str) -> None:
-    hf = getattr(model, "transformers_model", None)
-    if hf is None:
-        return
-    names = {name.strip().lower(), str(getattr(hf.config, "_name_or_path", "")).strip().lower()}
-    if names & _CLS_LINEAR_HEAD_MODELS and hasattr(getattr(hf, "classifier", None), "out_proj"):
-        hf.classifier = _make_cls_linear_head(hf.classifier.out_proj)
-        logger.info("cross-encoder %s: using its BERT-style relevance head (out_proj on [CLS])", name)
-
-
-# --------------------------------------------------------------------------------------------------
-# precision
-
-
 def resolve_precision(precision: Precision, device: str | Any) -> ResolvedPrecision:
-    """``auto`` -> fp16 on cuda, the ``bf16+fp32`` cascade on CPUs with native bf16, else fp32.
+    """The re-ranker's precision: :func:`query.devices.resolve_precision` with the cascade allowed.
 
     Plain bf16 is ~2.9x faster than fp32 here but moves scores by up to ~0.06 and changes the top-10
     order in about half the queries (benchmarks/query_latency.py), so ``auto`` never picks it alone:
     the cascade scores every passage in bf16, then re-scores in fp32 every passage whose bf16 logit is
     close enough to the k-th best to be in the top k, so the returned top-k carry fp32 scores in fp32 order.
     """
-    if precision not in ("auto", "fp32", "bf16", "fp16", "bf16+fp32"):
-        raise ValueError(f"precision must be auto, fp32, bf16, fp16 or bf16+fp32, not {precision!r}")
-    kind = str(getattr(device, "type", device)).split(":")[0]
-    if precision != "auto":
-        if kind == "cpu" and precision == "fp16":
-            warnings.warn("fp16 on CPU is slow and imprecise; prefer bf16+fp32 or fp32", stacklevel=3)
-        if kind == "cpu" and precision in ("bf16", "bf16+fp32") and not cpu_has_native_bf16():
-            warnings.warn("this CPU has no native bf16: bf16 will be emulated (slow)", stacklevel=3)
-        return precision
-    if kind == "cuda":
-        return "fp16"
-    if kind == "cpu" and cpu_has_native_bf16():
-        return "bf16+fp32"
-    return "fp32"
+    return devices.resolve_precision(precision, device, cascade=True)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,10 +101,11 @@ class Reranker:
     """Scores (query, passage) pairs with a cross-encoder; scores are float32 in ``[0, 1]``.
 
     Args:
-        model: a ``CrossEncoder`` (see :func:`load_cross_encoder`).
+        model: a ``CrossEncoder`` (see :func:`query.models.load_cross_encoder`).
         batch_size: the most pairs per forward pass. On CPU batches are additionally capped at about
             2k tokens (long passages -> smaller batches), which is faster there than large batches.
-        precision: ``auto`` (fp16 on cuda, bf16 on CPUs with native bf16, else fp32), or explicit.
+        precision: ``auto`` (fp16 on cuda, the ``bf16+fp32`` cascade on CPUs with native bf16, else
+            fp32), or explicit; see :func:`resolve_precision`. fp16 on the CPU is refused (PrecisionError).
 
     bf16/fp16 run the forward pass under ``torch.autocast`` (matmuls in the low precision, norms,
     softmax and the residual stream in float32; the caller's model is not modified); the logits are
@@ -396,14 +152,6 @@ class Reranker:
         if getattr(model[0], "transformer_task", "sequence-classification") != "sequence-classification":
             return None
         return hf
-
-    def _autocast(self, precision: str | None = None):
-        import torch
-
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision or self.precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
 
     # -- scoring ------------------------------------------------------------------------------------
 
@@ -471,7 +219,7 @@ class Reranker:
         model = self._compute_model
         if precision == "bf16" and self._coarse_model is not None:
             model, precision = self._coarse_model, "fp32"  # already bf16 weights: no autocast needed
-        with torch.inference_mode(), self._autocast(precision):
+        with torch.inference_mode(), autocast(self.device, precision):
             for idx in self._batches(order, lengths):
                 batch = tok.pad({k: [enc[k][i] for i in idx] for k in keys}, padding=True, return_tensors="pt")
                 batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -495,7 +243,7 @@ class Reranker:
         """Generic path (ONNX/OpenVINO backends, multi-module models): CrossEncoder.predict without activation."""
         import torch
 
-        ctx = self._autocast(precision) if getattr(self.model, "backend", "torch") == "torch" else contextlib.nullcontext()
+        ctx = autocast(self.device, precision) if getattr(self.model, "backend", "torch") == "torch" else contextlib.nullcontext()
         with ctx:
             raw = self.model.predict(
                 [(query, p) for p in passages],

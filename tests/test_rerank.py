@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 import numpy as np
@@ -12,17 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 torch = pytest.importorskip("torch")
 
-from query import rerank  # noqa: E402
-from query.rerank import (  # noqa: E402
-    FIX_HINT,
-    ModelUnavailableError,
-    Reranker,
-    cpu_has_native_bf16,
-    load_cross_encoder,
-    logits_to_scores,
-    rank_order,
-    resolve_precision,
-)
+from query import devices, models  # noqa: E402
+from query.devices import cpu_has_native_bf16  # noqa: E402
+from query.errors import ModelUnavailableError  # noqa: E402
+from query.models import FIX_HINT, load_cross_encoder  # noqa: E402
+from query.rerank import Reranker, logits_to_scores, rank_order, resolve_precision  # noqa: E402
 from tests._models import PASSAGES, QUERY, build_cross_encoder, minilm_dir  # noqa: E402
 
 
@@ -141,9 +136,15 @@ def test_uncached_hub_name_raises_fast_when_offline(monkeypatch):
 
 
 def test_uncached_hub_name_without_network_fails_fast_instead_of_retrying(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(rerank, "_hub_reachable", lambda timeout=3.0: (False, "huggingface.co:443 is unreachable"))
+    # A real hub endpoint that refuses connections: a port just bound and closed again on loopback.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     t0 = time.perf_counter()
     with pytest.raises(ModelUnavailableError) as err:
         load_cross_encoder("corpus-search-tests/no-such-cross-encoder")
@@ -159,13 +160,13 @@ def test_bi_encoder_directory_is_rejected_because_its_head_would_be_random():
 
 def test_trust_remote_code_is_off_unless_asked(model_dirs, monkeypatch):
     seen = {}
-    real = rerank._construct
+    real = models._construct_cross_encoder
 
     def spy(name, **kwargs):
         seen.update(kwargs)
         return real(name, **kwargs)
 
-    monkeypatch.setattr(rerank, "_construct", spy)
+    monkeypatch.setattr(models, "_construct_cross_encoder", spy)
     ce = load_cross_encoder(str(model_dirs["tiny-bert", 1]))
     assert seen["trust_remote_code"] is False
     assert getattr(ce, "trust_remote_code", False) is False
@@ -185,11 +186,12 @@ def test_models_with_more_than_two_labels_are_rejected(tmp_path):
         load_cross_encoder(str(path))
 
 
-def test_capreolus_electra_uses_its_bert_style_head(model_dirs, monkeypatch):
-    ce = load_cross_encoder(str(model_dirs["tiny-electra", 2]))
+def test_a_checkpoint_without_the_heads_dense_layer_is_scored_with_its_bert_style_head(tmp_path):
+    # Capreolus/electra-base-msmarco has this shape: a trained out_proj on [CLS], no dense layer before it.
+    path = build_cross_encoder(tmp_path / "bert-style-head", 2, body="tiny-electra", head_without_dense=True)
+    ce = load_cross_encoder(str(path))
     hf = ce.transformers_model
     out_proj = hf.classifier.out_proj
-    rerank._apply_head_quirks(ce, "Capreolus/electra-base-msmarco")
     enc = ce.tokenizer([QUERY] * 2, PASSAGES[:2], return_tensors="pt", padding=True)
     with torch.inference_mode():
         cls = hf.electra(**enc).last_hidden_state[:, 0]
@@ -208,9 +210,9 @@ def test_the_cascade_scores_in_plain_fp32_when_most_candidates_are_wanted(loaded
 def test_auto_precision_is_fp16_on_cuda_cascade_on_native_bf16_cpus_else_fp32(monkeypatch):
     assert resolve_precision("auto", "cuda:0") == "fp16"
     assert resolve_precision("auto", "mps") == "fp32"
-    monkeypatch.setattr(rerank, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bf16+fp32"
-    monkeypatch.setattr(rerank, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("fp32", "cuda") == "fp32"
     with pytest.raises(ValueError):
