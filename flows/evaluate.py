@@ -24,12 +24,13 @@ from flows.hooks import log_crash, log_failure
 from flows.index_corpus import index_corpus
 from flows.summary import artifact_key
 from query.errors import InvalidQueryError
-from query.settings import Settings, get_settings
+from query.settings import MODES, Settings, get_settings
 from tasks.datasets import DatasetFormatError, load_dataset
 from tasks.fetch import LOCAL_SUFFIXES
 from tasks.metrics import evaluate_run, maxp
 
-BASE_MODES: tuple[str, ...] = ("lexical", "dense", "hybrid")
+#: The retrieval modes (query.settings.MODES), in report order: the lexical (BM25) baseline first.
+BASE_MODES: tuple[str, ...] = ("lexical", *(m for m in MODES if m != "lexical"))
 RERANK_SUFFIX = "+rerank"
 JSON_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map", "queries_per_s")
 UNITS = ("paragraph", "document")

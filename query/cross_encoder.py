@@ -1,4 +1,4 @@
-"""What a loaded cross-encoder's checkpoint really carries, read from the checkpoint itself.
+"""What a loaded cross-encoder really is: its checkpoint's head, its labels, the module to call.
 
 A ``CrossEncoder`` built on a checkpoint without a trained classification head (a bi-encoder, a base
 model) silently gets a random head and ranks at random. Instead of scraping transformers' load log,
@@ -9,6 +9,8 @@ One structural rule replaces per-checkpoint special cases: a checkpoint that car
 ``out_proj`` but not the ``dense`` layer before it was trained with a BERT-style head, ``out_proj``
 on the first token (Capreolus/electra-base-msmarco, converted from TensorFlow, is one), so it is
 scored that way instead of through a random ``dense`` layer.
+
+:func:`sequence_classifier` tells the re-ranker which transformers model it may call directly.
 """
 
 from __future__ import annotations
@@ -77,6 +79,27 @@ def _trained_as_bert_style_head(hf: Any, missing_head: list[str]) -> bool:
     if not (hasattr(head, "dense") and hasattr(head, "out_proj")):
         return False
     return bool(missing_head) and all(k.startswith("classifier.dense.") for k in missing_head)
+
+
+def sequence_classifier(model: Any) -> Any | None:
+    """The transformers model to call directly, when ``model`` is the plain one-module torch kind.
+
+    None for other layouts and backends (ONNX, OpenVINO, multi-module): those score through
+    ``CrossEncoder.predict``.
+    """
+    try:
+        from sentence_transformers.base.modules import Transformer
+    except ImportError:  # pragma: no cover - other ST layouts
+        return None
+    if getattr(model, "backend", "torch") != "torch" or len(model) != 1 or not isinstance(model[0], Transformer):
+        return None
+    hf = model.transformers_model
+    tok = getattr(model, "tokenizer", None)
+    if hf is None or tok is None or not callable(tok) or not getattr(tok, "is_fast", False):
+        return None
+    if getattr(model[0], "transformer_task", "sequence-classification") != "sequence-classification":
+        return None
+    return hf
 
 
 def inspect_cross_encoder(model: Any, name: str, *, max_length: int) -> tuple[str, str] | None:

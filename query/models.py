@@ -96,11 +96,7 @@ def load_bi_encoder(
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
 
-    def construct(location: str, *, local_files_only: bool):
-        return _construct_sentence_transformer(
-            location, device=dev, trust_remote_code=trust_remote_code, local_files_only=local_files_only
-        )
-
+    construct = functools.partial(_construct_sentence_transformer, device=dev, trust_remote_code=trust_remote_code)
     model = load_offline_first("bi-encoder", name, resolve_model_location(name), construct, fix=BI_ENCODER_FIX)
     if prec != "fp32":
         cosine = agreement(model, dev, prec)
@@ -125,15 +121,9 @@ def load_cross_encoder(name_or_path: str, *, device: str = "cpu", max_length: in
     started = time.perf_counter()
     name = str(name_or_path).strip()
 
-    def construct(location: str, *, local_files_only: bool):
-        return _construct_cross_encoder(
-            location,
-            device=device,
-            max_length=max_length,
-            trust_remote_code=trust_remote_code,
-            local_files_only=local_files_only,
-        )
-
+    construct = functools.partial(
+        _construct_cross_encoder, device=device, max_length=max_length, trust_remote_code=trust_remote_code
+    )
     model = load_offline_first("cross-encoder", name, name, construct, fix=FIX_HINT)
     problem = inspect_cross_encoder(model, name, max_length=max_length)
     if problem:

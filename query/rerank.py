@@ -1,23 +1,15 @@
-"""Cross-encoder re-ranking: fast, faithful scoring and the bf16 -> fp32 cascade.
+"""Cross-encoder re-ranking: fast, faithful scoring in ``[0, 1]`` and the bf16 -> fp32 cascade.
 
-Loading lives in :mod:`query.models` (``load_cross_encoder``, re-exported here for one release), device
-and precision rules in :mod:`query.devices`.
+Loading lives in :mod:`query.models`, device and precision rules in :mod:`query.devices`.
 
-``Reranker.score`` turns the model's logits into relevance scores in ``[0, 1]``:
-
-* one-logit models (cross-encoder/ms-marco-*): ``sigmoid(logit)``;
-* two-logit models (nboost/pt-*, amberoad/bert-multilingual-*, Capreolus/electra-base-msmarco):
-  ``softmax(logits)[:, 1]``, the probability of the "relevant" class.
-
-Logits are computed with no activation and mapped here in float32, whatever the compute precision,
+Scores: ``sigmoid(logit)`` for one-logit models (cross-encoder/ms-marco-*), ``softmax(logits)[:, 1]``
+for two-logit models (nboost/pt-*, amberoad/bert-multilingual-*, Capreolus/electra-base-msmarco).
+Logits are computed with no activation and mapped here in float32, whatever the compute precision
 and whatever activation the checkpoint's config names (some ms-marco configs name ``Identity``).
 
 Speed (CPU): passages are tokenized once, sorted by their exact token length so that each batch pads
-as little as possible, and run in token-capped batches (~2k tokens) under ``torch.inference_mode``.
-``precision="auto"`` is fp16 on cuda; on CPUs with native bf16 it is the ``bf16+fp32`` cascade (every
-passage scored with bf16 weights, then every passage that could be in the top k re-scored in fp32, so
-the top-k keep exact fp32 scores and order); fp32 elsewhere. Plain bf16 alone is faster still but moved the top-10
-order in about half the queries, so it is opt-in (``precision="bf16"``). See
+as little as possible, and run in token-capped batches (~2k tokens) under ``torch.inference_mode``;
+the precision rules (``auto`` and the cascade) are at :func:`resolve_precision`. See
 ``benchmarks/query_latency.py`` for measured speed-up and agreement with ``CrossEncoder.predict``.
 
 Ranking is the caller's job; :func:`rank_order` is the documented deterministic order: score
@@ -36,6 +28,7 @@ import numpy as np
 # cpu_has_native_bf16, ModelUnavailableError, FIX_HINT and load_cross_encoder are re-exported for one
 # release from their homes since issue #9 (query.devices, query.errors, query.models): import them there.
 from query import devices
+from query.cross_encoder import sequence_classifier
 from query.devices import autocast, cpu_has_native_bf16  # noqa: F401
 from query.errors import ModelUnavailableError  # noqa: F401
 from query.fusion import rank_order  # noqa: F401 - re-exported: the documented ranking order
@@ -59,16 +52,14 @@ _CPU_TOKENS_PER_BATCH = 2048
 def resolve_precision(precision: Precision, device: str | Any) -> ResolvedPrecision:
     """The re-ranker's precision: :func:`query.devices.resolve_precision` with the cascade allowed.
 
-    Plain bf16 is ~2.9x faster than fp32 here but moves scores by up to ~0.06 and changes the top-10
-    order in about half the queries (benchmarks/query_latency.py), so ``auto`` never picks it alone:
+    ``auto`` is fp16 on cuda, the ``bf16+fp32`` cascade on CPUs with native bf16, else fp32. Plain
+    bf16 is ~2.9x faster than fp32 here but moves scores by up to ~0.06 and changes the top-10 order
+    in about half the queries (benchmarks/query_latency.py), so ``auto`` never picks it alone:
     the cascade scores every passage in bf16, then re-scores in fp32 every passage whose bf16 logit is
     close enough to the k-th best to be in the top k, so the returned top-k carry fp32 scores in fp32 order.
     """
     return devices.resolve_precision(precision, device, cascade=True)  # type: ignore[return-value]
 
-
-# --------------------------------------------------------------------------------------------------
-# scoring
 
 
 def _relevance(logits: np.ndarray) -> np.ndarray:
@@ -125,33 +116,13 @@ class Reranker:
         if self.num_labels not in (1, 2):
             raise ValueError(f"only 1- and 2-logit cross-encoders are supported, this one has {self.num_labels}")
         self.max_length: int = int(model.max_seq_length or 512)
-        self._hf = self._fast_path_model(model)
-        self._tokenizer = model.tokenizer if self._hf is not None else None
-        self._compute_model = self._hf
+        self._compute_model = sequence_classifier(model)  # None: the generic CrossEncoder.predict path
+        self._tokenizer = model.tokenizer if self._compute_model is not None else None
         # The cascade's coarse pass only has to find the best passages, so it runs a bf16 copy of the
         # weights (no per-op autocast casts); the fp32 model re-scores the best ones exactly.
         self._coarse_model = None
-        if self._hf is not None and self.precision == "bf16+fp32":
-            self._coarse_model = copy.deepcopy(self._hf).to(torch.bfloat16).eval()
-
-    # -- setup --------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _fast_path_model(model: Any) -> Any | None:
-        """The HF sequence-classification model when the CrossEncoder is the plain one-module torch kind."""
-        try:
-            from sentence_transformers.base.modules import Transformer
-        except ImportError:  # pragma: no cover - other ST layouts
-            return None
-        if getattr(model, "backend", "torch") != "torch" or len(model) != 1 or not isinstance(model[0], Transformer):
-            return None
-        hf = model.transformers_model
-        tok = getattr(model, "tokenizer", None)
-        if hf is None or tok is None or not callable(tok) or not getattr(tok, "is_fast", False):
-            return None
-        if getattr(model[0], "transformer_task", "sequence-classification") != "sequence-classification":
-            return None
-        return hf
+        if self._compute_model is not None and self.precision == "bf16+fp32":
+            self._coarse_model = copy.deepcopy(self._compute_model).to(torch.bfloat16).eval()
 
     # -- scoring ------------------------------------------------------------------------------------
 
