@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from query.rerank import Reranker, load_cross_encoder, logits_to_scores, rank_order  # noqa: E402
+from query.models import load_cross_encoder  # noqa: E402
+from query.rerank import Reranker, logits_to_scores, rank_order  # noqa: E402
 
 #: Shared data sets live beside the repository (``../shared/data``), resolved from the repository root, not the cwd.
 DEFAULT_DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact")

@@ -31,7 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from query.rerank import ModelUnavailableError, Reranker, load_cross_encoder  # noqa: E402
+from query.errors import ModelUnavailableError  # noqa: E402
+from query.models import load_cross_encoder  # noqa: E402
+from query.rerank import Reranker  # noqa: E402
 
 #: Shared data sets live beside the repository (``../shared/data``), resolved from the repository root, not the cwd.
 DEFAULT_DATA = str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact")

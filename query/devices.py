@@ -81,6 +81,8 @@ def resolve_precision(precision: str, device: Any, *, cascade: bool = False) -> 
             (CPU fp16 kernels are slow and imprecise; bf16 is the CPU's reduced precision).
     """
     allowed = get_args(RerankPrecision) if cascade else get_args(Precision)
+    if precision == CASCADE and not cascade:
+        raise PrecisionError("the 'bf16+fp32' cascade is a re-ranker precision (rerank_precision): use 'bf16' here")
     if precision not in allowed:
         raise PrecisionError(f"precision {precision!r} is not one of {', '.join(allowed)}: choose one of those")
     kind = device_type(device)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import CrossEncoder
 
 Precision = RerankPrecision  # the one definition lives in query.settings
-ResolvedPrecision = Literal["fp32", "bf16", "fp16", "bf16+fp32"]
 
 #: The cascade assumes bf16 moves a relevance logit by at most this much (measured: <= 0.37 on the
 #: MiniLM-L6 stand-in); it widens the margin by itself when the re-scored passages show a larger error.
@@ -49,7 +48,7 @@ CASCADE_LOGIT_ERROR = 0.5
 _CPU_TOKENS_PER_BATCH = 2048
 
 
-def resolve_precision(precision: Precision, device: str | Any) -> ResolvedPrecision:
+def resolve_precision(precision: Precision, device: str | Any) -> str:
     """The re-ranker's precision: :func:`query.devices.resolve_precision` with the cascade allowed.
 
     ``auto`` is fp16 on cuda, the ``bf16+fp32`` cascade on CPUs with native bf16, else fp32. Plain
@@ -58,7 +57,7 @@ def resolve_precision(precision: Precision, device: str | Any) -> ResolvedPrecis
     the cascade scores every passage in bf16, then re-scores in fp32 every passage whose bf16 logit is
     close enough to the k-th best to be in the top k, so the returned top-k carry fp32 scores in fp32 order.
     """
-    return devices.resolve_precision(precision, device, cascade=True)  # type: ignore[return-value]
+    return devices.resolve_precision(precision, device, cascade=True)
 
 
 
@@ -111,7 +110,7 @@ class Reranker:
         self.model = model
         self.batch_size = int(batch_size)
         self.device = torch.device(model.device)
-        self.precision: ResolvedPrecision = resolve_precision(precision, self.device)
+        self.precision: str = resolve_precision(precision, self.device)
         self.num_labels: int = int(model.num_labels)
         if self.num_labels not in (1, 2):
             raise ValueError(f"only 1- and 2-logit cross-encoders are supported, this one has {self.num_labels}")

@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from query import devices, models  # noqa: E402
+from query.cross_encoder import checkpoint_keys  # noqa: E402
 from query.devices import cpu_has_native_bf16  # noqa: E402
 from query.errors import ModelUnavailableError  # noqa: E402
 from query.models import FIX_HINT, load_cross_encoder  # noqa: E402
@@ -156,6 +157,19 @@ def test_bi_encoder_directory_is_rejected_because_its_head_would_be_random():
     with pytest.raises(ModelUnavailableError) as err:
         load_cross_encoder(str(minilm_dir()))
     assert "classification head" in err.value.reason
+
+
+def test_a_pytorch_bin_checkpoint_without_a_head_is_rejected_by_its_own_keys(tmp_path):
+    from safetensors.torch import load_file
+
+    path = build_cross_encoder(tmp_path / "bin-no-head", 1, body="tiny-bert")
+    tensors = load_file(str(path / "model.safetensors"))
+    (path / "model.safetensors").unlink()
+    torch.save({k: v for k, v in tensors.items() if not k.startswith("classifier.")}, path / "pytorch_model.bin")
+    assert checkpoint_keys(str(path)) == {k for k in tensors if not k.startswith("classifier.")}
+    with pytest.raises(ModelUnavailableError) as err:
+        load_cross_encoder(str(path))
+    assert "classification head" in err.value.reason and "classifier.weight" in err.value.reason
 
 
 def test_trust_remote_code_is_off_unless_asked(model_dirs, monkeypatch):
