@@ -11,16 +11,17 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from query import retrieve
-from query.errors import CollectionNotFoundError, InvalidQueryError
+from query.errors import CollectionNotFoundError, InvalidQueryError, ModelUnavailableError
 from query.filters import where_sql
-from query.fusion import rank_order
-from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, reranker_from_settings
+from query.fusion import interpolate, rank_order
+from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings
+from query.registry import promoted_model
 from query.schema import (
     RESERVED_SEPARATOR,
     IndexContractError,
@@ -38,7 +39,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked paragraph. ``score`` is the cross-encoder's 0..1 score when re-ranked, else ``retrieval_score``."""
+    """One ranked paragraph.
+
+    ``score`` is in 0..1 when the hit was re-ranked (``reranked``): the cross-encoder's relevance, or, for a
+    collection re-ranker trained with a fusion weight, that weight's mix of the cross-encoder and the
+    first-stage score (see :func:`query.fusion.interpolate`). Otherwise it is ``retrieval_score``.
+    """
 
     rank: int
     score: float
@@ -49,6 +55,7 @@ class Hit:
     text: str
     source: str
     position: int = 0
+    reranked: bool = False
 
     #: The keys of one hit in ``corpus-search search --json``, in the order printed (``position`` is internal).
     JSON_KEYS = ("rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source")
@@ -56,6 +63,10 @@ class Hit:
     def to_dict(self) -> dict:
         """The hit as ``search --json`` prints it: :attr:`JSON_KEYS`, in that order."""
         return {k: getattr(self, k) for k in self.JSON_KEYS}
+
+
+class RerankSkippedWarning(UserWarning):
+    """Re-ranking was asked for but no cross-encoder could be loaded: the hits are the retrieval ranking."""
 
 
 @dataclass
@@ -67,6 +78,7 @@ class Timings:
     rerank: float = 0.0
     total: float = 0.0
     stages: list[str] = field(default_factory=list)
+    reranker: str | None = None  # the re-ranker that ran (None: the hits are the retrieval ranking)
 
 
 def check_query(query: str, max_chars: int) -> str:
@@ -105,10 +117,24 @@ def passage_text(title: str | None, text: str, encode_title: bool) -> str:
     return f"{title} {text}" if encode_title and title else text
 
 
-def _rerank(query: str, hits: pa.Table, reranker, encode_title: bool, k: int) -> list[Hit]:
+def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: bool, k: int) -> list[Hit]:
     titles, texts = hits["title"].to_pylist(), hits["text"].to_pylist()
-    scores = reranker.score(query, [passage_text(t, x, encode_title) for t, x in zip(titles, texts, strict=True)], top_k=k)
+    passages = [passage_text(t, x, encode_title) for t, x in zip(titles, texts, strict=True)]
+    # With fusion every candidate's exact score matters, not only the re-ranker's own top k.
+    scores = reranker.model.score(query, passages, top_k=k if reranker.alpha == 1.0 else len(passages))
+    if reranker.alpha != 1.0:
+        scores = interpolate(scores, hits["retrieval_score"].to_numpy(), reranker.alpha)
     return _hits(hits, rank_order(scores)[:k], scores)
+
+
+@dataclass(frozen=True)
+class ActiveReranker:
+    """The re-ranker a search uses: the model, what to call it, and its fusion weight (1.0: none)."""
+
+    model: Any
+    name: str
+    alpha: float = 1.0
+    depth: int | None = None  # candidates to re-rank when the caller does not say (None: settings.candidates)
 
 
 def _hits(table: pa.Table, order: np.ndarray, scores: np.ndarray | None) -> list[Hit]:
@@ -119,7 +145,8 @@ def _hits(table: pa.Table, order: np.ndarray, scores: np.ndarray | None) -> list
         r = float(cols["retrieval_score"][i])
         out.append(
             Hit(rank, float(scores[i]) if scores is not None else r, r, cols["id"][i], cols["doc_id"][i],
-                cols["title"][i] or "", cols["text"][i], cols["source"][i], int(cols["position"][i]))
+                cols["title"][i] or "", cols["text"][i], cols["source"][i], int(cols["position"][i]),
+                scores is not None)
         )
     return out
 
@@ -197,7 +224,38 @@ class Searcher:
 
     @property
     def reranker(self):
-        return reranker_from_settings(self.settings)
+        """The loaded re-ranker model a search uses (see :meth:`active_reranker`)."""
+        return self.active_reranker().model
+
+    def active_reranker(self) -> ActiveReranker:
+        """The cross-encoder configured explicitly, else the collection's promoted one, else the default.
+
+        Raises ``ModelUnavailableError`` when the chosen model cannot be loaded.
+        """
+        s = self.settings
+        if "cross_encoder" not in s.model_fields_set:
+            promoted = promoted_model(self.table, s.db_uri)
+            if promoted is not None:
+                entry, path = promoted
+                model = load_reranker(str(path), device=s.device, precision=s.rerank_precision,
+                                      batch_size=s.rerank_batch_size, trust_remote_code=s.trust_remote_code)
+                return ActiveReranker(model, f"{self.collection} re-ranker {entry.id}",
+                                      entry.alpha if s.rerank_fusion else 1.0, entry.depth)
+        return ActiveReranker(reranker_from_settings(s), s.cross_encoder)
+
+    def _reranker_or_fallback(self, rerank: bool | str) -> ActiveReranker | None:
+        """``rerank=True`` falls back to retrieval (one warning) when no model loads; ``"require"`` raises."""
+        if rerank is False:
+            return None
+        try:
+            return self.active_reranker()
+        except ModelUnavailableError as exc:
+            if rerank == "require":
+                raise
+            warnings.warn(f"re-ranking did not run, results are the retrieval ranking (reranked: false): {exc} "
+                          f"Train one for this collection: corpus-search train-reranker --collection "
+                          f"{self.collection} --self-supervised", RerankSkippedWarning, stacklevel=4)
+            return None
 
     # ------------------------------------------------------------------ search
 
@@ -227,10 +285,15 @@ class Searcher:
         *,
         mode: str = "hybrid",
         candidates: int | None = None,
-        rerank: bool = True,
+        rerank: bool | Literal["require"] = True,
         where: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
-        """Retrieve ``candidates`` paragraphs (dense, lexical or hybrid), re-rank them, return the top ``k``."""
+        """Retrieve ``candidates`` paragraphs (dense, lexical or hybrid), re-rank them, return the top ``k``.
+
+        ``rerank=True`` re-ranks when a cross-encoder loads and otherwise returns the retrieval ranking
+        with one ``RerankSkippedWarning`` (each hit's ``reranked`` is False); ``rerank="require"`` raises
+        ``ModelUnavailableError`` instead; ``rerank=False`` skips re-ranking.
+        """
         return self.search_many([query], k, mode=mode, candidates=candidates, rerank=rerank, where=where)[0]
 
     def search_many(
@@ -240,26 +303,30 @@ class Searcher:
         *,
         mode: str = "hybrid",
         candidates: int | None = None,
-        rerank: bool = True,
+        rerank: bool | Literal["require"] = True,
         where: Mapping[str, Any] | None = None,
     ) -> list[list[Hit]]:
         """``search`` for several queries; their embeddings are computed in one batch."""
         if isinstance(queries, str):
             raise InvalidQueryError("search_many takes a list of queries; use search() for one query")
+        if rerank not in (True, False, "require"):
+            raise InvalidQueryError(f"rerank must be True, False or 'require', got {rerank!r}")
         if mode not in retrieve.MODES:
             raise InvalidQueryError(f"mode {mode!r} is not one of {', '.join(retrieve.MODES)}")
         k = _positive("k", k, "the number of hits, e.g. 10")
         if candidates is not None:
             candidates = _positive("candidates", candidates,
                                    f"paragraphs retrieved before re-ranking, e.g. {self.settings.candidates}")
-        n = max(candidates or self.settings.candidates, k)
         if not queries:
             return []
         cleaned = [check_query(q, self.settings.max_query_chars) for q in queries]
         filt = where_sql(where)
         t0 = time.perf_counter()
         timings = Timings(stages=[f"retrieve:{mode}"])
-        reranker = self.reranker if rerank else None  # load (and fail) before any work
+        reranker = self._reranker_or_fallback(rerank)  # load (and fail, or fall back) before any work
+        # A collection's trained re-ranker was gated (and its fusion weight chosen) at its own depth.
+        default_n = reranker.depth if reranker is not None and reranker.depth else self.settings.candidates
+        n = max(candidates or default_n, k)
         vectors = self.encode_queries(cleaned) if mode != "lexical" else [None] * len(cleaned)
         timings.encode = time.perf_counter() - t0
         results = []
@@ -274,7 +341,8 @@ class Searcher:
                 results.append(_hits(cands, np.arange(min(k, cands.num_rows)), None))
             timings.rerank += time.perf_counter() - t2
         if reranker is not None:
-            timings.stages.append(f"rerank:{self.settings.cross_encoder}")
+            timings.reranker = reranker.name
+            timings.stages.append(f"rerank:{reranker.name}" + (f" (fusion {reranker.alpha})" if reranker.alpha != 1.0 else ""))
         timings.total = time.perf_counter() - t0
         self.timings = timings
         return results
