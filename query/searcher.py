@@ -1,15 +1,19 @@
 """Searcher: retrieve about 100 candidates, re-rank them with a cross-encoder, return the best paragraphs.
 
-Models load lazily on the first query and are cached per process.
+Models load lazily on the first query and are cached per process. The re-ranker is the cross-encoder
+configured explicitly, else the collection's promoted one (``query.registry``), else the default; when
+none loads, a search answers with the retrieval ranking and one ``RerankSkippedWarning``.
+
+(About 290 lines: the one class users import keeps its model choice, fallback and search loop together;
+what a search returns and the input checks live in ``query.hits``.)
 """
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -19,6 +23,7 @@ import pyarrow as pa
 from query import retrieve
 from query.errors import CollectionNotFoundError, InvalidQueryError, ModelUnavailableError
 from query.filters import where_sql
+from query.hits import MAX_RESULTS, Hit, Timings, check_query, hits_from_table, passage_text, whole_number  # noqa: F401 - re-exported
 from query.fusion import interpolate, rank_order
 from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings
 from query.registry import promoted_model
@@ -33,88 +38,8 @@ from query.settings import Settings, get_settings
 from query.storage import check_db_uri
 from query.versions import checkout
 
-#: Control characters are not text: the tokenizers and the full-text parser see a space instead.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One ranked paragraph.
-
-    ``score`` is in 0..1 when the hit was re-ranked (``reranked``): the cross-encoder's relevance, or, for a
-    collection re-ranker trained with a fusion weight, that weight's mix of the cross-encoder and the
-    first-stage score (see :func:`query.fusion.interpolate`). Otherwise it is ``retrieval_score``.
-    """
-
-    rank: int
-    score: float
-    retrieval_score: float
-    id: str
-    doc_id: str
-    title: str
-    text: str
-    source: str
-    position: int = 0
-    reranked: bool = False
-
-    #: The keys of one hit in ``corpus-search search --json``, in the order printed (``position`` is internal).
-    JSON_KEYS = ("rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source")
-
-    def to_dict(self) -> dict:
-        """The hit as ``search --json`` prints it: :attr:`JSON_KEYS`, in that order."""
-        return {k: getattr(self, k) for k in self.JSON_KEYS}
-
-
 class RerankSkippedWarning(UserWarning):
     """Re-ranking was asked for but no cross-encoder could be loaded: the hits are the retrieval ranking."""
-
-
-@dataclass
-class Timings:
-    """Seconds spent per stage by the last query."""
-
-    encode: float = 0.0
-    retrieve: float = 0.0
-    rerank: float = 0.0
-    total: float = 0.0
-    stages: list[str] = field(default_factory=list)
-    reranker: str | None = None  # the re-ranker that ran (None: the hits are the retrieval ranking)
-
-
-def check_query(query: str, max_chars: int) -> str:
-    """Refuse empty or non-text queries; cut over-long ones (with a warning) so the models never see garbage."""
-    if not isinstance(query, str):
-        raise InvalidQueryError(f"query must be text (str), got {type(query).__name__}: e.g. 'How do glaciers form?'")
-    try:
-        query.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates, e.g. undecodable bytes in a command-line argument
-        raise InvalidQueryError(
-            f"query is not valid Unicode text (character {exc.object[exc.start]!r} at position {exc.start}): "
-            "pass UTF-8 text, e.g. 'How do glaciers form?'"
-        ) from None
-    query = " ".join(_CONTROL.sub(" ", query).split())
-    if not query:
-        raise InvalidQueryError("query is empty: give a question or keywords, e.g. 'What is the capital of France?'")
-    if len(query) > max_chars:
-        warnings.warn(f"query of {len(query)} characters truncated to {max_chars}", stacklevel=3)
-        query = query[:max_chars]
-    return query
-
-
-#: Upper bound of ``k`` and ``candidates``: LanceDB's limit overflows past 2**32, and no reader wants more.
-MAX_RESULTS = 1_000_000
-
-
-def _positive(name: str, value: object, what: str) -> int:
-    """``value`` if it is a whole number in 1..MAX_RESULTS, else an error naming the parameter and a sensible value."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_RESULTS:
-        raise InvalidQueryError(f"{name} must be a whole number from 1 to {MAX_RESULTS:,} ({what}), got {value!r}")
-    return int(value)
-
-
-def passage_text(title: str | None, text: str, encode_title: bool) -> str:
-    """What the cross-encoder reads: the same text the bi-encoder encoded."""
-    return f"{title} {text}" if encode_title and title else text
 
 
 def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: bool, k: int) -> list[Hit]:
@@ -124,7 +49,7 @@ def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: 
     scores = reranker.model.score(query, passages, top_k=k if reranker.alpha == 1.0 else len(passages))
     if reranker.alpha != 1.0:
         scores = interpolate(scores, hits["retrieval_score"].to_numpy(), reranker.alpha)
-    return _hits(hits, rank_order(scores)[:k], scores)
+    return hits_from_table(hits, rank_order(scores)[:k], scores)
 
 
 @dataclass(frozen=True)
@@ -135,20 +60,6 @@ class ActiveReranker:
     name: str
     alpha: float = 1.0
     depth: int | None = None  # candidates to re-rank when the caller does not say (None: settings.candidates)
-
-
-def _hits(table: pa.Table, order: np.ndarray, scores: np.ndarray | None) -> list[Hit]:
-    cols = {c: table[c].to_pylist() for c in ("id", "doc_id", "title", "text", "source", "position", "retrieval_score")}
-    out = []
-    for rank, i in enumerate(order, start=1):
-        i = int(i)
-        r = float(cols["retrieval_score"][i])
-        out.append(
-            Hit(rank, float(scores[i]) if scores is not None else r, r, cols["id"][i], cols["doc_id"][i],
-                cols["title"][i] or "", cols["text"][i], cols["source"][i], int(cols["position"][i]),
-                scores is not None)
-        )
-    return out
 
 
 class Searcher:
@@ -313,9 +224,9 @@ class Searcher:
             raise InvalidQueryError(f"rerank must be True, False or 'require', got {rerank!r}")
         if mode not in retrieve.MODES:
             raise InvalidQueryError(f"mode {mode!r} is not one of {', '.join(retrieve.MODES)}")
-        k = _positive("k", k, "the number of hits, e.g. 10")
+        k = whole_number("k", k, "the number of hits, e.g. 10")
         if candidates is not None:
-            candidates = _positive("candidates", candidates,
+            candidates = whole_number("candidates", candidates,
                                    f"paragraphs retrieved before re-ranking, e.g. {self.settings.candidates}")
         if not queries:
             return []
@@ -338,7 +249,7 @@ class Searcher:
             if reranker is not None and cands.num_rows:
                 results.append(_rerank(q, cands, reranker, self.meta.encode_title, k))
             else:
-                results.append(_hits(cands, np.arange(min(k, cands.num_rows)), None))
+                results.append(hits_from_table(cands, np.arange(min(k, cands.num_rows)), None))
             timings.rerank += time.perf_counter() - t2
         if reranker is not None:
             timings.reranker = reranker.name
