@@ -7,7 +7,7 @@ of per-query ratios), the share of queries whose top-10 order is identical, and 
 
     HF_HUB_OFFLINE=1 python benchmarks/query_latency.py [--model DIR] [--queries 30] [--candidates 100] [--also bf16]
 
-``--model`` defaults to the local stand-in trained by ``benchmarks/train_local_cross_encoder.py``
+``--model`` takes a cross-encoder directory, e.g. one trained by ``corpus-search train-reranker``
 (same architecture and speed as cross-encoder/ms-marco-MiniLM-L6-v2, not its quality); without it a
 MiniLM body with a fresh random head is used, with a warning (its near-constant scores make the
 agreement numbers meaningless).
@@ -52,7 +52,7 @@ def fresh_head_cross_encoder(num_labels: int = 1):
     import torch
     import transformers
     from sentence_transformers import CrossEncoder
-    from train_local_cross_encoder import minilm_body_path
+    from scifact_data import minilm_body_path
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def resolve_model(model: Any) -> tuple[Any, str]:
         return model, type(model).__name__
     if model is None:
         warnings.warn(
-            "no --model given (e.g. the output of benchmarks/train_local_cross_encoder.py). Falling back to a MiniLM body "
+            "no --model given (e.g. a re-ranker trained by corpus-search train-reranker: see corpus-search rerankers). Falling back to a MiniLM body "
             "with a FRESH RANDOM HEAD: its speed is real but its scores are near-constant, so agreement/score "
             "numbers are not meaningful.",
             stacklevel=2,
@@ -183,7 +183,7 @@ def rerank_benchmark(
 
 def scifact_rerank_inputs(data_dir: str, n_queries: int, n_candidates: int, seed: int = 0):
     """Test queries with BM25 top-K candidates (or a fixed random selection without bm25s)."""
-    from train_local_cross_encoder import Bm25, doc_text, load_scifact
+    from scifact_data import Bm25, doc_text, load_scifact
 
     corpus, queries, qrels = load_scifact(data_dir)
     qids = sorted(qrels["test"], key=lambda x: int(x) if x.isdigit() else x)[:n_queries]

@@ -10,7 +10,7 @@ when the data set is missing), on the current device (cuda if available, else CP
 
     HF_HUB_OFFLINE=1 python benchmarks/rerank_throughput.py [--models A B ...] [--pairs 1000]
 
-Default models: the local MiniLM-L6-sized stand-in (``benchmarks/train_local_cross_encoder.py``) and a
+Default models: a MiniLM-L6-sized cross-encoder trained by ``corpus-search train-reranker`` (pass its directory) and a
 local tiny BERT with the shape of cross-encoder/ms-marco-TinyBERT-L-2 (random weights: speed only).
 Hub names (e.g. cross-encoder/ms-marco-MiniLM-L6-v2) work when cached or online; unavailable
 models are listed with the reason instead of a number.
@@ -58,7 +58,7 @@ CLASSIC_TABLE = [
 def realistic_pairs(n: int, data_dir: str, seed: int = 0) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     try:
-        from train_local_cross_encoder import doc_text, load_scifact
+        from scifact_data import doc_text, load_scifact
 
         corpus, queries, qrels = load_scifact(data_dir)
         qtexts = [queries[q] for q in qrels["test"] if q in queries]

@@ -124,14 +124,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     from query.searcher import Searcher
 
     searcher = Searcher(settings=_settings(args), version=args.version)
-    hits = searcher.search(args.query, k=args.k, mode=args.mode, candidates=args.candidates,
-                           rerank=not args.no_rerank, where=where)
+    rerank = False if args.no_rerank else ("require" if args.require_rerank else True)
+    hits = searcher.search(args.query, k=args.k, mode=args.mode, candidates=args.candidates, rerank=rerank, where=where)
     n = args.candidates or searcher.settings.candidates
-    stages = f"retrieve ({args.mode}, {n} candidates)"
-    stages += " → re-rank (" + searcher.settings.cross_encoder + ")" if not args.no_rerank else " → re-rank skipped (--no-rerank): scores are retrieval scores"
     t = searcher.timings
+    stages = f"retrieve ({args.mode}, {n} candidates)"
+    if t.reranker:
+        stages += f" → re-rank ({t.reranker})"
+    elif args.no_rerank:
+        stages += " → re-rank skipped (--no-rerank): scores are retrieval scores"
+    else:
+        stages += " → re-rank did not run (no cross-encoder loads; see the warning): scores are retrieval scores"
     stages += f"  [encode {t.encode*1000:.0f} ms, retrieve {t.retrieve*1000:.0f} ms, re-rank {t.rerank*1000:.0f} ms]"
-    _print_hits(args.query, args.mode, not args.no_rerank, hits, stages, args.json)
+    _print_hits(args.query, args.mode, t.reranker is not None, hits, stages, args.json)
     return 0
 
 
@@ -181,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--mode", choices=list(MODES), default="hybrid")
     se.add_argument("--candidates", type=_positive_int, default=None,
                     help="candidates retrieved before re-ranking (default 100)")
-    se.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder; scores are retrieval scores")
+    rr = se.add_mutually_exclusive_group()
+    rr.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder; scores are retrieval scores")
+    rr.add_argument("--require-rerank", action="store_true",
+                    help="fail (exit 2) when no cross-encoder loads, instead of answering with retrieval alone")
     se.add_argument("--where", action="append", metavar="COLUMN=VALUE", help="filter, e.g. source=https://example.org/")
     se.add_argument("--bi-encoder", default=None)
     se.add_argument("--cross-encoder", default=None, help="cross-encoder name or local path")
@@ -198,14 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
     sd.set_defaults(func=cmd_search_document)
 
     # Each module imports Prefect only inside its command functions, so `search` stays free of Prefect.
-    from corpus_search import cli_deploy, cli_eval, cli_versions
+    from corpus_search import cli_deploy, cli_eval, cli_rerankers, cli_versions
 
-    for module in (cli_eval, cli_deploy, cli_versions):
+    for module in (cli_eval, cli_deploy, cli_versions, cli_rerankers):
         module.register(sub, common)
     return p
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings meant for users (re-ranking skipped, a query cut) as one line, without a source line."""
+    return f"corpus-search: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _format_warning
     args = build_parser().parse_args(argv)
     try:
         try:

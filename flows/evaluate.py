@@ -139,13 +139,13 @@ def public_json(result: dict) -> dict:
     }
 
 
-def _try_reranker(settings: Settings) -> tuple[object | None, str | None]:
-    from query.models import reranker_from_settings
-
+def _try_reranker(searcher) -> tuple[object | None, str | None]:
+    """The re-ranker a search would use (explicit cross-encoder, else the collection's promoted one)."""
     try:
-        reranker = reranker_from_settings(settings)
+        reranker = searcher.active_reranker()
     except Exception as exc:  # noqa: BLE001 - any failure to load means: no rerank rows, and say why
-        return None, f"re-rank rows omitted: cross-encoder {settings.cross_encoder!r} cannot be loaded ({type(exc).__name__}: {exc})"
+        name = searcher.settings.cross_encoder
+        return None, f"re-rank rows omitted: cross-encoder {name!r} cannot be loaded ({type(exc).__name__}: {exc})"
     return reranker, None
 
 
@@ -217,7 +217,8 @@ def evaluate(
     else:
         notes.append("unit paragraph: long documents are split; a document scores as its best paragraph (MaxP)")
     collection = collection or default_collection(data.name, unit)
-    base = get_settings().model_dump()
+    # Only what was set (environment, overrides): an unset cross-encoder lets the collection's promoted one apply.
+    base = get_settings().model_dump(exclude_unset=True)
     settings = Settings(**{**base, **overrides, "collection": collection, **({"db_uri": db_uri} if db_uri else {})})
     index_overrides = {k: v for k, v in overrides.items() if k != "cross_encoder"}
 
@@ -235,7 +236,7 @@ def evaluate(
 
     evaluated, _ = current_versions(connect(settings.db_uri), collection)
     searcher = Searcher(settings=settings, version=evaluated)  # the version the scores (and tag) belong to
-    reranker, why = (None, "re-rank rows omitted: disabled (--no-rerank)") if not rerank else _try_reranker(settings)
+    reranker, why = (None, "re-rank rows omitted: disabled (--no-rerank)") if not rerank else _try_reranker(searcher)
     if why:
         notes.append(why)
     run_modes = [(m, False) for m in base_modes] + ([(m, True) for m in base_modes] if reranker is not None else [])
@@ -249,7 +250,8 @@ def evaluate(
     for mode, rr in run_modes:
         name = mode + (RERANK_SUFFIX if rr else "")
         t1 = time.perf_counter()
-        hits = searcher.search_many(texts, k=hits_per_query, mode=mode, candidates=max(candidates, hits_per_query), rerank=rr)
+        hits = searcher.search_many(texts, k=hits_per_query, mode=mode, candidates=max(candidates, hits_per_query),
+                                   rerank="require" if rr else False)
         seconds = time.perf_counter() - t1
         ranked = {
             qid: [map_id(d) for d, _ in maxp([h.doc_id for h in hs], [h.score for h in hs], depth)]
@@ -280,7 +282,8 @@ def evaluate(
             "paragraphs_per_query": hits_per_query,
             "documents_per_query": docs_per_query,
             "bi_encoder": settings.bi_encoder,
-            "cross_encoder": settings.cross_encoder if reranker is not None else None,
+            "cross_encoder": reranker.name if reranker is not None else None,
+            "fusion_alpha": reranker.alpha if reranker is not None else None,
             "wall_s": wall,
             "index": {k: index[k] for k in ("paragraphs_encoded", "rows", "articles_fetched", "articles_unchanged", "articles_failed")}
             | {"seconds": round(index_s, 3)},

@@ -41,3 +41,29 @@ def top_k_cosine(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndar
     idx = np.argpartition(-sims, k - 1)[:k] if k else np.array([], dtype=int)
     idx = idx[np.lexsort((idx, -sims[idx]))]
     return idx, sims[idx]
+
+
+def minmax(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Scores scaled to 0..1 over one query's candidates; equal scores all become 1."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.size == 0:
+        return s
+    lo, hi = float(np.nanmin(s)), float(np.nanmax(s))
+    return (s - lo) / (hi - lo) if hi > lo else np.ones_like(s)
+
+
+def interpolate(rerank_scores: Sequence[float] | np.ndarray, retrieval_scores: Sequence[float] | np.ndarray,
+                alpha: float) -> np.ndarray:
+    """Fuse a re-ranker with the first stage: ``alpha * minmax(rerank) + (1 - alpha) * minmax(retrieval)``.
+
+    The result is in 0..1 and relative to the query's candidates. ``alpha = 1`` returns the re-ranker's own
+    (absolute, 0..1) scores unchanged; ``alpha = 0`` keeps the retrieval order. A weak re-ranker fused with
+    a small weight can still add what the first stage misses (shared notes: +0.017 nDCG@10 on SciFact
+    where the re-ranker alone lost half the score).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"fusion weight must be in 0..1, got {alpha}")
+    ce = np.asarray(rerank_scores, dtype=np.float64).ravel()
+    if alpha == 1.0:
+        return ce
+    return alpha * minmax(ce) + (1.0 - alpha) * minmax(retrieval_scores)

@@ -1,26 +1,32 @@
 """Searcher: retrieve about 100 candidates, re-rank them with a cross-encoder, return the best paragraphs.
 
-Models load lazily on the first query and are cached per process.
+Models load lazily on the first query and are cached per process. The re-ranker is the cross-encoder
+configured explicitly, else the collection's promoted one (``query.registry``), else the default; when
+none loads, a search answers with the retrieval ranking and one ``RerankSkippedWarning``.
+
+(About 290 lines: the one class users import keeps its model choice, fallback and search loop together;
+what a search returns and the input checks live in ``query.hits``.)
 """
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from query import retrieve
-from query.errors import CollectionNotFoundError, InvalidQueryError
+from query.errors import CollectionNotFoundError, InvalidQueryError, ModelUnavailableError
 from query.filters import where_sql
-from query.fusion import rank_order
-from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, reranker_from_settings
+from query.hits import MAX_RESULTS, Hit, Timings, check_query, hits_from_table, passage_text, whole_number  # noqa: F401 - re-exported
+from query.fusion import interpolate, rank_order
+from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings
+from query.registry import promoted_model
 from query.schema import (
     RESERVED_SEPARATOR,
     IndexContractError,
@@ -32,96 +38,28 @@ from query.settings import Settings, get_settings
 from query.storage import check_db_uri
 from query.versions import checkout
 
-#: Control characters are not text: the tokenizers and the full-text parser see a space instead.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+class RerankSkippedWarning(UserWarning):
+    """Re-ranking was asked for but no cross-encoder could be loaded: the hits are the retrieval ranking."""
+
+
+def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: bool, k: int) -> list[Hit]:
+    titles, texts = hits["title"].to_pylist(), hits["text"].to_pylist()
+    passages = [passage_text(t, x, encode_title) for t, x in zip(titles, texts, strict=True)]
+    # With fusion every candidate's exact score matters, not only the re-ranker's own top k.
+    scores = reranker.model.score(query, passages, top_k=k if reranker.alpha == 1.0 else len(passages))
+    if reranker.alpha != 1.0:
+        scores = interpolate(scores, hits["retrieval_score"].to_numpy(), reranker.alpha)
+    return hits_from_table(hits, rank_order(scores)[:k], scores)
 
 
 @dataclass(frozen=True)
-class Hit:
-    """One ranked paragraph. ``score`` is the cross-encoder's 0..1 score when re-ranked, else ``retrieval_score``."""
+class ActiveReranker:
+    """The re-ranker a search uses: the model, what to call it, and its fusion weight (1.0: none)."""
 
-    rank: int
-    score: float
-    retrieval_score: float
-    id: str
-    doc_id: str
-    title: str
-    text: str
-    source: str
-    position: int = 0
-
-    #: The keys of one hit in ``corpus-search search --json``, in the order printed (``position`` is internal).
-    JSON_KEYS = ("rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source")
-
-    def to_dict(self) -> dict:
-        """The hit as ``search --json`` prints it: :attr:`JSON_KEYS`, in that order."""
-        return {k: getattr(self, k) for k in self.JSON_KEYS}
-
-
-@dataclass
-class Timings:
-    """Seconds spent per stage by the last query."""
-
-    encode: float = 0.0
-    retrieve: float = 0.0
-    rerank: float = 0.0
-    total: float = 0.0
-    stages: list[str] = field(default_factory=list)
-
-
-def check_query(query: str, max_chars: int) -> str:
-    """Refuse empty or non-text queries; cut over-long ones (with a warning) so the models never see garbage."""
-    if not isinstance(query, str):
-        raise InvalidQueryError(f"query must be text (str), got {type(query).__name__}: e.g. 'How do glaciers form?'")
-    try:
-        query.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates, e.g. undecodable bytes in a command-line argument
-        raise InvalidQueryError(
-            f"query is not valid Unicode text (character {exc.object[exc.start]!r} at position {exc.start}): "
-            "pass UTF-8 text, e.g. 'How do glaciers form?'"
-        ) from None
-    query = " ".join(_CONTROL.sub(" ", query).split())
-    if not query:
-        raise InvalidQueryError("query is empty: give a question or keywords, e.g. 'What is the capital of France?'")
-    if len(query) > max_chars:
-        warnings.warn(f"query of {len(query)} characters truncated to {max_chars}", stacklevel=3)
-        query = query[:max_chars]
-    return query
-
-
-#: Upper bound of ``k`` and ``candidates``: LanceDB's limit overflows past 2**32, and no reader wants more.
-MAX_RESULTS = 1_000_000
-
-
-def _positive(name: str, value: object, what: str) -> int:
-    """``value`` if it is a whole number in 1..MAX_RESULTS, else an error naming the parameter and a sensible value."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_RESULTS:
-        raise InvalidQueryError(f"{name} must be a whole number from 1 to {MAX_RESULTS:,} ({what}), got {value!r}")
-    return int(value)
-
-
-def passage_text(title: str | None, text: str, encode_title: bool) -> str:
-    """What the cross-encoder reads: the same text the bi-encoder encoded."""
-    return f"{title} {text}" if encode_title and title else text
-
-
-def _rerank(query: str, hits: pa.Table, reranker, encode_title: bool, k: int) -> list[Hit]:
-    titles, texts = hits["title"].to_pylist(), hits["text"].to_pylist()
-    scores = reranker.score(query, [passage_text(t, x, encode_title) for t, x in zip(titles, texts, strict=True)], top_k=k)
-    return _hits(hits, rank_order(scores)[:k], scores)
-
-
-def _hits(table: pa.Table, order: np.ndarray, scores: np.ndarray | None) -> list[Hit]:
-    cols = {c: table[c].to_pylist() for c in ("id", "doc_id", "title", "text", "source", "position", "retrieval_score")}
-    out = []
-    for rank, i in enumerate(order, start=1):
-        i = int(i)
-        r = float(cols["retrieval_score"][i])
-        out.append(
-            Hit(rank, float(scores[i]) if scores is not None else r, r, cols["id"][i], cols["doc_id"][i],
-                cols["title"][i] or "", cols["text"][i], cols["source"][i], int(cols["position"][i]))
-        )
-    return out
+    model: Any
+    name: str
+    alpha: float = 1.0
+    depth: int | None = None  # candidates to re-rank when the caller does not say (None: settings.candidates)
 
 
 class Searcher:
@@ -197,7 +135,38 @@ class Searcher:
 
     @property
     def reranker(self):
-        return reranker_from_settings(self.settings)
+        """The loaded re-ranker model a search uses (see :meth:`active_reranker`)."""
+        return self.active_reranker().model
+
+    def active_reranker(self) -> ActiveReranker:
+        """The cross-encoder configured explicitly, else the collection's promoted one, else the default.
+
+        Raises ``ModelUnavailableError`` when the chosen model cannot be loaded.
+        """
+        s = self.settings
+        if "cross_encoder" not in s.model_fields_set:
+            promoted = promoted_model(self.table, s.db_uri)
+            if promoted is not None:
+                entry, path = promoted
+                model = load_reranker(str(path), device=s.device, precision=s.rerank_precision,
+                                      batch_size=s.rerank_batch_size, trust_remote_code=s.trust_remote_code)
+                return ActiveReranker(model, f"{self.collection} re-ranker {entry.id}",
+                                      entry.alpha if s.rerank_fusion else 1.0, entry.depth)
+        return ActiveReranker(reranker_from_settings(s), s.cross_encoder)
+
+    def _reranker_or_fallback(self, rerank: bool | str) -> ActiveReranker | None:
+        """``rerank=True`` falls back to retrieval (one warning) when no model loads; ``"require"`` raises."""
+        if rerank is False:
+            return None
+        try:
+            return self.active_reranker()
+        except ModelUnavailableError as exc:
+            if rerank == "require":
+                raise
+            warnings.warn(f"re-ranking did not run, results are the retrieval ranking (reranked: false): {exc} "
+                          f"Train one for this collection: corpus-search train-reranker --collection "
+                          f"{self.collection} --self-supervised", RerankSkippedWarning, stacklevel=4)
+            return None
 
     # ------------------------------------------------------------------ search
 
@@ -227,10 +196,15 @@ class Searcher:
         *,
         mode: str = "hybrid",
         candidates: int | None = None,
-        rerank: bool = True,
+        rerank: bool | Literal["require"] = True,
         where: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
-        """Retrieve ``candidates`` paragraphs (dense, lexical or hybrid), re-rank them, return the top ``k``."""
+        """Retrieve ``candidates`` paragraphs (dense, lexical or hybrid), re-rank them, return the top ``k``.
+
+        ``rerank=True`` re-ranks when a cross-encoder loads and otherwise returns the retrieval ranking
+        with one ``RerankSkippedWarning`` (each hit's ``reranked`` is False); ``rerank="require"`` raises
+        ``ModelUnavailableError`` instead; ``rerank=False`` skips re-ranking.
+        """
         return self.search_many([query], k, mode=mode, candidates=candidates, rerank=rerank, where=where)[0]
 
     def search_many(
@@ -240,26 +214,30 @@ class Searcher:
         *,
         mode: str = "hybrid",
         candidates: int | None = None,
-        rerank: bool = True,
+        rerank: bool | Literal["require"] = True,
         where: Mapping[str, Any] | None = None,
     ) -> list[list[Hit]]:
         """``search`` for several queries; their embeddings are computed in one batch."""
         if isinstance(queries, str):
             raise InvalidQueryError("search_many takes a list of queries; use search() for one query")
+        if rerank not in (True, False, "require"):
+            raise InvalidQueryError(f"rerank must be True, False or 'require', got {rerank!r}")
         if mode not in retrieve.MODES:
             raise InvalidQueryError(f"mode {mode!r} is not one of {', '.join(retrieve.MODES)}")
-        k = _positive("k", k, "the number of hits, e.g. 10")
+        k = whole_number("k", k, "the number of hits, e.g. 10")
         if candidates is not None:
-            candidates = _positive("candidates", candidates,
+            candidates = whole_number("candidates", candidates,
                                    f"paragraphs retrieved before re-ranking, e.g. {self.settings.candidates}")
-        n = max(candidates or self.settings.candidates, k)
         if not queries:
             return []
         cleaned = [check_query(q, self.settings.max_query_chars) for q in queries]
         filt = where_sql(where)
         t0 = time.perf_counter()
         timings = Timings(stages=[f"retrieve:{mode}"])
-        reranker = self.reranker if rerank else None  # load (and fail) before any work
+        reranker = self._reranker_or_fallback(rerank)  # load (and fail, or fall back) before any work
+        # A collection's trained re-ranker was gated (and its fusion weight chosen) at its own depth.
+        default_n = reranker.depth if reranker is not None and reranker.depth else self.settings.candidates
+        n = max(candidates or default_n, k)
         vectors = self.encode_queries(cleaned) if mode != "lexical" else [None] * len(cleaned)
         timings.encode = time.perf_counter() - t0
         results = []
@@ -271,10 +249,11 @@ class Searcher:
             if reranker is not None and cands.num_rows:
                 results.append(_rerank(q, cands, reranker, self.meta.encode_title, k))
             else:
-                results.append(_hits(cands, np.arange(min(k, cands.num_rows)), None))
+                results.append(hits_from_table(cands, np.arange(min(k, cands.num_rows)), None))
             timings.rerank += time.perf_counter() - t2
         if reranker is not None:
-            timings.stages.append(f"rerank:{self.settings.cross_encoder}")
+            timings.reranker = reranker.name
+            timings.stages.append(f"rerank:{reranker.name}" + (f" (fusion {reranker.alpha})" if reranker.alpha != 1.0 else ""))
         timings.total = time.perf_counter() - t0
         self.timings = timings
         return results

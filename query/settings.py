@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     rerank_precision: RerankPrecision = Field(
         "auto", description="auto: fp16 on cuda; on CPUs with native bf16 the bf16+fp32 cascade (bf16 for all "
         "candidates, exact fp32 re-score of every candidate that could be in the top k); else fp32")
+    rerank_fusion: bool = Field(
+        True, description="a collection's trained re-ranker mixes its score with the first stage's by the weight "
+        "chosen on dev when it was trained; false: the cross-encoder's score alone")
     max_query_chars: int = Field(2000, ge=1)
 
     @field_validator("collection")

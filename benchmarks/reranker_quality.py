@@ -1,0 +1,130 @@
+"""Does a collection's trained re-ranker improve the ranking? nDCG@10 on a test split, one scoring pass.
+
+For every test query: the hybrid top ``--depth`` candidates (what a trained re-ranker re-ranks at query
+time), each model's 0..1 scores over them (computed once), then nDCG@10 (ir-measures, MaxP to
+documents, as ``corpus-search eval``) of
+
+* hybrid alone,
+* the re-ranker alone (fusion weight 1),
+* the re-ranker fused with the first stage by the weight saved with the model (chosen on dev queries,
+  never on these test queries),
+
+with a paired randomisation test of each against hybrid (per-query nDCG@10, 10 000 sign flips).
+
+    python benchmarks/reranker_quality.py ../shared/data/scifact --collection scifact-eval --db DB \\
+        --models 20261127-213936-judgments 20261127-223001-self-supervised
+
+``--models`` takes registry ids of the collection (``corpus-search rerankers``) or model directories
+(fusion weight 1 unless ``--alpha``). The collection must hold the dataset's corpus (``corpus-search eval``
+indexes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def per_query_ndcg(qrels: dict, ranked: dict) -> dict[str, float]:
+    import ir_measures
+
+    from tasks.metrics import rank_run
+
+    m = ir_measures.parse_measure("nDCG@10")
+    run = rank_run({q: ranked.get(q, []) for q in qrels})
+    out = {q: 0.0 for q in qrels}
+    for r in ir_measures.iter_calc([m], qrels, run):
+        out[r.query_id] = float(r.value)
+    return out
+
+
+def paired_p(a: np.ndarray, b: np.ndarray, rounds: int = 10_000, seed: int = 0) -> float:
+    """Two-sided paired randomisation test of mean(a - b) = 0."""
+    d = a - b
+    obs = abs(d.mean())
+    rng = np.random.default_rng(seed)
+    flips = rng.choice([-1.0, 1.0], size=(rounds, d.size))
+    return float(((np.abs((flips * d).mean(axis=1)) >= obs - 1e-12).sum() + 1) / (rounds + 1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", help="BEIR directory (queries.jsonl, qrels/<split>.tsv)")
+    ap.add_argument("--collection", required=True)
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--models", nargs="+", required=True, help="registry ids or model directories")
+    ap.add_argument("--alpha", type=float, default=None, help="fusion weight for model directories")
+    ap.add_argument("--depth", type=int, default=30, help="candidates re-ranked per query (default 30)")
+    ap.add_argument("--queries", type=int, default=None, help="only the first N test queries")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = ap.parse_args()
+
+    from query.fusion import interpolate, rank_order
+    from query.models import load_reranker
+    from query.registry import model_path, read_registry
+    from query.searcher import Searcher, passage_text
+    from tasks.datasets import load_dataset
+    from tasks.metrics import maxp
+
+    data = load_dataset(args.dataset, split=args.split)
+    qids = [q for q in data.queries if q in data.qrels][: args.queries]
+    qrels = {q: data.qrels[q] for q in qids}
+    searcher = Searcher(db_uri=args.db, collection=args.collection)
+    t0 = time.perf_counter()
+    hits = searcher.search_many([data.queries[q] for q in qids], k=args.depth, mode="hybrid",
+                                candidates=args.depth, rerank=False)
+    retrieval_s = time.perf_counter() - t0
+    enc = searcher.meta.encode_title
+
+    def ranked_by(scores_per_query) -> dict[str, list[str]]:
+        out = {}
+        for q, hs, sc in zip(qids, hits, scores_per_query, strict=True):
+            order = rank_order(sc)
+            out[q] = [d for d, _ in maxp([hs[i].doc_id for i in order], np.arange(len(order), 0, -1))]
+        return out
+
+    retr = [np.array([h.retrieval_score for h in hs]) for hs in hits]
+    base = per_query_ndcg(qrels, ranked_by(retr))
+    base_v = np.array([base[q] for q in qids])
+    rows = [{"run": "hybrid", "ndcg@10": round(base_v.mean(), 4)}]
+    registry = read_registry(searcher.table)
+    for name in args.models:
+        entry = next((e for e in registry.models if e.id == name), None)
+        path = str(model_path(args.db, entry)) if entry else name
+        alpha = entry.alpha if entry else (args.alpha if args.alpha is not None else 1.0)
+        model = load_reranker(path)
+        t1 = time.perf_counter()
+        ce = [model.score(data.queries[q], [passage_text(h.title, h.text, enc) for h in hs], top_k=len(hs))
+              for q, hs in zip(qids, hits, strict=True)]
+        secs = time.perf_counter() - t1
+        pairs = sum(len(hs) for hs in hits)
+        for label, a in (("alone", 1.0), (f"fused a={alpha}", alpha)):
+            if label != "alone" and alpha == 1.0:
+                continue
+            scores = ce if a == 1.0 else [interpolate(c, r, a) for c, r in zip(ce, retr, strict=True)]
+            per = per_query_ndcg(qrels, ranked_by(scores))
+            v = np.array([per[q] for q in qids])
+            rows.append({"run": f"hybrid + {name} {label}", "ndcg@10": round(v.mean(), 4),
+                         "delta": round(v.mean() - base_v.mean(), 4), "p": round(paired_p(v, base_v), 4),
+                         "pairs_per_s": round(pairs / secs, 1)})
+    print(f"{data.name} {args.split}: {len(qids)} queries, hybrid top {args.depth} "
+          f"(retrieval {retrieval_s / len(qids) * 1000:.0f} ms/query)")
+    for r in rows:
+        extra = f"  delta {r['delta']:+.4f}  p {r['p']:.4f}  {r['pairs_per_s']} pairs/s" if "delta" in r else ""
+        print(f"  {r['run']:<60} nDCG@10 {r['ndcg@10']:.4f}{extra}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"dataset": data.name, "queries": len(qids), "depth": args.depth,
+                                               "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

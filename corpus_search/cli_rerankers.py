@@ -1,0 +1,116 @@
+"""``corpus-search train-reranker`` (Prefect flow ``train-reranker``) and ``corpus-search rerankers``.
+
+Flows and trainers are imported inside the command functions, so building the parser stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _db_uri(args: argparse.Namespace) -> str:
+    from query.settings import get_settings
+
+    return args.db or get_settings().db_uri
+
+
+def _collection(args: argparse.Namespace) -> str:
+    from query.schema import validate_collection_name
+    from query.settings import get_settings
+
+    return validate_collection_name(args.collection or get_settings().collection)
+
+
+def cmd_train_reranker(args: argparse.Namespace) -> int:
+    from corpus_search.ephemeral import guard_temporary_server
+    from deployments.prefect_env import prefect_environment
+    from query.errors import InvalidQueryError
+
+    if bool(args.judgments) == bool(args.self_supervised):
+        raise InvalidQueryError("give exactly one training signal: --judgments DATASET_DIR or --self-supervised")
+    if args.split and not args.judgments:
+        raise InvalidQueryError("--split goes with --judgments (the qrels file qrels/<split>.tsv)")
+    collection, db_uri = _collection(args), _db_uri(args)
+    from query.searcher import Searcher
+
+    Searcher(db_uri=db_uri, collection=collection)  # a missing collection is a usage error before Prefect starts
+    prefect_environment()
+    guard_temporary_server()
+    from flows.train_reranker import train_reranker
+
+    result = train_reranker(
+        collection, db_uri=db_uri, judgments=args.judgments, split=args.split or "train",
+        self_supervised=args.self_supervised, base=args.base, time_budget=args.time_budget, out=args.out,
+        promote=args.promote, seed=args.seed,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    dev = result["dev"]
+    prev = dev["previous"]
+    print(f"re-ranker {result['id']} for {collection}: {result['signal']}, base {result['base']}")
+    print(f"  trained on {result['train_queries']} queries, {result['pairs']} pairs, {result['steps']} steps "
+          f"in {result['train_seconds']:.0f} s (whole run {result['seconds']:.0f} s); saved to {result['model']}")
+    print(f"  dev nDCG@10 on {dev['queries']} held-out queries: retrieval alone {dev['retrieval']['ndcg@10']:.4f}"
+          + (f", current re-ranker {prev['ndcg@10']:.4f}" if prev else "")
+          + f", this one {dev['candidate']['ndcg@10']:.4f} (fusion weight {result['alpha']}; "
+          f"alone {dev['candidate']['alone']:.4f})")
+    print(f"  {result['decision']}")
+    return 0
+
+
+def cmd_rerankers(args: argparse.Namespace) -> int:
+    from tasks.rerank_registry import listing, promote
+
+    collection, db_uri = _collection(args), _db_uri(args)
+    if args.promote is not None or args.unpromote:
+        entry = promote(db_uri, collection, None if args.unpromote else args.promote)
+        if not args.json:
+            print(f"collection {collection}: " + (f"re-ranker {entry.id} promoted" if entry else
+                  "no re-ranker promoted (searches use the configured cross-encoder)"))
+    result = listing(db_uri, collection)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    if not result["models"]:
+        print(f"collection {collection}: no trained re-rankers (corpus-search train-reranker --collection {collection} ...)")
+        return 0
+    print(f"  {'id':<36} {'signal':<16} {'dev retrieval':>13} {'dev re-ranked':>13} {'alpha':>5}  base")
+    for m in result["models"]:
+        d = m["dev"]
+        print(f"{'*' if m['promoted'] else ' '} {m['id']:<36} {m['signal']:<16} {d['retrieval']['ndcg@10']:>13.4f} "
+              f"{d['candidate']['ndcg@10']:>13.4f} {m['alpha']:>5}  {m['base']}")
+    print("(* promoted; dev = nDCG@10 on the held-out training queries)")
+    return 0
+
+
+def register(sub, common) -> None:
+    tr = sub.add_parser(
+        "train-reranker",
+        help="train a cross-encoder for a collection, gate it on held-out queries, promote it if it wins "
+        "(Prefect flow train-reranker)",
+    )
+    tr.add_argument("--judgments", metavar="DATASET_DIR", default=None,
+                    help="BEIR directory: queries.jsonl + qrels/<split>.tsv whose corpus ids are the collection's doc ids")
+    tr.add_argument("--split", default=None, help="qrels split to train on (default: train); dev queries are held out of it")
+    tr.add_argument("--self-supervised", action="store_true",
+                    help="no judgments: pseudo-queries (titles, cut-out sentences, salient terms) made from the collection")
+    tr.add_argument("--base", default=None, metavar="NAME_OR_PATH",
+                    help="start point: a cross-encoder or an encoder body (default: the configured cross-encoder "
+                    "when it loads, else the packaged all-MiniLM-L6-v2 body)")
+    tr.add_argument("--time-budget", type=float, default=600.0, metavar="SECONDS",
+                    help="training time (default 600); building the data and the dev gate come on top")
+    tr.add_argument("--out", default=None, metavar="DIR",
+                    help="where to save the model (default: <db>/_rerankers/<collection>/<id>)")
+    tr.add_argument("--promote", choices=("auto", "never", "always"), default="auto",
+                    help="auto (default): promote only if it beats retrieval alone and the current re-ranker on dev")
+    tr.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    common(tr)
+    tr.set_defaults(func=cmd_train_reranker)
+
+    rr = sub.add_parser("rerankers", help="list a collection's trained re-rankers; promote one (or an older one back)")
+    rr.add_argument("--promote", default=None, metavar="ID", help="make this trained re-ranker the collection's")
+    rr.add_argument("--unpromote", action="store_true", help="promote none: searches use the configured cross-encoder")
+    common(rr)
+    rr.set_defaults(func=cmd_rerankers)

@@ -1,0 +1,207 @@
+"""The ``train-reranker`` flow: fit a cross-encoder to one collection, gate it on dev queries, promote it.
+
+training examples (judgments, or pseudo-queries from the collection) with hard negatives from the
+collection's own retrieval → sentence-transformers' trainer within a time budget → the gate on held-out
+dev queries (retrieval alone / the current re-ranker / the candidate, with its fusion weight) → the
+model and its numbers recorded in the collection's registry, promoted only when it wins (``auto``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.hooks import log_crash, log_failure
+from flows.summary import artifact_key
+from query.errors import InvalidQueryError
+from query.registry import RerankerEntry
+from query.settings import get_settings
+
+Promote = Literal["auto", "never", "always"]
+#: Training queries per second of budget a 2-core CPU gets through (measured: see benchmarks/RESULTS.md);
+#: the self-supervised sample is sized from it so that the budget, not the data, ends training.
+CPU_QUERIES_PER_S = 0.6
+GPU_SPEEDUP = 25
+MAX_DEV_QUERIES = 100
+#: Candidates the gate re-ranks per dev query, saved with the model as the depth it re-ranks at query time.
+#: 30 keeps hybrid's recall (SciFact R@30 0.91 vs R@100 0.96) at under a third of the cross-encoder's cost.
+DEV_DEPTH = 30
+#: Paragraphs sampled to find the self-supervised dev queries (most qualify; see pseudo_dev_queries).
+DEV_SAMPLE = 600
+
+
+def _searcher(db_uri: str, collection: str):
+    from query.searcher import Searcher
+
+    return Searcher(db_uri=db_uri, collection=collection)
+
+
+def dev_share(n: int, max_dev: int = MAX_DEV_QUERIES) -> float:
+    """Share of queries held out for the gate: 15 %, at least 3 and at most ``max_dev`` queries."""
+    return min(max_dev, max(3, round(0.15 * n))) / max(n, 1)
+
+
+@task(name="training-examples")
+def training_examples(db_uri: str, collection: str, judgments: str | None, split: str, seed: int,
+                      n_pseudo: int) -> tuple[list, list]:
+    """Train and dev examples: judged queries, or pseudo-queries sampled from the collection."""
+    from tasks import rerank_data as rd
+
+    searcher = _searcher(db_uri, collection)
+    log = get_run_logger()
+    if judgments:
+        queries, qrels = rd.judged_queries(judgments, split)
+        share = dev_share(len(queries))
+        examples = rd.examples_from_judgments(searcher, queries, qrels, seed)
+        dev = [e for e in examples if rd.is_dev(e.qid, share)]
+        train = [e for e in examples if not rd.is_dev(e.qid, share)]
+    else:
+        rows = rd.sample_paragraphs(searcher, n_pseudo + DEV_SAMPLE, seed)
+        random.Random(seed).shuffle(rows)
+        # A small collection gives its dev queries 30 % of its paragraphs; a large one DEV_SAMPLE.
+        n_dev = DEV_SAMPLE if len(rows) >= n_pseudo + DEV_SAMPLE else len(rows) * 3 // 10
+        dev = rd.pseudo_dev_queries(searcher, rows[:n_dev], MAX_DEV_QUERIES, seed)
+        dev_docs = {d for e in dev for d in e.relevant}
+        train_rows = [r for r in rows[n_dev:] if r["doc_id"] not in dev_docs]
+        train = rd.add_hard_negatives(searcher, rd.pseudo_queries(train_rows, searcher.meta.encode_title, seed), seed)
+    train = rd.fill_negatives(train, seed)
+    if not train or not dev:
+        raise rd.TrainingDataError(
+            f"only {len(train)} training and {len(dev)} dev queries could be made from collection {collection!r}: "
+            "index more articles (a few dozen paragraphs at least), or give judgments with --judgments"
+        )
+    kinds = {k: sum(e.kind == k for e in train) for k in dict.fromkeys(e.kind for e in train)}
+    log.info("%d training queries %s, %d dev queries", len(train), kinds, len(dev))
+    return train, dev
+
+
+@task(name="train-cross-encoder")
+def train(examples: list, base: str, out_dir: str, time_budget_s: float, seed: int) -> dict:
+    from tasks.rerank_train import train_cross_encoder
+
+    log = get_run_logger()
+    return asdict(train_cross_encoder(examples, base, out_dir, time_budget_s=time_budget_s, seed=seed, log=log.info))
+
+
+@task(name="gate")
+def gate(db_uri: str, collection: str, dev: list, model_dir: str, depth: int) -> dict:
+    """Dev nDCG@10 of retrieval alone, the current re-ranker and the candidate (see tasks.rerank_gate)."""
+    from query.models import load_reranker
+    from query.registry import promoted_model
+    from tasks import rerank_gate as rg
+
+    s = get_settings()
+    searcher = _searcher(db_uri, collection)
+    devset = rg.dev_set(searcher, dev, depth)
+
+    def scores(path: str):
+        return rg.rerank_scores(load_reranker(path, device=s.device, precision=s.rerank_precision,
+                                              batch_size=s.rerank_batch_size), devset)
+
+    retrieval = round(rg.ndcg10(devset, None, 0.0), 4)
+    previous = None
+    current = promoted_model(searcher.table, db_uri)
+    if current is not None:
+        entry, path = current
+        previous = {"id": entry.id, "alpha": entry.alpha,
+                    "ndcg@10": round(rg.ndcg10(devset, scores(str(path)), entry.alpha), 4)}
+    candidate = rg.choose_alpha(devset, scores(model_dir))
+    return {"queries": len(dev), "depth": depth, "retrieval": {"ndcg@10": retrieval}, "previous": previous,
+            "candidate": candidate}
+
+
+@task(name="register-reranker")
+def register(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) -> None:
+    from tasks.rerank_registry import record
+
+    record(db_uri, collection, entry, promote)
+
+
+def default_base(cross_encoder: str) -> str:
+    """The configured cross-encoder when it loads (online, or cached), else the packaged MiniLM body."""
+    from query.errors import ModelUnavailableError
+    from query.models import load_reranker
+    from query.settings import DEFAULT_BI_ENCODER
+
+    try:
+        load_reranker(cross_encoder)
+        return cross_encoder
+    except ModelUnavailableError:
+        return DEFAULT_BI_ENCODER
+
+
+@flow(name="train-reranker", on_failure=[log_failure], on_crashed=[log_crash])
+def train_reranker(
+    collection: str,
+    db_uri: str | None = None,
+    judgments: str | None = None,
+    split: str = "train",
+    self_supervised: bool = False,
+    base: str | None = None,
+    time_budget: float = 600.0,
+    out: str | None = None,
+    promote: Promote = "auto",
+    seed: int = 0,
+    dev_depth: int | None = None,
+) -> dict:
+    """Train a re-ranker for ``collection`` and promote it if it beats what the collection has (``auto``)."""
+    from query.devices import resolve_device
+    from tasks.rerank_data import fingerprint
+    from tasks.rerank_gate import decide
+    from tasks.rerank_registry import default_out_dir, new_model_id, stored_path
+
+    log = get_run_logger()
+    s = get_settings()
+    db_uri = db_uri or s.db_uri
+    if bool(judgments) == bool(self_supervised):
+        raise InvalidQueryError("give exactly one training signal: --judgments DATASET_DIR or --self-supervised")
+    if promote not in ("auto", "never", "always"):
+        raise InvalidQueryError(f"--promote must be auto, never or always, got {promote!r}")
+    if not time_budget > 0:
+        raise InvalidQueryError(f"--time-budget must be a positive number of seconds, got {time_budget}")
+    _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
+    t0 = time.monotonic()
+    signal = "judgments" if judgments else "self-supervised"
+    base = base or default_base(s.cross_encoder)
+    speed = CPU_QUERIES_PER_S * (GPU_SPEEDUP if resolve_device(s.device).startswith("cuda") else 1)
+    n_pseudo = int(min(50_000, max(300, time_budget * speed * 1.3)))
+    train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo)
+    model_id = new_model_id(signal)
+    out_dir = str(Path(out) if out else default_out_dir(db_uri, collection, model_id))
+    trained = train(train_ex, base, out_dir, time_budget, seed)
+    depth = dev_depth or DEV_DEPTH
+    dev = gate(db_uri, collection, dev_ex, out_dir, depth)
+    prev = dev["previous"]["ndcg@10"] if dev["previous"] else None
+    promoted, why = decide(promote, dev["retrieval"]["ndcg@10"], prev, dev["candidate"]["ndcg@10"],
+                           dev["candidate"]["p"])
+    entry = RerankerEntry(
+        id=model_id, path=stored_path(db_uri, out_dir), created=datetime.now(UTC).isoformat(timespec="seconds"),
+        base=base, signal=signal, fingerprint=fingerprint(train_ex, seed), alpha=dev["candidate"]["alpha"], depth=depth, dev=dev,
+        train={"queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
+               "seconds": trained["seconds"], "precision": trained["precision"], "seed": seed},
+    )
+    register(db_uri, collection, entry, promoted)
+    log.info("re-ranker %s: %s", model_id, why)
+    result = {
+        "collection": collection, "model": out_dir, "id": model_id, "base": base, "signal": signal,
+        "train_queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
+        "seconds": round(time.monotonic() - t0, 1), "train_seconds": trained["seconds"],
+        "dev": dev, "alpha": entry.alpha, "promoted": promoted, "decision": why,
+    }
+    create_markdown_artifact(
+        key=artifact_key("reranker", collection),
+        markdown=f"## Re-ranker `{model_id}` for `{collection}`\n\n{why}\n\n"
+        f"| dev nDCG@10 | value |\n|---|---|\n| retrieval alone | {dev['retrieval']['ndcg@10']:.4f} |\n"
+        + (f"| current re-ranker | {prev:.4f} |\n" if prev is not None else "")
+        + f"| candidate (alpha {entry.alpha}, cross-validated) | {dev['candidate']['ndcg@10']:.4f} |\n"
+        f"| candidate alone | {dev['candidate']['alone']:.4f} |\n",
+        description=f"train-reranker {collection}",
+    )
+    return result

@@ -1,0 +1,125 @@
+"""The per-collection re-ranker registry: cross-encoders trained for a collection, kept beside it.
+
+A trained model is a directory ``<db>/_rerankers/<collection>/<model id>/`` (``CrossEncoder.save_pretrained``).
+The registry itself -- each model's base, training signal, training-data fingerprint, gate numbers on
+the dev queries and fusion weight, plus which model is promoted -- is one JSON value in the collection
+table's own metadata (key :data:`REGISTRY_KEY`). Keeping it in the table means it travels with the
+collection and with its versions: rolling the table back to a version also restores the promotion that
+was in force then.
+
+``Searcher`` and ``corpus-search eval`` use the promoted model unless a cross-encoder is configured
+explicitly (``CORPUS_SEARCH_CROSS_ENCODER`` / ``--cross-encoder``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from query.errors import CorpusSearchError
+
+#: Table-metadata key holding the registry (JSON).
+REGISTRY_KEY = "corpus_search.rerankers"
+#: Directory under the database that holds every collection's trained re-rankers.
+RERANKERS_DIR = "_rerankers"
+
+
+class RerankerRegistryError(CorpusSearchError, LookupError):
+    """A re-ranker id that the collection's registry does not hold, or a database the registry cannot use."""
+
+
+@dataclass
+class RerankerEntry:
+    """One trained re-ranker of a collection, as the registry records it."""
+
+    id: str
+    path: str  # relative to the database root, so the database can move
+    created: str
+    base: str
+    signal: str  # "judgments" | "self-supervised"
+    fingerprint: str  # sha256 of the training examples (queries, positives, negatives) and the seed
+    alpha: float  # weight of the cross-encoder in the fused score; 1.0 = cross-encoder alone
+    depth: int = 30  # candidates it re-ranks by default: the depth the gate measured it (and chose alpha) at
+    dev: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Registry:
+    """Every trained re-ranker of one collection and the promoted one (``None``: none promoted)."""
+
+    promoted: str | None = None
+    models: list[RerankerEntry] = field(default_factory=list)
+
+    def get(self, model_id: str) -> RerankerEntry:
+        for entry in self.models:
+            if entry.id == model_id:
+                return entry
+        known = ", ".join(e.id for e in self.models) or "none yet: train one with corpus-search train-reranker"
+        raise RerankerRegistryError(f"no re-ranker {model_id!r} in this collection (trained: {known})")
+
+    @property
+    def promoted_entry(self) -> RerankerEntry | None:
+        return self.get(self.promoted) if self.promoted else None
+
+    def to_json(self) -> str:
+        return json.dumps({"promoted": self.promoted, "models": [asdict(e) for e in self.models]}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Registry:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(data.get("promoted"), [RerankerEntry(**e) for e in data.get("models", [])])
+
+
+def local_db_root(db_uri: str) -> Path:
+    """The database directory; trained models need a local database (object stores are not supported yet)."""
+    if "://" in db_uri and not db_uri.startswith("file://"):
+        raise RerankerRegistryError(
+            f"re-rankers are stored beside a local database only; {db_uri!r} is an object store. "
+            "Train against a local copy of the collection (--db DIR)"
+        )
+    return Path(db_uri.removeprefix("file://"))
+
+
+def models_root(db_uri: str, collection: str) -> Path:
+    """``<db>/_rerankers/<collection>``: where this collection's trained models are saved."""
+    return local_db_root(db_uri) / RERANKERS_DIR / collection
+
+
+def read_registry(table) -> Registry:
+    """The registry stored in ``table``'s metadata (empty when no model was ever trained)."""
+    return Registry.from_json(table.to_lance().metadata.get(REGISTRY_KEY))
+
+
+def write_registry(table, registry: Registry) -> None:
+    """Store ``registry`` in ``table``'s metadata (one new table version). Hold the writer lock around it."""
+    table.to_lance().update_metadata({REGISTRY_KEY: registry.to_json()})
+    table.checkout_latest()
+
+
+def model_path(db_uri: str, entry: RerankerEntry) -> Path:
+    """Absolute directory of ``entry``'s saved model."""
+    return local_db_root(db_uri) / entry.path
+
+
+def promoted_model(table, db_uri: str) -> tuple[RerankerEntry, Path] | None:
+    """The promoted re-ranker of ``table`` and its directory, or ``None``.
+
+    A promoted model whose directory is gone is reported as ``None`` with the reason left to the caller's
+    fallback: the registry never breaks a search.
+    """
+    try:
+        entry = read_registry(table).promoted_entry
+    except (ValueError, TypeError, RerankerRegistryError):  # a damaged registry value must not break search
+        return None
+    if entry is None:
+        return None
+    try:
+        path = model_path(db_uri, entry)
+    except RerankerRegistryError:
+        return None
+    return (entry, path) if path.is_dir() else None

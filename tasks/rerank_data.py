@@ -1,0 +1,287 @@
+"""Training data for a collection's re-ranker: queries, their positive paragraph, and hard negatives.
+
+Two signals:
+
+* **judgments** (BEIR ``queries.jsonl`` + ``qrels/<split>.tsv``): each judged query's positives are its
+  relevant documents' paragraphs (the one the first stage ranks highest, else the document's first);
+* **self-supervised**: pseudo-queries cut out of the collection itself, three kinds mixed so that no
+  single surface form dominates:
+
+  - ``title``: a document's title asks for one of its paragraphs. The title is taken off every passage of
+    that example, or the model would only learn to spot the title string;
+  - ``sentence``: a sentence cut out of its paragraph asks for the rest of the paragraph (the inverse
+    cloze task, Lee et al. 2019): the query shares meaning, not all of its words, with the positive;
+  - ``terms``: the paragraph's most salient terms (tf·idf against the sample), as a keyword query.
+
+Hard negatives are the collection's own hybrid top-k for the query minus every paragraph of a positive's
+document (a paragraph of the same document is too often relevant too, a false negative) and minus
+passages identical to the positive.
+
+Examples are split into train and dev by a hash of their query id (stable across runs), never by the
+order of the file, and never touching test queries: only the training split is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from query.errors import CorpusSearchError
+from query.searcher import Hit, Searcher, passage_text
+from tasks.datasets import DatasetFormatError, load_beir_qrels, load_beir_queries
+
+#: Hard negatives per training query; with the positive that is 1 + NEGATIVES passages per query.
+NEGATIVES = 7
+#: Depth of the first-stage ranking that hard negatives and judged positives are drawn from.
+MINING_DEPTH = 30
+#: Kinds of self-supervised pseudo-queries, mixed in equal shares.
+PSEUDO_KINDS = ("title", "sentence", "terms")
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+_WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
+# Function words never make a salient-term query (a short list: idf takes care of the rest).
+_STOP = frozenset(
+    "a an and are as at be but by for from has have in into is it its of on or that the their this to was "
+    "were which with we our these those than then there been not also can may such using used between".split()
+)
+
+
+class TrainingDataError(CorpusSearchError, ValueError):
+    """Not enough usable training queries (no judgments match the collection, or the collection is too small)."""
+
+
+@dataclass
+class Example:
+    """One training (or dev) query with its positive passage, hard negatives and relevant documents."""
+
+    qid: str
+    query: str
+    kind: str  # "judged" or one of PSEUDO_KINDS
+    positive: str = ""
+    negatives: list[str] = field(default_factory=list)
+    relevant: dict[str, int] = field(default_factory=dict)  # doc id -> grade, for the dev gate
+    hide: str | None = None  # a paragraph id the dev gate hides from the candidates (the query's own source)
+
+
+def is_dev(qid: str, dev_share: float) -> bool:
+    """Stable train/dev assignment of a query id (a hash, so adding queries never reshuffles the others)."""
+    h = int.from_bytes(hashlib.sha256(qid.encode("utf-8")).digest()[:8], "big")
+    return h / 2**64 < dev_share
+
+
+def fingerprint(examples: Sequence[Example], seed: int) -> str:
+    """sha256 over every training example and the seed: the same data and seed give the same fingerprint."""
+    h = hashlib.sha256(f"seed={seed}\n".encode())
+    for ex in examples:
+        for part in (ex.qid, ex.query, ex.positive, *ex.negatives):
+            h.update(part.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- judgments
+
+
+def judged_queries(dataset_dir: str | Path, split: str = "train") -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """A BEIR dataset's queries and the ``split`` judgments (relevant documents only, grade > 0)."""
+    root = Path(dataset_dir)
+    qrels_path, queries_path = root / "qrels" / f"{split}.tsv", root / "queries.jsonl"
+    for p in (queries_path, qrels_path):
+        if not p.is_file():
+            raise DatasetFormatError(
+                f"{p}: not found. --judgments takes a BEIR directory with queries.jsonl and qrels/<split>.tsv "
+                f"(split {split!r}; choose another with --split)"
+            )
+    queries = load_beir_queries(queries_path)
+    qrels = {q: {d: g for d, g in docs.items() if g > 0} for q, docs in load_beir_qrels(qrels_path).items()}
+    qrels = {q: docs for q, docs in qrels.items() if docs and q in queries}
+    return {q: queries[q] for q in qrels}, qrels
+
+
+def doc_paragraphs(searcher: Searcher, doc_ids: Sequence[str]) -> dict[str, list[dict]]:
+    """Every paragraph of ``doc_ids`` ({doc id: rows by position}), read straight from the table."""
+    if not doc_ids:
+        return {}
+    ds = searcher.table.to_lance()
+    quoted = ", ".join("'" + d.replace("'", "''") + "'" for d in doc_ids)
+    rows = ds.to_table(columns=["id", "doc_id", "title", "text", "position"], filter=f"doc_id IN ({quoted})").to_pylist()
+    out: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: (r["doc_id"], r["position"])):
+        out.setdefault(r["doc_id"], []).append(r)
+    return out
+
+
+def _negatives(hits: Sequence[Hit], exclude_docs: set[str], exclude_texts: set[str], encode_title: bool,
+               rng: random.Random, strip_title: bool = False) -> list[str]:
+    pool = []
+    for h in hits:
+        text = passage_text(None if strip_title else h.title, h.text, encode_title)
+        if h.doc_id in exclude_docs or text in exclude_texts:
+            continue
+        exclude_texts.add(text)
+        pool.append(text)
+    # The hardest few always, the rest sampled from the remaining depth: all-hardest sets are the likeliest
+    # to hold unjudged relevant paragraphs.
+    keep = pool[: NEGATIVES // 2]
+    rest = pool[NEGATIVES // 2:]
+    keep += rng.sample(rest, min(len(rest), NEGATIVES - len(keep)))
+    return keep
+
+
+def examples_from_judgments(searcher: Searcher, queries: dict[str, str], qrels: dict[str, dict[str, int]],
+                            seed: int = 0) -> list[Example]:
+    """Judged queries → examples: positive = the best-retrieved paragraph of a relevant document."""
+    rng = random.Random(seed)
+    qids = list(queries)
+    hits_per_query = searcher.search_many([queries[q] for q in qids], k=MINING_DEPTH, mode="hybrid",
+                                          candidates=MINING_DEPTH, rerank=False)
+    missing = sorted({d for q in qids for d in qrels[q]} - {h.doc_id for hs in hits_per_query for h in hs})
+    paragraphs = doc_paragraphs(searcher, missing)
+    enc_title = searcher.meta.encode_title
+    out = []
+    for qid, hits in zip(qids, hits_per_query, strict=True):
+        relevant = qrels[qid]
+        found = next((h for h in hits if h.doc_id in relevant), None)
+        if found is not None:
+            positive = passage_text(found.title, found.text, enc_title)
+        else:
+            doc = next((d for d in relevant if d in paragraphs), None)
+            if doc is None:
+                continue  # no relevant document is in this collection
+            first = paragraphs[doc][0]
+            positive = passage_text(first["title"], first["text"], enc_title)
+        negs = _negatives(hits, set(relevant), {positive}, enc_title, rng)
+        out.append(Example(qid, queries[qid], "judged", positive, negs, dict(relevant)))
+    if not out:
+        raise TrainingDataError(
+            "none of the judged documents is in this collection: --judgments must use the collection's doc ids "
+            "(index the dataset's corpus into it, e.g. with corpus-search eval DATASET --collection C)"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- self-supervised
+
+
+def sample_paragraphs(searcher: Searcher, n: int, seed: int = 0) -> list[dict]:
+    """``n`` paragraphs drawn uniformly from the collection (id, doc_id, title, text, position)."""
+    ds = searcher.table.to_lance()
+    total = ds.count_rows()
+    if total == 0:
+        raise TrainingDataError(f"collection {searcher.collection!r} is empty: index articles first")
+    idx = sorted(random.Random(seed).sample(range(total), min(n, total)))
+    return ds.take(idx, columns=["id", "doc_id", "title", "text", "position"]).to_pylist()
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+def _terms(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text) if len(w) > 2 and w.lower() not in _STOP]
+
+
+def _title_query(row: dict) -> tuple[str, str] | None:
+    title = " ".join((row["title"] or "").split())
+    if not 3 <= len(title.split()) <= 30 or title.lower() in row["text"][: len(title) + 5].lower():
+        return None
+    return title, row["text"]  # the title goes off the passage: see the module docstring
+
+
+def _sentence_query(row: dict, rng: random.Random, enc_title: bool) -> tuple[str, str] | None:
+    sents = _sentences(row["text"])
+    usable = [i for i, s in enumerate(sents) if 6 <= len(s.split()) <= 40]
+    if len(sents) < 2 or not usable:
+        return None
+    i = rng.choice(usable)
+    rest = " ".join(sents[:i] + sents[i + 1:])
+    return sents[i], passage_text(row["title"], rest, enc_title)
+
+
+def _terms_query(row: dict, df: Counter, n_docs: int, rng: random.Random, enc_title: bool) -> tuple[str, str] | None:
+    tf = Counter(_terms(row["text"]))
+    if len(tf) < 8:
+        return None
+    weight = {t: c * math.log((n_docs + 1) / (df[t] + 0.5)) for t, c in tf.items()}
+    top = sorted(weight, key=lambda t: (-weight[t], t))[: rng.randint(3, 5)]
+    return " ".join(top), passage_text(row["title"], row["text"], enc_title)
+
+
+def pseudo_queries(rows: Sequence[dict], enc_title: bool, seed: int = 0) -> list[Example]:
+    """Pseudo-queries from sampled paragraphs, the kinds in turn (a paragraph that cannot make its kind is skipped)."""
+    rng = random.Random(seed)
+    df: Counter = Counter()
+    for r in rows:
+        df.update(set(_terms(r["text"])))
+    out = []
+    for i, r in enumerate(rows):
+        # Each paragraph tries the kind whose turn it is first, then the others, so that short paragraphs
+        # (no 2 sentences, no long title) still give a query.
+        for j in range(len(PSEUDO_KINDS)):
+            kind = PSEUDO_KINDS[(i + j) % len(PSEUDO_KINDS)]
+            if kind == "title":
+                made = _title_query(r)
+            elif kind == "sentence":
+                made = _sentence_query(r, rng, enc_title)
+            else:
+                made = _terms_query(r, df, len(rows), rng, enc_title)
+            if made is not None:
+                out.append(Example(f"{kind}:{r['id']}", made[0], kind, made[1], [], {r["doc_id"]: 1}, r["id"]))
+                break
+    return out
+
+
+def pseudo_dev_queries(searcher: Searcher, rows: Sequence[dict], limit: int, seed: int = 0) -> list[Example]:
+    """Held-out pseudo-queries for the gate: a sentence of one paragraph asks for the *rest of its document*.
+
+    The sentence is verbatim in its own paragraph, so retrieval would find that paragraph trivially and
+    no re-ranker could ever win. The gate therefore hides the source paragraph (``hide``) and asks for the
+    document through its other paragraphs: only documents with at least two paragraphs qualify.
+    """
+    rng = random.Random(seed)
+    counts = {d: len(ps) for d, ps in doc_paragraphs(searcher, sorted({r["doc_id"] for r in rows})).items()}
+    out = []
+    for r in rows:
+        if counts.get(r["doc_id"], 0) < 2:
+            continue
+        made = _sentence_query(r, rng, False)
+        if made is not None:
+            out.append(Example(f"dev:{r['id']}", made[0], "sentence", "", [], {r["doc_id"]: 1}, r["id"]))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def add_hard_negatives(searcher: Searcher, examples: list[Example], seed: int = 0) -> list[Example]:
+    """Fill each pseudo-query's negatives from the collection's hybrid top-k (see the module docstring)."""
+    rng = random.Random(seed)
+    hits_per_query = searcher.search_many([e.query for e in examples], k=MINING_DEPTH, mode="hybrid",
+                                          candidates=MINING_DEPTH, rerank=False)
+    enc_title = searcher.meta.encode_title
+    for ex, hits in zip(examples, hits_per_query, strict=True):
+        ex.negatives = _negatives(hits, set(ex.relevant), {ex.positive}, enc_title, rng, strip_title=ex.kind == "title")
+    return examples
+
+
+def fill_negatives(examples: list[Example], seed: int = 0) -> list[Example]:
+    """Top up examples that found fewer than NEGATIVES hard negatives with other examples' positives.
+
+    Every example then has the same number of columns, which the trainer's listwise loss needs. Examples
+    of tiny collections, where even random positives run out, are dropped.
+    """
+    rng = random.Random(seed)
+    positives = [e.positive for e in examples]
+    kept = []
+    for ex in examples:
+        others = [p for p in positives if p != ex.positive and p not in ex.negatives]
+        need = NEGATIVES - len(ex.negatives)
+        if need > len(others):
+            continue
+        ex.negatives = ex.negatives + rng.sample(others, need) if need > 0 else ex.negatives
+        kept.append(ex)
+    return kept

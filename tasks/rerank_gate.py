@@ -1,0 +1,139 @@
+"""The evaluation gate: does a trained re-ranker beat retrieval alone and the collection's current one?
+
+All three are scored on the same held-out dev queries (never test queries), at document level (MaxP
+over the re-ranked paragraphs, as ``corpus-search eval`` does), by nDCG@10 from ir-measures:
+
+* retrieval alone (hybrid, the first-stage order);
+* retrieval + the promoted re-ranker, with its saved fusion weight;
+* retrieval + the candidate, with its fusion weight ``alpha`` chosen on dev.
+
+Choosing ``alpha`` on the same queries that then judge it would flatter the candidate (``alpha = 0``
+alone already ties retrieval). So the candidate's gate score is **cross-validated**: ``alpha`` is chosen
+on one half of the dev queries and scored on the other, both ways round. The ``alpha`` saved with the
+model is then chosen on all dev queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from query.fusion import interpolate, rank_order
+from query.searcher import Hit, Searcher, passage_text
+from tasks.metrics import maxp, rank_run
+from tasks.rerank_data import Example
+
+#: Fusion weights tried on dev (1.0 = the re-ranker alone).
+ALPHAS = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 11))
+
+
+@dataclass
+class DevSet:
+    """Dev queries, their first-stage candidates and relevant documents."""
+
+    qids: list[str]
+    queries: list[str]
+    relevant: dict[str, dict[str, int]]
+    hits: list[list[Hit]]
+    passages: list[list[str]]
+
+
+def dev_set(searcher: Searcher, examples: Sequence[Example], depth: int) -> DevSet:
+    """Retrieve ``depth`` hybrid candidates for each dev example (what the re-ranker will see at query time).
+
+    A pseudo-query's own source paragraph (``Example.hide``) is left out: see ``pseudo_dev_queries``.
+    """
+    queries = [e.query for e in examples]
+    hits = searcher.search_many(queries, k=depth + 1, mode="hybrid", candidates=depth + 1, rerank=False)
+    hits = [[h for h in hs if h.id != e.hide][:depth] for e, hs in zip(examples, hits, strict=True)]
+    enc = searcher.meta.encode_title
+    passages = [[passage_text(h.title, h.text, enc) for h in hs] for hs in hits]
+    return DevSet([e.qid for e in examples], queries, {e.qid: e.relevant for e in examples}, hits, passages)
+
+
+def rerank_scores(reranker, dev: DevSet) -> list[np.ndarray]:
+    """The re-ranker's 0..1 score of every dev candidate."""
+    return [reranker.score(q, ps, top_k=len(ps)) if ps else np.zeros(0) for q, ps in zip(dev.queries, dev.passages, strict=True)]
+
+
+def per_query_ndcg10(dev: DevSet, scores: Sequence[np.ndarray] | None, alpha: float,
+                     subset: Sequence[int] | None = None) -> dict[str, float]:
+    """nDCG@10 of each dev query in ``subset`` with fused scores (``scores=None``: retrieval alone)."""
+    import ir_measures
+
+    idx = range(len(dev.qids)) if subset is None else subset
+    ranked = {}
+    for i in idx:
+        hits = dev.hits[i]
+        retr = np.array([h.retrieval_score for h in hits])
+        fused = retr if scores is None or alpha == 0.0 else interpolate(scores[i], retr, alpha)
+        order = rank_order(fused)
+        ranked[dev.qids[i]] = [d for d, _ in maxp([hits[j].doc_id for j in order], np.arange(len(order), 0, -1))]
+    qrels = {dev.qids[i]: dev.relevant[dev.qids[i]] for i in idx}
+    out = dict.fromkeys(qrels, 0.0)
+    for m in ir_measures.iter_calc([ir_measures.parse_measure("nDCG@10")], qrels, rank_run(ranked)):
+        out[m.query_id] = float(m.value)
+    return out
+
+
+def ndcg10(dev: DevSet, scores: Sequence[np.ndarray] | None, alpha: float, subset: Sequence[int] | None = None) -> float:
+    """Mean nDCG@10 over ``subset`` of the dev queries (see :func:`per_query_ndcg10`)."""
+    per = per_query_ndcg10(dev, scores, alpha, subset)
+    return float(np.mean(list(per.values()))) if per else 0.0
+
+
+def _fold(qid: str) -> int:
+    return hashlib.sha256(qid.encode("utf-8")).digest()[0] & 1
+
+
+def one_sided_p(gains: Sequence[float], rounds: int = 10_000, seed: int = 0) -> float:
+    """Paired randomisation test: how often random sign flips give a mean gain at least as large."""
+    d = np.asarray(gains, dtype=np.float64)
+    if d.size == 0 or not d.any():
+        return 1.0
+    flips = np.random.default_rng(seed).choice([-1.0, 1.0], size=(rounds, d.size))
+    return float((((flips * d).mean(axis=1) >= d.mean() - 1e-12).sum() + 1) / (rounds + 1))
+
+
+def choose_alpha(dev: DevSet, scores: Sequence[np.ndarray]) -> dict:
+    """The fusion weight on all dev queries, and the 2-fold cross-validated nDCG@10 that the gate uses.
+
+    ``p`` is the one-sided paired randomisation p-value of the cross-validated gain over retrieval alone.
+    """
+    folds = [[i for i, q in enumerate(dev.qids) if _fold(q) == f] for f in (0, 1)]
+    if not all(folds):  # too few dev queries to split: no honest cross-validation, score on all
+        folds = [list(range(len(dev.qids)))] * 2
+    cv: dict[str, float] = {}
+    for a, b in ((0, 1), (1, 0)):
+        best = max(ALPHAS, key=lambda al: (ndcg10(dev, scores, al, folds[a]), -al))
+        cv.update(per_query_ndcg10(dev, scores, best, folds[b]))
+    base = per_query_ndcg10(dev, None, 0.0)
+    by_alpha = {al: ndcg10(dev, scores, al) for al in ALPHAS}
+    alpha = max(ALPHAS, key=lambda al: (by_alpha[al], -al))
+    return {"ndcg@10": round(float(np.mean(list(cv.values()))), 4), "alpha": alpha, "alone": round(by_alpha[1.0], 4),
+            "p": round(one_sided_p([cv[q] - base[q] for q in cv]), 4),
+            "by_alpha": {str(k): round(v, 4) for k, v in by_alpha.items()}}
+
+
+#: A candidate must beat retrieval alone by more than dev-set noise: this one-sided p-value or less.
+MAX_P = 0.2
+
+
+def decide(promote: str, retrieval: float, previous: float | None, candidate: float, p: float = 0.0) -> tuple[bool, str]:
+    """``auto`` promotes only a candidate that beats retrieval alone (beyond noise: ``p <= MAX_P``) and the current one."""
+    if promote == "always":
+        return True, "promoted (--promote always)"
+    if promote == "never":
+        return False, "not promoted (--promote never)"
+    if candidate <= retrieval:
+        return False, f"not promoted: dev nDCG@10 {candidate:.4f} does not beat retrieval alone ({retrieval:.4f})"
+    if p > MAX_P:
+        return False, (f"not promoted: dev nDCG@10 {candidate:.4f} vs retrieval alone {retrieval:.4f} is within "
+                       f"dev-set noise (paired randomisation p = {p:.2f} > {MAX_P})")
+    if previous is not None and candidate <= previous:
+        return False, f"not promoted: dev nDCG@10 {candidate:.4f} does not beat the current re-ranker ({previous:.4f})"
+    return True, f"promoted: dev nDCG@10 {candidate:.4f} beats retrieval alone ({retrieval:.4f}, p = {p:.2f})" + (
+        f" and the current re-ranker ({previous:.4f})" if previous is not None else "")

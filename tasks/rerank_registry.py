@@ -1,0 +1,81 @@
+"""Write side of the re-ranker registry (read side: :mod:`query.registry`): record, promote, list.
+
+Every change is one table-metadata commit made under the collection's writer lock, so it never races
+an index run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from query.registry import (
+    RerankerEntry,
+    RerankerRegistryError,
+    local_db_root,
+    model_path,
+    models_root,
+    read_registry,
+    write_registry,
+)
+from tasks.lock import writer_lock
+
+
+def new_model_id(signal: str) -> str:
+    """A sortable id: creation time (UTC, to the second) and the training signal."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + signal
+
+
+def default_out_dir(db_uri: str, collection: str, model_id: str) -> Path:
+    return models_root(db_uri, collection) / model_id
+
+
+def stored_path(db_uri: str, directory: str | Path) -> str:
+    """How the registry records a model directory: relative to the database when inside it, else absolute."""
+    d = Path(directory).resolve()
+    root = local_db_root(db_uri).resolve()
+    return str(d.relative_to(root)) if d.is_relative_to(root) else str(d)
+
+
+def _open(db_uri: str, collection: str):
+    import lancedb
+
+    from query.searcher import Searcher
+
+    Searcher(db_uri=db_uri, collection=collection)  # the same checks and messages as a search
+    return lancedb.connect(db_uri).open_table(collection)
+
+
+def record(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) -> None:
+    """Add ``entry`` to the collection's registry, promoting it when ``promote``."""
+    with writer_lock(db_uri, collection):
+        table = _open(db_uri, collection)
+        reg = read_registry(table)
+        reg.models = [e for e in reg.models if e.id != entry.id] + [entry]
+        if promote:
+            reg.promoted = entry.id
+        write_registry(table, reg)
+
+
+def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry | None:
+    """Make ``model_id`` the collection's re-ranker (``None``: none, searches use the configured one)."""
+    with writer_lock(db_uri, collection):
+        table = _open(db_uri, collection)
+        reg = read_registry(table)
+        entry = reg.get(model_id) if model_id else None
+        if entry is not None and not model_path(db_uri, entry).is_dir():
+            raise RerankerRegistryError(f"re-ranker {model_id!r} has no saved model at {model_path(db_uri, entry)}")
+        reg.promoted = model_id
+        write_registry(table, reg)
+        return entry
+
+
+def listing(db_uri: str, collection: str) -> dict:
+    """The collection's trained re-rankers (oldest first) with their metrics, and which one is promoted."""
+    reg = read_registry(_open(db_uri, collection))
+    models = []
+    for e in reg.models:
+        models.append({"id": e.id, "promoted": e.id == reg.promoted, "path": str(model_path(db_uri, e)),
+                       "created": e.created, "base": e.base, "signal": e.signal, "alpha": e.alpha,
+                       "dev": e.dev, "train": e.train, "fingerprint": e.fingerprint})
+    return {"collection": collection, "promoted": reg.promoted, "models": models}

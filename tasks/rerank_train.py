@@ -1,0 +1,170 @@
+"""Fine-tune a cross-encoder with sentence-transformers' own trainer, within a time budget.
+
+Loss: listwise ``MultipleNegativesRankingLoss`` over (query, positive, 7 hard negatives) plus one in-batch
+negative. The reference experiment (shared notes) found that pointwise binary cross-entropy at a 1:7
+ratio learned nothing from a bi-encoder body, while this listwise loss learned.
+
+* Precision: bf16 mixed precision on CPUs with native bf16, bf16 on CUDA devices that support it (fp16
+  elsewhere on CUDA), fp32 otherwise -- the rules of :mod:`query.devices`.
+* Time budget: a callback stops training after ``time_budget_s``; the learning rate is constant after a
+  short warm-up, so a run cut by the budget is not left mid-decay.
+* A fixed seed (data order, dropout, head initialisation).
+* Progress: every ``log_every`` steps a line goes to ``log`` (the flow passes its Prefect run logger).
+* Interruption (Ctrl-C, SIGTERM turned into KeyboardInterrupt by Prefect): the weights so far are saved
+  to ``<out>/interrupted`` before the exception goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.rerank_data import NEGATIVES, Example
+
+#: Passage tokens the trained model reads (passages are split to <= 256 bi-encoder tokens at index time).
+MAX_LENGTH = 256
+#: Queries per optimiser step: each costs 1 + NEGATIVES + IN_BATCH_NEGATIVES forward passes.
+BATCH_QUERIES = 8
+IN_BATCH_NEGATIVES = 1
+LEARNING_RATE = 1e-4
+
+
+@dataclass
+class TrainResult:
+    """What one training run did."""
+
+    model_dir: str
+    steps: int
+    pairs: int
+    seconds: float
+    stopped_by_budget: bool
+    precision: str
+
+
+def _precision(device: str) -> str:
+    from query.devices import cpu_has_native_bf16
+
+    if device.startswith("cuda"):
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers reports the new head of an encoder body (expected here) as a table: keep it out of the logs."""
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    st_log = logging.getLogger("sentence_transformers")  # "Converting SentenceTransformer model ... to CrossEncoder"
+    st_level = st_log.level
+    transformers.logging.set_verbosity_error()
+    st_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+        st_log.setLevel(st_level)
+
+
+def load_base(base: str, device: str, max_length: int = MAX_LENGTH):
+    """A one-logit CrossEncoder from ``base``: a cross-encoder (its head is kept) or an encoder body (new head)."""
+    from sentence_transformers import CrossEncoder
+
+    from query.models import packaged_model_path
+
+    packaged = packaged_model_path(base)
+    with _quiet_transformers(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return CrossEncoder(str(packaged or base), num_labels=1, max_length=max_length, device=device,
+                            local_files_only=packaged is not None)
+
+
+def train_cross_encoder(
+    examples: Sequence[Example],
+    base: str,
+    out_dir: str | Path,
+    *,
+    time_budget_s: float,
+    seed: int = 0,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+    log_every: int = 10,
+    epochs: int = 1,
+) -> TrainResult:
+    """Train from ``base`` on ``examples`` for at most ``time_budget_s`` seconds; save to ``out_dir``."""
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
+    from transformers import PrinterCallback, TrainerCallback, set_seed
+
+    from query.devices import resolve_device
+
+    out = Path(out_dir)
+    dev = resolve_device(device)
+    prec = _precision(dev)
+    set_seed(seed)
+    model = load_base(base, dev)
+    columns: dict[str, list[str]] = {"query": [e.query for e in examples], "positive": [e.positive for e in examples]}
+    for j in range(NEGATIVES):
+        columns[f"negative_{j + 1}"] = [e.negatives[j] for e in examples]
+    dataset = Dataset.from_dict(columns)
+    pairs_per_query = 1 + NEGATIVES + IN_BATCH_NEGATIVES
+    t0 = time.monotonic()
+    state = {"stopped": False}
+
+    class Budget(TrainerCallback):
+        def on_step_end(self, args, st, control, **kw):
+            elapsed = time.monotonic() - t0
+            if st.global_step % log_every == 0 or elapsed > time_budget_s:
+                pairs = st.global_step * BATCH_QUERIES * pairs_per_query
+                loss = next((h["loss"] for h in reversed(st.log_history) if "loss" in h), float("nan"))
+                log(f"train step {st.global_step}/{st.max_steps}: loss {loss:.4f}, {pairs} pairs, "
+                    f"{pairs / max(elapsed, 1e-9):.1f} pairs/s, {elapsed:.0f}/{time_budget_s:.0f} s")
+            if elapsed > time_budget_s:
+                state["stopped"] = True
+                control.should_training_stop = True
+            return control
+
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=BATCH_QUERIES,
+        learning_rate=LEARNING_RATE,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=min(50, max(1, len(dataset) // BATCH_QUERIES // 10)),
+        seed=seed,
+        data_seed=seed,
+        bf16=prec == "bf16",
+        fp16=prec == "fp16",
+        use_cpu=dev == "cpu",
+        logging_steps=log_every,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_drop_last=len(dataset) >= BATCH_QUERIES,
+    )
+    loss = MultipleNegativesRankingLoss(model, num_negatives=IN_BATCH_NEGATIVES)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[Budget()])
+    # Progress goes to ``log`` (the Prefect run logger); the trainer's own printer would write to stdout,
+    # which is where `corpus-search train-reranker --json` prints its one JSON object.
+    trainer.remove_callback(PrinterCallback)
+    log(f"training {len(dataset)} queries x {pairs_per_query} passages from {base} on {dev} ({prec}), "
+        f"budget {time_budget_s:.0f} s")
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        model.save_pretrained(str(out / "interrupted"))
+        log(f"interrupted: weights so far saved to {out / 'interrupted'}")
+        raise
+    steps = trainer.state.global_step
+    with _quiet_transformers():
+        model.save_pretrained(str(out))
+    return TrainResult(str(out), steps, steps * BATCH_QUERIES * pairs_per_query, round(time.monotonic() - t0, 1),
+                       state["stopped"], prec)

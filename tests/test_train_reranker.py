@@ -1,0 +1,177 @@
+"""The train-reranker flow, the per-collection registry and the no-model fallback, on real small models.
+
+Training runs the real sentence-transformers trainer for a few steps from a tiny BERT (seconds on a CPU);
+what it learns is not the point here -- that it trains, saves, loads, scores, is gated and promoted is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from tests.conftest import EXAMPLES, REPO
+
+CONTRACT_KEYS = {"collection", "model", "base", "signal", "train_queries", "pairs", "steps", "seconds", "dev", "promoted"}
+
+
+@pytest.fixture(scope="module")
+def sample_db(tmp_path_factory, prefect_harness) -> str:
+    from flows.index_corpus import index_corpus
+
+    db = str(tmp_path_factory.mktemp("rr") / "lancedb")
+    summary = index_corpus([str(EXAMPLES / "articles"), str(EXAMPLES / "notes")], collection="sample", db_uri=db)
+    assert summary["articles_failed"] == 0
+    return db
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> str:
+    from tests._models import build_cross_encoder
+
+    return str(build_cross_encoder(tmp_path_factory.mktemp("base") / "tiny", num_labels=1, body="tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def judgments_dir(tmp_path_factory, sample_db) -> str:
+    """A BEIR-layout judgments directory over the sample collection: each article's title asks for it."""
+    import lancedb
+
+    rows = lancedb.connect(sample_db).open_table("sample").to_lance().to_table(columns=["doc_id", "title"]).to_pylist()
+    titles = {r["doc_id"]: r["title"] for r in rows if r["title"]}
+    root = tmp_path_factory.mktemp("judged")
+    (root / "qrels").mkdir()
+    with open(root / "queries.jsonl", "w") as q, open(root / "qrels" / "train.tsv", "w") as qr:
+        qr.write("query-id\tcorpus-id\tscore\n")
+        for i, (doc, title) in enumerate(sorted(titles.items())):
+            q.write(json.dumps({"_id": f"q{i}", "text": f"what about {title.lower()}?"}) + "\n")
+            qr.write(f"q{i}\t{doc}\t1\n")
+    return str(root)
+
+
+def _train(db: str, base: str, **kw) -> dict:
+    from flows.train_reranker import train_reranker
+
+    return train_reranker("sample", db_uri=db, base=base, time_budget=kw.pop("time_budget", 20), **kw)
+
+
+def test_training_from_judgments_saves_a_model_that_loads_and_scores(sample_db, tiny_base, judgments_dir):
+    from query.models import load_reranker
+
+    result = _train(sample_db, tiny_base, judgments=judgments_dir, promote="never")
+    assert CONTRACT_KEYS <= set(result)
+    assert result["signal"] == "judgments" and result["base"] == tiny_base and result["steps"] >= 1
+    assert result["pairs"] == result["steps"] * 8 * 9 and result["train_queries"] >= 8
+    dev = result["dev"]
+    assert dev["queries"] >= 1 and dev["previous"] is None and result["promoted"] is False
+    assert 0.0 <= dev["retrieval"]["ndcg@10"] <= 1.0 and 0.0 <= dev["candidate"]["ndcg@10"] <= 1.0
+    assert os.path.isdir(result["model"]) and result["model"].startswith(sample_db)
+    scores = load_reranker(result["model"]).score("how do glaciers form", ["Glaciers form from snow.", "Bees make honey."])
+    assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_self_supervised_training_then_promote_and_roll_back_a_promotion(sample_db, tiny_base):
+    from query import Searcher
+    from tasks.rerank_registry import listing, promote
+
+    first = _train(sample_db, tiny_base, self_supervised=True, promote="always", time_budget=5)
+    assert first["signal"] == "self-supervised" and first["promoted"] is True
+    assert first["dev"]["queries"] >= 1
+    second = _train(sample_db, tiny_base, self_supervised=True, promote="always", time_budget=5, seed=1)
+    assert second["dev"]["previous"]["id"] == first["id"]  # the gate scored the promoted one too
+    reg = listing(sample_db, "sample")
+    assert reg["promoted"] == second["id"] and [m["id"] for m in reg["models"]][-2:] == [first["id"], second["id"]]
+
+    s = Searcher(db_uri=sample_db, collection="sample")
+    hits = s.search("How do glaciers form?", k=3)
+    assert hits and all(h.reranked for h in hits) and second["id"] in s.timings.reranker
+
+    promote(sample_db, "sample", first["id"])  # roll the promotion back to the earlier model
+    s = Searcher(db_uri=sample_db, collection="sample")
+    s.search("How do glaciers form?", k=3)
+    assert first["id"] in s.timings.reranker
+
+    out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "rerankers", "--collection", "sample",
+                          "--db", sample_db, "--promote", second["id"], "--json"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(out.stdout)
+    assert listed["promoted"] == second["id"] and sum(m["promoted"] for m in listed["models"]) == 1
+    assert all("ndcg@10" in m["dev"]["candidate"] for m in listed["models"])
+
+    with pytest.raises(Exception, match="no re-ranker 'nope'"):
+        promote(sample_db, "sample", "nope")
+    promote(sample_db, "sample", None)
+
+
+def test_the_gate_refuses_a_model_that_does_not_beat_retrieval():
+    from tasks.rerank_gate import decide
+
+    assert decide("auto", 0.70, None, 0.70) == (False, "not promoted: dev nDCG@10 0.7000 does not beat retrieval alone (0.7000)")
+    assert decide("auto", 0.70, 0.74, 0.72)[0] is False
+    assert decide("auto", 0.70, 0.71, 0.72, p=0.05)[0] is True
+    assert decide("auto", 0.70, None, 0.72, p=0.4)[0] is False  # a gain within dev-set noise
+    assert decide("always", 0.7, None, 0.1)[0] is True and decide("never", 0.1, None, 0.9)[0] is False
+
+
+def test_the_gate_refuses_an_untrained_model_on_real_dev_queries(sample_db, tmp_path):
+    """A random-init head is a worse ranker; its cross-validated fusion never beats retrieval alone."""
+    from query.models import load_reranker
+    from query.searcher import Searcher
+    from tasks import rerank_gate as rg
+    from tasks.rerank_data import pseudo_dev_queries, sample_paragraphs
+    from tests._models import build_cross_encoder
+
+    searcher = Searcher(db_uri=sample_db, collection="sample")
+    dev = pseudo_dev_queries(searcher, sample_paragraphs(searcher, 200, 0), 40, 0)
+    assert len(dev) >= 5
+    devset = rg.dev_set(searcher, dev, 30)
+    assert all(h.id != e.hide for e, hs in zip(dev, devset.hits, strict=True) for h in hs)
+    retrieval = rg.ndcg10(devset, None, 0.0)
+    model = build_cross_encoder(tmp_path / "random", num_labels=1, body="tiny-bert", seed=3)
+    candidate = rg.choose_alpha(devset, rg.rerank_scores(load_reranker(str(model)), devset))
+    assert candidate["alone"] < retrieval
+    assert rg.decide("auto", retrieval, None, candidate["ndcg@10"], candidate["p"])[0] is False
+
+
+def test_without_any_cross_encoder_search_falls_back_to_retrieval_with_one_warning(sample_db, tmp_path):
+    from query import Searcher
+    from query.errors import ModelUnavailableError
+    from query.searcher import RerankSkippedWarning
+
+    missing = str(tmp_path / "no-such-model")
+    s = Searcher(db_uri=sample_db, collection="sample", cross_encoder=missing)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hits = s.search("How do glaciers form?", k=3)
+    assert [w.category for w in caught] == [RerankSkippedWarning]
+    assert "re-ranking did not run" in str(caught[0].message)
+    assert hits and not any(h.reranked for h in hits) and all(h.score == h.retrieval_score for h in hits)
+    assert s.timings.reranker is None
+    with pytest.raises(ModelUnavailableError):
+        s.search("How do glaciers form?", k=3, rerank="require")
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CORPUS_SEARCH_CROSS_ENCODER": missing}
+    base = [sys.executable, "-m", "corpus_search.cli", "search", "How do glaciers form?", "-c", "sample", "--db", sample_db]
+    out = subprocess.run([*base, "--json"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["reranked"] is False
+    assert out.stderr.count("corpus-search: warning: re-ranking did not run") == 1
+    strict = subprocess.run([*base, "--require-rerank"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert strict.returncode == 2 and strict.stderr.startswith("corpus-search: error:")
+
+
+def test_train_reranker_cli_refuses_a_missing_signal_before_any_work(sample_db):
+    base = [sys.executable, "-m", "corpus_search.cli", "train-reranker", "--collection", "sample", "--db", sample_db]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    none = subprocess.run(base, cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert none.returncode == 2 and "--judgments DATASET_DIR or --self-supervised" in none.stderr
+    missing = subprocess.run([sys.executable, "-m", "corpus_search.cli", "train-reranker", "--collection", "nope",
+                              "--db", sample_db, "--self-supervised"], cwd=REPO, capture_output=True,
+                             text=True, timeout=60, env=env)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
