@@ -72,6 +72,7 @@ def main() -> int:
     from query.registry import model_path, read_registry
     from query.searcher import Searcher, passage_text
     from tasks.datasets import load_dataset
+    from flows.evaluate import html_doc_id
     from tasks.metrics import maxp
 
     data = load_dataset(args.dataset, split=args.split)
@@ -88,7 +89,8 @@ def main() -> int:
         out = {}
         for q, hs, sc in zip(qids, hits, scores_per_query, strict=True):
             order = rank_order(sc)
-            out[q] = [d for d, _ in maxp([hs[i].doc_id for i in order], np.arange(len(order), 0, -1))]
+            # html_doc_id: an HTML corpus's doc ids are file names (CACM-0001.html); the judgments use CACM-0001.
+            out[q] = [html_doc_id(d) for d, _ in maxp([hs[i].doc_id for i in order], np.arange(len(order), 0, -1))]
         return out
 
     retr = [np.array([h.retrieval_score for h in hs]) for hs in hits]
