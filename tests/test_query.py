@@ -147,8 +147,9 @@ def test_an_unloadable_cross_encoder_names_the_model_and_the_fix(corpus_db):
     from query.errors import ModelUnavailableError
 
     s = Searcher(db_uri=corpus_db, collection="sample", cross_encoder="acme/no-such-reranker")
+    # rerank="require" keeps the hard error (the default falls back to retrieval: tests/test_train_reranker.py)
     with pytest.raises(ModelUnavailableError, match="acme/no-such-reranker") as err:
-        s.search("glaciers", k=3)
+        s.search("glaciers", k=3, rerank="require")
     assert "CORPUS_SEARCH_CROSS_ENCODER" in str(err.value)
 
 
