@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bs4 import BeautifulSoup, NavigableString, Tag
+from bs4.dammit import EncodingDetector
 from bs4.element import PreformattedString
 
 __all__ = ["HtmlDocument", "decode_body", "extract_html"]
@@ -36,17 +37,7 @@ class HtmlDocument:
 # Charset decoding
 # --------------------------------------------------------------------------------------------
 
-_BOMS: tuple[tuple[bytes, str], ...] = (
-    # utf-32 first: its little-endian BOM starts with the utf-16 one.
-    (codecs.BOM_UTF32_LE, "utf-32-le"),
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([\w.:-]+)""", re.I)
-# Matches both <meta charset="x"> and <meta http-equiv="Content-Type" content="...; charset=x">.
-_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([\w.:-]+)""", re.I)
 # Browsers (WHATWG Encoding standard) read these labels as windows-1252, a superset that also
 # has curly quotes and dashes in 0x80-0x9F; pages labelled latin-1 really contain those.
 _WHATWG_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
@@ -73,19 +64,21 @@ def decode_body(body: bytes, content_type: str | None = None) -> str:
     """Decode bytes with the right charset.
 
     Order: charset from the Content-Type header, then a byte-order mark, then
-    ``<meta charset>`` / ``<meta http-equiv>`` in the first 8 KB, then utf-8.  Bad bytes are
-    replaced (never raises).  charset_normalizer is consulted only when an undeclared page
-    fails utf-8 badly, since guessing is slow and wrong on short texts.
+    ``<meta charset>`` / ``<meta http-equiv>`` / ``<?xml encoding?>`` near the start (both
+    found by bs4's ``EncodingDetector``), then utf-8.  Bad bytes are replaced (never raises).
+    charset_normalizer is consulted only when an undeclared page fails utf-8 badly, since
+    guessing is slow and wrong on short texts (which is also why we don't let
+    ``UnicodeDammit`` guess before trying utf-8).
     """
     if content_type and (match := _HEADER_CHARSET.search(content_type)):
         if codec := _codec(match.group(1)):
             return body.decode(codec, errors="replace").lstrip("\ufeff")
-    for bom, codec in _BOMS:
-        if body.startswith(bom):
-            return body[len(bom):].decode(codec, errors="replace")
-    if match := _META_CHARSET.search(body[:8192]):
-        if codec := _codec(match.group(1).decode("ascii", errors="replace")):
-            return body.decode(codec, errors="replace")
+    stripped, bom_codec = EncodingDetector.strip_byte_order_mark(body)
+    if bom_codec:
+        return stripped.decode(bom_codec, errors="replace")
+    declared = EncodingDetector.find_declared_encoding(body, is_html=True)
+    if codec := _codec(declared):
+        return body.decode(codec, errors="replace")
     text = body.decode("utf-8", errors="replace")
     if text.count("\ufffd") > _MAX_UTF8_ERROR_RATE * max(len(text), 1):
         try:
