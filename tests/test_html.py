@@ -277,4 +277,8 @@ def test_article_split_over_many_divs_is_kept_whole():
             + "".join(paragraph.format(t) for t in texts)
             + '</div><div class="top-stories"><h2>Top stories</h2>'
             + '<div><a href="/1">Another headline that is long enough</a></div></div></div></body>')
-    assert extract_html(html).blocks == ["Story", *texts]
+    # The headline is the title, not article body (the public benchmark's annotations agree);
+    # trafilatura, which measures better there, leaves it out of the blocks.
+    doc = extract_html(html)
+    assert doc.title == "Story"
+    assert doc.blocks == texts

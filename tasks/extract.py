@@ -1,0 +1,74 @@
+"""Main-content extraction with trafilatura, returned as our text blocks.
+
+trafilatura is the better article extractor on the public ScrapingHub article-extraction
+benchmark (see ``benchmarks/RESULTS.md``, "Extraction quality (public benchmark)").  The
+indexer needs paragraphs and headings as separate blocks, not one flat string, so we ask for
+its XML output (``<head>``, ``<p>``, ``<list><item>``, ``<table><row><cell>``, ``<quote>``,
+``<code>``) and turn each structural element into one block.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+__all__ = ["trafilatura_blocks"]
+
+# Structural elements of trafilatura's XML that form one block each.
+_BLOCK_ELEMENTS = frozenset({"head", "p", "item", "row", "quote", "code", "graphic"})
+# Containers whose children are the blocks.
+_CONTAINERS = frozenset({"main", "list", "table", "div", "body", "doc"})
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _walk(element: etree._Element, out: list[str]) -> None:
+    """Append the text of every block element under ``element`` in document order."""
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue  # comments / processing instructions
+        if child.tag in _CONTAINERS or (child.tag in {"quote", "item"}
+                                        and any(c.tag in {"p", "list"} for c in child)):
+            # Nested structure (a list in a quote, paragraphs in an item): recurse so text is
+            # neither merged into one block nor duplicated.
+            if child.text and (text := _normalise(child.text)):
+                out.append(text)
+            _walk(child, out)
+        elif child.tag in _BLOCK_ELEMENTS:
+            if child.tag == "row":
+                text = " ".join(_normalise("".join(cell.itertext())) for cell in child)
+            else:
+                text = " ".join("".join(child.itertext()).split())
+            if text := _normalise(text):
+                out.append(text)
+        else:  # inline leftovers (hi, ref) directly under a container
+            if text := _normalise("".join(child.itertext())):
+                out.append(text)
+        if child.tail and (tail := _normalise(child.tail)) and element.tag not in {"row"}:
+            out.append(tail)
+
+
+def trafilatura_blocks(html: str, **options: object) -> list[str] | None:
+    """The article's blocks as trafilatura sees them, or None when it finds no article.
+
+    ``options`` go to ``trafilatura.extract`` (e.g. ``favor_recall=True``).  Comments are
+    never included: they are not the article.
+    """
+    import trafilatura  # heavy import, only when a page needs it
+
+    try:
+        xml = trafilatura.extract(html, output_format="xml", include_comments=False,
+                                  with_metadata=False, **options)
+    except Exception:  # an extractor bug must not take the page down; the caller falls back
+        return None
+    if not xml:
+        return None
+    try:
+        root = etree.fromstring(xml.encode("utf-8"))
+    except etree.XMLSyntaxError:
+        return None
+    main = root.find("main")
+    blocks: list[str] = []
+    _walk(main if main is not None else root, blocks)
+    return blocks or None
