@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -482,6 +482,10 @@ def _drop_orphan_headings(kept: list[_Block], blocks: list[_Block]) -> list[_Blo
 # --------------------------------------------------------------------------------------------
 
 
+def _chars(texts: Iterable[str]) -> int:
+    return sum(len(t) for t in texts)
+
+
 def extract_html(
     html: str | bytes,
     *,
@@ -510,7 +514,14 @@ def extract_html(
         # a clean page: trafilatura still gets its turn.
         if extractor == "trafilatura" and (not blocks or len(scored) < len(blocks)):
             # favor_precision measured best among trafilatura's configurations (RESULTS.md).
-            if found := trafilatura_blocks(text, favor_precision=True):
+            found = trafilatura_blocks(text, favor_precision=True)
+            # Precision mode sometimes cuts into the article; when our independent scorer saw
+            # more than twice as much text, ask trafilatura's default mode as well.
+            if found and _chars(found) < 0.5 * _chars(b.text for b in scored):
+                wider = trafilatura_blocks(text)
+                if wider and _chars(wider) > _chars(found):
+                    found = wider
+            if found:
                 return HtmlDocument(title=title, blocks=found)
         blocks = scored
     return HtmlDocument(title=title, blocks=[b.text for b in blocks])
