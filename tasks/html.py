@@ -2,13 +2,14 @@
 
 The indexer turns every fetched page into a list of text blocks (roughly: paragraphs) that
 later stages split, filter by length and embed.  Everything here is a pure function of the
-input bytes/text, never raises on broken markup or broken charsets, and uses only
-beautifulsoup4 (lxml parser) plus charset_normalizer as a last-resort charset guesser.
+input bytes/text, never raises on broken markup or broken charsets, and uses
+beautifulsoup4 (lxml parser), trafilatura, and charset_normalizer as a last-resort guesser.
 
-Main-content extraction is a readability-style scorer over our own blocks rather than a call
-into trafilatura: on the benchmark in ``benchmarks/extraction`` it measures as well or better,
-keeps headings and list items of the article (trafilatura drops some), and maps 1:1 onto the
-blocks we emit (no fuzzy re-alignment of another extractor's output).
+Main-content extraction: trafilatura decides what the article is (``tasks/extract.py``; it
+measures better on the public benchmark, see ``benchmarks/RESULTS.md``), while a
+readability-style scorer over our own blocks keeps pages without boilerplate whole, widens
+trafilatura's precision mode when it cut too much, and is the fallback when it finds nothing.
+Charset sniffing (BOM, ``<meta>``) is bs4's ``EncodingDetector``.
 """
 
 from __future__ import annotations
