@@ -4,7 +4,7 @@ trafilatura is the better article extractor on the public ScrapingHub article-ex
 benchmark (see ``benchmarks/RESULTS.md``, "Extraction quality (public benchmark)").  The
 indexer needs paragraphs and headings as separate blocks, not one flat string, so we ask for
 its XML output (``<head>``, ``<p>``, ``<list><item>``, ``<table><row><cell>``, ``<quote>``,
-``<code>``) and turn each structural element into one block.
+``<code>``) and turn each structural element (each table cell) into one block.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ def _walk(element: etree._Element, out: list[str]) -> None:
             _walk(child, out)
         elif child.tag in _BLOCK_ELEMENTS:
             if child.tag == "row":
-                text = " ".join(_normalise("".join(cell.itertext())) for cell in child)
-            else:
-                text = " ".join("".join(child.itertext()).split())
-            if text := _normalise(text):
+                # One block per cell, as our own parser does for <td>/<th>: a row joined into
+                # one line ("Mount St. Helens United States 1980 5") would pass the indexer's
+                # length filter as a chunk that carries no words of its own, only the page title.
+                out.extend(text for cell in child if (text := _normalise("".join(cell.itertext()))))
+            elif text := _normalise("".join(child.itertext())):
                 out.append(text)
         else:  # inline leftovers (hi, ref) directly under a container
             if text := _normalise("".join(child.itertext())):
