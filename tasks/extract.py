@@ -9,9 +9,12 @@ its XML output (``<head>``, ``<p>``, ``<list><item>``, ``<table><row><cell>``, `
 
 from __future__ import annotations
 
-from lxml import etree
+import unicodedata
 
-__all__ = ["trafilatura_blocks"]
+from lxml import etree
+from lxml.html import HtmlElement
+
+__all__ = ["parse_html", "trafilatura_blocks"]
 
 # Structural elements of trafilatura's XML that form one block each.
 _BLOCK_ELEMENTS = frozenset({"head", "p", "item", "row", "quote", "code", "graphic"})
@@ -20,7 +23,8 @@ _CONTAINERS = frozenset({"main", "list", "table", "div", "body", "doc"})
 
 
 def _normalise(text: str) -> str:
-    return " ".join(text.split())
+    # NFC as trafilatura's own string output does, so a page's words compare equal.
+    return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
 def _walk(element: etree._Element, out: list[str]) -> None:
@@ -50,26 +54,34 @@ def _walk(element: etree._Element, out: list[str]) -> None:
             out.append(tail)
 
 
-def trafilatura_blocks(html: str, **options: object) -> list[str] | None:
+def trafilatura_blocks(html: str | HtmlElement, **options: object) -> list[str] | None:
     """The article's blocks as trafilatura sees them, or None when it finds no article.
 
-    ``options`` go to ``trafilatura.extract`` (e.g. ``favor_recall=True``).  Comments are
-    never included: they are not the article.
+    ``html`` may be an already parsed tree (``parse_html``), which trafilatura copies rather
+    than modifies, so the caller can parse once and reuse the tree.  ``options`` go to
+    ``trafilatura.bare_extraction`` (e.g. ``favor_precision=True``).  Comments are never
+    included: they are not the article.
     """
     import trafilatura  # heavy import, only when a page needs it
 
     try:
-        xml = trafilatura.extract(html, output_format="xml", include_comments=False,
-                                  with_metadata=False, **options)
+        # bare_extraction hands back trafilatura's XML body as a tree: no serialise/re-parse.
+        document = trafilatura.bare_extraction(html, output_format="xml", include_comments=False,
+                                               with_metadata=False, **options)
     except Exception:  # an extractor bug must not take the page down; the caller falls back
         return None
-    if not xml:
+    if document is None or document.body is None:
         return None
-    try:
-        root = etree.fromstring(xml.encode("utf-8"))
-    except etree.XMLSyntaxError:
-        return None
-    main = root.find("main")
     blocks: list[str] = []
-    _walk(main if main is not None else root, blocks)
+    _walk(document.body, blocks)
     return blocks or None
+
+
+def parse_html(html: str) -> HtmlElement | None:
+    """The page as an lxml tree, parsed the way trafilatura parses it, or None for non-HTML."""
+    from trafilatura.utils import load_html
+
+    try:
+        return load_html(html)
+    except Exception:  # lxml refuses a few pathological inputs; the caller falls back to bs4
+        return None

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from bs4 import BeautifulSoup, NavigableString, Tag
 from bs4.dammit import EncodingDetector
 from bs4.element import PreformattedString
+import lxml.html
+from lxml.html import HtmlElement
 
-from tasks.extract import trafilatura_blocks
+from tasks.extract import parse_html, trafilatura_blocks
 
 __all__ = ["HtmlDocument", "decode_body", "extract_html"]
 
@@ -149,8 +151,9 @@ class _Block:
         return self.link_chars / max(len(self.text), 1)
 
 
-def _is_hidden(tag: Tag) -> bool:
-    attrs = tag.attrs or {}
+def _is_hidden(attrs: Mapping[str, object] | None) -> bool:
+    """hidden / aria-hidden / inline display:none, from a bs4 or lxml element's attributes."""
+    attrs = attrs or {}
     if "hidden" in attrs or str(attrs.get("aria-hidden", "")).strip().lower() == "true":
         return True
     style = attrs.get("style")
@@ -164,8 +167,22 @@ def _parse(html: str) -> BeautifulSoup:
         return BeautifulSoup(html, "html.parser")
 
 
+# A <form> holding more than this share of the page's text is the page, not a search box or
+# signup form: ASP.NET wraps every page in one (2 of 181 benchmark pages came back empty).
+_PAGE_FORM_SHARE = 0.5
+
+
 def _drop_boilerplate_tags(soup: BeautifulSoup) -> None:
-    doomed = [t for t in soup.find_all(True) if t.name in _DROP_TAGS or _is_hidden(t)]
+    doomed = []
+    page_chars: int | None = None
+    for tag in soup.find_all(True):
+        if tag.name == "form":
+            if page_chars is None:
+                page_chars = len(soup.get_text())
+            if len(tag.get_text()) > _PAGE_FORM_SHARE * page_chars:
+                continue
+        if tag.name in _DROP_TAGS or _is_hidden(tag.attrs):
+            doomed.append(tag)
     for tag in doomed:
         if not tag.decomposed:  # an ancestor may already have taken it down
             tag.decompose()
@@ -249,11 +266,14 @@ def _blocks(root: Tag) -> list[_Block]:
 _TITLE_SEPARATORS = re.compile(r"\s+(?:\||-|–|—|::|·|•|»|/)\s+")
 
 
-def _title(soup: BeautifulSoup) -> str:
+def _title(tree: HtmlElement | None) -> str:
     """<title>, minus a site name when an <h1> confirms which part is the page's own title."""
-    h1s = [text for h in soup.find_all("h1") if (text := _normalise(h.get_text(" ")))]
-    title_tag = next((t for t in soup.find_all("title") if t.find_parent("svg") is None), None)
-    title = _normalise(title_tag.get_text(" ")) if title_tag else ""
+    if tree is None:
+        return ""
+    h1s = [text for h in tree.iter("h1") if (text := _normalise(" ".join(h.itertext())))]
+    title_tag = next((t for t in tree.iter("title")
+                      if not any(a.tag == "svg" for a in t.iterancestors())), None)
+    title = _normalise(" ".join(title_tag.itertext())) if title_tag is not None else ""
     if not title:
         return h1s[0] if h1s else ""
     wanted = {h.casefold() for h in h1s}
@@ -270,6 +290,54 @@ def _title(soup: BeautifulSoup) -> str:
             if (part := title[a.end(): b.start()]).casefold() in wanted:
                 return part
     return title
+
+
+def _lxml_tree(text: str) -> HtmlElement | None:
+    """The page parsed once with lxml (as trafilatura parses it); None when nothing parses."""
+    tree = parse_html(text)
+    if tree is None and text.strip():
+        # trafilatura rejects fragments without an <html> ("<body><p>…"); the title still
+        # comes from a plain lxml parse of them.
+        try:
+            tree = lxml.html.document_fromstring(text)
+        except Exception:  # empty or non-HTML input: no title
+            return None
+    return tree
+
+
+# Dropped tags that are page chrome (the rest of _DROP_TAGS is code, media and metadata).
+_CHROME_TAGS = frozenset({"nav", "header", "footer", "aside", "form", "dialog"})
+
+
+def _page_profile(tree: HtmlElement) -> tuple[int, bool]:
+    """(visible characters, whether any element looks like page chrome).
+
+    Characters are whitespace-normalised text outside never-content and hidden elements: a
+    cheap measure of how much text the page shows, to judge trafilatura's share of it without
+    running the scorer.  Chrome is a chrome tag or a chrome role/class/id hint; a page with
+    none is clean and kept whole.  Iterative: pages nest deeper than the recursion limit.
+    """
+    count = 0
+    chrome = False
+    stack = [tree]
+    while stack:
+        element = stack.pop()
+        if element is not tree and element.tail:  # the tail is the parent's text
+            count += len(_normalise(element.tail))
+        tag = element.tag
+        if not isinstance(tag, str):
+            continue  # comments, processing instructions
+        attrs = element.attrib
+        if not chrome and (tag in _CHROME_TAGS or (attrs and _is_negative(tag, attrs))):
+            chrome = True
+        # A <form>'s text counts: a page-wide ASP.NET <form> is the page (see _PAGE_FORM_SHARE),
+        # and a search box adds next to nothing.
+        if (tag in _DROP_TAGS and tag != "form") or _is_hidden(attrs):
+            continue
+        if element.text:
+            count += len(_normalise(element.text))
+        stack.extend(element)
+    return count, chrome
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,25 +370,26 @@ _NEVER_NEGATIVE = frozenset({"html", "body", "main"})
 _GOOD_BLOCK_CHARS = 25  # shorter blocks don't vote for a container (captions, dates, buttons)
 
 
-def _hints(tag: Tag) -> str:
-    """The element's class, id and data-component, as one string for the hint regexes."""
-    classes = tag.get("class") or []
+def _hints(attrs: Mapping[str, object]) -> str:
+    """class, id and data-component (bs4 or lxml attributes), as one string for the regexes."""
+    classes = attrs.get("class") or []
     if isinstance(classes, str):
         classes = [classes]
-    return " ".join([*classes, str(tag.get("id") or ""), str(tag.get("data-component") or "")])
+    return " ".join([*classes, str(attrs.get("id") or ""), str(attrs.get("data-component") or "")])
 
 
-def _is_negative(tag: Tag) -> bool:
-    if tag.name in _NEVER_NEGATIVE:
+def _is_negative(name: str, attrs: Mapping[str, object]) -> bool:
+    """Whether an element looks like page chrome by its role or class/id hints."""
+    if name in _NEVER_NEGATIVE:
         return False
-    if str(tag.get("role") or "").lower() in _NEGATIVE_ROLES:
+    if str(attrs.get("role") or "").lower() in _NEGATIVE_ROLES:
         return True
-    hints = _hints(tag)
+    hints = _hints(attrs)
     return bool(_NEGATIVE.search(hints)) and not _POSITIVE.search(hints)
 
 
 def _class_weight(tag: Tag) -> float:
-    hints = _hints(tag)
+    hints = _hints(tag.attrs)
     weight = 0.0
     if _NEGATIVE.search(hints):
         weight -= 25
@@ -375,7 +444,7 @@ def _main_content(blocks: list[_Block]) -> list[_Block]:
         # page, not chrome; without this guard a whole article could lose its vote.
         key = id(tag)
         if key not in negative_cache:
-            negative_cache[key] = _is_negative(tag) and total.get(key, 0) < 0.6 * page_chars
+            negative_cache[key] = _is_negative(tag.name, tag.attrs) and total.get(key, 0) < 0.6 * page_chars
         return negative_cache[key]
 
     scores: dict[int, float] = {}
@@ -487,6 +556,18 @@ def _chars(texts: Iterable[str]) -> int:
     return sum(len(t) for t in texts)
 
 
+# trafilatura's article is taken as it is when it holds at least this share of the page's
+# visible text; below it the scorer runs too, and wins when trafilatura kept less than
+# _SCORER_SHARE of what the scorer found (trafilatura then missed most of the article).
+# Chosen on the public benchmark with a 2-fold check (benchmarks/RESULTS.md).
+_PAGE_SHARE = 0.4
+_SCORER_SHARE = 0.5
+# Below this much visible text trafilatura's thresholds (its own minimum extracted size is
+# 250 characters) don't apply; the scorer judges such small pages (it keeps them whole when
+# no block stands out).
+_MIN_ARTICLE_CHARS = 250
+
+
 def extract_html(
     html: str | bytes,
     *,
@@ -498,32 +579,30 @@ def extract_html(
 
     ``main_content=True`` keeps only the article (boilerplate such as menus, cookie banners,
     share buttons, related links and comments is dropped); a page with text never comes back
-    empty.  The article is found by trafilatura (``favor_precision``), which measures better
-    on the public benchmark; when it finds no article, the readability-style ``scorer`` below
-    decides (``extractor="scorer"`` forces it, for the benchmark).
+    empty.  The article is found by trafilatura (precision mode, without its slower
+    readability/jusText comparison), which measures better on the public benchmark; the
+    readability-style scorer below runs only when trafilatura finds nothing or keeps a small
+    share of the page, and wins when it finds much more (``extractor="scorer"`` forces it, for
+    the benchmark).  The page is parsed once with lxml for trafilatura and the title; the bs4
+    parse behind the scorer and ``main_content=False`` happens only when they run.
     """
     text = decode_body(html, content_type) if isinstance(html, bytes) else html
+    tree = _lxml_tree(text)
+    title = _title(tree)
+    found: list[str] | None = None
+    if main_content and extractor == "trafilatura" and tree is not None:
+        visible, chrome = _page_profile(tree)
+        if not chrome:
+            main_content = False  # nothing to remove: keep short paragraphs and lists too
+        elif visible >= _MIN_ARTICLE_CHARS:
+            found = trafilatura_blocks(tree, favor_precision=True, fast=True)
+            if found and _chars(found) >= _PAGE_SHARE * visible:
+                return HtmlDocument(title=title, blocks=found)
     soup = _parse(text)
-    title = _title(soup)  # before dropping: the agreeing <h1> often sits in a <header>
     _drop_boilerplate_tags(soup)
     blocks = _blocks(soup)
     if main_content:
-        scored = _main_content(blocks)
-        # The scorer keeping every block means the page shows no boilerplate at all (a clean
-        # page, or one too small to judge): keep it whole rather than let trafilatura trim it.
-        # No blocks at all means our parse found nothing (2 of the 181 benchmark pages), not
-        # a clean page: trafilatura still gets its turn.
-        if extractor == "trafilatura" and (not blocks or len(scored) < len(blocks)):
-            # favor_precision measured best among trafilatura's configurations (RESULTS.md).
-            found = trafilatura_blocks(text, favor_precision=True)
-            # Precision mode sometimes cuts into the article; when our independent scorer saw
-            # more than twice as much text, ask trafilatura's default mode as well.
-            if found and _chars(found) < 0.5 * _chars(b.text for b in scored):
-                wider = trafilatura_blocks(text)
-                if wider and _chars(wider) > _chars(found):
-                    found = wider
-            if found:
-                return HtmlDocument(title=title, blocks=found)
-        blocks = scored
+        blocks = _main_content(blocks)
+        if found and _chars(found) >= _SCORER_SHARE * _chars(b.text for b in blocks):
+            return HtmlDocument(title=title, blocks=found)
     return HtmlDocument(title=title, blocks=[b.text for b in blocks])
-
