@@ -556,6 +556,35 @@ def _chars(texts: Iterable[str]) -> int:
     return sum(len(t) for t in texts)
 
 
+# A trafilatura block whose text is mostly link text is a "related stories" entry or a
+# link list that slipped through (trafilatura's XML carries no link marks unless asked, and
+# asking for them changes what it extracts; so links are matched by text).
+_MAX_LINK_SHARE = 0.7
+
+
+def _without_link_blocks(found: list[str], tree: HtmlElement) -> list[str]:
+    """``found`` minus blocks made mostly of the page's link texts (never all of them)."""
+    anchors = {text for a in tree.iter("a") if len(text := _normalise(" ".join(a.itertext()))) > 1}
+    if not anchors:
+        return found
+    # Mark every character covered by a link text, once: one str.find scan per link text
+    # over the joined blocks, rather than a search per (block, link) pair.
+    joined = "\n".join(found)
+    covered = bytearray(len(joined))
+    for anchor in anchors:
+        start = joined.find(anchor)
+        while start != -1:
+            covered[start:start + len(anchor)] = b"\x01" * len(anchor)
+            start = joined.find(anchor, start + len(anchor))
+    kept: list[str] = []
+    offset = 0
+    for block in found:
+        if covered.count(1, offset, offset + len(block)) < _MAX_LINK_SHARE * len(block):
+            kept.append(block)
+        offset += len(block) + 1
+    return kept or found
+
+
 # trafilatura's article is taken as it is when it holds at least this share of the page's
 # visible text; below it the scorer runs too, and wins when trafilatura kept less than
 # _SCORER_SHARE of what the scorer found (trafilatura then missed most of the article).
@@ -597,12 +626,12 @@ def extract_html(
         elif visible >= _MIN_ARTICLE_CHARS:
             found = trafilatura_blocks(tree, favor_precision=True, fast=True)
             if found and _chars(found) >= _PAGE_SHARE * visible:
-                return HtmlDocument(title=title, blocks=found)
+                return HtmlDocument(title=title, blocks=_without_link_blocks(found, tree))
     soup = _parse(text)
     _drop_boilerplate_tags(soup)
     blocks = _blocks(soup)
     if main_content:
         blocks = _main_content(blocks)
         if found and _chars(found) >= _SCORER_SHARE * _chars(b.text for b in blocks):
-            return HtmlDocument(title=title, blocks=found)
+            return HtmlDocument(title=title, blocks=_without_link_blocks(found, tree))
     return HtmlDocument(title=title, blocks=[b.text for b in blocks])
