@@ -5,11 +5,12 @@ later stages split, filter by length and embed.  Everything here is a pure funct
 input bytes/text, never raises on broken markup or broken charsets, and uses
 beautifulsoup4 (lxml parser), trafilatura, and charset_normalizer as a last-resort guesser.
 
-Main-content extraction: trafilatura decides what the article is (``tasks/extract.py``; it
-measures better on the public benchmark, see ``benchmarks/RESULTS.md``), while a
-readability-style scorer over our own blocks keeps pages without boilerplate whole, widens
-trafilatura's precision mode when it cut too much, and is the fallback when it finds nothing.
-Charset sniffing (BOM, ``<meta>``) is bs4's ``EncodingDetector``.
+Main-content extraction: the page is parsed once with lxml; trafilatura decides what the
+article is (``tasks/extract.py``; it measures better on the public benchmark, see
+``benchmarks/RESULTS.md``), while a readability-style scorer over our own bs4 blocks runs only
+where trafilatura is weak: small pages, and pages where it keeps a small share of the text.
+Pages without any chrome are kept whole.  Charset sniffing (BOM, ``<meta>``) is bs4's
+``EncodingDetector``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import lxml.html
 from bs4 import BeautifulSoup, NavigableString, Tag
 from bs4.dammit import EncodingDetector
 from bs4.element import PreformattedString
-import lxml.html
 from lxml.html import HtmlElement
 
 from tasks.extract import parse_html, trafilatura_blocks
@@ -422,8 +423,7 @@ def _main_content(blocks: list[_Block]) -> list[_Block]:
     2. The best container wins.  If several strong candidates share an ancestor the article is
        split (one <div> per paragraph) and the ancestor wins; the winner then grows upwards
        while its parent adds mostly long, link-poor text.
-    3. Inside the winner, blocks under chrome-hinted elements and link lists are dropped, and so
-       are headings whose sections were dropped entirely ("See also", "References").
+    3. Inside the winner, blocks under chrome-hinted elements and link lists are dropped.
     """
     if not blocks:
         return blocks
@@ -522,29 +522,7 @@ def _main_content(blocks: list[_Block]) -> list[_Block]:
                for tag in inner[1:]):
             continue  # a link list (related stories, navigation) without telling class names
         kept.append(block)
-    kept = _drop_orphan_headings(kept, blocks)
     return kept or blocks
-
-
-def _drop_orphan_headings(kept: list[_Block], blocks: list[_Block]) -> list[_Block]:
-    """Drop a heading when nothing of its section survived (e.g. "See also", "References")."""
-    kept_ids = {id(b) for b in kept}
-    orphan: set[int] = set()
-    for i, block in enumerate(blocks):
-        if id(block) not in kept_ids or block.element.name not in _HEADINGS:
-            continue
-        level = int(block.element.name[1])
-        has_body = False
-        for later in blocks[i + 1:]:
-            name = later.element.name
-            if name in _HEADINGS and int(name[1]) <= level:
-                break
-            if id(later) in kept_ids and name not in _HEADINGS:
-                has_body = True
-                break
-        if not has_body:
-            orphan.add(id(block))
-    return [b for b in kept if id(b) not in orphan]
 
 
 # --------------------------------------------------------------------------------------------
