@@ -524,7 +524,9 @@ _MAX_LINK_SHARE = 0.7
 
 def _without_link_blocks(found: list[str], tree: HtmlElement) -> list[str]:
     """``found`` minus blocks made mostly of the page's link texts (never all of them)."""
-    anchors = {text for a in tree.iter("a") if len(text := _normalise(" ".join(a.itertext()))) > 1}
+    # Link texts of two words or more: a one-word link ("Home", "in") would match inside
+    # ordinary prose (measured the same on the benchmark: F1 0.9725 vs 0.9722 for any length).
+    anchors = {text for a in tree.iter("a") if " " in (text := _normalise(" ".join(a.itertext())))}
     if not anchors:
         return found
     # Mark every character covered by a link text, once: one str.find scan per link text
