@@ -27,6 +27,20 @@ def _normalise(text: str) -> str:
     return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
+def _text(element: etree._Element) -> str:
+    """The element's text, normalised, with a line break (``<lb/>``, from ``<br>``) as a space.
+
+    ``itertext`` would glue the words on either side of a ``<br>`` together ("repairsTraffic").
+    """
+    parts: list[str] = []
+    for event, node in etree.iterwalk(element, events=("start", "end")):
+        if event == "start":
+            parts.append(" " if node.tag == "lb" else node.text or "")
+        elif node is not element and node.tail:
+            parts.append(node.tail)
+    return _normalise("".join(parts))
+
+
 def _walk(element: etree._Element, out: list[str]) -> None:
     """Append the text of every block element under ``element`` in document order."""
     for child in element:
@@ -44,12 +58,11 @@ def _walk(element: etree._Element, out: list[str]) -> None:
                 # One block per cell, as our own parser does for <td>/<th>: a row joined into
                 # one line ("Mount St. Helens United States 1980 5") would pass the indexer's
                 # length filter as a chunk that carries no words of its own, only the page title.
-                out.extend(text for cell in child if (text := _normalise("".join(cell.itertext()))))
-            elif text := _normalise("".join(child.itertext())):
+                out.extend(text for cell in child if (text := _text(cell)))
+            elif text := _text(child):
                 out.append(text)
-        else:  # inline leftovers (hi, ref) directly under a container
-            if text := _normalise("".join(child.itertext())):
-                out.append(text)
+        elif text := _text(child):  # inline leftovers (hi, ref) directly under a container
+            out.append(text)
         if child.tail and (tail := _normalise(child.tail)) and element.tag not in {"row"}:
             out.append(tail)
 
