@@ -8,8 +8,8 @@ beautifulsoup4 (lxml parser), trafilatura, and charset_normalizer as a last-reso
 Main-content extraction: the page is parsed once with lxml; trafilatura decides what the
 article is (``tasks/extract.py``; it measures better on the public benchmark, see
 ``benchmarks/RESULTS.md``), while a readability-style scorer over our own bs4 blocks runs only
-where trafilatura is weak: small pages, and pages where it keeps a small share of the text.
-Pages without any chrome are kept whole.  Charset sniffing (BOM, ``<meta>``) is bs4's
+where trafilatura is weak: small pages (kept whole when they show no chrome at all), and
+pages where it keeps a small share of the text.  Charset sniffing (BOM, ``<meta>``) is bs4's
 ``EncodingDetector``.
 """
 
@@ -315,8 +315,8 @@ def _page_profile(tree: HtmlElement) -> tuple[int, bool]:
 
     Characters are whitespace-normalised text outside never-content and hidden elements: a
     cheap measure of how much text the page shows, to judge trafilatura's share of it without
-    running the scorer.  Chrome is a chrome tag or a chrome role/class/id hint; a page with
-    none is clean and kept whole.  Iterative: pages nest deeper than the recursion limit.
+    running the scorer.  Chrome is a chrome tag or a chrome role/class/id hint; a small page
+    with none is kept whole.  Iterative: pages nest deeper than the recursion limit.
     """
     count = 0
     chrome = False
@@ -583,9 +583,12 @@ def extract_html(
     found: list[str] | None = None
     if main_content and extractor == "trafilatura" and tree is not None:
         visible, chrome = _page_profile(tree)
-        if not chrome:
-            main_content = False  # nothing to remove: keep short paragraphs and lists too
-        elif visible >= _MIN_ARTICLE_CHARS:
+        if visible < _MIN_ARTICLE_CHARS:
+            # Too small for trafilatura; with nothing that looks like chrome, nothing to remove:
+            # keep short paragraphs and lists too.  (A large page without chrome hints still
+            # goes to trafilatura: its chrome may just carry no telling names, as on Medium.)
+            main_content = main_content and chrome
+        else:
             found = trafilatura_blocks(tree, favor_precision=True, fast=True)
             if found and _chars(found) >= _PAGE_SHARE * visible:
                 return HtmlDocument(title=title, blocks=_without_link_blocks(found, tree))

@@ -297,8 +297,8 @@ def test_a_form_wrapping_the_whole_page_is_content():
 
 def _news_page(body: str) -> str:
     """A page with chrome around ``body``, long enough for trafilatura to judge."""
-    story = "".join(f"<p>Sentence {i} of the story has enough words, commas, and detail to count.</p>"
-                    for i in range(6))
+    sentence = "Sentence {} of the story has enough words, commas, and detail to count."
+    story = "".join(f"<p>{sentence.format(i)}</p>" for i in range(6))
     return (f"<html><head><title>Story</title></head><body><nav><a href='/'>Home</a></nav>"
             f"<article><h1>Story</h1>{story}{body}</article><footer>Footer</footer></body></html>")
 
