@@ -8,6 +8,11 @@ table and the mean P/R/F1 and ms/page per extractor.
     python benchmarks/extraction_quality.py            # all extractors that are installed
     python benchmarks/extraction_quality.py --repeat 5 # steadier timings
 
+With ``--dataset DIR`` (the public ScrapingHub article-extraction benchmark: ``html/*.html.gz``,
+``ground-truth.json``, ``evaluate.py``) it scores instead with that benchmark's own metric
+(``evaluate.evaluate``, imported from DIR) and adds trafilatura configurations and combinations;
+see ``extraction_public.py``.
+
 readability-lxml is optional and benchmark-only (``pip install readability-lxml``); it is
 skipped with a note when missing.
 """
@@ -76,7 +81,13 @@ def extractors() -> dict[str, Extractor]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per page for timing")
+    parser.add_argument("--dataset", type=Path, help="public benchmark directory (see above)")
     args = parser.parse_args()
+    if args.dataset:
+        from extraction_public import run_public
+
+        run_public(args.dataset)
+        return
 
     pages = sorted(p for p in PAGES.glob("*.html") if p.with_suffix(".txt").exists())
     runners = extractors()

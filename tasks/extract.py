@@ -1,0 +1,100 @@
+"""Main-content extraction with trafilatura, returned as our text blocks.
+
+trafilatura is the better article extractor on the public ScrapingHub article-extraction
+benchmark (see ``benchmarks/RESULTS.md``, "Extraction quality (public benchmark)").  The
+indexer needs paragraphs and headings as separate blocks, not one flat string, so we ask for
+its XML output (``<head>``, ``<p>``, ``<list><item>``, ``<table><row><cell>``, ``<quote>``,
+``<code>``) and turn each structural element (each table cell) into one block.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from lxml import etree
+from lxml.html import HtmlElement
+
+__all__ = ["parse_html", "trafilatura_blocks"]
+
+# Structural elements of trafilatura's XML that form one block each.
+_BLOCK_ELEMENTS = frozenset({"head", "p", "item", "row", "quote", "code", "graphic"})
+# Containers whose children are the blocks.
+_CONTAINERS = frozenset({"main", "list", "table", "div", "body", "doc"})
+
+
+def _normalise(text: str) -> str:
+    # NFC as trafilatura's own string output does, so a page's words compare equal.
+    return unicodedata.normalize("NFC", " ".join(text.split()))
+
+
+def _text(element: etree._Element) -> str:
+    """The element's text, normalised, with a line break (``<lb/>``, from ``<br>``) as a space.
+
+    ``itertext`` would glue the words on either side of a ``<br>`` together ("repairsTraffic").
+    """
+    parts: list[str] = []
+    for event, node in etree.iterwalk(element, events=("start", "end")):
+        if event == "start":
+            parts.append(" " if node.tag == "lb" else node.text or "")
+        elif node is not element and node.tail:
+            parts.append(node.tail)
+    return _normalise("".join(parts))
+
+
+def _walk(element: etree._Element, out: list[str]) -> None:
+    """Append the text of every block element under ``element`` in document order."""
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue  # comments / processing instructions
+        if child.tag in _CONTAINERS or (child.tag in {"quote", "item"}
+                                        and any(c.tag in {"p", "list"} for c in child)):
+            # Nested structure (a list in a quote, paragraphs in an item): recurse so text is
+            # neither merged into one block nor duplicated.
+            if child.text and (text := _normalise(child.text)):
+                out.append(text)
+            _walk(child, out)
+        elif child.tag in _BLOCK_ELEMENTS:
+            if child.tag == "row":
+                # One block per cell, as our own parser does for <td>/<th>: a row joined into
+                # one line ("Mount St. Helens United States 1980 5") would pass the indexer's
+                # length filter as a chunk that carries no words of its own, only the page title.
+                out.extend(text for cell in child if (text := _text(cell)))
+            elif text := _text(child):
+                out.append(text)
+        elif text := _text(child):  # inline leftovers (hi, ref) directly under a container
+            out.append(text)
+        if child.tail and (tail := _normalise(child.tail)) and element.tag not in {"row"}:
+            out.append(tail)
+
+
+def trafilatura_blocks(html: str | HtmlElement, **options: object) -> list[str] | None:
+    """The article's blocks as trafilatura sees them, or None when it finds no article.
+
+    ``html`` may be an already parsed tree (``parse_html``), which trafilatura copies rather
+    than modifies, so the caller can parse once and reuse the tree.  ``options`` go to
+    ``trafilatura.bare_extraction`` (e.g. ``favor_precision=True``).  Comments are never
+    included: they are not the article.
+    """
+    import trafilatura  # heavy import, only when a page needs it
+
+    try:
+        # bare_extraction hands back trafilatura's XML body as a tree: no serialise/re-parse.
+        document = trafilatura.bare_extraction(html, output_format="xml", include_comments=False,
+                                               with_metadata=False, **options)
+    except Exception:  # an extractor bug must not take the page down; the caller falls back
+        return None
+    if document is None or document.body is None:
+        return None
+    blocks: list[str] = []
+    _walk(document.body, blocks)
+    return blocks or None
+
+
+def parse_html(html: str) -> HtmlElement | None:
+    """The page as an lxml tree, parsed the way trafilatura parses it, or None for non-HTML."""
+    from trafilatura.utils import load_html
+
+    try:
+        return load_html(html)
+    except Exception:  # lxml refuses a few pathological inputs; the caller falls back to bs4
+        return None
