@@ -42,7 +42,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     result = train_reranker(
         collection, db_uri=db_uri, judgments=args.judgments, split=args.split or "train",
         self_supervised=args.self_supervised, base=args.base, time_budget=args.time_budget, out=args.out,
-        promote=args.promote, seed=args.seed,
+        promote=args.promote, seed=args.seed, max_length=args.max_length, train_layers=args.train_layers,
     )
     if args.json:
         print(json.dumps(result))
@@ -106,6 +106,10 @@ def register(sub, common) -> None:
     tr.add_argument("--promote", choices=("auto", "never", "always"), default="auto",
                     help="auto (default): promote only if it beats retrieval alone and the current re-ranker on dev")
     tr.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tr.add_argument("--max-length", type=int, default=None, metavar="TOKENS",
+                    help="query + passage tokens the model trains on (default 256)")
+    tr.add_argument("--train-layers", type=int, default=None, metavar="N",
+                    help="train only the top N transformer layers and the head (default: all); faster on a CPU")
     common(tr)
     tr.set_defaults(func=cmd_train_reranker)
 

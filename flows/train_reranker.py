@@ -23,6 +23,7 @@ from flows.summary import artifact_key
 from query.errors import InvalidQueryError
 from query.registry import RerankerEntry
 from query.settings import get_settings
+from tasks.rerank_train import MAX_LENGTH
 
 Promote = Literal["auto", "never", "always"]
 #: Training queries per second of budget a 2-core CPU gets through (measured: see benchmarks/RESULTS.md);
@@ -83,11 +84,13 @@ def training_examples(db_uri: str, collection: str, judgments: str | None, split
 
 
 @task(name="train-cross-encoder")
-def train(examples: list, base: str, out_dir: str, time_budget_s: float, seed: int) -> dict:
+def train(examples: list, base: str, out_dir: str, time_budget_s: float, seed: int, max_length: int,
+          train_layers: int | None) -> dict:
     from tasks.rerank_train import train_cross_encoder
 
     log = get_run_logger()
-    return asdict(train_cross_encoder(examples, base, out_dir, time_budget_s=time_budget_s, seed=seed, log=log.info))
+    return asdict(train_cross_encoder(examples, base, out_dir, time_budget_s=time_budget_s, seed=seed, log=log.info,
+                                      max_length=max_length, train_layers=train_layers))
 
 
 @task(name="gate")
@@ -150,6 +153,8 @@ def train_reranker(
     promote: Promote = "auto",
     seed: int = 0,
     dev_depth: int | None = None,
+    max_length: int | None = None,
+    train_layers: int | None = None,
 ) -> dict:
     """Train a re-ranker for ``collection`` and promote it if it beats what the collection has (``auto``)."""
     from query.devices import resolve_device
@@ -175,7 +180,7 @@ def train_reranker(
     train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo)
     model_id = new_model_id(signal)
     out_dir = str(Path(out) if out else default_out_dir(db_uri, collection, model_id))
-    trained = train(train_ex, base, out_dir, time_budget, seed)
+    trained = train(train_ex, base, out_dir, time_budget, seed, max_length or MAX_LENGTH, train_layers)
     depth = dev_depth or DEV_DEPTH
     dev = gate(db_uri, collection, dev_ex, out_dir, depth)
     prev = dev["previous"]["ndcg@10"] if dev["previous"] else None

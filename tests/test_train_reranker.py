@@ -175,3 +175,13 @@ def test_train_reranker_cli_refuses_a_missing_signal_before_any_work(sample_db):
                               "--db", sample_db, "--self-supervised"], cwd=REPO, capture_output=True,
                              text=True, timeout=60, env=env)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_freezing_lower_layers_leaves_only_the_top_layers_and_the_head_trainable(tiny_base):
+    from tasks.rerank_train import freeze_lower_layers, load_base
+
+    model = load_base(tiny_base, "cpu", 64)
+    assert freeze_lower_layers(model, 1) == 1  # tiny BERT has 2 layers: layer 0 is frozen
+    trainable = {n for n, p in model.model.named_parameters() if p.requires_grad}
+    assert trainable and all(".layer.1." in n or n.startswith("classifier") or "pooler" in n for n in trainable)
+    assert not any("embeddings" in n or ".layer.0." in n for n in trainable)
