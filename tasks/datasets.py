@@ -14,7 +14,6 @@ Formats:
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from query.errors import CorpusSearchError
+from tasks.text import open_text
 
 Qrels = dict[str, dict[str, int]]  # query id -> doc id -> relevance grade
 
@@ -35,9 +35,7 @@ def _open(path: Path) -> io.TextIOBase:
     path = Path(path)
     if not path.is_file():
         raise DatasetFormatError(f"{path}: no such file")
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return path.open(encoding="utf-8")
+    return open_text(path, errors="strict")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

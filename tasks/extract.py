@@ -14,6 +14,8 @@ import unicodedata
 from lxml import etree
 from lxml.html import HtmlElement
 
+from tasks.text import normalize_ws
+
 __all__ = ["parse_html", "trafilatura_blocks"]
 
 # Structural elements of trafilatura's XML that form one block each.
@@ -24,7 +26,7 @@ _CONTAINERS = frozenset({"main", "list", "table", "div", "body", "doc"})
 
 def _normalise(text: str) -> str:
     # NFC as trafilatura's own string output does, so a page's words compare equal.
-    return unicodedata.normalize("NFC", " ".join(text.split()))
+    return unicodedata.normalize("NFC", normalize_ws(text))
 
 
 def _text(element: etree._Element) -> str:

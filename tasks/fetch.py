@@ -7,8 +7,6 @@ and a bad article is that article's FetchFailure, never an exception that stops 
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 import os
@@ -22,6 +20,7 @@ from query.errors import CorpusSearchError
 from tasks.http_fetch import HTML_TYPES, RETRY_STATUS, TEXT_TYPES, FetchOutcome, HttpOptions, fetch_url, fetch_urls
 from tasks.records import Article, FetchFailure
 from tasks.sniff import binary_reason, binary_signature
+from tasks.text import open_text
 from tasks.urls import canonical_url, url_origin
 
 log = logging.getLogger(__name__)
@@ -179,12 +178,6 @@ def iter_directory(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
 
 
 # --------------------------------------------------------------------------- JSONL dumps
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by the caller
 
 
 def parse_dump_line(obj: Mapping, *, source: str) -> Article:

@@ -28,6 +28,7 @@ from bs4.element import PreformattedString
 from lxml.html import HtmlElement
 
 from tasks.extract import parse_html, trafilatura_blocks
+from tasks.text import normalize_ws
 
 __all__ = ["HtmlDocument", "decode_body", "extract_html"]
 
@@ -132,13 +133,6 @@ _CONTAINER_TAGS = frozenset({
 _BREAKING = _BLOCK_TAGS | _CONTAINER_TAGS
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v\xa0]*\n")
-# Invisible characters that str.split() does not treat as whitespace.
-_INVISIBLE = str.maketrans("", "", "\u200b\u200c\u200d\u2060\ufeff\u00ad")
-
-
-def _normalise(text: str) -> str:
-    """Collapse whitespace runs (incl. nbsp) to one space and strip."""
-    return " ".join(text.translate(_INVISIBLE).split())
 
 
 @dataclass(frozen=True)
@@ -198,7 +192,7 @@ def _pre_blocks(pre: Tag) -> Iterator[str]:
         elif isinstance(node, NavigableString) and not isinstance(node, PreformattedString):
             parts.append(str(node))
     for chunk in _PARAGRAPH_BREAK.split("".join(parts)):
-        if text := _normalise(chunk):
+        if text := normalize_ws(chunk):
             yield text
 
 
@@ -218,7 +212,7 @@ def _blocks(root: Tag) -> list[_Block]:
     def flush() -> None:
         nonlocal parts, link_chars
         if parts:
-            text = _normalise("".join(parts))
+            text = normalize_ws("".join(parts))
             if text:
                 blocks.append(_Block(text, owners[-1], min(link_chars, len(text))))
         parts, link_chars = [], 0
@@ -238,7 +232,7 @@ def _blocks(root: Tag) -> list[_Block]:
             if not isinstance(node, PreformattedString):  # comments, doctype, CDATA
                 parts.append(str(node))
                 if link_depth:
-                    link_chars += len(_normalise(node))
+                    link_chars += len(normalize_ws(node))
             continue
         if not isinstance(node, Tag):
             continue
@@ -271,10 +265,10 @@ def _title(tree: HtmlElement | None) -> str:
     """<title>, minus a site name when an <h1> confirms which part is the page's own title."""
     if tree is None:
         return ""
-    h1s = [text for h in tree.iter("h1") if (text := _normalise(" ".join(h.itertext())))]
+    h1s = [text for h in tree.iter("h1") if (text := normalize_ws(" ".join(h.itertext())))]
     title_tag = next((t for t in tree.iter("title")
                       if not any(a.tag == "svg" for a in t.iterancestors())), None)
-    title = _normalise(" ".join(title_tag.itertext())) if title_tag is not None else ""
+    title = normalize_ws(" ".join(title_tag.itertext())) if title_tag is not None else ""
     if not title:
         return h1s[0] if h1s else ""
     wanted = {h.casefold() for h in h1s}
@@ -324,7 +318,7 @@ def _page_profile(tree: HtmlElement) -> tuple[int, bool]:
     while stack:
         element = stack.pop()
         if element is not tree and element.tail:  # the tail is the parent's text
-            count += len(_normalise(element.tail))
+            count += len(normalize_ws(element.tail))
         tag = element.tag
         if not isinstance(tag, str):
             continue  # comments, processing instructions
@@ -336,7 +330,7 @@ def _page_profile(tree: HtmlElement) -> tuple[int, bool]:
         if (tag in _DROP_TAGS and tag != "form") or _is_hidden(attrs):
             continue
         if element.text:
-            count += len(_normalise(element.text))
+            count += len(normalize_ws(element.text))
         stack.extend(element)
     return count, chrome
 
@@ -526,7 +520,7 @@ def _without_link_blocks(found: list[str], tree: HtmlElement) -> list[str]:
     """``found`` minus blocks made mostly of the page's link texts (never all of them)."""
     # Link texts of two words or more: a one-word link ("Home", "in") would match inside
     # ordinary prose (measured the same on the benchmark: F1 0.9725 vs 0.9722 for any length).
-    anchors = {text for a in tree.iter("a") if " " in (text := _normalise(" ".join(a.itertext())))}
+    anchors = {text for a in tree.iter("a") if " " in (text := normalize_ws(" ".join(a.itertext())))}
     if not anchors:
         return found
     # Mark every character covered by a link text, once: one str.find scan per link text

@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from query.settings import Settings
 from tasks.http_transport import deadline, guarded_transport
 from tasks.netguard import FetchPolicy, Refused, Resolver, check_url
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
@@ -36,16 +37,21 @@ REDIRECT_STATUS = {301, 302, 303, 307, 308}
 FetchOutcome = Article | NotModified | FetchFailure
 
 
+def _default(name: str):
+    """A setting's default: the one home of every fetch default is ``query.settings.Settings``."""
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class HttpOptions:
-    timeout_s: float = 20.0
-    retries: int = 3
-    concurrency: int = 8
-    max_bytes: int = 10 * 1024 * 1024
-    user_agent: str = "corpus-search"
+    timeout_s: float = _default("fetch_timeout_s")
+    retries: int = _default("fetch_retries")
+    concurrency: int = _default("fetch_concurrency")
+    max_bytes: int = _default("fetch_max_bytes")
+    user_agent: str = _default("user_agent")
     backoff_s: float = 0.5
-    deadline_s: float = 60.0  # per URL: every attempt, redirect and back-off included
-    retry_after_max_s: float = 30.0
+    deadline_s: float = _default("fetch_deadline_s")  # per URL: every attempt, redirect and back-off included
+    retry_after_max_s: float = _default("fetch_retry_after_max_s")
     max_redirects: int = 5
     allow_private: bool = False
     allowed_hosts: tuple[str, ...] = field(default=())

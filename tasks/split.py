@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from query.hits import passage_text as encoded_text  # noqa: F401 - the bi-encoder reads what the re-ranker reads
 from tasks.records import Article, Paragraph, stable_hash
+from tasks.text import normalize_ws
 
-_WS = re.compile(r"\s+")
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace.
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+")
 _MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
@@ -24,11 +25,6 @@ _MD_EMPH = re.compile(r"(\*\*|__|`)")
 
 #: Counts tokens of many texts at once (without special tokens).
 TokenCounter = Callable[[Sequence[str]], list[int]]
-
-
-def normalize_ws(text: str) -> str:
-    """Collapse every run of whitespace (newlines, tabs, nbsp) to one space and strip the ends."""
-    return _WS.sub(" ", text.replace("\u00a0", " ")).strip()
 
 
 def markdown_blocks(body: str) -> tuple[str, list[str]]:
@@ -122,11 +118,6 @@ def _split_words(sentence: str, budget: int, count: TokenCounter) -> list[str]:
     if current:
         pieces.append(" ".join(current))
     return pieces
-
-
-def encoded_text(title: str, text: str, *, encode_title: bool) -> str:
-    """The exact text given to the bi-encoder (BEIR convention: title, a space, the paragraph)."""
-    return f"{title} {text}" if encode_title and title else text
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,23 @@
+"""Plain text helpers with one home: the whitespace rule for indexed text, and opening (gzipped) text files."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+# Invisible characters that str.split() does not treat as whitespace (zero-width space/joiners, word
+# joiner, BOM, soft hyphen): left in, they glue or split words unpredictably for both tokenizers.
+_INVISIBLE = str.maketrans("", "", "\u200b\u200c\u200d\u2060\ufeff\u00ad")
+
+
+def normalize_ws(text: str) -> str:
+    """Collapse every run of whitespace (newlines, tabs, nbsp) to one space, drop invisible characters, strip."""
+    return " ".join(text.translate(_INVISIBLE).split())
+
+
+def open_text(path: Path, errors: str = "replace") -> io.TextIOBase:
+    """A UTF-8 text file, gunzipped when its name ends in ``.gz``. Dumps replace bad bytes; ``errors="strict"`` raises."""
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors=errors)
+    return open(path, encoding="utf-8", errors=errors)  # noqa: SIM115 - closed by the caller
