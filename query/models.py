@@ -46,11 +46,17 @@ FIX_HINT = (  # the cross-encoder's fix; the name is older than the bi-encoder's
 
 
 def _quiet_transformers() -> None:
-    """No per-load progress bars: they would clutter CLI output and Prefect logs."""
+    """No per-load progress bars or tensor-parallel notes: they would clutter CLI output and Prefect logs.
+
+    transformers 5 logs "The following layers were not sharded: ..." (every weight, one line) on each
+    load of a model without a tensor-parallel plan, that is every load on one device. Untrained heads are
+    detected from the checkpoint's keys (``query.cross_encoder``), not from these logs.
+    """
     try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        logging.getLogger("transformers.distributed.tensor_parallel").setLevel(logging.ERROR)
     except Exception:  # noqa: BLE001 - cosmetic only
         pass
 
