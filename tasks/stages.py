@@ -55,9 +55,12 @@ def paragraph_table(settings: Settings):
 # --------------------------------------------------------------------------- fetch
 
 
-@stage(name="fetch-urls", retries=2, retry_delay_seconds=5)
+# No task retries here: fetch_urls retries each URL itself (transport errors, 5xx, 429 with Retry-After,
+# within a per-URL deadline) and makes every other per-URL error that URL's failure. A task retry would
+# re-fetch the whole batch, and could only repeat a bug. One retry mechanism, per URL.
+@stage(name="fetch-urls")
 def fetch_url_batch(urls: list[str], states: dict[str, ArticleState], settings: Settings) -> list:
-    """Download a batch of URLs (bounded concurrency, conditional, retried with back-off)."""
+    """Download a batch of URLs (bounded concurrency, conditional, each URL retried with back-off)."""
     return fetch_urls(urls, states, HttpOptions.from_settings(settings))
 
 
