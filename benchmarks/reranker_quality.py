@@ -32,28 +32,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def per_query_ndcg(qrels: dict, ranked: dict) -> dict[str, float]:
-    import ir_measures
-
-    from tasks.metrics import rank_run
-
-    m = ir_measures.parse_measure("nDCG@10")
-    run = rank_run({q: ranked.get(q, []) for q in qrels})
-    out = {q: 0.0 for q in qrels}
-    for r in ir_measures.iter_calc([m], qrels, run):
-        out[r.query_id] = float(r.value)
-    return out
-
-
-def paired_p(a: np.ndarray, b: np.ndarray, rounds: int = 10_000, seed: int = 0) -> float:
-    """Two-sided paired randomisation test of mean(a - b) = 0."""
-    d = a - b
-    obs = abs(d.mean())
-    rng = np.random.default_rng(seed)
-    flips = rng.choice([-1.0, 1.0], size=(rounds, d.size))
-    return float(((np.abs((flips * d).mean(axis=1)) >= obs - 1e-12).sum() + 1) / (rounds + 1))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dataset", help="BEIR directory (queries.jsonl, qrels/<split>.tsv)")
@@ -67,34 +45,30 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     args = ap.parse_args()
 
-    from query.fusion import interpolate, rank_order
+    from dataclasses import replace
+
+    from flows.evaluate import html_doc_id
     from query.models import load_reranker
     from query.registry import model_path, read_registry
     from query.searcher import Searcher, passage_text
     from tasks.datasets import load_dataset
-    from flows.evaluate import html_doc_id
-    from tasks.metrics import maxp
+    from tasks.metrics import paired_p
+    from tasks.rerank_gate import DevSet, per_query_ndcg10, rerank_scores
 
     data = load_dataset(args.dataset, split=args.split)
     qids = [q for q in data.queries if q in data.qrels][: args.queries]
-    qrels = {q: data.qrels[q] for q in qids}
     searcher = Searcher(db_uri=args.db, collection=args.collection)
     t0 = time.perf_counter()
     hits = searcher.search_many([data.queries[q] for q in qids], k=args.depth, mode="hybrid",
                                 candidates=args.depth, rerank=False)
     retrieval_s = time.perf_counter() - t0
     enc = searcher.meta.encode_title
-
-    def ranked_by(scores_per_query) -> dict[str, list[str]]:
-        out = {}
-        for q, hs, sc in zip(qids, hits, scores_per_query, strict=True):
-            order = rank_order(sc)
-            # html_doc_id: an HTML corpus's doc ids are file names (CACM-0001.html); the judgments use CACM-0001.
-            out[q] = [html_doc_id(d) for d, _ in maxp([hs[i].doc_id for i in order], np.arange(len(order), 0, -1))]
-        return out
-
-    retr = [np.array([h.retrieval_score for h in hs]) for hs in hits]
-    base = per_query_ndcg(qrels, ranked_by(retr))
+    # The gate's own scoring (tasks.rerank_gate), on test queries. html_doc_id: an HTML corpus's doc ids are
+    # file names (CACM-0001.html); the judgments use CACM-0001.
+    test = DevSet(qids, [data.queries[q] for q in qids], {q: data.qrels[q] for q in qids},
+                  [[replace(h, doc_id=html_doc_id(h.doc_id)) for h in hs] for hs in hits],
+                  [[passage_text(h.title, h.text, enc) for h in hs] for hs in hits])
+    base = per_query_ndcg10(test, None, 0.0)
     base_v = np.array([base[q] for q in qids])
     rows = [{"run": "hybrid", "ndcg@10": round(base_v.mean(), 4)}]
     registry = read_registry(searcher.table)
@@ -104,18 +78,16 @@ def main() -> int:
         alpha = entry.alpha if entry else (args.alpha if args.alpha is not None else 1.0)
         model = load_reranker(path)
         t1 = time.perf_counter()
-        ce = [model.score(data.queries[q], [passage_text(h.title, h.text, enc) for h in hs], top_k=len(hs))
-              for q, hs in zip(qids, hits, strict=True)]
+        ce = rerank_scores(model, test)
         secs = time.perf_counter() - t1
         pairs = sum(len(hs) for hs in hits)
         for label, a in (("alone", 1.0), (f"fused a={alpha}", alpha)):
             if label != "alone" and alpha == 1.0:
                 continue
-            scores = ce if a == 1.0 else [interpolate(c, r, a) for c, r in zip(ce, retr, strict=True)]
-            per = per_query_ndcg(qrels, ranked_by(scores))
+            per = per_query_ndcg10(test, ce, a)
             v = np.array([per[q] for q in qids])
             rows.append({"run": f"hybrid + {name} {label}", "ndcg@10": round(v.mean(), 4),
-                         "delta": round(v.mean() - base_v.mean(), 4), "p": round(paired_p(v, base_v), 4),
+                         "delta": round(v.mean() - base_v.mean(), 4), "p": round(paired_p(v - base_v, one_sided=False), 4),
                          "pairs_per_s": round(pairs / secs, 1)})
     print(f"{data.name} {args.split}: {len(qids)} queries, hybrid top {args.depth} "
           f"(retrieval {retrieval_s / len(qids) * 1000:.0f} ms/query)")

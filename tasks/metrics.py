@@ -64,3 +64,28 @@ def evaluate_run(qrels: Mapping[str, Mapping[str, int]], ranked: Mapping[str, Se
     run = rank_run({q: ranked.get(q, []) for q in qrels})
     agg = ir_measures.calc_aggregate(list(measures.values()), {q: dict(d) for q, d in qrels.items()}, run)
     return {name: float(agg[m]) for name, m in measures.items()}
+
+
+def per_query(qrels: Mapping[str, Mapping[str, int]], ranked: Mapping[str, Sequence[str]],
+              measure: str = "nDCG@10") -> dict[str, float]:
+    """``measure`` (an ir-measures name) of every judged query; a query missing from ``ranked`` scores 0."""
+    import ir_measures
+
+    out = dict.fromkeys(qrels, 0.0)
+    run = rank_run({q: ranked.get(q, []) for q in qrels})
+    for m in ir_measures.iter_calc([ir_measures.parse_measure(measure)], {q: dict(d) for q, d in qrels.items()}, run):
+        out[m.query_id] = float(m.value)
+    return out
+
+
+def paired_p(gains: Sequence[float], *, one_sided: bool, rounds: int = 10_000, seed: int = 0) -> float:
+    """Paired randomisation test of per-query ``gains`` (sign flips): how often chance does as well.
+
+    ``one_sided``: chance gives a mean gain at least as large; else at least as large in absolute value.
+    """
+    d = np.asarray(gains, dtype=np.float64)
+    if d.size == 0 or not d.any():
+        return 1.0
+    means = (np.random.default_rng(seed).choice([-1.0, 1.0], size=(rounds, d.size)) * d).mean(axis=1)
+    hits = means >= d.mean() - 1e-12 if one_sided else np.abs(means) >= abs(d.mean()) - 1e-12
+    return float((hits.sum() + 1) / (rounds + 1))
