@@ -26,9 +26,9 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     from corpus_search.ephemeral import guard_temporary_server
     from deployments.prefect_env import prefect_environment
     from query.errors import InvalidQueryError
+    from tasks.rerank_data import check_signal
 
-    if bool(args.judgments) == bool(args.self_supervised):
-        raise InvalidQueryError("give exactly one training signal: --judgments DATASET_DIR or --self-supervised")
+    check_signal(args.judgments, args.self_supervised)
     if args.split and not args.judgments:
         raise InvalidQueryError("--split goes with --judgments (the qrels file qrels/<split>.tsv)")
     collection, db_uri = _collection(args), _db_uri(args)

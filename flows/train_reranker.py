@@ -158,22 +158,20 @@ def train_reranker(
 ) -> dict:
     """Train a re-ranker for ``collection`` and promote it if it beats what the collection has (``auto``)."""
     from query.devices import resolve_device
-    from tasks.rerank_data import fingerprint
+    from tasks.rerank_data import check_signal, fingerprint
     from tasks.rerank_gate import decide
     from tasks.rerank_registry import default_out_dir, new_model_id, stored_path
 
     log = get_run_logger()
     s = get_settings()
     db_uri = db_uri or s.db_uri
-    if bool(judgments) == bool(self_supervised):
-        raise InvalidQueryError("give exactly one training signal: --judgments DATASET_DIR or --self-supervised")
+    signal = check_signal(judgments, self_supervised)
     if promote not in ("auto", "never", "always"):
         raise InvalidQueryError(f"--promote must be auto, never or always, got {promote!r}")
     if not time_budget > 0:
         raise InvalidQueryError(f"--time-budget must be a positive number of seconds, got {time_budget}")
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
     t0 = time.monotonic()
-    signal = "judgments" if judgments else "self-supervised"
     base = base or default_base(s.cross_encoder)
     speed = CPU_QUERIES_PER_S * (GPU_SPEEDUP if resolve_device(s.device).startswith("cuda") else 1)
     n_pseudo = int(min(50_000, max(300, time_budget * speed * 1.3)))

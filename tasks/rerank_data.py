@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from query.errors import CorpusSearchError
+from query.errors import CorpusSearchError, InvalidQueryError
+from query.filters import in_list
 from query.searcher import Hit, Searcher, passage_text
 from tasks.datasets import DatasetFormatError, load_beir_qrels, load_beir_queries
 
@@ -67,6 +68,13 @@ class Example:
     negatives: list[str] = field(default_factory=list)
     relevant: dict[str, int] = field(default_factory=dict)  # doc id -> grade, for the dev gate
     hide: str | None = None  # a paragraph id the dev gate hides from the candidates (the query's own source)
+
+
+def check_signal(judgments: str | None, self_supervised: bool) -> str:
+    """The training signal of a run: exactly one of judgments and self-supervised, else a usage error."""
+    if bool(judgments) == bool(self_supervised):
+        raise InvalidQueryError("give exactly one training signal: --judgments DATASET_DIR or --self-supervised")
+    return "judgments" if judgments else "self-supervised"
 
 
 def is_dev(qid: str, dev_share: float) -> bool:
@@ -107,9 +115,8 @@ def doc_paragraphs(searcher: Searcher, doc_ids: Sequence[str]) -> dict[str, list
     """Every paragraph of ``doc_ids`` ({doc id: rows by position}), read straight from the table."""
     if not doc_ids:
         return {}
-    ds = searcher.table.to_lance()
-    quoted = ", ".join("'" + d.replace("'", "''") + "'" for d in doc_ids)
-    rows = ds.to_table(columns=["id", "doc_id", "title", "text", "position"], filter=f"doc_id IN ({quoted})").to_pylist()
+    rows = searcher.table.to_lance().to_table(columns=["id", "doc_id", "title", "text", "position"],
+                                              filter=in_list("doc_id", doc_ids)).to_pylist()
     out: dict[str, list[dict]] = {}
     for r in sorted(rows, key=lambda r: (r["doc_id"], r["position"])):
         out.setdefault(r["doc_id"], []).append(r)

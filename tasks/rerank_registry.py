@@ -38,12 +38,10 @@ def stored_path(db_uri: str, directory: str | Path) -> str:
 
 
 def _open(db_uri: str, collection: str):
-    import lancedb
-
+    """The collection's table, opened with the same checks and messages as a search."""
     from query.searcher import Searcher
 
-    Searcher(db_uri=db_uri, collection=collection)  # the same checks and messages as a search
-    return lancedb.connect(db_uri).open_table(collection)
+    return Searcher(db_uri=db_uri, collection=collection).table
 
 
 def record(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) -> None:
