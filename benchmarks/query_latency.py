@@ -237,6 +237,104 @@ def print_breakdown(b: dict) -> None:
     print("  " + "  ".join(f"{name} {b[name] * 1000:.0f}" for name in ("encode", "retrieve", "rerank", "total")))
 
 
+def end_to_end(db: str, collection: str, model: str | None, queries: list[str], *, candidates: int = 100,
+               variants: Sequence[tuple[str, dict]] = (), verbose: bool = False) -> dict:
+    """A re-ranked query through ``Searcher.search`` against the same retrieval + ``CrossEncoder.predict`` fp32.
+
+    Per query, alternating who goes first: the baseline retrieves ``candidates`` hybrid candidates
+    (``rerank=False``), scores every one with ``CrossEncoder.predict`` (fp32, default settings) on the
+    same passage texts, fuses with the model's saved weight when it has one (arithmetic only), sorts and
+    keeps 10; each variant is ``Searcher.search(q, k=10, candidates=...)`` with its settings overrides
+    (``{}``: as shipped). Returns the median ms of each, the speed-ups (median of per-query ratios, and
+    ratio of medians), the top-10 overlap and identical-order shares against the baseline, and the
+    candidates each variant's cross-encoder scored.
+    """
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from query import Searcher
+    from query.fusion import interpolate
+    from query.hits import passage_text
+    from query.settings import get_settings
+
+    searchers = {name: Searcher(db_uri=db, collection=collection, cross_encoder=model,
+                                settings=get_settings().model_copy(update=kw)) for name, kw in
+                 [("as shipped", {}), *variants]}
+    base_searcher = next(iter(searchers.values()))
+    active = base_searcher.active_reranker()
+    path = model or str(active.model.model.transformers_model.name_or_path)  # the collection's promoted one
+    ce = CrossEncoder(path, device="cpu", local_files_only=True)
+    identity = torch.nn.Identity()
+    enc = base_searcher.meta.encode_title
+
+    def baseline(q: str) -> list[str]:
+        hits = base_searcher.search(q, k=candidates, candidates=candidates, rerank=False)
+        raw = ce.predict([(q, passage_text(h.title, h.text, enc)) for h in hits], activation_fn=identity,
+                         show_progress_bar=False)
+        scores = logits_to_scores(np.asarray(raw, dtype=np.float32).reshape(len(hits), -1))
+        if active.alpha != 1.0:
+            scores = interpolate(scores, np.array([h.retrieval_score for h in hits]), active.alpha)
+        return [hits[i].id for i in rank_order(scores)[:10]]
+
+    baseline(queries[0])  # warm-up: models loaded, first-call allocations
+    for s in searchers.values():
+        s.search(queries[0], k=10, candidates=candidates)
+    base_ms: list[float] = []
+    per = {n: {"ms": [], "ratio": [], "overlap": [], "same": [], "scored": []} for n in searchers}
+    for i, q in enumerate(queries[1:], start=1):
+        names = ["__baseline__", *searchers]
+        if i % 2:
+            names.reverse()
+        tops, ms = {}, {}
+        for n in names:
+            t0 = time.perf_counter()
+            if n == "__baseline__":
+                tops[n] = baseline(q)
+            else:
+                tops[n] = [h.id for h in searchers[n].search(q, k=10, candidates=candidates)]
+            ms[n] = (time.perf_counter() - t0) * 1000.0
+        base_ms.append(ms["__baseline__"])
+        for n, s in searchers.items():
+            p = per[n]
+            p["ms"].append(ms[n])
+            p["ratio"].append(ms["__baseline__"] / ms[n])
+            p["overlap"].append(len(set(tops[n]) & set(tops["__baseline__"])) / 10)
+            p["same"].append(tops[n] == tops["__baseline__"])
+            p["scored"].append(s.timings.reranked)
+        if verbose:
+            print(f"  q{i:02d}: baseline {ms['__baseline__']:.0f} ms, " +
+                  ", ".join(f"{n} {ms[n]:.0f} ms" for n in searchers), flush=True)
+    r = active.model
+    return {
+        "queries": len(queries) - 1, "candidates": candidates, "rows": base_searcher.count(),
+        "reranker": active.name, "alpha": active.alpha, "backend": f"{r.backend}:{r.precision}",
+        "backend_report": r.backend_report, "torch_threads": torch.get_num_threads(),
+        "baseline_ms": statistics.median(base_ms),
+        "variants": {n: {"settings": dict(kw) if (kw := dict([("as shipped", {}), *variants]).get(n)) else {},
+                         "ms": statistics.median(p["ms"]), "p95_ms": float(np.percentile(p["ms"], 95)),
+                         "speedup": statistics.median(p["ratio"]),
+                         "speedup_of_medians": statistics.median(base_ms) / statistics.median(p["ms"]),
+                         "top10_overlap": float(np.mean(p["overlap"])), "top10_identical": float(np.mean(p["same"])),
+                         "scored_per_query": float(np.mean(p["scored"]))} for n, p in per.items()},
+    }
+
+
+def print_end_to_end(res: dict) -> None:
+    print(f"end to end on {res['rows']} rows: {res['queries']} queries, hybrid {res['candidates']} candidates -> top 10; "
+          f"re-ranker {res['reranker']} (fusion {res['alpha']}), shipped backend {res['backend']}, "
+          f"torch threads {res['torch_threads']}")
+    print(f"  backend measurement: {res['backend_report']}")
+    print("| path | median ms | p95 ms | speed-up (median of ratios) | ratio of medians | scored / query | "
+          "top-10 overlap | same top-10 |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| retrieval + CrossEncoder.predict fp32 (baseline) | {res['baseline_ms']:.0f} | | 1.00x | 1.00x | "
+          f"{res['candidates']} | | |")
+    for n, v in res["variants"].items():
+        print(f"| Searcher.search, {n} {v['settings'] or ''} | {v['ms']:.0f} | {v['p95_ms']:.0f} | {v['speedup']:.2f}x | "
+              f"{v['speedup_of_medians']:.2f}x | {v['scored_per_query']:.1f} | {v['top10_overlap']:.1%} | "
+              f"{v['top10_identical']:.1%} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Re-rank latency: Reranker vs CrossEncoder.predict fp32")
     ap.add_argument("--model", default=None, help="cross-encoder path or name (default: an untrained MiniLM, speed only)")
@@ -251,7 +349,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", default=None, help="an indexed LanceDB (e.g. from `corpus-search eval`) for the breakdown")
     ap.add_argument("--collection", default=None, help="collection in --db for the query-stage breakdown")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--end-to-end", action="store_true",
+                    help="with --db/--collection: Searcher.search against retrieval + CrossEncoder.predict fp32")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                    help="with --end-to-end: also time Searcher.search with these settings, e.g. "
+                    "'torch, full depth:rerank_backend=torch,rerank_adaptive_depth=false'")
     args = ap.parse_args(argv)
+
+    if args.end_to_end:
+        if not (args.db and args.collection):
+            ap.error("--end-to-end needs --db and --collection")
+        from scifact_data import load_scifact
+
+        _, qtexts, qrels = load_scifact(args.data)
+        qids = sorted(qrels["test"], key=lambda x: int(x) if x.isdigit() else x)[: args.queries + 1]
+        variants = []
+        for item in args.variant:
+            name, _, kvs = item.rpartition(":")
+            kw = {}
+            for kv in kvs.split(","):
+                k, _, v = kv.partition("=")
+                kw[k.strip()] = {"true": True, "false": False}.get(v.strip().lower(), v.strip())
+            variants.append((name or kvs, kw))
+        res = end_to_end(args.db, args.collection, args.model, [qtexts[q] for q in qids], candidates=args.candidates,
+                         variants=variants, verbose=args.verbose)
+        print_end_to_end(res)
+        return 0
 
     queries, cands, source = scifact_rerank_inputs(args.data, args.queries, args.candidates)
     print(f"candidates: {source}")

@@ -96,7 +96,7 @@ def train(examples: list, base: str, out_dir: str, time_budget_s: float, seed: i
 @task(name="gate")
 def gate(db_uri: str, collection: str, dev: list, model_dir: str, depth: int) -> dict:
     """Dev nDCG@10 of retrieval alone, the current re-ranker and the candidate (see tasks.rerank_gate)."""
-    from query.models import load_reranker
+    from query.models import load_reranker, reranker_options
     from query.registry import promoted_model
     from tasks import rerank_gate as rg
 
@@ -105,8 +105,8 @@ def gate(db_uri: str, collection: str, dev: list, model_dir: str, depth: int) ->
     devset = rg.dev_set(searcher, dev, depth)
 
     def scores(path: str):
-        return rg.rerank_scores(load_reranker(path, device=s.device, precision=s.rerank_precision,
-                                              batch_size=s.rerank_batch_size), devset)
+        # Scored as queries will be (same backend and precision), so the gate judges what will be served.
+        return rg.rerank_scores(load_reranker(path, **reranker_options(s)), devset)
 
     retrieval = round(rg.ndcg10(devset, None, 0.0), 4)
     previous = None

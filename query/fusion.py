@@ -67,3 +67,21 @@ def interpolate(rerank_scores: Sequence[float] | np.ndarray, retrieval_scores: S
     if alpha == 1.0:
         return ce
     return alpha * minmax(ce) + (1.0 - alpha) * minmax(retrieval_scores)
+
+
+def fusion_reach(retrieval: Sequence[float] | np.ndarray, alpha: float, k: int) -> np.ndarray:
+    """Which candidates can still reach the fused top ``k``: a bool mask over ``retrieval`` (any order).
+
+    With ``fused = alpha * c + (1 - alpha) * r``, ``c`` the re-ranker's min-max scaled score (in 0..1)
+    and ``r = minmax(retrieval)``, every one of the first stage's top ``k`` keeps at least
+    ``(1 - alpha) * r_k`` (``r_k``: the k-th best ``r``), and a candidate can gain at most ``alpha``.
+    One with ``r <= r_k - alpha / (1 - alpha)`` can therefore never be in the top ``k`` (a tie keeps the
+    better retrieved first), whatever the cross-encoder says: it need not be scored at all. When the
+    first stage is confident (dense and BM25 agree, so the fused retrieval scores fall off steeply),
+    few candidates remain; when it is not, more do. ``alpha = 1`` keeps every candidate.
+    """
+    r = minmax(retrieval)
+    if alpha >= 1.0 or r.size <= k:
+        return np.ones(r.size, dtype=bool)
+    kth = np.partition(r, r.size - k)[r.size - k]
+    return r > kth - alpha / (1.0 - alpha)

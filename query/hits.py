@@ -53,6 +53,7 @@ class Timings:
     total: float = 0.0
     stages: list[str] = field(default_factory=list)
     reranker: str | None = None  # the re-ranker that ran (None: the hits are the retrieval ranking)
+    reranked: int = 0  # candidates the cross-encoder scored (adaptive depth may skip some)
 
 
 def check_query(query: str, max_chars: int) -> str:

@@ -29,7 +29,7 @@ from query.offline import (  # noqa: F401 - hf_offline, packaged_model_path: re-
 
 __all__ = [
     "BiEncoder", "bi_encoder_from_settings", "canonical_model_name", "hf_offline", "load_bi_encoder",
-    "load_cross_encoder", "load_reranker", "reranker_from_settings",
+    "load_cross_encoder", "load_reranker", "reranker_from_settings", "reranker_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,13 +147,19 @@ def load_reranker(
     precision: str = "auto",
     batch_size: int = 32,
     trust_remote_code: bool = False,
+    backend: str = "auto",
+    cache_size: int = 0,
 ):
-    """Load (once per process) the cross-encoder ``name`` wrapped in a 0..1-scoring ``Reranker``."""
+    """Load (once per process) the cross-encoder ``name`` wrapped in a 0..1-scoring ``Reranker``.
+
+    ``backend`` (torch, onnx, openvino, auto) and the int8 precision: see :mod:`query.backends`;
+    ``cache_size``: (query, passage) scores remembered (0: none).
+    """
     # rerank imports this module (re-exports), so not at the top
     from query.rerank import Reranker
 
     model = load_cross_encoder(name, device=resolve_device(device), max_length=512, trust_remote_code=trust_remote_code)
-    return Reranker(model, batch_size=batch_size, precision=precision)
+    return Reranker(model, batch_size=batch_size, precision=precision, backend=backend, cache_size=cache_size)
 
 
 def bi_encoder_from_settings(settings=None) -> BiEncoder:
@@ -173,6 +179,11 @@ def reranker_from_settings(settings=None, name: str | None = None):
 
     s = settings or get_settings()
     return load_reranker(
-        name or s.cross_encoder, device=s.device, precision=s.rerank_precision, batch_size=s.rerank_batch_size,
-        trust_remote_code=s.trust_remote_code,
-    )
+        name or s.cross_encoder, **reranker_options(s))
+
+
+def reranker_options(settings) -> dict:
+    """The keyword arguments of :func:`load_reranker` that ``settings`` decide (one place for all callers)."""
+    s = settings
+    return dict(device=s.device, precision=s.rerank_precision, batch_size=s.rerank_batch_size,
+                trust_remote_code=s.trust_remote_code, backend=s.rerank_backend, cache_size=s.rerank_cache_size)

@@ -29,7 +29,10 @@ import numpy as np
 # release from their homes since issue #9 (query.devices, query.errors, query.models): import them there.
 from query import devices
 from query.cross_encoder import sequence_classifier
+from query import backends
+from query.backends import Backend, ScoreCache
 from query.devices import autocast, cpu_has_native_bf16  # noqa: F401
+from query.errors import PrecisionError
 from query.errors import ModelUnavailableError  # noqa: F401
 from query.fusion import rank_order  # noqa: F401 - re-exported: the documented ranking order
 from query.models import FIX_HINT, load_cross_encoder  # noqa: F401
@@ -102,7 +105,8 @@ class Reranker:
     cast to float32 and mapped to scores in float32.
     """
 
-    def __init__(self, model: CrossEncoder, *, batch_size: int = 32, precision: Precision = "auto"):
+    def __init__(self, model: CrossEncoder, *, batch_size: int = 32, precision: Precision = "auto",
+                 backend: Backend = "torch", cache_size: int = 0):
         import torch
 
         if batch_size < 1:
@@ -110,15 +114,29 @@ class Reranker:
         self.model = model
         self.batch_size = int(batch_size)
         self.device = torch.device(model.device)
-        self.precision: str = resolve_precision(precision, self.device)
         self.num_labels: int = int(model.num_labels)
         if self.num_labels not in (1, 2):
             raise ValueError(f"only 1- and 2-logit cross-encoders are supported, this one has {self.num_labels}")
         self.max_length: int = int(model.max_seq_length or 512)
         self._compute_model = sequence_classifier(model)  # None: the generic CrossEncoder.predict path
         self._tokenizer = model.tokenizer if self._compute_model is not None else None
+        #: where the forward passes run: "torch", "onnx" or "openvino" (see :mod:`query.backends`)
+        self.backend: str = "torch"
+        self._engine = None  # padded numpy batch -> logits, for the onnx/openvino backends
+        self.backend_report: dict = {}
+        self.cache = ScoreCache(0)  # off while the backend is measured
+        self.precision: str = "int8" if precision == "int8" else resolve_precision(precision, self.device)
+        self._set_coarse_model()
+        if backend != "torch" or precision == "int8":
+            self.backend, self.precision, self._engine, self.backend_report = backends.choose(self, backend, precision)
+            self._set_coarse_model()
+        self.cache = ScoreCache(cache_size)
+
+    def _set_coarse_model(self) -> None:
         # The cascade's coarse pass only has to find the best passages, so it runs a bf16 copy of the
         # weights (no per-op autocast casts); the fp32 model re-scores the best ones exactly.
+        import torch
+
         self._coarse_model = None
         if self._compute_model is not None and self.precision == "bf16+fp32":
             self._coarse_model = copy.deepcopy(self._compute_model).to(torch.bfloat16).eval()
@@ -130,28 +148,40 @@ class Reranker:
 
         With the ``bf16+fp32`` cascade, every passage that could be in the top ``top_k`` (default 10) is
         re-scored in fp32; the others keep their bf16 score (they rank below the re-scored ones).
+        Pairs scored before (same query, same passage text, this model) come from the score cache.
         """
         passages = list(passages)
         if not passages:
             return np.zeros(0, dtype=np.float32)
         k = top_k or 10
+        keys = self.cache.keys(query, passages)
+        rel, exact = self.cache.lookup(keys)
+        todo = np.flatnonzero(~exact)
         # When most candidates are wanted, the fp32 re-score would cover nearly all of them anyway:
         # a single fp32 pass is then cheaper than bf16 for all plus fp32 for most.
-        if self.precision != "bf16+fp32" or 2 * k >= len(passages):
-            precision = "fp32" if self.precision == "bf16+fp32" else None
-            return logits_to_scores(self.logits(query, passages, precision=precision))
-        return logits_to_scores(self._cascade_logits(query, passages, k)[:, None])
+        if self.precision != "bf16+fp32" or 2 * k >= todo.size:
+            if todo.size:
+                precision = "fp32" if self.precision == "bf16+fp32" else None
+                rel[todo] = _relevance(self.logits(query, [passages[i] for i in todo], precision=precision))
+                self.cache.store([keys[i] for i in todo], rel[todo])
+        else:
+            rel = self._cascade_logits(query, passages, k, rel, exact, keys)
+        return logits_to_scores(rel[:, None])
 
-    def _cascade_logits(self, query: str, passages: list[str], k: int) -> np.ndarray:
+    def _cascade_logits(self, query: str, passages: list[str], k: int, est: np.ndarray, exact: np.ndarray,
+                        keys: list) -> np.ndarray:
         """Relevance logits: bf16 for all, exact fp32 for every passage that could be in the top ``k``.
 
         A passage outside the fp32 top-k can only enter it if its bf16 logit is within twice the bf16
         error of the k-th best; all those are re-scored in fp32. If the re-scored passages show a larger
         error than assumed, the margin grows and more are re-scored, so the top-k order is fp32's.
+        ``est``/``exact``: logits already known exactly (from the cache); only fp32 logits are cached.
         """
-        est = _relevance(self.logits(query, passages, precision="bf16"))
+        est, exact = est.copy(), exact.copy()
+        todo = np.flatnonzero(~exact)
+        est[todo] = _relevance(self.logits(query, [passages[i] for i in todo], precision="bf16"))
         coarse = est.copy()
-        exact = np.zeros(len(passages), dtype=bool)
+        measured = np.zeros(len(passages), dtype=bool)  # re-scored here: their bf16 error is known
         k = min(k, len(passages))
         eps = CASCADE_LOGIT_ERROR
         while True:
@@ -160,8 +190,9 @@ class Reranker:
             if new.size == 0:
                 return est
             est[new] = _relevance(self.logits(query, [passages[i] for i in new], precision="fp32"))
-            exact[new] = True
-            eps = max(eps, float(np.max(np.abs(est[exact] - coarse[exact]))))
+            self.cache.store([keys[i] for i in new], est[new])
+            exact[new] = measured[new] = True
+            eps = max(eps, float(np.max(np.abs(est[measured] - coarse[measured]))))
 
     def logits(self, query: str, passages: Sequence[str], *, precision: str | None = None) -> np.ndarray:
         """Raw float32 logits, shape ``[len(passages), num_labels]``, in the passages' order."""
@@ -186,6 +217,13 @@ class Reranker:
         lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(passages))
         order = np.argsort(-lengths, kind="stable")
         out = np.empty((len(passages), self.num_labels), dtype=np.float32)
+        if self._engine is not None and precision == self.precision:
+            for idx in self._batches(order, lengths):
+                batch = tok.pad({k: [enc[k][i] for i in idx] for k in keys}, padding=True, return_tensors="np")
+                out[idx] = self._engine(batch).reshape(len(idx), -1)
+            return out
+        if precision == "int8":
+            raise PrecisionError("int8 runs on the onnx or openvino backend only (rerank_backend)")
         model = self._compute_model
         if precision == "bf16" and self._coarse_model is not None:
             model, precision = self._coarse_model, "fp32"  # already bf16 weights: no autocast needed

@@ -24,8 +24,8 @@ from query import retrieve
 from query.errors import CollectionNotFoundError, InvalidQueryError, ModelUnavailableError
 from query.filters import where_sql
 from query.hits import MAX_RESULTS, Hit, Timings, check_query, hits_from_table, passage_text, whole_number  # noqa: F401 - re-exported
-from query.fusion import interpolate, rank_order
-from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings
+from query.fusion import fusion_reach, minmax, rank_order
+from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings, reranker_options
 from query.registry import promoted_model
 from query.schema import (
     RESERVED_SEPARATOR,
@@ -42,14 +42,24 @@ class RerankSkippedWarning(UserWarning):
     """Re-ranking was asked for but no cross-encoder could be loaded: the hits are the retrieval ranking."""
 
 
-def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: bool, k: int) -> list[Hit]:
+def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: bool, k: int,
+            adaptive: bool) -> tuple[list[Hit], int]:
+    """The top ``k`` of ``hits`` re-ranked, and how many candidates the cross-encoder scored."""
+    alpha = reranker.alpha
+    # Adaptive depth: with fusion, a candidate too far below the first stage's k-th best cannot reach the
+    # top k whatever its cross-encoder score (query.fusion.fusion_reach), so it is not scored.
+    keep = np.flatnonzero(fusion_reach(hits["retrieval_score"].to_numpy(), alpha, k)) if adaptive and alpha < 1.0 \
+        else np.arange(hits.num_rows)
     titles, texts = hits["title"].to_pylist(), hits["text"].to_pylist()
-    passages = [passage_text(t, x, encode_title) for t, x in zip(titles, texts, strict=True)]
+    passages = [passage_text(titles[i], texts[i], encode_title) for i in keep]
     # With fusion every candidate's exact score matters, not only the re-ranker's own top k.
-    scores = reranker.model.score(query, passages, top_k=k if reranker.alpha == 1.0 else len(passages))
-    if reranker.alpha != 1.0:
-        scores = interpolate(scores, hits["retrieval_score"].to_numpy(), reranker.alpha)
-    return hits_from_table(hits, rank_order(scores)[:k], scores)
+    ce = reranker.model.score(query, passages, top_k=k if alpha == 1.0 else len(passages))
+    scores = np.full(hits.num_rows, -np.inf)
+    if alpha == 1.0:
+        scores[keep] = ce
+    else:  # the first stage is scaled over all its candidates, the cross-encoder over those it scored
+        scores[keep] = alpha * minmax(ce) + (1.0 - alpha) * minmax(hits["retrieval_score"].to_numpy())[keep]
+    return hits_from_table(hits, rank_order(scores)[:k], scores), len(keep)
 
 
 @dataclass(frozen=True)
@@ -148,8 +158,7 @@ class Searcher:
             promoted = promoted_model(self.table, s.db_uri)
             if promoted is not None:
                 entry, path = promoted
-                model = load_reranker(str(path), device=s.device, precision=s.rerank_precision,
-                                      batch_size=s.rerank_batch_size, trust_remote_code=s.trust_remote_code)
+                model = load_reranker(str(path), **reranker_options(s))
                 return ActiveReranker(model, f"{self.collection} re-ranker {entry.id}",
                                       entry.alpha if s.rerank_fusion else 1.0, entry.depth)
         return ActiveReranker(reranker_from_settings(s), s.cross_encoder)
@@ -247,7 +256,9 @@ class Searcher:
             t2 = time.perf_counter()
             timings.retrieve += t2 - t1
             if reranker is not None and cands.num_rows:
-                results.append(_rerank(q, cands, reranker, self.meta.encode_title, k))
+                hits, scored = _rerank(q, cands, reranker, self.meta.encode_title, k, self.settings.rerank_adaptive_depth)
+                results.append(hits)
+                timings.reranked += scored
             else:
                 results.append(hits_from_table(cands, np.arange(min(k, cands.num_rows)), None))
             timings.rerank += time.perf_counter() - t2

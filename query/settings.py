@@ -14,7 +14,9 @@ from query.schema import validate_collection_name
 # The one home of these vocabularies: everything else imports them (issue #9).
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # The re-ranker also offers the bf16 -> exact fp32 cascade.
-RerankPrecision = Literal["auto", "fp32", "bf16", "fp16", "bf16+fp32"]
+RerankPrecision = Literal["auto", "fp32", "bf16", "fp16", "bf16+fp32", "int8"]
+# Where the re-ranker's forward passes run (query.backends): auto = the fastest measured here that agrees.
+RerankBackend = Literal["auto", "torch", "onnx", "openvino"]
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)
 
@@ -100,12 +102,23 @@ class Settings(BaseSettings):
     candidates: int = Field(100, ge=1)
     rrf_k: int = Field(60, ge=1)
     rerank_batch_size: int = Field(32, ge=1)
+    rerank_backend: RerankBackend = Field(
+        "auto", description="where the cross-encoder runs on a CPU: torch, onnx (ONNX Runtime, fp32 or int8), "
+        "openvino (pip install openvino), or auto: the fastest measured on this machine among those whose scores "
+        "agree with fp32 (query.backends); cuda and mps always use torch")
+    rerank_cache_size: int = Field(
+        50_000, ge=0, description="(query, paragraph) scores kept per re-ranker in memory (a repeated query "
+        "costs no model call); 0 turns the cache off")
     rerank_precision: RerankPrecision = Field(
         "auto", description="auto: fp16 on cuda; on CPUs with native bf16 the bf16+fp32 cascade (bf16 for all "
-        "candidates, exact fp32 re-score of every candidate that could be in the top k); else fp32")
+        "candidates, exact fp32 re-score of every candidate that could be in the top k); else fp32. int8: the "
+        "int8 ONNX model without its agreement check (rerank_backend onnx, openvino or auto)")
     rerank_fusion: bool = Field(
         True, description="a collection's trained re-ranker mixes its score with the first stage's by the weight "
         "chosen on dev when it was trained; false: the cross-encoder's score alone")
+    rerank_adaptive_depth: bool = Field(
+        True, description="with a fused re-ranker, skip the candidates that cannot reach the top k whatever "
+        "the cross-encoder says (query.fusion.fusion_reach); false: score every candidate")
     max_query_chars: int = Field(2000, ge=1)
 
     @field_validator("collection")
