@@ -1,6 +1,11 @@
 """Cold start of the query module in a fresh process: import, model loads, first and second search.
 
-    python benchmarks/cold_start.py --db DB --collection NAME [--cross-encoder PATH] [--query "..."]
+    python benchmarks/cold_start.py --db DB --collection NAME [--cross-encoder PATH | --rerank] [--query "..."]
+        [--code DIR]
+
+``--rerank`` re-ranks with the collection's own re-ranker (its promoted one, else the default);
+``--code DIR`` runs another checkout's ``query`` module (e.g. a worktree of an older commit), for a
+before/after comparison in one run.
 
 Run ``corpus-search index examples/articles examples/notes --collection demo`` first, or point it at
 any collection. Prints one JSON line of seconds per stage.
@@ -27,9 +32,9 @@ s = Searcher(db_uri=args["db"], collection=args["collection"], cross_encoder=arg
 t_open = time.perf_counter() - t
 t = time.perf_counter(); s.bi_encoder; t_bi = time.perf_counter() - t
 t_ce = 0.0
-if args.get("cross_encoder"):
+if rerank:
     t = time.perf_counter(); s.reranker; t_ce = time.perf_counter() - t
-rerank = bool(args.get("cross_encoder"))
+rerank = bool(args.get("cross_encoder") or args.get("rerank"))
 t = time.perf_counter(); s.search(args["query"], k=10, rerank=rerank); t_first = time.perf_counter() - t
 t = time.perf_counter(); s.search(args["query"] + " today", k=10, rerank=rerank); t_second = time.perf_counter() - t
 print(json.dumps({"import_s": t_import, "open_collection_s": t_open, "load_bi_encoder_s": t_bi,
@@ -39,12 +44,15 @@ print(json.dumps({"import_s": t_import, "open_collection_s": t_open, "load_bi_en
 """
 
 
-def cold_start(db: str, collection: str, cross_encoder: str | None, query: str) -> dict:
+def cold_start(db: str, collection: str, cross_encoder: str | None, query: str, *, rerank: bool = False,
+               code: str | None = None) -> dict:
     """Run the cold-start measurement in a fresh interpreter and return its stage timings."""
-    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    payload = json.dumps({"db": db, "collection": collection, "cross_encoder": cross_encoder, "query": query})
+    root = Path(code).resolve() if code else Path(__file__).resolve().parent.parent
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONPATH": str(root)}
+    payload = json.dumps({"db": db, "collection": collection, "cross_encoder": cross_encoder, "query": query,
+                          "rerank": rerank})
     out = subprocess.run([sys.executable, "-c", CHILD, payload], capture_output=True, text=True, env=env,
-                         cwd=Path(__file__).resolve().parent.parent, check=True)
+                         cwd=root, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -53,9 +61,11 @@ def main() -> None:
     ap.add_argument("--db", default=".corpus_search/lancedb")
     ap.add_argument("--collection", default="demo")
     ap.add_argument("--cross-encoder", default=None)
+    ap.add_argument("--rerank", action="store_true", help="re-rank with the collection's own re-ranker")
     ap.add_argument("--query", default="How do glaciers form?")
+    ap.add_argument("--code", default=None, help="a checkout whose query module to measure (default: this one)")
     args = ap.parse_args()
-    result = cold_start(args.db, args.collection, args.cross_encoder, args.query)
+    result = cold_start(args.db, args.collection, args.cross_encoder, args.query, rerank=args.rerank, code=args.code)
     for k, v in result.items():
         print(f"{k:>22}: {v:.3f}" if isinstance(v, float) else f"{k:>22}: {v}")
 
