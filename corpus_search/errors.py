@@ -7,3 +7,7 @@ from query.errors import CorpusSearchError
 
 class UsageError(CorpusSearchError, ValueError):
     """A command-line option or environment setting that cannot be used as given; the message says the fix."""
+
+
+class ServiceError(CorpusSearchError, RuntimeError):
+    """The query service (``corpus-search api``) refused a query, failed, or cannot be reached; the message says why."""

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
         True, description="a collection's trained re-ranker mixes its score with the first stage's by the weight "
         "chosen on dev when it was trained; false: the cross-encoder's score alone")
     max_query_chars: int = Field(2000, ge=1)
+    api_url: str | None = Field(
+        None, description="URL of a running query service (corpus-search api): `corpus-search search` sends its "
+        "queries there instead of loading models itself; unset: search locally")
 
     @field_validator("collection")
     @classmethod
