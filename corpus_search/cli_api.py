@@ -27,6 +27,26 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """A taken port is a one-line usage error before any model loads (uvicorn would log it after the imports)."""
+    import socket
+
+    from corpus_search.errors import UsageError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UsageError(f"--host {host!r} is not an address of this machine ({exc}); e.g. --host 127.0.0.1") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a TIME_WAIT port is free
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}): is a service already running "
+                             f"there? Pick another --port") from None
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the query API until interrupted (Ctrl-C)."""
     import logging
@@ -43,6 +63,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = get_settings().model_copy(update=updates)
     check_db_uri(settings.db_uri)  # a bad --db is a usage error now, not a 500 on every query
     collections = [validate_collection_name(c) for c in args.collection] if args.collection else None
+    _check_port_free(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("corpus_search.api")
     if not _loopback(args.host):

@@ -337,6 +337,17 @@ def test_search_api_errors_print_as_cli_errors_and_exit_2(api_command):
     assert mixed.returncode == 2 and "--db cannot be used with the query service" in mixed.stderr
 
 
+def test_the_api_command_on_a_taken_port_is_a_one_line_error(db):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = cli("api", "--db", db, "--port", str(taken.getsockname()[1]))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "corpus-search: error: cannot listen on 127.0.0.1:" in proc.stderr and "--port" in proc.stderr
+
+
 # ---------------------------------------------------------------- cold start (issue #11 part 4)
 
 
