@@ -7,6 +7,7 @@ Two real servers: uvicorn in a thread (``create_app``) and the ``corpus-search a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -106,9 +107,9 @@ def _wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = No
                          + (f"\n{log.read_text()[-3000:]}" if log else ""))
 
 
-@pytest.fixture(scope="module")
-def server(settings):
-    """``create_app`` under a real uvicorn server in a background thread."""
+@contextlib.contextmanager
+def serving(settings):
+    """``create_app(settings)`` under a real uvicorn server in a background thread; yields its URL once healthy."""
     import uvicorn
 
     from corpus_search.api import create_app
@@ -124,6 +125,12 @@ def server(settings):
     finally:
         srv.should_exit = True
         thread.join(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(settings):
+    with serving(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +264,21 @@ def test_malformed_requests_are_422_with_a_readable_message(server, content, fra
     r = httpx.post(server + "/search", content=content, headers={"Content-Type": "application/json"})
     assert r.status_code == 422
     assert fragment in r.json()["error"] and '"query": "How do glaciers form?"' in r.json()["error"]
+
+
+def test_no_cross_encoder_is_503_under_require_and_a_warned_retrieval_answer_otherwise(settings, tmp_path):
+    from corpus_search.api_client import WARNINGS_HEADER, decode_header
+
+    missing = str(tmp_path / "no-such-cross-encoder")
+    with serving(settings.model_copy(update={"cross_encoder": missing})) as url:
+        health = httpx.get(url + "/healthz").json()
+        assert health["status"] == "ok" and any(missing in w for w in health["warnings"]), health
+        required = httpx.post(url + "/search", json={"query": "tides", "collection": COLLECTION, "rerank": "require"})
+        assert required.status_code == 503 and missing in required.json()["error"]
+        fallback = httpx.post(url + "/search", json={"query": "tides", "collection": COLLECTION})
+        assert fallback.status_code == 200 and fallback.json()["reranked"] is False and fallback.json()["hits"]
+        warned = json.loads(decode_header(fallback.headers[WARNINGS_HEADER]))
+        assert len(warned) == 1 and warned[0].startswith("re-ranking did not run") and missing in warned[0]
 
 
 def test_eight_concurrent_clients_get_correct_answers(server):
