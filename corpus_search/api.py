@@ -17,6 +17,7 @@ At the CLI layer: imports ``query`` and ``tasks.document``, never Prefect.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import warnings
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from corpus_search.answers import Answer, document_answer, search_answer
 from corpus_search.api_client import STAGES_HEADER, WARNINGS_HEADER, encode_header
+from corpus_search.errors import settings_error
 from query.errors import CollectionNotFoundError, CorpusSearchError, ModelUnavailableError
 from query.settings import Settings
 
@@ -177,9 +179,7 @@ class QueryService:
         except CorpusSearchError as exc:
             return JSONResponse({"error": str(exc)}, status_code=error_status(exc))
         except Exception as exc:  # noqa: BLE001 - the boundary: a bug is a 500 and a traceback in the log
-            from corpus_search.cli import _settings_error
-
-            if (user_error := _settings_error(exc)) is not None:
+            if (user_error := settings_error(exc)) is not None:
                 return JSONResponse({"error": str(user_error)}, status_code=400)
             log.exception("internal error while answering a query")
             return JSONResponse({"error": f"internal error ({type(exc).__name__}: {exc}); see the service log"},
@@ -188,8 +188,6 @@ class QueryService:
             log.warning("%s", message)
         headers = {STAGES_HEADER: encode_header(answer.stages)}
         if caught:
-            import json
-
             headers[WARNINGS_HEADER] = encode_header(json.dumps(caught, ensure_ascii=False))
         return JSONResponse(answer.payload, headers=headers)
 

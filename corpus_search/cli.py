@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from corpus_search.errors import UsageError
+from corpus_search.errors import UsageError, settings_error
 from deployments.prefect_env import prefect_environment
 from query.errors import CorpusSearchError
 
@@ -48,22 +48,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
-
-
-def _settings_error(exc: Exception) -> UsageError | None:
-    """A pydantic error of ``Settings`` (e.g. a bad CORPUS_SEARCH_COLLECTION) as a one-line user error.
-
-    Settings are read from the environment wherever they are first needed, so the conversion happens
-    here, at the command-line boundary; any other ValidationError is a bug and keeps its traceback.
-    """
-    from pydantic import ValidationError
-
-    if not isinstance(exc, ValidationError) or exc.title != "Settings":
-        return None
-    return UsageError("; ".join(
-        f"setting {'.'.join(map(str, e['loc'])) or '?'}: {str(e['msg']).removeprefix('Value error, ')}"
-        for e in exc.errors()
-    ))
 
 
 def _print_answer(answer, as_json: bool) -> None:
@@ -246,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.func(args) or 0)
         except Exception as exc:
-            if (user_error := _settings_error(exc)) is None:
+            if (user_error := settings_error(exc)) is None:
                 raise
             raise user_error from None
     except CorpusSearchError as exc:
