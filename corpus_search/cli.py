@@ -117,7 +117,7 @@ def _search_remote(args: argparse.Namespace, api_url: str, where: dict | None) -
     if local_only:
         raise UsageError(f"{', '.join(local_only)} cannot be used with the query service at {api_url}: it searches "
                          "with the database and models it was started with (corpus-search api --db ...). "
-                         "Drop the option, or search locally without --api and with CORPUS_SEARCH_API_URL unset")
+                         "Drop the option, or search locally: --api '' (or no --api and CORPUS_SEARCH_API_URL unset)")
     from query.settings import get_settings
 
     body = {"query": args.query, "collection": args.collection or get_settings().collection, "k": args.k,

@@ -91,6 +91,6 @@ def register(sub, common) -> None:
     ap.add_argument("--cross-encoder", default=None, help="cross-encoder name or local path")
     ap.add_argument("--model-threads", type=int, choices=(1, 2, 4), default=1,
                     help="threads that run model work (default 1: one tokenizer user at a time; more only "
-                    "contend for the CPU cores and can hit the tokenizers' 'Already borrowed' error)")
+                    "contend for the CPU cores and may hit the tokenizers' 'Already borrowed' error; for measurements)")
     ap.add_argument("--access-log", action="store_true", help="log every request")
     ap.set_defaults(func=cmd_api)
