@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import textwrap
 from collections.abc import Sequence
 
-from corpus_search.errors import UsageError
+from corpus_search.errors import UsageError, settings_error
 from deployments.prefect_env import prefect_environment
 from query.errors import CorpusSearchError
 
@@ -51,33 +50,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _settings_error(exc: Exception) -> UsageError | None:
-    """A pydantic error of ``Settings`` (e.g. a bad CORPUS_SEARCH_COLLECTION) as a one-line user error.
+def _print_answer(answer, as_json: bool) -> None:
+    """Print an ``answers.Answer`` as ``search`` / ``search-document`` do (one JSON line, or readable text)."""
+    from corpus_search.answers import answer_text
 
-    Settings are read from the environment wherever they are first needed, so the conversion happens
-    here, at the command-line boundary; any other ValidationError is a bug and keeps its traceback.
-    """
-    from pydantic import ValidationError
-
-    if not isinstance(exc, ValidationError) or exc.title != "Settings":
-        return None
-    return UsageError("; ".join(
-        f"setting {'.'.join(map(str, e['loc'])) or '?'}: {str(e['msg']).removeprefix('Value error, ')}"
-        for e in exc.errors()
-    ))
-
-
-def _print_hits(query: str, mode: str, reranked: bool, hits, stages: str, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({"query": query, "mode": mode, "reranked": reranked,
-                          "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
-        return
-    print(f"stages: {stages}")
-    for h in hits:
-        head = f"{h.rank:>2}. [{h.score:.3f}] {h.title or h.doc_id}"
-        print(head + (f"  (retrieval {h.retrieval_score:.4f})" if reranked else ""))
-        print(textwrap.indent(textwrap.fill(h.text, 100), "    "))
-        print(f"    {h.source} {h.doc_id}")
+    print(answer_text(answer, as_json))
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -119,36 +96,59 @@ def cmd_index(args: argparse.Namespace) -> int:
     return EXIT_CODES[result["outcome"]]
 
 
+def _api_url(args: argparse.Namespace) -> str | None:
+    """The query service to send ``search`` to: ``--api``, else the ``CORPUS_SEARCH_API_URL`` setting."""
+    if args.api is not None:
+        return args.api
+    from query.settings import get_settings
+
+    return get_settings().api_url
+
+
+def _search_remote(args: argparse.Namespace, api_url: str, where: dict | None) -> int:
+    """``search --api``: the service answers with its own models and database (no torch, LanceDB or Prefect here)."""
+    import warnings
+
+    from corpus_search.api_client import post
+
+    local_only = [opt for opt, attr in (("--db", "db"), ("--bi-encoder", "bi_encoder"),
+                                        ("--cross-encoder", "cross_encoder"), ("--version", "version"))
+                  if getattr(args, attr, None) is not None]
+    if local_only:
+        raise UsageError(f"{', '.join(local_only)} cannot be used with the query service at {api_url}: it searches "
+                         "with the database and models it was started with (corpus-search api --db ...). "
+                         "Drop the option, or search locally: --api '' (or no --api and CORPUS_SEARCH_API_URL unset)")
+    from query.settings import get_settings
+
+    body = {"query": args.query, "collection": args.collection or get_settings().collection, "k": args.k,
+            "mode": args.mode, "candidates": args.candidates,
+            "rerank": False if args.no_rerank else ("require" if args.require_rerank else True), "where": where}
+    answer = post(api_url, "/search", body)
+    for message in answer.warnings:  # the service's warnings, shown as a local search shows its own
+        warnings.warn(message, stacklevel=1)
+    _print_answer(answer, args.json)
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     where = _parse_where(args.where)  # a malformed option fails before the database or any model is opened
+    if api_url := _api_url(args):
+        return _search_remote(args, api_url, where)
+    from corpus_search.answers import search_answer
     from query.searcher import Searcher
 
     searcher = Searcher(settings=_settings(args), version=args.version)
     rerank = False if args.no_rerank else ("require" if args.require_rerank else True)
-    hits = searcher.search(args.query, k=args.k, mode=args.mode, candidates=args.candidates, rerank=rerank, where=where)
-    n = args.candidates or searcher.settings.candidates
-    t = searcher.timings
-    stages = f"retrieve ({args.mode}, {n} candidates)"
-    if t.reranker:
-        stages += f" → re-rank ({t.reranker})"
-    elif args.no_rerank:
-        stages += " → re-rank skipped (--no-rerank): scores are retrieval scores"
-    else:
-        stages += " → re-rank did not run (no cross-encoder loads; see the warning): scores are retrieval scores"
-    stages += f"  [encode {t.encode*1000:.0f} ms, retrieve {t.retrieve*1000:.0f} ms, re-rank {t.rerank*1000:.0f} ms]"
-    _print_hits(args.query, args.mode, t.reranker is not None, hits, stages, args.json)
+    answer = search_answer(searcher, args.query, k=args.k, mode=args.mode, candidates=args.candidates,
+                           rerank=rerank, where=where)
+    _print_answer(answer, args.json)
     return 0
 
 
 def cmd_search_document(args: argparse.Namespace) -> int:
-    from query.searcher import rank_passages
-    from tasks.document import document_passages
+    from corpus_search.answers import document_answer
 
-    settings = _settings(args)
-    passages = document_passages(args.source, settings)
-    hits = rank_passages(args.query, passages, k=args.k, settings=settings)
-    stages = f"fetch + split ({len(passages)} paragraphs) → cross-encoder only ({settings.cross_encoder}), no retrieval"
-    _print_hits(args.query, "document", True, hits, stages, args.json)
+    _print_answer(document_answer(args.source, args.query, k=args.k, settings=_settings(args)), args.json)
     return 0
 
 
@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--bi-encoder", default=None)
     se.add_argument("--cross-encoder", default=None, help="cross-encoder name or local path")
     se.add_argument("--version", default=None, help="search this version number or tag (default: the latest)")
+    se.add_argument("--api", default=None, metavar="URL",
+                    help="send the query to a running query service (corpus-search api), e.g. http://127.0.0.1:8000 "
+                    "(default: the CORPUS_SEARCH_API_URL setting; unset: search locally)")
     common(se)
     se.set_defaults(func=cmd_search)
 
@@ -206,9 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     sd.set_defaults(func=cmd_search_document)
 
     # Each module imports Prefect only inside its command functions, so `search` stays free of Prefect.
-    from corpus_search import cli_deploy, cli_eval, cli_rerankers, cli_versions
+    from corpus_search import cli_api, cli_deploy, cli_eval, cli_rerankers, cli_versions
 
-    for module in (cli_eval, cli_deploy, cli_versions, cli_rerankers):
+    for module in (cli_eval, cli_deploy, cli_versions, cli_rerankers, cli_api):
         module.register(sub, common)
     return p
 
@@ -227,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.func(args) or 0)
         except Exception as exc:
-            if (user_error := _settings_error(exc)) is None:
+            if (user_error := settings_error(exc)) is None:
                 raise
             raise user_error from None
     except CorpusSearchError as exc:

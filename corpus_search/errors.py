@@ -7,3 +7,23 @@ from query.errors import CorpusSearchError
 
 class UsageError(CorpusSearchError, ValueError):
     """A command-line option or environment setting that cannot be used as given; the message says the fix."""
+
+
+class ServiceError(CorpusSearchError, RuntimeError):
+    """The query service (``corpus-search api``) refused a query, failed, or cannot be reached; the message says why."""
+
+
+def settings_error(exc: Exception) -> UsageError | None:
+    """A pydantic error of ``Settings`` (e.g. a bad CORPUS_SEARCH_COLLECTION) as a one-line user error.
+
+    Settings are read from the environment wherever they are first needed, so the conversion happens
+    here, at the command-line and service boundaries; any other ValidationError is a bug and keeps its traceback.
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
+        return None
+    return UsageError("; ".join(
+        f"setting {'.'.join(map(str, e['loc'])) or '?'}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in exc.errors()
+    ))

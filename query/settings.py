@@ -120,6 +120,9 @@ class Settings(BaseSettings):
         True, description="with a fused re-ranker, skip the candidates that cannot reach the top k whatever "
         "the cross-encoder says (query.fusion.fusion_reach); false: score every candidate")
     max_query_chars: int = Field(2000, ge=1)
+    api_url: str | None = Field(
+        None, description="URL of a running query service (corpus-search api): `corpus-search search` sends its "
+        "queries there instead of loading models itself; unset: search locally")
 
     @field_validator("collection")
     @classmethod

@@ -1,0 +1,78 @@
+"""The one home of what a search answers: the ``--json`` object and the text lines of ``search`` and
+``search-document``. The CLI, the query service (``corpus-search api``) and ``search --api`` all use it,
+so the three cannot drift.
+
+Light on purpose: nothing here imports torch, LanceDB or Prefect at module level (``search --api`` uses it).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One search's answer: ``payload`` is exactly what ``--json`` prints; ``stages`` heads the text output."""
+
+    payload: dict
+    stages: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def answer_payload(query: str, mode: str, reranked: bool, hits: Sequence[Any]) -> dict:
+    """The ``--json`` object: ``{"query", "mode", "reranked", "hits": [Hit.to_dict(), ...]}``."""
+    return {"query": query, "mode": mode, "reranked": reranked, "hits": [h.to_dict() for h in hits]}
+
+
+def search_answer(
+    searcher: Any,
+    query: str,
+    *,
+    k: int = 5,
+    mode: str = "hybrid",
+    candidates: int | None = None,
+    rerank: bool | str = True,
+    where: Mapping[str, Any] | None = None,
+) -> Answer:
+    """Run ``searcher.search`` and describe it: the answer of ``corpus-search search`` and ``POST /search``."""
+    hits = searcher.search(query, k=k, mode=mode, candidates=candidates, rerank=rerank, where=where)
+    n = candidates or searcher.settings.candidates
+    t = searcher.timings
+    stages = f"retrieve ({mode}, {n} candidates)"
+    if t.reranker:
+        stages += f" → re-rank ({t.reranker})"
+    elif rerank is False:
+        stages += " → re-rank skipped (--no-rerank): scores are retrieval scores"
+    else:
+        stages += " → re-rank did not run (no cross-encoder loads; see the warning): scores are retrieval scores"
+    stages += f"  [encode {t.encode*1000:.0f} ms, retrieve {t.retrieve*1000:.0f} ms, re-rank {t.rerank*1000:.0f} ms]"
+    return Answer(answer_payload(query, mode, t.reranker is not None, hits), stages)
+
+
+def document_answer(source: str, query: str, *, k: int = 5, settings: Any) -> Answer:
+    """Fetch and split one URL or file, rank its paragraphs with the cross-encoder alone (``search-document``)."""
+    from query.searcher import rank_passages
+    from tasks.document import document_passages
+
+    passages = document_passages(source, settings)
+    hits = rank_passages(query, passages, k=k, settings=settings)
+    stages = f"fetch + split ({len(passages)} paragraphs) → cross-encoder only ({settings.cross_encoder}), no retrieval"
+    return Answer(answer_payload(query, "document", True, hits), stages)
+
+
+def answer_text(answer: Answer, as_json: bool) -> str:
+    """What the CLI prints for ``answer`` (without the final newline): one JSON line, or the readable list."""
+    p = answer.payload
+    if as_json:
+        return json.dumps(p, ensure_ascii=False)
+    lines = [f"stages: {answer.stages}"]
+    for h in p["hits"]:
+        head = f"{h['rank']:>2}. [{h['score']:.3f}] {h['title'] or h['doc_id']}"
+        lines.append(head + (f"  (retrieval {h['retrieval_score']:.4f})" if p["reranked"] else ""))
+        lines.append(textwrap.indent(textwrap.fill(h["text"], 100), "    "))
+        lines.append(f"    {h['source']} {h['doc_id']}")
+    return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""The query service (``corpus-search api``): FastAPI over one process's warm models.
+
+* ``GET /healthz``: 200 once the models are warm, 503 (JSON) while warming up.
+* ``POST /search`` and ``POST /search-document``: exactly the JSON of ``search --json`` and
+  ``search-document --json`` (both built by ``corpus_search.answers``).
+* ``GET /collections``: the collections of the database; ``GET /``: a small search page.
+
+All model work (encode, retrieve, re-rank, fetch-and-split) runs on ONE dedicated thread by default: a
+Hugging Face fast tokenizer used from two threads at once raises "Already borrowed", and on a few CPU
+cores two forward passes only contend for them. The event loop keeps accepting requests meanwhile;
+they queue for the model thread. ``model_threads > 1`` exists to measure that claim (see NOTES-api.md).
+
+Errors are JSON ``{"error": message}`` with the message the CLI prints after ``corpus-search: error:``.
+At the CLI layer: imports ``query`` and ``tasks.document``, never Prefect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from corpus_search.answers import Answer, document_answer, search_answer
+from corpus_search.api_client import STAGES_HEADER, WARNINGS_HEADER, encode_header
+from corpus_search.errors import settings_error
+from query.errors import CollectionNotFoundError, CorpusSearchError, ModelUnavailableError
+from query.settings import Settings
+
+log = logging.getLogger("corpus_search.api")
+
+#: Warm-up opens at most this many collections (each one's searcher and re-ranker stay in memory).
+WARM_MAX_COLLECTIONS = 5
+WARM_QUERY = "warm up"
+
+
+class SearchRequest(BaseModel):
+    """The body of ``POST /search``; values are checked by the query module, which words the errors."""
+
+    # strict: 5.0 or "5" is not a k; forbid: a misspelt field ("top_k") is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    query: str
+    collection: str
+    k: int = 5
+    mode: str = "hybrid"
+    candidates: int | None = None
+    rerank: bool | Literal["require"] = True
+    where: dict[str, Any] | None = None
+
+
+class DocumentRequest(BaseModel):
+    """The body of ``POST /search-document``: one URL or file the service can read, and the question."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    source: str
+    query: str
+    k: int = 5
+
+
+def error_status(exc: CorpusSearchError) -> int:
+    """HTTP status of a user error: unknown collection 404, no model under ``rerank="require"`` 503, else 400."""
+    if isinstance(exc, CollectionNotFoundError):
+        return 404
+    if isinstance(exc, ModelUnavailableError):
+        return 503
+    return 400
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """FastAPI's list of body errors as one readable line, with an example of a good body."""
+    parts = []
+    for e in exc.errors():
+        loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+        if e.get("type") == "json_invalid":
+            parts.append(f"the request body is not valid JSON ({e.get('ctx', {}).get('error', e.get('msg'))})")
+        else:
+            parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg')}")
+    return ("; ".join(parts) + '. Send JSON such as {"query": "How do glaciers form?", "collection": "docs", "k": 5}')
+
+
+def _user_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The messages meant for users (re-ranking skipped, a query cut), once each; library deprecations are not."""
+    return list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
+
+
+class QueryService:
+    """The warm state of one process: settings, searchers per collection, and the model thread."""
+
+    def __init__(self, settings: Settings, collections: Sequence[str] | None = None, model_threads: int = 1) -> None:
+        self.settings = settings
+        self.warm_collections = list(collections) if collections else None
+        self.executor = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix="corpus-search-model")
+        self._searchers: dict[str, Any] = {}
+        self._lock = threading.Lock()  # guards the cache; opening is rare and cheap next to a search
+        self.ready = False
+        self.warmed: list[str] = []
+        self.warm_errors: list[str] = []
+
+    # ---------------------------------------------------------------- runs on the model thread
+
+    def collection_names(self) -> list[str]:
+        """The collections of the database (internal tables left out), sorted."""
+        import lancedb
+
+        from query.schema import RESERVED_SEPARATOR
+        from query.storage import check_db_uri
+
+        db = lancedb.connect(check_db_uri(self.settings.db_uri))
+        return sorted(n for n in db.table_names(limit=1_000_000) if RESERVED_SEPARATOR not in n)
+
+    def searcher(self, collection: str):
+        """The collection's Searcher, opened on first use and kept (it sees later index runs by itself)."""
+        from query.searcher import Searcher
+
+        with self._lock:
+            s = self._searchers.get(collection)
+            if s is None:
+                s = self._searchers[collection] = Searcher(collection=collection, settings=self.settings)
+            return s
+
+    def warm(self) -> None:
+        """Open the collections to serve (at most a handful) and run one tiny search each: loads the models."""
+        try:
+            names = self.warm_collections
+            if names is None:
+                names = self.collection_names()[:WARM_MAX_COLLECTIONS]
+            for name in names:
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", UserWarning)
+                        self.searcher(name).search(WARM_QUERY, k=1)
+                    self.warm_errors += [f"{name}: {m}" for m in _user_warnings(caught)]
+                    self.warmed.append(name)
+                except CorpusSearchError as exc:
+                    self.warm_errors.append(f"{name}: {exc}")
+            # search-document uses the configured cross-encoder; a collection may have used its own re-ranker.
+            from query.models import reranker_from_settings
+
+            try:
+                reranker_from_settings(self.settings)
+            except ModelUnavailableError as exc:
+                self.warm_errors.append(f"search-document: {exc}")
+        except Exception:  # noqa: BLE001 - a broken warm-up must not keep the service at 503 forever
+            log.exception("warm-up failed; the service answers anyway and loads models on first use")
+            self.warm_errors.append("warm-up failed (see the service log)")
+        finally:
+            for message in self.warm_errors:
+                log.warning("warm-up: %s", message)
+            log.info("ready: warm collections %s", ", ".join(self.warmed) or "(none)")
+            self.ready = True
+
+    # ---------------------------------------------------------------- called from the event loop
+
+    async def run(self, fn: Callable[[], Answer]) -> JSONResponse:
+        """Run ``fn`` on the model thread; its answer, or its error as JSON with the right status."""
+        def call() -> tuple[Answer, list[str]]:
+            # Recorded per call; only the model thread searches, so catch_warnings (process-wide) does not race
+            # when model_threads is 1.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                answer = fn()
+            return answer, _user_warnings(caught)
+
+        try:
+            answer, caught = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+        except CorpusSearchError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=error_status(exc))
+        except Exception as exc:  # noqa: BLE001 - the boundary: a bug is a 500 and a traceback in the log
+            if (user_error := settings_error(exc)) is not None:
+                return JSONResponse({"error": str(user_error)}, status_code=400)
+            log.exception("internal error while answering a query")
+            return JSONResponse({"error": f"internal error ({type(exc).__name__}: {exc}); see the service log"},
+                                status_code=500)
+        for message in caught:
+            log.warning("%s", message)
+        headers = {STAGES_HEADER: encode_header(answer.stages)}
+        if caught:
+            headers[WARNINGS_HEADER] = encode_header(json.dumps(caught, ensure_ascii=False))
+        return JSONResponse(answer.payload, headers=headers)
+
+
+def create_app(settings: Settings | None = None, collections: Sequence[str] | None = None, *,
+               model_threads: int = 1) -> FastAPI:
+    """The service's FastAPI app. ``collections`` restricts warm-up (default: the first few of the database)."""
+    from query.settings import get_settings
+
+    service = QueryService(settings or get_settings(), collections, model_threads)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Warm up on the model thread without awaiting it: /healthz answers 503 meanwhile, and searches
+        # that arrive early queue behind the warm-up instead of loading models a second time.
+        loop = asyncio.get_running_loop()
+        warming = loop.run_in_executor(service.executor, service.warm)
+        try:
+            yield
+        finally:
+            warming.cancel()
+            service.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="corpus-search", summary="retrieve and re-rank paragraphs", lifespan=lifespan)
+    app.state.service = service
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": _validation_message(exc)}, status_code=422)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        if not service.ready:
+            return JSONResponse({"status": "warming", "error": "the service is loading its models; retry shortly"},
+                                status_code=503)
+        return JSONResponse({"status": "ok", "collections": service.warmed, "warnings": service.warm_errors})
+
+    @app.get("/collections")
+    async def collections_() -> JSONResponse:
+        # Not on the model thread: listing tables is quick and must not wait behind queued searches.
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            names = await run_in_threadpool(service.collection_names)
+        except CorpusSearchError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=error_status(exc))
+        return JSONResponse({"collections": names})
+
+    @app.post("/search")
+    async def search(body: SearchRequest) -> JSONResponse:
+        return await service.run(lambda: search_answer(
+            service.searcher(body.collection), body.query, k=body.k, mode=body.mode, candidates=body.candidates,
+            rerank=body.rerank, where=body.where))
+
+    @app.post("/search-document")
+    async def search_document(body: DocumentRequest) -> JSONResponse:
+        return await service.run(lambda: document_answer(body.source, body.query, k=body.k, settings=service.settings))
+
+    page = resources.files("corpus_search").joinpath("static/search.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return app
