@@ -193,8 +193,12 @@ class QueryService:
 
 
 def create_app(settings: Settings | None = None, collections: Sequence[str] | None = None, *,
-               model_threads: int = 1) -> FastAPI:
-    """The service's FastAPI app. ``collections`` restricts warm-up (default: the first few of the database)."""
+               model_threads: int = 1, local_files: bool = True) -> FastAPI:
+    """The service's FastAPI app. ``collections`` restricts warm-up (default: the first few of the database).
+
+    ``local_files=False``: ``POST /search-document`` takes http(s) URLs only (403 for a path), so that a
+    service reachable from other machines does not read this machine's files for them.
+    """
     from query.settings import get_settings
 
     service = QueryService(settings or get_settings(), collections, model_threads)
@@ -244,6 +248,10 @@ def create_app(settings: Settings | None = None, collections: Sequence[str] | No
 
     @app.post("/search-document")
     async def search_document(body: DocumentRequest) -> JSONResponse:
+        if not local_files and not body.source.lower().startswith(("http://", "https://")):
+            return JSONResponse({"error": f"{body.source!r} is not an http(s) URL: this service reads no local files "
+                                 "for its clients (it listens beyond loopback); start it with --allow-local-files "
+                                 "to allow that"}, status_code=403)
         return await service.run(lambda: document_answer(body.source, body.query, k=body.k, settings=service.settings))
 
     page = resources.files("corpus_search").joinpath("static/search.html").read_text(encoding="utf-8")

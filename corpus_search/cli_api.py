@@ -66,12 +66,14 @@ def cmd_api(args: argparse.Namespace) -> int:
     _check_port_free(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("corpus_search.api")
+    # search-document could read any file this process can read: beyond loopback, only when asked to.
+    local_files = args.allow_local_files or _loopback(args.host)
     if not _loopback(args.host):
-        # search-document reads any file this process can read; on a network interface, so can every client.
-        log.warning("listening on %s, not loopback: every client can search, and POST /search-document can "
-                    "read any file this process can read", args.host)
+        log.warning("listening on %s, not loopback: every client can search%s", args.host,
+                    ", and POST /search-document can read any file this process can read" if local_files
+                    else "; POST /search-document takes http(s) URLs only (--allow-local-files: files too)")
     log.info("database %s; page at http://%s:%d/ ; health at /healthz", settings.db_uri, args.host, args.port)
-    app = create_app(settings, collections, model_threads=args.model_threads)
+    app = create_app(settings, collections, model_threads=args.model_threads, local_files=local_files)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=args.access_log)
     return 0
 
@@ -92,5 +94,8 @@ def register(sub, common) -> None:
     ap.add_argument("--model-threads", type=int, choices=(1, 2, 4), default=1,
                     help="threads that run model work (default 1: one tokenizer user at a time; more only "
                     "contend for the CPU cores and may hit the tokenizers' 'Already borrowed' error; for measurements)")
+    ap.add_argument("--allow-local-files", action="store_true",
+                    help="let POST /search-document read local files when listening beyond loopback "
+                    "(on 127.0.0.1 it always may)")
     ap.add_argument("--access-log", action="store_true", help="log every request")
     ap.set_defaults(func=cmd_api)

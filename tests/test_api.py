@@ -108,14 +108,15 @@ def _wait_healthy(url: str, timeout_s: float, proc: subprocess.Popen | None = No
 
 
 @contextlib.contextmanager
-def serving(settings):
+def serving(settings, **app_options):
     """``create_app(settings)`` under a real uvicorn server in a background thread; yields its URL once healthy."""
     import uvicorn
 
     from corpus_search.api import create_app
 
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, **app_options), host="127.0.0.1", port=port,
+                                        log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -224,6 +225,14 @@ def test_search_document_answers_the_json_of_the_cli(server, settings, capsys):
     assert rc == 0
     assert r.json()["mode"] == "document" and len(r.json()["hits"]) == 2
     assert_same_answer(r.json(), json.loads(out))
+
+
+def test_a_service_without_local_files_refuses_a_path_with_403_and_says_how_to_allow_it(settings):
+    with serving(settings, collections=["no-such-collection"], local_files=False) as url:
+        r = httpx.post(url + "/search-document", json={"source": str(EXAMPLES / "notes" / "rainbows.md"),
+                                                       "query": "rainbow"}, timeout=60)
+    assert r.status_code == 403
+    assert "--allow-local-files" in r.json()["error"]
 
 
 @pytest.mark.parametrize(("body", "status", "cli_flags"), [
