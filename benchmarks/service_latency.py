@@ -10,7 +10,8 @@ wall time) and errors; and "cold": seconds from starting the process to the firs
 
 The core, :func:`run`, returns a dict and is importable (``benchmarks/query_latency.py`` can add it).
 Each client is a thread with its own ``httpx.Client``; client i starts at query i, so clients send
-different queries at the same time.
+different queries at the same time, and no query is sent twice (given enough queries), so the service's
+score cache never answers.
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def _level(url: str, collection: str, queries: Sequence[str], clients: int, n: int) -> dict:
+def _level(url: str, collection: str, queries: Sequence[str], clients: int, n: int, offset: int = 0) -> dict:
     import httpx
 
     def client(i: int) -> tuple[list[float], list[str]]:
         latencies, errors = [], []
         with httpx.Client(timeout=600, trust_env=False) as c:
             for j in range(n):
-                q = queries[(i + j * clients) % len(queries)]
+                q = queries[(offset + i + j * clients) % len(queries)]
                 t = time.perf_counter()
                 try:
                     r = c.post(url + "/search", json={"query": q, "collection": collection, "k": 10})
@@ -114,7 +115,10 @@ def run(db: str, collection: str, queries: Sequence[str], clients: Sequence[int]
             if first.status_code != 200:
                 raise RuntimeError(f"the first /search failed: HTTP {first.status_code} {first.text[:300]}")
             reranked = first.json()["reranked"]
-        levels = [_level(url, collection, queries, c, n) for c in clients]
+        # Each level starts after the queries of the levels before it: no level is served from the score cache
+        # of an earlier one (the first query warmed the service and is not reused either).
+        starts = [1 + sum(c * n for c in clients[:i]) for i in range(len(clients))]
+        levels = [_level(url, collection, queries, c, n, start) for c, start in zip(clients, starts, strict=True)]
     finally:
         proc.terminate()  # our own child, by its handle
         try:
