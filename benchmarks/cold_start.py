@@ -32,9 +32,9 @@ s = Searcher(db_uri=args["db"], collection=args["collection"], cross_encoder=arg
 t_open = time.perf_counter() - t
 t = time.perf_counter(); s.bi_encoder; t_bi = time.perf_counter() - t
 t_ce = 0.0
+rerank = bool(args.get("cross_encoder") or args.get("rerank"))
 if rerank:
     t = time.perf_counter(); s.reranker; t_ce = time.perf_counter() - t
-rerank = bool(args.get("cross_encoder") or args.get("rerank"))
 t = time.perf_counter(); s.search(args["query"], k=10, rerank=rerank); t_first = time.perf_counter() - t
 t = time.perf_counter(); s.search(args["query"] + " today", k=10, rerank=rerank); t_second = time.perf_counter() - t
 print(json.dumps({"import_s": t_import, "open_collection_s": t_open, "load_bi_encoder_s": t_bi,
