@@ -140,10 +140,17 @@ def ensure_exported(hf_model: Any, tokenizer: Any, *, int8: bool) -> tuple[Path,
 
         # Per-channel int8 weights kept the top-10 of 100 SciFact pairs (9/10 to 10/10) where per-tensor
         # and reduce_range lost more; DefaultTensorType lets the quantiser pass ops shape inference cannot type.
-        logging.getLogger("root").setLevel(logging.ERROR)  # "consider pre-processing" advice, on every call
-        _atomic_write(folder / INT8_FILE, lambda tmp: quantize_dynamic(
-            folder / FP32_FILE, tmp, weight_type=QuantType.QInt8, per_channel=True,
-            extra_options={"DefaultTensorType": 1}))
+        # The quantiser logs "consider pre-processing" advice on the root logger, on every call: quiet it for
+        # the call only (the root level is the process's, e.g. the query service's own log).
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            _atomic_write(folder / INT8_FILE, lambda tmp: quantize_dynamic(
+                folder / FP32_FILE, tmp, weight_type=QuantType.QInt8, per_channel=True,
+                extra_options={"DefaultTensorType": 1}))
+        finally:
+            root.setLevel(level)
     return folder / (INT8_FILE if int8 else FP32_FILE), meta
 
 

@@ -172,3 +172,17 @@ def test_adaptive_depth_scores_only_the_candidates_that_can_reach_the_top_k(mode
     assert full == n
     _, alone = _rerank(QUERY, table, ActiveReranker(model, "m"), False, 5, adaptive=True)
     assert alone == n  # without fusion the cross-encoder alone decides: every candidate is scored
+
+
+def test_quantising_leaves_the_processs_root_logger_level_as_it_was(tmp_path):
+    import logging
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        path = build_cross_encoder(tmp_path / "m", 1, body="tiny-bert")
+        Reranker(load_cross_encoder(str(path)), backend="onnx", precision="int8")
+        assert root.level == logging.INFO
+    finally:
+        root.setLevel(before)
