@@ -35,12 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def fused_top(retrieval: np.ndarray, ce: np.ndarray, alpha: float, k: int, adaptive: bool) -> tuple[np.ndarray, int]:
     """The top-``k`` candidate indices as ``Searcher`` ranks them (see query.searcher._rerank), and how many were scored."""
-    from query.fusion import fusion_reach, minmax, rank_order
+    from query.fusion import fused_scores, fusion_reach, rank_order
 
-    keep = np.flatnonzero(fusion_reach(retrieval, alpha, k)) if adaptive and alpha < 1.0 else np.arange(len(retrieval))
-    scores = np.full(len(retrieval), -np.inf)
-    scores[keep] = ce[keep] if alpha == 1.0 else alpha * minmax(ce[keep]) + (1 - alpha) * minmax(retrieval)[keep]
-    return rank_order(scores)[:k], len(keep)
+    keep = np.flatnonzero(fusion_reach(retrieval, alpha, k)) if adaptive else np.arange(len(retrieval))
+    return rank_order(fused_scores(ce[keep], retrieval, keep, alpha))[:k], len(keep)
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from query import retrieve
 from query.errors import CollectionNotFoundError, InvalidQueryError, ModelUnavailableError
 from query.filters import where_sql
 from query.hits import MAX_RESULTS, Hit, Timings, check_query, hits_from_table, passage_text, whole_number  # noqa: F401 - re-exported
-from query.fusion import fusion_reach, minmax, rank_order
+from query.fusion import fused_scores, fusion_reach, rank_order
 from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings, reranker_options
 from query.registry import promoted_model
 from query.schema import (
@@ -45,20 +45,15 @@ class RerankSkippedWarning(UserWarning):
 def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: bool, k: int,
             adaptive: bool) -> tuple[list[Hit], int]:
     """The top ``k`` of ``hits`` re-ranked, and how many candidates the cross-encoder scored."""
-    alpha = reranker.alpha
+    alpha, retrieval = reranker.alpha, hits["retrieval_score"].to_numpy()
     # Adaptive depth: with fusion, a candidate too far below the first stage's k-th best cannot reach the
     # top k whatever its cross-encoder score (query.fusion.fusion_reach), so it is not scored.
-    keep = np.flatnonzero(fusion_reach(hits["retrieval_score"].to_numpy(), alpha, k)) if adaptive and alpha < 1.0 \
-        else np.arange(hits.num_rows)
+    keep = np.flatnonzero(fusion_reach(retrieval, alpha, k)) if adaptive else np.arange(hits.num_rows)
     titles, texts = hits["title"].to_pylist(), hits["text"].to_pylist()
     passages = [passage_text(titles[i], texts[i], encode_title) for i in keep]
     # With fusion every candidate's exact score matters, not only the re-ranker's own top k.
     ce = reranker.model.score(query, passages, top_k=k if alpha == 1.0 else len(passages))
-    scores = np.full(hits.num_rows, -np.inf)
-    if alpha == 1.0:
-        scores[keep] = ce
-    else:  # the first stage is scaled over all its candidates, the cross-encoder over those it scored
-        scores[keep] = alpha * minmax(ce) + (1.0 - alpha) * minmax(hits["retrieval_score"].to_numpy())[keep]
+    scores = fused_scores(ce, retrieval, keep, alpha)
     return hits_from_table(hits, rank_order(scores)[:k], scores), len(keep)
 
 
