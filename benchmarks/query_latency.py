@@ -260,9 +260,10 @@ def end_to_end(db: str, collection: str, model: str | None, queries: list[str], 
 
     # The score cache is off: variants that share a model (same backend) would otherwise answer each
     # other's queries from it. What the cache saves on a repeated query is measured separately.
+    configs = dict([("as shipped", {}), *variants])
     searchers = {name: Searcher(db_uri=db, collection=collection, cross_encoder=model,
                                 settings=get_settings().model_copy(update={**kw, "rerank_cache_size": 0}))
-                 for name, kw in [("as shipped", {}), *variants]}
+                 for name, kw in configs.items()}
     # The baseline's own Searcher: a retrieval-only search must not overwrite a variant's timings.
     base_searcher = Searcher(db_uri=db, collection=collection, cross_encoder=model)
     active = next(iter(searchers.values())).active_reranker()
@@ -322,7 +323,7 @@ def end_to_end(db: str, collection: str, model: str | None, queries: list[str], 
         "reranker": active.name, "alpha": active.alpha, "backend": f"{r.backend}:{r.precision}",
         "backend_report": r.backend_report, "torch_threads": torch.get_num_threads(),
         "baseline_ms": statistics.median(base_ms),
-        "variants": {n: {"settings": dict(kw) if (kw := dict([("as shipped", {}), *variants]).get(n)) else {},
+        "variants": {n: {"settings": dict(configs[n]),
                          "ms": statistics.median(p["ms"]), "p95_ms": float(np.percentile(p["ms"], 95)),
                          "speedup": statistics.median(p["ratio"]),
                          "speedup_of_medians": statistics.median(base_ms) / statistics.median(p["ms"]),

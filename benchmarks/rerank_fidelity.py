@@ -69,7 +69,7 @@ def main() -> int:
     data = load_dataset(args.dataset, split=args.split)
     qids = [q for q in data.queries if q in data.qrels][: args.queries]
     searcher = Searcher(db_uri=args.db, collection=args.collection)
-    entry = next((e for e in read_registry(searcher.table).models if e.id == args.model), None)
+    entry = read_registry(searcher.table).find(args.model)
     path = str(model_path(args.db, entry)) if entry else args.model
     alpha = entry.alpha if entry else (args.alpha if args.alpha is not None else 1.0)
     hits = searcher.search_many([data.queries[q] for q in qids], k=args.depth, mode="hybrid",

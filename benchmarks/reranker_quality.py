@@ -73,7 +73,7 @@ def main() -> int:
     rows = [{"run": "hybrid", "ndcg@10": round(base_v.mean(), 4)}]
     registry = read_registry(searcher.table)
     for name in args.models:
-        entry = next((e for e in registry.models if e.id == name), None)
+        entry = registry.find(name)
         path = str(model_path(args.db, entry)) if entry else name
         alpha = entry.alpha if entry else (args.alpha if args.alpha is not None else 1.0)
         model = load_reranker(path)

@@ -140,10 +140,7 @@ def choose(reranker: Reranker, backend: str, precision: str) -> tuple[str, str, 
                                       **({"max_score_diff": agreement[name]} if name in agreement else {})}
     timed = [(report["candidates"][f"{e}:{p}"]["seconds"] or 0.0, i, e, p) for i, (e, p) in enumerate(cands)
              if "seconds" in report["candidates"][f"{e}:{p}"]]
-    if not timed:  # only int8 was allowed and it disagrees: fp32 ONNX is always faithful
-        timed = [(0.0, 0, backend if backend != "auto" else "onnx", "fp32")]
-        engines.setdefault(timed[0][2:], (onnx_backend.ort_engine if timed[0][2] == "onnx" else onnx_backend.openvino_engine)(
-            onnx_backend.ensure_exported(hf, tok, int8=False)[0], _threads()))
+    # Never empty: int8 is refused only under precision "auto", where an fp32 candidate always stands too.
     _, _, e, p = min(timed)
     onnx_backend.write_meta(folder, meta)
     report["chosen"] = f"{e}:{p}"
@@ -161,7 +158,7 @@ def _probe(reranker: Reranker, engine: Any, precision: str) -> np.ndarray:
     """0..1 scores of the probe pairs with ``engine`` (None: torch) at ``precision``."""
     from query.rerank import _relevance, logits_to_scores
 
-    saved = reranker._engine, getattr(reranker, "precision", None)
+    saved = reranker._engine, reranker.precision
     reranker._engine, reranker.precision = engine, precision
     try:
         scores = []

@@ -23,7 +23,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Most preferred first, as transformers loads them.
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin.index.json", "pytorch_model.bin")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin.index.json", "pytorch_model.bin")
 
 
 def _weights_file(location: str, filename: str) -> str | None:
@@ -39,7 +39,7 @@ def _weights_file(location: str, filename: str) -> str | None:
 
 def checkpoint_keys(location: str) -> set[str] | None:
     """The tensor names stored in the checkpoint at ``location`` (a directory or a cached hub id), or None."""
-    for filename in _WEIGHT_FILES:
+    for filename in WEIGHT_FILES:
         path = _weights_file(location, filename)
         if path is None:
             continue

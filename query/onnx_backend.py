@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from query.cross_encoder import WEIGHT_FILES
 from query.errors import ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 #: ONNX files, beside the model: fp32 export and its int8 dynamic quantisation.
 FP32_FILE, INT8_FILE, META_FILE = "model.onnx", "model_int8.onnx", "export.json"
 _OPSET = 17
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 Engine = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -55,7 +55,7 @@ def available() -> bool:
 
 def _fingerprint(location: Path) -> str:
     """Identifies the weights on disk: the first weights file's size and mtime (a retrained model differs)."""
-    for name in _WEIGHT_FILES:
+    for name in WEIGHT_FILES:
         f = location / name
         if f.is_file():
             st = f.stat()

@@ -53,10 +53,13 @@ class Registry:
     promoted: str | None = None
     models: list[RerankerEntry] = field(default_factory=list)
 
+    def find(self, model_id: str) -> RerankerEntry | None:
+        """The entry ``model_id``, or None (a caller that also takes model directories tries that next)."""
+        return next((entry for entry in self.models if entry.id == model_id), None)
+
     def get(self, model_id: str) -> RerankerEntry:
-        for entry in self.models:
-            if entry.id == model_id:
-                return entry
+        if (entry := self.find(model_id)) is not None:
+            return entry
         known = ", ".join(e.id for e in self.models) or "none yet: train one with corpus-search train-reranker"
         raise RerankerRegistryError(f"no re-ranker {model_id!r} in this collection (trained: {known})")
 

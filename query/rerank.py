@@ -27,13 +27,11 @@ import numpy as np
 
 # cpu_has_native_bf16, ModelUnavailableError, FIX_HINT and load_cross_encoder are re-exported for one
 # release from their homes since issue #9 (query.devices, query.errors, query.models): import them there.
-from query import devices
-from query.cross_encoder import sequence_classifier
-from query import backends
+from query import backends, devices
 from query.backends import Backend, ScoreCache
+from query.cross_encoder import sequence_classifier
 from query.devices import autocast, cpu_has_native_bf16  # noqa: F401
-from query.errors import PrecisionError
-from query.errors import ModelUnavailableError  # noqa: F401
+from query.errors import ModelUnavailableError, PrecisionError  # noqa: F401 - ModelUnavailableError re-exported
 from query.fusion import rank_order  # noqa: F401 - re-exported: the documented ranking order
 from query.models import FIX_HINT, load_cross_encoder  # noqa: F401
 from query.settings import RerankPrecision
