@@ -96,6 +96,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     return EXIT_CODES[result["outcome"]]
 
 
+def _rerank_mode(args: argparse.Namespace) -> bool | str:
+    """``Searcher.search``'s ``rerank`` from ``--no-rerank`` / ``--require-rerank``, locally and through --api."""
+    return False if args.no_rerank else ("require" if args.require_rerank else True)
+
+
 def _api_url(args: argparse.Namespace) -> str | None:
     """The query service to send ``search`` to: ``--api``, else the ``CORPUS_SEARCH_API_URL`` setting."""
     if args.api is not None:
@@ -122,7 +127,7 @@ def _search_remote(args: argparse.Namespace, api_url: str, where: dict | None) -
 
     body = {"query": args.query, "collection": args.collection or get_settings().collection, "k": args.k,
             "mode": args.mode, "candidates": args.candidates,
-            "rerank": False if args.no_rerank else ("require" if args.require_rerank else True), "where": where}
+            "rerank": _rerank_mode(args), "where": where}
     answer = post(api_url, "/search", body)
     for message in answer.warnings:  # the service's warnings, shown as a local search shows its own
         warnings.warn(message, stacklevel=1)
@@ -138,9 +143,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from query.searcher import Searcher
 
     searcher = Searcher(settings=_settings(args), version=args.version)
-    rerank = False if args.no_rerank else ("require" if args.require_rerank else True)
     answer = search_answer(searcher, args.query, k=args.k, mode=args.mode, candidates=args.candidates,
-                           rerank=rerank, where=where)
+                           rerank=_rerank_mode(args), where=where)
     _print_answer(answer, args.json)
     return 0
 
