@@ -111,18 +111,27 @@ def choose(reranker: Reranker, backend: str, precision: str) -> tuple[str, str, 
         return "torch", cands[0][1], None, {"chosen": "torch"}
     hf, tok = reranker._compute_model, reranker._tokenizer
     engines: dict[tuple[str, str], Any] = {}
-    meta: dict = {}
-    for e, p in cands:
+
+    def engine(e: str, p: str) -> Any:
+        """The engine of a candidate, made on first need: a process that finds the timings cached makes only
+        the winner's (each ONNX Runtime session holds its own copy of the weights)."""
         if e == "torch":
-            continue
-        path, meta = onnx_backend.ensure_exported(hf, tok, int8=p == "int8")
-        make = onnx_backend.ort_engine if e == "onnx" else onnx_backend.openvino_engine
-        engines[(e, p)] = make(path, _threads())
+            return None
+        if (e, p) not in engines:
+            make = onnx_backend.ort_engine if e == "onnx" else onnx_backend.openvino_engine
+            engines[(e, p)] = make(onnx_backend.ensure_exported(hf, tok, int8=p == "int8")[0], _threads())
+        return engines[(e, p)]
+
+    meta: dict = {}
+    for e, p in cands:  # exported (and quantised) up front: the metadata below belongs to these files
+        if e != "torch":
+            meta = onnx_backend.ensure_exported(hf, tok, int8=p == "int8")[1]
     folder = onnx_backend.cache_dir(hf)
     key = cpu_key()
     known = meta.setdefault("timings", {}).setdefault(key, {})
     agreement = meta.setdefault("int8_max_score_diff", {})
     reference = None
+    measured = False  # anything new to keep beside the ONNX files
     report: dict = {"cpu": key, "candidates": {}}
     for e, p in cands:
         name = f"{e}:{p}"
@@ -130,22 +139,25 @@ def choose(reranker: Reranker, backend: str, precision: str) -> tuple[str, str, 
             if name not in agreement:
                 if reference is None:
                     reference = _probe(reranker, None, "fp32")
-                agreement[name] = float(np.max(np.abs(_probe(reranker, engines[(e, p)], p) - reference)))
+                agreement[name] = float(np.max(np.abs(_probe(reranker, engine(e, p), p) - reference)))
+                measured = True
             if agreement[name] > INT8_MAX_SCORE_DIFF:
                 report["candidates"][name] = {"refused": f"max score diff {agreement[name]:.4f} > {INT8_MAX_SCORE_DIFF}"}
                 continue
         if name not in known and len(cands) > 1:  # one candidate: nothing to compare
-            known[name] = _time(reranker, engines.get((e, p)), p)
+            known[name] = _time(reranker, engine(e, p), p)
+            measured = True
         report["candidates"][name] = {"seconds": known.get(name),
                                       **({"max_score_diff": agreement[name]} if name in agreement else {})}
     timed = [(report["candidates"][f"{e}:{p}"]["seconds"] or 0.0, i, e, p) for i, (e, p) in enumerate(cands)
              if "seconds" in report["candidates"][f"{e}:{p}"]]
     # Never empty: int8 is refused only under precision "auto", where an fp32 candidate always stands too.
     _, _, e, p = min(timed)
-    onnx_backend.write_meta(folder, meta)
+    if measured:
+        onnx_backend.write_meta(folder, meta)
     report["chosen"] = f"{e}:{p}"
     logging.getLogger(__name__).info("cross-encoder backend %s (%s)", report["chosen"], report)
-    return e, p, engines.get((e, p)), report
+    return e, p, engine(e, p), report
 
 
 def _threads() -> int:
