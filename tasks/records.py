@@ -65,6 +65,11 @@ class Article(_Keyed):
     etag: str | None = None
     last_modified: str | None = None
     paragraphs: list[str] | None = None
+    #: What the article says about itself (author, keywords, a dump's or a record's own fields...): text
+    #: values, kept on every paragraph row. Filled by the readers (HTML ``<meta>``, markdown front matter).
+    metadata: dict[str, str] = field(default_factory=dict)
+    #: When the article was published, if it says so (``article:published_time``, ``<time>``, ``date:``).
+    published: datetime | None = None
 
 
 @dataclass(frozen=True)
