@@ -101,6 +101,9 @@ class Paragraph:
     text: str
     encoded: str
     content_hash: str
+    #: The article's metadata and publication time, repeated on each of its paragraphs (filterable per row).
+    metadata: dict[str, str] | None = None
+    published: datetime | None = None
 
 
 @dataclass(frozen=True)
