@@ -25,18 +25,12 @@ def _settings(args: argparse.Namespace):
 
 
 def _parse_where(items: Sequence[str] | None) -> dict | None:
-    """``--where COLUMN=VALUE`` options as a filter mapping; values stay text (``where_sql`` coerces them)."""
+    """``--where KEY<op>VALUE`` options as a filter mapping (``query.filters.parse_cli_conditions``)."""
     if not items:
         return None
-    from query.errors import InvalidQueryError
+    from query.filters import parse_cli_conditions
 
-    where: dict[str, list[str]] = {}
-    for item in items:
-        col, sep, value = item.partition("=")
-        if not sep or not col.strip():
-            raise InvalidQueryError(f"--where {item!r}: use COLUMN=VALUE, e.g. --where source=https://example.org/")
-        where.setdefault(col.strip(), []).append(value)
-    return {c: v[0] if len(v) == 1 else v for c, v in where.items()}
+    return parse_cli_conditions(items)
 
 
 def _positive_int(text: str) -> int:
@@ -194,7 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder; scores are retrieval scores")
     rr.add_argument("--require-rerank", action="store_true",
                     help="fail (exit 2) when no cross-encoder loads, instead of answering with retrieval alone")
-    se.add_argument("--where", action="append", metavar="COLUMN=VALUE", help="filter, e.g. source=https://example.org/")
+    se.add_argument(
+        "--where", action="append", metavar="KEY<op>VALUE",
+        help="filter (repeatable, ANDed; one key given '=' twice means either value). op: = != < <= > >= ^= "
+        "(starts with). KEY: a column (source, doc_id, origin, title, position, published, indexed_at...) or "
+        "metadata.FIELD. E.g. --where published>=2024-01-01 --where source^=/home/me/notes/ "
+        "--where metadata.author=Ann",
+    )
     se.add_argument("--bi-encoder", default=None)
     se.add_argument("--cross-encoder", default=None, help="cross-encoder name or local path")
     se.add_argument("--version", default=None, help="search this version number or tag (default: the latest)")

@@ -66,6 +66,21 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from tasks.migrate import migrate_collection
+
+    result = migrate_collection(_db_uri(args), args.collection)
+    if args.json:
+        print(json.dumps(result))
+    elif result["from_version"] == result["to_version"]:
+        print(f"collection {args.collection} already uses index schema v{result['to_version']}: nothing to do")
+    else:
+        print(f"collection {args.collection}: index schema v{result['from_version']} -> v{result['to_version']} "
+              f"({result['rows']} rows kept with their vectors; source now names the file or URL of "
+              f"{result['sources_updated']} rows)")
+    return 0
+
+
 def register(sub, common) -> None:
     ve = sub.add_parser("versions", help="list a collection's versions with rows, tags, run summaries and eval metrics")
     ve.add_argument("collection")
@@ -87,3 +102,12 @@ def register(sub, common) -> None:
     tg.add_argument("--version", default=None, metavar="VERSION|TAG", help="version to tag (default: the latest)")
     common(tg, collection=False)
     tg.set_defaults(func=cmd_tag)
+
+    mg = sub.add_parser(
+        "migrate",
+        help="upgrade a collection made by an older corpus-search to the current index schema, in place "
+        "(vectors kept, nothing re-encoded)",
+    )
+    mg.add_argument("collection")
+    common(mg, collection=False)
+    mg.set_defaults(func=cmd_migrate)

@@ -29,9 +29,9 @@ from flows.summary import IndexSummary, NothingIndexedError, artifact_key, print
 from query.schema import validate_collection_name
 from query.settings import Settings, get_settings
 from tasks import stages
-from tasks.fetch import SourceSpec, classify_source, list_directory, open_text
+from tasks.fetch import LOCAL_SUFFIXES, SourceSpec, classify_source, list_directory, open_text
 from tasks.lock import writer_lock
-from tasks.records import FetchFailure, NotModified, article_key
+from tasks.records import ArticleState, FetchFailure, NotModified, article_key
 
 
 def work_units(spec: SourceSpec, batch: int, settings: Settings) -> Iterator[list]:
@@ -76,18 +76,40 @@ def _progress(enabled: bool, total: int | None):
 def _unit_label(spec: SourceSpec, unit) -> str:
     """A work unit as a failure names it: a URL, a file path under its root, or dump:line."""
     if isinstance(unit, tuple):
-        return f"{Path(spec.root).name}:{unit[0]}"
+        return f"{spec.origin or Path(spec.root).name}:{unit[0]}"
     return printable(str(unit))
 
 
 @dataclass
 class Vanished:
-    """Articles that disappeared from a fully enumerated source; ``confirmed`` by --allow-empty-source."""
+    """Articles of one origin that disappeared from a fully enumerated source; ``confirmed`` by
+    --allow-empty-source."""
 
-    source: str
+    origin: str
     doc_ids: list[str]
     confirmed: bool = False
     rows: int = 0
+
+
+def is_local_file_state(state: ArticleState) -> bool:
+    """Whether a remembered article is one local file (not a dump record, a URL or a Python record):
+    its source is a file path under its origin (a directory) or the origin itself (a single file)."""
+    source, origin = state.source, state.origin or state.source
+    return ("://" not in source and Path(source).suffix.lower() in LOCAL_SUFFIXES
+            and (source == origin or source.startswith(origin.rstrip("/") + "/")))
+
+
+def under(root: str, state: ArticleState) -> bool:
+    """Whether a remembered article belongs to the fully enumerated source ``root``: indexed through it,
+    or a file below it that an inner root indexed first (roots may overlap)."""
+    origin = state.origin or state.source
+    return origin == root or (is_local_file_state(state) and state.source.startswith(root.rstrip("/") + "/"))
+
+
+def local_order(specs: list[SourceSpec]) -> list[SourceSpec]:
+    """Outer directories before the directories inside them, so that a file reached through two
+    overlapping roots is stored under the outer one (with its path relative to it)."""
+    return sorted(specs, key=lambda s: (s.kind != "directory", len(Path(s.root).parts)))
 
 
 @flow(name="index-corpus", log_prints=True, on_failure=[log_failure], on_crashed=[log_crash])
@@ -100,6 +122,9 @@ def index_corpus(
     progress: bool = False,
     allow_empty_source: bool = False,
     allow_mass_delete: bool = False,
+    records_path: str | None = None,
+    records_origin: str = "records",
+    complete_records: bool = False,
 ) -> dict:
     """Index ``sources`` (URLs, files, directories, JSONL dumps) into ``collection``; returns the summary.
 
@@ -107,6 +132,8 @@ def index_corpus(
     are deleted (without it they are kept: an empty mount point looks exactly like that).
     ``allow_mass_delete``: go ahead when the run would delete more than ``max_delete_fraction`` of the
     collection's rows. Raises ``NothingIndexedError`` (the run ends Failed) when nothing could be indexed.
+    ``records_path``: a JSONL dump of records from ``corpus_search.index_records``, stored under
+    ``records_origin``; its vanished records are deleted only when ``complete_records``.
     """
     logger = get_run_logger()
     validate_collection_name(collection)  # before any file is touched
@@ -126,11 +153,18 @@ def index_corpus(
             local.append(classify_source(s))
         except ValueError as exc:  # a missing path may be an unmounted disk: keep its rows
             summary.fail(s, str(exc))
+    if records_path:
+        local.append(SourceSpec(records_path, "jsonl", records_path, origin=records_origin))
     bar = _progress(progress, None)
 
     with writer_lock(settings.db_uri, collection):
         states = stages.load_states(settings)
         known = {k: s.body_hash for k, s in states.items()}
+        stamps = {k: s.file_stamp for k, s in states.items() if s.file_stamp}
+        # A local file is stored once, under the identity (origin, doc_id) of the root that first indexed it:
+        # its full path finds that identity when another, overlapping root reaches it.
+        claimed = {s.source: (s.origin or s.source, s.doc_id) for s in states.values() if is_local_file_state(s)}
+        done: set[str] = set()  # files already handled in this run (through an overlapping root)
         rows_before = stages.count_rows(settings)
 
         def process(outcomes: list) -> None:
@@ -144,8 +178,11 @@ def index_corpus(
                     unchanged += 1
                 else:
                     articles.append(o)
-            split = stages.split_batch(articles, {a.key: known.get(a.key, "") for a in articles}, settings)
+            split = stages.split_batch(articles, {a.key: known.get(a.key, "") for a in articles}, settings,
+                                       {a.key: stamps[a.key] for a in articles if a.key in stamps})
             failed += [(f.doc_id, f.error) for f in split.failed]
+            if split.restamp:
+                stages.restamp_files(split.restamp, settings)
             if split.changed:
                 plan = stages.plan_writes(split.paragraphs, split.changed, settings)
                 vectors, seconds = stages.encode_paragraphs([p.encoded for p in plan.new], settings)
@@ -186,7 +223,7 @@ def index_corpus(
 
         # Local sources are fully enumerated, so articles that vanished from them are deleted (below).
         vanished: list[Vanished] = []
-        for spec in local:
+        for spec in local_order(local):
             source = printable(spec.root)
             seen: set[str] = set()
             complete, enumerated = True, 0
@@ -196,17 +233,26 @@ def index_corpus(
                     units = list(units)  # list the whole tree first: an unreadable root fails before any write
                 for unit in units:
                     enumerated += len(unit)
-                    # Everything this batch names counts as seen, even if the batch fails: a failed read
-                    # must keep its rows, never look like a deletion.
+                    files: list[stages.FileUnit] = []
                     if spec.kind != "jsonl":
-                        seen.update(article_key(source, _unit_label(spec, u)) for u in unit)
+                        for u in unit:
+                            path = source if spec.kind == "file" else f"{source.rstrip('/')}/{_unit_label(spec, u)}"
+                            origin, doc_id = claimed.setdefault(path, (source, _unit_label(spec, u)))
+                            # Everything this batch names counts as seen, even if the batch fails: a failed
+                            # read must keep its rows, never look like a deletion.
+                            seen.add(article_key(origin, doc_id))
+                            if path not in done:  # else an overlapping root already handled it in this run
+                                done.add(path)
+                                files.append(stages.FileUnit(u, doc_id, origin))
 
-                    def work(unit=unit) -> None:
+                    def work(unit=unit, files=files) -> None:
                         nonlocal complete
                         if spec.kind == "jsonl":
                             outcomes = stages.parse_dump_batch(spec, unit, settings)
+                        elif files:
+                            outcomes = stages.read_file_batch(spec, files, stamps, settings)
                         else:
-                            outcomes = stages.read_file_batch(spec, unit, settings)
+                            outcomes = []
                         fresh = []
                         for o in outcomes:
                             if isinstance(o, FetchFailure) and spec.kind == "jsonl":
@@ -226,7 +272,10 @@ def index_corpus(
             if not complete:
                 logger.warning("%s: some records could not be read, so no article of it is treated as deleted", source)
                 continue
-            gone = [s.doc_id for k, s in states.items() if s.source == source and k not in seen]
+            if spec.origin and not complete_records:  # records: only a complete set says what vanished
+                continue
+            gone_states = [s for k, s in states.items() if under(spec.origin or source, s) and k not in seen]
+            gone = [s.doc_id for s in gone_states]
             if enumerated == 0 and spec.kind != "file":
                 if gone and not allow_empty_source:
                     summary.fail(
@@ -239,12 +288,15 @@ def index_corpus(
                 if not gone:
                     summary.fail(spec.spec, f"source {printable(spec.spec)!r} holds no articles to index")
                     continue
-            if gone:
-                vanished.append(Vanished(source, gone, confirmed=allow_empty_source and enumerated == 0))
+            by_origin: dict[str, list[str]] = {}
+            for s in gone_states:
+                by_origin.setdefault(s.origin or s.source, []).append(s.doc_id)
+            for origin, doc_ids in by_origin.items():
+                vanished.append(Vanished(origin, doc_ids, confirmed=allow_empty_source and enumerated == 0))
 
         if vanished:
             for v in vanished:
-                v.rows = stages.count_vanished_rows(v.source, v.doc_ids, settings)
+                v.rows = stages.count_vanished_rows(v.origin, v.doc_ids, settings)
             unconfirmed = sum(v.rows for v in vanished if not v.confirmed)
             limit = settings.max_delete_fraction * rows_before
             if unconfirmed > limit and not allow_mass_delete:
@@ -259,7 +311,7 @@ def index_corpus(
                 )
                 vanished = [v for v in vanished if v.confirmed]
             for v in vanished:
-                summary.paragraphs_deleted += stages.delete_vanished(v.source, v.doc_ids, settings)
+                summary.paragraphs_deleted += stages.delete_vanished(v.origin, v.doc_ids, settings)
                 summary.articles_deleted += len(v.doc_ids)
 
         info = stages.refresh_indexes(settings)

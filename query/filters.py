@@ -1,19 +1,43 @@
-"""Safe SQL filters for LanceDB: user values are always quoted literals, never raw SQL."""
+"""Safe SQL filters for LanceDB: user values are always quoted literals, never raw SQL.
+
+A filter is a mapping from a key to a condition:
+
+- a key is a paragraph column (``source``, ``doc_id``, ``published``, ``indexed_at``...) or
+  ``metadata.<name>``, one field of the article's own metadata (``metadata.author``);
+- a condition is a value (``=``), a list or set of values (``IN``), ``None`` (``IS NULL``), or a mapping
+  of operators to values: ``=, !=, <, <=, >, >=, in, not in, prefix`` (several are ANDed, so
+  ``{"published": {">=": "2024-01-01", "<": "2025-01-01"}}`` is a range).
+
+``!=`` and ``not in`` also match rows without a value (no ``published`` date, no such metadata
+key), as a reader of "author is not Smith" expects. Dates are ISO 8601 text, ``datetime`` or
+``date`` (a naive one is UTC). A metadata value is text: a number given as the value compares
+numerically (``{"metadata.year": {">=": 2020}}``), text compares as text (ISO dates sort correctly).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow as pa
 
 from query.errors import InvalidQueryError
-from query.schema import PARAGRAPH_FIELDS, RESULT_COLUMNS
+from query.schema import PARAGRAPH_FIELDS
 
-FILTERABLE = frozenset(RESULT_COLUMNS) - {"indexed_at"}
+#: Columns a filter may name: every paragraph column but the map itself (its keys are reached as
+#: ``metadata.<name>``). The vector is not a paragraph field.
+FILTERABLE = frozenset(f.name for f in PARAGRAPH_FIELDS) - {"metadata"}
 #: The Arrow type of each filterable column, from the index contract: values are coerced to it.
 COLUMN_TYPES: dict[str, pa.DataType] = {f.name: f.type for f in PARAGRAPH_FIELDS if f.name in FILTERABLE}
+#: Columns that may hold no value: ``!=`` on them also matches the rows without one.
+NULLABLE = frozenset(f.name for f in PARAGRAPH_FIELDS if f.nullable)
+METADATA_PREFIX = "metadata."
+OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "in", "not in", "prefix")
+#: Spellings accepted beside the canonical ones (Python's and Haystack's).
+_ALIASES = {"==": "=", "<>": "!=", "eq": "=", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">=",
+            "not_in": "not in", "nin": "not in", "starts_with": "prefix", "^=": "prefix"}
 
 
 def sql_literal(value: Any) -> str:
@@ -30,6 +54,8 @@ def sql_literal(value: Any) -> str:
         if "\x00" in value:
             raise ValueError("filter values cannot contain NUL characters")
         return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, datetime):
+        return f"TIMESTAMP {sql_literal(value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f+00:00'))}"
     raise TypeError(f"filter value {value!r} has unsupported type {type(value).__name__}: use str, int, float or bool")
 
 
@@ -39,6 +65,29 @@ def in_list(column: str, values: Iterable[Any]) -> str:
     if not literals:
         return "FALSE"
     return f"{column} IN ({', '.join(literals)})"
+
+
+def parse_timestamp(value: Any, *, key: str = "") -> datetime:
+    """``value`` (ISO 8601 text, ``datetime`` or ``date``) as an aware UTC datetime; naive means UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise InvalidQueryError(
+                f"filter on {key!r} takes a date or time, got {value!r}: use ISO 8601, "
+                f"e.g. --where '{key}>=2024-01-31' or '{key}<2024-01-31T12:00:00Z'"
+            ) from None
+    else:
+        raise InvalidQueryError(
+            f"filter on {key!r} takes a date or time, got {type(value).__name__} {value!r}: "
+            "pass ISO 8601 text, a datetime or a date"
+        )
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def coerce_value(column: str, value: Any) -> Any:
@@ -60,6 +109,8 @@ def coerce_value(column: str, value: Any) -> Any:
             f"filter on {column!r} takes a whole number, got {value!r}: "
             f"e.g. --where {column}=0 or where={{{column!r}: 0}}"
         )
+    if pa.types.is_timestamp(kind):
+        return parse_timestamp(value, key=column)
     if pa.types.is_string(kind):
         if isinstance(value, str):
             return value
@@ -70,11 +121,101 @@ def coerce_value(column: str, value: Any) -> Any:
     return value
 
 
+def _metadata_value(key: str, value: Any) -> tuple[Any, bool]:
+    """A metadata filter value and whether it compares numerically (metadata values are stored as text)."""
+    if isinstance(value, bool):
+        return ("true" if value else "false"), False
+    if isinstance(value, (int, float)):
+        return value, True
+    if isinstance(value, datetime | date):
+        return (parse_timestamp(value, key=key).isoformat() if isinstance(value, datetime) else value.isoformat()), False
+    if isinstance(value, str):
+        return value, False
+    raise InvalidQueryError(f"filter on {key!r}: value {value!r} has unsupported type {type(value).__name__}")
+
+
+def _operand(key: str) -> tuple[str, str | None]:
+    """The SQL expression of a filter key, and the column it names (None for a metadata key)."""
+    if key.startswith(METADATA_PREFIX) and len(key) > len(METADATA_PREFIX):
+        name = key[len(METADATA_PREFIX):]
+        return f"map_extract(metadata, {sql_literal(name)})[1]", None
+    if key in FILTERABLE:
+        return key, key
+    raise InvalidQueryError(
+        f"cannot filter on {key!r}: filterable columns are {', '.join(sorted(FILTERABLE))}, "
+        f"and a field of the articles' metadata is named metadata.<field>, e.g. metadata.author"
+    )
+
+
+def _condition(key: str, op: str, value: Any) -> str:
+    expr, column = _operand(key)
+    nullable = column is None or column in NULLABLE
+    if value is None:
+        if op == "=":
+            return f"{expr} IS NULL"
+        if op == "!=":
+            return f"{expr} IS NOT NULL"
+        raise InvalidQueryError(f"filter on {key!r}: {op!r} needs a value, not None")
+
+    def one(v: Any) -> tuple[str, str]:  # (operand expression, literal) for one value
+        if column is not None:
+            return expr, sql_literal(coerce_value(column, v))
+        v, numeric = _metadata_value(key, v)
+        # TRY_CAST: a value that is not a number is no match, not a query error.
+        return (f"TRY_CAST({expr} AS DOUBLE)" if numeric else expr), sql_literal(v)
+
+    if op in ("in", "not in"):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise InvalidQueryError(f"filter on {key!r}: {op!r} takes a list of values, got {value!r}")
+        values = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else list(value)
+        if not values:
+            return "FALSE" if op == "in" else "TRUE"
+        pairs = [one(v) for v in values]
+        # Mixed numeric/text metadata values: one comparison per value, ORed.
+        if len({e for e, _ in pairs}) == 1:
+            clause = f"{pairs[0][0]} IN ({', '.join(lit for _, lit in pairs)})"
+        else:
+            clause = "(" + " OR ".join(f"{e} = {lit}" for e, lit in pairs) + ")"
+        if op == "in":
+            return clause
+        return f"({expr} IS NULL OR NOT {clause})" if nullable else f"NOT {clause}"
+    if op == "prefix":
+        if not isinstance(value, str):
+            raise InvalidQueryError(f"filter on {key!r}: 'prefix' takes text, got {value!r}")
+        if column is not None and not pa.types.is_string(COLUMN_TYPES[column]):
+            raise InvalidQueryError(f"filter on {key!r}: 'prefix' works on text columns and metadata fields only")
+        return f"starts_with({expr}, {sql_literal(value)})"
+    left, lit = one(value)
+    if op == "!=":
+        return f"({left} IS NULL OR {left} != {lit})" if nullable else f"{left} != {lit}"
+    return f"{left} {op} {lit}"
+
+
+def _clauses(key: str, condition: Any) -> list[str]:
+    if isinstance(condition, Mapping):
+        if not condition:
+            raise InvalidQueryError(f"filter on {key!r}: empty condition; use e.g. {{'>=': '2024-01-01'}}")
+        out = []
+        for raw_op, value in condition.items():
+            op = _ALIASES.get(str(raw_op).strip().lower(), str(raw_op).strip().lower())
+            if op not in OPERATORS:
+                raise InvalidQueryError(
+                    f"filter on {key!r}: unknown operator {raw_op!r}; use one of {', '.join(OPERATORS)}"
+                )
+            out.append(_condition(key, op, value))
+        return out
+    if isinstance(condition, (list, tuple, set, frozenset)):
+        return [_condition(key, "in", condition)]
+    return [_condition(key, "=", condition)]
+
+
 def where_sql(filters: Mapping[str, Any] | None) -> str | None:
-    """Build a WHERE clause from ``{column: value or [values]}``; columns must be known paragraph columns.
+    """Build a WHERE clause from ``{key: condition}`` (see the module docstring), ANDed.
 
     >>> where_sql({"source": "https://example.org/", "position": [0, 1]})
     "source = 'https://example.org/' AND position IN (0, 1)"
+    >>> where_sql({"metadata.author": {"!=": "Ann"}})
+    "(map_extract(metadata, 'author')[1] IS NULL OR map_extract(metadata, 'author')[1] != 'Ann')"
     """
     if not filters:
         return None
@@ -83,19 +224,65 @@ def where_sql(filters: Mapping[str, Any] | None) -> str | None:
             f"where must be a mapping of column to value(s), e.g. {{'source': 'notes'}}; got {filters!r}"
         )
     clauses = []
-    for column, value in filters.items():
-        if column not in FILTERABLE:
-            raise InvalidQueryError(
-                f"cannot filter on {column!r}: filterable columns are {', '.join(sorted(FILTERABLE))}"
-            )
+    for key, condition in filters.items():
+        if not isinstance(key, str):
+            raise InvalidQueryError(f"filter keys are column names (text), got {key!r}")
         try:
-            if isinstance(value, (list, tuple, set, frozenset)):
-                values = [coerce_value(column, v) for v in value]
-                clauses.append(in_list(column, sorted(values) if isinstance(value, (set, frozenset)) else values))
-            else:
-                clauses.append(f"{column} = {sql_literal(coerce_value(column, value))}")
+            clauses.extend(_clauses(key, condition))
         except InvalidQueryError:
             raise
-        except ValueError as exc:  # NUL in a value: say which filter
-            raise InvalidQueryError(f"filter on {column!r}: {exc}") from exc
+        except (ValueError, TypeError) as exc:  # NUL in a value, an unsupported type: say which filter
+            raise InvalidQueryError(f"filter on {key!r}: {exc}") from exc
     return " AND ".join(clauses)
+
+
+def _number(text: str) -> int | float | str:
+    """``text`` as an int or a finite float when it is one, else unchanged."""
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if isinstance(value, int) or math.isfinite(value):
+            return value
+    return text
+
+
+#: ``--where`` operators, longest first so that ``>=`` is not read as ``>``.
+_CLI_OPS = ("!=", ">=", "<=", "^=", "=", "<", ">")
+
+
+def parse_cli_conditions(items: Iterable[str]) -> dict[str, Any] | None:
+    """``--where KEY<op>VALUE`` options as a filter mapping; values stay text (``where_sql`` coerces them).
+
+    ``op`` is one of ``= != < <= > >= ^=`` (``^=``: starts with). A key given ``=`` several times
+    means any of those values (IN); other operators on one key are ANDed (a range).
+    """
+    where: dict[str, dict[str, Any]] = {}
+    for item in items:
+        cut = min((i for i in (item.find(c) for c in "=!<>^") if i >= 0), default=-1)
+        op = next((o for o in _CLI_OPS if item.startswith(o, cut)), None) if cut > 0 else None
+        key = item[:cut].strip() if cut > 0 else ""
+        if op is None or not key:
+            raise InvalidQueryError(
+                f"--where {item!r}: use KEY<op>VALUE with op one of = != < <= > >= ^= (starts with), e.g. "
+                "--where source^=/home/me/notes/ --where published>=2024-01-01 --where metadata.author=Ann"
+            )
+        value = item[cut + len(op):]
+        conds = where.setdefault(key, {})
+        if op == "=":
+            conds.setdefault("in", []).append(value)
+        elif op in conds:
+            raise InvalidQueryError(f"--where: {key}{op} is given twice; give each bound once")
+        else:
+            if key.startswith(METADATA_PREFIX) and op in ("<", "<=", ">", ">="):
+                value = _number(value)  # "year>=2020" on text values means the number
+            conds["prefix" if op == "^=" else op] = value
+    out: dict[str, Any] = {}
+    for key, conds in where.items():
+        values = conds.pop("in", None)
+        if values is not None:
+            conds["=" if len(values) == 1 else "in"] = values[0] if len(values) == 1 else values
+        # A lone equality stays a plain value: the same mapping a Python caller would write.
+        out[key] = conds[next(iter(conds))] if set(conds) in ({"="}, {"in"}) else conds
+    return out or None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -34,13 +35,20 @@ class Hit:
     source: str
     position: int = 0
     reranked: bool = False
+    origin: str = ""  # the root the article was indexed through (a directory, a dump, a site)
+    published: datetime | None = None
+    metadata: dict[str, str] | None = None  # the article's own fields (author, keywords, a record's extras)
 
     #: The keys of one hit in ``corpus-search search --json``, in the order printed (``position`` is internal).
-    JSON_KEYS = ("rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source")
+    JSON_KEYS = ("rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source",
+                 "origin", "published", "metadata")
 
     def to_dict(self) -> dict:
-        """The hit as ``search --json`` prints it: :attr:`JSON_KEYS`, in that order."""
-        return {k: getattr(self, k) for k in self.JSON_KEYS}
+        """The hit as ``search --json`` prints it: :attr:`JSON_KEYS`, in that order (``published`` as ISO 8601)."""
+        out = {k: getattr(self, k) for k in self.JSON_KEYS}
+        if self.published is not None:
+            out["published"] = self.published.isoformat()
+        return out
 
 
 @dataclass
@@ -94,14 +102,18 @@ def passage_text(title: str | None, text: str, encode_title: bool) -> str:
 
 def hits_from_table(table: pa.Table, order: np.ndarray, scores: np.ndarray | None) -> list[Hit]:
     """Rows of ``table`` in ``order`` as hits; ``scores`` (re-ranked) or their retrieval scores."""
-    cols = {c: table[c].to_pylist() for c in ("id", "doc_id", "title", "text", "source", "position", "retrieval_score")}
+    names = ("id", "doc_id", "title", "text", "source", "position", "retrieval_score", "origin", "published", "metadata")
+    # Passages of one document (rank_passages) have no origin, date or metadata columns.
+    cols = {c: table[c].to_pylist() if c in table.column_names else [None] * table.num_rows for c in names}
     out = []
     for rank, i in enumerate(order, start=1):
         i = int(i)
         r = float(cols["retrieval_score"][i])
+        meta = cols["metadata"][i]
         out.append(
             Hit(rank, float(scores[i]) if scores is not None else r, r, cols["id"][i], cols["doc_id"][i],
                 cols["title"][i] or "", cols["text"][i], cols["source"][i], int(cols["position"][i]),
-                scores is not None)
+                scores is not None, cols["origin"][i] or "", cols["published"][i],
+                dict(meta) if meta is not None else None)
         )
     return out

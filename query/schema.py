@@ -14,19 +14,30 @@ import pyarrow as pa
 
 from query.errors import CorpusSearchError, InvalidNameError
 
-SCHEMA_VERSION = 1
+#: v2 (issue 12): ``source`` is the file's full path or the URL, the root it was indexed through is
+#: ``origin``, and rows carry ``published`` and ``metadata``. ``corpus-search migrate`` upgrades v1 tables.
+SCHEMA_VERSION = 2
 METADATA_KEY = b"corpus_search"
+
+#: An article's own fields (author, keywords, a record's extras): text values under text keys.
+METADATA_TYPE = pa.map_(pa.string(), pa.string())
 
 #: Columns of a paragraph row, in order, without the vector (whose width depends on the encoder).
 PARAGRAPH_FIELDS: list[pa.Field] = [
     pa.field("id", pa.string(), nullable=False),
     pa.field("doc_id", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),  # what a user opens: the file's full path, or the URL
     pa.field("title", pa.string()),
     pa.field("position", pa.int32(), nullable=False),
     pa.field("text", pa.string(), nullable=False),
     pa.field("content_hash", pa.string(), nullable=False),
     pa.field("indexed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    # The root the article was indexed through (a directory, a dump, a site, ``records:...``). With
+    # ``doc_id`` it is the article's identity, so an article keeps its ids whichever root reaches it.
+    pa.field("origin", pa.string(), nullable=False),
+    pa.field("published", pa.timestamp("us", tz="UTC")),
+    # Text values only: a map keeps any user key without a schema change, and filters reach each key.
+    pa.field("metadata", METADATA_TYPE),
 ]
 
 #: Columns a query returns: everything but the vector.
@@ -44,6 +55,9 @@ ARTICLE_SCHEMA = pa.schema(
         pa.field("last_modified", pa.string()),
         pa.field("paragraphs", pa.int32(), nullable=False),
         pa.field("fetched_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("origin", pa.string(), nullable=False),
+        # Size, mtime and split settings of a local file: when they match, the file is not even read.
+        pa.field("file_stamp", pa.string()),
     ]
 )
 
@@ -84,13 +98,31 @@ def paragraph_schema(meta: IndexMetadata) -> pa.Schema:
     return pa.schema([*PARAGRAPH_FIELDS, vector], metadata={METADATA_KEY: meta.to_bytes()})
 
 
-def check_compatible(stored: IndexMetadata, expected: IndexMetadata, *, collection: str) -> None:
-    """Refuse a table whose encoder, dimension or schema version differs from the configured one."""
-    if stored.schema_version != expected.schema_version:
+def migrate_hint(collection: str, db_uri: str | None = None) -> str:
+    """The command that upgrades ``collection`` to this schema version."""
+    return f"corpus-search migrate {collection}" + (f" --db {db_uri}" if db_uri else "")
+
+
+def check_schema_version(stored: IndexMetadata, *, collection: str, db_uri: str | None = None) -> None:
+    """Refuse a table of another schema version, naming the migration command for an older one."""
+    if stored.schema_version == SCHEMA_VERSION:
+        return
+    if stored.schema_version < SCHEMA_VERSION:
         raise IndexContractError(
             f"collection {collection!r} uses index schema v{stored.schema_version}, this corpus-search "
-            f"expects v{expected.schema_version}. Re-index it into a new collection."
+            f"expects v{SCHEMA_VERSION} (source = the file or URL, origin, published, metadata). Upgrade it in "
+            f"place, keeping every vector: {migrate_hint(collection, db_uri)}"
         )
+    raise IndexContractError(
+        f"collection {collection!r} uses index schema v{stored.schema_version}, newer than this "
+        f"corpus-search's v{SCHEMA_VERSION}: upgrade corpus-search to read it."
+    )
+
+
+def check_compatible(stored: IndexMetadata, expected: IndexMetadata, *, collection: str,
+                     db_uri: str | None = None) -> None:
+    """Refuse a table whose encoder, dimension or schema version differs from the configured one."""
+    check_schema_version(stored, collection=collection, db_uri=db_uri)
     if (stored.encoder, stored.dim, stored.normalized) != (expected.encoder, expected.dim, expected.normalized):
         raise IndexContractError(
             f"collection {collection!r} was indexed with bi-encoder {stored.encoder!r} "

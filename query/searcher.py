@@ -31,6 +31,7 @@ from query.schema import (
     RESERVED_SEPARATOR,
     IndexContractError,
     IndexMetadata,
+    check_schema_version,
     articles_table_name,
     validate_collection_name,
 )
@@ -106,6 +107,8 @@ class Searcher:
         # checkout() turns off the read-consistency re-check: the pinned version is what every query sees.
         self.pinned_version = None if version is None else checkout(self.table, version, collection=self.collection)
         self.meta = IndexMetadata.from_schema(self.table.schema, table=self.collection)
+        check_schema_version(self.meta, collection=self.collection,
+                             db_uri=self.settings.db_uri if self.settings.db_uri != get_settings().db_uri else None)
         self.fts_columns = retrieve.fts_columns(self.table)
         if canonical_model_name(self.settings.bi_encoder) != self.meta.encoder:
             raise IndexContractError(

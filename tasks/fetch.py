@@ -47,6 +47,9 @@ class SourceSpec:
     spec: str
     kind: SourceKind
     root: str
+    #: The identity root of the articles when it is not ``root``: ``records:...`` for ``index_records``,
+    #: whose dump file is a temporary copy.
+    origin: str = ""
 
 
 def classify_source(spec: str) -> SourceSpec:
@@ -87,12 +90,18 @@ def _setting(name: str):
     return getattr(get_settings(), name)
 
 
-def read_local_file(path: Path, *, doc_id: str, source: str, max_bytes: int | None = None) -> Article | FetchFailure:
+def read_local_file(path: Path, *, doc_id: str, source: str, max_bytes: int | None = None,
+                    origin: str = "") -> Article | FetchFailure:
     """Read one local file as an Article (bytes are decoded later, with charset detection for HTML).
+
+    ``source`` is the file as a user opens it, ``origin`` the root it is indexed through (its failures
+    carry the origin: that is the identity of the article, whose rows a failure keeps).
 
     Files over ``max_bytes`` (default: ``fetch_max_bytes``), non-regular files (a FIFO would block,
     a device never ends) and binary content are failures, so the file's old rows are kept.
     """
+    name = source
+    source = origin or source  # what failures carry (see above)
     kind = LOCAL_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         return FetchFailure(doc_id, source, f"unsupported file type {path.suffix!r}")
@@ -121,7 +130,7 @@ def read_local_file(path: Path, *, doc_id: str, source: str, max_bytes: int | No
         body = raw.decode("utf-8", errors="replace")
     if why := binary_reason(raw, body):
         return FetchFailure(doc_id, source, f"{path}: binary content, not text ({why})")
-    return Article(doc_id=doc_id, source=source, title="", body=body, kind=kind)  # type: ignore[arg-type]
+    return Article(doc_id=doc_id, source=name, title="", body=body, kind=kind, origin=origin)  # type: ignore[arg-type]
 
 
 def _hidden(rel: Path) -> bool:
@@ -174,7 +183,7 @@ def iter_directory(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
     """Every supported file under the directory, in a stable order; doc_id is the relative POSIX path."""
     root = Path(spec.root)
     for rel in list_directory(root):
-        yield read_local_file(root / rel, doc_id=rel, source=spec.root)
+        yield read_local_file(root / rel, doc_id=rel, source=str(root / rel), origin=spec.root)
 
 
 # --------------------------------------------------------------------------- JSONL dumps
@@ -220,11 +229,17 @@ def parse_dump_lines(
             obj = json.loads(line)
             if not isinstance(obj, Mapping):
                 raise ValueError(f"a record must be a JSON object, not {type(obj).__name__}")
-            out.append(parse_dump_line(obj, source=spec.root))
+            article = parse_dump_line(obj, source=spec.root)
+            # The dump (or the records' origin) is the identity; what a user opens is the record's own
+            # URL or source when it names one, else the dump itself.
+            article.origin = spec.origin or spec.root
+            named = obj.get("url") or obj.get("source")
+            article.source = named.strip() if isinstance(named, str) and named.strip() else article.origin
+            out.append(article)
         except RecursionError:
-            out.append(FetchFailure(f"{path.name}:{lineno}", spec.root, f"{where}: JSON nested too deeply"))
+            out.append(FetchFailure(f"{path.name}:{lineno}", spec.origin or spec.root, f"{where}: JSON nested too deeply"))
         except Exception as exc:  # noqa: BLE001 - one bad line never aborts the dump
-            out.append(FetchFailure(f"{path.name}:{lineno}", spec.root, f"{where}: {exc}"))
+            out.append(FetchFailure(f"{path.name}:{lineno}", spec.origin or spec.root, f"{where}: {exc}"))
     return out
 
 

@@ -163,7 +163,8 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
         raise _Failed("empty response (whitespace only); the previously indexed rows are kept")
     return Article(
         doc_id=url,
-        source=source,
+        source=url,  # what a user opens; the site (``source`` here) is the article's origin
+        origin=source,
         title="",
         body=body,
         kind=kind,  # type: ignore[arg-type]

@@ -42,19 +42,26 @@ def now_utc() -> datetime:
 
 
 class _Keyed:
-    """``key``: the article identity of anything with a ``source`` and a ``doc_id``."""
+    """``key``: the article identity, from its ``origin`` (the root it was indexed through) and ``doc_id``.
+
+    A failure or a 304 has no separate origin: its ``source`` names the root.
+    """
 
     source: str
     doc_id: str
 
     @property
     def key(self) -> str:
-        return article_key(self.source, self.doc_id)
+        return article_key(getattr(self, "origin", "") or self.source, self.doc_id)
 
 
 @dataclass
 class Article(_Keyed):
-    """One fetched document. ``body`` is HTML, markdown or text; ``paragraphs`` when the source pre-split it."""
+    """One fetched document. ``body`` is HTML, markdown or text; ``paragraphs`` when the source pre-split it.
+
+    ``source`` is what a user opens (the file's full path, the URL, a dump's path); ``origin`` is the
+    root it was indexed through (a directory, a site, the dump); empty means the same as ``source``.
+    """
 
     doc_id: str
     source: str
@@ -70,6 +77,9 @@ class Article(_Keyed):
     metadata: dict[str, str] = field(default_factory=dict)
     #: When the article was published, if it says so (``article:published_time``, ``<time>``, ``date:``).
     published: datetime | None = None
+    origin: str = ""
+    #: Size, mtime and split settings of a local file when read (``None`` for other sources).
+    file_stamp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class Paragraph:
     #: The article's metadata and publication time, repeated on each of its paragraphs (filterable per row).
     metadata: dict[str, str] | None = None
     published: datetime | None = None
+    origin: str = ""  # the article's origin (empty: the same as source)
 
 
 @dataclass(frozen=True)
@@ -116,3 +127,5 @@ class ArticleState:
     body_hash: str
     etag: str | None
     last_modified: str | None
+    origin: str = ""
+    file_stamp: str | None = None

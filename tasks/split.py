@@ -23,6 +23,10 @@ _MD_LIST = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MD_EMPH = re.compile(r"(\*\*|__|`)")
 
+#: The version of the splitting rules. Part of every local file's stamp, so a rule change makes the
+#: next run read and re-split every file (only paragraphs whose text changed are re-encoded).
+SPLIT_RULES = "1"
+
 #: Counts tokens of many texts at once (without special tokens).
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
@@ -160,7 +164,8 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
         seen[enc] = occurrence + 1
         paragraphs.append(
             Paragraph(
-                id=stable_hash(article.source, article.doc_id, enc, str(occurrence)),
+                # The origin, not the source: ids stay those of schema v1, whose source was the root.
+                id=stable_hash(article.origin or article.source, article.doc_id, enc, str(occurrence)),
                 doc_id=article.doc_id,
                 source=article.source,
                 title=title,
@@ -168,6 +173,9 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
                 text=text,
                 encoded=enc,
                 content_hash=stable_hash(enc),
+                metadata=dict(article.metadata) or None,
+                published=article.published,
+                origin=article.origin or article.source,
             )
         )
     return paragraphs

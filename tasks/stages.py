@@ -20,8 +20,8 @@ from query.settings import Settings
 from tasks import store, versions
 from tasks.encode import encode_in_chunks
 from tasks.fetch import HttpOptions, SourceSpec, fetch_urls, parse_dump_lines, read_local_file
-from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph, printable
-from tasks.split import SplitOptions, body_fingerprint, split_article, tokenizer_counter
+from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph, printable, stable_hash
+from tasks.split import SPLIT_RULES, SplitOptions, body_fingerprint, split_article, tokenizer_counter
 
 # Inputs are large batches: hashing them for a cache key would cost more than the work.
 stage = functools.partial(task, cache_policy=NO_CACHE, persist_result=False)
@@ -49,7 +49,23 @@ def _db(db_uri: str):
 
 
 def paragraph_table(settings: Settings):
-    return store.open_paragraph_table(_db(settings.db_uri), settings.collection, index_metadata(settings))
+    return store.open_paragraph_table(_db(settings.db_uri), settings.collection, index_metadata(settings),
+                                      db_uri=settings.db_uri)
+
+
+def existing_table(settings: Settings):
+    """The collection's paragraph table if it exists, checked for its schema version only.
+
+    Counting and index upkeep need no bi-encoder: a run with nothing to encode never loads one.
+    """
+    return store.open_existing_table(_db(settings.db_uri), settings.collection, db_uri=settings.db_uri)
+
+
+def file_stamp(info, settings: Settings) -> str:
+    """What must be unchanged for a local file to be skipped unread: its size and mtime, and every
+    setting that shapes its paragraphs (a changed setting re-splits it, as ``body_fingerprint`` would)."""
+    return stable_hash(str(info.st_size), str(info.st_mtime_ns), settings.bi_encoder, str(settings.min_paragraph_chars),
+                       str(settings.encode_title), str(settings.main_content), settings.split_unit, SPLIT_RULES)
 
 
 # --------------------------------------------------------------------------- fetch
@@ -64,14 +80,43 @@ def fetch_url_batch(urls: list[str], states: dict[str, ArticleState], settings: 
     return fetch_urls(urls, states, HttpOptions.from_settings(settings))
 
 
+@dataclass(frozen=True)
+class FileUnit:
+    """One local file to read: its path under the source root, and the identity it is stored under
+    (``doc_id`` and ``origin``: those of the root that first indexed it, when roots overlap)."""
+
+    path: str
+    doc_id: str
+    origin: str
+
+
 @stage(name="read-files", retries=1, retry_delay_seconds=1)
-def read_file_batch(spec: SourceSpec, paths: list[str], settings: Settings) -> list:
-    """Read a batch of local files of a file or directory source (size-capped, binary sniffed)."""
-    root, source, cap = Path(spec.root), printable(spec.root), settings.fetch_max_bytes
-    if spec.kind == "file":
-        return [read_local_file(root, doc_id=printable(root.name), source=source, max_bytes=cap)]
-    # The path opens the file; the row names it printably (a non-UTF-8 name cannot be stored as is).
-    return [read_local_file(root / p, doc_id=printable(p), source=source, max_bytes=cap) for p in paths]
+def read_file_batch(spec: SourceSpec, units: list[FileUnit], stamps: dict[str, str], settings: Settings) -> list:
+    """Read a batch of local files of a file or directory source (size-capped, binary sniffed).
+
+    A file whose size, mtime and split settings match its stored stamp (``stamps``, by article key)
+    is not read at all: it comes back as ``NotModified``.
+    """
+    cap = settings.fetch_max_bytes
+    root = Path(spec.root)
+    out: list = []
+    for unit in units:
+        path = root if spec.kind == "file" else root / unit.path
+        # The path opens the file; the row names it printably (a non-UTF-8 name cannot be stored as is).
+        source = printable(str(path))
+        try:
+            stamp = file_stamp(path.stat(), settings)
+        except OSError:
+            stamp = None  # read_local_file reports why
+        key = NotModified(unit.doc_id, unit.origin).key
+        if stamp is not None and stamps.get(key) == stamp:
+            out.append(NotModified(unit.doc_id, unit.origin))
+            continue
+        outcome = read_local_file(path, doc_id=unit.doc_id, source=source, max_bytes=cap, origin=unit.origin)
+        if isinstance(outcome, Article):
+            outcome.file_stamp = stamp
+        out.append(outcome)
+    return out
 
 
 @stage(name="read-dump")
@@ -90,18 +135,25 @@ class SplitResult:
     changed: list[dict] = field(default_factory=list)  # article-state rows of changed articles
     unchanged: int = 0
     failed: list[FetchFailure] = field(default_factory=list)
+    restamp: dict[str, str] = field(default_factory=dict)  # key -> new file stamp of unchanged files (touched)
 
 
 @stage(name="split")
-def split_batch(articles: list[Article], known: dict[str, str], settings: Settings) -> SplitResult:
+def split_batch(articles: list[Article], known: dict[str, str], settings: Settings,
+                stamps: dict[str, str] | None = None) -> SplitResult:
     """Split the articles whose content fingerprint changed; count the others as unchanged."""
+    result = SplitResult()
+    stamps = stamps or {}
+    if not articles:  # nothing read: no tokenizer, no model
+        return result
     opts = split_options(settings)
     count = tokenizer_counter(bi_encoder_from_settings(settings).tokenizer)
-    result = SplitResult()
     for article in articles:
         fingerprint = body_fingerprint(article, opts)
         if known.get(article.key) == fingerprint:
             result.unchanged += 1
+            if article.file_stamp is not None and stamps.get(article.key) != article.file_stamp:
+                result.restamp[article.key] = article.file_stamp  # touched, not changed: skip it unread next time
             continue
         try:
             paragraphs = split_article(article, opts, count)
@@ -120,6 +172,8 @@ def split_batch(articles: list[Article], known: dict[str, str], settings: Settin
                 "last_modified": article.last_modified,
                 "paragraphs": len(paragraphs),
                 "fetched_at": article.fetched_at,
+                "origin": article.origin or article.source,
+                "file_stamp": article.file_stamp,
             }
         )
     return result
@@ -133,12 +187,12 @@ def plan_writes(paragraphs: list[Paragraph], changed: list[dict], settings: Sett
     """Which paragraphs are new (to encode), moved (update position only) or vanished (delete)."""
     table = paragraph_table(settings)
     plan = store.BatchPlan()
-    by_source: dict[str, list[str]] = {}
+    by_origin: dict[str, list[str]] = {}
     for row in changed:
-        by_source.setdefault(row["source"], []).append(row["doc_id"])
-    for source, doc_ids in by_source.items():
-        existing = store.existing_rows(table, source, doc_ids)
-        part = store.plan_batch([p for p in paragraphs if p.source == source], existing, doc_ids)
+        by_origin.setdefault(row["origin"], []).append(row["doc_id"])
+    for origin, doc_ids in by_origin.items():
+        existing = store.existing_rows(table, origin, doc_ids)
+        part = store.plan_batch([p for p in paragraphs if p.origin == origin], existing, doc_ids)
         plan.new += part.new
         plan.moved += part.moved
         plan.deleted_ids += part.deleted_ids
@@ -160,30 +214,42 @@ def write_batch(plan: store.BatchPlan, vectors: np.ndarray, changed: list[dict],
     store.upsert_article_states(store.open_articles_table(_db(settings.db_uri), settings.collection), changed)
 
 
+@stage(name="restamp")
+def restamp_files(stamps: dict[str, str], settings: Settings) -> None:
+    """Store new stamps of local files that were touched but not changed (so the next run skips them)."""
+    store.restamp_articles(store.open_articles_table(_db(settings.db_uri), settings.collection), stamps)
+
+
 @stage(name="delete-vanished")
-def delete_vanished(source: str, doc_ids: list[str], settings: Settings) -> int:
-    """Delete rows of articles that disappeared from a fully enumerated source."""
+def delete_vanished(origin: str, doc_ids: list[str], settings: Settings) -> int:
+    """Delete rows of articles (of one origin) that disappeared from a fully enumerated source."""
     db = _db(settings.db_uri)
-    return store.delete_articles(paragraph_table(settings), store.open_articles_table(db, settings.collection), source, doc_ids)
+    return store.delete_articles(existing_table(settings), store.open_articles_table(db, settings.collection),
+                                 origin, doc_ids)
 
 
 @stage(name="count-vanished-rows")
-def count_vanished_rows(source: str, doc_ids: list[str], settings: Settings) -> int:
+def count_vanished_rows(origin: str, doc_ids: list[str], settings: Settings) -> int:
     """How many rows deleting these vanished articles would remove (checked before deleting anything)."""
-    return store.count_article_rows(paragraph_table(settings), source, doc_ids)
+    table = existing_table(settings)
+    return store.count_article_rows(table, origin, doc_ids) if table is not None else 0
 
 
 @stage(name="count-rows")
 def count_rows(settings: Settings) -> int:
     """Rows of the collection before this run (0 for a new one)."""
-    return paragraph_table(settings).count_rows()
+    table = existing_table(settings)
+    return table.count_rows() if table is not None else 0
 
 
 @stage(name="refresh-indexes")
 def refresh_indexes(settings: Settings) -> dict:
     """FTS covers every row, ANN index past the threshold, files compacted."""
+    table = existing_table(settings)
+    if table is None:  # nothing was ever written: the empty table is made (with the encoder) as before
+        table = paragraph_table(settings)
     return store.refresh_indexes(
-        paragraph_table(settings), ann_min_rows=settings.ann_min_rows, ann_index_type=settings.ann_index_type,
+        table, ann_min_rows=settings.ann_min_rows, ann_index_type=settings.ann_index_type,
         retention_days=settings.version_retention_days,
     )
 
@@ -196,7 +262,7 @@ def record_run(result: dict, settings: Settings) -> None:
 
 @stage(name="load-article-state")
 def load_states(settings: Settings) -> dict[str, ArticleState]:
-    return store.load_article_states(_db(settings.db_uri), settings.collection)
+    return store.load_article_states(_db(settings.db_uri), settings.collection, settings.db_uri)
 
 
 __all__ = [
@@ -211,6 +277,7 @@ __all__ = [
     "plan_writes",
     "read_file_batch",
     "refresh_indexes",
+    "restamp_files",
     "split_batch",
     "write_batch",
 ]

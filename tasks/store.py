@@ -18,9 +18,12 @@ from query.filters import in_list, sql_literal
 from query.schema import (
     ARTICLE_SCHEMA,
     IndexContractError,
+    METADATA_TYPE,
     IndexMetadata,
     articles_table_name,
     check_compatible,
+    check_schema_version,
+    migrate_hint,
     paragraph_schema,
 )
 from tasks.records import ArticleState, Paragraph, now_utc
@@ -46,12 +49,12 @@ def _chunks(items: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:
         yield items[i : i + size]
 
 
-def open_paragraph_table(db, collection: str, meta: IndexMetadata, *, create: bool = True):
+def open_paragraph_table(db, collection: str, meta: IndexMetadata, *, create: bool = True, db_uri: str | None = None):
     """Open the collection's paragraph table, creating it with ``meta``; refuse an incompatible one."""
     if collection in db.table_names(limit=1_000_000):
         table = db.open_table(collection)
         stored = IndexMetadata.from_schema(table.schema, table=collection)
-        check_compatible(stored, meta, collection=collection)
+        check_compatible(stored, meta, collection=collection, db_uri=db_uri)
         if stored.encode_title != meta.encode_title:
             raise IndexContractError(
                 f"collection {collection!r} was indexed with encode_title={stored.encode_title}, "
@@ -64,9 +67,30 @@ def open_paragraph_table(db, collection: str, meta: IndexMetadata, *, create: bo
     return db.create_table(collection, schema=paragraph_schema(meta))
 
 
-def _check_articles_schema(table, name: str) -> None:
+def open_existing_table(db, collection: str, *, db_uri: str | None = None):
+    """The collection's paragraph table, or None if there is none; only its schema version is checked
+    (what needs no bi-encoder: counting, deleting, index upkeep)."""
+    if collection not in db.table_names(limit=1_000_000):
+        return None
+    table = db.open_table(collection)
+    check_schema_version(IndexMetadata.from_schema(table.schema, table=collection), collection=collection,
+                         db_uri=db_uri)
+    return table
+
+
+#: Article-state columns that schema v2 added (``corpus-search migrate`` adds them to a v1 table).
+V2_ARTICLE_COLUMNS = ("origin", "file_stamp")
+
+
+def _check_articles_schema(table, name: str, db_uri: str | None = None) -> None:
     # A database written before names with "__" were reserved may hold a *collection* of that name.
     missing = [f.name for f in ARTICLE_SCHEMA if f.name not in table.schema.names]
+    if missing and set(missing) <= set(V2_ARTICLE_COLUMNS):
+        collection = name.rsplit("__", 1)[0]
+        raise IndexContractError(
+            f"collection {collection!r} was indexed by an older corpus-search (index schema v1): upgrade it "
+            f"in place, keeping every vector: {migrate_hint(collection, db_uri)}"
+        )
     if missing:
         raise IndexContractError(
             f"table {name!r} should hold the article state of collection {name.rsplit('__', 1)[0]!r}, but it is "
@@ -84,14 +108,14 @@ def open_articles_table(db, collection: str):
     return db.create_table(name, schema=ARTICLE_SCHEMA)
 
 
-def load_article_states(db, collection: str) -> dict[str, ArticleState]:
+def load_article_states(db, collection: str, db_uri: str | None = None) -> dict[str, ArticleState]:
     """Every article the collection remembers, keyed by article key (small: one row per article)."""
     name = articles_table_name(collection)
     if name not in db.table_names(limit=1_000_000):
         return {}
-    cols = ["key", "doc_id", "source", "body_hash", "etag", "last_modified"]
+    cols = ["key", "doc_id", "source", "body_hash", "etag", "last_modified", "origin", "file_stamp"]
     table = db.open_table(name)
-    _check_articles_schema(table, name)
+    _check_articles_schema(table, name, db_uri)
     rows = table.to_lance().to_table(columns=cols).to_pylist()
     return {r["key"]: ArticleState(**r) for r in rows}
 
@@ -101,19 +125,21 @@ class BatchPlan:
     """What one batch of changed articles does to the table."""
 
     new: list[Paragraph] = field(default_factory=list)  # ids not in the table: to encode and insert
-    moved: list[Paragraph] = field(default_factory=list)  # same id, new position or title: update only
+    moved: list[Paragraph] = field(default_factory=list)  # same id, new position, title or metadata: update only
     deleted_ids: list[str] = field(default_factory=list)  # ids of these articles that vanished
     unchanged: int = 0
 
 
-def existing_rows(table, source: str, doc_ids: Sequence[str]) -> pa.Table:
-    """Current (id, doc_id, position, title) rows of some articles of one source."""
+#: What decides whether a kept paragraph's row must be rewritten (its vector never is).
+ROW_STATE = ["id", "doc_id", "position", "title", "source", "published", "metadata"]
+
+
+def existing_rows(table, origin: str, doc_ids: Sequence[str]) -> pa.Table:
+    """Current :data:`ROW_STATE` rows of some articles of one origin."""
     parts = []
     for chunk in _chunks(list(doc_ids)):
-        where = f"source = {sql_literal(source)} AND {in_list('doc_id', chunk)}"
-        parts.append(
-            table.search().where(where).select(["id", "doc_id", "position", "title"]).limit(None).to_arrow()
-        )
+        where = f"origin = {sql_literal(origin)} AND {in_list('doc_id', chunk)}"
+        parts.append(table.search().where(where).select(ROW_STATE).limit(None).to_arrow())
     if not parts:
         return pa.table({"id": pa.array([], pa.string())})
     return pa.concat_tables(parts)
@@ -129,7 +155,8 @@ def plan_batch(paragraphs: Sequence[Paragraph], existing: pa.Table, changed_doc_
         row = current.get(p.id)
         if row is None:
             plan.new.append(p)
-        elif row["position"] != p.position or (row["title"] or "") != p.title:
+        elif (row["position"] != p.position or (row["title"] or "") != p.title or row.get("source", p.source) != p.source
+              or row.get("published") != p.published or dict(row.get("metadata") or ()) != (p.metadata or {})):
             plan.moved.append(p)
         else:
             plan.unchanged += 1
@@ -153,6 +180,10 @@ def paragraph_rows(paragraphs: Sequence[Paragraph], vectors: np.ndarray, dim: in
             "text": pa.array([p.text for p in paragraphs], pa.string()),
             "content_hash": pa.array([p.content_hash for p in paragraphs], pa.string()),
             "indexed_at": pa.array([at] * len(paragraphs), pa.timestamp("us", tz="UTC")),
+            "origin": pa.array([p.origin or p.source for p in paragraphs], pa.string()),
+            "published": pa.array([p.published for p in paragraphs], pa.timestamp("us", tz="UTC")),
+            "metadata": pa.array([sorted(p.metadata.items()) if p.metadata else None for p in paragraphs],
+                                 METADATA_TYPE),
             "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
         }
     )
@@ -171,8 +202,8 @@ def stored_vectors(table, ids: Sequence[str]) -> dict[str, np.ndarray]:
 def apply_batch(table, plan: BatchPlan, new_vectors: np.ndarray, dim: int) -> None:
     """Insert new rows, update moved rows and delete vanished ones in ONE merge_insert (one version).
 
-    Matched rows are rewritten only when their position or title really changed: rewriting identical
-    rows would make a new version and push them out of the indexes for nothing.
+    Only rows that really changed are in it (``plan_batch``): rewriting identical rows would make a new
+    version and push them out of the indexes for nothing.
     """
     if not (plan.new or plan.moved or plan.deleted_ids):
         return
@@ -189,12 +220,9 @@ def apply_batch(table, plan: BatchPlan, new_vectors: np.ndarray, dim: int) -> No
         for chunk in _chunks(plan.deleted_ids):
             table.delete(in_list("id", chunk))
         return
-    data = pa.concat_tables(parts)
-    merge = (
-        table.merge_insert("id")
-        .when_matched_update_all(where="target.position != source.position OR target.title != source.title")
-        .when_not_matched_insert_all()
-    )
+    # A migrated table has the v2 columns at its end: write in the table's own column order.
+    data = pa.concat_tables(parts).select(table.schema.names)
+    merge = table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
     if plan.deleted_ids and len(plan.deleted_ids) <= IN_CHUNK:
         merge = merge.when_not_matched_by_source_delete(in_list("id", plan.deleted_ids))
         merge.execute(data)
@@ -204,21 +232,22 @@ def apply_batch(table, plan: BatchPlan, new_vectors: np.ndarray, dim: int) -> No
             table.delete(in_list("id", chunk))
 
 
-def delete_articles(table, articles, source: str, doc_ids: Sequence[str]) -> int:
-    """Delete every row of these articles of ``source`` (articles that vanished from their source)."""
+def delete_articles(table, articles, origin: str, doc_ids: Sequence[str]) -> int:
+    """Delete every row of these articles of ``origin`` (articles that vanished from their source)."""
     removed = 0
     for chunk in _chunks(list(doc_ids)):
-        where = f"source = {sql_literal(source)} AND {in_list('doc_id', chunk)}"
-        removed += table.count_rows(where)
-        table.delete(where)
+        where = f"origin = {sql_literal(origin)} AND {in_list('doc_id', chunk)}"
+        if table is not None:
+            removed += table.count_rows(where)
+            table.delete(where)
         articles.delete(where)
     return removed
 
 
-def count_article_rows(table, source: str, doc_ids: Sequence[str]) -> int:
-    """Rows of these articles of ``source``: what ``delete_articles`` would remove."""
+def count_article_rows(table, origin: str, doc_ids: Sequence[str]) -> int:
+    """Rows of these articles of ``origin``: what ``delete_articles`` would remove."""
     return sum(
-        table.count_rows(f"source = {sql_literal(source)} AND {in_list('doc_id', chunk)}")
+        table.count_rows(f"origin = {sql_literal(origin)} AND {in_list('doc_id', chunk)}")
         for chunk in _chunks(list(doc_ids))
     )
 
@@ -227,8 +256,18 @@ def upsert_article_states(articles, rows: Sequence[dict]) -> None:
     """Remember fetch validators and body hashes of the articles just indexed."""
     if not rows:
         return
-    data = pa.Table.from_pylist(list(rows), schema=ARTICLE_SCHEMA)
+    data = pa.Table.from_pylist(list(rows), schema=ARTICLE_SCHEMA).select(articles.schema.names)
     articles.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+
+def restamp_articles(articles, stamps: dict[str, str]) -> None:
+    """Set new file stamps on some articles (full rows rewritten in one merge: one version, not one per file)."""
+    for chunk in _chunks(list(stamps)):
+        rows = articles.search().where(in_list("key", chunk)).limit(None).to_arrow()
+        if rows.num_rows:
+            new = pa.array([stamps[k] for k in rows["key"].to_pylist()], pa.string())
+            rows = rows.set_column(rows.schema.get_field_index("file_stamp"), "file_stamp", new)
+            articles.merge_insert("key").when_matched_update_all().execute(rows)
 
 
 def has_index(table, column: str) -> bool:

@@ -45,7 +45,7 @@ def test_an_internal_error_shows_its_traceback_from_the_command_line():
         (["eval", "ds", "--modes", "dense,fuzzy"], "--modes 'dense,fuzzy': choose from"),
         (["search-document", "ftp://example.org/a.html", "q"], "only http:// and https:// URLs are fetched"),
         (["search-document", "/no/such/file.html", "q"], "does not exist"),
-        (["search", "q", "--where", "=x"], "--where '=x': use COLUMN=VALUE"),
+        (["search", "q", "--where", "=x"], "--where '=x': use KEY<op>VALUE"),
         (["deploy", "--config", "/no/such/collections.toml"], "cannot read the collections config"),
     ],
     ids=["eval-set-without-value", "eval-unknown-mode", "unsupported-scheme", "missing-file", "bad-where",

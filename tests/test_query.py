@@ -104,10 +104,14 @@ def test_rerank_order_equals_the_cross_encoders_own_predict_order(corpus_db, cro
 
 
 def test_filters_restrict_results_and_injection_attempts_match_nothing(searcher, corpus_db):
-    _, sources, _ = _all_rows(corpus_db)
-    notes = next(s for s in set(sources) if s.endswith("notes"))
-    hits = searcher.search("earth", k=50, mode="hybrid", rerank=False, where={"source": notes})
-    assert hits and {h.source for h in hits} == {notes}
+    origins = lancedb.connect(corpus_db).open_table("sample").to_arrow()["origin"].to_pylist()
+    notes = next(s for s in set(origins) if s.endswith("notes"))
+    hits = searcher.search("earth", k=50, mode="hybrid", rerank=False, where={"origin": notes})
+    assert hits and {h.origin for h in hits} == {notes}
+    # source is each file's own path: a prefix filter on the root finds the same hits.
+    assert all(h.source.startswith(notes + "/") for h in hits)
+    same = searcher.search("earth", k=50, mode="hybrid", rerank=False, where={"source": {"prefix": notes + "/"}})
+    assert [h.id for h in same] == [h.id for h in hits]
     for evil in ["' OR 1=1 --", "x' OR 'a'='a", "'); DROP TABLE sample; --"]:
         assert searcher.search("earth", k=5, mode="dense", rerank=False, where={"source": evil}) == []
         assert searcher.search("earth", k=5, mode="lexical", rerank=False, where={"doc_id": [evil, "none"]}) == []

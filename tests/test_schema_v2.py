@@ -1,0 +1,248 @@
+"""Index schema v2 (issue 12): source = the file or URL, origin = the root, metadata and published,
+operator filters, index_records, overlapping roots stored once, unchanged files skipped unread, migration."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lancedb
+import pyarrow as pa
+import pytest
+
+from query.errors import InvalidQueryError
+from query.filters import parse_cli_conditions, where_sql
+from query.schema import METADATA_KEY, IndexContractError
+from tests.conftest import table_rows
+
+TEXT = "The raft consensus algorithm elects one leader among the servers of a cluster, term by term."
+
+
+def _tree(root: Path) -> Path:
+    (root / "blog").mkdir(parents=True)
+    (root / "blog" / "raft.md").write_text(f"# Raft\n\n{TEXT}\n")
+    (root / "blog" / "paxos.md").write_text("# Paxos\n\nPaxos reaches agreement among acceptors with two phases of ballots.\n")
+    (root / "glaciers.txt").write_text("Glaciers form where snow accumulates over many years and compacts into ice.\n")
+    return root
+
+
+def _rows(db_uri: str, collection: str = "test", columns=("id", "doc_id", "source", "origin")) -> list[dict]:
+    t = lancedb.connect(db_uri).open_table(collection)
+    return t.to_lance().to_table(columns=list(columns)).to_pylist()
+
+
+# --------------------------------------------------------------------------- filters (no index needed)
+
+
+def test_operator_filters_render_bound_literals_for_columns_dates_and_metadata():
+    sql = where_sql({
+        "published": {">=": "2024-01-01", "<": datetime(2025, 1, 1, tzinfo=UTC)},
+        "metadata.author": {"!=": "O'Brien"},
+        "doc_id": {"prefix": "blog/"},
+        "metadata.year": {">": 2019},
+        "position": [0, 1],
+    })
+    assert "published >= TIMESTAMP '2024-01-01 00:00:00.000000+00:00'" in sql
+    assert "published < TIMESTAMP '2025-01-01 00:00:00.000000+00:00'" in sql
+    # != also keeps rows without the key; the value is a quoted literal.
+    assert "(map_extract(metadata, 'author')[1] IS NULL OR map_extract(metadata, 'author')[1] != 'O''Brien')" in sql
+    assert "starts_with(doc_id, 'blog/')" in sql
+    assert "TRY_CAST(map_extract(metadata, 'year')[1] AS DOUBLE) > 2019" in sql
+    assert "position IN (0, 1)" in sql
+    # A metadata key is a literal too, never SQL.
+    assert "map_extract(metadata, 'a'') OR 1=1 --')[1] = 'x'" == where_sql({"metadata.a') OR 1=1 --": "x"})
+
+
+@pytest.mark.parametrize("where, says", [
+    ({"author": "x"}, "metadata.<field>"),
+    ({"published": {">=": "last year"}}, "ISO 8601"),
+    ({"published": {"~": "2024"}}, "unknown operator"),
+    ({"position": {"prefix": "1"}}, "text columns"),
+    ({"source": {"in": "abc"}}, "list of values"),
+])
+def test_bad_filters_are_clear_errors(where, says):
+    with pytest.raises(InvalidQueryError, match=says):
+        where_sql(where)
+
+
+def test_cli_conditions_parse_operators_ranges_and_repeated_equalities():
+    assert parse_cli_conditions(["source=a", "source=b", "published>=2024-01-01", "published<2025-01-01",
+                                 "metadata.year>=2020", "doc_id^=blog/", "title!=x"]) == {
+        "source": ["a", "b"], "published": {">=": "2024-01-01", "<": "2025-01-01"},
+        "metadata.year": {">=": 2020}, "doc_id": {"prefix": "blog/"}, "title": {"!=": "x"},
+    }
+    with pytest.raises(InvalidQueryError, match="KEY<op>VALUE"):
+        parse_cli_conditions([">=3"])
+
+
+# --------------------------------------------------------------------------- files: source, origin, overlap
+
+
+def test_source_is_the_files_full_path_and_origin_the_root(run_index, db_uri, tmp_path):
+    root = _tree(tmp_path / "notes")
+    run_index([root])
+    rows = _rows(db_uri)
+    assert {r["doc_id"] for r in rows} == {"blog/raft.md", "blog/paxos.md", "glaciers.txt"}
+    for r in rows:
+        assert r["origin"] == str(root.resolve())
+        assert r["source"] == str(root.resolve() / r["doc_id"]) and Path(r["source"]).is_file()
+
+
+@pytest.mark.parametrize("order", ["outer-first", "inner-first"])
+def test_overlapping_roots_store_each_document_once_in_one_run_and_across_runs(run_index, db_uri, tmp_path, order):
+    root = _tree(tmp_path / "notes")
+    roots = [root, root / "blog"] if order == "outer-first" else [root / "blog", root]
+    first = run_index(roots)
+    rows = _rows(db_uri)
+    per_file = {}
+    for r in rows:
+        per_file.setdefault(r["source"], set()).add(r["doc_id"])
+    assert len(per_file) == 3 and all(len(ids) == 1 for ids in per_file.values()), per_file
+    assert len({r["id"] for r in rows}) == len(rows) == first["rows"]
+    # The outer root names the files (paths relative to it), whichever order the roots came in.
+    assert {r["doc_id"] for r in rows} == {"blog/raft.md", "blog/paxos.md", "glaciers.txt"}
+    # Later runs through either root alone, or both: nothing duplicated, nothing re-encoded or deleted.
+    for again in ([root / "blog"], [root], [root / "blog", root]):
+        summary = run_index(again)
+        assert summary["paragraphs_encoded"] == 0 and summary["articles_deleted"] == 0, (again, summary)
+        assert sorted(r["id"] for r in _rows(db_uri)) == sorted(r["id"] for r in rows)
+    # A file deleted under the inner root vanishes when the outer root is indexed.
+    (root / "blog" / "paxos.md").unlink()
+    summary = run_index([root])
+    assert summary["articles_deleted"] == 1
+    assert {r["doc_id"] for r in _rows(db_uri)} == {"blog/raft.md", "glaciers.txt"}
+
+
+def test_an_unchanged_file_is_not_even_read_a_touched_one_is_read_once(run_index, db_uri, tmp_path):
+    root = _tree(tmp_path / "notes")
+    run_index([root])
+    path = root / "glaciers.txt"
+    before = path.stat()
+    # Same size and mtime, other bytes: the stamp matches, so the run does not read the file.
+    path.write_text(path.read_text().replace("snow", "SNOW"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    summary = run_index([root])
+    assert summary["articles_unchanged"] == 3 and summary["articles_fetched"] == 0
+    assert all("SNOW" not in r["text"] for r in table_rows(db_uri))
+    # Touched (new mtime, same bytes as indexed): read and found unchanged, then stamped again...
+    path.write_text(path.read_text().replace("SNOW", "snow"))
+    summary = run_index([root])
+    assert summary["articles_unchanged"] == 3 and summary["paragraphs_encoded"] == 0
+    # ...so the next run skips it unread again, even with other bytes of the same size.
+    stamped = path.stat()
+    path.write_text(path.read_text().replace("snow", "SNOW"))
+    os.utime(path, ns=(stamped.st_atime_ns, stamped.st_mtime_ns))
+    run_index([root])
+    assert all("SNOW" not in r["text"] for r in table_rows(db_uri))
+    # A real change (new mtime) is read and indexed.
+    path.write_text("Glaciers carve valleys over thousands of years as the ice slowly flows downhill.\n")
+    summary = run_index([root])
+    assert summary["articles_fetched"] == 1 and summary["paragraphs_encoded"] == 1
+
+
+# --------------------------------------------------------------------------- records from Python
+
+
+RECORDS = [
+    {"id": "r1", "title": "Raft", "text": TEXT, "author": "Ann", "published": "2024-03-01T10:00:00Z", "year": 2024},
+    {"id": "r2", "title": "Paxos", "text": "Paxos reaches agreement among acceptors with two phases of ballots.",
+     "author": "Bob", "date": "2021-06-15", "year": 2021, "url": "https://example.org/paxos"},
+    "Glaciers form where snow accumulates over many years and compacts into ice.",
+]
+
+
+def test_index_records_keeps_metadata_and_published_and_reruns_encode_nothing(prefect_harness, db_uri):
+    from corpus_search import index_records
+    from query import Searcher
+
+    first = index_records(RECORDS, "recs", db_uri=db_uri)
+    assert first["outcome"] == "ok" and first["paragraphs_encoded"] == 3
+    assert index_records(RECORDS, "recs", db_uri=db_uri)["paragraphs_encoded"] == 0
+    rows = {r["doc_id"]: r for r in _rows(db_uri, "recs", ("doc_id", "source", "origin", "published", "metadata"))}
+    assert rows["r1"]["published"] == datetime(2024, 3, 1, 10, tzinfo=UTC)
+    assert dict(rows["r1"]["metadata"])["author"] == "Ann" and dict(rows["r1"]["metadata"])["year"] == "2024"
+    assert rows["r2"]["published"] == datetime(2021, 6, 15, tzinfo=UTC)
+    assert rows["r2"]["source"] == "https://example.org/paxos" and rows["r1"]["source"] == "records"
+    assert {r["origin"] for r in rows.values()} == {"records"}
+
+    s = Searcher(db_uri=db_uri, collection="recs")
+    ids = lambda where: {h.doc_id for h in s.search("agreement leader ice", k=10, rerank=False, where=where)}  # noqa: E731
+    assert ids({"published": {">=": "2022-01-01"}}) == {"r1"}
+    assert ids({"published": {"<": datetime(2022, 1, 1)}}) == {"r2"}
+    assert ids({"metadata.author": {"!=": "Ann"}}) == {"r2", next(d for d in rows if d not in ("r1", "r2"))}
+    assert ids({"metadata.year": {">=": 2022}}) == {"r1"}
+    assert ids({"metadata.author": ["Ann", "Bob"]}) == {"r1", "r2"}
+    assert ids({"indexed_at": {"<=": datetime.now(UTC)}}) == set(rows)
+    assert ids({"indexed_at": {">": datetime.now(UTC)}}) == set()
+    hit = next(h for h in s.search("agreement", k=3, rerank=False) if h.doc_id == "r2")
+    assert hit.metadata["author"] == "Bob" and hit.published == datetime(2021, 6, 15, tzinfo=UTC)
+    assert json.loads(json.dumps(hit.to_dict()))["published"].startswith("2021-06-15")
+
+
+def test_index_records_updates_changed_records_and_deletes_vanished_only_when_complete(prefect_harness, db_uri):
+    from corpus_search import index_records
+
+    index_records(RECORDS, "recs", db_uri=db_uri)
+    index_records([{"id": "other", "text": "A record of another origin, kept whatever the records do."}],
+                  "recs", db_uri=db_uri, origin="crm")
+    changed = [dict(RECORDS[0], author="Ann Lee"), RECORDS[1]]
+    summary = index_records(changed, "recs", db_uri=db_uri)  # not complete: the text record stays
+    assert summary["paragraphs_encoded"] == 0 and summary["articles_deleted"] == 0
+    rows = {r["doc_id"]: r for r in _rows(db_uri, "recs", ("doc_id", "metadata", "origin"))}
+    assert len(rows) == 4 and dict(rows["r1"]["metadata"])["author"] == "Ann Lee"  # metadata updated, not re-encoded
+    summary = index_records(changed, "recs", db_uri=db_uri, complete=True)
+    assert summary["articles_deleted"] == 1
+    assert {r["doc_id"] for r in _rows(db_uri, "recs")} == {"r1", "r2", "other"}
+
+
+def test_index_records_refuses_what_is_not_a_record(prefect_harness, db_uri):
+    from corpus_search import index_records
+    from corpus_search.indexing import RecordError
+
+    with pytest.raises(RecordError, match="record 2"):
+        index_records(["fine text", 42], "recs", db_uri=db_uri)
+    with pytest.raises(RecordError, match="no 'text'"):
+        index_records([{"id": "x", "title": "only a title"}], "recs", db_uri=db_uri)
+
+
+# --------------------------------------------------------------------------- migration from v1
+
+
+def _downgrade_to_v1(db_uri: str, collection: str, old_uri: str) -> None:
+    """Write ``collection`` as schema v1 had it: source = the root, no origin/published/metadata."""
+    db, old = lancedb.connect(db_uri), lancedb.connect(old_uri)
+    t = db.open_table(collection).to_arrow()
+    meta = json.loads(t.schema.metadata[METADATA_KEY])
+    meta["schema_version"] = 1
+    t = t.set_column(t.schema.get_field_index("source"), "source", t["origin"])
+    t = t.drop_columns(["origin", "published", "metadata"]).replace_schema_metadata({METADATA_KEY: json.dumps(meta)})
+    old.create_table(collection, t)
+    a = db.open_table(f"{collection}__articles").to_arrow()
+    a = a.set_column(a.schema.get_field_index("source"), "source", a["origin"]).drop_columns(["origin", "file_stamp"])
+    old.create_table(f"{collection}__articles", a)
+
+
+def test_a_v1_collection_is_refused_with_the_migration_command_and_migrates_in_place(run_index, db_uri, tmp_path):
+    from query import Searcher
+    from tasks.migrate import migrate_collection
+
+    root = _tree(tmp_path / "notes")
+    run_index([root])
+    old_uri = str(tmp_path / "old")
+    _downgrade_to_v1(db_uri, "test", old_uri)
+    with pytest.raises(IndexContractError, match=f"corpus-search migrate test --db {old_uri}"):
+        Searcher(db_uri=old_uri, collection="test")
+    result = migrate_collection(old_uri, "test")
+    assert (result["from_version"], result["to_version"], result["sources_updated"]) == (1, 2, result["rows"])
+    assert migrate_collection(old_uri, "test")["sources_updated"] == 0  # a second run has nothing to do
+    key = lambda r: r["id"]  # noqa: E731
+    cols = ("id", "doc_id", "source", "origin", "vector")
+    assert sorted(_rows(old_uri, "test", cols), key=key) == sorted(_rows(db_uri, "test", cols), key=key)
+    # The next index run re-encodes nothing (ids and article keys did not change).
+    summary = run_index([root], db=old_uri)
+    assert summary["paragraphs_encoded"] == 0 and summary["articles_deleted"] == 0
+    hits = Searcher(db_uri=old_uri, collection="test").search("leader election", k=1, rerank=False)
+    assert hits[0].source == str(root.resolve() / "blog" / "raft.md")
+    assert pa.types.is_map(lancedb.connect(old_uri).open_table("test").schema.field("metadata").type)
