@@ -414,7 +414,7 @@ def evaluate(
         table=[{"mode": m, **_rounded(v), "wall_s": wall[m]} for m, v in results.items()],
         key=artifact_key("eval", collection),
         description=f"corpus-search evaluation of {data.name} ({split}, {len(qids)} queries, unit {unit}) "
-        f"on collection {collection!r}. " + " ".join(notes),
+        f"on collection {collection!r}. " + " ".join(notes) + "".join(f" WARNING: {w}" for w in warnings),
     )
     return result
 

@@ -159,7 +159,7 @@ def trec_run_lines(ranked: Mapping[str, Sequence[tuple[str, float]]], tag: str) 
             prev = score
             rank += 1
             # str(): the shortest text that reads back as this float32 (read as a double, the order holds too).
-            yield f"{qid} Q0 {doc} {rank} {score} {tag}\n"
+            yield f"{qid} Q0 {doc} {rank} {str(score)} {tag}\n"  # (an f-string alone would format it as a double)
 
 
 def write_trec_run(path: str | os.PathLike, ranked: Mapping[str, Sequence[tuple[str, float]]], tag: str) -> Path:
@@ -182,7 +182,7 @@ def write_trec_run(path: str | os.PathLike, ranked: Mapping[str, Sequence[tuple[
 # --------------------------------------------------------------------------- significance
 
 #: The test every p-value here comes from; named in reports so a reader knows what was run.
-TTEST = "paired t-test (scipy.stats.ttest_rel), two-sided"
+TTEST = "paired t-test (scipy.stats.ttest_rel, two-sided)"
 HOLM = "Holm (step-down Bonferroni)"
 
 

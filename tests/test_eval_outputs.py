@@ -109,7 +109,7 @@ def test_compare_to_best_picks_the_best_by_ndcg_and_holm_corrects_per_metric():
     })
     sig = compare_to_best(per)
     assert sig["best"] == "dense" and sig["by"] == "ndcg@10" and sig["reason"] is None  # a tie: the first listed
-    assert sig["test"] == "paired t-test (scipy.stats.ttest_rel), two-sided" and "Holm" in sig["correction"]
+    assert sig["test"] == "paired t-test (scipy.stats.ttest_rel, two-sided)" and "Holm" in sig["correction"]
     assert set(sig["vs_best"]) == {"lexical", "hybrid"} and set(sig["vs_best"]["lexical"]) == set(MEASURES)
     assert sig["vs_best"]["hybrid"] == dict.fromkeys(MEASURES, 1.0)
     raw = stats.ttest_rel([0.1, 0.2, 0.0, 0.3, 0.1, 0.2], [0.8, 0.7, 0.9, 0.6, 0.8, 0.9]).pvalue
