@@ -196,10 +196,10 @@ def rerank_checks(
             corr = f", Holm-corrected over {len(pairs)} re-rank rows" if len(pairs) > 1 else ""
             verdict = (f"{'significant' if significant else 'not significant'} (p = {adj:.3g} "
                        f"{'<' if significant else '>='} alpha = {alpha}; {TTEST} over {n} queries{corr})")
-        who = f"the re-ranker {cross_encoder!r}" if cross_encoder else "the re-ranker"
+        who = f"The re-ranker {cross_encoder!r}" if cross_encoder else "The re-ranker"
         warnings.append(
             f"{rr} is worse than {base}: nDCG@10 {means[rr]:.4f} vs {means[base]:.4f} ({delta:+.4f}{rel}), {verdict}. "
-            f"{who.capitalize()} does not help on this collection: train one on its own judged queries and let the "
+            f"{who} does not help on this collection: train one on its own judged queries and let the "
             f"gate promote it (corpus-search train-reranker --collection {collection} --judgments {dataset} --split train, "
             f"or --self-supervised without judgments), or search without re-ranking (--no-rerank)."
         )

@@ -139,7 +139,7 @@ def test_a_rerank_row_worse_than_its_base_is_warned_about_with_what_to_do():
         "hybrid+rerank": [0.5, 0.4, 0.7, 0.3, 0.6, 0.5, 0.6, 0.4],  # clearly worse on every query
         "lexical+rerank": [0.6, 0.4, 0.6, 0.5, 0.4, 0.6, 0.5, 0.5],  # better: no warning
     })
-    checks, warnings = rerank_checks(per, cross_encoder="/models/ce", collection="wiki", dataset="data/wiki")
+    checks, warnings = rerank_checks(per, cross_encoder="/models/MiniLM-ce", collection="wiki", dataset="data/wiki")
     assert set(checks) == {"hybrid+rerank", "lexical+rerank"}
     worse = checks["hybrid+rerank"]
     assert worse["base"] == "hybrid" and worse["worse"] and worse["significant"] and worse["p"] < 0.05
@@ -147,7 +147,7 @@ def test_a_rerank_row_worse_than_its_base_is_warned_about_with_what_to_do():
     assert not checks["lexical+rerank"]["worse"]
     (w,) = warnings
     assert w.startswith("hybrid+rerank is worse than hybrid: nDCG@10 0.5000 vs 0.8750 (-0.3750, -42.9%), significant")
-    assert "'/models/ce'" in w and "corpus-search train-reranker --collection wiki --judgments data/wiki" in w
+    assert "The re-ranker '/models/MiniLM-ce' does not help" in w and "corpus-search train-reranker --collection wiki --judgments data/wiki" in w
     assert "--no-rerank" in w
 
     # A small, noisy loss is still warned about, as not significant.
