@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from corpus_search.errors import UsageError
 from deployments.prefect_env import prefect_environment
@@ -48,9 +49,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out=args.out,
         settings_overrides=overrides or None,
         tag=args.tag,
+        run_dir=args.run_dir,
     )
     if args.json:
-        print(json.dumps(public_json(result)))
+        print(json.dumps(public_json(result), allow_nan=False))
     else:
         print(format_table(result))
         if result["details"].get("tag"):
@@ -58,16 +60,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"version {t['version']} of {t['collection']} tagged {t['tag']!r} with these metrics")
         if result["details"].get("out"):
             print(f"results written to {result['details']['out']}")
+        if result["details"].get("run_files"):
+            print(f"TREC run files written to {args.run_dir}: "
+                  + ", ".join(Path(f).name for f in result["details"]["run_files"].values()))
     return 0
 
 
 def register(sub, common) -> None:
     ev = sub.add_parser(
         "eval",
-        help="evaluate retrieval on a test collection: NDCG@10, MRR@10, Recall@100, MAP (Prefect flow evaluate)",
+        help="evaluate retrieval on a test collection: NDCG@10, MRR@10, Recall@100, MAP, per-query scores, "
+        "significance tests, TREC run files (Prefect flow evaluate)",
         description="Index a BEIR-layout collection (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or an "
         "archive of HTML documents, run its queries in each mode, and score the rankings at document level "
-        "(MaxP) with ir-measures. Re-rank rows appear when the cross-encoder loads.",
+        "(MaxP) with ir-measures. Re-rank rows appear when the cross-encoder loads. Each mode is compared with the "
+        "best one (by nDCG@10) by a paired t-test per metric (scipy.stats.ttest_rel, Holm-corrected; * in the table "
+        "marks p < 0.05), and a warning is printed when a +rerank row scores below its base mode.",
     )
     ev.add_argument("dataset", help="directory in BEIR layout (queries.jsonl, qrels/<split>.tsv, corpus.jsonl)")
     ev.add_argument("--modes", default="lexical,dense,hybrid", help="comma-separated: lexical,dense,hybrid")
@@ -90,6 +98,12 @@ def register(sub, common) -> None:
     ev.add_argument("--tag", default=None, metavar="NAME",
                     help="tag the evaluated version of the collection NAME and store the metrics with it "
                     "(see corpus-search versions; pin it with search --version NAME)")
-    ev.add_argument("--out", default=None, help="write the results JSON here (default: next to the database)")
+    ev.add_argument("--out", default=None,
+                    help="write the results JSON here, the same document --json prints: metrics per mode and per query "
+                    "(details.per_query), significance tests (details.significance), warnings "
+                    "(default: <db>/../eval/<collection>.json next to a local database)")
+    ev.add_argument("--run-dir", default=None, metavar="DIR",
+                    help="write one TREC run file per mode, DIR/<mode>.run (e.g. hybrid+rerank.run), documents as "
+                    "scored (after MaxP), for trec_eval or ir_measures (default: none)")
     common(ev)
     ev.set_defaults(func=cmd_eval)

@@ -2,8 +2,10 @@
 
 index (the real ``index-corpus`` flow, as a subflow: a rerun with nothing changed re-encodes
 nothing, so calling it *is* reusing an up-to-date index) → ``Searcher.search_many`` per mode →
-MaxP to document level → nDCG@10 / MRR@10 / Recall@100 / MAP from ``ir-measures`` → a JSON file and
-a Prefect table artifact (key ``eval-<collection>``).
+MaxP to document level → nDCG@10 / MRR@10 / Recall@100 / MAP from ``ir-measures``, overall and per
+query → paired t-tests of each mode against the best one (Holm-corrected) → a warning for every
+``+rerank`` row worse than its base mode → a JSON file, TREC run files (``run_dir``) and a Prefect
+table artifact (key ``eval-<collection>``).
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from query.errors import InvalidQueryError
 from query.settings import MODES, Settings, get_settings
 from tasks.datasets import DatasetFormatError, load_dataset
 from tasks.fetch import LOCAL_SUFFIXES
-from tasks.metrics import evaluate_run, maxp
+from tasks.metrics import MEASURES, TTEST, compare_to_best, evaluate_per_query, holm, maxp, paired_ttest, write_trec_run
 
 #: The retrieval modes (query.settings.MODES), in report order: the lexical (BM25) baseline first.
 BASE_MODES: tuple[str, ...] = ("lexical", *(m for m in MODES if m != "lexical"))
 RERANK_SUFFIX = "+rerank"
 JSON_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map", "queries_per_s")
+#: Significance level of the marks in the table and of ``significant`` in the JSON.
+ALPHA = 0.05
+#: The table's marker for a mean that differs significantly from the best mode's.
+SIG_MARK = "*"
 UNITS = ("paragraph", "document")
 #: The setting that makes the splitter index a whole document as one unit (``--unit document``).
 UNIT_SETTING = "split_unit"
@@ -117,26 +123,92 @@ def default_collection(dataset_name: str, unit: str) -> str:
 
 
 def format_table(result: dict) -> str:
-    """The human-readable table: one row per mode."""
-    head = f"{'mode':<16} {'NDCG@10':>8} {'MRR@10':>8} {'Recall@100':>10} {'MAP':>8} {'queries/s':>10} {'wall s':>8}"
+    """The human-readable report: one row per mode, significance marks and their legend, notes, warnings."""
+    sig = result["details"].get("significance") or {}
+    marked = sig.get("significant") or {}
+    head = (f"{'mode':<16} {'NDCG@10':>9} {'MRR@10':>9} {'Recall@100':>11} {'MAP':>9} {'queries/s':>10} {'wall s':>8}")
     lines = [f"dataset {result['dataset']} ({result['details']['split']}, {result['queries']} queries, "
              f"unit {result['details']['unit']}, collection {result['details']['collection']})", head, "-" * len(head)]
     for mode, m in result["modes"].items():
-        lines.append(
-            f"{mode:<16} {m['ndcg@10']:>8.4f} {m['mrr@10']:>8.4f} {m['recall@100']:>10.4f} {m['map']:>8.4f} "
-            f"{m['queries_per_s']:>10.1f} {result['details']['wall_s'][mode]:>8.2f}"
-        )
+        cells = []
+        for key, width in (("ndcg@10", 8), ("mrr@10", 8), ("recall@100", 10), ("map", 8)):
+            mark = SIG_MARK if marked.get(mode, {}).get(key) else " "
+            cells.append(f"{m[key]:>{width}.4f}{mark}")
+        qps = m["queries_per_s"]
+        best = "  (best)" if mode == sig.get("best") and len(result["modes"]) > 1 else ""
+        lines.append(f"{mode:<16} {' '.join(cells)} {qps if qps is not None else float('nan'):>10.1f} "
+                     f"{result['details']['wall_s'][mode]:>8.2f}{best}")
+    if sig.get("best") and len(result["modes"]) > 1:
+        if sig.get("reason"):
+            lines.append(f"significance: not tested ({sig['reason']})")
+        else:
+            lines.append(f"{SIG_MARK} differs significantly from the best mode ({sig['best']}, by nDCG@10): "
+                         f"{sig['test']} over {sig['queries']} queries, {sig['correction']}, alpha = {sig['alpha']}")
     lines.extend(f"note: {n}" for n in result["details"]["notes"])
+    lines.extend(f"WARNING: {w}" for w in result.get("warnings", []))
     return "\n".join(lines)
 
 
 def public_json(result: dict) -> dict:
-    """The ``--json`` document: exactly dataset, queries, modes{MODE: the five metrics}."""
-    return {
-        "dataset": result["dataset"],
-        "queries": result["queries"],
-        "modes": {mode: {k: m[k] for k in JSON_METRICS} for mode, m in result["modes"].items()},
-    }
+    """The ``--json`` document, identical to the ``--out`` file: dataset, queries, modes, warnings, details.
+
+    ``modes[MODE]`` keeps the original keys (ndcg@10, mrr@10, recall@100, map, queries_per_s) and adds
+    ir-measures' own names (nDCG@10, RR@10, R@100, AP) with the same values.
+    """
+    return {k: result[k] for k in ("dataset", "queries", "modes", "warnings", "details")}
+
+
+def rerank_checks(
+    per_query_by_mode: dict[str, dict[str, dict[str, float]]], *, cross_encoder: str | None = None,
+    collection: str = "COLLECTION", dataset: str = "DATASET", alpha: float = ALPHA,
+) -> tuple[dict[str, dict], list[str]]:
+    """Compare every ``MODE+rerank`` row with ``MODE`` on per-query nDCG@10: (JSON block, warnings).
+
+    The p-value is a paired t-test of the two rows over the same queries, Holm-corrected over the
+    re-rank rows compared. A warning is written for every row whose mean nDCG@10 is lower than its
+    base's, significant or not (a re-ranker costs most of a query's time, so not being better is
+    already worth knowing); it says by how much, whether it is significant, and what to do.
+    """
+    pairs = [(m, m[: -len(RERANK_SUFFIX)]) for m in per_query_by_mode
+             if m.endswith(RERANK_SUFFIX) and m[: -len(RERANK_SUFFIX)] in per_query_by_mode]
+    means: dict[str, float] = {}
+    raw: list[float | None] = []
+    for rr, base in pairs:
+        qids = list(per_query_by_mode[base])
+        a = [per_query_by_mode[rr][q]["ndcg@10"] for q in qids]
+        b = [per_query_by_mode[base][q]["ndcg@10"] for q in qids]
+        means[rr], means[base] = (float(sum(a) / len(a)), float(sum(b) / len(b))) if qids else (0.0, 0.0)
+        raw.append(paired_ttest(a, b))
+    checks: dict[str, dict] = {}
+    warnings: list[str] = []
+    for (rr, base), p, adj in zip(pairs, raw, holm(raw), strict=True):
+        delta = means[rr] - means[base]
+        significant = adj is not None and adj < alpha
+        checks[rr] = {"base": base, "ndcg@10": means[rr], "base_ndcg@10": means[base], "delta": delta,
+                      "p": adj, "p_uncorrected": p, "significant": significant, "worse": delta < 0}
+        if delta >= 0:
+            continue
+        rel = f", {delta / means[base]:+.1%}" if means[base] > 0 else ""
+        n = len(per_query_by_mode[base])
+        if adj is None:
+            verdict = f"not tested for significance ({n} judged quer{'y' if n == 1 else 'ies'}; a paired test needs 2)"
+        else:
+            corr = f", Holm-corrected over {len(pairs)} re-rank rows" if len(pairs) > 1 else ""
+            verdict = (f"{'significant' if significant else 'not significant'} (p = {adj:.3g} "
+                       f"{'<' if significant else '>='} alpha = {alpha}; {TTEST} over {n} queries{corr})")
+        who = f"The re-ranker {cross_encoder!r}" if cross_encoder else "The re-ranker"
+        warnings.append(
+            f"{rr} is worse than {base}: nDCG@10 {means[rr]:.4f} vs {means[base]:.4f} ({delta:+.4f}{rel}), {verdict}. "
+            f"{who} does not help on this collection: train one on its own judged queries and let the "
+            f"gate promote it (corpus-search train-reranker --collection {collection} --judgments {dataset} --split train, "
+            f"or --self-supervised without judgments), or search without re-ranking (--no-rerank)."
+        )
+    return checks, warnings
+
+
+def _rounded(metrics: dict) -> dict:
+    """A mode's original five metrics, 4 decimals: for places meant to be read (artifact, version tags)."""
+    return {k: round(metrics[k], 4) if k != "queries_per_s" else metrics[k] for k in JSON_METRICS}
 
 
 def _try_reranker(searcher) -> tuple[object | None, str | None]:
@@ -168,6 +240,7 @@ def evaluate(
     out: str | None = None,
     settings_overrides: dict | None = None,
     tag: str | None = None,
+    run_dir: str | None = None,
 ) -> dict:
     """Evaluate retrieval (and re-ranking, when a cross-encoder loads) on a test collection.
 
@@ -179,8 +252,13 @@ def evaluate(
     with the tag and shown by ``corpus-search versions``. Queries run against that exact version,
     even if another writer commits meanwhile.
 
-    Returns ``{"dataset", "queries", "modes": {MODE: metrics}, "details": {...}}``; ``public_json``
-    trims it to the documented ``--json`` keys.
+    ``run_dir``: write one TREC run file per evaluated mode, ``<run_dir>/<mode>.run`` (e.g.
+    ``hybrid+rerank.run``), the documents exactly as scored (after MaxP), for trec_eval or ir-measures.
+
+    Returns ``{"dataset", "queries", "modes": {MODE: metrics}, "warnings": [...], "details": {...}}``
+    (the ``--out`` file and ``--json`` both hold ``public_json`` of it). ``details["per_query"][MODE][QID]``
+    holds each query's metrics, ``details["significance"]`` paired t-tests of every mode against the best
+    (by nDCG@10), ``details["rerank_vs_base"]`` each re-rank row against its base mode.
     """
     logger = get_run_logger()
     if unit not in UNITS:
@@ -245,6 +323,9 @@ def evaluate(
     if "dense" in base_modes or "hybrid" in base_modes:
         searcher.encode_queries(texts[:1])  # load the bi-encoder outside the timed region
     results: dict[str, dict] = {}
+    per_query: dict[str, dict[str, dict[str, float]]] = {}
+    runs: dict[str, dict[str, list[tuple[str, float]]]] = {}  # what the run files hold: documents as scored
+    no_hits: dict[str, int] = {}
     wall: dict[str, float] = {}
     docs_per_query: dict[str, float] = {}  # distinct documents left after MaxP, mean over queries
     for mode, rr in run_modes:
@@ -253,16 +334,29 @@ def evaluate(
         hits = searcher.search_many(texts, k=hits_per_query, mode=mode, candidates=max(candidates, hits_per_query),
                                    rerank="require" if rr else False)
         seconds = time.perf_counter() - t1
-        ranked = {
-            qid: [map_id(d) for d, _ in maxp([h.doc_id for h in hs], [h.score for h in hs], depth)]
+        runs[name] = {
+            qid: [(map_id(d), s) for d, s in maxp([h.doc_id for h in hs], [h.score for h in hs], depth)]
             for qid, hs in zip(qids, hits, strict=True)
         }
+        ranked = {qid: [d for d, _ in docs] for qid, docs in runs[name].items()}
         docs_per_query[name] = round(sum(len(r) for r in ranked.values()) / max(1, len(ranked)), 1)
-        metrics = evaluate_run(data.qrels, ranked)
-        metrics["queries_per_s"] = len(qids) / seconds if seconds > 0 else float("inf")
-        results[name] = {k: round(v, 4) if k != "queries_per_s" else round(v, 2) for k, v in metrics.items()}
+        no_hits[name] = sum(1 for r in ranked.values() if not r)
+        means, per_query[name] = evaluate_per_query(data.qrels, ranked)
+        # Unrounded means (the table rounds): a run file read back with ir-measures gives these exact numbers.
+        results[name] = {**means, "queries_per_s": round(len(qids) / seconds, 2) if seconds > 0 else None,
+                         **{MEASURES[k]: v for k, v in means.items()}}
         wall[name] = round(seconds, 3)
-        logger.info("%s: %s (%.1f s)", name, results[name], seconds)
+        logger.info("%s: %s (%.1f s)", name, {k: round(means[k], 4) for k in MEASURES}, seconds)
+    for name, n in no_hits.items():
+        if n:
+            notes.append(f"{name}: {n} queries retrieved nothing; they count 0 here (as with trec_eval -c) "
+                         "and have no lines in a run file")
+    significance = compare_to_best(per_query, alpha=ALPHA)
+    rerank_vs_base, warnings = rerank_checks(
+        per_query, cross_encoder=reranker.name if reranker is not None else None, collection=collection,
+        dataset=dataset, alpha=ALPHA)
+    for w in warnings:
+        logger.warning(w)
     notes.append(
         f"MAP is over the top {depth} documents (trec_eval AP over what was retrieved); Anserini's "
         "regressions retrieve 1000 hits, so their MAP can be slightly higher on the same ranking"
@@ -272,6 +366,7 @@ def evaluate(
         "dataset": data.name,
         "queries": len(qids),
         "modes": results,
+        "warnings": warnings,
         "details": {
             "collection": collection,
             "db_uri": settings.db_uri,
@@ -289,6 +384,10 @@ def evaluate(
             | {"seconds": round(index_s, 3)},
             "unjudged_queries_skipped": data.unjudged_queries,
             "notes": notes,
+            "measures": dict(MEASURES),  # our metric name → ir-measures' name
+            "significance": significance,
+            "rerank_vs_base": rerank_vs_base,
+            "per_query": per_query,
         },
     }
     result["details"]["version"] = evaluated
@@ -297,19 +396,25 @@ def evaluate(
 
         result["details"]["tag"] = tag_version(
             settings.db_uri, collection, tag, evaluated,
-            metrics={"dataset": data.name, "split": split, "unit": unit, "queries": len(qids), "modes": results},
+            metrics={"dataset": data.name, "split": split, "unit": unit, "queries": len(qids),
+                     "modes": {m: _rounded(v) for m, v in results.items()}},
         )
         logger.info("tagged %s version %d as %r", collection, evaluated, tag)
+    if run_dir is not None:
+        result["details"]["run_files"] = {
+            name: str(write_trec_run(Path(run_dir) / f"{name}.run", runs[name], tag=name)) for name in results
+        }
+        logger.info("TREC run files written to %s", run_dir)
     path = Path(out) if out else (Path(settings.db_uri).parent / "eval" / f"{collection}.json" if "://" not in settings.db_uri else None)
     if path is not None:
+        result["details"]["out"] = str(path)  # before writing, so the file and --json hold the same details
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        result["details"]["out"] = str(path)
+        path.write_text(json.dumps(public_json(result), indent=2, allow_nan=False) + "\n")
     create_table_artifact(
-        table=[{"mode": m, **v, "wall_s": wall[m]} for m, v in results.items()],
+        table=[{"mode": m, **_rounded(v), "wall_s": wall[m]} for m, v in results.items()],
         key=artifact_key("eval", collection),
         description=f"corpus-search evaluation of {data.name} ({split}, {len(qids)} queries, unit {unit}) "
-        f"on collection {collection!r}. " + " ".join(notes),
+        f"on collection {collection!r}. " + " ".join(notes) + "".join(f" WARNING: {w}" for w in warnings),
     )
     return result
 
@@ -322,6 +427,8 @@ if __name__ == "__main__":  # python -m flows.evaluate DATASET [--collection NAM
     parser.add_argument("--collection", default=None)
     parser.add_argument("--db", default=None)
     parser.add_argument("--corpus-html", default=None)
+    parser.add_argument("--run-dir", default=None)
     args = parser.parse_args()
-    res = evaluate(args.dataset, collection=args.collection, db_uri=args.db, corpus_html=args.corpus_html)
+    res = evaluate(args.dataset, collection=args.collection, db_uri=args.db, corpus_html=args.corpus_html,
+                   run_dir=args.run_dir)
     print(format_table(res))

@@ -146,11 +146,13 @@ def test_eval_cli_end_to_end(prefect_harness, db_uri, tmp_path, capsys):
             "--no-rerank", "--out", str(out), "--json"]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(printed) == {"dataset", "queries", "modes"}
+    # Issue 12: --json now carries the --out document (details, warnings too); the original keys stay.
+    assert {"dataset", "queries", "modes"} <= set(printed) and printed["details"] == json.loads(out.read_text())["details"]
     assert printed["dataset"] == "beir_tiny" and printed["queries"] == 4
     assert list(printed["modes"]) == ["lexical", "dense", "hybrid"]
     for mode, m in printed["modes"].items():
-        assert set(m) == {"ndcg@10", "mrr@10", "recall@100", "map", "queries_per_s"}, mode
+        assert {"ndcg@10", "mrr@10", "recall@100", "map", "queries_per_s"} <= set(m), mode  # + ir-measures' names
+        assert set(m) - {"ndcg@10", "mrr@10", "recall@100", "map", "queries_per_s"} == {"nDCG@10", "RR@10", "R@100", "AP"}
         assert (m["ndcg@10"], m["mrr@10"], m["recall@100"], m["map"]) == (1.0, 1.0, 1.0, 1.0), mode
         assert m["queries_per_s"] > 0
     saved = json.loads(out.read_text())
@@ -160,8 +162,15 @@ def test_eval_cli_end_to_end(prefect_harness, db_uri, tmp_path, capsys):
     from flows.evaluate import evaluate, format_table
 
     res = evaluate(str(BEIR), collection="tiny-eval", db_uri=db_uri, modes="lexical", rerank=False,
-                   out=str(tmp_path / "again.json"))
+                   out=str(tmp_path / "again.json"), run_dir=str(tmp_path / "runs"))
     assert res["details"]["index"]["paragraphs_encoded"] == 0
+    # The flow's run_dir (the CLI's --run-dir): a TREC run file per mode that ir-measures scores the same.
+    import ir_measures
+
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["lexical.run"]
+    agg = ir_measures.calc_aggregate([ir_measures.nDCG@10, ir_measures.AP], load_dataset(BEIR).qrels,
+                                     ir_measures.read_trec_run(str(tmp_path / "runs" / "lexical.run")))
+    assert agg[ir_measures.nDCG@10] == res["modes"]["lexical"]["nDCG@10"] == 1.0 and agg[ir_measures.AP] == 1.0
     table = format_table(res)
     assert "NDCG@10" in table and "lexical" in table and "re-rank rows omitted" in table
 
