@@ -71,9 +71,15 @@ class IndexMetadata:
     normalized: bool
     encode_title: bool
     schema_version: int = SCHEMA_VERSION
+    #: The encoder's token limit, which shapes the paragraphs: with it stored, a run that finds nothing
+    #: changed compares fingerprints without loading the encoder. Not part of the compatibility check.
+    max_seq_length: int | None = None
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        data = asdict(self)
+        if data["max_seq_length"] is None:
+            del data["max_seq_length"]
+        return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
     def from_schema(cls, schema: pa.Schema, *, table: str = "") -> IndexMetadata:
@@ -85,7 +91,8 @@ class IndexMetadata:
                 "Re-index it into a new collection."
             )
         data = json.loads(raw)
-        return cls(**{k: data[k] for k in ("encoder", "dim", "normalized", "encode_title", "schema_version")})
+        return cls(**{k: data[k] for k in ("encoder", "dim", "normalized", "encode_title", "schema_version")},
+                   max_seq_length=data.get("max_seq_length"))
 
 
 class IndexContractError(CorpusSearchError, ValueError):

@@ -7,15 +7,15 @@ once per process, from ``query.models`` and ``tasks.store``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from query.models import bi_encoder_from_settings
-from query.schema import IndexMetadata
+from query.models import bi_encoder_from_settings, canonical_model_name
+from query.schema import IndexMetadata, check_compatible
 from query.settings import Settings
 from tasks import store, versions
 from tasks.encode import encode_in_chunks
@@ -29,13 +29,14 @@ stage = functools.partial(task, cache_policy=NO_CACHE, persist_result=False)
 
 def index_metadata(settings: Settings) -> IndexMetadata:
     enc = bi_encoder_from_settings(settings)
-    return IndexMetadata(encoder=enc.name, dim=enc.dim, normalized=True, encode_title=settings.encode_title)
+    return IndexMetadata(encoder=enc.name, dim=enc.dim, normalized=True, encode_title=settings.encode_title,
+                         max_seq_length=enc.max_seq_length)
 
 
-def split_options(settings: Settings) -> SplitOptions:
-    enc = bi_encoder_from_settings(settings)
+def split_options(settings: Settings, max_tokens: int | None = None) -> SplitOptions:
+    """How articles are split; ``max_tokens`` (the encoder's limit) is read from the model when not given."""
     return SplitOptions(
-        max_tokens=enc.max_seq_length,
+        max_tokens=max_tokens or bi_encoder_from_settings(settings).max_seq_length,
         min_chars=settings.min_paragraph_chars,
         encode_title=settings.encode_title,
         main_content=settings.main_content,
@@ -56,9 +57,16 @@ def paragraph_table(settings: Settings):
 def existing_table(settings: Settings):
     """The collection's paragraph table if it exists, checked for its schema version only.
 
-    Counting and index upkeep need no bi-encoder: a run with nothing to encode never loads one.
+    Counting and index upkeep need no bi-encoder: a run with nothing to encode never loads one. The
+    configured encoder's name must still be the table's (a run with another one is refused at once).
     """
-    return store.open_existing_table(_db(settings.db_uri), settings.collection, db_uri=settings.db_uri)
+    table = store.open_existing_table(_db(settings.db_uri), settings.collection, db_uri=settings.db_uri)
+    if table is not None:
+        stored = IndexMetadata.from_schema(table.schema, table=settings.collection)
+        if canonical_model_name(settings.bi_encoder) != stored.encoder:
+            check_compatible(stored, replace(stored, encoder=canonical_model_name(settings.bi_encoder)),
+                             collection=settings.collection)
+    return table
 
 
 def file_stamp(info, settings: Settings) -> str:
@@ -146,8 +154,18 @@ def split_batch(articles: list[Article], known: dict[str, str], settings: Settin
     stamps = stamps or {}
     if not articles:  # nothing read: no tokenizer, no model
         return result
-    opts = split_options(settings)
-    count = tokenizer_counter(bi_encoder_from_settings(settings).tokenizer)
+    # The stored token limit of the collection's encoder (the encoder itself is checked against the
+    # table when anything is written), so that unchanged articles cost no model load.
+    table = existing_table(settings)
+    stored = IndexMetadata.from_schema(table.schema).max_seq_length if table is not None else None
+    opts = split_options(settings, stored)
+    counter: list = []
+
+    def count(texts):
+        if not counter:
+            counter.append(tokenizer_counter(bi_encoder_from_settings(settings).tokenizer))
+        return counter[0](texts)
+
     for article in articles:
         fingerprint = body_fingerprint(article, opts)
         if known.get(article.key) == fingerprint:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -18,6 +18,7 @@ from query.filters import in_list, sql_literal
 from query.schema import (
     ARTICLE_SCHEMA,
     IndexContractError,
+    METADATA_KEY,
     METADATA_TYPE,
     IndexMetadata,
     articles_table_name,
@@ -61,6 +62,10 @@ def open_paragraph_table(db, collection: str, meta: IndexMetadata, *, create: bo
                 f"but the setting is now {meta.encode_title}. Set CORPUS_SEARCH_ENCODE_TITLE="
                 f"{str(stored.encode_title).lower()} or index into a new collection."
             )
+        if stored.max_seq_length is None and meta.max_seq_length is not None:
+            # Older tables: remember the token limit, so later runs with nothing to do skip the encoder.
+            table.to_lance().update_schema_metadata(
+                {METADATA_KEY.decode(): replace(stored, max_seq_length=meta.max_seq_length).to_bytes().decode()})
         return table
     if not create:
         return None
