@@ -23,6 +23,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
+# Task arguments are big batches of plain data: quote() spares Prefect walking every element of them
+# in search of futures to resolve (seconds per run on a few thousand articles).
+from prefect.utilities.annotations import quote
 
 from flows.hooks import log_crash, log_failure
 from flows.summary import IndexSummary, NothingIndexedError, artifact_key, printable
@@ -178,15 +181,15 @@ def index_corpus(
                     unchanged += 1
                 else:
                     articles.append(o)
-            split = stages.split_batch(articles, {a.key: known.get(a.key, "") for a in articles}, settings,
-                                       {a.key: stamps[a.key] for a in articles if a.key in stamps})
+            split = stages.split_batch(quote(articles), quote({a.key: known.get(a.key, "") for a in articles}),
+                                       settings, quote({a.key: stamps[a.key] for a in articles if a.key in stamps}))
             failed += [(f.doc_id, f.error) for f in split.failed]
             if split.restamp:
-                stages.restamp_files(split.restamp, settings)
+                stages.restamp_files(quote(split.restamp), settings)
             if split.changed:
-                plan = stages.plan_writes(split.paragraphs, split.changed, settings)
-                vectors, seconds = stages.encode_paragraphs([p.encoded for p in plan.new], settings)
-                stages.write_batch(plan, vectors, split.changed, settings)
+                plan = stages.plan_writes(quote(split.paragraphs), quote(split.changed), settings)
+                vectors, seconds = stages.encode_paragraphs(quote([p.encoded for p in plan.new]), settings)
+                stages.write_batch(quote(plan), quote(vectors), quote(split.changed), settings)
                 summary.articles_fetched += len(split.changed)
                 summary.paragraphs_encoded += len(plan.new)
                 summary.paragraphs_moved += len(plan.moved)
@@ -219,7 +222,7 @@ def index_corpus(
         for i in range(0, len(urls), batch_articles):
             chunk = urls[i : i + batch_articles]
             guarded(SourceSpec("urls", "url", ""), chunk,
-                    lambda chunk=chunk: process(stages.fetch_url_batch(chunk, states, settings)))
+                    lambda chunk=chunk: process(stages.fetch_url_batch(chunk, quote(states), settings)))
 
         # Local sources are fully enumerated, so articles that vanished from them are deleted (below).
         vanished: list[Vanished] = []
@@ -248,9 +251,9 @@ def index_corpus(
                     def work(unit=unit, files=files) -> None:
                         nonlocal complete
                         if spec.kind == "jsonl":
-                            outcomes = stages.parse_dump_batch(spec, unit, settings)
+                            outcomes = stages.parse_dump_batch(spec, quote(unit), settings)
                         elif files:
-                            outcomes = stages.read_file_batch(spec, files, stamps, settings)
+                            outcomes = stages.read_file_batch(spec, quote(files), quote(stamps), settings)
                         else:
                             outcomes = []
                         fresh = []
@@ -296,7 +299,7 @@ def index_corpus(
 
         if vanished:
             for v in vanished:
-                v.rows = stages.count_vanished_rows(v.origin, v.doc_ids, settings)
+                v.rows = stages.count_vanished_rows(v.origin, quote(v.doc_ids), settings)
             unconfirmed = sum(v.rows for v in vanished if not v.confirmed)
             limit = settings.max_delete_fraction * rows_before
             if unconfirmed > limit and not allow_mass_delete:
@@ -311,7 +314,7 @@ def index_corpus(
                 )
                 vanished = [v for v in vanished if v.confirmed]
             for v in vanished:
-                summary.paragraphs_deleted += stages.delete_vanished(v.origin, v.doc_ids, settings)
+                summary.paragraphs_deleted += stages.delete_vanished(v.origin, quote(v.doc_ids), settings)
                 summary.articles_deleted += len(v.doc_ids)
 
         info = stages.refresh_indexes(settings)

@@ -159,6 +159,8 @@ def split_batch(articles: list[Article], known: dict[str, str], settings: Settin
     table = existing_table(settings)
     stored = IndexMetadata.from_schema(table.schema).max_seq_length if table is not None else None
     opts = split_options(settings, stored)
+    if table is not None and stored is None:
+        store.remember_max_seq_length(table, opts.max_tokens)  # an older table: learnt once, from the model
     counter: list = []
 
     def count(texts):

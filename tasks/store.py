@@ -63,13 +63,19 @@ def open_paragraph_table(db, collection: str, meta: IndexMetadata, *, create: bo
                 f"{str(stored.encode_title).lower()} or index into a new collection."
             )
         if stored.max_seq_length is None and meta.max_seq_length is not None:
-            # Older tables: remember the token limit, so later runs with nothing to do skip the encoder.
-            table.to_lance().update_schema_metadata(
-                {METADATA_KEY.decode(): replace(stored, max_seq_length=meta.max_seq_length).to_bytes().decode()})
+            remember_max_seq_length(table, meta.max_seq_length)
         return table
     if not create:
         return None
     return db.create_table(collection, schema=paragraph_schema(meta))
+
+
+def remember_max_seq_length(table, max_seq_length: int) -> None:
+    """Store the encoder's token limit in an older table's metadata, so later runs with nothing to do
+    compare fingerprints without loading the encoder."""
+    stored = IndexMetadata.from_schema(table.schema)
+    table.to_lance().update_schema_metadata(
+        {METADATA_KEY.decode(): replace(stored, max_seq_length=max_seq_length).to_bytes().decode()})
 
 
 def open_existing_table(db, collection: str, *, db_uri: str | None = None):
