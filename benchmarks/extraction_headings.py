@@ -52,7 +52,7 @@ def _articles(collection: str, data: Path):
                 yield parse_dump_line(json.loads(line), source="scifact")
 
 
-def dump(out: Path, data: Path, collections: list[str]) -> None:
+def dump(out: Path, data: Path, collections: list[str], heading_context: str | None) -> None:
     from query.models import bi_encoder_from_settings
     from query.settings import get_settings
     from tasks.split import SplitOptions, split_article, tokenizer_counter
@@ -60,7 +60,8 @@ def dump(out: Path, data: Path, collections: list[str]) -> None:
     settings = get_settings()
     encoder = bi_encoder_from_settings(settings)
     opts = SplitOptions(max_tokens=encoder.max_seq_length, min_chars=settings.min_paragraph_chars,
-                        encode_title=settings.encode_title, main_content=settings.main_content)
+                        encode_title=settings.encode_title, main_content=settings.main_content,
+                        **({"heading_context": heading_context} if heading_context else {}))
     count = tokenizer_counter(encoder.tokenizer)
     result: dict[str, dict[str, list]] = {}
     for collection in collections:
@@ -79,10 +80,15 @@ def dump(out: Path, data: Path, collections: list[str]) -> None:
 def compare(before_path: Path, after_path: Path, data: Path) -> None:
     from tasks.split import _same_text, parse_article
 
+    from query.models import bi_encoder_from_settings
+    from tasks.split import tokenizer_counter
+
+    count = tokenizer_counter(bi_encoder_from_settings().tokenizer)
     before = json.loads(gzip.decompress(before_path.read_bytes()))
     after = json.loads(gzip.decompress(after_path.read_bytes()))
     print(f"{'collection':12}{'articles':>9}{'paras before':>13}{'after':>7}{'lone heading b/a':>18}"
-          f"{'title repeat b/a':>18}{'ids kept':>10}{'identical':>10}{'with meta':>10}{'published':>10}")
+          f"{'title repeat b/a':>18}{'ids kept':>10}{'identical':>10}{'tokens b/a':>18}{'with meta':>10}"
+          f"{'published':>10}")
     for collection in after:
         old, new = before.get(collection, {}), after[collection]
         headings: dict[str, set[str]] = {}
@@ -104,9 +110,11 @@ def compare(before_path: Path, after_path: Path, data: Path) -> None:
         with_meta = sum(1 for rows in new.values() if rows and rows[0][4])
         published = sum(1 for rows in new.values() if rows and rows[0][5])
         n_old, n_new = sum(map(len, old.values())), len(new_ids)
+        tokens_old = sum(count([r[3] for rows in old.values() for r in rows]))
+        tokens_new = sum(count([r[3] for rows in new.values() for r in rows]))
         print(f"{collection:12}{len(new):9}{n_old:13}{n_new:7}{lone(old):>10}/{lone(new):<7}"
               f"{title_repeats(old):>10}/{title_repeats(new):<7}{kept / max(n_new, 1):10.1%}"
-              f"{identical:>6}/{len(new):<4}{with_meta:10}{published:10}")
+              f"{identical:>6}/{len(new):<4}{tokens_old:>9}/{tokens_new:<8}{with_meta:10}{published:10}")
 
 
 def metadata(data: Path) -> None:
@@ -143,6 +151,7 @@ def metadata(data: Path) -> None:
             ours_only += 1
         elif their_date:
             traf_only += 1
+            disagreements.append((article.doc_id[:12], "-", their_date.date().isoformat()))
         if meta.get("author") and theirs.author:
             author_both += 1
             author_agree += theirs.author.split(";")[0].strip().casefold() in meta["author"].casefold()
@@ -155,7 +164,7 @@ def metadata(data: Path) -> None:
     print(f"published: both found {both} (same day {agree}), ours only {ours_only}, trafilatura only {traf_only}")
     print(f"author: both found {author_both}, trafilatura's first author inside ours {author_agree}")
     for row in disagreements:
-        print("  date differs:", *row)
+        print("  date differs (ours, trafilatura):", *row)
 
 
 def main() -> None:
@@ -165,13 +174,14 @@ def main() -> None:
     d = sub.add_parser("dump")
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--collections", nargs="+", default=["extraction", "cacm", "scifact"])
+    d.add_argument("--heading-context", choices=["first", "section"], help="SplitOptions.heading_context")
     c = sub.add_parser("compare")
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
     sub.add_parser("metadata")
     args = parser.parse_args()
     if args.command == "dump":
-        dump(args.out, args.data, args.collections)
+        dump(args.out, args.data, args.collections, args.heading_context)
     elif args.command == "compare":
         compare(args.before, args.after, args.data)
     else:

@@ -161,7 +161,8 @@ def _with_headings(headings: Sequence[str], text: str) -> str:
     return " ".join([*parts, text])
 
 
-def passages(title: str, blocks: Sequence[Block], min_chars: int, *, drop_title: bool = True) -> list[str]:
+def passages(title: str, blocks: Sequence[Block], min_chars: int, *, drop_title: bool = True,
+             every: bool = False) -> list[str]:
     """Body blocks of at least ``min_chars``, each headed by the headings just above it; no heading stands alone.
 
     A heading is context, not a passage: it joins the first body block under it ("Cost. The work cost...").
@@ -184,7 +185,8 @@ def passages(title: str, blocks: Sequence[Block], min_chars: int, *, drop_title:
         if len(block.text) < min_chars:
             continue
         out.append(_with_headings([h.text for h in pending], block.text) if pending else block.text)
-        pending = []
+        if not every:
+            pending = []
     return out
 
 
@@ -242,6 +244,9 @@ class SplitOptions:
     main_content: bool = True
     special_tokens: int = 2  # [CLS] and [SEP]
     unit: str = "paragraph"  # "document": the whole article is one unit, left to the encoder's truncation
+    # "first": a heading joins the first paragraph under it; "section": every paragraph of its section (measured
+    # in NOTES-headings.md: it changes far more paragraph ids and costs more tokens).
+    heading_context: str = "first"
 
 
 def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> list[Paragraph]:
@@ -261,7 +266,8 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
         blocks = [" ".join(kept)] if kept else []
         blocks = [b for b in blocks if len(b) >= opts.min_chars]
     else:
-        blocks = passages(title, parsed.blocks, opts.min_chars, drop_title=structured)
+        blocks = passages(title, parsed.blocks, opts.min_chars, drop_title=structured,
+                          every=opts.heading_context == "section")
     prefix = count([title])[0] + 1 if (opts.encode_title and title) else 0
     budget = opts.max_tokens - opts.special_tokens - prefix
     # A wordpiece token covers at least one character, so blocks no longer than the budget in
@@ -322,6 +328,7 @@ def body_fingerprint(article: Article, opts: SplitOptions) -> str:
         str(opts.encode_title),
         str(opts.main_content),
         *([opts.unit] if opts.unit != "paragraph" else []),  # paragraph: fingerprints of existing indexes unchanged
+        *([opts.heading_context] if opts.heading_context != "first" else []),
         # Fields outside the body (a dump record's metadata, its date) change the rows too; articles without
         # them keep the fingerprint they had.
         *([json.dumps(article.metadata, sort_keys=True, ensure_ascii=False)] if article.metadata else []),

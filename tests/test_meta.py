@@ -253,3 +253,14 @@ def test_fingerprint_changes_with_dump_metadata_or_published_only():
     assert len(fingerprints) == 4
     same = Article("d1", "/dump", "T", "body", "text", metadata={"lang": "en"})
     assert body_fingerprint(same, OPTS) == body_fingerprint(tagged, OPTS)
+
+
+def test_placeholder_dates_and_profile_urls_give_way_to_better_sources():
+    ld = ('<script type="application/ld+json">{"@type": "NewsArticle", "datePublished": "2019-11-19T08:00:00Z",'
+          ' "author": {"@type": "Person", "name": "Meg James"}}</script>')
+    doc = extract_html(_page('<meta property="article:published_time" content="0001-01-01T00:00:00Z">'
+                             '<meta property="article:author" content="https://news.example/people/meg-james">' + ld))
+    assert doc.published == datetime(2019, 11, 19, 8, tzinfo=UTC)
+    assert doc.metadata["published"] == "2019-11-19T08:00:00Z"
+    assert doc.metadata["author"] == "Meg James"
+    assert parse_published("9999-12-31T23:59:59") is None

@@ -229,3 +229,12 @@ def test_fingerprint_of_html_and_markdown_moves_to_the_heading_rules_once():
     for kind in ("html", "markdown"):
         a = Article("a", "/src", "T", "body", kind)
         assert body_fingerprint(a, opts()) == stable_hash(kind, "T", "body", "64", "10", "True", "True", _STRUCTURED_RULES)
+
+
+def test_section_heading_context_heads_every_paragraph_of_its_section():
+    paras = split_article(Article("g.md", "/src", "", MD, "markdown"), opts(heading_context="section"), words)
+    assert [p.text for p in paras] == [
+        "Formation. Snow falls and compacts into firn over many winters.",
+        "Formation. Firn becomes glacial ice under its own weight.",
+        "Movement. Speed. Most glaciers move a few metres per day.",
+    ]
