@@ -78,10 +78,8 @@ def dump(out: Path, data: Path, collections: list[str], heading_context: str | N
 
 
 def compare(before_path: Path, after_path: Path, data: Path) -> None:
-    from tasks.split import _same_text, parse_article
-
     from query.models import bi_encoder_from_settings
-    from tasks.split import tokenizer_counter
+    from tasks.split import _same_text, parse_article, tokenizer_counter
 
     count = tokenizer_counter(bi_encoder_from_settings().tokenizer)
     before = json.loads(gzip.decompress(before_path.read_bytes()))
@@ -97,7 +95,7 @@ def compare(before_path: Path, after_path: Path, data: Path) -> None:
                 parsed = parse_article(article)
                 headings[article.doc_id] = {b.text for b in parsed.blocks if b.level}
 
-        def lone(pages: dict) -> int:
+        def lone(pages: dict, headings: dict[str, set[str]] = headings) -> int:
             return sum(1 for doc, rows in pages.items() for r in rows if r[2] in headings.get(doc, ()))
 
         def title_repeats(pages: dict) -> int:

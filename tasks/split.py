@@ -9,7 +9,6 @@ the title is dropped (:func:`passages`). Plain text and pre-split records (BEIR,
 headings and split exactly as before. Each paragraph carries its article's metadata (``tasks/meta.py``).
 """
 
-
 from __future__ import annotations
 
 import json
