@@ -4,7 +4,8 @@ trafilatura is the better article extractor on the public ScrapingHub article-ex
 benchmark (see ``benchmarks/RESULTS.md``, "Extraction quality (public benchmark)").  The
 indexer needs paragraphs and headings as separate blocks, not one flat string, so we ask for
 its XML output (``<head>``, ``<p>``, ``<list><item>``, ``<table><row><cell>``, ``<quote>``,
-``<code>``) and turn each structural element (each table cell) into one block.
+``<code>``) and turn each structural element (each table cell) into one block. A ``<head>`` block keeps its
+level (``rend="h2"`` → 2) so the splitter can use it as context for the paragraphs under it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from lxml.html import HtmlElement
 
 from tasks.text import normalize_ws
 
-__all__ = ["parse_html", "trafilatura_blocks"]
+__all__ = ["heading_level", "parse_html", "trafilatura_blocks", "trafilatura_levelled_blocks"]
 
 # Structural elements of trafilatura's XML that form one block each.
 _BLOCK_ELEMENTS = frozenset({"head", "p", "item", "row", "quote", "code", "graphic"})
@@ -43,8 +44,16 @@ def _text(element: etree._Element) -> str:
     return _normalise("".join(parts))
 
 
-def _walk(element: etree._Element, out: list[str]) -> None:
-    """Append the text of every block element under ``element`` in document order."""
+def heading_level(element: etree._Element) -> int:
+    """1-6 for trafilatura's ``<head rend="hN">`` (2 when it gives no level), 0 for any other element."""
+    if element.tag != "head":
+        return 0
+    rend = str(element.get("rend") or "")
+    return int(rend[1]) if len(rend) == 2 and rend[0] == "h" and rend[1] in "123456" else 2
+
+
+def _walk(element: etree._Element, out: list[str], levels: list[int]) -> None:
+    """Append the text of every block element under ``element`` in document order (``levels``: its heading level)."""
     for child in element:
         if not isinstance(child.tag, str):
             continue  # comments / processing instructions
@@ -54,23 +63,35 @@ def _walk(element: etree._Element, out: list[str]) -> None:
             # neither merged into one block nor duplicated.
             if child.text and (text := _normalise(child.text)):
                 out.append(text)
-            _walk(child, out)
+                levels.append(0)
+            _walk(child, out, levels)
         elif child.tag in _BLOCK_ELEMENTS:
             if child.tag == "row":
                 # One block per cell, as our own parser does for <td>/<th>: a row joined into
                 # one line ("Mount St. Helens United States 1980 5") would pass the indexer's
                 # length filter as a chunk that carries no words of its own, only the page title.
-                out.extend(text for cell in child if (text := _text(cell)))
+                cells = [text for cell in child if (text := _text(cell))]
+                out.extend(cells)
+                levels.extend([0] * len(cells))
             elif text := _text(child):
                 out.append(text)
+                levels.append(heading_level(child))
         elif text := _text(child):  # inline leftovers (hi, ref) directly under a container
             out.append(text)
+            levels.append(0)
         if child.tail and (tail := _normalise(child.tail)) and element.tag not in {"row"}:
             out.append(tail)
+            levels.append(0)
 
 
 def trafilatura_blocks(html: str | HtmlElement, **options: object) -> list[str] | None:
-    """The article's blocks as trafilatura sees them, or None when it finds no article.
+    """The article's blocks as trafilatura sees them, or None when it finds no article (see below)."""
+    found = trafilatura_levelled_blocks(html, **options)
+    return found[0] if found else None
+
+
+def trafilatura_levelled_blocks(html: str | HtmlElement, **options: object) -> tuple[list[str], list[int]] | None:
+    """(the article's blocks, each one's heading level: 0 for text) as trafilatura sees them, or None.
 
     ``html`` may be an already parsed tree (``parse_html``), which trafilatura copies rather
     than modifies, so the caller can parse once and reuse the tree.  ``options`` go to
@@ -88,8 +109,9 @@ def trafilatura_blocks(html: str | HtmlElement, **options: object) -> list[str] 
     if document is None or document.body is None:
         return None
     blocks: list[str] = []
-    _walk(document.body, blocks)
-    return blocks or None
+    levels: list[int] = []
+    _walk(document.body, blocks, levels)
+    return (blocks, levels) if blocks else None
 
 
 def parse_html(html: str) -> HtmlElement | None:

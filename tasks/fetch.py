@@ -190,7 +190,11 @@ def iter_directory(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
 
 
 def parse_dump_line(obj: Mapping, *, source: str) -> Article:
-    """One JSONL record → Article. Two formats: Simple-Wikipedia (title, paragraphs) and BEIR (_id, title, text)."""
+    """One JSONL record → Article. Two formats: Simple-Wikipedia (title, paragraphs) and BEIR (_id, title, text).
+
+    Every other top-level field of the record becomes the article's metadata (text; lists joined, other values
+    as JSON), a BEIR ``metadata`` object's keys included; ``published`` / ``date`` give the publication time.
+    """
     if "paragraphs" in obj:
         paragraphs = obj["paragraphs"]
         if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
@@ -199,17 +203,22 @@ def parse_dump_line(obj: Mapping, *, source: str) -> Article:
         doc_id = str(obj.get("id") or obj.get("_id") or title)
         if not doc_id:
             raise ValueError("a record needs 'id' or 'title'")
-        return Article(doc_id, source, title, "\n\n".join(paragraphs), "paragraphs", paragraphs=list(paragraphs))
-    if "text" in obj and ("_id" in obj or "id" in obj):
+        article = Article(doc_id, source, title, "\n\n".join(paragraphs), "paragraphs", paragraphs=list(paragraphs))
+    elif "text" in obj and ("_id" in obj or "id" in obj):
         doc_id = str(obj.get("_id", obj.get("id")))
         text = obj["text"]
         if not isinstance(text, str):
             raise ValueError("'text' must be a string")
-        return Article(doc_id, source, str(obj.get("title") or ""), text, "text")
-    raise ValueError(
-        "unknown record format: expected {'title', 'paragraphs': [...]} (Simple Wikipedia) "
-        "or {'_id', 'title', 'text'} (BEIR corpus.jsonl)"
-    )
+        article = Article(doc_id, source, str(obj.get("title") or ""), text, "text")
+    else:
+        raise ValueError(
+            "unknown record format: expected {'title', 'paragraphs': [...]} (Simple Wikipedia) "
+            "or {'_id', 'title', 'text'} (BEIR corpus.jsonl)"
+        )
+    from tasks.meta import record_metadata
+
+    article.metadata, article.published = record_metadata(obj, exclude=("id", "_id", "title", "text", "paragraphs"))
+    return article
 
 
 def parse_dump_lines(

@@ -18,7 +18,8 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 import lxml.html
@@ -27,7 +28,8 @@ from bs4.dammit import EncodingDetector
 from bs4.element import PreformattedString
 from lxml.html import HtmlElement
 
-from tasks.extract import parse_html, trafilatura_blocks
+from tasks.extract import parse_html, trafilatura_levelled_blocks
+from tasks.meta import html_metadata
 from tasks.text import normalize_ws
 
 __all__ = ["HtmlDocument", "decode_body", "extract_html"]
@@ -39,6 +41,11 @@ class HtmlDocument:
 
     title: str  # <title> (site suffix stripped when an <h1> agrees), else first <h1>, else ""
     blocks: list[str]  # whitespace-normalised text blocks in document order
+    # Heading level of each block (1-6 for <h1>-<h6> / trafilatura's <head>, 0 for text); empty: all text.
+    # Not part of equality, like the metadata: two documents with the same text are the same document.
+    levels: tuple[int, ...] = field(default=(), compare=False)
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)  # see tasks/meta.py
+    published: datetime | None = field(default=None, compare=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,13 +523,13 @@ def _chars(texts: Iterable[str]) -> int:
 _MAX_LINK_SHARE = 0.7
 
 
-def _without_link_blocks(found: list[str], tree: HtmlElement) -> list[str]:
-    """``found`` minus blocks made mostly of the page's link texts (never all of them)."""
+def _without_link_blocks(found: list[str], tree: HtmlElement) -> list[int]:
+    """Indices of ``found`` minus blocks made mostly of the page's link texts (never all of them)."""
     # Link texts of two words or more: a one-word link ("Home", "in") would match inside
     # ordinary prose (measured the same on the benchmark: F1 0.9725 vs 0.9722 for any length).
     anchors = {text for a in tree.iter("a") if " " in (text := normalize_ws(" ".join(a.itertext())))}
     if not anchors:
-        return found
+        return list(range(len(found)))
     # Mark every character covered by a link text, once: one str.find scan per link text
     # over the joined blocks, rather than a search per (block, link) pair.
     joined = "\n".join(found)
@@ -532,13 +539,13 @@ def _without_link_blocks(found: list[str], tree: HtmlElement) -> list[str]:
         while start != -1:
             covered[start:start + len(anchor)] = b"\x01" * len(anchor)
             start = joined.find(anchor, start + len(anchor))
-    kept: list[str] = []
+    kept: list[int] = []
     offset = 0
-    for block in found:
+    for i, block in enumerate(found):
         if covered.count(1, offset, offset + len(block)) < _MAX_LINK_SHARE * len(block):
-            kept.append(block)
+            kept.append(i)
         offset += len(block) + 1
-    return kept or found
+    return kept or list(range(len(found)))
 
 
 # trafilatura's article is taken as it is when it holds at least this share of the page's
@@ -560,7 +567,7 @@ def extract_html(
     main_content: bool = True,
     extractor: Literal["trafilatura", "scorer"] = "trafilatura",
 ) -> HtmlDocument:
-    """Parse a page into its title and text blocks.
+    """Parse a page into its title, text blocks (with their heading levels) and metadata.
 
     ``main_content=True`` keeps only the article (boilerplate such as menus, cookie banners,
     share buttons, related links and comments is dropped); a page with text never comes back
@@ -569,12 +576,24 @@ def extract_html(
     readability-style scorer below runs only when trafilatura finds nothing or keeps a small
     share of the page, and wins when it finds much more (``extractor="scorer"`` forces it, for
     the benchmark).  The page is parsed once with lxml for trafilatura and the title; the bs4
-    parse behind the scorer and ``main_content=False`` happens only when they run.
+    parse behind the scorer and ``main_content=False`` happens only when they run.  The page's
+    metadata and publication time come from that same tree (``tasks.meta.html_metadata``).
     """
     text = decode_body(html, content_type) if isinstance(html, bytes) else html
     tree = _lxml_tree(text)
     title = _title(tree)
-    found: list[str] | None = None
+    metadata, published = html_metadata(tree) if tree is not None else ({}, None)
+
+    def document(blocks: list[str], levels: Iterable[int]) -> HtmlDocument:
+        return HtmlDocument(title=title, blocks=blocks, levels=tuple(levels), metadata=metadata,
+                            published=published)
+
+    def trafilatura_document(found: tuple[list[str], list[int]]) -> HtmlDocument:
+        assert tree is not None
+        kept = _without_link_blocks(found[0], tree)
+        return document([found[0][i] for i in kept], (found[1][i] for i in kept))
+
+    found: tuple[list[str], list[int]] | None = None
     if main_content and extractor == "trafilatura" and tree is not None:
         visible, chrome = _page_profile(tree)
         if visible < _MIN_ARTICLE_CHARS:
@@ -583,14 +602,19 @@ def extract_html(
             # goes to trafilatura: its chrome may just carry no telling names, as on Medium.)
             main_content = main_content and chrome
         else:
-            found = trafilatura_blocks(tree, favor_precision=True, fast=True)
-            if found and _chars(found) >= _PAGE_SHARE * visible:
-                return HtmlDocument(title=title, blocks=_without_link_blocks(found, tree))
+            found = trafilatura_levelled_blocks(tree, favor_precision=True, fast=True)
+            if found and _chars(found[0]) >= _PAGE_SHARE * visible:
+                return trafilatura_document(found)
     soup = _parse(text)
     _drop_boilerplate_tags(soup)
     blocks = _blocks(soup)
     if main_content:
         blocks = _main_content(blocks)
-        if found and _chars(found) >= _SCORER_SHARE * _chars(b.text for b in blocks):
-            return HtmlDocument(title=title, blocks=_without_link_blocks(found, tree))
-    return HtmlDocument(title=title, blocks=[b.text for b in blocks])
+        if found and _chars(found[0]) >= _SCORER_SHARE * _chars(b.text for b in blocks):
+            return trafilatura_document(found)
+    return document([b.text for b in blocks], (_level(b.element.name) for b in blocks))
+
+
+def _level(name: str) -> int:
+    """1-6 for <h1>-<h6>, 0 for any other block."""
+    return int(name[1]) if name in _HEADINGS else 0

@@ -3,55 +3,123 @@
 Nothing is silently truncated: a block longer than the bi-encoder's ``max_seq_length`` (in tokens,
 counting the title prefix) is split at sentence boundaries, and a single over-long sentence at word
 boundaries.
+
+Headings are context, not passages: a heading joins the first paragraph under it and a block that repeats
+the title is dropped (:func:`passages`). Plain text and pre-split records (BEIR, Wikipedia dumps) have no
+headings and split exactly as before. Each paragraph carries its article's metadata (``tasks/meta.py``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import PurePosixPath
 
 from query.hits import passage_text as encoded_text  # noqa: F401 - the bi-encoder reads what the re-ranker reads
+from tasks.meta import clean_metadata, front_matter, merge_metadata, published_from
 from tasks.records import Article, Paragraph, stable_hash
 from tasks.text import normalize_ws
 
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace.
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+")
-_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
 _MD_LIST = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _MD_EMPH = re.compile(r"(\*\*|__|`)")
 
-#: The version of the splitting rules. Part of every local file's stamp, so a rule change makes the
-#: next run read and re-split every file (only paragraphs whose text changed are re-encoded).
-SPLIT_RULES = "1"
+#: The version of the rules that split structured bodies (headings as context, metadata from the body).
+#: Part of every local file's stamp and of HTML and markdown fingerprints, so a rule change makes the
+#: next run read and re-split them (only paragraphs whose text changed are encoded again).
+SPLIT_RULES = "headings-as-context-1"
 
 #: Counts tokens of many texts at once (without special tokens).
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
 
-def markdown_blocks(body: str) -> tuple[str, list[str]]:
-    """Markdown → (title from the first ``# heading``, blocks split on blank lines, light syntax removed)."""
-    title, blocks = "", []
+@dataclass(frozen=True)
+class Block:
+    """One block of an article's text; ``level`` 1-6 for a heading (``<h2>``, ``## x``), 0 for body text."""
+
+    text: str
+    level: int = 0
+
+
+@dataclass(frozen=True)
+class ParsedArticle:
+    """An article reduced to its title, blocks and what its body says about itself."""
+
+    title: str
+    blocks: list[Block]
+    metadata: dict[str, str] = field(default_factory=dict)
+    published: datetime | None = None
+
+
+_MD_ATX = re.compile(r"^\s{0,3}(#{1,6})(?:\s+|$)")
+_MD_SETEXT = re.compile(r"^\s{0,3}(?:=+|-{2,})\s*$")
+
+
+def markdown_document(body: str) -> ParsedArticle:
+    """Markdown → title, blocks with heading levels, and YAML front matter as metadata.
+
+    The title is the front matter's ``title:``, else the first ``# heading``. Blocks are split on blank lines
+    and at heading lines (``#`` … ``######`` and setext underlines), list items are blocks of their own, and
+    light syntax (emphasis, links, quotes) is removed. Front matter never becomes a block.
+    """
+    matter, body = front_matter(body)
+    title = normalize_ws(str(matter.get("title") or "")) if not isinstance(matter.get("title"), dict | list) else ""
+    blocks: list[Block] = []
+
+    def add_text(items: list[str]) -> None:
+        for part in " ".join(items).split("\n"):
+            if text := _md_inline(part):
+                blocks.append(Block(text))
+
     for raw in re.split(r"\n\s*\n", body):
         lines = raw.strip().splitlines()
         if not lines:
             continue
-        if lines[0].startswith("```"):
+        fenced = lines[0].startswith("```")
+        if fenced:  # code: no headings inside ("# comment" in a shell snippet)
             lines = [ln for ln in lines if not ln.startswith("```")]
-        if not title and re.match(r"^\s{0,3}#\s+", lines[0]):
-            title = normalize_ws(_MD_HEADING.sub("", lines[0]))
         items: list[str] = []
-        for line in lines:
+        skip = False
+        for i, line in enumerate(lines):
+            if skip:
+                skip = False
+                continue
+            atx = None if fenced else _MD_ATX.match(line)
+            setext = (not fenced and i + 1 < len(lines) and _MD_SETEXT.match(lines[i + 1])
+                      and not _MD_LIST.match(line) and line.strip())
+            if atx or setext:
+                add_text(items)
+                items = []
+                if atx:
+                    level, text = len(atx.group(1)), _md_inline(line[atx.end():].rstrip().rstrip("#"))
+                else:
+                    level, text, skip = (1 if "=" in lines[i + 1] else 2), _md_inline(line), True
+                if text:
+                    if not title and level == 1:
+                        title = text
+                    blocks.append(Block(text, level))
+                continue
             if _MD_LIST.match(line) and items:
                 items.append("\n")  # list items become separate blocks
-            items.append(_MD_LIST.sub("", _MD_HEADING.sub("", line.lstrip("> "))))
-        for part in " ".join(items).split("\n"):
-            text = normalize_ws(_MD_EMPH.sub("", _MD_LINK.sub(r"\1", part)))
-            if text:
-                blocks.append(text)
-    return title, blocks
+            items.append(_MD_LIST.sub("", line.lstrip("> ")))
+        add_text(items)
+    metadata = clean_metadata((k, v) for k, v in matter.items() if str(k).lower() != "title")
+    return ParsedArticle(title, blocks, metadata, published_from(matter))
+
+
+def _md_inline(text: str) -> str:
+    return normalize_ws(_MD_EMPH.sub("", _MD_LINK.sub(r"\1", text)))
+
+
+def markdown_blocks(body: str) -> tuple[str, list[str]]:
+    """Markdown → (title, the text of every block, headings included); see :func:`markdown_document`."""
+    doc = markdown_document(body)
+    return doc.title, [b.text for b in doc.blocks]
 
 
 def text_blocks(body: str) -> list[str]:
@@ -59,23 +127,71 @@ def text_blocks(body: str) -> list[str]:
     return [b for b in (normalize_ws(p) for p in re.split(r"\n\s*\n", body)) if b]
 
 
-def article_blocks(article: Article, *, main_content: bool = True) -> tuple[str, list[str]]:
-    """The title and text blocks of an article, whatever its kind."""
+def parse_article(article: Article, *, main_content: bool = True) -> ParsedArticle:
+    """The title, blocks and body metadata of an article, whatever its kind."""
     if article.kind == "html":
         from tasks.html import extract_html
 
         doc = extract_html(article.body, main_content=main_content)
-        title, blocks = doc.title, doc.blocks
+        levels = doc.levels or (0,) * len(doc.blocks)
+        parsed = ParsedArticle(doc.title, [Block(t, lv) for t, lv in zip(doc.blocks, levels, strict=True)],
+                               doc.metadata, doc.published)
     elif article.kind == "markdown":
-        title, blocks = markdown_blocks(article.body)
+        parsed = markdown_document(article.body)
     elif article.kind == "paragraphs":
-        title, blocks = article.title, [normalize_ws(p) for p in article.paragraphs or []]
+        parsed = ParsedArticle(article.title, [Block(normalize_ws(p)) for p in article.paragraphs or []])
     else:
-        title, blocks = article.title, text_blocks(article.body)
-    title = normalize_ws(article.title or title)
+        parsed = ParsedArticle(article.title, [Block(b) for b in text_blocks(article.body)])
+    title = normalize_ws(article.title or parsed.title)
     if not title and article.kind in ("markdown", "text", "html"):
         title = PurePosixPath(article.doc_id.rstrip("/")).stem.replace("-", " ").replace("_", " ")
-    return title, [b for b in blocks if b]
+    return ParsedArticle(title, [b for b in parsed.blocks if b.text], parsed.metadata, parsed.published)
+
+
+def article_blocks(article: Article, *, main_content: bool = True) -> tuple[str, list[str]]:
+    """The title and text blocks (headings included) of an article, whatever its kind."""
+    parsed = parse_article(article, main_content=main_content)
+    return parsed.title, [b.text for b in parsed.blocks]
+
+
+def _same_text(a: str, b: str) -> bool:
+    """Equal but for case and closing punctuation ("Glaciers." repeats the title "Glaciers")."""
+    return a.casefold().rstrip(" .:;!?") == b.casefold().rstrip(" .:;!?")
+
+
+def _with_headings(headings: Sequence[str], text: str) -> str:
+    """ "Heading. Sub-heading. text": each heading closed by a full stop unless it has its own punctuation."""
+    parts = [h if h[-1] in ".:;!?" else f"{h}." for h in headings]
+    return " ".join([*parts, text])
+
+
+def passages(title: str, blocks: Sequence[Block], min_chars: int, *, drop_title: bool = True,
+             every: bool = False) -> list[str]:
+    """Body blocks of at least ``min_chars``, each headed by the headings just above it; no heading stands alone.
+
+    A heading is context, not a passage: it joins the first body block under it ("Cost. The work cost...").
+    A heading with nothing under it before a heading of the same or a higher rank (or the end) is dropped;
+    one followed by a deeper heading stays as its parent ("History. Early years. text"). A heading or a
+    first block that repeats the title is dropped when ``drop_title`` (structured bodies: the title is encoded
+    with every passage anyway; plain text and records keep every block, as they always did). The length rule applies to the block's own text, so the passages are the body blocks that counted before,
+    headed or not.
+    """
+    out: list[str] = []
+    pending: list[Block] = []  # headings waiting for the body block they head, outermost first
+    for i, block in enumerate(blocks):
+        if drop_title and title and _same_text(block.text, title) and (block.level or i == 0):
+            continue
+        if block.level:
+            while pending and pending[-1].level >= block.level:
+                pending.pop()  # a sibling or a higher heading: the previous section was empty
+            pending.append(block)
+            continue
+        if len(block.text) < min_chars:
+            continue
+        out.append(_with_headings([h.text for h in pending], block.text) if pending else block.text)
+        if not every:
+            pending = []
+    return out
 
 
 def split_sentences(text: str) -> list[str]:
@@ -132,18 +248,30 @@ class SplitOptions:
     main_content: bool = True
     special_tokens: int = 2  # [CLS] and [SEP]
     unit: str = "paragraph"  # "document": the whole article is one unit, left to the encoder's truncation
+    # "first": a heading joins the first paragraph under it; "section": every paragraph of its section (measured
+    # in NOTES-headings.md: it changes far more paragraph ids and costs more tokens).
+    heading_context: str = "first"
 
 
 def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> list[Paragraph]:
-    """Split one article into paragraphs with stable ids.
+    """Split one article into paragraphs with stable ids, each carrying the article's metadata.
 
     ``id = hash(source, doc_id, encoded text, occurrence)``: a paragraph keeps its id when others are
-    inserted above it, so moving it never re-encodes it.
+    inserted above it, so moving it never re-encodes it. Headings are context, never paragraphs of their
+    own (see :func:`passages`); the heading text counts toward the token budget. ``metadata`` is the
+    reader's (``article.metadata``: a dump record's fields) over the body's (``<meta>`` tags, front matter).
     """
-    title, blocks = article_blocks(article, main_content=opts.main_content)
+    parsed = parse_article(article, main_content=opts.main_content)
+    title = parsed.title
+    structured = article.kind in _STRUCTURED_KINDS
     if opts.unit == "document":  # one unit per article, never split: the encoder truncates it
-        blocks = [" ".join(blocks)] if blocks else []
-    blocks = [b for b in blocks if len(b) >= opts.min_chars]
+        kept = [b.text for i, b in enumerate(parsed.blocks)
+                if not (structured and title and _same_text(b.text, title) and (b.level or i == 0))]
+        blocks = [" ".join(kept)] if kept else []
+        blocks = [b for b in blocks if len(b) >= opts.min_chars]
+    else:
+        blocks = passages(title, parsed.blocks, opts.min_chars, drop_title=structured,
+                          every=opts.heading_context == "section")
     prefix = count([title])[0] + 1 if (opts.encode_title and title) else 0
     budget = opts.max_tokens - opts.special_tokens - prefix
     # A wordpiece token covers at least one character, so blocks no longer than the budget in
@@ -156,6 +284,8 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
             texts.extend(fit_to_budget(block, budget, count))
         else:
             texts.append(block)
+    metadata = merge_metadata(article.metadata or {}, parsed.metadata)
+    published = article.published or parsed.published
     seen: dict[str, int] = {}
     paragraphs = []
     for position, text in enumerate(texts):
@@ -173,8 +303,8 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
                 text=text,
                 encoded=enc,
                 content_hash=stable_hash(enc),
-                metadata=dict(article.metadata) or None,
-                published=article.published,
+                metadata=dict(metadata) if metadata else None,
+                published=published,
                 origin=article.origin or article.source,
             )
         )
@@ -194,7 +324,7 @@ def tokenizer_counter(tokenizer) -> TokenCounter:
 
 
 def body_fingerprint(article: Article, opts: SplitOptions) -> str:
-    """Hash of everything that determines an article's paragraphs: unchanged fingerprint, nothing to do."""
+    """Hash of everything that determines an article's paragraphs and their metadata: unchanged, nothing to do."""
     return stable_hash(
         article.kind,
         article.title,
@@ -204,4 +334,15 @@ def body_fingerprint(article: Article, opts: SplitOptions) -> str:
         str(opts.encode_title),
         str(opts.main_content),
         *([opts.unit] if opts.unit != "paragraph" else []),  # paragraph: fingerprints of existing indexes unchanged
+        *([opts.heading_context] if opts.heading_context != "first" else []),
+        # Fields outside the body (a dump record's metadata, its date) change the rows too; articles without
+        # them keep the fingerprint they had.
+        *([json.dumps(article.metadata, sort_keys=True, ensure_ascii=False)] if article.metadata else []),
+        *([article.published.isoformat()] if article.published else []),
+        # HTML and markdown are split by newer rules (headings as context, metadata from the body): such an
+        # article is split again once; only paragraphs whose text changed are encoded again.
+        *([SPLIT_RULES] if article.kind in _STRUCTURED_KINDS else []),
     )
+
+
+_STRUCTURED_KINDS = frozenset({"html", "markdown"})

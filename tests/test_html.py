@@ -321,3 +321,45 @@ def test_related_story_links_inside_the_article_are_dropped():
 def test_a_line_break_inside_a_trafilatura_block_separates_words():
     doc = extract_html(_news_page("<p>First line<br>second line of the closing paragraph.</p>"))
     assert doc.blocks[-1] == "First line second line of the closing paragraph."
+
+
+# ---------------------------------------------------------------- headings keep their level
+
+
+def _split(html: str, **kw):
+    from tasks.records import Article
+    from tasks.split import SplitOptions, split_article
+
+    opts = SplitOptions(max_tokens=128, min_chars=10, **kw)
+    return split_article(Article("p.html", "/src", "", html, "html"), opts, lambda ts: [len(t.split()) for t in ts])
+
+
+def test_trafilatura_headings_keep_their_level_and_join_the_paragraph_under_them():
+    doc = extract_html(BOILERPLATE_PAGE)
+    assert [lv for b, lv in zip(doc.blocks, doc.levels) if lv] == [1, 2]  # <h1> title, <h2>Cost
+    texts = [p.text for p in _split(BOILERPLATE_PAGE)]
+    assert texts == [
+        "The Old Town bridge reopened to traffic on Monday after eight months of repairs, the council said.",
+        "Engineers replaced the deck, strengthened the piers, and added a wider footpath for pedestrians.",
+        "Cost. The work cost 4.2 million pounds, slightly less than the budget approved last year.",
+        "Buses will return to their normal routes from Tuesday morning, operators confirmed.",
+    ]
+
+
+def test_fallback_parser_headings_join_the_paragraph_under_them():
+    # Under 250 visible characters and no chrome: the bs4 path, not trafilatura.
+    html = ("<html><head><title>Notes</title></head><body><h1>Notes</h1><h2>Intro</h2>"
+            "<p>A first paragraph with some words.</p><h3>Empty</h3><h2>Next</h2><h3>Deeper</h3>"
+            "<p>Under a nested heading here.</p><h2>Trailing</h2></body></html>")
+    doc = extract_html(html)
+    assert doc.levels == (1, 2, 0, 3, 2, 3, 0, 2)
+    assert [p.text for p in _split(html)] == ["Intro. A first paragraph with some words.",
+                                               "Next. Deeper. Under a nested heading here."]
+    assert [p.text for p in _split(html, main_content=False)] == [p.text for p in _split(html)]
+
+
+def test_no_paragraph_of_a_news_page_is_a_lone_heading_or_the_title():
+    body = "<h2>Reaction</h2>" + "".join(f"<p>Reaction sentence {i}, with commas, and more words.</p>" for i in range(3))
+    paras = _split(_news_page(body))
+    assert all(p.text not in {"Story", "Reaction"} for p in paras)
+    assert any(p.text.startswith("Reaction. Reaction sentence 0") for p in paras)

@@ -119,3 +119,122 @@ def test_pre_split_dump_paragraphs_keep_their_title():
     a = Article("1", "/dump", "Glacier", "", "paragraphs", paragraphs=["Glaciers are slow rivers of ice."])
     [p] = split_article(a, opts(), words)
     assert (p.title, p.text, p.encoded) == ("Glacier", "Glaciers are slow rivers of ice.", "Glacier Glaciers are slow rivers of ice.")
+
+
+# ---------------------------------------------------------------- headings are context, not passages
+
+
+def test_beir_and_wikipedia_records_split_exactly_as_before_headings():
+    """Ids and texts recorded with the code before headings-as-context (commit 3d91f0f): byte-identical."""
+    from tasks.fetch import parse_dump_line
+
+    beir = {"_id": "4983", "title": "Microstructural development of white matter", "metadata": {},
+            "text": "Alterations of the architecture of cerebral white matter can affect cortical development.  "
+                    "A line scan diffusion-weighted MRI sequence was applied to measure the apparent diffusion "
+                    "coefficient in 17 preterm infants. Anisotropy was higher in central white matter. Diffusion "
+                    "tensor imaging shows promise for the assessment of white matter development.\n\n"
+                    "A second paragraph of the abstract."}
+    wiki = {"id": "7", "title": "Ice", "paragraphs": [
+        "Ice is water frozen into a solid state.", "short", "Ice   appears transparent or an opaque bluish-white color."]}
+    got = [(p.id, p.position, p.text) for r in (beir, wiki)
+           for p in split_article(parse_dump_line(r, source="/d/corpus.jsonl"), opts(max_tokens=24), words)]
+    assert got == [
+        ("c9dda0ed0dd3f2ae54b05504a4a7e74a", 0,
+         "Alterations of the architecture of cerebral white matter can affect cortical development."),
+        ("f01310946c31fca997fed1d26829c90f", 1,
+         "A line scan diffusion-weighted MRI sequence was applied to measure the apparent diffusion coefficient in 17"),
+        ("8e7449f542663fab62e79aba302a08b6", 2, "preterm infants."),
+        ("964d3cb602b71e47ec329b25512d77d1", 3, "Anisotropy was higher in central white matter."),
+        ("d9e49c76b54961a7353b117cc3e2a374", 4,
+         "Diffusion tensor imaging shows promise for the assessment of white matter development."),
+        ("1e754cfa67320ec6bad86bbc90c6287c", 5, "A second paragraph of the abstract."),
+        ("5085ea3f9b32d29e2eaf52d1032234bb", 0, "Ice is water frozen into a solid state."),
+        ("02833ef63c8f27ec4d5554a26ed9e44c", 1, "Ice appears transparent or an opaque bluish-white color."),
+    ]
+
+
+def test_plain_text_keeps_a_first_block_equal_to_the_title():
+    # Only structured bodies (HTML, markdown) know a block is a heading or the page's title line.
+    a = Article("1", "/dump", "Glaciers of the Alps", "Glaciers of the Alps\n\nThey are melting quickly now.", "text")
+    assert [p.text for p in split_article(a, opts(), words)] == ["Glaciers of the Alps", "They are melting quickly now."]
+
+
+MD = """# Glaciers
+
+## Formation
+
+Snow falls and compacts into firn over many winters.
+
+Firn becomes glacial ice under its own weight.
+
+## Empty section
+
+## Movement
+### Speed
+
+Most glaciers move a few metres per day.
+
+## Trailing heading
+"""
+
+
+def test_markdown_headings_join_the_first_paragraph_under_them_and_never_stand_alone():
+    paras = split_article(Article("g.md", "/src", "", MD, "markdown"), opts(), words)
+    assert [p.text for p in paras] == [
+        "Formation. Snow falls and compacts into firn over many winters.",
+        "Firn becomes glacial ice under its own weight.",
+        "Movement. Speed. Most glaciers move a few metres per day.",
+    ]
+    assert paras[0].title == "Glaciers"  # the "# Glaciers" line is the title, not a passage
+    assert paras[0].encoded == "Glaciers Formation. Snow falls and compacts into firn over many winters."
+
+
+def test_markdown_document_keeps_heading_levels():
+    from tasks.split import Block, markdown_document
+
+    doc = markdown_document("Title\n=====\n\nIntro text here.\n\nPart two\n--------\n## Own line\ntext under it\n"
+                            "\n```\n# not a heading\n```\n")
+    assert doc.title == "Title"
+    assert doc.blocks == [Block("Title", 1), Block("Intro text here."), Block("Part two", 2), Block("Own line", 2),
+                          Block("text under it"), Block("# not a heading")]
+
+
+def test_headings_end_in_their_own_punctuation():
+    md = "## What is firn?\n\nFirn is old snow that has not yet become ice.\n\n## Note:\n\nIt is porous and light."
+    assert [p.text for p in split_article(Article("f.md", "/src", "Firn", md, "markdown"), opts(), words)] == [
+        "What is firn? Firn is old snow that has not yet become ice.", "Note: It is porous and light."]
+
+
+def test_heading_context_counts_toward_the_token_budget_and_nothing_is_lost():
+    heading = "A heading of exactly eight words long here"
+    body = " ".join(f"Sentence {i} has four." for i in range(12))  # 48 words
+    paras = split_article(Article("h.md", "/src", "T", f"## {heading}\n\n{body}", "markdown"), opts(max_tokens=24), words)
+    # budget = 24 - 2 special - (1 title word + 1) = 20 words, heading included
+    assert all(len(p.text.split()) <= 20 for p in paras)
+    assert " ".join(p.text for p in paras) == f"{heading}. {body}"
+    assert paras[0].text.startswith(heading) and not paras[1].text.startswith(heading)
+
+
+def test_a_first_html_block_repeating_the_title_is_dropped():
+    html = ("<html><head><title>Glacier notes</title></head><body><p>Glacier notes.</p>"
+            "<p>Glaciers are slow rivers of ice.</p><p>Glacier notes</p></body></html>")
+    paras = split_article(Article("g.html", "/src", "", html, "html"), opts(), words)
+    # The first block is the page's title line; a later identical paragraph is content and stays.
+    assert [p.text for p in paras] == ["Glaciers are slow rivers of ice.", "Glacier notes"]
+
+
+def test_fingerprint_of_html_and_markdown_moves_to_the_heading_rules_once():
+    from tasks.split import _STRUCTURED_RULES
+
+    for kind in ("html", "markdown"):
+        a = Article("a", "/src", "T", "body", kind)
+        assert body_fingerprint(a, opts()) == stable_hash(kind, "T", "body", "64", "10", "True", "True", _STRUCTURED_RULES)
+
+
+def test_section_heading_context_heads_every_paragraph_of_its_section():
+    paras = split_article(Article("g.md", "/src", "", MD, "markdown"), opts(heading_context="section"), words)
+    assert [p.text for p in paras] == [
+        "Formation. Snow falls and compacts into firn over many winters.",
+        "Formation. Firn becomes glacial ice under its own weight.",
+        "Movement. Speed. Most glaciers move a few metres per day.",
+    ]
