@@ -224,11 +224,11 @@ def test_a_first_html_block_repeating_the_title_is_dropped():
 
 
 def test_fingerprint_of_html_and_markdown_moves_to_the_heading_rules_once():
-    from tasks.split import _STRUCTURED_RULES
+    from tasks.split import SPLIT_RULES
 
     for kind in ("html", "markdown"):
         a = Article("a", "/src", "T", "body", kind)
-        assert body_fingerprint(a, opts()) == stable_hash(kind, "T", "body", "64", "10", "True", "True", _STRUCTURED_RULES)
+        assert body_fingerprint(a, opts()) == stable_hash(kind, "T", "body", "64", "10", "True", "True", SPLIT_RULES)
 
 
 def test_section_heading_context_heads_every_paragraph_of_its_section():
