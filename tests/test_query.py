@@ -186,7 +186,9 @@ def test_search_document_ranks_paragraphs_of_a_served_page(site, cross_encoder_p
     out = json.loads(capsys.readouterr().out)
     assert out["reranked"] is True and len(out["hits"]) == 2
     assert {h["text"] for h in out["hits"]} <= set(paragraphs)
-    assert set(out["hits"][0]) == {"rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source"}
+    # The documented keys, plus the highlights added by issue #12 (item 5).
+    assert set(out["hits"][0]) == {"rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source",
+                                   "highlights"}
 
 
 def test_cli_search_json_has_the_documented_keys(corpus_db, cross_encoder_path, capsys):

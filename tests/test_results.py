@@ -324,3 +324,19 @@ def test_api_takes_offset_and_score_threshold_and_search_api_passes_them(db, ce_
         assert main(["search", "indexing pages", "-c", COLLECTION, "--api", url, "--json", "-k", "2",
                      "--offset", "2"]) == 0
         assert json.loads(capsys.readouterr().out)["hits"] == first["hits"][2:4]
+
+
+def test_cli_search_document_pages_and_filters_a_local_file(tmp_path, ce_path, capsys):
+    from corpus_search.cli import main
+
+    doc = tmp_path / "facts.txt"
+    doc.write_text("\n\n".join(PARAGRAPHS), encoding="utf-8")
+    base = ["search-document", str(doc), "indexing pages", "--cross-encoder", ce_path, "--json"]
+    assert main([*base, "-k", "12"]) == 0
+    first = json.loads(capsys.readouterr().out)["hits"]
+    assert main([*base, "-k", "2", "--offset", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"] == first[2:4]
+    assert main([*base, "-k", "12", "--score-threshold", str(first[1]["score"])]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"] == first[:2]
+    marked = [h["text"][s:e] for h in first for s, e in h["highlights"]]
+    assert sorted(marked) == sorted(["index", "page", "indexed", "Indexing", "INDEXER", "pages"])
