@@ -30,7 +30,7 @@ import snowballstemmer
 #: Lance's English stop words: NLTK's English list (the words without an apostrophe, since a token never
 #: holds one), compared with the *stemmed* token as Lance does, so "doing" (stem "do") is a stop word
 #: but "does" (stem "doe") is not. Checked word by word against LanceDB's own FTS in tests/test_results.py.
-ENGLISH_STOP_WORDS = frozenset(
+_NLTK_ENGLISH = (
     "i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers "
     "herself it its itself they them their theirs themselves what which who whom this that these those am is "
     "are was were be been being have has had having do does did doing a an the and but if or because as until "
@@ -38,8 +38,9 @@ ENGLISH_STOP_WORDS = frozenset(
     "down in out on off over under again further then once here there when where why how all any both each few "
     "more most other some such no nor not only own same so than too very s t can will just don should now d ll "
     "m o re ve y ain aren couldn didn doesn hadn hasn haven isn ma mightn mustn needn shan shouldn wasn weren "
-    "won wouldn".split()
+    "won wouldn"
 )
+ENGLISH_STOP_WORDS = frozenset(_NLTK_ENGLISH.split())
 
 #: tantivy's RemoveLongFilter(40): tokens of this many UTF-8 bytes or more are not indexed.
 MAX_TOKEN_BYTES = 40
@@ -49,8 +50,8 @@ _TOKEN = re.compile(r"[^\W_]+")
 
 #: Letters that Unicode does not decompose but ASCII folding maps (the common ones of Lucene's table).
 _FOLD_EXTRA = str.maketrans({
-    "ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "Ø": "O", "ø": "o", "đ": "d", "ð": "d", "þ": "th", "ł": "l", "ı": "i", "ŀ": "l",
-    "ĸ": "q", "ŉ": "n", "ſ": "s", "ƒ": "f",
+    "ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O", "đ": "d", "ð": "d", "þ": "th",
+    "ł": "l", "ı": "i", "ŀ": "l", "ĸ": "q", "ŉ": "n", "ſ": "s", "ƒ": "f",
 })
 
 _local = threading.local()  # a snowball stemmer keeps state while it stems: one per thread

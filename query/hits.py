@@ -72,7 +72,6 @@ class Timings:
     reranked: int = 0  # candidates the cross-encoder scored (adaptive depth may skip some)
 
 
-
 #: Arrow types of Hit's field annotations; a field of a type not listed here fails ``Hits.schema()`` loudly.
 _ARROW_TYPES: dict[Any, pa.DataType] = {
     int: pa.int64(),
@@ -232,9 +231,9 @@ def hits_from_table(table: pa.Table, order: np.ndarray, scores: np.ndarray | Non
     rows = table.take(pa.array(order, type=pa.int64()))
     copied = [f for f in dataclasses.fields(Hit) if f.name not in _COMPUTED and f.name in rows.column_names]
     cols = {f.name: rows[f.name].to_pylist() for f in copied}
-    for name in cols:  # a map column reads back as (key, value) pairs
+    for name, values in cols.items():  # a map column reads back as (key, value) pairs
         if pa.types.is_map(rows.schema.field(name).type):
-            cols[name] = [dict(v) if v is not None else None for v in cols[name]]
+            cols[name] = [dict(v) if v is not None else None for v in values]
     out = []
     for j, i in enumerate(order):
         values = {f.name: cols[f.name][j] for f in copied}

@@ -8,8 +8,8 @@ a real tiny BERT cross-encoder. Highlights are checked word by word against Lanc
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-import math
 import re
 from datetime import UTC, datetime
 
@@ -200,7 +200,7 @@ def test_rank_passages_pages_filters_and_highlights_too(ce_path):
 
 def _marked(text: str, query: str) -> list[str]:
     spans = highlight(text, query_terms(query))
-    assert list(spans) == sorted(spans) and all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))
+    assert list(spans) == sorted(spans) and all(e1 <= s2 for (_, e1), (s2, _) in itertools.pairwise(spans))
     return [text[s:e] for s, e in spans]
 
 
