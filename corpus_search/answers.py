@@ -37,10 +37,13 @@ def search_answer(
     candidates: int | None = None,
     rerank: bool | str = True,
     where: Mapping[str, Any] | None = None,
+    score_threshold: float | None = None,
+    offset: int = 0,
 ) -> Answer:
     """Run ``searcher.search`` and describe it: the answer of ``corpus-search search`` and ``POST /search``."""
-    hits = searcher.search(query, k=k, mode=mode, candidates=candidates, rerank=rerank, where=where)
-    n = candidates or searcher.settings.candidates
+    hits = searcher.search(query, k=k, mode=mode, candidates=candidates, rerank=rerank, where=where,
+                           score_threshold=score_threshold, offset=offset)
+    n = max(candidates or searcher.settings.candidates, offset + k)
     t = searcher.timings
     stages = f"retrieve ({mode}, {n} candidates)"
     if t.reranker:
@@ -49,23 +52,67 @@ def search_answer(
         stages += " → re-rank skipped (--no-rerank): scores are retrieval scores"
     else:
         stages += " → re-rank did not run (no cross-encoder loads; see the warning): scores are retrieval scores"
+    stages += _page(k, offset, score_threshold)
     stages += f"  [encode {t.encode*1000:.0f} ms, retrieve {t.retrieve*1000:.0f} ms, re-rank {t.rerank*1000:.0f} ms]"
     return Answer(answer_payload(query, mode, t.reranker is not None, hits), stages)
 
 
-def document_answer(source: str, query: str, *, k: int = 5, settings: Any) -> Answer:
+def _page(k: int, offset: int, score_threshold: float | None) -> str:
+    """The stages line's note of a page past the first or a score threshold ("" when neither)."""
+    notes = ([f"hits {offset + 1}..{offset + k}"] if offset else []) + (
+        [f"score >= {score_threshold:g}"] if score_threshold is not None else [])
+    return f" → {', '.join(notes)}" if notes else ""
+
+
+def document_answer(source: str, query: str, *, k: int = 5, settings: Any, score_threshold: float | None = None,
+                    offset: int = 0) -> Answer:
     """Fetch and split one URL or file, rank its paragraphs with the cross-encoder alone (``search-document``)."""
     from query.searcher import rank_passages
     from tasks.document import document_passages
 
     passages = document_passages(source, settings)
-    hits = rank_passages(query, passages, k=k, settings=settings)
+    hits = rank_passages(query, passages, k=k, settings=settings, score_threshold=score_threshold, offset=offset)
     stages = f"fetch + split ({len(passages)} paragraphs) → cross-encoder only ({settings.cross_encoder}), no retrieval"
+    stages += _page(k, offset, score_threshold)
     return Answer(answer_payload(query, "document", True, hits), stages)
 
 
-def answer_text(answer: Answer, as_json: bool) -> str:
-    """What the CLI prints for ``answer`` (without the final newline): one JSON line, or the readable list."""
+#: ANSI bold on and off: how a terminal shows the highlighted words.
+BOLD, PLAIN = "\x1b[1m", "\x1b[22m"
+
+
+def emphasise(wrapped: str, text: str, highlights: Sequence[Sequence[int]]) -> str:
+    """``wrapped`` (``text`` re-flowed by textwrap) with each highlight of ``text`` in bold.
+
+    Wrapping changes only whitespace, and a highlight is one word without any, so the n-th non-space
+    character of ``text`` is the n-th non-space character of ``wrapped``.
+    """
+    if not highlights:
+        return wrapped
+    before = [0]  # before[i]: the non-space characters of text[:i]
+    for c in text:
+        before.append(before[-1] + (not c.isspace()))
+    starts = {before[int(s)] for s, _ in highlights}
+    ends = {before[int(e)] for _, e in highlights}
+    out, n = [], 0
+    for c in wrapped:
+        if c.isspace():
+            out.append(c)
+            continue
+        if n in starts:
+            out.append(BOLD)
+        out.append(c)
+        n += 1
+        if n in ends:
+            out.append(PLAIN)
+    return "".join(out)
+
+
+def answer_text(answer: Answer, as_json: bool, emphasis: bool = False) -> str:
+    """What the CLI prints for ``answer`` (without the final newline): one JSON line, or the readable list.
+
+    ``emphasis``: the query's matched words in bold (ANSI), for a terminal only, never for pipes or JSON.
+    """
     p = answer.payload
     if as_json:
         return json.dumps(p, ensure_ascii=False)
@@ -73,6 +120,9 @@ def answer_text(answer: Answer, as_json: bool) -> str:
     for h in p["hits"]:
         head = f"{h['rank']:>2}. [{h['score']:.3f}] {h['title'] or h['doc_id']}"
         lines.append(head + (f"  (retrieval {h['retrieval_score']:.4f})" if p["reranked"] else ""))
-        lines.append(textwrap.indent(textwrap.fill(h["text"], 100), "    "))
+        body = textwrap.fill(h["text"], 100)
+        if emphasis:
+            body = emphasise(body, h["text"], h.get("highlights") or ())
+        lines.append(textwrap.indent(body, "    "))
         lines.append(f"    {h['source']} {h['doc_id']}")
     return "\n".join(lines)

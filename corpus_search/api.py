@@ -58,6 +58,8 @@ class SearchRequest(BaseModel):
     candidates: int | None = None
     rerank: bool | Literal["require"] = True
     where: dict[str, Any] | None = None
+    offset: int = 0
+    score_threshold: float | None = None
 
 
 class DocumentRequest(BaseModel):
@@ -68,6 +70,8 @@ class DocumentRequest(BaseModel):
     source: str
     query: str
     k: int = 5
+    offset: int = 0
+    score_threshold: float | None = None
 
 
 def error_status(exc: CorpusSearchError) -> int:
@@ -244,7 +248,7 @@ def create_app(settings: Settings | None = None, collections: Sequence[str] | No
     async def search(body: SearchRequest) -> JSONResponse:
         return await service.run(lambda: search_answer(
             service.searcher(body.collection), body.query, k=body.k, mode=body.mode, candidates=body.candidates,
-            rerank=body.rerank, where=body.where))
+            rerank=body.rerank, where=body.where, score_threshold=body.score_threshold, offset=body.offset))
 
     @app.post("/search-document")
     async def search_document(body: DocumentRequest) -> JSONResponse:
@@ -252,7 +256,8 @@ def create_app(settings: Settings | None = None, collections: Sequence[str] | No
             return JSONResponse({"error": f"{body.source!r} is not an http(s) URL: this service reads no local files "
                                  "for its clients (it listens beyond loopback); start it with --allow-local-files "
                                  "to allow that"}, status_code=403)
-        return await service.run(lambda: document_answer(body.source, body.query, k=body.k, settings=service.settings))
+        return await service.run(lambda: document_answer(body.source, body.query, k=body.k, settings=service.settings,
+                                                         score_threshold=body.score_threshold, offset=body.offset))
 
     page = resources.files("corpus_search").joinpath("static/search.html").read_text(encoding="utf-8")
 

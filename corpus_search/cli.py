@@ -44,11 +44,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type of --offset: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def _emphasis() -> bool:
+    """Bold matched words only for a person at a terminal: never in a pipe or a file, nor under NO_COLOR."""
+    import os
+
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
 def _print_answer(answer, as_json: bool) -> None:
     """Print an ``answers.Answer`` as ``search`` / ``search-document`` do (one JSON line, or readable text)."""
     from corpus_search.answers import answer_text
 
-    print(answer_text(answer, as_json))
+    print(answer_text(answer, as_json, emphasis=not as_json and _emphasis()))
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -122,6 +140,11 @@ def _search_remote(args: argparse.Namespace, api_url: str, where: dict | None) -
     body = {"query": args.query, "collection": args.collection or get_settings().collection, "k": args.k,
             "mode": args.mode, "candidates": args.candidates,
             "rerank": _rerank_mode(args), "where": where}
+    # Sent only when used, so that a service older than these fields still answers plain searches.
+    if args.offset:
+        body["offset"] = args.offset
+    if args.score_threshold is not None:
+        body["score_threshold"] = args.score_threshold
     answer = post(api_url, "/search", body)
     for message in answer.warnings:  # the service's warnings, shown as a local search shows its own
         warnings.warn(message, stacklevel=1)
@@ -138,7 +161,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     searcher = Searcher(settings=_settings(args), version=args.version)
     answer = search_answer(searcher, args.query, k=args.k, mode=args.mode, candidates=args.candidates,
-                           rerank=_rerank_mode(args), where=where)
+                           rerank=_rerank_mode(args), where=where, score_threshold=args.score_threshold,
+                           offset=args.offset)
     _print_answer(answer, args.json)
     return 0
 
@@ -146,8 +170,18 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_search_document(args: argparse.Namespace) -> int:
     from corpus_search.answers import document_answer
 
-    _print_answer(document_answer(args.source, args.query, k=args.k, settings=_settings(args)), args.json)
+    answer = document_answer(args.source, args.query, k=args.k, settings=_settings(args),
+                             score_threshold=args.score_threshold, offset=args.offset)
+    _print_answer(answer, args.json)
     return 0
+
+
+def _paging(sp: argparse.ArgumentParser, score: str) -> None:
+    """--offset and --score-threshold, shared by search and search-document."""
+    sp.add_argument("--offset", type=_non_negative_int, default=0, metavar="N",
+                    help="skip the first N hits of the ranking: -k 10 --offset 10 is page 2, ranked 11-20 (default: 0)")
+    sp.add_argument("--score-threshold", type=float, default=None, metavar="X",
+                    help=f"drop hits whose score is below X; the score is {score} (default: keep all)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "metadata.FIELD. E.g. --where published>=2024-01-01 --where source^=/home/me/notes/ "
         "--where metadata.author=Ann",
     )
+    _paging(se, "the 0..1 re-ranker relevance, or with --no-rerank the retrieval score")
     se.add_argument("--bi-encoder", default=None)
     se.add_argument("--cross-encoder", default=None, help="cross-encoder name or local path")
     se.add_argument("--version", default=None, help="search this version number or tag (default: the latest)")
@@ -209,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("query")
     sd.add_argument("-k", type=_positive_int, default=5)
     sd.add_argument("--cross-encoder", default=None)
+    _paging(sd, "the 0..1 cross-encoder relevance")
     common(sd, collection=False)
     sd.set_defaults(func=cmd_search_document)
 

@@ -23,7 +23,20 @@ import pyarrow as pa
 from query import retrieve
 from query.errors import CollectionNotFoundError, InvalidQueryError, ModelUnavailableError
 from query.filters import where_sql
-from query.hits import MAX_RESULTS, Hit, Timings, check_query, hits_from_table, passage_text, whole_number  # noqa: F401 - re-exported
+from query.highlight import highlight, query_terms
+from query.hits import (  # noqa: F401 - MAX_RESULTS, Hit, Hits and Timings are re-exported
+    MAX_RESULTS,
+    Hit,
+    Hits,
+    Timings,
+    above_threshold,
+    check_offset,
+    check_query,
+    check_score_threshold,
+    hits_from_table,
+    passage_text,
+    whole_number,
+)
 from query.fusion import fused_scores, fusion_reach, rank_order
 from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings, reranker_options
 from query.registry import promoted_model
@@ -44,18 +57,21 @@ class RerankSkippedWarning(UserWarning):
 
 
 def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: bool, k: int,
-            adaptive: bool) -> tuple[list[Hit], int]:
-    """The top ``k`` of ``hits`` re-ranked, and how many candidates the cross-encoder scored."""
+            adaptive: bool, *, offset: int = 0, terms: frozenset[str] = frozenset()) -> tuple[list[Hit], int]:
+    """Hits ``offset+1 .. offset+k`` of ``hits`` re-ranked, and how many candidates the cross-encoder scored."""
     alpha, retrieval = reranker.alpha, hits["retrieval_score"].to_numpy()
-    # Adaptive depth: with fusion, a candidate too far below the first stage's k-th best cannot reach the
-    # top k whatever its cross-encoder score (query.fusion.fusion_reach), so it is not scored.
-    keep = np.flatnonzero(fusion_reach(retrieval, alpha, k)) if adaptive else np.arange(hits.num_rows)
+    # Everything up to the page's end must be ranked exactly (a page is a slice of one ranking).
+    depth = offset + k
+    # Adaptive depth: with fusion, a candidate too far below the first stage's depth-th best cannot reach
+    # the top depth whatever its cross-encoder score (query.fusion.fusion_reach), so it is not scored.
+    keep = np.flatnonzero(fusion_reach(retrieval, alpha, depth)) if adaptive else np.arange(hits.num_rows)
     titles, texts = hits["title"].to_pylist(), hits["text"].to_pylist()
     passages = [passage_text(titles[i], texts[i], encode_title) for i in keep]
     # With fusion every candidate's exact score matters, not only the re-ranker's own top k.
-    ce = reranker.model.score(query, passages, top_k=k if alpha == 1.0 else len(passages))
+    ce = reranker.model.score(query, passages, top_k=depth if alpha == 1.0 else len(passages))
     scores = fused_scores(ce, retrieval, keep, alpha)
-    return hits_from_table(hits, rank_order(scores)[:k], scores), len(keep)
+    page = rank_order(scores)[offset:depth]
+    return hits_from_table(hits, page, scores, first_rank=offset + 1, terms=terms), len(keep)
 
 
 @dataclass(frozen=True)
@@ -205,14 +221,25 @@ class Searcher:
         candidates: int | None = None,
         rerank: bool | Literal["require"] = True,
         where: Mapping[str, Any] | None = None,
-    ) -> list[Hit]:
+        score_threshold: float | None = None,
+        offset: int = 0,
+    ) -> Hits:
         """Retrieve ``candidates`` paragraphs (dense, lexical or hybrid), re-rank them, return the top ``k``.
 
         ``rerank=True`` re-ranks when a cross-encoder loads and otherwise returns the retrieval ranking
         with one ``RerankSkippedWarning`` (each hit's ``reranked`` is False); ``rerank="require"`` raises
         ``ModelUnavailableError`` instead; ``rerank=False`` skips re-ranking.
+
+        Paging: ``offset`` skips the first hits of the ranking, so ``offset=10, k=10`` is page 2, ranked 11..20,
+        exactly hits 11..20 of ``k=20`` (at least ``offset + k`` candidates are retrieved).
+        ``score_threshold`` drops hits whose ``score`` is below it: with re-ranking that is the 0..1 relevance
+        (e.g. 0.5), without it the retrieval score (cosine for dense, BM25 for lexical, RRF for hybrid).
+        A page may then hold fewer than ``k`` hits.
+
+        Returns :class:`Hits`, a list of :class:`Hit` with ``to_arrow()`` and ``to_pandas()``.
         """
-        return self.search_many([query], k, mode=mode, candidates=candidates, rerank=rerank, where=where)[0]
+        return self.search_many([query], k, mode=mode, candidates=candidates, rerank=rerank, where=where,
+                                score_threshold=score_threshold, offset=offset)[0]
 
     def search_many(
         self,
@@ -223,8 +250,10 @@ class Searcher:
         candidates: int | None = None,
         rerank: bool | Literal["require"] = True,
         where: Mapping[str, Any] | None = None,
-    ) -> list[list[Hit]]:
-        """``search`` for several queries; their embeddings are computed in one batch."""
+        score_threshold: float | None = None,
+        offset: int = 0,
+    ) -> list[Hits]:
+        """``search`` for several queries (one :class:`Hits` each); their embeddings are computed in one batch."""
         if isinstance(queries, str):
             raise InvalidQueryError("search_many takes a list of queries; use search() for one query")
         if rerank not in (True, False, "require"):
@@ -232,6 +261,8 @@ class Searcher:
         if mode not in retrieve.MODES:
             raise InvalidQueryError(f"mode {mode!r} is not one of {', '.join(retrieve.MODES)}")
         k = whole_number("k", k, "the number of hits, e.g. 10")
+        offset = check_offset(offset, k)
+        score_threshold = check_score_threshold(score_threshold)
         if candidates is not None:
             candidates = whole_number("candidates", candidates,
                                    f"paragraphs retrieved before re-ranking, e.g. {self.settings.candidates}")
@@ -244,7 +275,8 @@ class Searcher:
         reranker = self._reranker_or_fallback(rerank)  # load (and fail, or fall back) before any work
         # A collection's trained re-ranker was gated (and its fusion weight chosen) at its own depth.
         default_n = reranker.depth if reranker is not None and reranker.depth else self.settings.candidates
-        n = max(candidates or default_n, k)
+        # A page must come from the same pool as the first page: never fewer candidates than its last rank.
+        n = max(candidates or default_n, offset + k)
         vectors = self.encode_queries(cleaned) if mode != "lexical" else [None] * len(cleaned)
         timings.encode = time.perf_counter() - t0
         results = []
@@ -253,12 +285,15 @@ class Searcher:
             cands = self._retrieve(q, vec, mode, n, filt)
             t2 = time.perf_counter()
             timings.retrieve += t2 - t1
+            terms = query_terms(q)
             if reranker is not None and cands.num_rows:
-                hits, scored = _rerank(q, cands, reranker, self.meta.encode_title, k, self.settings.rerank_adaptive_depth)
-                results.append(hits)
+                hits, scored = _rerank(q, cands, reranker, self.meta.encode_title, k, self.settings.rerank_adaptive_depth,
+                                       offset=offset, terms=terms)
                 timings.reranked += scored
             else:
-                results.append(hits_from_table(cands, np.arange(min(k, cands.num_rows)), None))
+                page = np.arange(min(offset, cands.num_rows), min(offset + k, cands.num_rows))
+                hits = hits_from_table(cands, page, None, first_rank=offset + 1, terms=terms)
+            results.append(Hits(above_threshold(hits, score_threshold), query=q, mode=mode, timings=timings))
             timings.rerank += time.perf_counter() - t2
         if reranker is not None:
             timings.reranker = reranker.name
@@ -282,21 +317,30 @@ def rank_passages(
     *,
     cross_encoder: str | None = None,
     settings: Settings | None = None,
-) -> list[Hit]:
+    score_threshold: float | None = None,
+    offset: int = 0,
+) -> Hits:
     """Score every passage with the cross-encoder (no retrieval: for one document or a short list).
 
     ``passages`` are strings, or mappings with ``text`` and optional ``title``, ``id``, ``doc_id``, ``source``.
+    ``offset`` and ``score_threshold`` page and filter as in :meth:`Searcher.search` (scores are 0..1).
     """
     s = settings or get_settings()
     query = check_query(query, s.max_query_chars)
+    k = whole_number("k", k, "the number of hits, e.g. 5")
+    offset = check_offset(offset, k)
+    score_threshold = check_score_threshold(score_threshold)
     rows = [{"text": p} if isinstance(p, str) else dict(p) for p in passages]
     if not rows:
-        return []
+        return Hits(query=query, mode="document")
     reranker = reranker_from_settings(s, cross_encoder)
-    scores = reranker.score(query, [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows], top_k=k)
+    scores = reranker.score(query, [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows],
+                            top_k=offset + k)
+    terms = query_terms(query)
     out = []
-    for rank, i in enumerate(rank_order(scores)[:k], start=1):
+    for rank, i in enumerate(rank_order(scores)[offset:offset + k], start=offset + 1):
         r = rows[int(i)]
         out.append(Hit(rank, float(scores[i]), 0.0, str(r.get("id", i)), str(r.get("doc_id", "")), r.get("title") or "",
-                       r["text"], str(r.get("source", "")), int(r.get("position", i))))
-    return out
+                       r["text"], str(r.get("source", "")), int(r.get("position", i)),
+                       highlights=highlight(r["text"], terms)))
+    return Hits(above_threshold(out, score_threshold), query=query, mode="document")

@@ -23,5 +23,5 @@ if ! python -c "import torch" 2>/dev/null; then
     python -m pip install -q ${TORCH_INSTALL_ARGS:-torch==2.13.0}
   fi
 fi
-python -m pip install -q -e ".[test]"
-python -c "import torch, sentence_transformers, lancedb, prefect; print(f'setup: torch {torch.__version__}, sentence-transformers {sentence_transformers.__version__}, lancedb {lancedb.__version__}, prefect {prefect.__version__}')"
+python -m pip install -q -e ".[test,pandas]"
+python -c "import torch, sentence_transformers, lancedb, prefect, pandas, snowballstemmer; print(f'setup: torch {torch.__version__}, sentence-transformers {sentence_transformers.__version__}, lancedb {lancedb.__version__}, prefect {prefect.__version__}, pandas {pandas.__version__}')"

@@ -190,8 +190,10 @@ def test_search_document_ranks_paragraphs_of_a_served_page(site, cross_encoder_p
     out = json.loads(capsys.readouterr().out)
     assert out["reranked"] is True and len(out["hits"]) == 2
     assert {h["text"] for h in out["hits"]} <= set(paragraphs)
-    # The keys scripts rely on, first and in order; later keys (origin, published, metadata...) are additive.
+    # The keys scripts rely on, first and in order; later keys (highlights, origin, published, metadata) are additive.
     assert list(out["hits"][0])[:8] == ["rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source"]
+    assert set(out["hits"][0]) == {"rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source",
+                                   "highlights", "origin", "published", "metadata"}
 
 
 def test_cli_search_json_has_the_documented_keys(corpus_db, cross_encoder_path, capsys):
