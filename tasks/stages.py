@@ -130,7 +130,7 @@ def read_file_batch(spec: SourceSpec, units: list[FileUnit], stamps: dict[str, s
 @stage(name="read-dump")
 def parse_dump_batch(spec: SourceSpec, lines: list[tuple[int, str]], settings: Settings) -> list:
     """Parse a batch of JSONL dump lines; a malformed line is a failure that names file and line."""
-    named = SourceSpec(spec.spec, spec.kind, printable(spec.root))
+    named = SourceSpec(spec.spec, spec.kind, printable(spec.root), spec.origin)
     return parse_dump_lines(named, lines, max_bytes=settings.fetch_max_bytes)
 
 

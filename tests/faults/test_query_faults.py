@@ -218,7 +218,7 @@ def test_cli_nonpositive_k_or_candidates_is_a_user_error(db, bad):
 
 def test_cli_where_without_equals_is_a_user_error(db):
     assert_user_error(cli(db, "glacier", "-c", "faults", "--where", "position"), "corpus-search: error:",
-                      "COLUMN=VALUE")
+                      "KEY<op>VALUE")
 
 
 def test_cli_a_hostile_query_is_matched_not_parsed(db):
