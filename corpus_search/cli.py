@@ -184,14 +184,31 @@ def _paging(sp: argparse.ArgumentParser, score: str) -> None:
                     help=f"drop hits whose score is below X; the score is {score} (default: keep all)")
 
 
+def setting_default(name: str):
+    """The value a setting has now (environment and .env included), for help texts that show real defaults.
+
+    A broken environment must not break ``--help``: it falls back to the built-in default.
+    """
+    from query.settings import Settings, get_settings
+
+    try:
+        return getattr(get_settings(), name)
+    except Exception:  # noqa: BLE001 - e.g. an invalid CORPUS_SEARCH_* value; the command itself reports it
+        return Settings.model_fields[name].default
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corpus-search", description="Index articles and search them: retrieve, then re-rank.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser, collection: bool = True) -> None:
         if collection:
-            sp.add_argument("--collection", "-c", default=None, help="collection name (default: settings)")
-        sp.add_argument("--db", default=None, help="LanceDB URI: a directory or s3://... (default: settings)")
+            sp.add_argument("--collection", "-c", default=None,
+                            help=f"collection name (default: {setting_default('collection')!r}, "
+                            "the CORPUS_SEARCH_COLLECTION setting)")
+        sp.add_argument("--db", default=None,
+                        help=f"LanceDB URI: a directory or s3://... (default: {setting_default('db_uri')!r}, "
+                        "the CORPUS_SEARCH_DB_URI setting)")
         sp.add_argument("--json", action="store_true", help="print one JSON object")
 
     from flows.summary import EXIT_HELP
@@ -206,18 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--allow-mass-delete", action="store_true",
                     help="delete vanished articles even when they are more than CORPUS_SEARCH_MAX_DELETE_FRACTION "
                     "(default 0.5) of the collection's rows (default: delete nothing and report)")
-    ix.add_argument("--bi-encoder", default=None, help="bi-encoder name or local path")
-    ix.add_argument("--batch-articles", type=int, default=512, help="articles per write batch")
+    ix.add_argument("--bi-encoder", default=None,
+                    help=f"bi-encoder name or local path (default: {setting_default('bi_encoder')!r}, the "
+                    "CORPUS_SEARCH_BI_ENCODER setting); an existing collection keeps the one it was made with")
+    ix.add_argument("--batch-articles", type=int, default=512,
+                    help="articles read, split, encoded and written per batch; bounds memory (default: 512)")
     common(ix)
     ix.set_defaults(func=cmd_index)
 
     se = sub.add_parser("search", help="search a collection (no Prefect involved)")
-    se.add_argument("query")
-    se.add_argument("-k", type=_positive_int, default=5)
+    se.add_argument("query", help="the question or keywords, e.g. 'How do glaciers form?'")
+    se.add_argument("-k", type=_positive_int, default=5, help="hits to return (default: 5)")
     from query.settings import MODES
-    se.add_argument("--mode", choices=list(MODES), default="hybrid")
+    se.add_argument("--mode", choices=list(MODES), default="hybrid",
+                    help="retrieval: dense (bi-encoder cosine), lexical (BM25) or hybrid (reciprocal rank fusion of "
+                    "both) (default: hybrid)")
     se.add_argument("--candidates", type=_positive_int, default=None,
-                    help="candidates retrieved before re-ranking (default 100)")
+                    help=f"candidates retrieved before re-ranking (default: {setting_default('candidates')}, the "
+                    "CORPUS_SEARCH_CANDIDATES setting; a promoted re-ranker may use its own depth)")
     rr = se.add_mutually_exclusive_group()
     rr.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder; scores are retrieval scores")
     rr.add_argument("--require-rerank", action="store_true",
@@ -230,8 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--where metadata.author=Ann",
     )
     _paging(se, "the 0..1 re-ranker relevance, or with --no-rerank the retrieval score")
-    se.add_argument("--bi-encoder", default=None)
-    se.add_argument("--cross-encoder", default=None, help="cross-encoder name or local path")
+    se.add_argument("--bi-encoder", default=None,
+                    help=f"bi-encoder name or local path; must be the collection's (default: "
+                    f"{setting_default('bi_encoder')!r}, the CORPUS_SEARCH_BI_ENCODER setting)")
+    se.add_argument("--cross-encoder", default=None,
+                    help="cross-encoder name or local path (default: the collection's promoted re-ranker, else "
+                    f"{setting_default('cross_encoder')!r}, the CORPUS_SEARCH_CROSS_ENCODER setting)")
     se.add_argument("--version", default=None, help="search this version number or tag (default: the latest)")
     se.add_argument("--api", default=None, metavar="URL",
                     help="send the query to a running query service (corpus-search api), e.g. http://127.0.0.1:8000 "
@@ -241,9 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sd = sub.add_parser("search-document", help="rank the paragraphs of one URL or file with the cross-encoder alone")
     sd.add_argument("source", help="http(s) URL or local file")
-    sd.add_argument("query")
-    sd.add_argument("-k", type=_positive_int, default=5)
-    sd.add_argument("--cross-encoder", default=None)
+    sd.add_argument("query", help="the question or keywords")
+    sd.add_argument("-k", type=_positive_int, default=5, help="paragraphs to return (default: 5)")
+    sd.add_argument("--cross-encoder", default=None,
+                    help=f"cross-encoder name or local path (default: {setting_default('cross_encoder')!r}, "
+                    "the CORPUS_SEARCH_CROSS_ENCODER setting)")
     _paging(sd, "the 0..1 cross-encoder relevance")
     common(sd, collection=False)
     sd.set_defaults(func=cmd_search_document)

@@ -85,12 +85,19 @@ def register(sub, common) -> None:
         "`corpus-search search --json` prints. GET /healthz is 200 once the models are warm.")
     ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
-    ap.add_argument("--db", default=None, help="LanceDB URI: a directory or s3://... (default: settings)")
+    from corpus_search.cli import setting_default
+
+    ap.add_argument("--db", default=None,
+                    help=f"LanceDB URI: a directory or s3://... (default: {setting_default('db_uri')!r}, "
+                    "the CORPUS_SEARCH_DB_URI setting)")
     ap.add_argument("--collection", "-c", action="append", metavar="NAME",
                     help="warm up only this collection (repeatable); default: the first "
                     "few collections of the database. Other collections still answer, opened on first use")
-    ap.add_argument("--bi-encoder", default=None, help="bi-encoder name or local path")
-    ap.add_argument("--cross-encoder", default=None, help="cross-encoder name or local path")
+    ap.add_argument("--bi-encoder", default=None,
+                    help=f"bi-encoder name or local path (default: {setting_default('bi_encoder')!r})")
+    ap.add_argument("--cross-encoder", default=None,
+                    help="cross-encoder name or local path (default: each collection's promoted re-ranker, else "
+                    f"{setting_default('cross_encoder')!r})")
     ap.add_argument("--model-threads", type=int, choices=(1, 2, 4), default=1,
                     help="threads that run model work (default 1: one tokenizer user at a time; more only "
                     "contend for the CPU cores and may hit the tokenizers' 'Already borrowed' error; for measurements)")
