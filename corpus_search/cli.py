@@ -57,6 +57,13 @@ def _print_answer(answer, as_json: bool) -> None:
     print(answer_text(answer, as_json))
 
 
+def _show_progress(args: argparse.Namespace) -> bool:
+    """``--progress`` / ``--no-progress``, else a bar only for a person watching: stderr a TTY, no ``--json``."""
+    if args.progress is not None:
+        return args.progress
+    return sys.stderr.isatty() and not args.json
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     """Run the index flow; the exit code says how it went (``flows.summary.EXIT_CODES``)."""
     prefect_environment()
@@ -82,7 +89,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             db_uri=settings.db_uri,
             batch_articles=args.batch_articles,
             settings_overrides=overrides or None,
-            progress=sys.stderr.isatty() and not args.json,
+            progress=_show_progress(args),
             allow_empty_source=args.allow_empty_source,
             allow_mass_delete=args.allow_mass_delete,
         )
@@ -179,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="delete vanished articles even when they are more than CORPUS_SEARCH_MAX_DELETE_FRACTION "
                     "(default 0.5) of the collection's rows (default: delete nothing and report)")
     ix.add_argument("--bi-encoder", default=None, help="bi-encoder name or local path")
-    ix.add_argument("--batch-articles", type=int, default=512, help="articles per write batch")
+    ix.add_argument("--batch-articles", type=int, default=512, help="articles per write batch (default: 512)")
+    ix.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="show a progress bar on stderr: paragraphs encoded (rate, ETA) and articles read "
+                    "(default: only when stderr is a terminal and --json is not given)")
     common(ix)
     ix.set_defaults(func=cmd_index)
 
@@ -213,9 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     sd.set_defaults(func=cmd_search_document)
 
     # Each module imports Prefect only inside its command functions, so `search` stays free of Prefect.
-    from corpus_search import cli_api, cli_deploy, cli_eval, cli_rerankers, cli_versions
+    from corpus_search import cli_api, cli_collections, cli_deploy, cli_eval, cli_rerankers, cli_versions
 
-    for module in (cli_eval, cli_deploy, cli_versions, cli_rerankers, cli_api):
+    for module in (cli_eval, cli_deploy, cli_collections, cli_versions, cli_rerankers, cli_api):
         module.register(sub, common)
     return p
 
