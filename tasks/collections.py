@@ -184,12 +184,12 @@ def _reranker_dirs(db_uri: str, table, collection: str) -> list[Path]:
         dirs += [model_path(db_uri, e) for e in read_registry(table).models]
     except (ValueError, TypeError, KeyError):  # a damaged registry: the standard directory still goes
         pass
-    inside = []
-    for d in dirs:
-        resolved = d.resolve()
-        # Never the database root itself or anything outside it (a registry path may point anywhere).
-        if resolved != root and resolved.is_relative_to(root) and resolved.is_dir() and resolved not in inside:
-            inside.append(resolved)
+    inside: list[Path] = []
+    for d in sorted({d.resolve() for d in dirs}, key=lambda p: len(p.parts)):
+        # Never the database root itself or anything outside it (a registry path may point anywhere),
+        # and not a model directory inside one already listed (the default one holds them all).
+        if d != root and d.is_relative_to(root) and d.is_dir() and not any(d.is_relative_to(i) for i in inside):
+            inside.append(d)
     return inside
 
 
