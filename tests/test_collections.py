@@ -81,6 +81,15 @@ def cli(*argv: str, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def main_(capsys, *argv: str) -> tuple[int, str, str]:
+    """The CLI in this process (cheaper than a subprocess): exit code, stdout, stderr."""
+    from corpus_search.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def table_names(db: str) -> set[str]:
     import lancedb
 
@@ -96,7 +105,7 @@ def search_doc_ids(db: str, collection: str, query: str) -> set[str]:
             for h in searcher.search(query, k=10, mode=mode, rerank=False)}
 
 
-def test_collections_lists_rows_documents_encoder_last_run_size_version_and_reranker(built, db):
+def test_collections_lists_rows_documents_encoder_last_run_size_version_and_reranker(built, db, capsys):
     from corpus_search import list_collections
 
     model_id = built[2]
@@ -115,41 +124,41 @@ def test_collections_lists_rows_documents_encoder_last_run_size_version_and_rera
     assert (alpha["reranker"], beta["reranker"]) == (model_id, None)
     assert list_collections(db_uri=db) == items  # the same from Python
 
-    text = cli("collections", "--db", db)
-    assert text.returncode == 0, text.stderr
-    header, first, second = text.stdout.splitlines()
+    code, out, _ = main_(capsys, "collections", "--db", db)
+    assert code == 0
+    header, first, second = out.splitlines()
     assert header.split()[:4] == ["name", "rows", "documents", "size"]
     assert first.startswith("alpha ") and second.startswith("beta ") and model_id in first
     assert "KiB" in first or "MiB" in first
     assert header.index("rows") + 4 == first.index(str(alpha["rows"])) + len(str(alpha["rows"]))  # right-aligned
 
 
-def test_collections_of_an_empty_or_missing_database(tmp_path):
+def test_collections_of_an_empty_or_missing_database(tmp_path, capsys):
     from corpus_search import list_collections
 
     empty = tmp_path / "empty"
     empty.mkdir()
     assert list_collections(str(empty)) == []
-    assert json.loads(cli("collections", "--db", str(empty), "--json").stdout) == []
-    text = cli("collections", "--db", str(empty))
-    assert text.returncode == 0 and "no collections" in text.stdout
-    missing = cli("collections", "--db", str(tmp_path / "nope"))
-    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    assert json.loads(main_(capsys, "collections", "--db", str(empty), "--json")[1]) == []
+    code, out, _ = main_(capsys, "collections", "--db", str(empty))
+    assert code == 0 and "no collections" in out
+    code, _, err = main_(capsys, "collections", "--db", str(tmp_path / "nope"))
+    assert code == 2 and "does not exist" in err
     assert not (tmp_path / "nope").exists()
 
 
-def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers(built, db):
+def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers(built, db, capsys):
     from corpus_search import drop_collection, list_collections
     from query.errors import CollectionNotFoundError
 
     rerankers = Path(db) / "_rerankers" / "alpha"
     assert (rerankers / built[2]).is_dir()
-    refused = cli("drop", "alpha", "--db", db)
+    refused = cli("drop", "alpha", "--db", db)  # stdin is /dev/null: nobody can answer
     assert refused.returncode == 2 and "--yes" in refused.stderr and "Traceback" not in refused.stderr
     assert "alpha" in table_names(db)
 
-    unknown = cli("drop", "gamma", "--db", db, "--yes")
-    assert unknown.returncode == 2 and "collection 'gamma' does not exist" in unknown.stderr
+    code, _, err = main_(capsys, "drop", "gamma", "--db", db, "--yes")
+    assert code == 2 and "collection 'gamma' does not exist" in err
 
     dropped = cli("drop", "alpha", "--db", db, "--yes", "--json")
     assert dropped.returncode == 0, dropped.stderr
@@ -187,7 +196,7 @@ def test_drop_asks_on_a_terminal_and_only_the_name_or_yes_confirms(built, db):
 
 
 def test_delete_by_doc_id_removes_rows_and_state_search_never_returns_them_and_reindex_restores(
-        built, db, run_index):
+        built, db, run_index, capsys):
     from corpus_search import delete_documents
 
     folders = built[1]
@@ -201,8 +210,8 @@ def test_delete_by_doc_id_removes_rows_and_state_search_never_returns_them_and_r
     assert len(table_rows(db, "alpha")) == len(before) - len(bees)
     assert "bees.md" not in search_doc_ids(db, "alpha", "honey from nectar in the hive")
 
-    again = cli("delete", "alpha", "--doc-id", "bees.md", "--doc-id", "no-such-doc", "--db", db, "--json")
-    assert json.loads(again.stdout) == {"collection": "alpha", "rows_deleted": 0, "articles_deleted": 0}
+    again = main_(capsys, "delete", "alpha", "--doc-id", "bees.md", "--doc-id", "no-such-doc", "--db", db, "--json")
+    assert again[0] == 0 and json.loads(again[1]) == {"collection": "alpha", "rows_deleted": 0, "articles_deleted": 0}
     assert delete_documents("alpha", doc_ids=["nothing"], db_uri=db)["rows_deleted"] == 0
 
     # The article state went too, so the next index run of the same folders brings exactly that document back.
@@ -233,19 +242,20 @@ def test_delete_by_source_directory_deletes_every_document_under_it(built, db, r
     assert back["articles_fetched"] == 2 and len(table_rows(db, "alpha")) == len(before)
 
 
-def test_delete_by_exact_source_value_and_bad_requests(built, db):
+def test_delete_by_exact_source_value_and_bad_requests(built, db, capsys):
     """``--source`` matches the ``source`` column exactly (a file path or URL once sources name documents)."""
     before = table_rows(db, "beta")
     value = before[0]["source"]
-    proc = cli("delete", "beta", "--source", value, "--db", db)
-    assert proc.returncode == 0, proc.stderr
-    assert f"deleted {len([r for r in before if r['source'] == value])} rows" in proc.stdout
+    code, out, _ = main_(capsys, "delete", "beta", "--source", value, "--db", db)
+    assert code == 0
+    assert f"deleted {len([r for r in before if r['source'] == value])} rows" in out
     assert all(r["source"] != value for r in table_rows(db, "beta"))
 
-    both = cli("delete", "alpha", "--doc-id", "x", "--source", "y", "--db", db)
-    assert both.returncode == 2 and "not allowed with" in both.stderr
-    unknown = cli("delete", "gamma", "--doc-id", "x", "--db", db)
-    assert unknown.returncode == 2 and "collection 'gamma' does not exist" in unknown.stderr
+    with pytest.raises(SystemExit) as both:  # argparse: --doc-id and --source are one choice
+        main_(capsys, "delete", "alpha", "--doc-id", "x", "--source", "y", "--db", db)
+    assert both.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    code, _, err = main_(capsys, "delete", "gamma", "--doc-id", "x", "--db", db)
+    assert code == 2 and "collection 'gamma' does not exist" in err
 
     from corpus_search import delete_documents
     from query.errors import InvalidQueryError
