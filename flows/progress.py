@@ -8,7 +8,9 @@ and compared with the table), and it moves after every encode chunk (``tasks.enc
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import logging
 import sys
 from typing import TextIO
 
@@ -20,8 +22,12 @@ class IndexProgress:
 
     def __init__(self, file: TextIO | None = None) -> None:
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         self.articles = 0
+        # Console log lines (Prefect's handler sits on the root logger) are written above the bar, not through it.
+        self._redirect = contextlib.ExitStack()
+        self._redirect.enter_context(logging_redirect_tqdm(loggers=[logging.getLogger()]))
         self.bar = tqdm(total=0, unit="para", desc="encoding", file=file or sys.stderr, dynamic_ncols=True,
                         postfix="0 articles read")
         # Set, not a with-block: the flow creates and closes the bar at two points of a long function.
@@ -29,7 +35,12 @@ class IndexProgress:
 
     def planned(self, n: int) -> None:
         """``n`` more paragraphs will be encoded: the total (and the ETA) grows."""
-        self.bar.total += n
+        if self.bar.n == 0:
+            # Nothing encoded yet: restart the clock, so the time spent loading the model and reading the
+            # first batch is not counted in the encoding rate and ETA.
+            self.bar.reset(total=self.bar.total + n)
+        else:
+            self.bar.total += n
         self.bar.refresh()
 
     def encoded(self, n: int) -> None:
@@ -46,4 +57,5 @@ class IndexProgress:
         if self._token is not None:
             encode.stop_reporting(self._token)
             self._token = None
-        self.bar.close()
+            self.bar.close()
+            self._redirect.close()

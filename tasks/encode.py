@@ -27,6 +27,9 @@ class EncodeProgress(Protocol):
     def encoded(self, n: int) -> None: ...
 
 
+#: Texts per progress step when someone watches (at least 4 encoder batches per ``encode`` call).
+MIN_PROGRESS_STEP = 256
+
 #: The reporter of the current run (see :func:`reporting_to`); None: nobody is watching.
 _reporter: contextvars.ContextVar[EncodeProgress | None] = contextvars.ContextVar("encode_progress", default=None)
 
@@ -61,17 +64,22 @@ def encode_in_chunks(
 
     The output array is allocated once, so peak memory is the output plus one chunk's activations.
     ``progress`` (default: the reporter set by :func:`reporting_to`) hears ``planned(len(texts))`` first,
-    then ``encoded(n)`` after each chunk: a long encode shows its rate and ETA while it runs.
+    then ``encoded(n)`` after each step (a chunk, or :data:`MIN_PROGRESS_STEP` texts / 4 batches when that is
+    smaller): a long encode shows its rate and ETA while it runs.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     progress = progress if progress is not None else _reporter.get()
+    step = chunk_size
+    if progress is not None:
+        # A chunk of 2048 is minutes of CPU encoding: report in smaller steps (measured: no slower per text).
+        step = min(chunk_size, max(MIN_PROGRESS_STEP, 4 * encoder.batch_size))
     out = np.empty((len(texts), encoder.dim), dtype=np.float32)
     if progress is not None and texts:
         progress.planned(len(texts))
     started = time.perf_counter()
-    for i in range(0, len(texts), chunk_size):
-        out[i : i + chunk_size] = encoder.encode(texts[i : i + chunk_size])
+    for i in range(0, len(texts), step):
+        out[i : i + step] = encoder.encode(texts[i : i + step])
         if progress is not None:
-            progress.encoded(min(chunk_size, len(texts) - i))
+            progress.encoded(min(step, len(texts) - i))
     return out, time.perf_counter() - started

@@ -54,6 +54,14 @@ def test_encode_in_chunks_reports_the_plan_then_every_chunk():
     assert explicit.calls == [("planned", 10), ("encoded", 4), ("encoded", 4), ("encoded", 2)]
     assert vectors.shape == (10, enc.dim)
 
+    # Someone watching: a big chunk is reported in steps of MIN_PROGRESS_STEP (256) texts, same vectors.
+    stepped = Recorder()
+    many = [f"short text {i}" for i in range(300)]
+    whole, _ = encode_in_chunks(enc, many, 2048)
+    steps, _ = encode_in_chunks(enc, many, 2048, progress=stepped)
+    assert stepped.calls == [("planned", 300), ("encoded", 256), ("encoded", 44)]
+    assert abs(whole - steps).max() < 1e-4
+
     ambient = Recorder()  # how the index flow reaches the encode task: no task parameter involved
     with reporting_to(ambient):
         encode_in_chunks(enc, texts[:3], 2)
