@@ -69,6 +69,13 @@ def _print_answer(answer, as_json: bool) -> None:
     print(answer_text(answer, as_json, emphasis=not as_json and _emphasis()))
 
 
+def _show_progress(args: argparse.Namespace) -> bool:
+    """``--progress`` / ``--no-progress``, else a bar only for a person watching: stderr a TTY, no ``--json``."""
+    if args.progress is not None:
+        return args.progress
+    return sys.stderr.isatty() and not args.json
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     """Run the index flow; the exit code says how it went (``flows.summary.EXIT_CODES``)."""
     prefect_environment()
@@ -94,7 +101,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             db_uri=settings.db_uri,
             batch_articles=args.batch_articles,
             settings_overrides=overrides or None,
-            progress=sys.stderr.isatty() and not args.json,
+            progress=_show_progress(args),
             allow_empty_source=args.allow_empty_source,
             allow_mass_delete=args.allow_mass_delete,
         )
@@ -228,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "CORPUS_SEARCH_BI_ENCODER setting); an existing collection keeps the one it was made with")
     ix.add_argument("--batch-articles", type=int, default=512,
                     help="articles read, split, encoded and written per batch; bounds memory (default: 512)")
+    ix.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="show a progress bar on stderr: paragraphs encoded (rate, ETA) and articles read "
+                    "(default: only when stderr is a terminal and --json is not given)")
     common(ix)
     ix.set_defaults(func=cmd_index)
 
@@ -278,9 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     sd.set_defaults(func=cmd_search_document)
 
     # Each module imports Prefect only inside its command functions, so `search` stays free of Prefect.
-    from corpus_search import cli_api, cli_deploy, cli_eval, cli_rerankers, cli_versions
+    from corpus_search import cli_api, cli_collections, cli_deploy, cli_eval, cli_rerankers, cli_versions
 
-    for module in (cli_eval, cli_deploy, cli_versions, cli_rerankers, cli_api):
+    for module in (cli_eval, cli_deploy, cli_collections, cli_versions, cli_rerankers, cli_api):
         module.register(sub, common)
     return p
 

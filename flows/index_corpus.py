@@ -14,7 +14,6 @@ run ends Failed and raises ``NothingIndexedError`` (carrying the summary) to dir
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
 from flows.hooks import log_crash, log_failure
-from flows.summary import IndexSummary, NothingIndexedError, artifact_key, printable
+from flows.summary import IndexSummary, NothingIndexedError, api_only, artifact_key, printable
 from query.schema import validate_collection_name
 from query.settings import Settings, get_settings
 from tasks import stages
@@ -68,12 +67,13 @@ def work_units(spec: SourceSpec, batch: int, settings: Settings) -> Iterator[lis
                 yield lines
 
 
-def _progress(enabled: bool, total: int | None):
+def _progress(enabled: bool):
+    """The run's progress bar on stderr (paragraphs encoded, articles read), or None when not ``enabled``."""
     if not enabled:
         return None
-    from tqdm import tqdm
+    from flows.progress import IndexProgress
 
-    return tqdm(total=total, unit="article", desc="indexing", file=sys.stderr, dynamic_ncols=True)
+    return IndexProgress()
 
 
 def _unit_label(spec: SourceSpec, unit) -> str:
@@ -158,7 +158,7 @@ def index_corpus(
             summary.fail(s, str(exc))
     if records_path:
         local.append(SourceSpec(records_path, "jsonl", records_path, origin=records_origin))
-    bar = _progress(progress, None)
+    bar = _progress(progress)
 
     with writer_lock(settings.db_uri, collection):
         states = stages.load_states(settings)
@@ -204,7 +204,7 @@ def index_corpus(
             for doc, err in failed:
                 summary.fail(doc, err)
             if bar is not None:
-                bar.update(len(outcomes))
+                bar.articles_read(len(outcomes))
 
         def guarded(spec: SourceSpec, unit: list, work) -> bool:
             """Run one batch; if it raises (after its task's retries), each of its units fails, the run goes on."""
@@ -328,7 +328,8 @@ def index_corpus(
         logger.warning("failed: %s: %s", doc, err)
     if len(summary.failures) > 50:
         logger.warning("... and %d more failures (see the index-failures artifact)", len(summary.failures) - 50)
-    logger.info("%s", summary.to_text())
+    # To the UI only: the caller prints the summary (the CLI) or gets it returned; in the console it showed twice.
+    api_only(logger).info("%s", summary.to_text())
     create_table_artifact(
         table=summary.artifact_rows(),
         key=artifact_key("index-summary", collection),

@@ -6,6 +6,7 @@ state, and the JSON. A cron job reads the exit code; see ``EXIT_CODES``.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -136,6 +137,25 @@ class NothingIndexedError(CorpusSearchError):
     def __init__(self, message: str, summary: dict) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+#: A flow-run logger that does not propagate to the console (see :func:`api_only`).
+_API_ONLY = "prefect.flow_runs.api_only"
+
+
+def api_only(run_logger: logging.LoggerAdapter) -> logging.LoggerAdapter:
+    """``run_logger`` re-pointed at the Prefect API handlers only: the run's logs in the UI, not the console.
+
+    The index summary is printed by whoever called the flow (the CLI prints it; Python callers get it
+    returned), so logging it to the console as well showed it twice. Prefect's ``prefect.flow_runs``
+    logger sends to the API and propagates to the root logger's console handler; this child keeps the
+    API handlers (whatever the logging configuration made them) and does not propagate.
+    """
+    parent = logging.getLogger("prefect.flow_runs")
+    quiet = logging.getLogger(_API_ONLY)
+    quiet.propagate = False
+    quiet.handlers = list(parent.handlers)
+    return type(run_logger)(quiet, run_logger.extra)
 
 
 def artifact_key(prefix: str, collection: str) -> str:

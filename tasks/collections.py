@@ -1,0 +1,346 @@
+"""Collections you can manage: list them, drop one, delete documents from one. Plain functions, no Prefect.
+
+A collection is its paragraph table ``C`` plus internal tables ``C__*`` (``C__articles``: per-article
+fetch state; ``C__runs``: the run log of ``tasks.versions``) and, for a local database, its trained
+re-rankers under ``<db>/_rerankers/C`` (``query.registry``). Dropping removes all of them; deleting
+documents removes their paragraph rows and their article state, so a later index run of the same
+source fetches and encodes them again.
+
+Writes take the collection's writer lock (``tasks.lock``), so they never race an index run.
+LanceDB and pyarrow are imported inside the functions: ``import corpus_search`` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from query.errors import CollectionNotFoundError, DatabaseLocationError, InvalidQueryError
+
+log = logging.getLogger(__name__)
+
+#: Internal tables are ``<collection>__<suffix>`` (``query.schema.RESERVED_SEPARATOR``, not imported: pyarrow).
+_SEPARATOR = "__"
+#: Values per ``IN (...)`` list / ``OR`` chain: keeps single SQL statements reasonable.
+_CHUNK = 500
+
+
+def _resolve_db(db_uri: str | None) -> str:
+    """``db_uri``, or the configured database (CORPUS_SEARCH_DB_URI) when None."""
+    if db_uri is None:
+        from query.settings import get_settings
+
+        return get_settings().db_uri
+    return db_uri
+
+
+def connect_existing(db_uri: str):
+    """Connect to a database that must already exist: a missing local directory is a clear error, not a new db."""
+    import lancedb
+
+    from query.storage import check_db_uri, is_local_uri, local_path
+
+    check_db_uri(db_uri)
+    if is_local_uri(db_uri) and not local_path(db_uri).is_dir():
+        raise DatabaseLocationError(
+            f"the database {db_uri!r} does not exist: check --db (or CORPUS_SEARCH_DB_URI); "
+            "`corpus-search index` creates it"
+        )
+    return lancedb.connect(db_uri)
+
+
+def _table_names(db) -> list[str]:
+    return sorted(db.list_tables(limit=1_000_000).tables)
+
+
+def is_internal(name: str) -> bool:
+    """True for a collection's internal tables ``<collection>__<suffix>`` (collection names cannot hold '__')."""
+    return _SEPARATOR in name
+
+
+def internal_tables(names: Iterable[str], collection: str) -> list[str]:
+    """The internal tables of ``collection`` among ``names``."""
+    prefix = collection + _SEPARATOR
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def require_collection(db, collection: str) -> list[str]:
+    """The database's table names; raises the usual CollectionNotFoundError when ``collection`` is not there."""
+    names = _table_names(db)
+    if collection not in names:
+        known = [n for n in names if not is_internal(n)]
+        raise CollectionNotFoundError(
+            f"collection {collection!r} does not exist in this database"
+            + (f" (collections there: {', '.join(known)})" if known else " (it holds no collections)")
+            + ". Check the name and --db; list them with: corpus-search collections"
+        )
+    return names
+
+
+# --------------------------------------------------------------------------- list
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes of every file under ``path`` (0 when missing); files removed while walking are skipped."""
+    total = 0
+    for p in path.rglob("*") if path.is_dir() else ():
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def _documents(db, table, name: str, names: Sequence[str]) -> int:
+    """Distinct documents: rows of the article-state table, else distinct (source, doc_id) of the paragraphs."""
+    from query.schema import articles_table_name
+
+    if articles_table_name(name) in names:
+        return db.open_table(articles_table_name(name)).count_rows()
+    cols = [c for c in ("source", "doc_id") if c in table.schema.names]
+    if not cols:
+        return 0
+    pairs = table.to_lance().to_table(columns=cols)
+    return pairs.group_by(cols).aggregate([]).num_rows
+
+
+def _last_index_run(db, name: str) -> dict | None:
+    """Time (ISO 8601, UTC) and outcome of the collection's last logged index run, or None."""
+    from tasks.versions import load_runs
+
+    runs = [r for r in load_runs(db, name) if r["kind"] == "index"]
+    if not runs:
+        return None
+    last = runs[-1]
+    summary = last["summary"] or {}
+    return {"at": last["at"].isoformat(), "outcome": summary.get("outcome"),
+            "paragraphs_encoded": summary.get("paragraphs_encoded"), "seconds": summary.get("seconds")}
+
+
+def _describe(db, db_uri: str, name: str, names: Sequence[str]) -> dict:
+    from query.registry import read_registry
+    from query.schema import IndexContractError, IndexMetadata
+    from query.storage import is_local_uri, local_path
+
+    table = db.open_table(name)
+    try:
+        meta = IndexMetadata.from_schema(table.schema, table=name)
+        encoder, dim, schema_version = meta.encoder, meta.dim, meta.schema_version
+    except (IndexContractError, ValueError, KeyError, TypeError):  # not written by corpus-search, or damaged
+        encoder = dim = schema_version = None
+    try:
+        reranker = read_registry(table).promoted
+    except (ValueError, TypeError, KeyError):  # a damaged registry value must not break the listing
+        reranker = None
+    size = None
+    if is_local_uri(db_uri):
+        root = local_path(db_uri)
+        size = sum(_tree_bytes(root / f"{t}.lance") for t in [name, *internal_tables(names, name)])
+    return {
+        "name": name,
+        "rows": table.count_rows(),
+        "documents": _documents(db, table, name, names),
+        "encoder": encoder,
+        "dim": dim,
+        "schema_version": schema_version,
+        "last_indexed": _last_index_run(db, name),
+        "size_bytes": size,
+        "version": table.version,
+        "reranker": reranker,
+    }
+
+
+def list_collections(db_uri: str | None = None) -> list[dict]:
+    """Every collection of the database, by name: what it holds, how it was built, when it was last indexed.
+
+    Each item: ``name``, ``rows`` (paragraphs), ``documents`` (distinct articles), ``encoder``, ``dim``,
+    ``schema_version``, ``last_indexed`` ({``at``, ``outcome``, ...} of the last index run, or None),
+    ``size_bytes`` (the table and its internal tables on disk; None for object storage), ``version``
+    (the current LanceDB version) and ``reranker`` (the promoted re-ranker's id, or None).
+    ``db_uri`` None: the configured database. A missing local database is an error, not an empty list.
+    """
+    db_uri = _resolve_db(db_uri)
+    db = connect_existing(db_uri)
+    names = _table_names(db)
+    return [_describe(db, db_uri, n, names) for n in names if not is_internal(n)]
+
+
+# --------------------------------------------------------------------------- drop
+
+
+def _reranker_dirs(db_uri: str, table, collection: str) -> list[Path]:
+    """Directories of the collection's trained re-rankers that live under the database (the rest are the user's)."""
+    from query.registry import local_db_root, model_path, models_root, read_registry
+    from query.storage import is_local_uri
+
+    if not is_local_uri(db_uri):
+        return []
+    root = local_db_root(db_uri).resolve()
+    dirs = [models_root(db_uri, collection)]
+    try:
+        dirs += [model_path(db_uri, e) for e in read_registry(table).models]
+    except (ValueError, TypeError, KeyError):  # a damaged registry: the standard directory still goes
+        pass
+    inside: list[Path] = []
+    for d in sorted({d.resolve() for d in dirs}, key=lambda p: len(p.parts)):
+        # Never the database root itself or anything outside it (a registry path may point anywhere),
+        # and not a model directory inside one already listed (the default one holds them all).
+        if d != root and d.is_relative_to(root) and d.is_dir() and not any(d.is_relative_to(i) for i in inside):
+            inside.append(d)
+    return inside
+
+
+def drop_collection(name: str, db_uri: str | None = None) -> dict:
+    """Remove collection ``name``: its table, its internal tables ``name__*`` and its re-rankers under the db.
+
+    Takes the writer lock, so an index run of the collection finishes first. Returns what went:
+    ``collection``, ``rows``, ``tables_dropped`` and ``rerankers_removed`` (directories).
+    Raises ``CollectionNotFoundError`` for an unknown collection.
+    """
+    from query.schema import validate_collection_name
+    from tasks.lock import writer_lock
+
+    validate_collection_name(name)
+    db_uri = _resolve_db(db_uri)
+    require_collection(connect_existing(db_uri), name)  # before the lock: a typo must not create a lock file
+    with writer_lock(db_uri, name):
+        db = connect_existing(db_uri)
+        names = require_collection(db, name)  # again, under the lock: another drop may have won
+        table = db.open_table(name)
+        rows = table.count_rows()
+        rerankers = _reranker_dirs(db_uri, table, name)
+        dropped = []
+        # Internal tables first: if the process dies half-way, the collection is still listed and can be dropped again.
+        for t in [*internal_tables(names, name), name]:
+            db.drop_table(t)
+            dropped.append(t)
+        for d in rerankers:
+            shutil.rmtree(d)
+    log.info("dropped collection %s: %d rows, tables %s, re-rankers %s", name, rows, dropped, rerankers)
+    return {"collection": name, "rows": rows, "tables_dropped": dropped,
+            "rerankers_removed": [str(d) for d in rerankers]}
+
+
+# --------------------------------------------------------------------------- delete documents
+
+
+def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def source_predicate(source: str) -> str:
+    """SQL matching the rows of one ``--source`` value, bound safely.
+
+    The value matches the ``source`` column exactly (a file path or URL). A directory -- a value ending
+    in '/' or an existing local directory -- also matches every document under it, by prefix. Local
+    paths match as given and as the indexer records them (absolute, symlinks resolved).
+    """
+    from query.filters import sql_literal
+
+    if not isinstance(source, str) or not source:
+        raise InvalidQueryError(f"a source to delete must be a non-empty path or URL, got {source!r}")
+    exact = [source]
+    prefixes = [source] if source.endswith("/") else []
+    if "://" not in source:
+        path = Path(source).expanduser()
+        resolved = str(path.resolve())
+        exact.append(resolved)
+        if source.endswith("/") or path.is_dir():
+            prefixes.append(resolved.rstrip("/") + "/")
+    try:
+        clauses = [f"source = {sql_literal(v)}" for v in dict.fromkeys(exact)]
+        clauses += [f"starts_with(source, {sql_literal(p)})" for p in dict.fromkeys(prefixes)]
+    except ValueError as exc:  # a NUL character
+        raise InvalidQueryError(f"source {source!r}: {exc}") from exc
+    return "(" + " OR ".join(clauses) + ")"
+
+
+def _predicates(doc_ids: Sequence[str], sources: Sequence[str]) -> list[str]:
+    """WHERE clauses (each bounded in size) that together match the documents named."""
+    from query.filters import in_list
+
+    for d in doc_ids:
+        if not isinstance(d, str) or not d or "\x00" in d:
+            raise InvalidQueryError(f"a doc id to delete must be non-empty text without NUL, got {d!r}")
+    out = [in_list("doc_id", chunk) for chunk in _chunks(list(dict.fromkeys(doc_ids)))]
+    out += [" OR ".join(chunk) for chunk in _chunks([source_predicate(s) for s in dict.fromkeys(sources)], 50)]
+    return out
+
+
+def _article_predicates(pairs: set[tuple[str, str]]) -> list[str]:
+    """Article-state rows of the given (source, doc_id) pairs, grouped by source."""
+    from query.filters import in_list, sql_literal
+
+    by_source: dict[str, list[str]] = {}
+    for source, doc_id in sorted(pairs):
+        by_source.setdefault(source, []).append(doc_id)
+    return [f"source = {sql_literal(s)} AND {in_list('doc_id', chunk)}"
+            for s, ids in by_source.items() for chunk in _chunks(ids)]
+
+
+def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None,
+                     db_uri: str | None = None) -> dict:
+    """Delete documents from ``collection``: every paragraph row and the article state of each one named.
+
+    ``doc_ids``: exact doc ids. ``sources``: file paths or URLs, exactly; a directory (trailing '/' or an
+    existing local directory) means every document under it. A document matching any of them goes.
+    Nothing matching is not an error: the counts are 0. Search indexes stay valid (deleted rows are never
+    returned), and a later index run of the same source indexes the deleted documents again, since
+    their article state is gone. Returns ``{"collection", "rows_deleted", "articles_deleted"}``.
+    """
+    from query.schema import articles_table_name, validate_collection_name
+    from tasks.lock import writer_lock
+    from tasks.versions import _log_run
+
+    if isinstance(doc_ids, str) or isinstance(sources, str):
+        raise InvalidQueryError("doc_ids and sources take lists, e.g. doc_ids=['blog/raft.md'], not one string")
+    doc_ids, sources = list(doc_ids or []), list(sources or [])
+    if not doc_ids and not sources:
+        raise InvalidQueryError("say which documents to delete: --doc-id ID or --source PATH|URL (doc_ids=/sources=)")
+    validate_collection_name(collection)
+    predicates = _predicates(doc_ids, sources)
+    db_uri = _resolve_db(db_uri)
+    require_collection(connect_existing(db_uri), collection)
+    with writer_lock(db_uri, collection):
+        db = connect_existing(db_uri)
+        names = require_collection(db, collection)
+        table = db.open_table(collection)
+        has_origin = "origin" in table.schema.names
+        cols = ["source", "doc_id"] + (["origin"] if has_origin else [])
+        pairs: set[tuple[str, str]] = set()
+        rows = 0
+        for where in predicates:
+            hit = table.search().where(where).select(cols).limit(None).to_arrow().to_pylist()
+            if not hit:
+                continue
+            # The article table may key a document by its file path or by the root it was indexed under.
+            pairs |= {(r["source"], r["doc_id"]) for r in hit}
+            pairs |= {(r["origin"], r["doc_id"]) for r in hit if has_origin and r["origin"]}
+            rows += len(hit)
+            table.delete(where)
+        articles_deleted = 0
+        if articles_table_name(collection) in names:
+            articles = db.open_table(articles_table_name(collection))
+            # The same predicates catch article states without rows (e.g. an empty file); the pairs catch
+            # states recorded under the indexed root rather than the document's own source.
+            for where in [*predicates, *_article_predicates(pairs)]:
+                if n := articles.count_rows(where):
+                    articles_deleted += n
+                    articles.delete(where)
+        result = {"collection": collection, "rows_deleted": rows, "articles_deleted": articles_deleted}
+        if rows or articles_deleted:
+            # Logged with both versions, so a rollback to this point restores the matching article state.
+            articles_version = db.open_table(articles_table_name(collection)).version \
+                if articles_table_name(collection) in names else None
+            _log_run(db, collection, "delete", table.version, articles_version,
+                     summary={**result, "doc_ids": doc_ids[:100], "sources": sources[:100]})
+    log.info("deleted from %s: %d rows, %d articles", collection, rows, articles_deleted)
+    return result
+
+
+__all__ = ["connect_existing", "delete_documents", "drop_collection", "internal_tables", "is_internal", "list_collections",
+           "require_collection", "source_predicate"]

@@ -1,0 +1,294 @@
+"""Collections you can manage: ``collections``, ``drop``, ``delete`` from the CLI (subprocess) and from Python.
+
+One module-scoped database is indexed with the real flow and MiniLM (collection ``alpha`` from two
+folders, ``beta`` from one), with a real tiny cross-encoder registered and promoted for ``alpha``;
+each test works on its own copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, table_rows
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+NOTES = {
+    "plain": {
+        "bees.md": ("Honeybees", "Honeybees collect nectar from flowers and turn it into honey inside the hive."),
+        "volcano.md": ("Volcanoes", "A volcano erupts when molten rock called magma rises through the crust."),
+        "chess.md": ("Chess openings", "The Sicilian Defence is a chess opening that answers e4 with c5."),
+    },
+    # A quote in the folder name: the source prefix must be bound as a literal, never pasted into SQL.
+    "o'brien notes": {
+        "tides.md": ("Ocean tides", "Tides are caused by the gravitational pull of the Moon on the oceans."),
+        "coffee.md": ("Coffee", "Espresso is brewed by forcing hot water through finely ground coffee beans."),
+    },
+    "beta": {
+        "violin.md": ("Violins", "Stradivari built violins in Cremona that are still prized by soloists."),
+    },
+}
+
+
+def write(root: Path, folder: str) -> Path:
+    d = root / folder
+    d.mkdir(parents=True, exist_ok=True)
+    for name, (title, text) in NOTES[folder].items():
+        (d / name).write_text(f"# {title}\n\n{text}\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def built(prefect_harness, tmp_path_factory):
+    """(db, folders): alpha = plain + o'brien notes, beta = beta; a promoted re-ranker for alpha."""
+    from flows.index_corpus import index_corpus
+    from query.registry import RerankerEntry
+    from tasks.rerank_registry import default_out_dir, new_model_id, record, stored_path
+    from tests._models import build_cross_encoder
+
+    root = tmp_path_factory.mktemp("collections")
+    db = str(root / "db")
+    folders = {f: write(root / "src", f) for f in NOTES}
+    index_corpus([str(folders["plain"]), str(folders["o'brien notes"])], collection="alpha", db_uri=db)
+    index_corpus([str(folders["beta"])], collection="beta", db_uri=db)
+    model_id = new_model_id("judgments")
+    out = default_out_dir(db, "alpha", model_id)
+    build_cross_encoder(out, body="tiny-bert")
+    record(db, "alpha", RerankerEntry(id=model_id, path=stored_path(db, out), created="2026-11-28T00:00:00Z",
+                                      base="tiny-bert", signal="judgments", fingerprint="0", alpha=1.0), promote=True)
+    return db, folders, model_id
+
+
+@pytest.fixture
+def db(built, tmp_path) -> str:
+    """A private copy of the built database."""
+    copy = tmp_path / "db"
+    shutil.copytree(built[0], copy)
+    return str(copy)
+
+
+def cli(*argv: str, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "corpus_search.cli", *argv], cwd=REPO, env=ENV, stdin=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def main_(capsys, *argv: str) -> tuple[int, str, str]:
+    """The CLI in this process (cheaper than a subprocess): exit code, stdout, stderr."""
+    from corpus_search.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table_names(db: str) -> set[str]:
+    import lancedb
+
+    return set(lancedb.connect(db).list_tables(limit=1000).tables)
+
+
+def search_doc_ids(db: str, collection: str, query: str) -> set[str]:
+    """doc ids every retrieval mode returns for ``query`` (no re-ranking), from a fresh reader."""
+    from query.searcher import Searcher
+
+    searcher = Searcher(db_uri=db, collection=collection)
+    return {h.doc_id for mode in ("dense", "lexical", "hybrid")
+            for h in searcher.search(query, k=10, mode=mode, rerank=False)}
+
+
+def test_collections_lists_rows_documents_encoder_last_run_size_version_and_reranker(built, db, capsys):
+    from corpus_search import list_collections
+
+    model_id = built[2]
+    proc = cli("collections", "--db", db, "--json")
+    assert proc.returncode == 0, proc.stderr
+    items = json.loads(proc.stdout)
+    assert [c["name"] for c in items] == ["alpha", "beta"]  # internal tables (alpha__articles...) are not listed
+    alpha, beta = items
+    assert {"name", "rows", "documents", "encoder", "last_indexed", "size_bytes", "version", "reranker"} <= set(alpha)
+    assert alpha["rows"] == len(table_rows(db, "alpha")) > 0 and beta["rows"] == len(table_rows(db, "beta")) > 0
+    assert (alpha["documents"], beta["documents"]) == (5, 1)
+    assert "MiniLM" in alpha["encoder"] and alpha["dim"] == 384
+    assert alpha["last_indexed"]["outcome"] == "ok" and alpha["last_indexed"]["at"].startswith("20")
+    assert alpha["size_bytes"] > beta["size_bytes"] > 0
+    assert isinstance(alpha["version"], int) and alpha["version"] > 1
+    assert (alpha["reranker"], beta["reranker"]) == (model_id, None)
+    assert list_collections(db_uri=db) == items  # the same from Python
+
+    code, out, _ = main_(capsys, "collections", "--db", db)
+    assert code == 0
+    header, first, second = out.splitlines()
+    assert header.split()[:4] == ["name", "rows", "documents", "size"]
+    assert first.startswith("alpha ") and second.startswith("beta ") and model_id in first
+    assert "KiB" in first or "MiB" in first
+    assert header.index("rows") + 4 == first.index(str(alpha["rows"])) + len(str(alpha["rows"]))  # right-aligned
+
+
+def test_collections_of_an_empty_or_missing_database(tmp_path, capsys):
+    from corpus_search import list_collections
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert list_collections(str(empty)) == []
+    assert json.loads(main_(capsys, "collections", "--db", str(empty), "--json")[1]) == []
+    code, out, _ = main_(capsys, "collections", "--db", str(empty))
+    assert code == 0 and "no collections" in out
+    code, _, err = main_(capsys, "collections", "--db", str(tmp_path / "nope"))
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "nope").exists()
+
+
+def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers(built, db, capsys):
+    from corpus_search import drop_collection, list_collections
+    from query.errors import CollectionNotFoundError
+
+    rerankers = Path(db) / "_rerankers" / "alpha"
+    assert (rerankers / built[2]).is_dir()
+    refused = cli("drop", "alpha", "--db", db)  # stdin is /dev/null: nobody can answer
+    assert refused.returncode == 2 and "--yes" in refused.stderr and "Traceback" not in refused.stderr
+    assert "alpha" in table_names(db)
+
+    code, _, err = main_(capsys, "drop", "gamma", "--db", db, "--yes")
+    assert code == 2 and "collection 'gamma' does not exist" in err
+
+    dropped = cli("drop", "alpha", "--db", db, "--yes", "--json")
+    assert dropped.returncode == 0, dropped.stderr
+    result = json.loads(dropped.stdout)
+    assert sorted(result["tables_dropped"]) == ["alpha", "alpha__articles", "alpha__runs"]
+    assert not rerankers.exists()
+    assert not any(n.startswith("alpha") for n in table_names(db))
+    assert [c["name"] for c in list_collections(db)] == ["beta"]  # the other collection is untouched
+    assert search_doc_ids(db, "beta", "violin makers of Cremona")
+
+    drop_collection("beta", db_uri=db)  # the same from Python
+    assert table_names(db) == set() and list_collections(db) == []
+    with pytest.raises(CollectionNotFoundError, match="does not exist"):
+        drop_collection("beta", db_uri=db)
+
+
+def test_drop_asks_on_a_terminal_and_only_the_name_or_yes_confirms(built, db):
+    """A real pseudo-terminal as stdin: 'n' keeps the collection, its name drops it."""
+    import pty
+
+    for answer, code, kept in (("n", 1, True), ("beta", 0, False)):
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", "drop", "beta", "--db", db],
+                                    cwd=REPO, env=ENV, stdin=follower, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            os.write(leader, f"{answer}\n".encode())
+            out, err = proc.communicate(timeout=120)
+        finally:
+            os.close(leader)
+            os.close(follower)
+        assert proc.returncode == code, err
+        assert "Type the collection name" in err and "1 documents" in err
+        assert ("beta" in table_names(db)) is kept
+
+
+def test_delete_by_doc_id_removes_rows_and_state_search_never_returns_them_and_reindex_restores(
+        built, db, run_index, capsys):
+    from corpus_search import delete_documents
+
+    folders = built[1]
+    before = table_rows(db, "alpha")
+    bees = [r for r in before if r["doc_id"] == "bees.md"]
+    assert bees and "bees.md" in search_doc_ids(db, "alpha", "honey from nectar in the hive")
+
+    proc = cli("delete", "alpha", "--doc-id", "bees.md", "--db", db, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"collection": "alpha", "rows_deleted": len(bees), "articles_deleted": 1}
+    assert len(table_rows(db, "alpha")) == len(before) - len(bees)
+    assert "bees.md" not in search_doc_ids(db, "alpha", "honey from nectar in the hive")
+
+    again = main_(capsys, "delete", "alpha", "--doc-id", "bees.md", "--doc-id", "no-such-doc", "--db", db, "--json")
+    assert again[0] == 0 and json.loads(again[1]) == {"collection": "alpha", "rows_deleted": 0, "articles_deleted": 0}
+    assert delete_documents("alpha", doc_ids=["nothing"], db_uri=db)["rows_deleted"] == 0
+
+    # The article state went too, so the next index run of the same folders brings exactly that document back.
+    result = run_index([folders["plain"], folders["o'brien notes"]], collection="alpha", db=db)
+    assert (result["articles_fetched"], result["paragraphs_encoded"]) == (1, len(bees))
+    assert sorted(r["id"] for r in table_rows(db, "alpha")) == sorted(r["id"] for r in before)
+    assert "bees.md" in search_doc_ids(db, "alpha", "honey from nectar in the hive")
+
+
+@pytest.mark.parametrize("slash", ["/", ""])
+def test_delete_by_source_directory_deletes_every_document_under_it(built, db, run_index, slash):
+    from corpus_search import delete_documents, list_collections
+
+    folders = built[1]
+    quoted = folders["o'brien notes"]
+    before = table_rows(db, "alpha")
+    under = [r for r in before if r["doc_id"] in NOTES["o'brien notes"]]
+    assert len(under) >= 2
+
+    result = delete_documents("alpha", sources=[str(quoted) + slash], db_uri=db)
+    assert result == {"collection": "alpha", "rows_deleted": len(under), "articles_deleted": 2}
+    left = table_rows(db, "alpha")
+    assert {r["doc_id"] for r in left} == set(NOTES["plain"])  # the sibling folder is untouched
+    assert not {"tides.md", "coffee.md"} & search_doc_ids(db, "alpha", "the Moon pulls the oceans; espresso coffee")
+    assert next(c for c in list_collections(db) if c["name"] == "alpha")["documents"] == 3
+
+    back = run_index([folders["plain"], quoted], collection="alpha", db=db)
+    assert back["articles_fetched"] == 2 and len(table_rows(db, "alpha")) == len(before)
+
+
+def test_delete_by_exact_source_value_and_bad_requests(built, db, capsys):
+    """``--source`` matches the ``source`` column exactly (a file path or URL once sources name documents)."""
+    before = table_rows(db, "beta")
+    value = before[0]["source"]
+    code, out, _ = main_(capsys, "delete", "beta", "--source", value, "--db", db)
+    assert code == 0
+    assert f"deleted {len([r for r in before if r['source'] == value])} rows" in out
+    assert all(r["source"] != value for r in table_rows(db, "beta"))
+
+    with pytest.raises(SystemExit) as both:  # argparse: --doc-id and --source are one choice
+        main_(capsys, "delete", "alpha", "--doc-id", "x", "--source", "y", "--db", db)
+    assert both.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    code, _, err = main_(capsys, "delete", "gamma", "--doc-id", "x", "--db", db)
+    assert code == 2 and "collection 'gamma' does not exist" in err
+
+    from corpus_search import delete_documents
+    from query.errors import InvalidQueryError
+
+    with pytest.raises(InvalidQueryError, match="say which documents"):
+        delete_documents("alpha", db_uri=db)
+    with pytest.raises(InvalidQueryError, match="take lists"):
+        delete_documents("alpha", doc_ids="bees.md", db_uri=db)
+
+
+def test_delete_waits_for_the_writer_lock(built, db):
+    from tasks.lock import writer_lock
+
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold() -> None:
+        with writer_lock(db, "alpha"):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", "delete", "alpha", "--doc-id",
+                                 "chess.md", "--db", db, "--json"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(4)  # long enough for the subprocess to start and reach the lock
+        assert proc.poll() is None and any(r["doc_id"] == "chess.md" for r in table_rows(db, "alpha"))
+    finally:
+        release.set()
+        holder.join(10)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["articles_deleted"] == 1
