@@ -127,7 +127,7 @@ def register(sub, common) -> None:
     dr = sub.add_parser("drop", help="remove a collection with its article state, run log and trained re-rankers",
                         description="Remove a collection for good. Asks for confirmation on a terminal; "
                         "scripts pass --yes.")
-    dr.add_argument("collection")
+    dr.add_argument("collection", help="collection name")
     dr.add_argument("--yes", "-y", action="store_true", help="do not ask (needed when stdin is not a terminal)")
     common(dr, collection=False)
     dr.set_defaults(func=cmd_drop)
@@ -136,7 +136,7 @@ def register(sub, common) -> None:
                         description="Delete documents (their paragraphs and article state) from a collection. "
                         "Nothing matching deletes 0 rows. A later `corpus-search index` of their source "
                         "indexes them again.")
-    de.add_argument("collection")
+    de.add_argument("collection", help="collection name")
     which = de.add_mutually_exclusive_group(required=True)
     which.add_argument("--doc-id", action="append", metavar="ID", help="a document's doc_id (repeatable)")
     which.add_argument("--source", action="append", metavar="PATH|URL",
