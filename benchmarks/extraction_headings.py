@@ -26,7 +26,8 @@ import tarfile
 import time
 from pathlib import Path
 
-DATA = Path("/work/shared/data")
+#: The shared data, as ../shared/data from the repo root (or --data).
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _articles(collection: str, data: Path):
