@@ -119,11 +119,11 @@ class QueryService:
         """The collections of the database (internal tables left out), sorted."""
         import lancedb
 
-        from query.schema import RESERVED_SEPARATOR
+        from query.schema import is_internal_table
         from query.storage import check_db_uri
 
         db = lancedb.connect(check_db_uri(self.settings.db_uri))
-        return sorted(n for n in db.table_names(limit=1_000_000) if RESERVED_SEPARATOR not in n)
+        return sorted(n for n in db.table_names(limit=1_000_000) if not is_internal_table(n))
 
     def searcher(self, collection: str):
         """The collection's Searcher, opened on first use and kept (it sees later index runs by itself)."""

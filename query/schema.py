@@ -145,6 +145,12 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 #: Internal tables are named ``<collection>__<suffix>`` (``__articles``, ``__runs``...), so ``__`` is reserved:
 #: a collection ``z__articles`` would be the article table of ``z``.
 RESERVED_SEPARATOR = "__"
+
+
+def is_internal_table(name: str) -> bool:
+    """True for a collection's internal tables ``<collection>__<suffix>`` (collection names cannot hold '__')."""
+    return RESERVED_SEPARATOR in name
+
 NAME_RULE = (
     "use 1 to 128 ASCII letters, digits, '_', '-' or '.', not starting with '.' and without '__' "
     "(reserved for internal tables), e.g. 'my-articles' or 'wiki_2024.en'"

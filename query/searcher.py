@@ -41,10 +41,10 @@ from query.fusion import fused_scores, fusion_reach, rank_order
 from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings, reranker_options
 from query.registry import promoted_model
 from query.schema import (
-    RESERVED_SEPARATOR,
     IndexContractError,
     IndexMetadata,
     check_schema_version,
+    is_internal_table,
     articles_table_name,
     validate_collection_name,
 )
@@ -112,7 +112,7 @@ class Searcher:
         self._db = lancedb.connect(check_db_uri(self.settings.db_uri), read_consistency_interval=timedelta(0))
         names = set(self._db.table_names(limit=1_000_000))
         if self.collection not in names:
-            known = sorted(n for n in names if RESERVED_SEPARATOR not in n)
+            known = sorted(n for n in names if not is_internal_table(n))
             raise CollectionNotFoundError(
                 f"collection {self.collection!r} does not exist in {self.settings.db_uri!r}"
                 + (f" (collections there: {', '.join(known)})" if known else "")
@@ -277,6 +277,7 @@ class Searcher:
         default_n = reranker.depth if reranker is not None and reranker.depth else self.settings.candidates
         # A page must come from the same pool as the first page: never fewer candidates than its last rank.
         n = max(candidates or default_n, offset + k)
+        timings.candidates = n
         vectors = self.encode_queries(cleaned) if mode != "lexical" else [None] * len(cleaned)
         timings.encode = time.perf_counter() - t0
         results = []

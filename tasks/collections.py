@@ -7,7 +7,7 @@ documents removes their paragraph rows and their article state, so a later index
 source fetches and encodes them again.
 
 Writes take the collection's writer lock (``tasks.lock``), so they never race an index run.
-LanceDB and pyarrow are imported inside the functions: ``import corpus_search`` stays light.
+``corpus_search`` and the CLI import this module only when one of its functions is called.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from query.errors import CollectionNotFoundError, DatabaseLocationError, InvalidQueryError
+from query.schema import RESERVED_SEPARATOR, is_internal_table
+from tasks.store import chunks
 
 log = logging.getLogger(__name__)
 
-#: Internal tables are ``<collection>__<suffix>`` (``query.schema.RESERVED_SEPARATOR``, not imported: pyarrow).
-_SEPARATOR = "__"
 #: Values per ``IN (...)`` list / ``OR`` chain: keeps single SQL statements reasonable.
 _CHUNK = 500
 
@@ -55,14 +55,9 @@ def _table_names(db) -> list[str]:
     return sorted(db.list_tables(limit=1_000_000).tables)
 
 
-def is_internal(name: str) -> bool:
-    """True for a collection's internal tables ``<collection>__<suffix>`` (collection names cannot hold '__')."""
-    return _SEPARATOR in name
-
-
 def internal_tables(names: Iterable[str], collection: str) -> list[str]:
     """The internal tables of ``collection`` among ``names``."""
-    prefix = collection + _SEPARATOR
+    prefix = collection + RESERVED_SEPARATOR
     return sorted(n for n in names if n.startswith(prefix))
 
 
@@ -70,7 +65,7 @@ def require_collection(db, collection: str) -> list[str]:
     """The database's table names; raises the usual CollectionNotFoundError when ``collection`` is not there."""
     names = _table_names(db)
     if collection not in names:
-        known = [n for n in names if not is_internal(n)]
+        known = [n for n in names if not is_internal_table(n)]
         raise CollectionNotFoundError(
             f"collection {collection!r} does not exist in this database"
             + (f" (collections there: {', '.join(known)})" if known else " (it holds no collections)")
@@ -165,7 +160,7 @@ def list_collections(db_uri: str | None = None) -> list[dict]:
     db_uri = _resolve_db(db_uri)
     db = connect_existing(db_uri)
     names = _table_names(db)
-    return [_describe(db, db_uri, n, names) for n in names if not is_internal(n)]
+    return [_describe(db, db_uri, n, names) for n in names if not is_internal_table(n)]
 
 
 # --------------------------------------------------------------------------- drop
@@ -227,11 +222,6 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
 # --------------------------------------------------------------------------- delete documents
 
 
-def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def source_predicate(source: str) -> str:
     """SQL matching the rows of one ``--source`` value, bound safely.
 
@@ -266,8 +256,8 @@ def _predicates(doc_ids: Sequence[str], sources: Sequence[str]) -> list[str]:
     for d in doc_ids:
         if not isinstance(d, str) or not d or "\x00" in d:
             raise InvalidQueryError(f"a doc id to delete must be non-empty text without NUL, got {d!r}")
-    out = [in_list("doc_id", chunk) for chunk in _chunks(list(dict.fromkeys(doc_ids)))]
-    out += [" OR ".join(chunk) for chunk in _chunks([source_predicate(s) for s in dict.fromkeys(sources)], 50)]
+    out = [in_list("doc_id", chunk) for chunk in chunks(list(dict.fromkeys(doc_ids)), _CHUNK)]
+    out += [" OR ".join(chunk) for chunk in chunks([source_predicate(s) for s in dict.fromkeys(sources)], 50)]
     return out
 
 
@@ -279,7 +269,7 @@ def _article_predicates(pairs: set[tuple[str, str]]) -> list[str]:
     for source, doc_id in sorted(pairs):
         by_source.setdefault(source, []).append(doc_id)
     return [f"source = {sql_literal(s)} AND {in_list('doc_id', chunk)}"
-            for s, ids in by_source.items() for chunk in _chunks(ids)]
+            for s, ids in by_source.items() for chunk in chunks(ids, _CHUNK)]
 
 
 def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None,
@@ -342,5 +332,5 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
     return result
 
 
-__all__ = ["connect_existing", "delete_documents", "drop_collection", "internal_tables", "is_internal", "list_collections",
+__all__ = ["connect_existing", "delete_documents", "drop_collection", "internal_tables", "list_collections",
            "require_collection", "source_predicate"]

@@ -45,7 +45,8 @@ def connect(db_uri: str):
     return lancedb.connect(db_uri)
 
 
-def _chunks(items: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:
+def chunks(items: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:
+    """``items`` in slices of at most ``size`` (bounded ``IN (...)`` lists)."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -148,7 +149,7 @@ ROW_STATE = ["id", "doc_id", "position", "title", "source", "published", "metada
 def existing_rows(table, origin: str, doc_ids: Sequence[str]) -> pa.Table:
     """Current :data:`ROW_STATE` rows of some articles of one origin."""
     parts = []
-    for chunk in _chunks(list(doc_ids)):
+    for chunk in chunks(list(doc_ids)):
         where = f"origin = {sql_literal(origin)} AND {in_list('doc_id', chunk)}"
         parts.append(table.search().where(where).select(ROW_STATE).limit(None).to_arrow())
     if not parts:
@@ -166,8 +167,8 @@ def plan_batch(paragraphs: Sequence[Paragraph], existing: pa.Table, changed_doc_
         row = current.get(p.id)
         if row is None:
             plan.new.append(p)
-        elif (row["position"] != p.position or (row["title"] or "") != p.title or row.get("source", p.source) != p.source
-              or row.get("published") != p.published or dict(row.get("metadata") or ()) != (p.metadata or {})):
+        elif (row["position"] != p.position or (row["title"] or "") != p.title or row["source"] != p.source
+              or row["published"] != p.published or dict(row["metadata"] or ()) != (p.metadata or {})):
             plan.moved.append(p)
         else:
             plan.unchanged += 1
@@ -203,7 +204,7 @@ def paragraph_rows(paragraphs: Sequence[Paragraph], vectors: np.ndarray, dim: in
 def stored_vectors(table, ids: Sequence[str]) -> dict[str, np.ndarray]:
     """Vectors already in the table for ``ids`` (moved rows keep theirs: they are never re-encoded)."""
     out: dict[str, np.ndarray] = {}
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids)):
         t = table.search().where(in_list("id", chunk)).select(["id", "vector"]).limit(None).to_arrow()
         vecs = np.asarray(t["vector"].combine_chunks().flatten(), dtype=np.float32).reshape(len(t), -1)
         out.update(zip(t["id"].to_pylist(), vecs, strict=True))
@@ -228,7 +229,7 @@ def apply_batch(table, plan: BatchPlan, new_vectors: np.ndarray, dim: int) -> No
         if moved:
             parts.append(paragraph_rows(moved, np.stack([old[p.id] for p in moved]), dim, at))
     if not parts:  # deletions only
-        for chunk in _chunks(plan.deleted_ids):
+        for chunk in chunks(plan.deleted_ids):
             table.delete(in_list("id", chunk))
         return
     # A migrated table has the v2 columns at its end: write in the table's own column order.
@@ -239,14 +240,14 @@ def apply_batch(table, plan: BatchPlan, new_vectors: np.ndarray, dim: int) -> No
         merge.execute(data)
     else:
         merge.execute(data)
-        for chunk in _chunks(plan.deleted_ids):
+        for chunk in chunks(plan.deleted_ids):
             table.delete(in_list("id", chunk))
 
 
 def delete_articles(table, articles, origin: str, doc_ids: Sequence[str]) -> int:
     """Delete every row of these articles of ``origin`` (articles that vanished from their source)."""
     removed = 0
-    for chunk in _chunks(list(doc_ids)):
+    for chunk in chunks(list(doc_ids)):
         where = f"origin = {sql_literal(origin)} AND {in_list('doc_id', chunk)}"
         if table is not None:
             removed += table.count_rows(where)
@@ -259,7 +260,7 @@ def count_article_rows(table, origin: str, doc_ids: Sequence[str]) -> int:
     """Rows of these articles of ``origin``: what ``delete_articles`` would remove."""
     return sum(
         table.count_rows(f"origin = {sql_literal(origin)} AND {in_list('doc_id', chunk)}")
-        for chunk in _chunks(list(doc_ids))
+        for chunk in chunks(list(doc_ids))
     )
 
 
@@ -273,7 +274,7 @@ def upsert_article_states(articles, rows: Sequence[dict]) -> None:
 
 def restamp_articles(articles, stamps: dict[str, str]) -> None:
     """Set new file stamps on some articles (full rows rewritten in one merge: one version, not one per file)."""
-    for chunk in _chunks(list(stamps)):
+    for chunk in chunks(list(stamps)):
         rows = articles.search().where(in_list("key", chunk)).limit(None).to_arrow()
         if rows.num_rows:
             new = pa.array([stamps[k] for k in rows["key"].to_pylist()], pa.string())
