@@ -239,14 +239,15 @@ def index_corpus(
                     files: list[stages.FileUnit] = []
                     if spec.kind != "jsonl":
                         for u in unit:
-                            path = source if spec.kind == "file" else f"{source.rstrip('/')}/{_unit_label(spec, u)}"
-                            origin, doc_id = claimed.setdefault(path, (source, _unit_label(spec, u)))
+                            label = _unit_label(spec, u)
+                            path = source if spec.kind == "file" else f"{source.rstrip('/')}/{label}"
+                            origin, doc_id = claimed.setdefault(path, (source, label))
                             # Everything this batch names counts as seen, even if the batch fails: a failed
                             # read must keep its rows, never look like a deletion.
                             seen.add(article_key(origin, doc_id))
                             if path not in done:  # else an overlapping root already handled it in this run
                                 done.add(path)
-                                files.append(stages.FileUnit(u, doc_id, origin))
+                                files.append(stages.FileUnit(u, path, doc_id, origin))
 
                     def work(unit=unit, files=files) -> None:
                         nonlocal complete

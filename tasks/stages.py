@@ -20,7 +20,7 @@ from query.settings import Settings
 from tasks import store, versions
 from tasks.encode import encode_in_chunks
 from tasks.fetch import HttpOptions, SourceSpec, fetch_urls, parse_dump_lines, read_local_file
-from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph, printable, stable_hash
+from tasks.records import Article, ArticleState, FetchFailure, NotModified, Paragraph, article_key, printable, stable_hash
 from tasks.split import SPLIT_RULES, SplitOptions, body_fingerprint, split_article, tokenizer_counter
 
 # Inputs are large batches: hashing them for a cache key would cost more than the work.
@@ -90,10 +90,12 @@ def fetch_url_batch(urls: list[str], states: dict[str, ArticleState], settings: 
 
 @dataclass(frozen=True)
 class FileUnit:
-    """One local file to read: its path under the source root, and the identity it is stored under
-    (``doc_id`` and ``origin``: those of the root that first indexed it, when roots overlap)."""
+    """One local file to read: its path under the source root, its full path as rows name it
+    (``source``, printable), and the identity it is stored under (``doc_id`` and ``origin``: those of
+    the root that first indexed it, when roots overlap)."""
 
     path: str
+    source: str
     doc_id: str
     origin: str
 
@@ -109,18 +111,16 @@ def read_file_batch(spec: SourceSpec, units: list[FileUnit], stamps: dict[str, s
     root = Path(spec.root)
     out: list = []
     for unit in units:
-        path = root if spec.kind == "file" else root / unit.path
         # The path opens the file; the row names it printably (a non-UTF-8 name cannot be stored as is).
-        source = printable(str(path))
+        path = root if spec.kind == "file" else root / unit.path
         try:
             stamp = file_stamp(path.stat(), settings)
         except OSError:
             stamp = None  # read_local_file reports why
-        key = NotModified(unit.doc_id, unit.origin).key
-        if stamp is not None and stamps.get(key) == stamp:
+        if stamp is not None and stamps.get(article_key(unit.origin, unit.doc_id)) == stamp:
             out.append(NotModified(unit.doc_id, unit.origin))
             continue
-        outcome = read_local_file(path, doc_id=unit.doc_id, source=source, max_bytes=cap, origin=unit.origin)
+        outcome = read_local_file(path, doc_id=unit.doc_id, source=unit.source, max_bytes=cap, origin=unit.origin)
         if isinstance(outcome, Article):
             outcome.file_stamp = stamp
         out.append(outcome)
