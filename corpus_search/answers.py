@@ -43,9 +43,8 @@ def search_answer(
     """Run ``searcher.search`` and describe it: the answer of ``corpus-search search`` and ``POST /search``."""
     hits = searcher.search(query, k=k, mode=mode, candidates=candidates, rerank=rerank, where=where,
                            score_threshold=score_threshold, offset=offset)
-    n = max(candidates or searcher.settings.candidates, offset + k)
     t = searcher.timings
-    stages = f"retrieve ({mode}, {n} candidates)"
+    stages = f"retrieve ({mode}, {t.candidates} candidates)"
     if t.reranker:
         stages += f" → re-rank ({t.reranker})"
     elif rerank is False:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from query.errors import InvalidQueryError
+from query.schema import METADATA_TYPE
 from query.highlight import highlight
 
 #: Control characters are not text: the tokenizers and the full-text parser see a space instead.
@@ -73,6 +74,7 @@ class Timings:
     stages: list[str] = field(default_factory=list)
     reranker: str | None = None  # the re-ranker that ran (None: the hits are the retrieval ranking)
     reranked: int = 0  # candidates the cross-encoder scored (adaptive depth may skip some)
+    candidates: int = 0  # candidates retrieved per query (a promoted re-ranker's depth, and never below offset + k)
 
 
 #: Arrow types of Hit's field annotations; a field of a type not listed here fails ``Hits.schema()`` loudly.
@@ -82,7 +84,7 @@ _ARROW_TYPES: dict[Any, pa.DataType] = {
     str: pa.string(),
     bool: pa.bool_(),
     datetime: pa.timestamp("us", tz="UTC"),
-    dict[str, str]: pa.map_(pa.string(), pa.string()),
+    dict[str, str]: METADATA_TYPE,  # the rows' own metadata column
     tuple[tuple[int, int], ...]: pa.list_(pa.struct([("start", pa.int32()), ("end", pa.int32())])),
 }
 
