@@ -117,12 +117,10 @@ class QueryService:
 
     def collection_names(self) -> list[str]:
         """The collections of the database (internal tables left out), sorted."""
-        import lancedb
-
         from query.schema import is_internal_table
-        from query.storage import check_db_uri
+        from query.storage import check_db_uri, connect
 
-        db = lancedb.connect(check_db_uri(self.settings.db_uri))
+        db = connect(check_db_uri(self.settings.db_uri), self.settings)
         return sorted(n for n in db.table_names(limit=1_000_000) if not is_internal_table(n))
 
     def searcher(self, collection: str):

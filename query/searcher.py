@@ -49,7 +49,7 @@ from query.schema import (
     validate_collection_name,
 )
 from query.settings import Settings, get_settings
-from query.storage import check_db_uri
+from query.storage import check_db_uri, connect
 from query.versions import checkout
 
 class RerankSkippedWarning(UserWarning):
@@ -100,8 +100,6 @@ class Searcher:
 
         A pinned Searcher never sees later writes, so a bad reindex cannot reach it.
         """
-        import lancedb
-
         s = settings or get_settings()
         overrides = {k: v for k, v in {"db_uri": db_uri, "collection": collection, "bi_encoder": bi_encoder,
                                        "cross_encoder": cross_encoder}.items() if v is not None}
@@ -109,7 +107,7 @@ class Searcher:
         self.collection = validate_collection_name(self.settings.collection)
         # A zero interval re-checks the table version on every query, so a query sees the latest
         # committed write of a concurrent index run (never a half-written one: versions are atomic).
-        self._db = lancedb.connect(check_db_uri(self.settings.db_uri), read_consistency_interval=timedelta(0))
+        self._db = connect(check_db_uri(self.settings.db_uri), self.settings, read_consistency_interval=timedelta(0))
         names = set(self._db.table_names(limit=1_000_000))
         if self.collection not in names:
             known = sorted(n for n in names if not is_internal_table(n))

@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from query.schema import validate_collection_name
@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     # storage
     db_uri: str = Field(".corpus_search/lancedb", description="LanceDB URI: a local directory or s3://bucket/path")
     collection: str = "default"
+    # SecretStr: credentials never show in a repr, a log line or a dump of the settings.
+    storage_options: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="object-store options for an s3:// (or gs://, az://) database, as JSON, e.g. "
+        '{"aws_endpoint": "http://127.0.0.1:9000", "allow_http": "true"}; each overrides the standard '
+        "environment variable LanceDB reads by itself (AWS_ENDPOINT or AWS_ENDPOINT_URL, AWS_REGION, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ALLOW_HTTP)",
+    )
     version_retention_days: float = Field(
         7.0, ge=0,
         description="index runs remove untagged table versions older than this many days (rollback and "
@@ -75,6 +83,15 @@ class Settings(BaseSettings):
     fetch_denied_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="never fetch these hosts nor their subdomains")
     follow_symlinks: bool = Field(False, description="follow symbolic links that lead outside a directory source")
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _option_strings(cls, value):
+        """Object-store options are strings: accept JSON true/false/numbers as their string form."""
+        if isinstance(value, dict):
+            return {str(k): (str(v).lower() if isinstance(v, bool) else v if isinstance(v, SecretStr) else str(v))
+                    for k, v in value.items()}
+        return value
 
     @field_validator("fetch_allowed_hosts", "fetch_denied_hosts", mode="before")
     @classmethod

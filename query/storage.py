@@ -6,10 +6,13 @@ deep in a stack trace; this check turns those into one message that says what to
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from query.errors import DatabaseLocationError
+
+log = logging.getLogger(__name__)
 
 _HINT = "give a directory (created if missing), e.g. --db .corpus_search/lancedb or CORPUS_SEARCH_DB_URI=..."
 
@@ -54,3 +57,120 @@ def check_db_uri(db_uri: str, *, write: bool = False) -> str:
                 f"{'writable' if write else 'readable'} by this user. Fix its permissions or {_HINT}"
             )
     return db_uri
+
+
+# --------------------------------------------------------------------------- object storage
+
+#: Spellings a user may give in ``storage_options``, mapped to the key Lance's object store uses for the
+#: same AWS_* environment variable. Lance fills in each environment variable under its canonical key only
+#: when that key is missing, so an override under another spelling would sit beside the environment's value
+#: and which of the two wins would be up to hash order (seen with ``endpoint`` vs ``AWS_ENDPOINT``).
+_ALIASES = {
+    "endpoint": "aws_endpoint", "endpoint_url": "aws_endpoint", "aws_endpoint_url": "aws_endpoint",
+    "aws_endpoint_url_s3": "aws_endpoint", "s3_endpoint": "aws_endpoint",
+    "access_key_id": "aws_access_key_id", "secret_access_key": "aws_secret_access_key",
+    "session_token": "aws_session_token", "token": "aws_session_token", "aws_token": "aws_session_token",
+    "region": "aws_region", "default_region": "aws_region", "aws_default_region": "aws_region",
+    "aws_allow_http": "allow_http",
+}
+#: Keys whose values are credentials: never shown, and scrubbed from any message we pass on.
+SECRET_KEYS = frozenset({"aws_secret_access_key", "aws_session_token", "aws_access_key_id",
+                         "google_service_account_key", "azure_storage_account_key", "azure_storage_sas_key",
+                         "azure_client_secret"})
+#: Environment variables that hold credentials (their values are scrubbed too).
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+_STORE_HINT = ("object storage is configured by the standard variables AWS_ENDPOINT (or AWS_ENDPOINT_URL), "
+               "AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ALLOW_HTTP=true for an http:// "
+               "endpoint, or CORPUS_SEARCH_STORAGE_OPTIONS='{\"aws_endpoint\": ...}' which overrides them")
+
+
+def canonical_option(key: str) -> str:
+    """The key under which Lance's object store reads storage option ``key`` (lower case, aliases resolved)."""
+    k = key.strip().lower()
+    return _ALIASES.get(k, k)
+
+
+def storage_options(settings=None) -> dict[str, str]:
+    """The ``storage_options`` for ``lancedb.connect``: the settings' overrides under canonical keys.
+
+    Everything not overridden comes from the AWS_* environment, which Lance's object store reads by itself.
+    The values are plain strings here: keep the result out of logs, reprs and Prefect parameters.
+    """
+    if settings is None:
+        from query.settings import get_settings
+
+        settings = get_settings()
+    raw = getattr(settings, "storage_options", None) or {}
+    return {canonical_option(k): (v.get_secret_value() if hasattr(v, "get_secret_value") else str(v))
+            for k, v in raw.items()}
+
+
+def _secrets(options: dict[str, str]) -> list[str]:
+    values = [v for k, v in options.items() if k in SECRET_KEYS]
+    values += [os.environ[name] for name in _SECRET_ENV if os.environ.get(name)]
+    return [v for v in values if len(v) >= 4]  # a 1-3 character "secret" would blank out ordinary words
+
+
+def redact(text: str, options: dict[str, str] | None = None) -> str:
+    """``text`` with every configured credential value replaced by ``***``."""
+    for secret in _secrets(options or {}):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _endpoint(options: dict[str, str]) -> str:
+    return (options.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint")
+
+
+def _bucket(db_uri: str) -> str:
+    return db_uri.split("://", 1)[1].split("/", 1)[0]
+
+
+def object_store_error(db_uri: str, exc: BaseException, options: dict[str, str] | None = None) -> DatabaseLocationError:
+    """A one-line error for a failure to reach ``db_uri`` on object storage that says what to set.
+
+    Classifies LanceDB's raw (Rust) error text; the secret values never reach the message.
+    """
+    options = options or {}
+    raw = str(exc)
+    endpoint = _endpoint(options)
+    bucket = _bucket(db_uri)
+    if "NoSuchBucket" in raw or "bucket does not exist" in raw.lower():
+        msg = (f"the bucket {bucket!r} of the database {db_uri!r} does not exist at {endpoint}: create it "
+               f"(e.g. aws s3 mb s3://{bucket}) or fix --db; check AWS_ENDPOINT if it lives elsewhere")
+    elif "BadScheme" in raw or "allow_http" in raw.lower():
+        msg = (f"the object store endpoint {endpoint} of {db_uri!r} is plain http: set AWS_ALLOW_HTTP=true "
+               "(or storage option allow_http) to allow it, or use an https:// endpoint")
+    elif any(s in raw for s in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden",
+                                "status: 403", "credentials", "ExpiredToken", "InvalidToken")):
+        msg = (f"the object store at {endpoint} refused the credentials for {db_uri!r}: check "
+               "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or the bucket's policy")
+    elif any(s in raw for s in ("Connect", "connection", "dns error", "timed out", "Timeout", "tcp connect")):
+        msg = (f"cannot reach the object store at {endpoint} for {db_uri!r}: check AWS_ENDPOINT (or "
+               "AWS_ENDPOINT_URL) and that the server is up")
+    else:
+        first = raw.splitlines()[0] if raw else type(exc).__name__
+        msg = f"cannot open the database {db_uri!r} on object storage ({first[:300]})"
+    return DatabaseLocationError(redact(f"{msg}. {_STORE_HINT}", options))
+
+
+def connect(db_uri: str, settings=None, **kwargs):
+    """Open the LanceDB database ``db_uri``: the one place every reader and writer connects.
+
+    Object-store URIs get the settings' ``storage_options`` (over the AWS_* environment) and failures to
+    reach the store become a ``DatabaseLocationError`` that names the URI and what to set, never a secret.
+    ``kwargs`` go to ``lancedb.connect`` (e.g. ``read_consistency_interval``).
+    """
+    import lancedb
+
+    if is_local_uri(db_uri):
+        return lancedb.connect(db_uri, **kwargs)
+    options = storage_options(settings)
+    try:
+        # Connecting lists the database's manifest: a missing bucket, a wrong endpoint or rejected
+        # credentials show here, before any task has done work.
+        return lancedb.connect(db_uri, storage_options=options or None, **kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.debug("connecting to %s failed: %s", db_uri, redact(str(exc), options))
+        raise object_store_error(db_uri, exc, options) from None

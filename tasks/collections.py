@@ -38,9 +38,7 @@ def _resolve_db(db_uri: str | None) -> str:
 
 def connect_existing(db_uri: str):
     """Connect to a database that must already exist: a missing local directory is a clear error, not a new db."""
-    import lancedb
-
-    from query.storage import check_db_uri, is_local_uri, local_path
+    from query.storage import check_db_uri, connect, is_local_uri, local_path
 
     check_db_uri(db_uri)
     if is_local_uri(db_uri) and not local_path(db_uri).is_dir():
@@ -48,7 +46,7 @@ def connect_existing(db_uri: str):
             f"the database {db_uri!r} does not exist: check --db (or CORPUS_SEARCH_DB_URI); "
             "`corpus-search index` creates it"
         )
-    return lancedb.connect(db_uri)
+    return connect(db_uri)
 
 
 def _table_names(db) -> list[str]:

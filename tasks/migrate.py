@@ -76,13 +76,12 @@ def migrate_collection(db_uri: str, collection: str) -> dict:
 
     Returns ``{"collection", "from_version", "to_version", "rows", "sources_updated", "articles_updated"}``.
     """
-    import lancedb
-
+    from query.storage import connect
     from tasks.lock import writer_lock
 
     validate_collection_name(collection)
     with writer_lock(db_uri, collection):
-        db = lancedb.connect(db_uri)
+        db = connect(db_uri)
         names = set(db.table_names(limit=1_000_000))
         if collection not in names:
             raise CollectionNotFoundError(f"collection {collection!r} does not exist in {db_uri!r}")

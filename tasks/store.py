@@ -38,11 +38,11 @@ IN_CHUNK = 1000
 FTS_COLUMNS = ("text", "title")
 
 
-def connect(db_uri: str):
-    """Open a LanceDB database (local directory or object-store URI)."""
-    import lancedb
+def connect(db_uri: str, settings=None):
+    """Open a LanceDB database (local directory or object-store URI; see ``query.storage.connect``)."""
+    from query.storage import connect as connect_db
 
-    return lancedb.connect(db_uri)
+    return connect_db(db_uri, settings)
 
 
 def chunks(items: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:

@@ -51,9 +51,9 @@ NO_CLEANUP = timedelta(days=365 * 100)
 
 
 def _connect(db_uri: str):
-    import lancedb
+    from query.storage import connect
 
-    return lancedb.connect(db_uri)
+    return connect(db_uri)
 
 
 def _names(db) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -167,3 +168,110 @@ def table_rows(db_uri: str, collection: str = "test") -> list[dict]:
 
     t = lancedb.connect(db_uri).open_table(collection)
     return t.to_lance().to_table(columns=["id", "doc_id", "source", "title", "position", "text"]).to_pylist()
+
+
+# --------------------------------------------------------------------------- a real S3 API server
+
+
+class S3Server:
+    """moto's S3 API server (``python -m moto.server``) on 127.0.0.1, one per session, stopped by process group."""
+
+    #: moto accepts any credentials until IAM authentication is switched on (``require_auth``).
+    ACCESS_KEY = "corpus-search-test-key"
+    SECRET_KEY = "s3cr3t-never-printed-0123456789"
+
+    def __init__(self) -> None:
+        import signal
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        # A new session: the server and anything it forks form one process group, stopped together.
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self._signal = signal
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto server did not start on {self.endpoint}") from None
+                time.sleep(0.1)
+        self._buckets = 0
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The standard AWS_* variables that point LanceDB (and boto3) at this server."""
+        return {"AWS_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.ACCESS_KEY,
+                            aws_secret_access_key=self.SECRET_KEY, region_name="us-east-1")
+
+    def new_bucket(self) -> str:
+        """A fresh, empty bucket (one per test keeps tests independent on the shared server)."""
+        self._buckets += 1
+        name = f"test-bucket-{self._buckets}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    @contextlib.contextmanager
+    def require_auth(self):
+        """Switch on moto's IAM authentication: unknown access keys are refused (InvalidAccessKeyId)."""
+        import urllib.request
+
+        def reset(count: str) -> None:
+            urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth",
+                                                          data=count.encode(), method="POST"), timeout=10).close()
+
+        reset("0")
+        try:
+            yield
+        finally:
+            reset("inf")
+
+    def stop(self) -> None:
+        import os
+
+        try:
+            os.killpg(self.proc.pid, self._signal.SIGTERM)
+            self.proc.wait(10)
+        except ProcessLookupError:
+            pass
+        except Exception:  # noqa: BLE001 - it did not stop in time: make sure it is gone
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, self._signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_db(s3_server, monkeypatch) -> str:
+    """An ``s3://`` database URI in a fresh bucket, with the AWS_* environment set for this process."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return f"s3://{s3_server.new_bucket()}/lancedb"
