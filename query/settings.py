@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         "0 keeps every version (no cleanup)",
     )
 
+    writer_lease_s: float = Field(
+        300.0, ge=60, description="object-store databases: the Prefect lease on a collection's writer slot "
+        "(renewed while the run lives); a Prefect server frees the slot of a killed writer when it expires")
+    writer_heartbeat_s: float = Field(
+        10.0, gt=0, description="object-store databases: how often a writer shows it is alive; a writer silent "
+        "for three beats is presumed dead and a waiting run frees its slot")
+
     # models
     bi_encoder: str = DEFAULT_BI_ENCODER
     cross_encoder: str = DEFAULT_CROSS_ENCODER

@@ -7,6 +7,7 @@ Prefect harness's API (one server for every writer, as a deployment shares one).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -98,3 +99,92 @@ def test_index_rerun_search_and_manage_a_collection_on_s3(cli, s3_server, s3_db,
     dropped = cli("drop", "notes", "--yes", "--db", s3_db, "--json")
     assert dropped.returncode == 0, dropped.stderr
     assert not any(k.startswith("lancedb/notes") for k in s3_server.keys(bucket))
+
+
+# --------------------------------------------------------------------------- the one-writer rule on s3
+
+
+@pytest.fixture
+def fast_heartbeat(monkeypatch):
+    """Writers beat every 0.5 s, so a dead one is noticed within seconds (the default is 10 s)."""
+    from query.settings import get_settings
+
+    monkeypatch.setenv("CORPUS_SEARCH_WRITER_HEARTBEAT_S", "0.5")
+    get_settings.cache_clear()
+    yield "0.5"
+    get_settings.cache_clear()
+
+
+def test_two_writers_of_an_s3_collection_take_turns_through_the_prefect_limit(prefect_harness, fast_heartbeat):
+    import threading
+
+    from tasks.lock import writer_lock
+
+    spans: list[tuple[float, float]] = []
+
+    def write() -> None:
+        with writer_lock("s3://any-bucket/db", "turns", timeout_s=60):
+            start = time.monotonic()
+            time.sleep(1.5)  # three heartbeats: a live, slow holder is never taken for a dead one
+            spans.append((start, time.monotonic()))
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    (a0, a1), (b0, b1) = sorted(spans)
+    assert b0 >= a1
+
+
+def test_a_killed_s3_writer_does_not_block_the_next_one(prefect_harness, fast_heartbeat, caplog):
+    """SIGKILL skips every release; the next writer frees the dead one's slot within a few heartbeats."""
+    import signal
+
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.lock import writer_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom tasks.lock import writer_lock\n"
+         "with writer_lock('s3://any-bucket/db', 'killed'):\n    print('held', flush=True)\n    time.sleep(600)\n"],
+        cwd=REPO, env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO),
+                       "CORPUS_SEARCH_WRITER_HEARTBEAT_S": fast_heartbeat},
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGKILL)
+    finally:
+        holder.kill()
+        holder.wait(30)
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tasks.lock"), writer_lock("s3://any-bucket/db", "killed", timeout_s=60):
+        waited = time.monotonic() - start
+    assert waited < 20  # three silent beats (1.5 s), not the lease (300 s) nor the timeout
+    # The harness's server still knows the dead lease, so it was released through it (once, atomically).
+    assert any("stopped renewing its lock" in r.getMessage() and "released its lease" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_a_slot_whose_lease_died_with_a_temporary_prefect_server_is_freed_once(prefect_harness, fast_heartbeat, caplog):
+    """Without PREFECT_API_URL each CLI run has its own temporary server, sharing only PREFECT_HOME's
+    database: a killed run leaves its slot taken there and its lease nowhere. The waiter frees it by hand."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    from tasks.lock import _write_record, ensure_global_limit, lock_name, record_name, writer_lock
+
+    limit = lock_name("orphaned")
+    ensure_global_limit(limit)
+    with get_client(sync_client=True) as client:
+        client.increment_concurrency_slots([limit], 1, "concurrency")  # taken, with no lease on this server
+        _write_record(client, record_name("orphaned"), {"owner": "dead", "lease_id": str(uuid.uuid4()), "beats": 3,
+                                                        "interval_s": 0.5, "host": "elsewhere", "pid": 1})
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tasks.lock"), writer_lock("s3://b/db", "orphaned", timeout_s=60):
+        assert time.monotonic() - start < 20
+    assert any("freed its slot" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert any("host elsewhere, pid 1" in r.getMessage() for r in caplog.records)  # the wait names the holder
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(limit).active_slots == 0  # nothing leaked either way
