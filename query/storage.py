@@ -30,13 +30,17 @@ def local_path(db_uri: str) -> Path:
 def check_db_uri(db_uri: str, *, write: bool = False) -> str:
     """Return ``db_uri`` if it can hold a database (and be written, when ``write``); else raise.
 
-    Object-store URIs pass unchanged: their problems only show when the store is reached.
+    An object-store URI is reached only when ``write``: a writer (the index command, the writer lock)
+    then learns of a missing bucket, a wrong endpoint or refused credentials before any work starts;
+    readers learn it from ``connect``, which they call next anyway.
     """
     if not isinstance(db_uri, str) or not db_uri.strip():
         raise DatabaseLocationError(f"the database URI is empty: {_HINT}")
     if "\x00" in db_uri:
         raise DatabaseLocationError(f"the database URI {db_uri!r} contains a NUL character: {_HINT}")
     if not is_local_uri(db_uri):
+        if write:
+            connect(db_uri)  # lists the database's manifest: fails with a DatabaseLocationError that says what to set
         return db_uri
     path = local_path(db_uri)
     if path.exists() and not path.is_dir():

@@ -178,7 +178,7 @@ class S3Server:
 
     #: moto accepts any credentials until IAM authentication is switched on (``require_auth``).
     ACCESS_KEY = "corpus-search-test-key"
-    SECRET_KEY = "s3cr3t-never-printed-0123456789"
+    SECRET_KEY = "s3cr3t-never-printed-0123456789"  # tests.test_s3.S3_SECRET
 
     def __init__(self) -> None:
         import signal
@@ -237,8 +237,10 @@ class S3Server:
         import urllib.request
 
         def reset(count: str) -> None:
-            urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth",
-                                                          data=count.encode(), method="POST"), timeout=10).close()
+            # text/plain: a form content type would make the server parse the body as a form and see no count.
+            urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=count.encode(),
+                                                          headers={"Content-Type": "text/plain"}, method="POST"),
+                                   timeout=10).close()
 
         reset("0")
         try:

@@ -119,7 +119,7 @@ def fast_heartbeat(monkeypatch):
     get_settings.cache_clear()
 
 
-def test_two_writers_of_an_s3_collection_take_turns_through_the_prefect_limit(prefect_harness, fast_heartbeat):
+def test_two_writers_of_an_s3_collection_take_turns_through_the_prefect_limit(prefect_harness, s3_db, fast_heartbeat):
     import threading
 
     from tasks.lock import writer_lock
@@ -127,7 +127,7 @@ def test_two_writers_of_an_s3_collection_take_turns_through_the_prefect_limit(pr
     spans: list[tuple[float, float]] = []
 
     def write() -> None:
-        with writer_lock("s3://any-bucket/db", "turns", timeout_s=60):
+        with writer_lock(s3_db, "turns", timeout_s=60):
             start = time.monotonic()
             time.sleep(1.5)  # three heartbeats: a live, slow holder is never taken for a dead one
             spans.append((start, time.monotonic()))
@@ -141,7 +141,7 @@ def test_two_writers_of_an_s3_collection_take_turns_through_the_prefect_limit(pr
     assert b0 >= a1
 
 
-def test_a_killed_s3_writer_does_not_block_the_next_one(prefect_harness, fast_heartbeat, caplog):
+def test_a_killed_s3_writer_does_not_block_the_next_one(prefect_harness, s3_server, s3_db, fast_heartbeat, caplog):
     """SIGKILL skips every release; the next writer frees the dead one's slot within a few heartbeats."""
     import signal
 
@@ -151,8 +151,8 @@ def test_a_killed_s3_writer_does_not_block_the_next_one(prefect_harness, fast_he
 
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom tasks.lock import writer_lock\n"
-         "with writer_lock('s3://any-bucket/db', 'killed'):\n    print('held', flush=True)\n    time.sleep(600)\n"],
-        cwd=REPO, env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO),
+         "with writer_lock(sys.argv[1], 'killed'):\n    print('held', flush=True)\n    time.sleep(600)\n", s3_db],
+        cwd=REPO, env={**os.environ, **s3_server.env, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO),
                        "CORPUS_SEARCH_WRITER_HEARTBEAT_S": fast_heartbeat},
         stdout=subprocess.PIPE, text=True)
     try:
@@ -162,7 +162,7 @@ def test_a_killed_s3_writer_does_not_block_the_next_one(prefect_harness, fast_he
         holder.kill()
         holder.wait(30)
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="tasks.lock"), writer_lock("s3://any-bucket/db", "killed", timeout_s=60):
+    with caplog.at_level(logging.WARNING, logger="tasks.lock"), writer_lock(s3_db, "killed", timeout_s=60):
         waited = time.monotonic() - start
     assert waited < 20  # three silent beats (1.5 s), not the lease (300 s) nor the timeout
     # The harness's server still knows the dead lease, so it was released through it (once, atomically).
@@ -170,7 +170,8 @@ def test_a_killed_s3_writer_does_not_block_the_next_one(prefect_harness, fast_he
                for r in caplog.records), [r.getMessage() for r in caplog.records]
 
 
-def test_a_slot_whose_lease_died_with_a_temporary_prefect_server_is_freed_once(prefect_harness, fast_heartbeat, caplog):
+def test_a_slot_whose_lease_died_with_a_temporary_prefect_server_is_freed_once(prefect_harness, s3_db, fast_heartbeat,
+                                                                              caplog):
     """Without PREFECT_API_URL each CLI run has its own temporary server, sharing only PREFECT_HOME's
     database: a killed run leaves its slot taken there and its lease nowhere. The waiter frees it by hand."""
     import uuid
@@ -186,9 +187,39 @@ def test_a_slot_whose_lease_died_with_a_temporary_prefect_server_is_freed_once(p
         _write_record(client, record_name("orphaned"), {"owner": "dead", "lease_id": str(uuid.uuid4()), "beats": 3,
                                                         "interval_s": 0.5, "host": "elsewhere", "pid": 1})
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="tasks.lock"), writer_lock("s3://b/db", "orphaned", timeout_s=60):
+    with caplog.at_level(logging.WARNING, logger="tasks.lock"), writer_lock(s3_db, "orphaned", timeout_s=60):
         assert time.monotonic() - start < 20
     assert any("freed its slot" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
     assert any("host elsewhere, pid 1" in r.getMessage() for r in caplog.records)  # the wait names the holder
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(limit).active_slots == 0  # nothing leaked either way
+
+
+# --------------------------------------------------------------------------- errors say what to set
+
+
+def _user_error(run: subprocess.CompletedProcess, *must: str) -> str:
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    err = run.stderr
+    assert "corpus-search: error:" in err and "Traceback" not in err, err[-2000:]
+    for text in must:
+        assert text in err, (text, err[-2000:])
+    assert S3_SECRET not in run.stdout + err
+    return err
+
+
+S3_SECRET = "s3cr3t-never-printed-0123456789"  # tests.conftest.S3Server.SECRET_KEY
+
+
+def test_an_unreachable_store_a_missing_bucket_and_bad_credentials_are_one_line_errors(cli, s3_server, s3_db):
+    missing = s3_db.replace(s3_db.split("/")[2], "no-such-bucket")
+    for command in (["search", "q", "-c", "notes"], ["collections"]):
+        _user_error(cli(*command, "--db", missing), "'no-such-bucket'", "does not exist", "aws s3 mb")
+    _user_error(cli("collections", "--db", s3_db, extra_env={"AWS_ENDPOINT": "http://127.0.0.1:9"}),
+                "cannot reach the object store at http://127.0.0.1:9", "AWS_ENDPOINT")
+    _user_error(cli("collections", "--db", s3_db, extra_env={"AWS_ALLOW_HTTP": ""}), "AWS_ALLOW_HTTP=true")
+    with s3_server.require_auth():  # moto now checks keys: ours is unknown to its IAM
+        _user_error(cli("search", "q", "-c", "notes", "--db", s3_db), "refused the credentials", "AWS_SECRET_ACCESS_KEY")
+    # The index flow reports it the same way, before anything is fetched or encoded.
+    err = _user_error(cli("index", str(NOTES), "--db", missing, "-c", "notes"), "'no-such-bucket'", "does not exist")
+    assert "paragraphs" not in err
