@@ -223,3 +223,71 @@ def test_an_unreachable_store_a_missing_bucket_and_bad_credentials_are_one_line_
     # The index flow reports it the same way, before anything is fetched or encoded.
     err = _user_error(cli("index", str(NOTES), "--db", missing, "-c", "notes"), "'no-such-bucket'", "does not exist")
     assert "paragraphs" not in err
+
+
+# --------------------------------------------------------------------------- concurrent and killed CLI runs
+
+TOPICS = ["glaciers", "volcanoes", "rivers", "deserts", "forests", "oceans", "mountains", "islands", "caves",
+          "lakes", "reefs", "storms"]
+
+
+def write_notes(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for topic in TOPICS[:n]:
+        (folder / f"{topic}.txt").write_text(
+            f"This note is about {topic} and how {topic} shape the land around them over centuries.\n\n"
+            f"A second paragraph on {topic} explains why people living nearby study them with care.\n")
+    return folder
+
+
+def ids(db: str, collection: str) -> list[str]:
+    return [r["id"] for r in rows(db, collection)]
+
+
+@pytest.mark.slow
+def test_two_concurrent_cli_runs_on_one_s3_collection_take_turns_and_write_no_duplicates(cli, s3_db, tmp_path):
+    notes = write_notes(tmp_path / "notes", 6)
+    args = [sys.executable, "-m", "corpus_search.cli", "index", str(notes), "--db", s3_db, "-c", "both", "--json"]
+    procs = [subprocess.Popen(args, cwd=REPO, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    got = ids(s3_db, "both")
+    assert len(got) == len(set(got)) == 12
+    summaries = [json.loads(out) for out, _ in outs]
+    assert sorted(s["paragraphs_encoded"] for s in summaries) == [0, 12]  # the second saw the first's rows
+    # One of them waited, and said for whom (the holder's host and pid).
+    assert any("is being written by another run (host" in err and "waiting for it" in err for _, err in outs)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_run_writing_to_s3_leaves_a_table_that_opens_and_the_rerun_heals_it(cli, s3_db, tmp_path):
+    """The killed run's writer slot is freed by the rerun after three missed heartbeats, not after the lease."""
+    import signal
+
+    notes = write_notes(tmp_path / "notes", 12)
+    fast = {"CORPUS_SEARCH_WRITER_HEARTBEAT_S": "0.5"}
+    args = ["index", str(notes), "--db", s3_db, "-c", "killed", "--batch-articles", "3"]
+    proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", *args], cwd=REPO, env={**cli.env, **fast},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        for line in proc.stdout:
+            if "batch:" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+            assert time.monotonic() < deadline, "no batch was written in time"
+    finally:
+        proc.kill()
+        proc.wait(30)
+    partial = ids(s3_db, "killed")  # the table opens
+    assert 0 < len(partial) < 24, "the kill landed mid-run"
+
+    start = time.monotonic()
+    rerun = cli(*args, "--json", extra_env=fast)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "stopped renewing its lock" in rerun.stderr
+    assert time.monotonic() - start < 180
+    healed = ids(s3_db, "killed")
+    assert len(healed) == len(set(healed)) == 24
+    assert json.loads(rerun.stdout)["paragraphs_encoded"] == 24 - len(partial)
