@@ -224,6 +224,14 @@ class _Heartbeat(threading.Thread):
         with get_client(sync_client=True) as client:  # its own client: httpx clients are not shared across threads
             while not self.stopped.wait(self.interval_s):
                 try:
+                    current = _read_record(client, self.record_key)
+                    if current is not None and current.get("owner") != self.record["owner"]:
+                        # A waiter took this run for dead (it missed three beats) and freed its slot. Writing
+                        # the record back would hide that; stop beating and say so, loudly.
+                        log.error("another run took over the writer lock after this run missed its heartbeats "
+                                  "(%s): its writes may now overlap; rerun the index once both have finished",
+                                  current.get("owner"))
+                        return
                     if time.monotonic() - renewed > self.lease_s / 3:
                         client.renew_concurrency_lease(self.lease_id, lease_duration=self.lease_s)
                         renewed = time.monotonic()
