@@ -13,7 +13,10 @@ explicitly (``CORPUS_SEARCH_CROSS_ENCODER`` / ``--cross-encoder``).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,13 +82,92 @@ class Registry:
 
 
 def local_db_root(db_uri: str) -> Path:
-    """The database directory; trained models need a local database (object stores are not supported yet)."""
+    """The database directory. Training writes there, so it needs a local database; an ``s3://`` database's
+    models are uploaded with :func:`upload_model` and read through :func:`model_path`'s local cache."""
     if "://" in db_uri and not db_uri.startswith("file://"):
         raise RerankerRegistryError(
-            f"re-rankers are stored beside a local database only; {db_uri!r} is an object store. "
-            "Train against a local copy of the collection (--db DIR)"
+            f"re-rankers are trained beside a local database only; {db_uri!r} is an object store. "
+            "Train against a local copy of the collection (--db DIR), then upload the model directory "
+            "under <db>/_rerankers/ (query.registry.upload_model)"
         )
     return Path(db_uri.removeprefix("file://"))
+
+
+# --------------------------------------------------------------------------- models on object storage
+
+
+def _s3_filesystem(db_uri: str):
+    """A pyarrow S3 filesystem configured as LanceDB is (the settings' storage options over the AWS_*
+    environment), and the ``bucket/prefix`` of ``db_uri``."""
+    from urllib.parse import urlparse
+
+    from pyarrow.fs import S3FileSystem
+
+    from query.storage import storage_options
+
+    if not db_uri.startswith("s3://"):
+        raise RerankerRegistryError(f"re-rankers on object storage are supported on s3:// only, not {db_uri!r}")
+    opts, env = storage_options(), os.environ.get
+    kwargs: dict[str, Any] = {}
+    endpoint = opts.get("aws_endpoint") or env("AWS_ENDPOINT") or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
+    if endpoint:
+        url = urlparse(endpoint)
+        kwargs.update(endpoint_override=url.netloc or endpoint, scheme=url.scheme or "https")
+    for arg, key, var in (("access_key", "aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+                          ("secret_key", "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                          ("session_token", "aws_session_token", "AWS_SESSION_TOKEN"),
+                          ("region", "aws_region", "AWS_REGION")):
+        if value := opts.get(key) or env(var):
+            kwargs[arg] = value
+    return S3FileSystem(**kwargs), db_uri.removeprefix("s3://").rstrip("/")
+
+
+def upload_model(db_uri: str, directory: str | Path, rel_path: str) -> str:
+    """Copy a saved model ``directory`` to ``<db>/<rel_path>/`` on object storage; returns ``rel_path``
+    (what the registry records as the entry's ``path``)."""
+    from pyarrow.fs import copy_files
+
+    fs, base = _s3_filesystem(db_uri)
+    copy_files(str(Path(directory).resolve()), f"{base}/{rel_path.strip('/')}", destination_filesystem=fs)
+    return rel_path.strip("/")
+
+
+def cache_root(db_uri: str) -> Path:
+    """Local cache of one object-store database's models (``$XDG_CACHE_HOME/corpus-search/rerankers/...``)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+    return base / "corpus-search" / "rerankers" / hashlib.sha256(db_uri.encode()).hexdigest()[:16]
+
+
+def _fetch(db_uri: str, rel_path: str) -> Path:
+    """The local copy of ``<db>/<rel_path>/``, downloaded once (a model directory never changes under its id)."""
+    from pyarrow.fs import FileType, copy_files
+
+    target = cache_root(db_uri) / rel_path
+    if (target / _COMPLETE).exists():
+        return target
+    fs, base = _s3_filesystem(db_uri)
+    remote = f"{base}/{rel_path.strip('/')}"
+    try:
+        if fs.get_file_info(remote).type != FileType.Directory:
+            return target  # no model there: the caller sees a missing directory and falls back
+        # Into a temporary sibling, then one rename: a reader never loads a half-downloaded model.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+            copy_files(remote, tmp, source_filesystem=fs)
+            (Path(tmp) / _COMPLETE).touch()
+            if not target.exists():
+                os.replace(tmp, target)
+                os.makedirs(tmp)  # TemporaryDirectory removes what it created
+    except OSError as exc:
+        from query.storage import redact
+
+        raise RerankerRegistryError(f"cannot download re-ranker {rel_path!r} of {db_uri!r}: "
+                                    f"{redact(str(exc)).splitlines()[0]}") from None
+    return target
+
+
+#: Marks a finished download in the local cache.
+_COMPLETE = ".corpus-search-complete"
 
 
 def models_root(db_uri: str, collection: str) -> Path:
@@ -105,7 +187,12 @@ def write_registry(table, registry: Registry) -> None:
 
 
 def model_path(db_uri: str, entry: RerankerEntry) -> Path:
-    """Absolute directory of ``entry``'s saved model."""
+    """Absolute directory of ``entry``'s saved model; for an object-store database, its local copy
+    (downloaded on first use)."""
+    from query.storage import is_local_uri
+
+    if not is_local_uri(db_uri) and not Path(entry.path).is_absolute():
+        return _fetch(db_uri, entry.path)
     return local_db_root(db_uri) / entry.path
 
 

@@ -291,3 +291,35 @@ def test_sigkill_of_a_run_writing_to_s3_leaves_a_table_that_opens_and_the_rerun_
     healed = ids(s3_db, "killed")
     assert len(healed) == len(set(healed)) == 24
     assert json.loads(rerun.stdout)["paragraphs_encoded"] == 24 - len(partial)
+
+
+# --------------------------------------------------------------------------- trained re-rankers on s3
+
+
+def test_a_promoted_reranker_stored_on_s3_is_downloaded_once_and_used(run_index, s3_server, s3_db, tmp_path,
+                                                                      monkeypatch):
+    from query import Searcher
+    from query.registry import RerankerEntry, cache_root, upload_model
+    from tasks.rerank_registry import record
+    from tests._models import build_cross_encoder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run_index([NOTES], collection="notes", db=s3_db)
+    build_cross_encoder(tmp_path / "model", body="tiny-bert")
+    rel = upload_model(s3_db, tmp_path / "model", "_rerankers/notes/m1")
+    bucket = s3_db.split("/")[2]
+    assert any(k.startswith("lancedb/_rerankers/notes/m1/") for k in s3_server.keys(bucket))
+    record(s3_db, "notes", RerankerEntry(id="m1", path=rel, created="2026-11-28T00:00:00Z", base="tiny-bert",
+                                         signal="judgments", fingerprint="0", alpha=1.0), promote=True)
+
+    searcher = Searcher(db_uri=s3_db, collection="notes")
+    assert searcher.active_reranker().name == "notes re-ranker m1"
+    local = cache_root(s3_db) / rel
+    assert (local / "config.json").is_file()
+    hits = searcher.search("penguins", k=2)
+    assert hits and all(0.0 <= h.score <= 1.0 for h in hits)
+    # Downloaded once: with the objects gone from the bucket, a new searcher still loads the cached copy.
+    for key in s3_server.keys(bucket):
+        if key.startswith("lancedb/_rerankers/"):
+            s3_server.client().delete_object(Bucket=bucket, Key=key)
+    assert Searcher(db_uri=s3_db, collection="notes").active_reranker().name == "notes re-ranker m1"
