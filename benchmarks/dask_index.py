@@ -33,15 +33,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from deployments.prefect_env import prefect_environment  # noqa: E402
+from deployments.prefect_env import prefect_environment
 
 prefect_environment()
 
 
 def write_subset(corpus: Path, docs: int, out: Path) -> Path:
     with open(corpus, encoding="utf-8") as src, open(out, "w", encoding="utf-8") as dst:
-        for line in itertools.islice(src, docs):
-            dst.write(line)
+        dst.writelines(itertools.islice(src, docs))
     return out
 
 
@@ -85,7 +84,7 @@ def child(mode: str, dump: str, db: str, workers: int, batch: int) -> None:
     print(json.dumps(out))
 
 
-def table_fingerprint(db: str) -> tuple[list, "object"]:
+def table_fingerprint(db: str) -> tuple[list, object]:
     """Rows (sorted by id, vector aside) and the vectors in the same order."""
     import lancedb
     import numpy as np
@@ -99,7 +98,7 @@ def table_fingerprint(db: str) -> tuple[list, "object"]:
 def run(mode: str, dump: Path, db: Path, workers: int, batch: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, __file__, "--child", mode, str(dump), str(db), str(workers), str(batch)],
-                          cwd=REPO, env=env, capture_output=True, text=True)
+                          cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -31,7 +31,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from deployments.prefect_env import prefect_environment  # noqa: E402
+from deployments.prefect_env import prefect_environment
 
 prefect_environment()
 
@@ -71,15 +71,15 @@ def main() -> None:
         runs: dict[int, list[dict]] = {0: [], args.depth: []}
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         for i in range(args.rounds):
-            for depth in runs:
+            for depth, done in runs.items():
                 proc = subprocess.run([sys.executable, __file__, "--child", str(depth), str(dump),
                                        str(tmp / f"db-{depth}-{i}"), str(args.batch_articles)],
-                                      cwd=REPO, env=env, capture_output=True, text=True)
+                                      cwd=REPO, env=env, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     raise SystemExit(f"run failed:\n{proc.stderr[-4000:]}")
                 result = json.loads(proc.stdout.strip().splitlines()[-1])
                 print(json.dumps(result), flush=True)
-                runs[depth].append(result)
+                done.append(result)
         before, after = runs[0], runs[args.depth]
 
         def med(rs: list[dict], key: str) -> float:

@@ -151,7 +151,12 @@ def api_for_workers(runner) -> Iterator[None]:
         yield
 
 
-def pipeline_depth(settings: Settings, runner) -> int:
+def dask_workers(runner) -> int:
+    """Workers the Dask cluster of ``runner`` has now (connecting to it, or starting it, if need be)."""
+    return len(runner.client.scheduler_info().get("workers", {}))
+
+
+def pipeline_depth(settings: Settings, runner, workers: int = 0) -> int:
     """Batches in flight: ``pipeline_depth`` when set, else 2 in one process and 2 per Dask worker.
 
     On Dask at least 1 (0, "one batch after another in the flow process", would not use the cluster).
@@ -160,8 +165,7 @@ def pipeline_depth(settings: Settings, runner) -> int:
         return IN_PROCESS_DEPTH if settings.pipeline_depth is None else settings.pipeline_depth
     if settings.pipeline_depth is not None:
         return max(1, settings.pipeline_depth)
-    workers = len(runner.client.scheduler_info().get("workers", {})) or 1
-    return BATCHES_PER_WORKER * workers
+    return BATCHES_PER_WORKER * max(1, workers)
 
 
 class _Done:
@@ -189,7 +193,8 @@ class Shards:
         from tasks import stages
 
         self.settings, self.runner = settings, runner
-        self.depth = pipeline_depth(settings, runner)
+        self.workers = dask_workers(runner) if runner is not None else 0
+        self.depth = pipeline_depth(settings, runner, self.workers)
         self.remote = runner is not None
         self._prepare = stages.prepare_batch
         self._encode = stages.encode_batch
@@ -201,7 +206,7 @@ class Shards:
         """Where shards run, for the run's log."""
         if self.runner is None:
             return "shards in this process" + (" (pipelined)" if self.depth else " (one batch after another)")
-        return f"shards on a Dask cluster ({self.depth // BATCHES_PER_WORKER or 1}+ workers)"
+        return f"shards on a Dask cluster of {self.workers} workers"
 
     def start(self, spec, units: list, skip_keys: frozenset[str] = frozenset()) -> tuple[Any, Any]:
         """(prepared, encoded) future-likes of one batch of ``spec``'s work ``units``."""
