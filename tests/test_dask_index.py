@@ -1,8 +1,8 @@
 """The index flow on a real Dask cluster (prefect-dask): same table as one process, models once per worker,
 a killed worker's shard redone without duplicates, and the CLI's --workers / --dask-address.
 
-One LocalCluster (2 single-threaded worker processes) is shared by the module; the runner's own
-LocalCluster (``workers=2``) is started once, for the identical-table test.
+One LocalCluster (2 single-threaded worker processes) is shared by the module and reached by address,
+as ``--dask-address`` does; ``--workers N`` builds the same kind of cluster through prefect-dask.
 """
 
 from __future__ import annotations
@@ -95,13 +95,13 @@ def test_a_two_worker_run_writes_the_same_table_as_one_process_loading_the_model
     dump, expected, ref_summary = reference
     before = load_bi_encoder.cache_info().misses
     db = str(tmp_path / "db")
-    first = index_corpus([str(dump)], collection="test", db_uri=db, batch_articles=4,
+    first = index_corpus([str(dump)], collection="test", db_uri=db, batch_articles=6,
                          settings_overrides={"dask_address": address})
     assert_same_table(_table(db), expected)
     # The dump's repeated id (in a later batch than its first copy) is reported as in one process.
     assert first["failures"] == ref_summary["failures"]
     assert any("duplicate doc_id" in f["error"] for f in first["failures"])
-    again = index_corpus([str(dump)], collection="test", db_uri=db, batch_articles=4,
+    again = index_corpus([str(dump)], collection="test", db_uri=db, batch_articles=6,
                          settings_overrides={"dask_address": address})
     assert again["paragraphs_encoded"] == 0 and again["articles_unchanged"] == 40
     assert_same_table(_table(db), expected)
@@ -119,7 +119,7 @@ def test_a_worker_killed_mid_run_has_its_shard_redone_with_no_duplicate_rows(ref
     pids = client.run(os.getpid)
     result: dict = {}
     run = threading.Thread(target=lambda: result.update(index_corpus(
-        [str(dump)], collection="test", db_uri=db, batch_articles=2, settings_overrides={"dask_address": address})))
+        [str(dump)], collection="test", db_uri=db, batch_articles=4, settings_overrides={"dask_address": address})))
     run.start()
     victim = None
     deadline = time.monotonic() + 60
@@ -139,19 +139,37 @@ def test_a_worker_killed_mid_run_has_its_shard_redone_with_no_duplicate_rows(ref
     assert_same_table(rows, expected)
 
 
-def test_cli_workers_runs_on_a_local_cluster_of_that_many_workers(prefect_harness, tmp_path):
+def test_cli_dask_address_runs_the_shards_on_that_cluster(prefect_harness, cluster, tmp_path):
     from prefect.settings import PREFECT_API_URL
 
+    address, client = cluster
     dump = _dump(tmp_path / "small.jsonl", 6)
     # The harness's server, so that the CLI process does not start a temporary one (seconds on a busy box).
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_LEVEL": "INFO"}
     out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "index", str(dump), "--db", str(tmp_path / "db"),
-                          "--collection", "cli", "--json", "--workers", "2", "--batch-articles", "2"],
+                          "--collection", "cli", "--json", "--dask-address", address, "--batch-articles", "2"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout)["paragraphs_encoded"] == 18
     assert "shards on a Dask cluster of 2 workers" in out.stderr + out.stdout
+
+
+def test_workers_setting_starts_a_local_cluster_of_single_threaded_worker_processes():
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import pipeline_depth, task_runner
+    from query.settings import Settings
+
+    runner = task_runner(Settings(workers=3, device="cpu"))  # nothing starts before the flow enters it
+    assert isinstance(runner, DaskTaskRunner)
+    assert runner.cluster_class == "distributed.LocalCluster"
+    kw = runner.cluster_kwargs
+    assert (kw["n_workers"], kw["threads_per_worker"], kw["processes"]) == (3, 1, True)
+    assert kw["env"]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 3))
+    assert pipeline_depth(Settings(workers=3), runner, workers=3) == 6
+    assert task_runner(Settings(device="cpu")) is None  # in process
+    assert pipeline_depth(Settings(), None) == 2 and pipeline_depth(Settings(pipeline_depth=0), None) == 0
 
 
 def test_cli_workers_flag_becomes_the_runs_setting():
