@@ -18,6 +18,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,7 +62,12 @@ def check_dask_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> No
 
 
 def cuda_device_count() -> int:
-    """CUDA devices this process sees (0 without torch or CUDA); asks without creating a CUDA context."""
+    """CUDA devices this process sees (0 without torch or CUDA); asks without creating a CUDA context.
+
+    Without an NVIDIA driver it does not even import torch (seconds): a run with nothing to encode stays light.
+    """
+    if not Path("/proc/driver/nvidia/gpus").is_dir():
+        return 0
     try:
         import torch
     except ImportError:
