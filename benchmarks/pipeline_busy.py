@@ -18,6 +18,7 @@ import argparse
 import itertools
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,7 +48,8 @@ def child(depth: int, dump: str, db: str, batch: int) -> None:
     wall = time.perf_counter() - t0
     print(json.dumps({"pipeline_depth": depth, "paragraphs": summary["paragraphs_encoded"], "wall_s": round(wall, 2),
                       "encode_s": summary["encode_seconds"], "busy": round(summary["encode_seconds"] / wall, 3),
-                      "paragraphs_per_s": round(summary["paragraphs_encoded"] / wall, 1)}))
+                      "paragraphs_per_s": round(summary["paragraphs_encoded"] / wall, 1),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 
 def main() -> None:
@@ -90,6 +92,8 @@ def main() -> None:
             "busy_before": med(before, "busy"), "busy_after": med(after, "busy"),
             "wall_before_s": med(before, "wall_s"), "wall_after_s": med(after, "wall_s"),
             "speedup": round(med(before, "wall_s") / med(after, "wall_s"), 3),
+            "peak_rss_before_mb": max(r["peak_rss_mb"] for r in before),
+            "peak_rss_after_mb": max(r["peak_rss_mb"] for r in after),
         }))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -349,16 +349,21 @@ def stored_states(settings: Settings, column: str, values: list[str]) -> dict[st
     return out
 
 
-def load_units(spec: SourceSpec, units: list, settings: Settings) -> list:
-    """Fetch, read or parse one batch of work units (URLs, ``FileUnit`` s, dump lines) into outcomes."""
+def load_units(spec: SourceSpec, units: list, settings: Settings) -> tuple[list, dict[str, ArticleState] | None]:
+    """Fetch, read or parse one batch of work units (URLs, ``FileUnit`` s, dump lines) into outcomes.
+
+    Also returns the stored states of the batch's articles when loading needed them (None for a dump,
+    whose article keys are known only once its lines are parsed).
+    """
     if spec.kind == "url":
         # A URL article's doc id is its URL (its key also names its origin, which only fetching tells).
-        return fetch_urls(units, stored_states(settings, "doc_id", list(units)), HttpOptions.from_settings(settings))
+        states = stored_states(settings, "doc_id", list(units))
+        return fetch_urls(units, states, HttpOptions.from_settings(settings)), states
     if spec.kind == "jsonl":
         named = SourceSpec(spec.spec, spec.kind, printable(spec.root), spec.origin)
-        return parse_dump_lines(named, units, max_bytes=settings.fetch_max_bytes)
+        return parse_dump_lines(named, units, max_bytes=settings.fetch_max_bytes), None
     states = stored_states(settings, "key", [article_key(u.origin, u.doc_id) for u in units])
-    return read_files(spec, units, {k: s.file_stamp for k, s in states.items() if s.file_stamp}, settings)
+    return read_files(spec, units, {k: s.file_stamp for k, s in states.items() if s.file_stamp}, settings), states
 
 
 class BatchWork:
@@ -380,7 +385,8 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
     out = PreparedBatch()
     seen: set[str] = set()
     articles: list[Article] = []
-    for o in load_units(spec, work.units, settings):
+    outcomes, states = load_units(spec, work.units, settings)
+    for o in outcomes:
         if isinstance(o, FetchFailure):
             out.any_failed = True
         if spec.kind == "jsonl" and (o.key in seen or o.key in skip_keys):
@@ -396,7 +402,8 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
             articles.append(o)
     if not articles:
         return out
-    states = stored_states(settings, "key", [a.key for a in articles])
+    if states is None:
+        states = stored_states(settings, "key", [a.key for a in articles])
     split = split_articles(articles, {k: s.body_hash for k, s in states.items()}, settings,
                            {k: s.file_stamp for k, s in states.items() if s.file_stamp})
     out.split, out.unchanged = split, out.unchanged + split.unchanged
