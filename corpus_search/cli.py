@@ -76,6 +76,19 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return sys.stderr.isatty() and not args.json
 
 
+def index_overrides(args: argparse.Namespace) -> dict:
+    """The settings ``index`` options override for the flow run (``--bi-encoder``, ``--workers``, ``--dask-address``)."""
+    overrides = {}
+    for attr in ("bi_encoder", "workers", "dask_address"):
+        if getattr(args, attr, None) is not None:
+            overrides[attr] = getattr(args, attr)
+    if not overrides.get("bi_encoder"):
+        overrides.pop("bi_encoder", None)
+    if "workers" in overrides and "dask_address" not in overrides:
+        overrides["dask_address"] = None  # --workers N wins over a CORPUS_SEARCH_DASK_ADDRESS in the environment
+    return overrides
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     """Run the index flow; the exit code says how it went (``flows.summary.EXIT_CODES``)."""
     prefect_environment()
@@ -90,9 +103,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     # Bad names and database paths are usage errors (exit 2), found before Prefect starts or a file is made.
     validate_collection_name(settings.collection)
     check_db_uri(settings.db_uri, write=True)
-    overrides = {}
-    if args.bi_encoder:
-        overrides["bi_encoder"] = args.bi_encoder
+    overrides = index_overrides(args)
+    if overrides.get("dask_address"):
+        from flows.runners import check_dask_address
+
+        check_dask_address(overrides["dask_address"])  # an unreachable scheduler: exit 2 before Prefect starts
     guard_temporary_server()
     try:
         result = index_corpus(
@@ -235,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "CORPUS_SEARCH_BI_ENCODER setting); an existing collection keeps the one it was made with")
     ix.add_argument("--batch-articles", type=int, default=512,
                     help="articles read, split, encoded and written per batch; bounds memory (default: 512)")
+    dask = ix.add_mutually_exclusive_group()
+    dask.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
+                      help="fetch, split and encode on a local Dask cluster of N worker processes, started for the "
+                      "run (prefect-dask); one process still writes (default: "
+                      f"{setting_default('workers')}, the CORPUS_SEARCH_WORKERS setting; 0: in this process)")
+    dask.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                      help="fetch, split and encode on the running Dask cluster whose scheduler is at this address "
+                      "(default: the CORPUS_SEARCH_DASK_ADDRESS setting); its workers need this project and the "
+                      "database's location")
     ix.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show a progress bar on stderr: paragraphs encoded (rate, ETA) and articles read "
                     "(default: only when stderr is a terminal and --json is not given)")

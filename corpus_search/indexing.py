@@ -39,15 +39,25 @@ def _run_flow(**kwargs: Any) -> dict:
 
 
 def index(sources: str | Iterable[str], collection: str, db_uri: str | None = None, *,
-          allow_empty_source: bool = False, allow_mass_delete: bool = False) -> dict:
+          allow_empty_source: bool = False, allow_mass_delete: bool = False,
+          workers: int | None = None, dask_address: str | None = None) -> dict:
     """Index files, directories, JSONL dumps or URLs into ``collection``, as ``corpus-search index`` does.
+
+    ``workers`` / ``dask_address``: fetch, split and encode on a local Dask cluster of that many worker
+    processes, or on the running cluster at that address (``--workers`` / ``--dask-address``; default:
+    the ``CORPUS_SEARCH_WORKERS`` / ``CORPUS_SEARCH_DASK_ADDRESS`` settings).
 
     Returns the summary (the keys of ``index --json``: ``outcome``, ``articles_fetched``,
     ``paragraphs_encoded``, ``failures``...). One bad source or article is listed in ``failures``; it
     never raises unless the arguments themselves are wrong.
     """
     sources = [sources] if isinstance(sources, str) else list(sources)
-    return _run_flow(sources=sources, collection=collection, db_uri=db_uri,
+    overrides: dict[str, Any] = {}
+    if dask_address is not None:
+        overrides["dask_address"] = dask_address
+    elif workers is not None:
+        overrides.update(workers=workers, dask_address=None)
+    return _run_flow(sources=sources, collection=collection, db_uri=db_uri, settings_overrides=overrides or None,
                      allow_empty_source=allow_empty_source, allow_mass_delete=allow_mass_delete)
 
 

@@ -13,27 +13,44 @@ run ends Failed and raises ``NothingIndexedError`` (carrying the summary) to dir
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
+
 # Task arguments are big batches of plain data: quote() spares Prefect walking every element of them
 # in search of futures to resolve (seconds per run on a few thousand articles).
 from prefect.utilities.annotations import quote
 
 from flows.hooks import log_crash, log_failure
-from flows.summary import IndexSummary, NothingIndexedError, api_only, artifact_key, printable
+from flows.runners import Shards, api_for_workers, task_runner
+from flows.summary import (
+    IndexSummary,
+    NothingIndexedError,
+    api_only,
+    artifact_key,
+    printable,
+)
 from query.schema import validate_collection_name
 from query.settings import Settings, get_settings
 from tasks import stages
-from tasks.fetch import LOCAL_SUFFIXES, SourceSpec, classify_source, list_directory, open_text
+from tasks.fetch import (
+    LOCAL_SUFFIXES,
+    SourceSpec,
+    classify_source,
+    list_directory,
+    open_text,
+)
 from tasks.lock import writer_lock
-from tasks.records import ArticleState, FetchFailure, NotModified, article_key
+from tasks.records import ArticleState, article_key
 
 
 def work_units(spec: SourceSpec, batch: int, settings: Settings) -> Iterator[list]:
@@ -92,6 +109,19 @@ class Vanished:
     doc_ids: list[str]
     confirmed: bool = False
     rows: int = 0
+
+
+@dataclass
+class Batch:
+    """One batch in flight: its work ``units`` as the shards get them, the ``unit`` list its failures name,
+    and the futures of its prepare and encode shards."""
+
+    spec: SourceSpec
+    unit: list
+    units: list
+    prepared: Any
+    encoded: Any
+    broken: bool = False  # a dump line of it could not be parsed
 
 
 def is_local_file_state(state: ArticleState) -> bool:
@@ -160,51 +190,58 @@ def index_corpus(
         local.append(SourceSpec(records_path, "jsonl", records_path, origin=records_origin))
     bar = _progress(progress)
 
-    with writer_lock(settings.db_uri, collection):
+    runner = task_runner(settings)  # a bad --dask-address fails here, before anything is written
+    with writer_lock(settings.db_uri, collection), api_for_workers(runner), (runner or contextlib.nullcontext()):
+        shards = Shards(settings, runner)
+        logger.info("index run: %s, %d batches in flight", shards.where, shards.depth)
         states = stages.load_states(settings)
-        known = {k: s.body_hash for k, s in states.items()}
-        stamps = {k: s.file_stamp for k, s in states.items() if s.file_stamp}
         # A local file is stored once, under the identity (origin, doc_id) of the root that first indexed it:
         # its full path finds that identity when another, overlapping root reaches it.
         claimed = {s.source: (s.origin or s.source, s.doc_id) for s in states.values() if is_local_file_state(s)}
         done: set[str] = set()  # files already handled in this run (through an overlapping root)
         rows_before = stages.count_rows(settings)
 
-        def process(outcomes: list) -> None:
-            """Split, plan, encode and write one batch of fetch outcomes; counted only once it is written."""
-            failed: list[tuple[str, str]] = []
-            unchanged, articles = 0, []
-            for o in outcomes:
-                if isinstance(o, FetchFailure):
-                    failed.append((o.doc_id, o.error))
-                elif isinstance(o, NotModified):
-                    unchanged += 1
-                else:
-                    articles.append(o)
-            split = stages.split_batch(quote(articles), quote({a.key: known.get(a.key, "") for a in articles}),
-                                       settings, quote({a.key: stamps[a.key] for a in articles if a.key in stamps}))
-            failed += [(f.doc_id, f.error) for f in split.failed]
+        def commit(batch: Batch, seen: set[str]) -> None:
+            """Write one batch whose shards ran (in batch order; only the flow writes); counted once written.
+
+            Raises what its shards raised: ``guarded`` makes that the batch's failure.
+            """
+            prepared, encoded = batch.prepared.result(), batch.encoded.result()
+            if batch.spec.kind == "jsonl":
+                again = frozenset(k for k in prepared.keys if k in seen)
+                if again:  # a dump repeats an id of an earlier batch (rare): prepare it again without those
+                    prepared, encoded = (f.result() for f in shards.start(batch.spec, batch.units, skip_keys=again))
+                if prepared.any_failed:
+                    batch.broken = True
+                for doc in prepared.duplicates:
+                    summary.fail(doc, "duplicate doc_id in this source: later copy skipped")
+            seen.update(prepared.keys)
+            split = prepared.split
+            if split.remember_max_tokens:
+                stages.remember_max_tokens(split.remember_max_tokens, settings)
             if split.restamp:
                 stages.restamp_files(quote(split.restamp), settings)
             if split.changed:
-                plan = stages.plan_writes(quote(split.paragraphs), quote(split.changed), settings)
-                vectors, seconds = stages.encode_paragraphs(quote([p.encoded for p in plan.new]), settings)
-                stages.write_batch(quote(plan), quote(vectors), quote(split.changed), settings)
+                plan = prepared.plan
+                stages.write_batch(quote(plan), quote(encoded.vectors), quote(split.changed), settings, encoded.meta)
                 summary.articles_fetched += len(split.changed)
                 summary.paragraphs_encoded += len(plan.new)
                 summary.paragraphs_moved += len(plan.moved)
                 summary.paragraphs_deleted += len(plan.deleted_ids)
-                summary.encode_seconds += seconds
+                summary.encode_seconds += encoded.seconds
                 logger.info(
                     "batch: %d articles changed, %d paragraphs encoded (%.0f/s), %d moved, %d deleted",
-                    len(split.changed), len(plan.new), len(plan.new) / seconds if seconds else 0,
+                    len(split.changed), len(plan.new), len(plan.new) / encoded.seconds if encoded.seconds else 0,
                     len(plan.moved), len(plan.deleted_ids),
                 )
-            summary.articles_unchanged += unchanged + split.unchanged
-            for doc, err in failed:
+                if bar is not None and shards.remote:  # in this process, the encode shard moves the bar itself
+                    bar.planned(len(plan.new))
+                    bar.encoded(len(plan.new))
+            summary.articles_unchanged += prepared.unchanged
+            for doc, err in prepared.failed:
                 summary.fail(doc, err)
             if bar is not None:
-                bar.articles_read(len(outcomes))
+                bar.articles_read(len(prepared.keys))
 
         def guarded(spec: SourceSpec, unit: list, work) -> bool:
             """Run one batch; if it raises (after its task's retries), each of its units fails, the run goes on."""
@@ -217,18 +254,35 @@ def index_corpus(
                     summary.fail(_unit_label(spec, u), f"{type(exc).__name__}: {exc}")
                 return False
 
+        def drain(window: deque[Batch], seen: set[str], keep: int = 0) -> bool:
+            """Commit the oldest batches in flight until ``keep`` remain; False if a dump batch failed."""
+            intact = True
+            while len(window) > keep:
+                batch = window.popleft()
+                ok = guarded(batch.spec, batch.unit, lambda batch=batch: commit(batch, seen))
+                intact = intact and not ((not ok or batch.broken) and batch.spec.kind == "jsonl")
+            return intact
+
+        def launch(window: deque[Batch], seen: set[str], spec: SourceSpec, unit: list, units: list) -> bool:
+            """Start one batch's shards, then commit the oldest batches beyond the pipeline's depth."""
+            window.append(Batch(spec, unit, units, *shards.start(spec, units)))
+            return drain(window, seen, keep=max(shards.depth - 1, 0))
+
         # URLs: fetched in concurrent batches, conditionally (ETag / Last-Modified).
         urls = list(dict.fromkeys(s.spec for s in specs))
+        url_window: deque[Batch] = deque()
+        url_seen: set[str] = set()
         for i in range(0, len(urls), batch_articles):
             chunk = urls[i : i + batch_articles]
-            guarded(SourceSpec("urls", "url", ""), chunk,
-                    lambda chunk=chunk: process(stages.fetch_url_batch(chunk, quote(states), settings)))
+            launch(url_window, url_seen, SourceSpec("urls", "url", ""), chunk, chunk)
+        drain(url_window, url_seen)
 
         # Local sources are fully enumerated, so articles that vanished from them are deleted (below).
         vanished: list[Vanished] = []
         for spec in local_order(local):
             source = printable(spec.root)
             seen: set[str] = set()
+            window: deque[Batch] = deque()
             complete, enumerated = True, 0
             try:
                 units = work_units(spec, batch_articles, settings)
@@ -236,41 +290,26 @@ def index_corpus(
                     units = list(units)  # list the whole tree first: an unreadable root fails before any write
                 for unit in units:
                     enumerated += len(unit)
+                    if spec.kind == "jsonl":
+                        # A broken line's article is unknown: then no article of the dump may look vanished.
+                        complete = launch(window, seen, spec, unit, unit) and complete
+                        continue
                     files: list[stages.FileUnit] = []
-                    if spec.kind != "jsonl":
-                        for u in unit:
-                            label = _unit_label(spec, u)
-                            path = source if spec.kind == "file" else f"{source.rstrip('/')}/{label}"
-                            origin, doc_id = claimed.setdefault(path, (source, label))
-                            # Everything this batch names counts as seen, even if the batch fails: a failed
-                            # read must keep its rows, never look like a deletion.
-                            seen.add(article_key(origin, doc_id))
-                            if path not in done:  # else an overlapping root already handled it in this run
-                                done.add(path)
-                                files.append(stages.FileUnit(u, path, doc_id, origin))
-
-                    def work(unit=unit, files=files) -> None:
-                        nonlocal complete
-                        if spec.kind == "jsonl":
-                            outcomes = stages.parse_dump_batch(spec, quote(unit), settings)
-                        elif files:
-                            outcomes = stages.read_file_batch(spec, quote(files), quote(stamps), settings)
-                        else:
-                            outcomes = []
-                        fresh = []
-                        for o in outcomes:
-                            if isinstance(o, FetchFailure) and spec.kind == "jsonl":
-                                complete = False  # a broken line's article is unknown: it must not look vanished
-                            if o.key in seen and spec.kind == "jsonl":
-                                summary.fail(o.doc_id, "duplicate doc_id in this source: later copy skipped")
-                                continue
-                            seen.add(o.key)
-                            fresh.append(o)
-                        process(fresh)
-
-                    if not guarded(spec, unit, work) and spec.kind == "jsonl":
-                        complete = False
+                    for u in unit:
+                        label = _unit_label(spec, u)
+                        path = source if spec.kind == "file" else f"{source.rstrip('/')}/{label}"
+                        origin, doc_id = claimed.setdefault(path, (source, label))
+                        # Everything this batch names counts as seen, even if the batch fails: a failed
+                        # read must keep its rows, never look like a deletion.
+                        seen.add(article_key(origin, doc_id))
+                        if path not in done:  # else an overlapping root already handled it in this run
+                            done.add(path)
+                            files.append(stages.FileUnit(u, path, doc_id, origin))
+                    if files:
+                        launch(window, seen, spec, unit, files)
+                complete = drain(window, seen) and complete
             except (OSError, UnicodeError) as exc:  # unreadable root, or a dump that breaks mid-stream
+                drain(window, seen)  # the batches read before the break are written, as without pipelining
                 summary.fail(spec.spec, f"cannot read source {printable(spec.spec)!r}: {exc}; its indexed articles are kept")
                 continue
             if not complete:

@@ -122,6 +122,17 @@ class Settings(BaseSettings):
         description="an index run that would delete more than this share of a collection's rows (articles that "
         "vanished from their sources) deletes nothing and says how to confirm (--allow-mass-delete)")
 
+    # scaling out (issue #13): where an index run's fetch, split and encode shards run
+    workers: int = Field(
+        0, ge=0, description="index on a local Dask cluster of this many worker processes (prefect-dask); "
+        "0: in this process (or one worker per GPU when there are two or more)")
+    dask_address: str | None = Field(
+        None, description="index on the running Dask cluster at this scheduler address (tcp://host:8786); "
+        "its workers need this project installed and access to the database")
+    pipeline_depth: int | None = Field(
+        None, ge=0, description="batches in flight in an index run: later batches are read and split while one "
+        "encodes; 0: one batch after another in the flow process; unset: 2 in one process, 2 per Dask worker")
+
     # querying
     candidates: int = Field(100, ge=1)
     rrf_k: int = Field(60, ge=1)

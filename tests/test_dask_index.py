@@ -1,0 +1,208 @@
+"""The index flow on a real Dask cluster (prefect-dask): same table as one process, models once per worker,
+a killed worker's shard redone without duplicates, and the CLI's --workers / --dask-address.
+
+One LocalCluster (2 single-threaded worker processes) is shared by the module and reached by address,
+as ``--dask-address`` does; ``--workers N`` builds the same kind of cluster through prefect-dask.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+WORDS = ("glacier", "river", "forest", "desert", "harbour", "volcano", "meadow", "canyon", "island", "tundra")
+
+
+def _dump(path: Path, n: int, *, dup: bool = False) -> Path:
+    """A JSONL dump of ``n`` records of three paragraphs each (distinct texts); ``dup`` repeats record 1 at the end."""
+    lines = []
+    for i in range(n):
+        w = WORDS[i % len(WORDS)]
+        paras = [f"Record {i} tells of the {w} number {i}, paragraph {j}, which is long enough to keep."
+                 for j in range(3)]
+        lines.append({"id": f"r{i}", "title": f"The {w} {i}", "text": "\n\n".join(paras)})
+    if dup:
+        lines.append({**lines[1], "text": lines[1]["text"] + "\n\nA later copy with another paragraph at its end."})
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def _table(db_uri: str, collection: str = "test") -> dict[str, dict]:
+    t = lancedb.connect(db_uri).open_table(collection)
+    cols = ["id", "doc_id", "origin", "source", "title", "position", "text", "vector"]
+    return {r["id"]: r for r in t.to_lance().to_table(columns=cols).to_pylist()}
+
+
+def assert_same_table(a: dict[str, dict], b: dict[str, dict]) -> None:
+    assert sorted(a) == sorted(b)
+    for key, row in a.items():
+        other = b[key]
+        assert {k: v for k, v in row.items() if k != "vector"} == {k: v for k, v in other.items() if k != "vector"}
+        assert np.allclose(row["vector"], other["vector"], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster this module owns (so that tests can kill its workers), as a running scheduler address."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        yield lc.scheduler_address, client
+
+
+@pytest.fixture(scope="module")
+def reference(prefect_harness, tmp_path_factory):
+    """A dump and the table an in-process run (the default runner) makes of it."""
+    from flows.index_corpus import index_corpus
+
+    root = tmp_path_factory.mktemp("dask-ref")
+    dump = _dump(root / "dump.jsonl", 40, dup=True)
+    db = str(root / "db")
+    summary = index_corpus([str(dump)], collection="test", db_uri=db, batch_articles=6)
+    assert summary["paragraphs_encoded"] == 120
+    return dump, _table(db), summary
+
+
+def _loads(client) -> dict[str, int]:
+    """Bi-encoder loads on each worker (query.models caches one per process)."""
+    def misses() -> int:
+        from query.models import load_bi_encoder
+
+        return load_bi_encoder.cache_info().misses
+
+    return client.run(misses)
+
+
+def test_a_two_worker_run_writes_the_same_table_as_one_process_loading_the_model_once_per_worker(
+        reference, cluster, tmp_path):
+    from flows.index_corpus import index_corpus
+    from query.models import load_bi_encoder
+
+    address, client = cluster
+    dump, expected, ref_summary = reference
+    before = load_bi_encoder.cache_info().misses
+    db = str(tmp_path / "db")
+    first = index_corpus([str(dump)], collection="test", db_uri=db, batch_articles=6,
+                         settings_overrides={"dask_address": address})
+    assert_same_table(_table(db), expected)
+    # The dump's repeated id (in a later batch than its first copy) is reported as in one process.
+    assert first["failures"] == ref_summary["failures"]
+    assert any("duplicate doc_id" in f["error"] for f in first["failures"])
+    again = index_corpus([str(dump)], collection="test", db_uri=db, batch_articles=6,
+                         settings_overrides={"dask_address": address})
+    assert again["paragraphs_encoded"] == 0 and again["articles_unchanged"] == 40
+    assert_same_table(_table(db), expected)
+    loads = _loads(client)
+    assert sorted(loads.values()) == [1, 1], loads  # both workers worked, each loaded the model once
+    assert load_bi_encoder.cache_info().misses == before  # the writer never needed the model
+
+
+def test_a_worker_killed_mid_run_has_its_shard_redone_with_no_duplicate_rows(reference, cluster, tmp_path):
+    from flows.index_corpus import index_corpus
+
+    address, client = cluster
+    dump, expected, ref_summary = reference
+    db = str(tmp_path / "db")
+    pids = client.run(os.getpid)
+    result: dict = {}
+    run = threading.Thread(target=lambda: result.update(index_corpus(
+        [str(dump)], collection="test", db_uri=db, batch_articles=4, settings_overrides={"dask_address": address})))
+    run.start()
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline and run.is_alive():
+        busy = [w for w, keys in client.processing().items() if keys]
+        if busy:
+            victim = busy[0]
+        time.sleep(0.05)
+    assert victim is not None, "no worker ever ran a shard"
+    os.kill(pids[victim], signal.SIGKILL)
+    run.join(timeout=120)
+    assert not run.is_alive()
+    assert result["failures"] == ref_summary["failures"]  # no batch failed: only the dump's repeated id
+    rows = _table(db)
+    ids = [r["id"] for r in lancedb.connect(db).open_table("test").to_lance().to_table(columns=["id"]).to_pylist()]
+    assert len(ids) == len(set(ids)), "duplicate rows"
+    assert_same_table(rows, expected)
+
+
+def test_cli_dask_address_runs_the_shards_on_that_cluster(prefect_harness, cluster, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    address, client = cluster
+    dump = _dump(tmp_path / "small.jsonl", 6)
+    # The harness's server, so that the CLI process does not start a temporary one (seconds on a busy box).
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_LEVEL": "INFO"}
+    out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "index", str(dump), "--db", str(tmp_path / "db"),
+                          "--collection", "cli", "--json", "--dask-address", address, "--batch-articles", "2"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout)["paragraphs_encoded"] == 18
+    assert "shards on a Dask cluster of 2 workers" in out.stderr + out.stdout
+
+
+def test_workers_setting_starts_a_local_cluster_of_single_threaded_worker_processes():
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import pipeline_depth, task_runner
+    from query.settings import Settings
+
+    runner = task_runner(Settings(workers=3, device="cpu"))  # nothing starts before the flow enters it
+    assert isinstance(runner, DaskTaskRunner)
+    assert runner.cluster_class == "distributed.LocalCluster"
+    kw = runner.cluster_kwargs
+    assert (kw["n_workers"], kw["threads_per_worker"], kw["processes"]) == (3, 1, True)
+    assert kw["env"]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 3))
+    assert pipeline_depth(Settings(workers=3), runner, workers=3) == 6
+    assert task_runner(Settings(device="cpu")) is None  # in process
+    assert pipeline_depth(Settings(), None) == 2 and pipeline_depth(Settings(pipeline_depth=0), None) == 0
+
+
+def test_cli_workers_flag_becomes_the_runs_setting():
+    from corpus_search.cli import build_parser, index_overrides
+
+    args = build_parser().parse_args(["index", "x.jsonl", "--workers", "3"])
+    assert index_overrides(args) == {"workers": 3, "dask_address": None}
+    args = build_parser().parse_args(["index", "x.jsonl", "--dask-address", "tcp://10.0.0.5:8786"])
+    assert index_overrides(args) == {"dask_address": "tcp://10.0.0.5:8786"}
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "not an address"])
+def test_cli_unreachable_dask_address_is_a_one_line_error_exit_2(tmp_path, address):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "index", str(tmp_path), "--db", str(tmp_path / "db"),
+                          "--dask-address", address], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.startswith("corpus-search: error: ") and "Traceback" not in out.stderr
+    assert "Dask scheduler" in out.stderr and "--workers N" in out.stderr
+
+
+def test_one_worker_per_gpu_each_seeing_only_its_device():
+    from distributed import Nanny
+
+    from flows.runners import gpu_worker_specs
+
+    specs = gpu_worker_specs(4, cpus=16)
+    assert sorted(specs) == ["gpu-0", "gpu-1", "gpu-2", "gpu-3"]
+    assert [s["options"]["env"]["CUDA_VISIBLE_DEVICES"] for s in specs.values()] == ["0", "1", "2", "3"]
+    assert all(s["cls"] is Nanny and s["options"]["nthreads"] == 1 for s in specs.values())
+    assert specs["gpu-0"]["options"]["env"]["OMP_NUM_THREADS"] == "4"
+    # More workers than GPUs: spread round-robin.
+    assert [s["options"]["env"]["CUDA_VISIBLE_DEVICES"] for s in gpu_worker_specs(2, workers=4).values()] == \
+        ["0", "1", "0", "1"]
+    with pytest.raises(ValueError):
+        gpu_worker_specs(0)

@@ -1,0 +1,69 @@
+"""The in-process pipeline: the next batch is read and split while the current one encodes, and the
+table is the one a run of one batch after another writes (real flow, Prefect harness, MiniLM, LanceDB)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lancedb
+import numpy as np
+
+
+def _dump(path: Path, n: int) -> Path:
+    lines = [{"id": f"d{i}", "title": f"Topic {i}",
+              "text": "\n\n".join(f"Document {i} explains point {j} of topic {i} in a sentence long enough."
+                                  for j in range(4))} for i in range(n)]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def _rows(db: str, collection: str) -> dict[str, dict]:
+    t = lancedb.connect(db).open_table(collection).to_lance()
+    cols = ["id", "doc_id", "title", "position", "text", "vector"]
+    return {r["id"]: r for r in t.to_table(columns=cols).to_pylist()}
+
+
+def _task_intervals(flow_run_id) -> dict[str, list[tuple]]:
+    """(start, end) of the run's task runs, by task name (prepare, encode, write...)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    out: dict[str, list[tuple]] = {}
+    for r in runs:
+        out.setdefault(r.name.rsplit("-", 1)[0], []).append((r.start_time, r.end_time))
+    return out
+
+
+def _overlaps(a: list[tuple], b: list[tuple]) -> bool:
+    return any(s1 < e2 and s2 < e1 for s1, e1 in a for s2, e2 in b)
+
+
+def test_pipelined_run_overlaps_reading_with_encoding_and_writes_the_sequential_runs_table(
+        prefect_harness, tmp_path):
+    from flows.index_corpus import index_corpus
+
+    dump = _dump(tmp_path / "dump.jsonl", 48)
+    db = str(tmp_path / "db")
+    states = {}
+    for name, depth in (("sequential", 0), ("pipelined", 2)):
+        state = index_corpus([str(dump)], collection=name, db_uri=db, batch_articles=6,
+                             settings_overrides={"pipeline_depth": depth}, return_state=True)
+        assert state.result()["paragraphs_encoded"] == 192
+        states[name] = state
+    seq, pipe = _rows(db, "sequential"), _rows(db, "pipelined")
+    assert sorted(seq) == sorted(pipe)
+    for key, row in seq.items():
+        assert {k: v for k, v in row.items() if k != "vector"} == {k: v for k, v in pipe[key].items() if k != "vector"}
+        assert np.allclose(row["vector"], pipe[key]["vector"], atol=1e-5)
+    # Prepare shards of later batches ran while earlier batches encoded; one after another, never.
+    pipelined = _task_intervals(states["pipelined"].state_details.flow_run_id)
+    sequential = _task_intervals(states["sequential"].state_details.flow_run_id)
+    assert len(pipelined["prepare"]) == len(pipelined["encode"]) == 8
+    assert _overlaps(pipelined["prepare"], pipelined["encode"])
+    assert not _overlaps(sequential["prepare"], sequential["encode"])
+    # A rerun of the pipelined collection encodes nothing.
+    again = index_corpus([str(dump)], collection="pipelined", db_uri=db, batch_articles=6)
+    assert again["paragraphs_encoded"] == 0 and again["articles_unchanged"] == 48
