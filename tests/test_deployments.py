@@ -125,6 +125,22 @@ def test_deployments_build_without_a_server(monkeypatch):
         build_deployments(cfg, only=["nope"])
 
 
+def test_the_scale_out_example_deploys_an_s3_collection_whose_runs_use_a_dask_cluster(monkeypatch):
+    from query.settings import Settings
+
+    if not {"workers", "dask_address"} <= set(Settings.model_fields):
+        pytest.skip("the Dask settings of issue 13 (workers, dask_address) have not landed in this tree")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    cfg = load_config(REPO / "deployments" / "scale-out.toml")
+    params = cfg.index_parameters("wiki")
+    assert params["db_uri"] == "s3://corpus-search/collections"  # an object-store URI is kept as it is
+    assert params["settings_overrides"]["dask_address"] == "tcp://dask-scheduler:8786"
+    Settings(**params["settings_overrides"])  # every override is a valid setting value
+    (deployment,) = build_deployments(cfg, work_pool="corpus-search-dask")
+    assert deployment.name == "reindex-wiki-dask" and deployment.parameters == params
+    assert not any("AWS_" in key for key in deployment.job_variables.get("env", {}))  # credentials: workers' env only
+
+
 def test_prefect_yaml_is_generated_on_demand_from_the_config_and_valid_for_prefect_deploy(tmp_path, capsys):
     import yaml
     from prefect.cli.deploy._models import PrefectYamlModel
