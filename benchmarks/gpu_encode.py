@@ -113,12 +113,13 @@ def raw_rate(model, texts: list[str], batch: int, device: str, autocast_precisio
 def cli_run(dump: Path, db: Path, workers: int, env: dict[str, str]) -> dict | str:
     """``corpus-search index --workers N`` in a child process: its summary, or why it could not run."""
     base = [sys.executable, "-m", "corpus_search.cli", "index"]
-    helptext = subprocess.run([*base, "--help"], capture_output=True, text=True, env=env, cwd=REPO).stdout
+    helptext = subprocess.run([*base, "--help"], capture_output=True, text=True, env=env, cwd=REPO, check=False).stdout
     if "--workers" not in helptext:
         return "this corpus-search has no `index --workers` yet (issue 13, Dask task runner)"
     started = time.perf_counter()
     out = subprocess.run([*base, str(dump), "--collection", "gpu", "--db", str(db), "--workers", str(workers),
-                          "--json", "--no-progress"], capture_output=True, text=True, env=env, cwd=REPO)
+                          "--json", "--no-progress"], capture_output=True, text=True, env=env, cwd=REPO,
+                         check=False)
     if out.returncode not in (0, 1):
         return f"exit {out.returncode}: {out.stderr.strip()[-2000:]}"
     summary = json.loads(out.stdout.strip().splitlines()[-1])

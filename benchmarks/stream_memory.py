@@ -107,15 +107,17 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def run_measured(cmd: list[str], env: dict[str, str], cwd: Path, interval: float = 0.1) -> dict:
+def run_measured(cmd: list[str], env: dict[str, str], scratch: Path, interval: float = 0.1) -> dict:
     """Run ``cmd`` and sample its memory until it exits: peak RSS of the process itself (VmHWM), peak of
-    the sum over its process tree, when the peak came, and its stdout."""
+    the sum over its process tree, when the peak came, and its stdout (kept in a file under ``scratch``)."""
     import psutil
 
     started = time.perf_counter()
-    out_path = cwd / f"stdout-{time.time_ns()}.txt"
-    with open(out_path, "w+", encoding="utf-8") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=out, stderr=subprocess.PIPE, text=True)
+    out_path = scratch / f"stdout-{time.time_ns()}.txt"
+    err_path = out_path.with_suffix(".err")
+    # Files, not pipes: a child that logs more than a pipe holds would block while nobody reads it.
+    with open(out_path, "w+", encoding="utf-8") as out, open(err_path, "w+", encoding="utf-8") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=out, stderr=err, text=True)
         ps = psutil.Process(proc.pid)
         peak_self, peak_tree, peak_at, timeline = 0, 0, 0.0, []
         last_log = 0.0
@@ -135,10 +137,12 @@ def run_measured(cmd: list[str], env: dict[str, str], cwd: Path, interval: float
                 timeline.append((round(now), _rss_kb(ps) // 1024))
                 last_log = now
             time.sleep(interval)
-        stderr = proc.stderr.read() if proc.stderr else ""
         out.seek(0)
         stdout = out.read()
+        err.seek(0)
+        stderr = err.read()
     out_path.unlink()
+    err_path.unlink()
     if proc.returncode not in (0, 1):  # 1: finished with some failures, still a measured run
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{stderr[-4000:]}")
     return {"peak_self_mb": peak_self / 1024, "peak_tree_mb": peak_tree / 1024, "peak_at_s": peak_at,

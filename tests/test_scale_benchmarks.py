@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -52,7 +51,6 @@ class _Model:
         self.tried.append(batch_size)
         if batch_size > self.fits:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return None
 
 
 @pytest.mark.parametrize(("fits", "expected"), [(64, 64), (700, 512), (10**6, 512)])
