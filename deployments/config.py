@@ -155,6 +155,13 @@ class CollectionSpec(_Scheduled):
     def _settings(cls, v: dict[str, Any]) -> dict[str, Any]:
         from query.settings import Settings
 
+        if "storage_options" in v:
+            # Deployment parameters show in the Prefect UI: credentials must never be one.
+            raise ValueError(
+                "storage_options cannot be a deployment setting (its credentials would show as a deployment "
+                "parameter in the Prefect UI): give the work pool's workers the AWS_* environment variables, "
+                "or CORPUS_SEARCH_STORAGE_OPTIONS from a Prefect Secret block"
+            )
         allowed = set(Settings.model_fields) - {"db_uri", "collection"}
         unknown = sorted(set(v) - allowed)
         if unknown:

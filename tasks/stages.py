@@ -70,15 +70,24 @@ def split_options(settings: Settings, max_tokens: int | None = None) -> SplitOpt
     )
 
 
-@functools.cache
-def _db(db_uri: str):
-    return store.connect(db_uri)
+_CONNECTIONS: dict[tuple[str, tuple], object] = {}
+
+
+def _db(settings: Settings):
+    """This process's connection to the settings' database, opened once per (URI, storage options): options
+    given only as a flow's settings overrides must reach the object store too."""
+    from query.storage import storage_options
+
+    key = (settings.db_uri, tuple(sorted(storage_options(settings).items())))
+    if key not in _CONNECTIONS:
+        _CONNECTIONS[key] = store.connect(settings.db_uri, settings)
+    return _CONNECTIONS[key]
 
 
 def paragraph_table(settings: Settings, meta: IndexMetadata | None = None):
     """The collection's paragraph table, created if missing; ``meta`` (the encoder's metadata, as an encode
     shard reports it) spares the caller loading the encoder itself."""
-    return store.open_paragraph_table(_db(settings.db_uri), settings.collection, meta or index_metadata(settings),
+    return store.open_paragraph_table(_db(settings), settings.collection, meta or index_metadata(settings),
                                       db_uri=settings.db_uri)
 
 
@@ -88,7 +97,7 @@ def existing_table(settings: Settings):
     Counting and index upkeep need no bi-encoder: a run with nothing to encode never loads one. The
     configured encoder's name must still be the table's (a run with another one is refused at once).
     """
-    table = store.open_existing_table(_db(settings.db_uri), settings.collection, db_uri=settings.db_uri)
+    table = store.open_existing_table(_db(settings), settings.collection, db_uri=settings.db_uri)
     if table is not None:
         stored = IndexMetadata.from_schema(table.schema, table=settings.collection)
         if canonical_model_name(settings.bi_encoder) != stored.encoder:
@@ -339,7 +348,7 @@ def stored_states(settings: Settings, column: str, values: list[str]) -> dict[st
     A shard reads what it needs from the table instead of receiving the whole collection's state: on a
     Dask cluster, every batch would otherwise ship it to a worker.
     """
-    db = _db(settings.db_uri)
+    db = _db(settings)
     name = articles_table_name(settings.collection)
     if not values or name not in db.table_names(limit=1_000_000):
         return {}
@@ -450,7 +459,7 @@ def write_batch(plan: store.BatchPlan, vectors: np.ndarray, changed: list[dict],
     """
     table = paragraph_table(settings, meta)
     store.apply_batch(table, plan, vectors, table.schema.field("vector").type.list_size)
-    store.upsert_article_states(store.open_articles_table(_db(settings.db_uri), settings.collection), changed)
+    store.upsert_article_states(store.open_articles_table(_db(settings), settings.collection), changed)
 
 
 @stage(name="remember-max-tokens")
@@ -464,13 +473,13 @@ def remember_max_tokens(max_tokens: int, settings: Settings) -> None:
 @stage(name="restamp")
 def restamp_files(stamps: dict[str, str], settings: Settings) -> None:
     """Store new stamps of local files that were touched but not changed (so the next run skips them)."""
-    store.restamp_articles(store.open_articles_table(_db(settings.db_uri), settings.collection), stamps)
+    store.restamp_articles(store.open_articles_table(_db(settings), settings.collection), stamps)
 
 
 @stage(name="delete-vanished")
 def delete_vanished(origin: str, doc_ids: list[str], settings: Settings) -> int:
     """Delete rows of articles (of one origin) that disappeared from a fully enumerated source."""
-    db = _db(settings.db_uri)
+    db = _db(settings)
     return store.delete_articles(existing_table(settings), store.open_articles_table(db, settings.collection),
                                  origin, doc_ids)
 
@@ -509,7 +518,7 @@ def record_run(result: dict, settings: Settings) -> None:
 
 @stage(name="load-article-state")
 def load_states(settings: Settings) -> dict[str, ArticleState]:
-    return store.load_article_states(_db(settings.db_uri), settings.collection, settings.db_uri)
+    return store.load_article_states(_db(settings), settings.collection, settings.db_uri)
 
 
 __all__ = [

@@ -6,6 +6,7 @@ that uses it and is never passed between Prefect tasks.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,11 +39,27 @@ IN_CHUNK = 1000
 FTS_COLUMNS = ("text", "title")
 
 
+#: Bound of the index writer's LanceDB metadata cache (manifests, fragment metadata). Every batch commits a
+#: version whose manifest lists every fragment, and LanceDB's default cache keeps them all: the writer's
+#: memory grew with the square of the number of batches (the cache held 58 MB after 200 batches of 512
+#: rows; see NOTES-mem.md). A writer only ever reads the latest version, so a small bound loses nothing.
+WRITER_METADATA_CACHE_BYTES = 64 * 2**20
+
+
+@functools.cache
+def writer_session():
+    """The LanceDB session (cache sizes) of this process's index writes, shared by its connections."""
+    import lancedb
+
+    return lancedb.Session(metadata_cache_size_bytes=WRITER_METADATA_CACHE_BYTES)
+
+
 def connect(db_uri: str, settings=None):
-    """Open a LanceDB database (local directory or object-store URI; see ``query.storage.connect``)."""
+    """Open a LanceDB database for index writes (local directory or object-store URI; see
+    ``query.storage.connect``), with the writer's bounded metadata cache."""
     from query.storage import connect as connect_db
 
-    return connect_db(db_uri, settings)
+    return connect_db(db_uri, settings, session=writer_session())
 
 
 def chunks(items: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:

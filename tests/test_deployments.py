@@ -66,6 +66,8 @@ def test_the_shipped_config_loads_and_resolves_paths_under_base_dir():
          "collections.news.notify_block: notify_block 'ops': use '<block-type-slug>/<block-name>'"),
         (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nsettings = {{ bi_encodr = "x" }}\n',
          "collections.news.settings: unknown settings ['bi_encodr']"),
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nsettings = {{ storage_options = {{ aws_secret_access_key = "s" }} }}\n',
+         "storage_options cannot be a deployment setting"),
         (f'[collections.a]\nsources = ["a"]\ncron = "{CRON}"\ndeployment = "n"\n'
          f'[collections.b]\nsources = ["b"]\ncron = "{CRON}"\ndeployment = "n"\n',
          "collections.a and collections.b both define deployment 'index-corpus/n'"),
@@ -123,6 +125,22 @@ def test_deployments_build_without_a_server(monkeypatch):
     assert pooled[0].job_variables["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == "tasks"
     with pytest.raises(ConfigError, match="unknown collections"):
         build_deployments(cfg, only=["nope"])
+
+
+def test_the_scale_out_example_deploys_an_s3_collection_whose_runs_use_a_dask_cluster(monkeypatch):
+    from query.settings import Settings
+
+    if not {"workers", "dask_address"} <= set(Settings.model_fields):
+        pytest.skip("the Dask settings of issue 13 (workers, dask_address) have not landed in this tree")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    cfg = load_config(REPO / "deployments" / "scale-out.toml")
+    params = cfg.index_parameters("wiki")
+    assert params["db_uri"] == "s3://corpus-search/collections"  # an object-store URI is kept as it is
+    assert params["settings_overrides"]["dask_address"] == "tcp://dask-scheduler:8786"
+    Settings(**params["settings_overrides"])  # every override is a valid setting value
+    (deployment,) = build_deployments(cfg, work_pool="corpus-search-dask")
+    assert deployment.name == "reindex-wiki-dask" and deployment.parameters == params
+    assert not any("AWS_" in key for key in deployment.job_variables.get("env", {}))  # credentials: workers' env only
 
 
 def test_prefect_yaml_is_generated_on_demand_from_the_config_and_valid_for_prefect_deploy(tmp_path, capsys):
