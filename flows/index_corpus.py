@@ -18,7 +18,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,14 @@ class Batch:
     prepared: Any
     encoded: Any
     broken: bool = False  # a dump line of it could not be parsed
+    results: list = field(default_factory=list)  # its shards' results, once the flow has them
+    futures: list = field(default_factory=list)  # its shards' futures, the retried ones included
+
+    def release(self, shards: Shards) -> None:
+        """Free what it held once it is written (or failed): the run's memory must not grow with the corpus."""
+        stages.release_batch(self.units, *self.results)
+        shards.release(self.prepared, self.encoded, *self.futures)
+        self.results, self.futures = [], []
 
 
 def is_local_file_state(state: ArticleState) -> bool:
@@ -207,10 +215,14 @@ def index_corpus(
             Raises what its shards raised: ``guarded`` makes that the batch's failure.
             """
             prepared, encoded = batch.prepared.result(), batch.encoded.result()
+            batch.results += [prepared, encoded]
             if batch.spec.kind == "jsonl":
                 again = frozenset(k for k in prepared.keys if k in seen)
                 if again:  # a dump repeats an id of an earlier batch (rare): prepare it again without those
-                    prepared, encoded = (f.result() for f in shards.start(batch.spec, batch.units, skip_keys=again))
+                    retry = shards.start(batch.spec, batch.units, skip_keys=again)
+                    batch.futures += retry
+                    prepared, encoded = (f.result() for f in retry)
+                    batch.results += [prepared, encoded]
                 if prepared.any_failed:
                     batch.broken = True
                 for doc in prepared.duplicates:
@@ -261,6 +273,7 @@ def index_corpus(
                 batch = window.popleft()
                 ok = guarded(batch.spec, batch.unit, lambda batch=batch: commit(batch, seen))
                 intact = intact and not ((not ok or batch.broken) and batch.spec.kind == "jsonl")
+                batch.release(shards)
             return intact
 
         def launch(window: deque[Batch], seen: set[str], spec: SourceSpec, unit: list, units: list) -> bool:

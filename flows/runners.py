@@ -214,6 +214,16 @@ class Shards:
             return "shards in this process" + (" (pipelined)" if self.depth else " (one batch after another)")
         return f"shards on a Dask cluster of {self.workers} workers"
 
+    def release(self, *futures) -> None:
+        """Let the Dask cluster forget written shards' results: a distributed future keeps its result in a
+        worker's memory while any reference to it lives, and Prefect's task-run objects keep references in
+        reference cycles until a full garbage collection. (Threads' futures hold nothing outside this process.)
+        """
+        for future in futures:
+            wrapped = getattr(future, "wrapped_future", None)
+            if hasattr(wrapped, "release") and hasattr(wrapped, "key"):  # a distributed.Future
+                wrapped.release()
+
     def start(self, spec, units: list, skip_keys: frozenset[str] = frozenset()) -> tuple[Any, Any]:
         """(prepared, encoded) future-likes of one batch of ``spec``'s work ``units``."""
         from tasks.stages import BatchWork

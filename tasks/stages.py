@@ -330,6 +330,10 @@ class PreparedBatch:
         """What the encode shard encodes: the new paragraphs' texts."""
         return [p.encoded for p in self.plan.new]
 
+    def release(self) -> None:
+        """Drop the paragraphs once the batch is written (see ``release_batch``)."""
+        self.split, self.plan, self.keys, self.failed = SplitResult(), store.BatchPlan(), [], []
+
 
 class Encoded:
     """The encode shard's result: vectors of a batch's new paragraphs, the seconds it took, and the
@@ -337,6 +341,10 @@ class Encoded:
 
     def __init__(self, vectors: np.ndarray, seconds: float, meta: IndexMetadata | None) -> None:
         self.vectors, self.seconds, self.meta = vectors, seconds, meta
+
+    def release(self) -> None:
+        """Drop the vectors once the batch is written (see ``release_batch``)."""
+        self.vectors = np.empty((0, 0), dtype=np.float32)
 
 
 _STATE_COLUMNS = ["key", "doc_id", "source", "body_hash", "etag", "last_modified", "origin", "file_stamp"]
@@ -384,6 +392,18 @@ class BatchWork:
 
     def __init__(self, spec: SourceSpec, units: list, skip_keys: frozenset[str] = frozenset()) -> None:
         self.spec, self.units, self.skip_keys = spec, units, skip_keys
+
+
+def release_batch(units: list, *results: PreparedBatch | Encoded) -> None:
+    """Empty a written batch's work units and shard results in place.
+
+    Prefect's task-run machinery keeps a task's parameters and result in reference cycles, which only
+    Python's rare full garbage collection frees: without this, the lines, paragraphs and vectors of every
+    batch of a run stayed in memory until the end of the run (measured: +2.8 MB per 512-paragraph batch).
+    """
+    units.clear()
+    for result in results:
+        result.release()
 
 
 def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:

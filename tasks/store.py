@@ -42,8 +42,9 @@ FTS_COLUMNS = ("text", "title")
 #: Bound of the index writer's LanceDB metadata cache (manifests, fragment metadata). Every batch commits a
 #: version whose manifest lists every fragment, and LanceDB's default cache keeps them all: the writer's
 #: memory grew with the square of the number of batches (the cache held 58 MB after 200 batches of 512
-#: rows; see NOTES-mem.md). A writer only ever reads the latest version, so a small bound loses nothing.
-WRITER_METADATA_CACHE_BYTES = 64 * 2**20
+#: rows). A writer only ever reads the latest version, so a small bound loses nothing: 300 merge_inserts of
+#: 512 rows ran 15 s with 4 MiB against 18 s with 64 MiB, and the bigger cache was simply filled (+64 MB).
+WRITER_METADATA_CACHE_BYTES = 8 * 2**20
 
 
 @functools.cache
@@ -315,15 +316,34 @@ def fts_unindexed_rows(table) -> int:
     return table.count_rows() if missing else worst
 
 
+#: Vectors the IVF training sample may hold before fewer are taken per partition (see ``ann_sample_rate``).
+ANN_SAMPLE_VECTORS = 65_536
+#: The fewest training vectors per partition: k-means wants a few dozen per centroid (faiss warns below 39).
+ANN_MIN_SAMPLE_RATE = 64
+
+
+def ann_sample_rate(partitions: int) -> int:
+    """Training vectors per IVF partition: LanceDB's 256 up to ``ANN_SAMPLE_VECTORS`` in all, then fewer,
+    never under ``ANN_MIN_SAMPLE_RATE``.
+
+    LanceDB loads 256 vectors per partition into memory to train the index, so with sqrt(rows) partitions
+    that sample (and the index build's peak memory) grew with sqrt(rows) without end: 175 MB of vectors at
+    200k rows, 1.7 GB at 20M. Recall with the capped sample: ``benchmarks/ann_sample.py``.
+    """
+    return max(ANN_MIN_SAMPLE_RATE, min(256, ANN_SAMPLE_VECTORS // max(1, partitions)))
+
+
 def ann_config(index_type: str, rows: int):
-    """A cosine ANN index config with about sqrt(rows) partitions (see benchmarks/ann_recall.py)."""
+    """A cosine ANN index config with about sqrt(rows) partitions (see benchmarks/ann_recall.py) and a
+    bounded training sample (``ann_sample_rate``)."""
     from lancedb.index import IvfFlat, IvfPq, IvfSq, HnswSq
 
     partitions = max(1, round(rows**0.5))
     classes = {"IVF_SQ": IvfSq, "IVF_FLAT": IvfFlat, "IVF_PQ": IvfPq, "IVF_HNSW_SQ": HnswSq}
     if index_type not in classes:
         raise ValueError(f"unknown ANN index type {index_type!r}: use one of {', '.join(classes)}")
-    return classes[index_type](distance_type="cosine", num_partitions=partitions)
+    return classes[index_type](distance_type="cosine", num_partitions=partitions,
+                               sample_rate=ann_sample_rate(partitions))
 
 
 def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_SQ",

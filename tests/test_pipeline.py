@@ -67,3 +67,25 @@ def test_pipelined_run_overlaps_reading_with_encoding_and_writes_the_sequential_
     # A rerun of the pipelined collection encodes nothing.
     again = index_corpus([str(dump)], collection="pipelined", db_uri=db, batch_articles=6)
     assert again["paragraphs_encoded"] == 0 and again["articles_unchanged"] == 48
+
+
+def test_a_run_holds_no_written_batchs_paragraphs_or_vectors(prefect_harness, tmp_path):
+    """Prefect keeps shard results in reference cycles until a full garbage collection: what the flow has
+    written must be emptied, or a big dump's every paragraph and vector stays in memory to the end."""
+    import gc
+
+    from flows.index_corpus import index_corpus
+    from tasks.stages import Encoded, PreparedBatch
+
+    dump = _dump(tmp_path / "dump.jsonl", 24)
+    gc.collect()
+    gc.disable()  # keep the cycles, as a long run between Python's rare full collections does
+    try:
+        summary = index_corpus([str(dump)], collection="c", db_uri=str(tmp_path / "db"), batch_articles=6)
+        kept = [o for o in gc.get_objects() if isinstance(o, PreparedBatch | Encoded)]
+    finally:
+        gc.enable()
+    assert summary["paragraphs_encoded"] == 96
+    assert len(kept) >= 4, "the shard results were freed at once: nothing to check"
+    assert not [o for o in kept if isinstance(o, PreparedBatch) and (o.plan.new or o.split.paragraphs)]
+    assert not [o for o in kept if isinstance(o, Encoded) and o.vectors.size]

@@ -61,3 +61,14 @@ def test_the_gpu_batch_search_keeps_the_largest_power_of_two_that_fits(fits, exp
     assert gpu_encode.largest_batch(model, texts, "cpu", cap=8192) == expected
     # stops at the first failure, or below the corpus size (a bigger batch than 1000 texts is the same batch)
     assert model.tried[-1] in (expected, expected * 2)
+
+
+@pytest.mark.parametrize(("rows", "rate"), [(10_000, 256), (50_000, 256), (200_000, 146), (1_000_000, 65),
+                                            (20_000_000, 64)])
+def test_the_ann_training_sample_is_lancedbs_default_until_it_is_capped_then_never_below_64(rows, rate):
+    from tasks.store import ANN_SAMPLE_VECTORS, ann_config, ann_sample_rate
+
+    partitions = round(rows**0.5)
+    assert ann_sample_rate(partitions) == rate
+    assert min(rows, rate * partitions) <= max(ANN_SAMPLE_VECTORS, 64 * partitions)
+    assert ann_config("IVF_SQ", rows).sample_rate == rate
