@@ -22,7 +22,7 @@ from query.filters import in_list
 from query.models import bi_encoder_from_settings, canonical_model_name
 from query.schema import IndexMetadata, articles_table_name, check_compatible
 from query.settings import Settings
-from tasks import store, versions
+from tasks import heap, store, versions
 from tasks.encode import encode_in_chunks
 from tasks.fetch import (
     HttpOptions,
@@ -404,6 +404,7 @@ def release_batch(units: list, *results: PreparedBatch | Encoded) -> None:
     units.clear()
     for result in results:
         result.release()
+    heap.trim()
 
 
 def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
