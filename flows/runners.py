@@ -189,10 +189,23 @@ class _Done:
         return self.value
 
 
+class _Joined:
+    """A batch's encode slices, run on several Dask workers, as one future-like (``join_encoded``)."""
+
+    def __init__(self, futures: list) -> None:
+        self.futures = futures
+
+    def result(self):
+        from tasks.stages import join_encoded
+
+        return join_encoded([f.result() for f in self.futures])
+
+
 class Shards:
     """Starts a batch's two shards, prepare (fetch/read/parse, split, plan) and encode, where the run's
     settings say: on the Dask ``runner``, in threads of this flow run (its own task runner), or at once in
     this thread when ``depth`` is 0. Returns future-likes; the flow writes their results in batch order.
+    On Dask, a batch's encode runs as one slice per worker.
     """
 
     def __init__(self, settings: Settings, runner) -> None:
@@ -219,10 +232,11 @@ class Shards:
         worker's memory while any reference to it lives, and Prefect's task-run objects keep references in
         reference cycles until a full garbage collection. (Threads' futures hold nothing outside this process.)
         """
-        for future in futures:
-            wrapped = getattr(future, "wrapped_future", None)
-            if hasattr(wrapped, "release") and hasattr(wrapped, "key"):  # a distributed.Future
-                wrapped.release()
+        for joined in futures:
+            for future in getattr(joined, "futures", [joined]):
+                wrapped = getattr(future, "wrapped_future", None)
+                if hasattr(wrapped, "release") and hasattr(wrapped, "key"):  # a distributed.Future
+                    wrapped.release()
 
     def start(self, spec, units: list, skip_keys: frozenset[str] = frozenset()) -> tuple[Any, Any]:
         """(prepared, encoded) future-likes of one batch of ``spec``'s work ``units``."""
@@ -237,4 +251,9 @@ class Shards:
             prepared = prepare.submit(work, self.settings)
             return prepared, self._encode.submit(prepared, self.settings)
         prepared = self.runner.submit(prepare, parameters={"work": work, "settings": self.settings})
-        return prepared, self.runner.submit(self._encode, parameters={"prepared": prepared, "settings": self.settings})
+        # Each batch's encode is cut into one slice per worker: with whole batches, the last batches of a run
+        # kept one worker busy while the others idled (2 workers, 11 batches: encoding 88 % of the time).
+        parts = max(1, self.workers)
+        encoded = [self.runner.submit(self._encode, parameters={
+            "prepared": prepared, "settings": self.settings, "part": i, "parts": parts}) for i in range(parts)]
+        return prepared, encoded[0] if parts == 1 else _Joined(encoded)

@@ -456,16 +456,28 @@ prepare_batch = stage(prepare, name="prepare")
 _encode_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-search-encode")
 
 
-def encode_prepared(prepared: PreparedBatch, settings: Settings) -> Encoded:
-    """Encode a prepared batch's new paragraphs (nothing to encode: no model is loaded)."""
+def encode_prepared(prepared: PreparedBatch, settings: Settings, part: int = 0, parts: int = 1) -> Encoded:
+    """Encode a prepared batch's new paragraphs, or the ``part``-th of their ``parts`` contiguous slices
+    (``join_encoded`` puts the slices back together). Nothing to encode: no model is loaded."""
     if not prepared.split.changed:
         return Encoded(np.empty((0, 0), dtype=np.float32), 0.0, None)
+    texts = prepared.texts
+    if parts > 1:
+        texts = texts[len(texts) * part // parts : len(texts) * (part + 1) // parts]
     encoder = bi_encoder_from_settings(settings)
     # copy_context: the run's progress reporter (a context variable) goes along to the encode thread.
-    job = _encode_thread.submit(contextvars.copy_context().run, encode_in_chunks, encoder, prepared.texts,
+    job = _encode_thread.submit(contextvars.copy_context().run, encode_in_chunks, encoder, texts,
                                 settings.encode_chunk_size)
     vectors, seconds = job.result()
     return Encoded(vectors, seconds, index_metadata(settings))
+
+
+def join_encoded(parts: list[Encoded]) -> Encoded:
+    """One batch's ``Encoded`` from the results of its encode slices, in slice order (seconds: summed)."""
+    if len(parts) == 1:
+        return parts[0]
+    return Encoded(np.concatenate([p.vectors for p in parts]), sum(p.seconds for p in parts),
+                   next((p.meta for p in parts if p.meta is not None), None))
 
 
 encode_batch = stage(encode_prepared, name="encode")
