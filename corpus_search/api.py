@@ -8,7 +8,8 @@
 All model work (encode, retrieve, re-rank, fetch-and-split) runs on ONE dedicated thread by default: a
 Hugging Face fast tokenizer used from two threads at once raises "Already borrowed", and on a few CPU
 cores two forward passes only contend for them. The event loop keeps accepting requests meanwhile;
-they queue for the model thread. ``model_threads > 1`` exists to measure that claim (see NOTES-api.md).
+they queue for the model thread. ``model_threads > 1`` exists to measure that claim (benchmarks/RESULTS.md,
+"The query service": a second model thread measured no better).
 
 Errors are JSON ``{"error": message}`` with the message the CLI prints after ``corpus-search: error:``.
 At the CLI layer: imports ``query`` and ``tasks.document``, never Prefect.

@@ -5,7 +5,7 @@ Three readers, one cleaning rule:
 * HTML: ``<meta>`` tags, ``itemprop`` microdata, JSON-LD and ``<time datetime>``, read from the lxml tree that
   ``tasks/extract.py`` already parsed (a hand-written reader: on the 181 public benchmark pages it is ~13x
   cheaper than ``trafilatura.metadata.extract_metadata`` and finds the same day on 144 of the 157 pages where
-  both find a date; see NOTES-headings.md).
+  both find a date; see benchmarks/RESULTS.md, "Headings are context, not passages").
 * Markdown: YAML front matter (a ``---`` block at the very top).
 * JSONL dumps: every extra top-level field of a record (``tasks.fetch.parse_dump_line``).
 

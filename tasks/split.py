@@ -249,7 +249,7 @@ class SplitOptions:
     special_tokens: int = 2  # [CLS] and [SEP]
     unit: str = "paragraph"  # "document": the whole article is one unit, left to the encoder's truncation
     # "first": a heading joins the first paragraph under it; "section": every paragraph of its section (measured
-    # in NOTES-headings.md: it changes far more paragraph ids and costs more tokens).
+    # in benchmarks/RESULTS.md, "Headings are context": it changes far more paragraph ids and costs more tokens).
     heading_context: str = "first"
 
 
