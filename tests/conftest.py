@@ -277,3 +277,26 @@ def s3_db(s3_server, monkeypatch) -> str:
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     return f"s3://{s3_server.new_bucket()}/lancedb"
+
+
+def kill_after_first_batch(cli, args: list[str], *, env: dict[str, str] | None = None, timeout: float = 240) -> None:
+    """Start `corpus-search index ARGS` (``cli.env`` plus ``env``), SIGKILL it right after its first batch
+    was written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", *args], cwd=REPO,
+                            env={**cli.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        for line in proc.stdout:
+            if "batch:" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+            assert time.monotonic() < deadline, "no batch was written in time"
+    finally:
+        proc.kill()
+        proc.wait(30)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO, kill_after_first_batch
 
 NOTES = EXAMPLES / "notes"
 
@@ -263,23 +263,10 @@ def test_two_concurrent_cli_runs_on_one_s3_collection_take_turns_and_write_no_du
 @pytest.mark.slow
 def test_sigkill_of_a_run_writing_to_s3_leaves_a_table_that_opens_and_the_rerun_heals_it(cli, s3_db, tmp_path):
     """The killed run's writer slot is freed by the rerun after three missed heartbeats, not after the lease."""
-    import signal
-
     notes = write_notes(tmp_path / "notes", 12)
     fast = {"CORPUS_SEARCH_WRITER_HEARTBEAT_S": "0.5"}
     args = ["index", str(notes), "--db", s3_db, "-c", "killed", "--batch-articles", "3"]
-    proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", *args], cwd=REPO, env={**cli.env, **fast},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    try:
-        for line in proc.stdout:
-            if "batch:" in line:
-                proc.send_signal(signal.SIGKILL)
-                break
-            assert time.monotonic() < deadline, "no batch was written in time"
-    finally:
-        proc.kill()
-        proc.wait(30)
+    kill_after_first_batch(cli, args, env=fast)
     partial = ids(s3_db, "killed")  # the table opens
     assert 0 < len(partial) < 24, "the kill landed mid-run"
 

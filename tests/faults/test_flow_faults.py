@@ -20,7 +20,7 @@ import lancedb
 import pytest
 
 from flows.summary import NothingIndexedError
-from tests.conftest import REPO, table_rows
+from tests.conftest import REPO, kill_after_first_batch, table_rows
 
 TOPICS = ["glaciers", "volcanoes", "rivers", "deserts", "forests", "oceans", "mountains", "islands", "caves",
           "lakes", "reefs", "storms"]
@@ -261,22 +261,6 @@ def test_cli_exit_codes_tell_a_cron_job_what_happened(cli, db_uri, tmp_path):
 # --------------------------------------------------------------------------- SIGKILL, then heal
 
 
-def _kill_after_first_batch(cli, args: list[str], timeout: float = 240) -> None:
-    """Start `corpus-search index`, SIGKILL it right after its first batch was written."""
-    proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", *args], cwd=REPO, env=cli.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + timeout
-    try:
-        for line in proc.stdout:
-            if "batch:" in line:
-                proc.send_signal(signal.SIGKILL)
-                break
-            assert time.monotonic() < deadline, "no batch was written in time"
-    finally:
-        proc.kill()
-        proc.wait(30)
-
-
 def _assert_healed(db_uri: str, collection: str, clean: list[str]) -> None:
     got = ids(db_uri, collection)
     assert len(got) == len(set(got)), "duplicate ids after the rerun"
@@ -290,7 +274,7 @@ def test_sigkill_during_a_first_and_an_incremental_run_heals_with_no_duplicates(
     run_index([notes], collection="clean")
     args = ["index", str(notes), "--db", db_uri, "-c", "killed", "--batch-articles", "3"]
 
-    _kill_after_first_batch(cli, args)
+    kill_after_first_batch(cli, args)
     partial = ids(db_uri, "killed")
     assert 0 < len(partial) < 24, "the kill landed mid-run"
     assert cli(*args).returncode == 0
@@ -298,7 +282,7 @@ def test_sigkill_during_a_first_and_an_incremental_run_heals_with_no_duplicates(
 
     write_notes(notes, 12, variant=" (revised)")  # every article changes: an incremental run rewrites them
     run_index([notes], collection="clean")
-    _kill_after_first_batch(cli, args)
+    kill_after_first_batch(cli, args)
     assert cli(*args).returncode == 0
     _assert_healed(db_uri, "killed", ids(db_uri, "clean"))
 
