@@ -51,7 +51,8 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     prev = dev["previous"]
     print(f"re-ranker {result['id']} for {collection}: {result['signal']}, base {result['base']}")
     print(f"  trained on {result['train_queries']} queries, {result['pairs']} pairs, {result['steps']} steps "
-          f"in {result['train_seconds']:.0f} s (whole run {result['seconds']:.0f} s); saved to {result['model']}")
+          f"in {result['train_seconds']:.0f} s (whole run {result['seconds']:.0f} s); saved to {result['model']}"
+          + (f", stored at {result['stored']}" if result["stored"] != result["model"] else ""))
     print(f"  dev nDCG@10 on {dev['queries']} held-out queries: retrieval alone {dev['retrieval']['ndcg@10']:.4f}"
           + (f", current re-ranker {prev['ndcg@10']:.4f}" if prev else "")
           + f", this one {dev['candidate']['ndcg@10']:.4f} (fusion weight {result['alpha']}; "

@@ -120,6 +120,14 @@ def gate(db_uri: str, collection: str, dev: list, model_dir: str, depth: int) ->
             "candidate": candidate}
 
 
+@task(name="publish-reranker", retries=2, retry_delay_seconds=5)
+def publish_model(db_uri: str, collection: str, model_id: str, out_dir: str) -> str:
+    """The model where every reader of the database finds it (uploaded, for an object store)."""
+    from tasks.rerank_registry import publish
+
+    return publish(db_uri, collection, model_id, out_dir)
+
+
 @task(name="register-reranker")
 def register(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) -> None:
     from tasks.rerank_registry import record
@@ -160,7 +168,8 @@ def train_reranker(
     from query.devices import resolve_device
     from tasks.rerank_data import check_signal, fingerprint
     from tasks.rerank_gate import decide
-    from tasks.rerank_registry import default_out_dir, new_model_id, stored_path
+    from query.registry import model_location
+    from tasks.rerank_registry import default_out_dir, new_model_id
 
     log = get_run_logger()
     s = get_settings()
@@ -185,7 +194,8 @@ def train_reranker(
     promoted, why = decide(promote, dev["retrieval"]["ndcg@10"], prev, dev["candidate"]["ndcg@10"],
                            dev["candidate"]["p"])
     entry = RerankerEntry(
-        id=model_id, path=stored_path(db_uri, out_dir), created=datetime.now(UTC).isoformat(timespec="seconds"),
+        id=model_id, path=publish_model(db_uri, collection, model_id, out_dir),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         base=base, signal=signal, fingerprint=fingerprint(train_ex, seed), alpha=dev["candidate"]["alpha"], depth=depth, dev=dev,
         train={"queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
                "seconds": trained["seconds"], "precision": trained["precision"], "seed": seed},
@@ -193,7 +203,8 @@ def train_reranker(
     register(db_uri, collection, entry, promoted)
     log.info("re-ranker %s: %s", model_id, why)
     result = {
-        "collection": collection, "model": out_dir, "id": model_id, "base": base, "signal": signal,
+        "collection": collection, "model": out_dir, "stored": model_location(db_uri, entry), "id": model_id,
+        "base": base, "signal": signal,
         "train_queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
         "seconds": round(time.monotonic() - t0, 1), "train_seconds": trained["seconds"],
         "dev": dev, "alpha": entry.alpha, "promoted": promoted, "decision": why,

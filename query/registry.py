@@ -1,6 +1,8 @@
 """The per-collection re-ranker registry: cross-encoders trained for a collection, kept beside it.
 
-A trained model is a directory ``<db>/_rerankers/<collection>/<model id>/`` (``CrossEncoder.save_pretrained``).
+A trained model is a directory ``<db>/_rerankers/<collection>/<model id>/`` (``CrossEncoder.save_pretrained``);
+on object storage, the same prefix under the database (uploaded after training, downloaded once per reader
+into a local cache).
 The registry itself -- each model's base, training signal, training-data fingerprint, gate numbers on
 the dev queries and fusion weight, plus which model is promoted -- is one JSON value in the collection
 table's own metadata (key :data:`REGISTRY_KEY`). Keeping it in the table means it travels with the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,15 +85,16 @@ class Registry:
 
 
 def local_db_root(db_uri: str) -> Path:
-    """The database directory. Training writes there, so it needs a local database; an ``s3://`` database's
-    models are uploaded with :func:`upload_model` and read through :func:`model_path`'s local cache."""
+    """The directory of a local database (an object store has none: its models go through
+    :func:`upload_model`, :func:`model_path`'s cache and :func:`remove_models`)."""
     if "://" in db_uri and not db_uri.startswith("file://"):
-        raise RerankerRegistryError(
-            f"re-rankers are trained beside a local database only; {db_uri!r} is an object store. "
-            "Train against a local copy of the collection (--db DIR), then upload the model directory "
-            "under <db>/_rerankers/ (query.registry.upload_model)"
-        )
+        raise RerankerRegistryError(f"{db_uri!r} is an object store, not a local database directory")
     return Path(db_uri.removeprefix("file://"))
+
+
+def rel_models_root(collection: str) -> str:
+    """``_rerankers/<collection>``: where a collection's models live, relative to the database root."""
+    return f"{RERANKERS_DIR}/{collection}"
 
 
 # --------------------------------------------------------------------------- models on object storage
@@ -143,7 +147,7 @@ def _fetch(db_uri: str, rel_path: str) -> Path:
     from pyarrow.fs import FileType, copy_files
 
     target = cache_root(db_uri) / rel_path
-    if (target / _COMPLETE).exists():
+    if (target / COMPLETE_MARKER).exists():
         return target
     fs, base = _s3_filesystem(db_uri)
     remote = f"{base}/{rel_path.strip('/')}"
@@ -154,7 +158,7 @@ def _fetch(db_uri: str, rel_path: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
             copy_files(remote, tmp, source_filesystem=fs)
-            (Path(tmp) / _COMPLETE).touch()
+            (Path(tmp) / COMPLETE_MARKER).touch()
             if not target.exists():
                 os.replace(tmp, target)
                 os.makedirs(tmp)  # TemporaryDirectory removes what it created
@@ -167,12 +171,16 @@ def _fetch(db_uri: str, rel_path: str) -> Path:
 
 
 #: Marks a finished download in the local cache.
-_COMPLETE = ".corpus-search-complete"
+COMPLETE_MARKER = ".corpus-search-complete"
 
 
 def models_root(db_uri: str, collection: str) -> Path:
-    """``<db>/_rerankers/<collection>``: where this collection's trained models are saved."""
-    return local_db_root(db_uri) / RERANKERS_DIR / collection
+    """Where this collection's trained models are saved on this machine: ``<db>/_rerankers/<collection>``,
+    or for an object-store database the local cache of that prefix (models are trained there, then uploaded)."""
+    from query.storage import is_local_uri
+
+    base = local_db_root(db_uri) if is_local_uri(db_uri) else cache_root(db_uri)
+    return base / rel_models_root(collection)
 
 
 def read_registry(table) -> Registry:
@@ -194,6 +202,61 @@ def model_path(db_uri: str, entry: RerankerEntry) -> Path:
     if not is_local_uri(db_uri) and not Path(entry.path).is_absolute():
         return _fetch(db_uri, entry.path)
     return local_db_root(db_uri) / entry.path
+
+
+def model_location(db_uri: str, entry: RerankerEntry) -> str:
+    """Where ``entry``'s model is stored, for display: a local directory or an ``s3://`` URI (no download)."""
+    from query.storage import is_local_uri
+
+    if Path(entry.path).is_absolute():
+        return entry.path
+    if is_local_uri(db_uri):
+        return str(local_db_root(db_uri) / entry.path)
+    return f"{db_uri.rstrip('/')}/{entry.path.strip('/')}"
+
+
+def model_exists(db_uri: str, entry: RerankerEntry) -> bool:
+    """Whether ``entry``'s saved model is there (on object storage: asked of the store, nothing downloaded)."""
+    from query.storage import is_local_uri
+
+    if is_local_uri(db_uri) or Path(entry.path).is_absolute():
+        return model_path(db_uri, entry).is_dir()
+    if (cache_root(db_uri) / entry.path / COMPLETE_MARKER).exists():
+        return True
+    from pyarrow.fs import FileType
+
+    fs, base = _s3_filesystem(db_uri)
+    return fs.get_file_info(f"{base}/{entry.path.strip('/')}").type == FileType.Directory
+
+
+def _inside(rel_path: str) -> bool:
+    """A relative model path strictly inside the database (not its root, no ``..``)."""
+    parts = Path(rel_path).parts
+    return bool(parts) and not Path(rel_path).is_absolute() and ".." not in parts and parts != (".",)
+
+
+def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
+    """Delete model prefixes ``<db>/<rel_path>/`` from object storage and from the local cache; returns the
+    URIs that were there. Paths outside the database, or the root itself, are never touched."""
+    from pyarrow.fs import FileType
+
+    fs, base = _s3_filesystem(db_uri)
+    removed = []
+    for rel in sorted({r.strip("/") for r in rel_paths if _inside(r.strip("/"))}, key=len):
+        if any(rel.startswith(done + "/") for done in removed):
+            continue  # inside a prefix already deleted (the collection's directory holds all its models)
+        remote = f"{base}/{rel}"
+        try:
+            if fs.get_file_info(remote).type == FileType.Directory:
+                fs.delete_dir(remote)
+                removed.append(rel)
+        except OSError as exc:
+            from query.storage import redact
+
+            raise RerankerRegistryError(f"cannot remove re-ranker {rel!r} of {db_uri!r}: "
+                                        f"{redact(str(exc)).splitlines()[0]}") from None
+        shutil.rmtree(cache_root(db_uri) / rel, ignore_errors=True)
+    return [f"{db_uri.rstrip('/')}/{rel}" for rel in removed]
 
 
 def promoted_model(table, db_uri: str) -> tuple[RerankerEntry, Path] | None:

@@ -165,12 +165,9 @@ def list_collections(db_uri: str | None = None) -> list[dict]:
 
 
 def _reranker_dirs(db_uri: str, table, collection: str) -> list[Path]:
-    """Directories of the collection's trained re-rankers that live under the database (the rest are the user's)."""
+    """Directories of the collection's trained re-rankers that live under a local database (the rest are the user's)."""
     from query.registry import local_db_root, model_path, models_root, read_registry
-    from query.storage import is_local_uri
 
-    if not is_local_uri(db_uri):
-        return []
     root = local_db_root(db_uri).resolve()
     dirs = [models_root(db_uri, collection)]
     try:
@@ -186,11 +183,39 @@ def _reranker_dirs(db_uri: str, table, collection: str) -> list[Path]:
     return inside
 
 
+def _stored_rerankers(db_uri: str, table, collection: str) -> list[str]:
+    """What dropping the collection removes of its re-rankers: local directories under the database, or
+    for an object store the model prefixes relative to it. Read before the table goes (it holds the registry)."""
+    from query.registry import read_registry, rel_models_root
+    from query.storage import is_local_uri
+
+    if is_local_uri(db_uri):
+        return [str(d) for d in _reranker_dirs(db_uri, table, collection)]
+    rel = [rel_models_root(collection)]
+    try:
+        rel += [e.path for e in read_registry(table).models]  # remove_models skips absolute (local) paths
+    except (ValueError, TypeError, KeyError):
+        pass
+    return rel
+
+
+def _remove_rerankers(db_uri: str, stored: list[str]) -> list[str]:
+    """Delete what :func:`_stored_rerankers` listed; returns where the removed models were."""
+    from query.registry import remove_models
+    from query.storage import is_local_uri
+
+    if not is_local_uri(db_uri):
+        return remove_models(db_uri, stored)
+    for d in stored:
+        shutil.rmtree(d)
+    return stored
+
+
 def drop_collection(name: str, db_uri: str | None = None) -> dict:
     """Remove collection ``name``: its table, its internal tables ``name__*`` and its re-rankers under the db.
 
     Takes the writer lock, so an index run of the collection finishes first. Returns what went:
-    ``collection``, ``rows``, ``tables_dropped`` and ``rerankers_removed`` (directories).
+    ``collection``, ``rows``, ``tables_dropped`` and ``rerankers_removed`` (directories, or ``s3://`` prefixes).
     Raises ``CollectionNotFoundError`` for an unknown collection.
     """
     from query.schema import validate_collection_name
@@ -204,17 +229,17 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
         names = require_collection(db, name)  # again, under the lock: another drop may have won
         table = db.open_table(name)
         rows = table.count_rows()
-        rerankers = _reranker_dirs(db_uri, table, name)
+        stored = _stored_rerankers(db_uri, table, name)
         dropped = []
         # Internal tables first: if the process dies half-way, the collection is still listed and can be dropped again.
         for t in [*internal_tables(names, name), name]:
             db.drop_table(t)
             dropped.append(t)
-        for d in rerankers:
-            shutil.rmtree(d)
+        # Models last: a crash before here leaves them, never a collection whose promoted model is gone.
+        rerankers = _remove_rerankers(db_uri, stored)
     log.info("dropped collection %s: %d rows, tables %s, re-rankers %s", name, rows, dropped, rerankers)
     return {"collection": name, "rows": rows, "tables_dropped": dropped,
-            "rerankers_removed": [str(d) for d in rerankers]}
+            "rerankers_removed": rerankers}
 
 
 # --------------------------------------------------------------------------- delete documents

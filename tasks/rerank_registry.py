@@ -1,7 +1,8 @@
 """Write side of the re-ranker registry (read side: :mod:`query.registry`): record, promote, list.
 
 Every change is one table-metadata commit made under the collection's writer lock, so it never races
-an index run.
+an index run. On an object-store database a model is trained in the local cache of its prefix, then
+uploaded (:func:`publish`) before the registry names it, so a reader never finds an entry without its model.
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from query.registry import (
+    COMPLETE_MARKER,
     RerankerEntry,
     RerankerRegistryError,
     local_db_root,
-    model_path,
+    model_exists,
+    model_location,
     models_root,
     read_registry,
+    rel_models_root,
+    upload_model,
     write_registry,
 )
+from query.storage import is_local_uri
 from tasks.lock import writer_lock
 
 
@@ -31,10 +37,23 @@ def default_out_dir(db_uri: str, collection: str, model_id: str) -> Path:
 
 
 def stored_path(db_uri: str, directory: str | Path) -> str:
-    """How the registry records a model directory: relative to the database when inside it, else absolute."""
+    """How the registry records a local database's model directory: relative to the database when inside
+    it, else absolute."""
     d = Path(directory).resolve()
     root = local_db_root(db_uri).resolve()
     return str(d.relative_to(root)) if d.is_relative_to(root) else str(d)
+
+
+def publish(db_uri: str, collection: str, model_id: str, directory: str | Path) -> str:
+    """Make the saved model ``directory`` reachable by every reader of the database; returns the path the
+    registry records. Local: the directory where it is. Object store: uploaded to
+    ``<db>/_rerankers/<collection>/<model_id>/`` (from any local directory, ``--out`` included)."""
+    if is_local_uri(db_uri):
+        return stored_path(db_uri, directory)
+    rel = upload_model(db_uri, directory, f"{rel_models_root(collection)}/{model_id}")
+    if Path(directory).resolve() == (models_root(db_uri, collection) / model_id).resolve():
+        (Path(directory) / COMPLETE_MARKER).touch()  # trained in the cache: this reader need not download it
+    return rel
 
 
 def _open(db_uri: str, collection: str):
@@ -61,8 +80,8 @@ def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry
         table = _open(db_uri, collection)
         reg = read_registry(table)
         entry = reg.get(model_id) if model_id else None
-        if entry is not None and not model_path(db_uri, entry).is_dir():
-            raise RerankerRegistryError(f"re-ranker {model_id!r} has no saved model at {model_path(db_uri, entry)}")
+        if entry is not None and not model_exists(db_uri, entry):
+            raise RerankerRegistryError(f"re-ranker {model_id!r} has no saved model at {model_location(db_uri, entry)}")
         reg.promoted = model_id
         write_registry(table, reg)
         return entry
@@ -73,7 +92,7 @@ def listing(db_uri: str, collection: str) -> dict:
     reg = read_registry(_open(db_uri, collection))
     models = []
     for e in reg.models:
-        models.append({"id": e.id, "promoted": e.id == reg.promoted, "path": str(model_path(db_uri, e)),
+        models.append({"id": e.id, "promoted": e.id == reg.promoted, "path": model_location(db_uri, e),
                        "created": e.created, "base": e.base, "signal": e.signal, "alpha": e.alpha,
                        "dev": e.dev, "train": e.train, "fingerprint": e.fingerprint})
     return {"collection": collection, "promoted": reg.promoted, "models": models}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -195,5 +196,8 @@ def train_cross_encoder(
     steps = trainer.state.global_step
     with _quiet_transformers():
         model.save_pretrained(str(out))
+    # The trainer's output_dir holds nothing with save_strategy="no"; left behind it would travel with the
+    # model (an empty "directory" object on S3).
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return TrainResult(str(out), steps, steps * BATCH_QUERIES * pairs_per_query, round(time.monotonic() - t0, 1),
                        state["stopped"], prec)

@@ -310,3 +310,39 @@ def test_a_promoted_reranker_stored_on_s3_is_downloaded_once_and_used(run_index,
         if key.startswith("lancedb/_rerankers/"):
             s3_server.client().delete_object(Bucket=bucket, Key=key)
     assert Searcher(db_uri=s3_db, collection="notes").active_reranker().name == "notes re-ranker m1"
+
+
+def test_train_reranker_on_an_s3_collection_uploads_the_model_and_drop_removes_it(run_index, s3_server, s3_db,
+                                                                                   tmp_path, monkeypatch):
+    from flows.train_reranker import train_reranker
+    from query import Searcher
+    from query.registry import cache_root
+    from tasks.collections import drop_collection
+    from tasks.rerank_registry import listing
+    from tests._models import build_cross_encoder
+
+    bucket = s3_db.split("/")[2]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "trainer-cache"))
+    run_index([EXAMPLES / "articles", NOTES], collection="notes", db=s3_db)
+    base = build_cross_encoder(tmp_path / "base", num_labels=1, body="tiny-bert")
+    result = train_reranker("notes", db_uri=s3_db, base=str(base), self_supervised=True, promote="always",
+                            time_budget=5)
+    prefix = f"lancedb/_rerankers/notes/{result['id']}/"
+    assert result["promoted"] and result["stored"] == f"{s3_db}/_rerankers/notes/{result['id']}"
+    assert any(k == prefix + "config.json" for k in s3_server.keys(bucket))
+    assert not [k for k in s3_server.keys(bucket) if "/checkpoints/" in k or k.endswith(".corpus-search-complete")]
+
+    # Another machine (another cache): listing downloads nothing; a search downloads the promoted model once.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "reader-cache"))
+    listed = listing(s3_db, "notes")
+    assert listed["promoted"] == result["id"] and listed["models"][0]["path"] == result["stored"]
+    assert not cache_root(s3_db).exists()
+    searcher = Searcher(db_uri=s3_db, collection="notes")
+    assert searcher.active_reranker().name == f"notes re-ranker {result['id']}"
+    assert (cache_root(s3_db) / "_rerankers" / "notes" / result["id"] / "config.json").is_file()
+
+    dropped = drop_collection("notes", db_uri=s3_db)
+    assert dropped["rerankers_removed"] == [f"{s3_db}/_rerankers/notes"]
+    # (pyarrow keeps an empty "lancedb/_rerankers/" directory marker; no model object is left)
+    assert [k for k in s3_server.keys(bucket) if k.startswith("lancedb/_rerankers/notes")] == []
+    assert not (cache_root(s3_db) / "_rerankers" / "notes").exists()
