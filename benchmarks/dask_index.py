@@ -60,11 +60,10 @@ def child(mode: str, dump: str, db: str, workers: int, batch: int) -> None:
     if mode == "dask":
         from distributed import Client, LocalCluster
 
-        from flows.runners import thread_env
+        from flows.runners import local_cluster_kwargs
 
         t0 = time.perf_counter()
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               env=thread_env(max(1, (os.cpu_count() or 1) // workers)))
+        cluster = LocalCluster(**local_cluster_kwargs(workers))  # the cluster `--workers N` starts
         client = Client(cluster)
         client.run(lambda: bi_encoder_from_settings() and None)  # the model, once per worker, before timing
         out["cluster_start_s"] = round(time.perf_counter() - t0, 2)

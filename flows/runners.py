@@ -5,8 +5,11 @@ One function, :func:`task_runner`, decides from the run's settings (``workers``,
 variables) all get the same behaviour without choosing a runner themselves.
 
 - ``dask_address`` set: the running cluster at that address (checked before the run starts).
-- ``workers`` = N > 0: a ``LocalCluster`` of N single-threaded worker processes, started for the run
-  and stopped after it. Each worker's torch gets an equal share of this machine's cores.
+- ``workers`` = N > 0: a ``LocalCluster`` of N worker processes, started for the run and stopped after
+  it. Each worker's torch gets an equal share of this machine's cores. Each worker has two threads and
+  one ``encoder`` resource: one thread encodes while the other reads and splits the next batch, as the
+  in-process pipeline does (a cluster of your own gets the same with ``dask worker --nthreads 2
+  --resources encoder=1``; without the resource its workers run shards as their threads allow).
 - ``workers`` = 0 on a machine with k >= 2 CUDA devices (device auto or cuda): one worker per GPU, each
   seeing only its own device (``CUDA_VISIBLE_DEVICES``), so that k encoders run side by side.
 - otherwise: ``None``, the shards run in threads of the flow process (pipelined, see ``pipeline_depth``).
@@ -27,6 +30,11 @@ from query.settings import Settings
 
 #: Batches in flight per Dask worker: one encoding, one being read and split.
 BATCHES_PER_WORKER = 2
+#: The Dask resource an encode shard holds. A worker that declares one unit of it encodes one slice at a
+#: time, and its other thread prepares (reads, splits) the next batch meanwhile.
+ENCODER_RESOURCE = "encoder"
+#: Threads of each worker the run starts: one encoding, one preparing.
+WORKER_THREADS = 2
 #: Batches in flight in one process: the next one is read and split while the current one encodes.
 IN_PROCESS_DEPTH = 2
 #: How long the scheduler of ``--dask-address`` may take to accept a connection before the run fails.
@@ -97,7 +105,7 @@ def gpu_worker_specs(gpus: int, workers: int = 0, cpus: int | None = None) -> di
     threads = max(1, (cpus or os.cpu_count() or 1) // n)
     return {
         f"gpu-{i}": {"cls": Nanny, "options": {
-            "nthreads": 1,
+            "nthreads": WORKER_THREADS, "resources": {ENCODER_RESOURCE: 1},
             "env": {"CUDA_VISIBLE_DEVICES": str(i % gpus), **thread_env(threads)},
         }}
         for i in range(n)
@@ -121,10 +129,14 @@ def task_runner(settings: Settings):
         scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
         return DaskTaskRunner(cluster_class=SpecCluster, cluster_kwargs={
             "scheduler": scheduler, "workers": gpu_worker_specs(gpus, settings.workers), "name": "corpus-search-gpus"})
-    threads = max(1, (os.cpu_count() or 1) // settings.workers)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
-        "n_workers": settings.workers, "threads_per_worker": 1, "processes": True,
-        "dashboard_address": None, "env": thread_env(threads)})
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=local_cluster_kwargs(settings.workers))
+
+
+def local_cluster_kwargs(workers: int) -> dict[str, Any]:
+    """``LocalCluster`` arguments of a run's ``--workers N`` cluster (benchmarks start the same one)."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return {"n_workers": workers, "threads_per_worker": WORKER_THREADS, "processes": True,
+            "dashboard_address": None, "env": thread_env(threads), "resources": {ENCODER_RESOURCE: 1}}
 
 
 def _uses_cuda(settings: Settings) -> bool:
@@ -157,9 +169,10 @@ def api_for_workers(runner) -> Iterator[None]:
         yield
 
 
-def dask_workers(runner) -> int:
-    """Workers the Dask cluster of ``runner`` has now (connecting to it, or starting it, if need be)."""
-    return len(runner.client.scheduler_info().get("workers", {}))
+def declares_encoder(workers: dict[str, dict]) -> bool:
+    """Whether every worker (``Client.scheduler_info()["workers"]``) declares the encoder resource. Only
+    then may encode shards ask for it: a task that asks for a resource no worker has would wait forever."""
+    return bool(workers) and all((w.get("resources") or {}).get(ENCODER_RESOURCE, 0) >= 1 for w in workers.values())
 
 
 def pipeline_depth(settings: Settings, runner, workers: int = 0) -> int:
@@ -212,7 +225,9 @@ class Shards:
         from tasks import stages
 
         self.settings, self.runner = settings, runner
-        self.workers = dask_workers(runner) if runner is not None else 0
+        info = runner.client.scheduler_info().get("workers", {}) if runner is not None else {}
+        self.workers = len(info)
+        self.encoder_resource = declares_encoder(info)
         self.depth = pipeline_depth(settings, runner, self.workers)
         self.remote = runner is not None
         self._prepare = stages.prepare_batch
@@ -250,10 +265,14 @@ class Shards:
         if self.runner is None:
             prepared = prepare.submit(work, self.settings)
             return prepared, self._encode.submit(prepared, self.settings)
+        import dask
+
         prepared = self.runner.submit(prepare, parameters={"work": work, "settings": self.settings})
         # Each batch's encode is cut into one slice per worker: with whole batches, the last batches of a run
         # kept one worker busy while the others idled (2 workers, 11 batches: encoding 88 % of the time).
         parts = max(1, self.workers)
-        encoded = [self.runner.submit(self._encode, parameters={
-            "prepared": prepared, "settings": self.settings, "part": i, "parts": parts}) for i in range(parts)]
+        # dask.annotate sets Dask's (process-wide) config; only this flow thread submits shards.
+        with dask.annotate(resources={ENCODER_RESOURCE: 1}) if self.encoder_resource else contextlib.nullcontext():
+            encoded = [self.runner.submit(self._encode, parameters={
+                "prepared": prepared, "settings": self.settings, "part": i, "parts": parts}) for i in range(parts)]
         return prepared, encoded[0] if parts == 1 else _Joined(encoded)

@@ -5,7 +5,7 @@ then the Hugging Face cache, then the hub only when not offline) and fail with o
 :class:`~query.errors.ModelUnavailableError`; a cross-encoder's checkpoint is then inspected by
 :func:`query.cross_encoder.inspect_cross_encoder` (untrained head, label count, length limit).
 
-Models are loaded once per process (``functools.cache``) and never passed between Prefect tasks:
+Models are loaded once per process (:func:`once_per_process`) and never passed between Prefect tasks:
 every stage asks this module for the model it needs.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 
 from query.bi_encoder import MIN_AGREEMENT_COSINE, BiEncoder, agreement
@@ -85,7 +86,22 @@ def _construct_cross_encoder(
     )
 
 
-@functools.cache
+def once_per_process(fn):
+    """``functools.cache`` that also loads once when threads ask at the same time (a Dask worker's two
+    threads, a search service's request threads): a plain cache lets each concurrent miss load its own copy."""
+    cached = functools.cache(fn)
+    lock = threading.Lock()
+
+    @functools.wraps(fn)
+    def load(*args, **kwargs):
+        with lock:  # uncontended after the first load: ~0.1 us per call
+            return cached(*args, **kwargs)
+
+    load.cache_info, load.cache_clear = cached.cache_info, cached.cache_clear
+    return load
+
+
+@once_per_process
 def load_bi_encoder(
     name: str,
     *,
@@ -139,7 +155,7 @@ def load_cross_encoder(name_or_path: str, *, device: str = "cpu", max_length: in
     return model
 
 
-@functools.cache
+@once_per_process
 def load_reranker(
     name: str,
     *,

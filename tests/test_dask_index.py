@@ -1,8 +1,8 @@
 """The index flow on a real Dask cluster (prefect-dask): same table as one process, models once per worker,
 a killed worker's shard redone without duplicates, and the CLI's --workers / --dask-address.
 
-One LocalCluster (2 single-threaded worker processes) is shared by the module and reached by address,
-as ``--dask-address`` does; ``--workers N`` builds the same kind of cluster through prefect-dask.
+One LocalCluster (2 worker processes of 2 threads and one ``encoder`` resource each, the cluster
+``--workers 2`` starts) is shared by the module and reached by address, as ``--dask-address`` does.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ def cluster():
     """A LocalCluster this module owns (so that tests can kill its workers), as a running scheduler address."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
-            Client(lc) as client:
+    from flows.runners import local_cluster_kwargs
+
+    with LocalCluster(**local_cluster_kwargs(2)) as lc, Client(lc) as client:
         yield lc.scheduler_address, client
 
 
@@ -155,7 +156,7 @@ def test_cli_dask_address_runs_the_shards_on_that_cluster(prefect_harness, clust
     assert "shards on a Dask cluster of 2 workers" in out.stderr + out.stdout
 
 
-def test_workers_setting_starts_a_local_cluster_of_single_threaded_worker_processes():
+def test_workers_setting_starts_a_local_cluster_whose_workers_encode_one_slice_while_preparing_the_next():
     from prefect_dask import DaskTaskRunner
 
     from flows.runners import pipeline_depth, task_runner
@@ -165,7 +166,8 @@ def test_workers_setting_starts_a_local_cluster_of_single_threaded_worker_proces
     assert isinstance(runner, DaskTaskRunner)
     assert runner.cluster_class == "distributed.LocalCluster"
     kw = runner.cluster_kwargs
-    assert (kw["n_workers"], kw["threads_per_worker"], kw["processes"]) == (3, 1, True)
+    assert (kw["n_workers"], kw["threads_per_worker"], kw["processes"]) == (3, 2, True)
+    assert kw["resources"] == {"encoder": 1}
     assert kw["env"]["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 3))
     assert pipeline_depth(Settings(workers=3), runner, workers=3) == 6
     assert task_runner(Settings(device="cpu")) is None  # in process
@@ -199,10 +201,22 @@ def test_one_worker_per_gpu_each_seeing_only_its_device():
     specs = gpu_worker_specs(4, cpus=16)
     assert sorted(specs) == ["gpu-0", "gpu-1", "gpu-2", "gpu-3"]
     assert [s["options"]["env"]["CUDA_VISIBLE_DEVICES"] for s in specs.values()] == ["0", "1", "2", "3"]
-    assert all(s["cls"] is Nanny and s["options"]["nthreads"] == 1 for s in specs.values())
+    assert all(s["cls"] is Nanny and s["options"]["nthreads"] == 2 for s in specs.values())
+    assert all(s["options"]["resources"] == {"encoder": 1} for s in specs.values())
     assert specs["gpu-0"]["options"]["env"]["OMP_NUM_THREADS"] == "4"
     # More workers than GPUs: spread round-robin.
     assert [s["options"]["env"]["CUDA_VISIBLE_DEVICES"] for s in gpu_worker_specs(2, workers=4).values()] == \
         ["0", "1", "0", "1"]
     with pytest.raises(ValueError):
         gpu_worker_specs(0)
+
+
+def test_encode_shards_ask_for_the_encoder_resource_only_where_every_worker_declares_it(cluster):
+    from flows.runners import declares_encoder
+
+    _, client = cluster
+    assert declares_encoder(client.scheduler_info()["workers"])  # the module's cluster, as --workers starts it
+    # A cluster of the user's own without the resource (or with it on some workers only): shards must not
+    # ask for it, or they would wait for ever.
+    assert not declares_encoder({"tcp://a": {"resources": {}}, "tcp://b": {"resources": {"encoder": 1}}})
+    assert not declares_encoder({})

@@ -262,3 +262,26 @@ def test_low_precision_does_not_modify_the_callers_model(loaded):
     Reranker(ce, precision="bf16").score(QUERY, PASSAGES)
     Reranker(ce, precision="bf16+fp32").score(QUERY, PASSAGES)
     assert {p.dtype for p in ce.parameters()} == {torch.float32}
+
+
+def test_a_model_asked_for_by_two_threads_at_once_is_loaded_once():
+    import threading
+    import time
+
+    from query.models import once_per_process
+
+    loads = []
+
+    @once_per_process
+    def load(name: str) -> object:
+        loads.append(name)
+        time.sleep(0.2)  # a load takes long enough for the other thread to ask meanwhile
+        return object()
+
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(load("m"))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loads == ["m"] and got[0] is got[1] and load.cache_info().misses == 1
