@@ -27,8 +27,27 @@ class EncodeProgress(Protocol):
     def encoded(self, n: int) -> None: ...
 
 
-#: Texts per progress step when someone watches (at least 4 encoder batches per ``encode`` call).
+#: Texts per ``encode`` call (at least 4 encoder batches per call): progress is reported after each.
 MIN_PROGRESS_STEP = 256
+
+
+def encode_step(batch_size: int, chunk_size: int) -> int:
+    """Texts per ``encode`` call of :func:`encode_in_chunks`. The same whether anyone watches or not, so that
+    the encoder's length-sorted batches -- and so the vectors, bit for bit -- do not depend on who runs it:
+    a Dask worker's slice starts on a step boundary and makes the same batches as one process does."""
+    return min(chunk_size, max(MIN_PROGRESS_STEP, 4 * batch_size))
+
+
+def slice_bounds(n: int, part: int, parts: int, step: int) -> tuple[int, int]:
+    """``[lo, hi)`` of the ``part``-th of ``parts`` near-equal slices of ``n`` texts, cut on ``step``
+    boundaries; plain equal cuts where that would leave a slice empty (too few texts to matter)."""
+    def cut(k: int, unit: int) -> int:
+        return min(n, round(n * k / parts / unit) * unit)
+
+    unit = step if all(cut(k, step) < cut(k + 1, step) for k in range(parts)) or n < parts else 1
+    lo, hi = cut(part, unit), cut(part + 1, unit)
+    return lo, (n if part == parts - 1 else hi)
+
 
 #: The reporter of the current run (see :func:`reporting_to`); None: nobody is watching.
 _reporter: contextvars.ContextVar[EncodeProgress | None] = contextvars.ContextVar("encode_progress", default=None)
@@ -70,10 +89,8 @@ def encode_in_chunks(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     progress = progress if progress is not None else _reporter.get()
-    step = chunk_size
-    if progress is not None:
-        # A chunk of 2048 is minutes of CPU encoding: report in smaller steps (measured: no slower per text).
-        step = min(chunk_size, max(MIN_PROGRESS_STEP, 4 * encoder.batch_size))
+    # A chunk of 2048 is minutes of CPU encoding: smaller steps report progress (measured: no slower per text).
+    step = encode_step(encoder.batch_size, chunk_size)
     out = np.empty((len(texts), encoder.dim), dtype=np.float32)
     if progress is not None and texts:
         progress.planned(len(texts))

@@ -23,7 +23,7 @@ from query.models import bi_encoder_from_settings, canonical_model_name
 from query.schema import IndexMetadata, articles_table_name, check_compatible
 from query.settings import Settings
 from tasks import heap, store, versions
-from tasks.encode import encode_in_chunks
+from tasks.encode import encode_in_chunks, encode_step, slice_bounds
 from tasks.fetch import (
     HttpOptions,
     SourceSpec,
@@ -463,12 +463,16 @@ def encode_prepared(prepared: PreparedBatch, settings: Settings, part: int = 0, 
         return Encoded(np.empty((0, 0), dtype=np.float32), 0.0, None)
     texts = prepared.texts
     if parts > 1:
-        texts = texts[len(texts) * part // parts : len(texts) * (part + 1) // parts]
+        lo, hi = slice_bounds(len(texts), part, parts, encode_step(settings.batch_size, settings.encode_chunk_size))
+        texts = texts[lo:hi]
+    tuned = heap.keep_large_blocks()  # on a Dask worker: 1.5x faster encodes (see there)
     encoder = bi_encoder_from_settings(settings)
     # copy_context: the run's progress reporter (a context variable) goes along to the encode thread.
     job = _encode_thread.submit(contextvars.copy_context().run, encode_in_chunks, encoder, texts,
                                 settings.encode_chunk_size)
     vectors, seconds = job.result()
+    if tuned:
+        heap.trim()  # the activations' blocks now stay in the heap: give them back between slices
     return Encoded(vectors, seconds, index_metadata(settings))
 
 

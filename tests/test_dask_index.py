@@ -220,3 +220,43 @@ def test_encode_shards_ask_for_the_encoder_resource_only_where_every_worker_decl
     # ask for it, or they would wait for ever.
     assert not declares_encoder({"tcp://a": {"resources": {}}, "tcp://b": {"resources": {"encoder": 1}}})
     assert not declares_encoder({})
+
+
+PROBE = """
+import ctypes, json
+from tasks.heap import keep_large_blocks
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+
+def mmapped_after_1mib_malloc():
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(1 << 20)
+    mapped = libc.mallinfo2().hblks - before
+    libc.free(ctypes.c_void_p(block))
+    return mapped
+
+print(json.dumps([mmapped_after_1mib_malloc(), keep_large_blocks(), mmapped_after_1mib_malloc()]))
+"""
+
+
+@pytest.mark.parametrize("env, changed", [({"MALLOC_TRIM_THRESHOLD_": "65536"}, True),  # as Dask's nanny sets
+                                          ({"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_MMAP_THRESHOLD_": "131072"}, False),
+                                          ({}, False)])
+def test_a_worker_whose_trim_threshold_is_set_serves_tensor_sized_blocks_from_the_heap_again(env, changed):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env={**base, "PYTHONPATH": str(REPO), **env})
+    if "mallinfo2" in out.stderr:
+        pytest.skip("not glibc >= 2.33")
+    assert out.returncode == 0, out.stderr
+    before, did, after = json.loads(out.stdout)
+    assert did is changed
+    if env:  # a set threshold fixes glibc's mmap threshold: a 1 MiB block is its own mmap ...
+        assert before == 1
+        assert after == (0 if changed else 1)  # ... until the call puts it back in the heap; a user's own stays
