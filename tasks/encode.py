@@ -40,13 +40,11 @@ def encode_step(batch_size: int, chunk_size: int) -> int:
 
 def slice_bounds(n: int, part: int, parts: int, step: int) -> tuple[int, int]:
     """``[lo, hi)`` of the ``part``-th of ``parts`` near-equal slices of ``n`` texts, cut on ``step``
-    boundaries; plain equal cuts where that would leave a slice empty (too few texts to matter)."""
-    def cut(k: int, unit: int) -> int:
-        return min(n, round(n * k / parts / unit) * unit)
+    boundaries (so a batch of under two steps goes to one slice whole: identical vectors before balance)."""
+    def cut(k: int) -> int:
+        return n if k >= parts else min(n, round(n * k / parts / step) * step)
 
-    unit = step if all(cut(k, step) < cut(k + 1, step) for k in range(parts)) or n < parts else 1
-    lo, hi = cut(part, unit), cut(part + 1, unit)
-    return lo, (n if part == parts - 1 else hi)
+    return cut(part), cut(part + 1)
 
 
 #: The reporter of the current run (see :func:`reporting_to`); None: nobody is watching.

@@ -94,14 +94,13 @@ def test_a_run_holds_no_written_batchs_paragraphs_or_vectors(prefect_harness, tm
 
 @pytest.mark.parametrize("n", [0, 1, 7, 100, 255, 256, 490, 511, 512, 980, 2049])
 @pytest.mark.parametrize("parts", [1, 2, 3, 4])
-def test_encode_slices_tile_the_batch_and_start_on_the_encoders_steps_whenever_each_can_have_one(n, parts):
+def test_encode_slices_tile_the_batch_near_equally_and_start_on_the_encoders_steps(n, parts):
     from tasks.encode import slice_bounds
 
     step = 256
     bounds = [slice_bounds(n, i, parts, step) for i in range(parts)]
     assert bounds[0][0] == 0 and bounds[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:])) and all(lo <= hi for lo, hi in bounds)
-    if n >= parts * step:  # room for a step per slice: every cut is on a step, so one process's batches recur
-        assert all(lo % step == 0 for lo, _ in bounds) and all(hi > lo for lo, hi in bounds)
-    elif n >= parts:  # too few texts for that: balanced instead
-        assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= max(1, step)
+    # Every cut on a step: each slice makes the encoder batches one process makes, so the vectors are equal.
+    assert all(lo % step == 0 or lo == hi == n for lo, hi in bounds)
+    assert all(hi - lo <= n / parts + step for lo, hi in bounds)  # and no slice more than a step over its share
