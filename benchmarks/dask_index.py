@@ -5,9 +5,9 @@
 
 Each run is a fresh process indexing the same SciFact slice into a fresh database (under a temporary
 directory that is deleted): ``single`` runs the shards in the flow process (pipelined, the default);
-``dask`` starts a LocalCluster of ``--workers`` single-threaded worker processes (each torch gets
-cores/workers threads, as ``--workers N`` does), loads the model on every worker, then indexes with
-``dask_address``. Models are loaded before timing in both (once per process); the cluster's start and
+``dask`` starts the LocalCluster that ``--workers N`` starts (``flows.runners.local_cluster_kwargs``:
+N worker processes of 2 threads and one encoder resource, each torch with cores/N threads), loads the
+model on every worker, then indexes with ``dask_address``. Models are loaded before timing in both (once per process); the cluster's start and
 the workers' model loads are reported apart. Runs alternate (single, dask, single, ...) and the
 medians are compared: on a 2-core machine the target is overhead, not speed-up (ratio >= 0.9).
 Prints one JSON line per run and a final summary line.
@@ -136,7 +136,7 @@ def main() -> None:
         print(json.dumps({
             "docs": args.docs, "paragraphs": results["single"][0]["paragraphs"], "workers": args.workers,
             "rounds": args.rounds, "single_paragraphs_per_s": single, "dask_paragraphs_per_s": dask,
-            "ratio": round(dask / single, 3), "identical_table": identical,
+            "ratio": round(dask / single, 3), "identical_table": identical, "same_rows": rows_a == rows_b,
             "max_abs_vector_diff": float(np.abs(vec_a - vec_b).max()) if vec_a.shape == vec_b.shape else None,
             "single_flow_peak_rss_mb": max(r["flow_peak_rss_mb"] for r in results["single"]),
             "dask_flow_peak_rss_mb": max(r["flow_peak_rss_mb"] for r in results["dask"]),
