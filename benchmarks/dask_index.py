@@ -16,10 +16,8 @@ Prints one JSON line per run and a final summary line.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -28,25 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from deployments.prefect_env import prefect_environment
-
-prefect_environment()
-
-
-def write_subset(corpus: Path, docs: int, out: Path) -> Path:
-    with open(corpus, encoding="utf-8") as src, open(out, "w", encoding="utf-8") as dst:
-        dst.writelines(itertools.islice(src, docs))
-    return out
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _flow_bench import REPO, peak_rss_mb, write_subset  # noqa: E402 - first: it sets up the environment Prefect reads
 
 
 def child(mode: str, dump: str, db: str, workers: int, batch: int) -> None:
@@ -95,7 +76,8 @@ def table_fingerprint(db: str) -> tuple[list, object]:
 
 
 def run(mode: str, dump: Path, db: Path, workers: int, batch: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # benchmarks/ too: the workers unpickle peak_rss_mb from _flow_bench
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "benchmarks")])}
     proc = subprocess.run([sys.executable, __file__, "--child", mode, str(dump), str(db), str(workers), str(batch)],
                           cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

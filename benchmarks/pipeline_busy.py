@@ -15,10 +15,8 @@ cores, so wall time is the number to watch there. Runs alternate; medians are re
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -27,14 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from deployments.prefect_env import prefect_environment
-
-prefect_environment()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _flow_bench import REPO, peak_rss_mb, write_subset  # noqa: E402 - first: it sets up the environment Prefect reads
 
 
 def child(depth: int, dump: str, db: str, batch: int) -> None:
@@ -49,7 +41,7 @@ def child(depth: int, dump: str, db: str, batch: int) -> None:
     print(json.dumps({"pipeline_depth": depth, "paragraphs": summary["paragraphs_encoded"], "wall_s": round(wall, 2),
                       "encode_s": summary["encode_seconds"], "busy": round(summary["encode_seconds"] / wall, 3),
                       "paragraphs_per_s": round(summary["paragraphs_encoded"] / wall, 1),
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+                      "peak_rss_mb": round(peak_rss_mb(), 1)}))
 
 
 def main() -> None:
@@ -67,9 +59,7 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="pipeline-busy-bench-"))
     try:
-        dump = tmp / "corpus.jsonl"
-        with open(args.corpus, encoding="utf-8") as src, open(dump, "w", encoding="utf-8") as dst:
-            dst.writelines(itertools.islice(src, args.docs))
+        dump = write_subset(Path(args.corpus), args.docs, tmp / "corpus.jsonl")
         runs: dict[int, list[dict]] = {0: [], args.depth: []}
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         for i in range(args.rounds):
