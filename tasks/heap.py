@@ -35,9 +35,9 @@ def keep_large_blocks() -> bool:
 
     Setting ``MALLOC_TRIM_THRESHOLD_`` switches that dynamic threshold off, and Dask's nanny sets it
     (64 KiB) for every worker: every block over 128 KiB -- each activation tensor of an encode -- then is a
-    fresh mmap, faulted in page by page and unmapped when freed. Measured: MiniLM on one bf16 thread
-    encoded 24.7 texts/s so, 36.3 without the variable, 37.2 with it and this call
-    (``benchmarks/RESULTS.md``, "Dask (2 workers)"). A user's own ``MALLOC_MMAP_THRESHOLD_`` is left alone;
+    fresh mmap, faulted in page by page and unmapped when freed. Measured (``benchmarks/malloc_encode.py``):
+    MiniLM on one bf16 thread encoded 26.6 texts/s so, 39.0 without the variable, 38.6 with it and this
+    call; a 1-8 MiB threshold does not help (``benchmarks/RESULTS.md``, "Dask (2 workers)"). A user's own ``MALLOC_MMAP_THRESHOLD_`` is left alone;
     without either variable glibc's dynamic threshold already does this. Returns whether it changed it.
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
