@@ -166,9 +166,9 @@ def train_reranker(
 ) -> dict:
     """Train a re-ranker for ``collection`` and promote it if it beats what the collection has (``auto``)."""
     from query.devices import resolve_device
+    from query.registry import model_location
     from tasks.rerank_data import check_signal, fingerprint
     from tasks.rerank_gate import decide
-    from query.registry import model_location
     from tasks.rerank_registry import default_out_dir, new_model_id
 
     log = get_run_logger()

@@ -126,6 +126,26 @@ def _s3_filesystem(db_uri: str):
     return S3FileSystem(**kwargs), db_uri.removeprefix("s3://").rstrip("/")
 
 
+def _is_dir(fs, path: str) -> bool:
+    """Whether ``path`` is a directory (a prefix holding objects) on the object store ``fs``."""
+    from pyarrow.fs import FileType
+
+    return fs.get_file_info(path).type == FileType.Directory
+
+
+def _uri(db_uri: str, rel_path: str) -> str:
+    """The ``s3://`` URI of ``<db>/<rel_path>``."""
+    return f"{db_uri.rstrip('/')}/{rel_path.strip('/')}"
+
+
+def _store_error(doing: str, rel_path: str, db_uri: str, exc: OSError) -> RerankerRegistryError:
+    """One line for a failed object-store operation on a model, with no credential in it."""
+    from query.storage import redact
+
+    return RerankerRegistryError(f"cannot {doing} re-ranker {rel_path!r} of {db_uri!r}: "
+                                 f"{redact(str(exc)).splitlines()[0]}")
+
+
 def upload_model(db_uri: str, directory: str | Path, rel_path: str) -> str:
     """Copy a saved model ``directory`` to ``<db>/<rel_path>/`` on object storage; returns ``rel_path``
     (what the registry records as the entry's ``path``)."""
@@ -144,7 +164,7 @@ def cache_root(db_uri: str) -> Path:
 
 def _fetch(db_uri: str, rel_path: str) -> Path:
     """The local copy of ``<db>/<rel_path>/``, downloaded once (a model directory never changes under its id)."""
-    from pyarrow.fs import FileType, copy_files
+    from pyarrow.fs import copy_files
 
     target = cache_root(db_uri) / rel_path
     if (target / COMPLETE_MARKER).exists():
@@ -152,7 +172,7 @@ def _fetch(db_uri: str, rel_path: str) -> Path:
     fs, base = _s3_filesystem(db_uri)
     remote = f"{base}/{rel_path.strip('/')}"
     try:
-        if fs.get_file_info(remote).type != FileType.Directory:
+        if not _is_dir(fs, remote):
             return target  # no model there: the caller sees a missing directory and falls back
         # Into a temporary sibling, then one rename: a reader never loads a half-downloaded model.
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -163,10 +183,7 @@ def _fetch(db_uri: str, rel_path: str) -> Path:
                 os.replace(tmp, target)
                 os.makedirs(tmp)  # TemporaryDirectory removes what it created
     except OSError as exc:
-        from query.storage import redact
-
-        raise RerankerRegistryError(f"cannot download re-ranker {rel_path!r} of {db_uri!r}: "
-                                    f"{redact(str(exc)).splitlines()[0]}") from None
+        raise _store_error("download", rel_path, db_uri, exc) from None
     return target
 
 
@@ -212,7 +229,7 @@ def model_location(db_uri: str, entry: RerankerEntry) -> str:
         return entry.path
     if is_local_uri(db_uri):
         return str(local_db_root(db_uri) / entry.path)
-    return f"{db_uri.rstrip('/')}/{entry.path.strip('/')}"
+    return _uri(db_uri, entry.path)
 
 
 def model_exists(db_uri: str, entry: RerankerEntry) -> bool:
@@ -223,10 +240,8 @@ def model_exists(db_uri: str, entry: RerankerEntry) -> bool:
         return model_path(db_uri, entry).is_dir()
     if (cache_root(db_uri) / entry.path / COMPLETE_MARKER).exists():
         return True
-    from pyarrow.fs import FileType
-
     fs, base = _s3_filesystem(db_uri)
-    return fs.get_file_info(f"{base}/{entry.path.strip('/')}").type == FileType.Directory
+    return _is_dir(fs, f"{base}/{entry.path.strip('/')}")
 
 
 def _inside(rel_path: str) -> bool:
@@ -238,8 +253,6 @@ def _inside(rel_path: str) -> bool:
 def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
     """Delete model prefixes ``<db>/<rel_path>/`` from object storage and from the local cache; returns the
     URIs that were there. Paths outside the database, or the root itself, are never touched."""
-    from pyarrow.fs import FileType
-
     fs, base = _s3_filesystem(db_uri)
     removed = []
     for rel in sorted({r.strip("/") for r in rel_paths if _inside(r.strip("/"))}, key=len):
@@ -247,16 +260,13 @@ def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
             continue  # inside a prefix already deleted (the collection's directory holds all its models)
         remote = f"{base}/{rel}"
         try:
-            if fs.get_file_info(remote).type == FileType.Directory:
+            if _is_dir(fs, remote):
                 fs.delete_dir(remote)
                 removed.append(rel)
         except OSError as exc:
-            from query.storage import redact
-
-            raise RerankerRegistryError(f"cannot remove re-ranker {rel!r} of {db_uri!r}: "
-                                        f"{redact(str(exc)).splitlines()[0]}") from None
+            raise _store_error("remove", rel, db_uri, exc) from None
         shutil.rmtree(cache_root(db_uri) / rel, ignore_errors=True)
-    return [f"{db_uri.rstrip('/')}/{rel}" for rel in removed]
+    return [_uri(db_uri, rel) for rel in removed]
 
 
 def promoted_model(table, db_uri: str) -> tuple[RerankerEntry, Path] | None:

@@ -19,10 +19,6 @@ def _libc_function(name: str):
         return None
 
 
-def _malloc_trim():
-    return _libc_function("malloc_trim")
-
-
 #: ``mallopt`` parameter number of glibc's mmap threshold (malloc.h).
 _M_MMAP_THRESHOLD = -3
 #: glibc's own ceiling for its dynamic mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX).
@@ -37,8 +33,9 @@ def keep_large_blocks() -> bool:
     (64 KiB) for every worker: every block over 128 KiB -- each activation tensor of an encode -- then is a
     fresh mmap, faulted in page by page and unmapped when freed. Measured (``benchmarks/malloc_encode.py``):
     MiniLM on one bf16 thread encoded 26.6 texts/s so, 39.0 without the variable, 38.6 with it and this
-    call; a 1-8 MiB threshold does not help (``benchmarks/RESULTS.md``, "Dask (2 workers)"). A user's own ``MALLOC_MMAP_THRESHOLD_`` is left alone;
-    without either variable glibc's dynamic threshold already does this. Returns whether it changed it.
+    call; a 1-8 MiB threshold does not help (``benchmarks/RESULTS.md``, "Dask (2 workers)").
+    A user's own ``MALLOC_MMAP_THRESHOLD_`` is left alone; without either variable glibc's dynamic
+    threshold already does this. Returns whether it changed it.
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         return False
@@ -55,6 +52,6 @@ def trim() -> None:
     a trim after each batch, and stayed at 840-864 MB with one (Python's own objects grew 4.5 MB).
     Dask's nanny already sets ``MALLOC_TRIM_THRESHOLD_`` for its workers.
     """
-    fn = _malloc_trim()
+    fn = _libc_function("malloc_trim")
     if fn is not None:
         fn(0)
