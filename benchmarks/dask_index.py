@@ -7,9 +7,10 @@ Each run is a fresh process indexing the same SciFact slice into a fresh databas
 directory that is deleted): ``single`` runs the shards in the flow process (pipelined, the default);
 ``dask`` starts the LocalCluster that ``--workers N`` starts (``flows.runners.local_cluster_kwargs``:
 N worker processes of 2 threads and one encoder resource, each torch with cores/N threads), loads the
-model on every worker, then indexes with ``dask_address``. Models are loaded before timing in both (once per process); the cluster's start and
-the workers' model loads are reported apart. Runs alternate (single, dask, single, ...) and the
-medians are compared: on a 2-core machine the target is overhead, not speed-up (ratio >= 0.9).
+model on every worker, then indexes with ``dask_address``. Models are loaded before timing in both
+(once per process); the cluster's start and the workers' model loads are reported apart. Runs
+alternate (single, dask, single, ...) and the medians are compared: on a 2-core machine the target is
+overhead, not speed-up (ratio >= 0.9).
 Prints one JSON line per run and a final summary line.
 """
 
@@ -112,13 +113,14 @@ def main() -> None:
                 results[mode].append(run(mode, dump, tmp / f"{mode}-{i}", args.workers, args.batch_articles))
         rows_a, vec_a = table_fingerprint(str(tmp / "single-0"))
         rows_b, vec_b = table_fingerprint(str(tmp / "dask-0"))
-        identical = rows_a == rows_b and vec_a.shape == vec_b.shape and bool(np.allclose(vec_a, vec_b, atol=1e-5))
+        same_rows = rows_a == rows_b
+        identical = same_rows and vec_a.shape == vec_b.shape and bool(np.allclose(vec_a, vec_b, atol=1e-5))
         single = statistics.median(r["paragraphs_per_s"] for r in results["single"])
         dask = statistics.median(r["paragraphs_per_s"] for r in results["dask"])
         print(json.dumps({
             "docs": args.docs, "paragraphs": results["single"][0]["paragraphs"], "workers": args.workers,
             "rounds": args.rounds, "single_paragraphs_per_s": single, "dask_paragraphs_per_s": dask,
-            "ratio": round(dask / single, 3), "identical_table": identical, "same_rows": rows_a == rows_b,
+            "ratio": round(dask / single, 3), "identical_table": identical, "same_rows": same_rows,
             "max_abs_vector_diff": float(np.abs(vec_a - vec_b).max()) if vec_a.shape == vec_b.shape else None,
             "single_flow_peak_rss_mb": max(r["flow_peak_rss_mb"] for r in results["single"]),
             "dask_flow_peak_rss_mb": max(r["flow_peak_rss_mb"] for r in results["dask"]),
