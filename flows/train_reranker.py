@@ -83,18 +83,26 @@ def training_examples(db_uri: str, collection: str, judgments: str | None, split
     return train, dev
 
 
+@task(name="dev-candidates")
+def dev_candidates(db_uri: str, collection: str, dev: list, depth: int):
+    """Each dev query's first-stage candidates: what training picks its best epoch on and the gate scores."""
+    from tasks.rerank_gate import dev_set
+
+    return dev_set(_searcher(db_uri, collection), dev, depth)
+
+
 @task(name="train-cross-encoder")
 def train(examples: list, base: str, out_dir: str, time_budget_s: float, seed: int, max_length: int,
-          train_layers: int | None) -> dict:
+          train_layers: int | None, dev_samples: list[dict]) -> dict:
     from tasks.rerank_train import train_cross_encoder
 
     log = get_run_logger()
     return asdict(train_cross_encoder(examples, base, out_dir, time_budget_s=time_budget_s, seed=seed, log=log.info,
-                                      max_length=max_length, train_layers=train_layers))
+                                      max_length=max_length, train_layers=train_layers, dev_samples=dev_samples))
 
 
 @task(name="gate")
-def gate(db_uri: str, collection: str, dev: list, model_dir: str, depth: int) -> dict:
+def gate(db_uri: str, collection: str, devset, model_dir: str, depth: int) -> dict:
     """Dev nDCG@10 of retrieval alone, the current re-ranker and the candidate (see tasks.rerank_gate)."""
     from query.models import load_reranker, reranker_options
     from query.registry import promoted_model
@@ -102,7 +110,6 @@ def gate(db_uri: str, collection: str, dev: list, model_dir: str, depth: int) ->
 
     s = get_settings()
     searcher = _searcher(db_uri, collection)
-    devset = rg.dev_set(searcher, dev, depth)
 
     def scores(path: str):
         # Scored as queries will be (same backend and precision), so the gate judges what will be served.
@@ -116,7 +123,7 @@ def gate(db_uri: str, collection: str, dev: list, model_dir: str, depth: int) ->
         previous = {"id": entry.id, "alpha": entry.alpha,
                     "ndcg@10": round(rg.ndcg10(devset, scores(str(path)), entry.alpha), 4)}
     candidate = rg.choose_alpha(devset, scores(model_dir))
-    return {"queries": len(dev), "depth": depth, "retrieval": {"ndcg@10": retrieval}, "previous": previous,
+    return {"queries": len(devset.qids), "depth": depth, "retrieval": {"ndcg@10": retrieval}, "previous": previous,
             "candidate": candidate}
 
 
@@ -168,7 +175,7 @@ def train_reranker(
     from query.devices import resolve_device
     from query.registry import model_location
     from tasks.rerank_data import check_signal, fingerprint
-    from tasks.rerank_gate import decide
+    from tasks.rerank_gate import decide, evaluator_samples
     from tasks.rerank_registry import default_out_dir, new_model_id
 
     log = get_run_logger()
@@ -187,9 +194,11 @@ def train_reranker(
     train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo)
     model_id = new_model_id(signal)
     out_dir = str(Path(out) if out else default_out_dir(db_uri, collection, model_id))
-    trained = train(train_ex, base, out_dir, time_budget, seed, max_length or MAX_LENGTH, train_layers)
     depth = dev_depth or DEV_DEPTH
-    dev = gate(db_uri, collection, dev_ex, out_dir, depth)
+    devset = dev_candidates(db_uri, collection, dev_ex, depth)
+    trained = train(train_ex, base, out_dir, time_budget, seed, max_length or MAX_LENGTH, train_layers,
+                    evaluator_samples(devset))
+    dev = gate(db_uri, collection, devset, out_dir, depth)
     prev = dev["previous"]["ndcg@10"] if dev["previous"] else None
     promoted, why = decide(promote, dev["retrieval"]["ndcg@10"], prev, dev["candidate"]["ndcg@10"],
                            dev["candidate"]["p"])
@@ -198,7 +207,8 @@ def train_reranker(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         base=base, signal=signal, fingerprint=fingerprint(train_ex, seed), alpha=dev["candidate"]["alpha"], depth=depth, dev=dev,
         train={"queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
-               "seconds": trained["seconds"], "precision": trained["precision"], "seed": seed},
+               "seconds": trained["seconds"], "precision": trained["precision"], "seed": seed,
+               "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "dev_curve": trained["dev_curve"]},
     )
     register(db_uri, collection, entry, promoted)
     log.info("re-ranker %s: %s", model_id, why)
@@ -207,6 +217,7 @@ def train_reranker(
         "base": base, "signal": signal,
         "train_queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
         "seconds": round(time.monotonic() - t0, 1), "train_seconds": trained["seconds"],
+        "epochs": trained["epochs"], "best_epoch": trained["best_epoch"],
         "dev": dev, "alpha": entry.alpha, "promoted": promoted, "decision": why,
     }
     create_markdown_artifact(

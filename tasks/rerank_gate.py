@@ -54,6 +54,21 @@ def dev_set(searcher: Searcher, examples: Sequence[Example], depth: int) -> DevS
     return DevSet([e.qid for e in examples], queries, {e.qid: e.relevant for e in examples}, hits, passages)
 
 
+def evaluator_samples(dev: DevSet) -> list[dict]:
+    """The dev candidates in the form of sentence-transformers' reranking evaluator, for choosing an epoch.
+
+    ``documents`` are a query's candidates in first-stage order, ``positive`` those of relevant documents.
+    A query none of whose candidates is relevant is left out: no re-ranking can change its score.
+    """
+    samples = []
+    for qid, query, hits, passages in zip(dev.qids, dev.queries, dev.hits, dev.passages, strict=True):
+        rel = dev.relevant[qid]
+        positive = [p for h, p in zip(hits, passages, strict=True) if rel.get(h.doc_id, 0) > 0]
+        if positive:
+            samples.append({"query": query, "positive": positive, "documents": list(passages)})
+    return samples
+
+
 def rerank_scores(reranker, dev: DevSet) -> list[np.ndarray]:
     """The re-ranker's 0..1 score of every dev candidate."""
     return [reranker.score(q, ps, top_k=len(ps)) if ps else np.zeros(0) for q, ps in zip(dev.queries, dev.passages, strict=True)]

@@ -185,3 +185,30 @@ def test_freezing_lower_layers_leaves_only_the_top_layers_and_the_head_trainable
     trainable = {n for n, p in model.model.named_parameters() if p.requires_grad}
     assert trainable and all(".layer.1." in n or n.startswith("classifier") or "pooler" in n for n in trainable)
     assert not any("embeddings" in n or ".layer.0." in n for n in trainable)
+
+
+def test_training_scores_each_epoch_on_dev_and_saves_the_best_epochs_weights(sample_db, tiny_base, judgments_dir,
+                                                                              tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    from query.searcher import Searcher
+    from tasks import rerank_data as rd
+    from tasks.rerank_gate import dev_set, evaluator_samples
+    from tasks.rerank_train import dev_evaluator, train_cross_encoder
+
+    searcher = Searcher(db_uri=sample_db, collection="sample")
+    queries, qrels = rd.judged_queries(judgments_dir, "train")
+    examples = rd.fill_negatives(rd.examples_from_judgments(searcher, queries, qrels, 0), 0)
+    samples = evaluator_samples(dev_set(searcher, examples, 30))
+    assert samples and all(set(s) == {"query", "positive", "documents"} for s in samples)
+    logged: list[str] = []
+    out = tmp_path / "model"
+    result = train_cross_encoder(examples, tiny_base, out, time_budget_s=120, max_epochs=3, patience=3,
+                                 dev_samples=samples, log=logged.append)
+    curve = result.dev_curve
+    assert curve is not None and [e for e, _ in curve] == [1.0, 2.0, 3.0] and result.epochs == 3.0
+    assert result.best_epoch == max(curve, key=lambda c: c[1])[0]
+    assert sum(line.startswith("epoch ") for line in logged) == 3 and logged[-1].startswith("kept the weights of epoch")
+    assert not (out / "checkpoints").exists()  # epoch checkpoints do not travel with the model
+    saved = dev_evaluator(samples, "cpu", result.precision)(CrossEncoder(str(out)))
+    assert saved["dev_ndcg@10"] == pytest.approx(max(v for _, v in curve), abs=0.02)
