@@ -26,9 +26,10 @@ from query.settings import get_settings
 from tasks.rerank_train import MAX_LENGTH
 
 Promote = Literal["auto", "never", "always"]
-#: Training queries per second of budget a 2-core CPU gets through (measured: see benchmarks/RESULTS.md);
-#: the self-supervised sample is sized from it so that the budget, not the data, ends training.
-CPU_QUERIES_PER_S = 0.6
+#: Training queries (9 passages each) per second of budget on a 2-core CPU, by training precision
+#: (measured: benchmarks/RESULTS.md, "Trained re-rankers"); the self-supervised sample is sized from it so
+#: that about one epoch fills the budget: fresh pseudo-queries teach more than a second pass over the same.
+CPU_QUERIES_PER_S = {"fp32": 0.6, "bf16": 1.2}
 GPU_SPEEDUP = 25
 MAX_DEV_QUERIES = 100
 #: Candidates the gate re-ranks per dev query, saved with the model as the depth it re-ranks at query time.
@@ -176,6 +177,7 @@ def train_reranker(
     from query.registry import model_location
     from tasks.rerank_data import check_signal, fingerprint
     from tasks.rerank_gate import decide, evaluator_samples
+    from tasks.rerank_train import precision
     from tasks.rerank_registry import default_out_dir, new_model_id
 
     log = get_run_logger()
@@ -189,7 +191,8 @@ def train_reranker(
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
     t0 = time.monotonic()
     base = base or default_base(s.cross_encoder)
-    speed = CPU_QUERIES_PER_S * (GPU_SPEEDUP if resolve_device(s.device).startswith("cuda") else 1)
+    device = resolve_device(s.device)
+    speed = CPU_QUERIES_PER_S["fp32"] * GPU_SPEEDUP if device.startswith("cuda") else CPU_QUERIES_PER_S[precision(device)]
     n_pseudo = int(min(50_000, max(300, time_budget * speed * 1.3)))
     train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo)
     model_id = new_model_id(signal)

@@ -66,7 +66,8 @@ class TrainResult:
     dev_curve: list[tuple[float, float]] | None = None
 
 
-def _precision(device: str) -> str:
+def precision(device: str) -> str:
+    """The training precision on ``device``: bf16 / fp16 on CUDA, bf16 on a CPU with native bf16, else fp32."""
     from query.devices import cpu_has_native_bf16
 
     if device.startswith("cuda"):
@@ -178,7 +179,7 @@ def train_cross_encoder(
 
     out = Path(out_dir)
     dev = resolve_device(device)
-    prec = _precision(dev)
+    prec = precision(dev)
     set_seed(seed)
     model = load_base(base, dev, max_length)
     frozen = freeze_lower_layers(model, train_layers) if train_layers else 0
