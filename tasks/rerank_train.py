@@ -128,8 +128,9 @@ def freeze_lower_layers(model, train_layers: int) -> int:
 def dev_evaluator(samples: Sequence[dict], device: str, precision: str):
     """sentence-transformers' reranking evaluator over ``samples``, run at the training precision.
 
-    The trainer calls evaluators outside its autocast; in fp32 this CPU scores about a third as many pairs
-    per second as in bf16, and the evaluator only has to rank the epochs against each other.
+    The trainer calls evaluators outside its autocast; bf16 scores about twice as fast on a CPU with native
+    bf16 (benchmarks/RESULTS.md, the 2.08x of the bf16+fp32 cascade), and the evaluator only has to rank
+    the epochs against each other.
     """
     import torch
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
