@@ -125,8 +125,8 @@ def freeze_lower_layers(model, train_layers: int) -> int:
     return max(0, first_trained)
 
 
-def dev_evaluator(samples: Sequence[dict], device: str, precision: str):
-    """sentence-transformers' reranking evaluator over ``samples``, run at the training precision.
+def dev_evaluator(samples: Sequence[dict], device: str, prec: str):
+    """sentence-transformers' reranking evaluator over ``samples``, run at the training precision ``prec``.
 
     The trainer calls evaluators outside its autocast; bf16 scores about twice as fast on a CPU with native
     bf16 (benchmarks/RESULTS.md, the 2.08x of the bf16+fp32 cascade), and the evaluator only has to rank
@@ -136,11 +136,11 @@ def dev_evaluator(samples: Sequence[dict], device: str, precision: str):
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    dtype = torch.float16 if prec == "fp16" else torch.bfloat16
 
     class AtTrainingPrecision(CrossEncoderRerankingEvaluator):
         def __call__(self, model, *args, **kwargs):
-            with torch.autocast(kind, dtype=dtype, enabled=precision != "fp32"):
+            with torch.autocast(kind, dtype=dtype, enabled=prec != "fp32"):
                 return super().__call__(model, *args, **kwargs)
 
     # Realistic scoring: a positive the first stage missed is not put back into the list.
@@ -259,8 +259,10 @@ def train_cross_encoder(
         log(f"interrupted: weights so far saved to {out / 'interrupted'}")
         raise
     st = trainer.state
-    curve = [(round(e["epoch"], 2), round(e[DEV_METRIC], 4)) for e in st.log_history if DEV_METRIC in e]
-    best_epoch = max(curve, key=lambda c: c[1])[0] if curve else None
+    scored_epochs = [e for e in st.log_history if DEV_METRIC in e]
+    curve = [(round(e["epoch"], 2), round(e[DEV_METRIC], 4)) for e in scored_epochs]
+    # The trainer's own record of the checkpoint it restored, not an argmax of the rounded curve.
+    best_epoch = next((round(e["epoch"], 2) for e in scored_epochs if e["step"] == st.best_global_step), None)
     if curve:
         log(f"kept the weights of epoch {best_epoch} (dev nDCG@10 of the re-ranker alone {st.best_metric:.4f})")
     with _quiet_transformers():
