@@ -50,6 +50,37 @@ def dev_share(n: int, max_dev: int = MAX_DEV_QUERIES) -> float:
     return min(max_dev, max(3, round(0.15 * n))) / max(n, 1)
 
 
+def pseudo_sample_size(time_budget: float, device: str) -> int:
+    """Paragraphs to make self-supervised training queries from: about one epoch of ``time_budget`` on ``device``."""
+    from tasks.rerank_train import precision
+
+    speed = CPU_QUERIES_PER_S["fp32"] * GPU_SPEEDUP if device.startswith("cuda") else CPU_QUERIES_PER_S[precision(device)]
+    return int(min(50_000, max(300, time_budget * speed * 1.3)))
+
+
+def judged_split(searcher, judgments: str, split: str, seed: int) -> tuple[list, list]:
+    """Judged examples split into (train, dev) by a stable hash of the query id."""
+    from tasks import rerank_data as rd
+
+    queries, qrels = rd.judged_queries(judgments, split)
+    share = dev_share(len(queries))
+    examples = rd.examples_from_judgments(searcher, queries, qrels, seed)
+    return [e for e in examples if not rd.is_dev(e.qid, share)], [e for e in examples if rd.is_dev(e.qid, share)]
+
+
+def pseudo_split(searcher, n_pseudo: int, seed: int) -> tuple[list, list[dict]]:
+    """Self-supervised dev queries and the paragraphs left for training (none from a dev query's document)."""
+    from tasks import rerank_data as rd
+
+    rows = rd.sample_paragraphs(searcher, n_pseudo + DEV_SAMPLE, seed)
+    random.Random(seed).shuffle(rows)
+    # A small collection gives its dev queries 30 % of its paragraphs; a large one DEV_SAMPLE.
+    n_dev = DEV_SAMPLE if len(rows) >= n_pseudo + DEV_SAMPLE else len(rows) * 3 // 10
+    dev = rd.pseudo_dev_queries(searcher, rows[:n_dev], MAX_DEV_QUERIES, seed)
+    dev_docs = {d for e in dev for d in e.relevant}
+    return dev, [r for r in rows[n_dev:] if r["doc_id"] not in dev_docs]
+
+
 @task(name="training-examples")
 def training_examples(db_uri: str, collection: str, judgments: str | None, split: str, seed: int,
                       n_pseudo: int) -> tuple[list, list]:
@@ -59,19 +90,9 @@ def training_examples(db_uri: str, collection: str, judgments: str | None, split
     searcher = _searcher(db_uri, collection)
     log = get_run_logger()
     if judgments:
-        queries, qrels = rd.judged_queries(judgments, split)
-        share = dev_share(len(queries))
-        examples = rd.examples_from_judgments(searcher, queries, qrels, seed)
-        dev = [e for e in examples if rd.is_dev(e.qid, share)]
-        train = [e for e in examples if not rd.is_dev(e.qid, share)]
+        train, dev = judged_split(searcher, judgments, split, seed)
     else:
-        rows = rd.sample_paragraphs(searcher, n_pseudo + DEV_SAMPLE, seed)
-        random.Random(seed).shuffle(rows)
-        # A small collection gives its dev queries 30 % of its paragraphs; a large one DEV_SAMPLE.
-        n_dev = DEV_SAMPLE if len(rows) >= n_pseudo + DEV_SAMPLE else len(rows) * 3 // 10
-        dev = rd.pseudo_dev_queries(searcher, rows[:n_dev], MAX_DEV_QUERIES, seed)
-        dev_docs = {d for e in dev for d in e.relevant}
-        train_rows = [r for r in rows[n_dev:] if r["doc_id"] not in dev_docs]
+        dev, train_rows = pseudo_split(searcher, n_pseudo, seed)
         train = rd.add_hard_negatives(searcher, rd.pseudo_queries(train_rows, searcher.meta.encode_title, seed), seed)
     train = rd.fill_negatives(train, seed)
     if not train or not dev:
@@ -177,7 +198,6 @@ def train_reranker(
     from query.registry import model_location
     from tasks.rerank_data import check_signal, fingerprint
     from tasks.rerank_gate import decide, evaluator_samples
-    from tasks.rerank_train import precision
     from tasks.rerank_registry import default_out_dir, new_model_id
 
     log = get_run_logger()
@@ -191,9 +211,7 @@ def train_reranker(
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
     t0 = time.monotonic()
     base = base or default_base(s.cross_encoder)
-    device = resolve_device(s.device)
-    speed = CPU_QUERIES_PER_S["fp32"] * GPU_SPEEDUP if device.startswith("cuda") else CPU_QUERIES_PER_S[precision(device)]
-    n_pseudo = int(min(50_000, max(300, time_budget * speed * 1.3)))
+    n_pseudo = pseudo_sample_size(time_budget, resolve_device(s.device))
     train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo)
     model_id = new_model_id(signal)
     out_dir = str(Path(out) if out else default_out_dir(db_uri, collection, model_id))
