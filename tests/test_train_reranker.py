@@ -12,6 +12,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 from tests.conftest import EXAMPLES, REPO
@@ -116,7 +117,31 @@ def test_the_gate_refuses_a_model_that_does_not_beat_retrieval():
     assert decide("auto", 0.70, 0.74, 0.72)[0] is False
     assert decide("auto", 0.70, 0.71, 0.72, p=0.05)[0] is True
     assert decide("auto", 0.70, None, 0.72, p=0.4)[0] is False  # a gain within dev-set noise
+    small = decide("auto", 0.70, None, 0.705, p=0.01)  # consistent, but too small to pay for the cross-encoder
+    assert small[0] is False and "by less than 0.01" in small[1]
     assert decide("always", 0.7, None, 0.1)[0] is True and decide("never", 0.1, None, 0.9)[0] is False
+
+
+def test_the_fusion_weight_is_the_smallest_within_one_standard_error_of_the_best():
+    from tasks.rerank_gate import ALPHAS, one_se_alpha
+
+    qids = [f"q{i}" for i in range(40)]
+    rng = np.random.default_rng(0)
+    base = dict(zip(qids, rng.uniform(0.3, 0.7, len(qids)), strict=True))
+    # Weights 0.4..0.7 are 0.1 above the rest, 0.7 by 0.005 above its neighbours: well within their
+    # per-query noise (zero-mean, so that 0.7 is the best on average).
+    noise = {al: rng.normal(0.0, 0.05, len(qids)) for al in ALPHAS}
+    per = {al: {q: base[q] + (0.1 + n - noise[al].mean() + 0.005 * (al == 0.7) if 0.4 <= al <= 0.7 else 0.0)
+                for q, n in zip(qids, noise[al], strict=True)} for al in ALPHAS}
+    assert max(ALPHAS, key=lambda al: np.mean(list(per[al].values()))) == 0.7
+    assert one_se_alpha(per, qids) == 0.4
+    # A clear winner is kept: every smaller weight is far below it on every query.
+    steep = {al: {q: al for q in qids} for al in ALPHAS}
+    steep[1.0] = {q: 0.0 for q in qids}
+    assert one_se_alpha(steep, qids) == 0.9
+    # Retrieval alone best: weight 0, which the gate then refuses.
+    flat = {al: {q: 1.0 - al for q in qids} for al in ALPHAS}
+    assert one_se_alpha(flat, qids) == 0.0
 
 
 def test_the_gate_refuses_an_untrained_model_on_real_dev_queries(sample_db, tmp_path):
