@@ -14,9 +14,9 @@ with a paired randomisation test of each against hybrid (per-query nDCG@10, 10 0
     python benchmarks/reranker_quality.py ../shared/data/scifact --collection scifact-eval --db DB \\
         --models 20261127-213936-judgments 20261127-223001-self-supervised
 
-``--models`` takes registry ids of the collection (``corpus-search rerankers``) or model directories
-(fusion weight 1 unless ``--alpha``). The collection must hold the dataset's corpus (``corpus-search eval``
-indexes it).
+``--models`` takes registry ids of the collection (``corpus-search rerankers``, fused by their saved weight)
+or model directories (weight 1); ``--alpha`` overrides the weight of every model. The collection must hold
+the dataset's corpus (``corpus-search eval`` indexes it).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def main() -> int:
     ap.add_argument("--db", required=True)
     ap.add_argument("--split", default="test")
     ap.add_argument("--models", nargs="+", required=True, help="registry ids or model directories")
-    ap.add_argument("--alpha", type=float, default=None, help="fusion weight for model directories")
+    ap.add_argument("--alpha", type=float, default=None,
+                    help="fusion weight (default: the one saved with a registered model, 1 for a directory)")
     ap.add_argument("--depth", type=int, default=30, help="candidates re-ranked per query (default 30)")
     ap.add_argument("--queries", type=int, default=None, help="only the first N test queries")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
@@ -75,7 +76,7 @@ def main() -> int:
     for name in args.models:
         entry = registry.find(name)
         path = str(model_path(args.db, entry)) if entry else name
-        alpha = entry.alpha if entry else (args.alpha if args.alpha is not None else 1.0)
+        alpha = args.alpha if args.alpha is not None else (entry.alpha if entry else 1.0)
         model = load_reranker(path)
         t1 = time.perf_counter()
         ce = rerank_scores(model, test)
