@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reranker_quality import test_set  # noqa: E402 - the test candidates, built as that benchmark builds them
 
 
 def main() -> int:
@@ -42,16 +43,15 @@ def main() -> int:
     if (args.judgments is None) == (args.time_budget is None):
         ap.error("give --judgments (judged models) or --time-budget (self-supervised models)")
 
-    from flows.evaluate import html_doc_id
     from flows.train_reranker import judged_split, pseudo_sample_size, pseudo_split
     from query.devices import resolve_device
     from query.models import load_reranker
     from query.registry import model_path, read_registry
-    from query.searcher import Searcher, passage_text
+    from query.searcher import Searcher
     from query.settings import get_settings
     from tasks.datasets import load_dataset
     from tasks.metrics import paired_p
-    from tasks.rerank_gate import ALPHAS, DevSet, _fold, decide, dev_set, one_se_alpha, per_query_ndcg10, rerank_scores
+    from tasks.rerank_gate import best_alpha, choose_alpha, decide, dev_set, one_se_alpha, per_query_ndcg10, rerank_scores
 
     searcher = Searcher(db_uri=args.db, collection=args.collection)
     if args.judgments:
@@ -62,40 +62,24 @@ def main() -> int:
     dev = dev_set(searcher, dev_ex, args.depth)
     data = load_dataset(args.dataset, split="test")
     qids = [q for q in data.queries if q in data.qrels]
-    hits = searcher.search_many([data.queries[q] for q in qids], k=args.depth, mode="hybrid",
-                                candidates=args.depth, rerank=False)
-    enc = searcher.meta.encode_title
-    test = DevSet(qids, [data.queries[q] for q in qids], {q: data.qrels[q] for q in qids},
-                  [[replace(h, doc_id=html_doc_id(h.doc_id)) for h in hs] for hs in hits],
-                  [[passage_text(h.title, h.text, enc) for h in hs] for hs in hits])
+    test = test_set(searcher, data, qids, args.depth)
     base = per_query_ndcg10(test, None, 0.0)
+    retrieval = float(np.mean(list(per_query_ndcg10(dev, None, 0.0).values())))
     print(f"{data.name}: {len(dev.qids)} dev queries, {len(qids)} test queries, hybrid top {args.depth}; "
           f"test hybrid nDCG@10 {np.mean(list(base.values())):.4f}")
     registry = read_registry(searcher.table)
-
-    def argmax(per, q):
-        return max(ALPHAS, key=lambda al: (np.mean([per[al][x] for x in q]), -al))
-
     for name in args.models:
         model = load_reranker(str(model_path(args.db, registry.find(name))))
-        dev_scores = rerank_scores(model, dev)
-        per = {al: per_query_ndcg10(dev, dev_scores, al) for al in ALPHAS}
-        test_scores = rerank_scores(model, test)
-        folds = [[q for q in dev.qids if _fold(q) == f] for f in (0, 1)]
-        retrieval = float(np.mean(list(per[0.0].values())))
-        for rule, choose in (("best on dev", argmax), ("one-standard-error", one_se_alpha)):
-            alpha = choose(per, dev.qids)
-            cv = {}
-            for a, b in ((0, 1), (1, 0)):
-                cv.update({q: per[choose(per, folds[a])][q] for q in folds[b]})
-            gate = float(np.mean(list(cv.values())))
-            p = paired_p([cv[q] - per[0.0][q] for q in cv], one_sided=True)
-            promoted = decide("auto", retrieval, None, gate, p)[0]
-            t = per_query_ndcg10(test, test_scores, alpha)
+        dev_scores, test_scores = rerank_scores(model, dev), rerank_scores(model, test)
+        for label, rule in (("best on dev", best_alpha), ("one-standard-error", one_se_alpha)):
+            # The gate's own weight choice and cross-validation, with each rule.
+            gate = choose_alpha(dev, dev_scores, rule)
+            promoted = decide("auto", retrieval, None, gate["ndcg@10"], gate["p"])[0]
+            t = per_query_ndcg10(test, test_scores, gate["alpha"])
             gain = np.array([t[q] - base[q] for q in qids])
-            print(f"  {name} {rule:<19} alpha {alpha:.1f}  dev gate {retrieval:.4f} -> {gate:.4f} (p {p:.3f}, "
-                  f"{'promoted' if promoted else 'refused'})  test nDCG@10 {np.mean(list(t.values())):.4f} "
-                  f"({gain.mean():+.4f}, p {paired_p(gain, one_sided=False):.4f})")
+            print(f"  {name} {label:<19} alpha {gate['alpha']:.1f}  dev gate {retrieval:.4f} -> {gate['ndcg@10']:.4f} "
+                  f"(p {gate['p']:.3f}, {'promoted' if promoted else 'refused'})  test nDCG@10 "
+                  f"{np.mean(list(t.values())):.4f} ({gain.mean():+.4f}, p {paired_p(gain, one_sided=False):.4f})")
     return 0
 
 

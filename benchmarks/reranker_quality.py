@@ -32,6 +32,25 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def test_set(searcher, data, qids: list[str], depth: int):
+    """The test queries' hybrid top ``depth`` as a ``tasks.rerank_gate.DevSet``, scored as the gate scores dev.
+
+    html_doc_id: an HTML corpus's doc ids are file names (CACM-0001.html); the judgments use CACM-0001.
+    """
+    from dataclasses import replace
+
+    from flows.evaluate import html_doc_id
+    from query.searcher import passage_text
+    from tasks.rerank_gate import DevSet
+
+    hits = searcher.search_many([data.queries[q] for q in qids], k=depth, mode="hybrid", candidates=depth,
+                                rerank=False)
+    enc = searcher.meta.encode_title
+    return DevSet(qids, [data.queries[q] for q in qids], {q: data.qrels[q] for q in qids},
+                  [[replace(h, doc_id=html_doc_id(h.doc_id)) for h in hs] for hs in hits],
+                  [[passage_text(h.title, h.text, enc) for h in hs] for hs in hits])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dataset", help="BEIR directory (queries.jsonl, qrels/<split>.tsv)")
@@ -46,29 +65,20 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     args = ap.parse_args()
 
-    from dataclasses import replace
-
-    from flows.evaluate import html_doc_id
     from query.models import load_reranker
     from query.registry import model_path, read_registry
-    from query.searcher import Searcher, passage_text
+    from query.searcher import Searcher
     from tasks.datasets import load_dataset
     from tasks.metrics import paired_p
-    from tasks.rerank_gate import DevSet, per_query_ndcg10, rerank_scores
+    from tasks.rerank_gate import per_query_ndcg10, rerank_scores
 
     data = load_dataset(args.dataset, split=args.split)
     qids = [q for q in data.queries if q in data.qrels][: args.queries]
     searcher = Searcher(db_uri=args.db, collection=args.collection)
     t0 = time.perf_counter()
-    hits = searcher.search_many([data.queries[q] for q in qids], k=args.depth, mode="hybrid",
-                                candidates=args.depth, rerank=False)
+    test = test_set(searcher, data, qids, args.depth)
+    hits = test.hits
     retrieval_s = time.perf_counter() - t0
-    enc = searcher.meta.encode_title
-    # The gate's own scoring (tasks.rerank_gate), on test queries. html_doc_id: an HTML corpus's doc ids are
-    # file names (CACM-0001.html); the judgments use CACM-0001.
-    test = DevSet(qids, [data.queries[q] for q in qids], {q: data.qrels[q] for q in qids},
-                  [[replace(h, doc_id=html_doc_id(h.doc_id)) for h in hs] for hs in hits],
-                  [[passage_text(h.title, h.text, enc) for h in hs] for hs in hits])
     base = per_query_ndcg10(test, None, 0.0)
     base_v = np.array([base[q] for q in qids])
     rows = [{"run": "hybrid", "ndcg@10": round(base_v.mean(), 4)}]

@@ -24,7 +24,7 @@ least as well on test queries as the best-on-dev weight, for judged and self-sup
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +103,11 @@ def _fold(qid: str) -> int:
     return hashlib.sha256(qid.encode("utf-8")).digest()[0] & 1
 
 
+def best_alpha(per: dict[float, dict[str, float]], qids: Sequence[str]) -> float:
+    """The weight with the highest mean per-query nDCG@10 over ``qids`` (the smaller on a tie)."""
+    return max(ALPHAS, key=lambda al: (float(np.mean([per[al][q] for q in qids])), -al))
+
+
 def one_se_alpha(per: dict[float, dict[str, float]], qids: Sequence[str]) -> float:
     """The fusion weight by the one-standard-error rule (see the module docstring).
 
@@ -112,10 +117,7 @@ def one_se_alpha(per: dict[float, dict[str, float]], qids: Sequence[str]) -> flo
     (the re-ranker ignored) is only returned when it is the best: whether the re-ranker helps at all is
     the gate's question, not the weight's.
     """
-    def mean(al: float) -> float:
-        return float(np.mean([per[al][q] for q in qids]))
-
-    best = max(ALPHAS, key=lambda al: (mean(al), -al))
+    best = best_alpha(per, qids)
     if best == 0.0 or len(qids) < 2:
         return best
     for al in ALPHAS:
@@ -127,11 +129,13 @@ def one_se_alpha(per: dict[float, dict[str, float]], qids: Sequence[str]) -> flo
     return best  # unreachable: the best weight's own shortfall is 0
 
 
-def choose_alpha(dev: DevSet, scores: Sequence[np.ndarray]) -> dict:
+def choose_alpha(dev: DevSet, scores: Sequence[np.ndarray],
+                 rule: Callable[[dict[float, dict[str, float]], Sequence[str]], float] = one_se_alpha) -> dict:
     """The fusion weight on all dev queries, and the 2-fold cross-validated nDCG@10 that the gate uses.
 
     ``p`` is the one-sided paired randomisation p-value of the cross-validated gain over retrieval alone.
     Every weight's per-query nDCG@10 is computed once; the folds only choose among those numbers.
+    ``rule`` picks a weight from per-query numbers (``one_se_alpha``; ``best_alpha`` for comparison).
     """
     folds = [[q for q in dev.qids if _fold(q) == f] for f in (0, 1)]
     if not all(folds):  # too few dev queries to split: no honest cross-validation, score on all
@@ -143,10 +147,10 @@ def choose_alpha(dev: DevSet, scores: Sequence[np.ndarray]) -> dict:
 
     cv: dict[str, float] = {}
     for a, b in ((0, 1), (1, 0)):
-        cv.update({q: per[one_se_alpha(per, folds[a])][q] for q in folds[b]})
+        cv.update({q: per[rule(per, folds[a])][q] for q in folds[b]})
     base = per[0.0]  # alpha 0 is the retrieval order
     by_alpha = {al: mean(al, dev.qids) for al in ALPHAS}
-    alpha = one_se_alpha(per, dev.qids)
+    alpha = rule(per, dev.qids)
     return {"ndcg@10": round(float(np.mean(list(cv.values()))), 4), "alpha": alpha, "alone": round(by_alpha[1.0], 4),
             "p": round(paired_p([cv[q] - base[q] for q in cv], one_sided=True), 4),
             "by_alpha": {str(k): round(v, 4) for k, v in by_alpha.items()}}
