@@ -1,8 +1,9 @@
 """Which fusion weight should a trained re-ranker keep: the best one on dev, or the one-standard-error rule's?
 
 For each registered model of a collection, this rebuilds the gate's dev queries exactly as its training
-run did (same seed; ``--judgments`` for a judged model, ``--time-budget`` for a self-supervised one, which
-sizes its paragraph sample), scores them, and picks the weight both ways
+run did (same seed; ``--judgments`` for a judged model, ``--time-budget`` for a self-supervised one; since
+stop 24 a self-supervised run's dev queries no longer depend on its sample size, so for models trained
+before then this rebuild differs from their run's), scores them, and picks the weight both ways
 (``tasks.rerank_gate.one_se_alpha`` against the plain argmax). It then scores the test queries' hybrid top
 ``--depth`` once and prints test nDCG@10 at both weights, against hybrid, with the cross-validated gate
 score and decision each rule gives on dev.

@@ -27,9 +27,12 @@ from tasks.rerank_train import MAX_LENGTH
 
 Promote = Literal["auto", "never", "always"]
 #: Training queries (9 passages each) per second of budget on a 2-core CPU, by training precision
-#: (measured: benchmarks/RESULTS.md, "Trained re-rankers"); the self-supervised sample is sized from it so
-#: that about one epoch fills the budget: fresh pseudo-queries teach more than a second pass over the same.
+#: (measured: benchmarks/RESULTS.md, "Trained re-rankers"); the self-supervised sample is sized from it.
 CPU_QUERIES_PER_S = {"fp32": 0.6, "bf16": 1.2}
+#: Passes over the pseudo-queries the self-supervised sample is sized for: fewer queries seen twice gained
+#: more on SciFact test than more queries seen once (+0.013, p 0.016, against +0.009, p 0.34; three passes
+#: gave +0.013 too). benchmarks/RESULTS.md, "Stop 24".
+PSEUDO_EPOCHS = 2
 GPU_SPEEDUP = 25
 MAX_DEV_QUERIES = 100
 #: Candidates the gate re-ranks per dev query, saved with the model as the depth it re-ranks at query time.
@@ -51,11 +54,11 @@ def dev_share(n: int, max_dev: int = MAX_DEV_QUERIES) -> float:
 
 
 def pseudo_sample_size(time_budget: float, device: str) -> int:
-    """Paragraphs to make self-supervised training queries from: about one epoch of ``time_budget`` on ``device``."""
+    """Paragraphs to make self-supervised training queries from: ``PSEUDO_EPOCHS`` passes fill ``time_budget``."""
     from tasks.rerank_train import precision
 
     speed = CPU_QUERIES_PER_S["fp32"] * GPU_SPEEDUP if device.startswith("cuda") else CPU_QUERIES_PER_S[precision(device)]
-    return int(min(50_000, max(300, time_budget * speed * 1.3)))
+    return int(min(50_000, max(300, time_budget * speed / PSEUDO_EPOCHS)))
 
 
 def judged_split(searcher, judgments: str, split: str, seed: int) -> tuple[list, list]:
@@ -69,16 +72,23 @@ def judged_split(searcher, judgments: str, split: str, seed: int) -> tuple[list,
 
 
 def pseudo_split(searcher, n_pseudo: int, seed: int) -> tuple[list, list[dict]]:
-    """Self-supervised dev queries and the paragraphs left for training (none from a dev query's document)."""
+    """Self-supervised dev queries and the paragraphs left for training (none from a dev query's document).
+
+    The dev paragraphs are drawn on their own, independently of the training sample's size, so every
+    self-supervised model of a collection (same seed) is gated on the same held-out documents, which none of
+    them trained on: the promoted model and a new one are compared on equal terms.
+    """
     from tasks import rerank_data as rd
 
-    rows = rd.sample_paragraphs(searcher, n_pseudo + DEV_SAMPLE, seed)
-    random.Random(seed).shuffle(rows)
     # A small collection gives its dev queries 30 % of its paragraphs; a large one DEV_SAMPLE.
-    n_dev = DEV_SAMPLE if len(rows) >= n_pseudo + DEV_SAMPLE else len(rows) * 3 // 10
-    dev = rd.pseudo_dev_queries(searcher, rows[:n_dev], MAX_DEV_QUERIES, seed)
+    n_dev = min(DEV_SAMPLE, searcher.table.count_rows() * 3 // 10)
+    dev_rows = rd.sample_paragraphs(searcher, max(n_dev, 1), seed)
+    random.Random(seed).shuffle(dev_rows)
+    dev = rd.pseudo_dev_queries(searcher, dev_rows, MAX_DEV_QUERIES, seed)
     dev_docs = {d for e in dev for d in e.relevant}
-    return dev, [r for r in rows[n_dev:] if r["doc_id"] not in dev_docs]
+    rows = [r for r in rd.sample_paragraphs(searcher, n_pseudo + n_dev, seed + 1) if r["doc_id"] not in dev_docs]
+    random.Random(seed).shuffle(rows)
+    return dev, rows[:n_pseudo]
 
 
 @task(name="training-examples")

@@ -144,6 +144,20 @@ def test_the_fusion_weight_is_the_smallest_within_one_standard_error_of_the_best
     assert one_se_alpha(flat, qids) == 0.0
 
 
+def test_self_supervised_dev_queries_do_not_depend_on_the_training_sample_and_share_no_document(sample_db):
+    """Every self-supervised model of a collection is gated on the same held-out documents, unseen in training."""
+    from flows.train_reranker import pseudo_split
+    from query.searcher import Searcher
+
+    searcher = Searcher(db_uri=sample_db, collection="sample")
+    small_dev, small_rows = pseudo_split(searcher, 20, 0)
+    big_dev, big_rows = pseudo_split(searcher, 400, 0)
+    assert [e.query for e in small_dev] == [e.query for e in big_dev] and small_dev
+    dev_docs = {d for e in big_dev for d in e.relevant}
+    assert 0 < len(small_rows) <= 20 and len(big_rows) > len(small_rows)
+    assert not dev_docs & {r["doc_id"] for r in small_rows + big_rows}
+
+
 def test_the_gate_refuses_an_untrained_model_on_real_dev_queries(sample_db, tmp_path):
     """A random-init head is a worse ranker; its cross-validated fusion never beats retrieval alone."""
     from query.models import load_reranker
