@@ -205,7 +205,8 @@ def train_cross_encoder(
             if logs and "loss" in logs:
                 elapsed = time.monotonic() - t0
                 pairs = st.global_step * BATCH_QUERIES * pairs_per_query
-                log(f"train step {st.global_step}/{st.max_steps}: loss {logs['loss']:.4f}, {pairs} pairs, "
+                log(f"train step {st.global_step}/{st.max_steps}: loss {logs['loss']:.4f}, "
+                    f"lr {logs.get('learning_rate', 0.0):.1e}, {pairs} pairs, "
                     f"{pairs / max(elapsed, 1e-9):.1f} pairs/s, {elapsed:.0f}/{time_budget_s:.0f} s")
 
         def on_evaluate(self, args, st, control, metrics=None, **kw):
