@@ -2,8 +2,8 @@
 
 For each registered model of a collection, this rebuilds the gate's dev queries exactly as its training
 run did (same seed; ``--judgments`` for a judged model, ``--time-budget`` for a self-supervised one; since
-stop 24 a self-supervised run's dev queries no longer depend on its sample size, so for models trained
-before then this rebuild differs from their run's), scores them, and picks the weight both ways
+stop 24 a self-supervised run's dev queries no longer depend on its budget, so for models trained before
+then this rebuild differs from their run's), scores them, and picks the weight both ways
 (``tasks.rerank_gate.one_se_alpha`` against the plain argmax). It then scores the test queries' hybrid top
 ``--depth`` once and prints test nDCG@10 at both weights, against hybrid, with the cross-validated gate
 score and decision each rule gives on dev.
@@ -37,19 +37,18 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", required=True, help="registry ids, all trained with the same signal")
     ap.add_argument("--judgments", default=None, help="the judged models' --judgments directory")
     ap.add_argument("--split", default="train", help="the judged models' --split")
-    ap.add_argument("--time-budget", type=float, default=None, help="the self-supervised models' --time-budget")
+    ap.add_argument("--time-budget", type=float, default=None, help="the self-supervised models' --time-budget (marks them self-supervised: their dev queries "
+                    "no longer depend on it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--depth", type=int, default=30)
     args = ap.parse_args()
     if (args.judgments is None) == (args.time_budget is None):
         ap.error("give --judgments (judged models) or --time-budget (self-supervised models)")
 
-    from flows.train_reranker import judged_split, pseudo_sample_size, pseudo_split
-    from query.devices import resolve_device
+    from flows.train_reranker import judged_split, pseudo_dev
     from query.models import load_reranker
     from query.registry import model_path, read_registry
     from query.searcher import Searcher
-    from query.settings import get_settings
     from tasks.datasets import load_dataset
     from tasks.metrics import paired_p
     from tasks.rerank_gate import best_alpha, choose_alpha, decide, dev_set, one_se_alpha, per_query_ndcg10, rerank_scores
@@ -58,8 +57,7 @@ def main() -> int:
     if args.judgments:
         dev_ex = judged_split(searcher, args.judgments, args.split, args.seed)[1]
     else:
-        n = pseudo_sample_size(args.time_budget, resolve_device(get_settings().device))
-        dev_ex = pseudo_split(searcher, n, args.seed)[0]
+        dev_ex = pseudo_dev(searcher, args.seed)
     dev = dev_set(searcher, dev_ex, args.depth)
     data = load_dataset(args.dataset, split="test")
     qids = [q for q in data.queries if q in data.qrels]

@@ -71,22 +71,34 @@ def judged_split(searcher, judgments: str, split: str, seed: int) -> tuple[list,
     return [e for e in examples if not rd.is_dev(e.qid, share)], [e for e in examples if rd.is_dev(e.qid, share)]
 
 
-def pseudo_split(searcher, n_pseudo: int, seed: int) -> tuple[list, list[dict]]:
-    """Self-supervised dev queries and the paragraphs left for training (none from a dev query's document).
+def pseudo_dev(searcher, seed: int) -> list:
+    """Self-supervised dev queries: drawn on their own, from the seed and the collection alone.
 
-    The dev paragraphs are drawn on their own, independently of the training sample's size, so every
-    self-supervised model of a collection (same seed) is gated on the same held-out documents, which none of
-    them trained on: the promoted model and a new one are compared on equal terms.
+    They do not depend on the training sample's size, so every self-supervised model of a collection (same
+    seed) is gated on the same held-out documents, which ``pseudo_split`` keeps out of every training sample:
+    the promoted model and a new one are compared on equal terms.
     """
     from tasks import rerank_data as rd
 
-    # A small collection gives its dev queries 30 % of its paragraphs; a large one DEV_SAMPLE.
-    n_dev = min(DEV_SAMPLE, searcher.table.count_rows() * 3 // 10)
-    dev_rows = rd.sample_paragraphs(searcher, max(n_dev, 1), seed)
+    dev_rows = rd.sample_paragraphs(searcher, max(_n_dev(searcher), 1), seed)
     random.Random(seed).shuffle(dev_rows)
-    dev = rd.pseudo_dev_queries(searcher, dev_rows, MAX_DEV_QUERIES, seed)
+    return rd.pseudo_dev_queries(searcher, dev_rows, MAX_DEV_QUERIES, seed)
+
+
+def _n_dev(searcher) -> int:
+    # A small collection gives its dev queries 30 % of its paragraphs; a large one DEV_SAMPLE.
+    return min(DEV_SAMPLE, searcher.table.count_rows() * 3 // 10)
+
+
+def pseudo_split(searcher, n_pseudo: int, seed: int) -> tuple[list, list[dict]]:
+    """Self-supervised dev queries (``pseudo_dev``) and up to ``n_pseudo`` training paragraphs, none from a dev
+    query's document."""
+    from tasks import rerank_data as rd
+
+    dev = pseudo_dev(searcher, seed)
     dev_docs = {d for e in dev for d in e.relevant}
-    rows = [r for r in rd.sample_paragraphs(searcher, n_pseudo + n_dev, seed + 1) if r["doc_id"] not in dev_docs]
+    sample = rd.sample_paragraphs(searcher, n_pseudo + _n_dev(searcher), seed + 1)
+    rows = [r for r in sample if r["doc_id"] not in dev_docs]
     random.Random(seed).shuffle(rows)
     return dev, rows[:n_pseudo]
 
