@@ -251,7 +251,8 @@ def train_reranker(
         base=base, signal=signal, fingerprint=fingerprint(train_ex, seed), alpha=dev["candidate"]["alpha"], depth=depth, dev=dev,
         train={"queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
                "seconds": trained["seconds"], "precision": trained["precision"], "seed": seed,
-               "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "dev_curve": trained["dev_curve"]},
+               "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "dev_curve": trained["dev_curve"],
+               "soup": trained["soup"]},
     )
     register(db_uri, collection, entry, promoted)
     log.info("re-ranker %s: %s", model_id, why)
@@ -260,7 +261,7 @@ def train_reranker(
         "base": base, "signal": signal,
         "train_queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
         "seconds": round(time.monotonic() - t0, 1), "train_seconds": trained["seconds"],
-        "epochs": trained["epochs"], "best_epoch": trained["best_epoch"],
+        "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "soup": trained["soup"],
         "dev": dev, "alpha": entry.alpha, "promoted": promoted, "decision": why,
     }
     create_markdown_artifact(

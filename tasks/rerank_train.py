@@ -11,6 +11,8 @@ ratio learned nothing from a bi-encoder body, while this listwise loss learned.
   alone over each dev query's first-stage candidates), stops after ``PATIENCE`` epochs without a gain, and
   keeps the best epoch's weights. One epoch of a few hundred judged queries is minutes on a bf16 CPU, so a
   single-epoch run left most of a 25-minute budget unused and its model undertrained.
+* Soup: the other scored epochs are then averaged into the best one's weights, each only if the average
+  scores at least as well on dev (a greedy soup of the run's epochs; see ``greedy_soup``).
 * Time budget: a callback stops training after ``time_budget_s``; the epoch it cuts short is still
   scored, so the budget's last minutes count. The learning rate is constant after a short warm-up, so a
   run cut by the budget is not left mid-decay.
@@ -64,6 +66,8 @@ class TrainResult:
     best_epoch: float | None = None
     #: Dev nDCG@10 of the cross-encoder alone after each scored epoch: [(epoch, value), ...].
     dev_curve: list[tuple[float, float]] | None = None
+    #: The epochs whose weights were averaged into the saved model (None: one epoch's weights, best_epoch).
+    soup: list[float] | None = None
 
 
 def precision(device: str) -> str:
@@ -145,6 +149,53 @@ def dev_evaluator(samples: Sequence[dict], device: str, prec: str):
 
     # Realistic scoring: a positive the first stage missed is not put back into the list.
     return AtTrainingPrecision(list(samples), at_k=10, always_rerank_positives=False, name="dev", write_csv=False)
+
+
+def average_weights(state_dicts: Sequence[dict]) -> dict:
+    """The uniform average of state dicts with the same keys (a tensor that is not floating point is the first's)."""
+    first = state_dicts[0]
+    return {k: (sum(sd[k].float() for sd in state_dicts) / len(state_dicts)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in first.items()}
+
+
+def greedy_soup(model, checkpoints: Sequence[Path], best: float, score: Callable[[object], float],
+                log: Callable[[str], None] = print, names: Sequence[object] | None = None) -> list:
+    """Average the weights of epoch checkpoints into ``model`` where the dev score says it helps (a greedy soup).
+
+    ``checkpoints``: ``model.safetensors`` files, best dev score first; ``model`` holds the first one's weights,
+    which score ``best``. Each next checkpoint joins the average only if the average then scores at least as
+    well on dev (Wortsman et al. 2022, "Model soups": the greedy soup never falls below its best ingredient on
+    the held-out set it is chosen on). Averaging epochs of one run costs no query time, unlike an ensemble.
+    Returns the names of the checkpoints in the soup (only the first's: the model holds that one's weights).
+    """
+    from safetensors.torch import load_file
+
+    names = list(names) if names is not None else list(range(len(checkpoints)))
+    hf = model.model
+    own = hf.state_dict()
+    device = next(hf.parameters()).device
+
+    def load(path: Path) -> dict:
+        sd = load_file(str(path), device=str(device))
+        missing = set(sd) - set(own)
+        if missing:
+            raise ValueError(f"checkpoint {path} holds weights the model does not have: {sorted(missing)[:3]}")
+        return sd
+
+    soup = [load(checkpoints[0])]
+    chosen = [names[0]]
+    for name, path in zip(names[1:], checkpoints[1:], strict=True):
+        trial = soup + [load(path)]
+        hf.load_state_dict(average_weights(trial), strict=False)
+        value = score(model)
+        kept = value >= best
+        log(f"average of epochs {chosen + [name]}: dev nDCG@10 of the re-ranker alone {value:.4f} "
+            f"({'kept' if kept else f'not kept, below {best:.4f}'})")
+        if kept:
+            soup, best = trial, value
+            chosen.append(name)
+    hf.load_state_dict(average_weights(soup), strict=False)
+    return chosen
 
 
 def train_cross_encoder(
@@ -233,7 +284,7 @@ def train_cross_encoder(
         eval_strategy="epoch" if scored else "no",
         save_strategy="epoch" if scored else "no",
         save_only_model=True,
-        save_total_limit=1,
+        save_total_limit=None,  # every scored epoch stays until the soup below has been tried
         load_best_model_at_end=scored,
         metric_for_best_model=DEV_METRIC if scored else None,
         greater_is_better=True,
@@ -264,13 +315,21 @@ def train_cross_encoder(
     curve = [(round(e["epoch"], 2), round(e[DEV_METRIC], 4)) for e in scored_epochs]
     # The trainer's own record of the checkpoint it restored, not an argmax of the rounded curve.
     best_epoch = next((round(e["epoch"], 2) for e in scored_epochs if e["step"] == st.best_global_step), None)
+    souped: list[float] = []
     if curve:
         log(f"kept the weights of epoch {best_epoch} (dev nDCG@10 of the re-ranker alone {st.best_metric:.4f})")
+        ranked = sorted(scored_epochs, key=lambda e: -e[DEV_METRIC])
+        found = [(round(e["epoch"], 2), p) for e in ranked
+                 if (p := out / "checkpoints" / f"checkpoint-{e['step']}" / "model.safetensors").exists()]
+        if len(found) > 1:
+            evaluator = dev_evaluator(dev_samples, dev, prec)
+            souped = greedy_soup(model, [p for _, p in found], st.best_metric,
+                                 lambda m: evaluator(m)["dev_ndcg@10"], log, [e for e, _ in found])
     with _quiet_transformers():
         model.save_pretrained(str(out))
-    # The epoch checkpoints are only there to restore the best one; left behind they would travel with the
-    # model (and be uploaded, on an object store).
+    # The epoch checkpoints are only there to restore the best one and to make the soup; left behind they
+    # would travel with the model (and be uploaded, on an object store).
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return TrainResult(str(out), st.global_step, st.global_step * BATCH_QUERIES * pairs_per_query,
                        round(time.monotonic() - t0, 1), state["stopped"], prec, round(st.epoch or 0.0, 2), best_epoch,
-                       curve or None)
+                       curve or None, souped if len(souped) > 1 else None)
