@@ -177,9 +177,9 @@ def greedy_soup(model, checkpoints: Sequence[Path], best: float, score: Callable
 
     def load(path: Path) -> dict:
         sd = load_file(str(path), device=str(device))
-        missing = set(sd) - set(own)
-        if missing:
-            raise ValueError(f"checkpoint {path} holds weights the model does not have: {sorted(missing)[:3]}")
+        unknown = set(sd) - set(own)
+        if unknown:
+            raise ValueError(f"checkpoint {path} holds weights the model does not have: {sorted(unknown)[:3]}")
         return sd
 
     soup = [load(checkpoints[0])]
@@ -226,6 +226,7 @@ def train_cross_encoder(
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
     from transformers import EarlyStoppingCallback, PrinterCallback, TrainerCallback, set_seed
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     from query.devices import resolve_device
 
@@ -293,11 +294,13 @@ def train_cross_encoder(
         dataloader_drop_last=len(dataset) >= BATCH_QUERIES,
     )
     loss = MultipleNegativesRankingLoss(model, num_negatives=IN_BATCH_NEGATIVES)
+    # One evaluator scores the epochs and then the soups, so both are judged alike.
+    evaluator = dev_evaluator(dev_samples, dev, prec) if scored else None
     callbacks: list = [Budget()]
     if scored:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=callbacks,
-                                  evaluator=dev_evaluator(dev_samples, dev, prec) if scored else None)
+                                  evaluator=evaluator)
     # Progress goes to ``log`` (the Prefect run logger); the trainer's own printer would write to stdout,
     # which is where `corpus-search train-reranker --json` prints its one JSON object.
     trainer.remove_callback(PrinterCallback)
@@ -320,9 +323,8 @@ def train_cross_encoder(
         log(f"kept the weights of epoch {best_epoch} (dev nDCG@10 of the re-ranker alone {st.best_metric:.4f})")
         ranked = sorted(scored_epochs, key=lambda e: -e[DEV_METRIC])
         found = [(round(e["epoch"], 2), p) for e in ranked
-                 if (p := out / "checkpoints" / f"checkpoint-{e['step']}" / "model.safetensors").exists()]
+                 if (p := Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{e['step']}" / "model.safetensors").exists()]
         if len(found) > 1:
-            evaluator = dev_evaluator(dev_samples, dev, prec)
             souped = greedy_soup(model, [p for _, p in found], st.best_metric,
                                  lambda m: evaluator(m)["dev_ndcg@10"], log, [e for e, _ in found])
     with _quiet_transformers():
