@@ -1,9 +1,9 @@
 """Which fusion weight should a trained re-ranker keep: the best one on dev, or the one-standard-error rule's?
 
 For each registered model of a collection, this rebuilds the gate's dev queries exactly as its training
-run did (same seed; ``--judgments`` for a judged model, ``--time-budget`` for a self-supervised one; since
-stop 24 a self-supervised run's dev queries no longer depend on its budget, so for models trained before
-then this rebuild differs from their run's), scores them, and picks the weight both ways
+run did (same seed; a judged model's from ``--judgments``, a self-supervised one's -- its registry entry
+says which -- from the collection alone; since stop 24 those no longer depend on the run's budget, so for
+models trained before then this rebuild differs from their run's), scores them, and picks the weight both ways
 (``tasks.rerank_gate.one_se_alpha`` against the plain argmax). It then scores the test queries' hybrid top
 ``--depth`` once and prints test nDCG@10 at both weights, against hybrid, with the cross-validated gate
 score and decision each rule gives on dev.
@@ -11,7 +11,7 @@ score and decision each rule gives on dev.
     python benchmarks/fusion_weight.py ../shared/data/scifact --collection scifact-eval --db DB \\
         --models J --judgments ../shared/data/scifact
     python benchmarks/fusion_weight.py ../shared/data/scifact --collection scifact-eval --db DB \\
-        --models S --time-budget 2700
+        --models S
 
 Test queries never choose anything here: they only report what each rule's dev choice gives.
 """
@@ -34,16 +34,12 @@ def main() -> int:
     ap.add_argument("dataset", help="BEIR directory with the test judgments")
     ap.add_argument("--collection", required=True)
     ap.add_argument("--db", required=True)
-    ap.add_argument("--models", nargs="+", required=True, help="registry ids, all trained with the same signal")
-    ap.add_argument("--judgments", default=None, help="the judged models' --judgments directory")
+    ap.add_argument("--models", nargs="+", required=True, help="registry ids (judged or self-supervised)")
+    ap.add_argument("--judgments", default=None, help="the judged models' --judgments directory (needed for those)")
     ap.add_argument("--split", default="train", help="the judged models' --split")
-    ap.add_argument("--time-budget", type=float, default=None, help="the self-supervised models' --time-budget (marks them self-supervised: their dev queries "
-                    "no longer depend on it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--depth", type=int, default=30)
     args = ap.parse_args()
-    if (args.judgments is None) == (args.time_budget is None):
-        ap.error("give --judgments (judged models) or --time-budget (self-supervised models)")
 
     from flows.train_reranker import judged_split, pseudo_dev
     from query.models import load_reranker
@@ -54,21 +50,30 @@ def main() -> int:
     from tasks.rerank_gate import best_alpha, choose_alpha, decide, dev_set, one_se_alpha, per_query_ndcg10, rerank_scores
 
     searcher = Searcher(db_uri=args.db, collection=args.collection)
-    if args.judgments:
-        dev_ex = judged_split(searcher, args.judgments, args.split, args.seed)[1]
-    else:
-        dev_ex = pseudo_dev(searcher, args.seed)
-    dev = dev_set(searcher, dev_ex, args.depth)
+    registry = read_registry(searcher.table)
+    entries = [registry.find(name) for name in args.models]
+    if args.judgments is None and any(e.signal == "judgments" for e in entries):
+        ap.error("a judged model's dev queries come from its judgments: give --judgments")
+    dev_sets: dict[str, object] = {}  # by signal: every model of one signal is gated on the same dev queries
+
+    def dev_for(signal: str):
+        if signal not in dev_sets:
+            dev_ex = (judged_split(searcher, args.judgments, args.split, args.seed)[1] if signal == "judgments"
+                      else pseudo_dev(searcher, args.seed))
+            dev_sets[signal] = dev_set(searcher, dev_ex, args.depth)
+        return dev_sets[signal]
+
     data = load_dataset(args.dataset, split="test")
     qids = [q for q in data.queries if q in data.qrels]
     test = test_set(searcher, data, qids, args.depth)
     base = per_query_ndcg10(test, None, 0.0)
-    retrieval = float(np.mean(list(per_query_ndcg10(dev, None, 0.0).values())))
-    print(f"{data.name}: {len(dev.qids)} dev queries, {len(qids)} test queries, hybrid top {args.depth}; "
+    print(f"{data.name}: {len(qids)} test queries, hybrid top {args.depth}; "
           f"test hybrid nDCG@10 {np.mean(list(base.values())):.4f}")
-    registry = read_registry(searcher.table)
-    for name in args.models:
-        model = load_reranker(str(model_path(args.db, registry.find(name))))
+    for name, entry in zip(args.models, entries, strict=True):
+        dev = dev_for(entry.signal)
+        retrieval = float(np.mean(list(per_query_ndcg10(dev, None, 0.0).values())))
+        print(f"  {name} ({entry.signal}): {len(dev.qids)} dev queries")
+        model = load_reranker(str(model_path(args.db, entry)))
         dev_scores, test_scores = rerank_scores(model, dev), rerank_scores(model, test)
         for label, rule in (("best on dev", best_alpha), ("one-standard-error", one_se_alpha)):
             # The gate's own weight choice and cross-validation, with each rule.
