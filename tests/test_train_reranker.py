@@ -258,29 +258,6 @@ def test_training_scores_twice_per_epoch_on_dev_and_saves_the_best_weights_soupe
     assert saved["dev_ndcg@10"] >= max(v for _, v in curve) - 0.02  # the soup never scores below the best epoch
 
 
-
-def test_a_run_the_budget_cuts_short_still_scores_and_keeps_its_last_steps(sample_db, tiny_base, judgments_dir,
-                                                                            tmp_path):
-    from query.searcher import Searcher
-    from tasks import rerank_data as rd
-    from tasks.rerank_gate import dev_set, evaluator_samples
-    from tasks.rerank_train import BATCH_QUERIES, EVALS_PER_EPOCH, train_cross_encoder
-
-    searcher = Searcher(db_uri=sample_db, collection="sample")
-    queries, qrels = rd.judged_queries(judgments_dir, "train")
-    examples = rd.fill_negatives(rd.examples_from_judgments(searcher, queries, qrels, 0), 0)
-    samples = evaluator_samples(dev_set(searcher, examples, 30))
-    examples = examples * 4  # enough optimiser steps per epoch that step 1 is not a scheduled scoring
-    steps_per_epoch = len(examples) // BATCH_QUERIES
-    assert steps_per_epoch > EVALS_PER_EPOCH
-    logged: list[str] = []
-    # A budget spent before the first step ends: training stops after one step, between scorings.
-    result = train_cross_encoder(examples, tiny_base, tmp_path / "model", time_budget_s=1e-6, dev_samples=samples,
-                                 log=logged.append)
-    assert result.stopped_by_budget and result.steps == 1
-    assert result.dev_curve == [(round(1 / steps_per_epoch, 2), result.dev_curve[0][1])]  # the one step was scored
-    assert result.best_epoch == result.dev_curve[0][0]  # and its weights, the only checkpoint, were restored
-
 def test_a_greedy_soup_takes_in_only_the_epochs_that_do_not_lower_the_dev_score(tiny_base, tmp_path):
     import torch
     from safetensors.torch import save_file
