@@ -7,13 +7,13 @@ ratio learned nothing from a bi-encoder body, while this listwise loss learned.
 * Precision: bf16 mixed precision on CPUs with native bf16, bf16 on CUDA devices that support it (fp16
   elsewhere on CUDA), fp32 otherwise -- the rules of :mod:`query.devices`.
 * Epochs: as many as the time budget allows (at most ``MAX_EPOCHS``). With dev samples, the trainer scores
-  the model ``EVALS_PER_EPOCH`` times per epoch with sentence-transformers' reranking evaluator (nDCG@10 of
-  the cross-encoder alone over each dev query's first-stage candidates), stops after ``PATIENCE`` epochs
-  without a gain, and keeps the best-scored weights. One epoch of a few hundred judged queries is minutes on a bf16 CPU, so a
+  the model after every epoch with sentence-transformers' reranking evaluator (nDCG@10 of the cross-encoder
+  alone over each dev query's first-stage candidates), stops after ``PATIENCE`` epochs without a gain, and
+  keeps the best epoch's weights. One epoch of a few hundred judged queries is minutes on a bf16 CPU, so a
   single-epoch run left most of a 25-minute budget unused and its model undertrained.
-* Soup: the other scored checkpoints are then averaged into the best one's weights, each only if the
-  average scores at least as well on dev (a greedy soup along the run; see ``greedy_soup``).
-* Time budget: a callback stops training after ``time_budget_s``; the steps it cuts short are still
+* Soup: the other scored epochs are then averaged into the best one's weights, each only if the average
+  scores at least as well on dev (a greedy soup of the run's epochs; see ``greedy_soup``).
+* Time budget: a callback stops training after ``time_budget_s``; the epoch it cuts short is still
   scored, so the budget's last minutes count. The learning rate is constant after a short warm-up, so a
   run cut by the budget is not left mid-decay.
 * A fixed seed (data order, dropout, head initialisation).
@@ -25,9 +25,8 @@ ratio learned nothing from a bi-encoder body, while this listwise loss learned.
 from __future__ import annotations
 
 import contextlib
-import logging
-import math
 import re
+import logging
 import shutil
 import time
 import warnings
@@ -47,11 +46,6 @@ LEARNING_RATE = 1e-4
 MAX_EPOCHS = 8
 #: Epochs without a dev gain before training stops (dev sets are small: one flat epoch is not a trend).
 PATIENCE = 2
-#: Times per epoch the model is scored on dev and checkpointed: each checkpoint is a candidate for the
-#: best weights and for the soup. Averaging points along one constant-learning-rate trajectory is what
-#: stochastic weight averaging does (Izmailov et al. 2018); half-epoch points double the soup's ingredients
-#: for one more dev scoring per epoch (about half a minute on SciFact's 100 dev queries here).
-EVALS_PER_EPOCH = 2
 #: The evaluator's metric the best epoch is chosen by (the trainer prefixes ``eval_`` and the evaluator's name).
 DEV_METRIC = "eval_dev_ndcg@10"
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
@@ -70,9 +64,9 @@ class TrainResult:
     epochs: float = 0.0
     #: The epoch whose weights were saved (None: no dev samples, the last weights).
     best_epoch: float | None = None
-    #: Dev nDCG@10 of the cross-encoder alone at each scoring: [(epoch, value), ...] (fractional epochs).
+    #: Dev nDCG@10 of the cross-encoder alone after each scored epoch: [(epoch, value), ...].
     dev_curve: list[tuple[float, float]] | None = None
-    #: The (fractional) epochs whose weights were averaged into the saved model (None: best_epoch's weights alone).
+    #: The epochs whose weights were averaged into the saved model (None: one epoch's weights, best_epoch).
     soup: list[float] | None = None
 
 
@@ -223,9 +217,8 @@ def train_cross_encoder(
     """Train from ``base`` on ``examples`` for at most ``time_budget_s`` seconds; save to ``out_dir``.
 
     ``dev_samples``: held-out queries in the reranking evaluator's form (``query``, ``positive``,
-    ``documents``: the first-stage candidates in order); with them, the model is scored ``EVALS_PER_EPOCH``
-    times per epoch, training stops after ``patience`` epochs without a gain, and the best-scored weights,
-    souped with the other checkpoints where dev says so, are saved. Without them, training
+    ``documents``: the first-stage candidates in order); with them, each epoch is scored, training stops
+    after ``patience`` epochs without a gain, and the best epoch's weights are saved. Without them, training
     runs ``max_epochs`` or until the budget and saves the last weights.
     ``train_layers``: train only that many top transformer layers and the head (None: all of it).
     """
@@ -258,9 +251,6 @@ def train_cross_encoder(
             if time.monotonic() - t0 > time_budget_s:
                 state["stopped"] = True
                 control.should_training_stop = True
-                # The steps since the last scoring are still scored (and checkpointed): the budget's last
-                # minutes count.
-                control.should_evaluate = control.should_save = scored
             return control
 
         def on_log(self, args, st, control, logs=None, **kw):
@@ -278,9 +268,6 @@ def train_cross_encoder(
                     f"(best so far {max(best, metrics[DEV_METRIC]):.4f}), {time.monotonic() - t0:.0f}/{time_budget_s:.0f} s")
 
     scored = bool(dev_samples)
-    drop_last = len(dataset) >= BATCH_QUERIES
-    steps_per_epoch = len(dataset) // BATCH_QUERIES if drop_last else 1
-    score_every = max(1, math.ceil(steps_per_epoch / EVALS_PER_EPOCH))
     args = CrossEncoderTrainingArguments(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=max_epochs,
@@ -294,26 +281,24 @@ def train_cross_encoder(
         fp16=prec == "fp16",
         use_cpu=dev == "cpu",
         logging_steps=log_every,
-        # Each scoring is checkpointed (weights only) so that the best one can be restored at the end.
-        eval_strategy="steps" if scored else "no",
-        eval_steps=score_every,
-        save_strategy="steps" if scored else "no",
-        save_steps=score_every,
+        # Scored epochs are checkpointed (weights only) so that the best one can be restored at the end.
+        eval_strategy="epoch" if scored else "no",
+        save_strategy="epoch" if scored else "no",
         save_only_model=True,
-        save_total_limit=None,  # every checkpoint stays until the soup below has been tried
+        save_total_limit=None,  # every scored epoch stays until the soup below has been tried
         load_best_model_at_end=scored,
         metric_for_best_model=DEV_METRIC if scored else None,
         greater_is_better=True,
         report_to="none",
         disable_tqdm=True,
-        dataloader_drop_last=drop_last,
+        dataloader_drop_last=len(dataset) >= BATCH_QUERIES,
     )
     loss = MultipleNegativesRankingLoss(model, num_negatives=IN_BATCH_NEGATIVES)
     # One evaluator scores the epochs and then the soups, so both are judged alike.
     evaluator = dev_evaluator(dev_samples, dev, prec) if scored else None
     callbacks: list = [Budget()]
     if scored:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience * EVALS_PER_EPOCH))
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=callbacks,
                                   evaluator=evaluator)
     # Progress goes to ``log`` (the Prefect run logger); the trainer's own printer would write to stdout,
