@@ -19,6 +19,7 @@ Test queries never choose anything here: they only report what each rule's dev c
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -47,21 +48,22 @@ def main() -> int:
     from query.searcher import Searcher
     from tasks.datasets import load_dataset
     from tasks.metrics import paired_p
-    from tasks.rerank_gate import best_alpha, choose_alpha, decide, dev_set, one_se_alpha, per_query_ndcg10, rerank_scores
+    from tasks.rerank_gate import (best_alpha, choose_alpha, decide, dev_set, ndcg10, one_se_alpha, per_query_ndcg10,
+                                   rerank_scores)
 
     searcher = Searcher(db_uri=args.db, collection=args.collection)
     registry = read_registry(searcher.table)
     entries = [registry.find(name) for name in args.models]
     if args.judgments is None and any(e.signal == "judgments" for e in entries):
         ap.error("a judged model's dev queries come from its judgments: give --judgments")
-    dev_sets: dict[str, object] = {}  # by signal: every model of one signal is gated on the same dev queries
 
+    @functools.cache  # by signal: every model of one signal is gated on the same dev queries
     def dev_for(signal: str):
-        if signal not in dev_sets:
-            dev_ex = (judged_split(searcher, args.judgments, args.split, args.seed)[1] if signal == "judgments"
-                      else pseudo_dev(searcher, args.seed))
-            dev_sets[signal] = dev_set(searcher, dev_ex, args.depth)
-        return dev_sets[signal]
+        """The dev queries of a model trained with ``signal``, and retrieval's dev nDCG@10 on them."""
+        dev_ex = (judged_split(searcher, args.judgments, args.split, args.seed)[1] if signal == "judgments"
+                  else pseudo_dev(searcher, args.seed))
+        dev = dev_set(searcher, dev_ex, args.depth)
+        return dev, ndcg10(dev, None, 0.0)
 
     data = load_dataset(args.dataset, split="test")
     qids = [q for q in data.queries if q in data.qrels]
@@ -70,8 +72,7 @@ def main() -> int:
     print(f"{data.name}: {len(qids)} test queries, hybrid top {args.depth}; "
           f"test hybrid nDCG@10 {np.mean(list(base.values())):.4f}")
     for name, entry in zip(args.models, entries, strict=True):
-        dev = dev_for(entry.signal)
-        retrieval = float(np.mean(list(per_query_ndcg10(dev, None, 0.0).values())))
+        dev, retrieval = dev_for(entry.signal)
         print(f"  {name} ({entry.signal}): {len(dev.qids)} dev queries")
         model = load_reranker(str(model_path(args.db, entry)))
         dev_scores, test_scores = rerank_scores(model, dev), rerank_scores(model, test)
