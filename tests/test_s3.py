@@ -246,18 +246,35 @@ def ids(db: str, collection: str) -> list[str]:
 
 @pytest.mark.slow
 def test_two_concurrent_cli_runs_on_one_s3_collection_take_turns_and_write_no_duplicates(cli, s3_db, tmp_path):
+    import socket
+
+    from tasks.lock import writer_lock
+
     notes = write_notes(tmp_path / "notes", 6)
     args = [sys.executable, "-m", "corpus_search.cli", "index", str(notes), "--db", s3_db, "-c", "both", "--json"]
-    procs = [subprocess.Popen(args, cwd=REPO, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    logs = [tmp_path / f"run{i}.err" for i in range(2)]
+    # Both runs start while this test holds the collection's writer lock, so each of them must wait, and
+    # say for whom. Left to themselves, whether the second run ever meets the first's lock is a matter of
+    # timing (the first may be done before the second starts).
+    with writer_lock(s3_db, "both", timeout_s=60):
+        procs = []
+        for log in logs:
+            with log.open("w") as err:
+                procs.append(subprocess.Popen(args, cwd=REPO, env=cli.env, stdout=subprocess.PIPE, stderr=err, text=True))
+        deadline = time.monotonic() + 240
+        while not all("waiting for it" in log.read_text() for log in logs):
+            assert all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]
+            assert time.monotonic() < deadline, [log.read_text()[-2000:] for log in logs]
+            time.sleep(0.2)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    errs = [log.read_text() for log in logs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for err in errs]
+    holder = f"is being written by another run (host {socket.gethostname()}, pid {os.getpid()}); waiting for it"
+    assert all(holder in err for err in errs)  # the wait names the holder's host and pid
     got = ids(s3_db, "both")
     assert len(got) == len(set(got)) == 12
-    summaries = [json.loads(out) for out, _ in outs]
-    assert sorted(s["paragraphs_encoded"] for s in summaries) == [0, 12]  # the second saw the first's rows
-    # One of them waited, and said for whom (the holder's host and pid).
-    assert any("is being written by another run (host" in err and "waiting for it" in err for _, err in outs)
+    # Then they took turns: the second saw the first's rows and encoded nothing.
+    assert sorted(json.loads(out)["paragraphs_encoded"] for out in outs) == [0, 12]
 
 
 @pytest.mark.slow
