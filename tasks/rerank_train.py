@@ -151,21 +151,15 @@ def dev_evaluator(samples: Sequence[dict], device: str, prec: str):
     return AtTrainingPrecision(list(samples), at_k=10, always_rerank_positives=False, name="dev", write_csv=False)
 
 
-def average_weights(state_dicts: Sequence[dict]) -> dict:
-    """The uniform average of state dicts with the same keys (a tensor that is not floating point is the first's)."""
-    first = state_dicts[0]
-    return {k: (sum(sd[k].float() for sd in state_dicts) / len(state_dicts)).to(v.dtype) if v.is_floating_point() else v
-            for k, v in first.items()}
-
-
 def greedy_soup(model, checkpoints: Sequence[Path], best: float, score: Callable[[object], float],
                 log: Callable[[str], None] = print, names: Sequence[object] | None = None) -> list:
     """Average the weights of epoch checkpoints into ``model`` where the dev score says it helps (a greedy soup).
 
-    ``checkpoints``: ``model.safetensors`` files, best dev score first; ``model`` holds the first one's weights,
-    which score ``best``. Each next checkpoint joins the average only if the average then scores at least as
-    well on dev (Wortsman et al. 2022, "Model soups": the greedy soup never falls below its best ingredient on
-    the held-out set it is chosen on). Averaging epochs of one run costs no query time, unlike an ensemble.
+    ``checkpoints``: ``model.safetensors`` files, best dev score first; ``model`` already holds the first one's
+    weights (the trainer restored them), which score ``best``, so that file is not read again. Each next
+    checkpoint joins the average only if the average then scores at least as well on dev (Wortsman et al.
+    2022, "Model soups": the greedy soup never falls below its best ingredient on the held-out set it is
+    chosen on). Averaging epochs of one run costs no query time, unlike an ensemble.
     Returns the names of the checkpoints in the soup (only the first's: the model holds that one's weights).
     """
     from safetensors.torch import load_file
@@ -174,27 +168,30 @@ def greedy_soup(model, checkpoints: Sequence[Path], best: float, score: Callable
     hf = model.model
     own = hf.state_dict()
     device = next(hf.parameters()).device
+    # A running float32 sum of the kept ingredients: memory stays at a few state dicts however many epochs.
+    total = {k: v.detach().clone().float() for k, v in own.items() if v.is_floating_point()}  # not views
+    n = 1
 
-    def load(path: Path) -> dict:
+    def mean(sums: dict, count: int) -> dict:
+        return {k: (v / count).to(own[k].dtype) for k, v in sums.items()}
+
+    chosen = [names[0]]
+    for name, path in zip(names[1:], checkpoints[1:], strict=True):
         sd = load_file(str(path), device=str(device))
         unknown = set(sd) - set(own)
         if unknown:
             raise ValueError(f"checkpoint {path} holds weights the model does not have: {sorted(unknown)[:3]}")
-        return sd
-
-    soup = [load(checkpoints[0])]
-    chosen = [names[0]]
-    for name, path in zip(names[1:], checkpoints[1:], strict=True):
-        trial = soup + [load(path)]
-        hf.load_state_dict(average_weights(trial), strict=False)
+        # A weight the file leaves out (one tied to another) is not averaged: loading its twin sets it.
+        trial = {k: v + sd[k].float() for k, v in total.items() if k in sd}
+        hf.load_state_dict(mean(trial, n + 1), strict=False)
         value = score(model)
         kept = value >= best
         log(f"average of epochs {chosen + [name]}: dev nDCG@10 of the re-ranker alone {value:.4f} "
             f"({'kept' if kept else f'not kept, below {best:.4f}'})")
         if kept:
-            soup, best = trial, value
+            total, n, best = trial, n + 1, value
             chosen.append(name)
-    hf.load_state_dict(average_weights(soup), strict=False)
+    hf.load_state_dict(mean(total, n), strict=False)
     return chosen
 
 
