@@ -27,8 +27,15 @@ from tasks.rerank_train import MAX_LENGTH
 
 Promote = Literal["auto", "never", "always"]
 #: Training queries (9 passages each) per second of budget on a 2-core CPU, by training precision
-#: (measured: benchmarks/RESULTS.md, "Trained re-rankers"); the self-supervised sample is sized from it.
+#: (measured: benchmarks/RESULTS.md, "Trained re-rankers"). A short budget's self-supervised sample is sized
+#: from it; a longer one measures the machine instead (PROBE_MIN_BUDGET), since CPUs differ: a 2-core CPU
+#: of another generation trained at 0.86, not 1.2 (benchmarks/RESULTS.md, "Stop 27").
 CPU_QUERIES_PER_S = {"fp32": 0.6, "bf16": 1.2}
+#: From this budget on, the training speed is measured (tasks.rerank_train.measure_speed: four trainer
+#: steps, under a minute on a 2-core CPU) rather than taken from the constants, to size the sample.
+PROBE_MIN_BUDGET = 600.0
+#: The fewest paragraphs a self-supervised sample is made from, whatever the budget.
+MIN_PSEUDO_SAMPLE = 300
 #: Passes over the pseudo-queries the self-supervised sample is sized for: fewer queries seen twice gained
 #: more on SciFact test than more queries seen once (+0.013, p 0.016, against +0.009, p 0.34; three passes
 #: gave +0.013 too). benchmarks/RESULTS.md, "Stop 24".
@@ -53,12 +60,42 @@ def dev_share(n: int, max_dev: int = MAX_DEV_QUERIES) -> float:
     return min(max_dev, max(3, round(0.15 * n))) / max(n, 1)
 
 
-def pseudo_sample_size(time_budget: float, device: str) -> int:
-    """Paragraphs to make self-supervised training queries from: ``PSEUDO_EPOCHS`` passes fill ``time_budget``."""
+def pseudo_sample_size(time_budget: float, device: str, queries_per_s: float | None = None) -> int:
+    """Paragraphs to make self-supervised training queries from: ``PSEUDO_EPOCHS`` passes fill ``time_budget``.
+
+    ``queries_per_s``: the measured training speed (see ``training_speed``); None: the device's constant.
+    """
     from tasks.rerank_train import precision
 
-    speed = CPU_QUERIES_PER_S["fp32"] * GPU_SPEEDUP if device.startswith("cuda") else CPU_QUERIES_PER_S[precision(device)]
-    return int(min(50_000, max(300, time_budget * speed / PSEUDO_EPOCHS)))
+    if queries_per_s is None:
+        cuda = device.startswith("cuda")
+        queries_per_s = CPU_QUERIES_PER_S["fp32"] * GPU_SPEEDUP if cuda else CPU_QUERIES_PER_S[precision(device)]
+    return int(min(50_000, max(MIN_PSEUDO_SAMPLE, time_budget * queries_per_s / PSEUDO_EPOCHS)))
+
+
+@task(name="training-speed")
+def training_speed(db_uri: str, collection: str, base: str, seed: int, max_length: int,
+                   train_layers: int | None) -> float | None:
+    """Training queries per second on this machine, measured on throwaway pseudo-queries of the collection.
+
+    None when there is nothing to size: a collection of at most ``MIN_PSEUDO_SAMPLE`` paragraphs is sampled
+    whole, and one too small for a probe's batches is too.
+    """
+    from tasks import rerank_data as rd
+    from tasks.rerank_train import BATCH_QUERIES, IN_BATCH_NEGATIVES, PROBE_STEPS, measure_speed
+
+    searcher = _searcher(db_uri, collection)
+    if searcher.table.count_rows() <= MIN_PSEUDO_SAMPLE:
+        return None
+    need = (PROBE_STEPS + 1) * BATCH_QUERIES
+    rows = rd.sample_paragraphs(searcher, 3 * need, seed + 2)
+    probe = rd.fill_negatives(rd.pseudo_queries(rows, searcher.meta.encode_title, seed + 2), seed + 2)
+    if len(probe) < need:
+        return None
+    speed = measure_speed(probe, base, max_length=max_length, train_layers=train_layers)
+    get_run_logger().info("training speed on this machine: %.2f queries/s (%d passages each), measured over %d steps",
+                          speed, 1 + rd.NEGATIVES + IN_BATCH_NEGATIVES, PROBE_STEPS)
+    return speed
 
 
 def judged_split(searcher, judgments: str, split: str, seed: int) -> tuple[list, list]:
@@ -233,7 +270,10 @@ def train_reranker(
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
     t0 = time.monotonic()
     base = base or default_base(s.cross_encoder)
-    n_pseudo = pseudo_sample_size(time_budget, resolve_device(s.device))
+    speed = None
+    if signal == "self-supervised" and time_budget >= PROBE_MIN_BUDGET:
+        speed = training_speed(db_uri, collection, base, seed, max_length or MAX_LENGTH, train_layers)
+    n_pseudo = pseudo_sample_size(time_budget, resolve_device(s.device), speed)
     train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo)
     model_id = new_model_id(signal)
     out_dir = str(Path(out) if out else default_out_dir(db_uri, collection, model_id))
@@ -252,7 +292,7 @@ def train_reranker(
         train={"queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
                "seconds": trained["seconds"], "precision": trained["precision"], "seed": seed,
                "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "dev_curve": trained["dev_curve"],
-               "soup": trained["soup"]},
+               "soup": trained["soup"], "measured_queries_per_s": round(speed, 3) if speed else None},
     )
     register(db_uri, collection, entry, promoted)
     log.info("re-ranker %s: %s", model_id, why)

@@ -28,6 +28,7 @@ import contextlib
 import re
 import logging
 import shutil
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -68,6 +69,8 @@ class TrainResult:
     dev_curve: list[tuple[float, float]] | None = None
     #: The epochs whose weights were averaged into the saved model (None: one epoch's weights, best_epoch).
     soup: list[float] | None = None
+    #: Median wall time of an optimiser step, the first (warm-up) step left out (None: under two steps).
+    seconds_per_step: float | None = None
 
 
 def precision(device: str) -> str:
@@ -239,12 +242,13 @@ def train_cross_encoder(
     dataset = Dataset.from_dict(columns)
     pairs_per_query = 1 + NEGATIVES + IN_BATCH_NEGATIVES
     t0 = time.monotonic()
-    state = {"stopped": False}
+    state: dict = {"stopped": False, "step_ends": []}
 
     class Budget(TrainerCallback):
         """Stops training once the time budget is spent; reports progress at each of the trainer's log steps."""
 
         def on_step_end(self, args, st, control, **kw):
+            state["step_ends"].append(time.monotonic())
             if time.monotonic() - t0 > time_budget_s:
                 state["stopped"] = True
                 control.should_training_stop = True
@@ -329,6 +333,33 @@ def train_cross_encoder(
     # The epoch checkpoints are only there to restore the best one and to make the soup; left behind they
     # would travel with the model (and be uploaded, on an object store).
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    # The median leaves out the scorings and checkpoints between epochs: what a step costs (measure_speed).
+    steps_s = [b - a for a, b in zip(state["step_ends"], state["step_ends"][1:])]
     return TrainResult(str(out), st.global_step, st.global_step * BATCH_QUERIES * pairs_per_query,
                        round(time.monotonic() - t0, 1), state["stopped"], prec, round(st.epoch or 0.0, 2), best_epoch,
-                       curve or None, souped if len(souped) > 1 else None)
+                       curve or None, souped if len(souped) > 1 else None,
+                       round(statistics.median(steps_s), 3) if steps_s else None)
+
+
+#: Timed optimiser steps of a speed probe (after one warm-up step).
+PROBE_STEPS = 3
+
+
+def measure_speed(examples: Sequence[Example], base: str, *, device: str = "auto", max_length: int = MAX_LENGTH,
+                  train_layers: int | None = None, steps: int = PROBE_STEPS) -> float:
+    """Training queries per second on this machine, measured, not assumed.
+
+    Runs ``steps`` + 1 optimiser steps of the real trainer (same model, precision, batch and loss as
+    :func:`train_cross_encoder`) on the first examples, and times the steps after the first, which pays for
+    lazy initialisation. The weights are thrown away. A constant speed per device kind misjudged a 2-core
+    CPU of another generation by 35 % (benchmarks/RESULTS.md, "Stop 27"), and a GPU's by far more.
+    """
+    import tempfile
+
+    need = (steps + 1) * BATCH_QUERIES
+    if len(examples) < need:
+        raise ValueError(f"a speed probe of {steps} steps needs {need} examples, got {len(examples)}")
+    with tempfile.TemporaryDirectory(prefix="corpus-search-probe-") as tmp:
+        result = train_cross_encoder(list(examples)[:need], base, tmp, time_budget_s=float("inf"), device=device,
+                                     log=lambda _: None, max_epochs=1, max_length=max_length, train_layers=train_layers)
+    return BATCH_QUERIES / result.seconds_per_step

@@ -287,3 +287,48 @@ def test_a_greedy_soup_takes_in_only_the_epochs_that_do_not_lower_the_dev_score(
     for k, v in best.items():
         if v.is_floating_point():
             assert torch.allclose(own[k], (v + near[k]) / 2, atol=1e-6), k
+
+
+def test_a_long_self_supervised_run_measures_the_training_speed_and_sizes_its_sample_by_it(sample_db, tiny_base,
+                                                                                          monkeypatch):
+    import flows.train_reranker as fr
+    from query import Searcher
+    from query.registry import read_registry
+
+    monkeypatch.setattr(fr, "PROBE_MIN_BUDGET", 1.0)  # this run's 5 s budget counts as a long one
+    monkeypatch.setattr(fr, "MIN_PSEUDO_SAMPLE", 0)  # and the small sample collection as a large one
+    sized = []
+    real = fr.pseudo_sample_size
+    monkeypatch.setattr(fr, "pseudo_sample_size", lambda *a: sized.append(a) or real(*a))
+    result = _train(sample_db, tiny_base, self_supervised=True, promote="never", time_budget=5)
+    [(budget, _device, speed)] = sized
+    assert budget == 5 and speed > 0  # measured, not the device's constant (None)
+    entry = read_registry(Searcher(db_uri=sample_db, collection="sample").table).find(result["id"])
+    assert entry.train["measured_queries_per_s"] == round(speed, 3)
+
+
+def test_the_sample_holds_two_passes_at_the_measured_speed_and_never_under_the_floor():
+    from flows.train_reranker import CPU_QUERIES_PER_S, MIN_PSEUDO_SAMPLE, PSEUDO_EPOCHS, pseudo_sample_size
+
+    assert pseudo_sample_size(6000, "cpu", 0.5) == 6000 * 0.5 / PSEUDO_EPOCHS
+    assert pseudo_sample_size(60, "cpu", 0.5) == MIN_PSEUDO_SAMPLE
+    # Without a measurement: the constant of the CPU's training precision.
+    assert pseudo_sample_size(6000, "cpu") in {int(6000 * v / PSEUDO_EPOCHS) for v in CPU_QUERIES_PER_S.values()}
+
+
+def test_a_speed_probe_times_real_trainer_steps_and_keeps_no_weights(tiny_base, tmp_path, monkeypatch):
+    from tasks.rerank_data import NEGATIVES, Example
+    from tasks.rerank_train import BATCH_QUERIES, PROBE_STEPS, measure_speed
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # so that TMPDIR is read again
+    words = "glaciers rivers deserts forests islands valleys volcanoes canyons".split()
+    examples = [Example(f"q{i}", f"about {words[i % 8]}", "terms", f"A paragraph on {words[i % 8]} number {i}.",
+                        [f"Another text on {words[(i + j) % 8]}." for j in range(1, NEGATIVES + 1)], {})
+                for i in range((PROBE_STEPS + 1) * BATCH_QUERIES)]
+    assert measure_speed(examples, tiny_base, device="cpu") > 0
+    assert list(tmp_path.iterdir()) == []  # the probe's model went with its temporary folder
+    with pytest.raises(ValueError, match="needs"):
+        measure_speed(examples[:BATCH_QUERIES], tiny_base, device="cpu")
