@@ -46,7 +46,7 @@ FIX_HINT = (  # the cross-encoder's fix; the name is older than the bi-encoder's
 )
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """No per-load progress bars or tensor-parallel notes: they would clutter CLI output and Prefect logs.
 
     transformers 5 logs "The following layers were not sharded: ..." (every weight, one line) on each
@@ -65,7 +65,7 @@ def _quiet_transformers() -> None:
 def _construct_sentence_transformer(location: str, *, device: str, trust_remote_code: bool, local_files_only: bool):
     from sentence_transformers import SentenceTransformer
 
-    _quiet_transformers()
+    quiet_transformers()
     return SentenceTransformer(
         location, device=device, trust_remote_code=trust_remote_code, local_files_only=local_files_only
     )
@@ -76,7 +76,7 @@ def _construct_cross_encoder(
 ):
     from sentence_transformers import CrossEncoder
 
-    _quiet_transformers()
+    quiet_transformers()
     return CrossEncoder(
         location,
         device=device,

@@ -85,7 +85,7 @@ def precision(device: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def _errors_only() -> Iterator[None]:
     """transformers reports the new head of an encoder body (expected here) as a table: keep it out of the logs."""
     import transformers
 
@@ -105,10 +105,11 @@ def load_base(base: str, device: str, max_length: int = MAX_LENGTH):
     """A one-logit CrossEncoder from ``base``: a cross-encoder (its head is kept) or an encoder body (new head)."""
     from sentence_transformers import CrossEncoder
 
-    from query.models import packaged_model_path
+    from query.models import packaged_model_path, quiet_transformers
 
+    quiet_transformers()  # no progress bars: the first load of a process (a speed probe's) would print them
     packaged = packaged_model_path(base)
-    with _quiet_transformers(), warnings.catch_warnings():
+    with _errors_only(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return CrossEncoder(str(packaged or base), num_labels=1, max_length=max_length, device=device,
                             local_files_only=packaged is not None)
@@ -328,7 +329,7 @@ def train_cross_encoder(
         if len(found) > 1:
             souped = greedy_soup(model, [p for _, p in found], st.best_metric,
                                  lambda m: evaluator(m)["dev_ndcg@10"], log, [e for e, _ in found])
-    with _quiet_transformers():
+    with _errors_only():
         model.save_pretrained(str(out))
     # The epoch checkpoints are only there to restore the best one and to make the soup; left behind they
     # would travel with the model (and be uploaded, on an object store).
