@@ -29,7 +29,7 @@ Promote = Literal["auto", "never", "always"]
 #: Training queries (9 passages each) per second of budget on a 2-core CPU, by training precision
 #: (measured: benchmarks/RESULTS.md, "Trained re-rankers"). A short budget's self-supervised sample is sized
 #: from it; a longer one measures the machine instead (PROBE_MIN_BUDGET), since CPUs differ: a 2-core CPU
-#: of another generation trained at 0.86, not 1.2 (benchmarks/RESULTS.md, "Stop 27").
+#: of another generation trained at 0.82, not 1.2 (benchmarks/RESULTS.md, "Stop 27").
 CPU_QUERIES_PER_S = {"fp32": 0.6, "bf16": 1.2}
 #: From this budget on, the training speed is measured (tasks.rerank_train.measure_speed: four trainer
 #: steps, under a minute on a 2-core CPU) rather than taken from the constants, to size the sample.
@@ -78,8 +78,8 @@ def training_speed(db_uri: str, collection: str, base: str, seed: int, max_lengt
                    train_layers: int | None) -> float | None:
     """Training queries per second on this machine, measured on throwaway pseudo-queries of the collection.
 
-    None when there is nothing to size: a collection of at most ``MIN_PSEUDO_SAMPLE`` paragraphs is sampled
-    whole, and one too small for a probe's batches is too.
+    None when there is nothing to measure for: a collection of at most ``MIN_PSEUDO_SAMPLE`` paragraphs is
+    sampled whole; and None when the collection cannot fill the probe's batches (the constants then size it).
     """
     from tasks import rerank_data as rd
     from tasks.rerank_train import BATCH_QUERIES, IN_BATCH_NEGATIVES, PROBE_STEPS, measure_speed
