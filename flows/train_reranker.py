@@ -82,23 +82,22 @@ def training_speed(db_uri: str, collection: str, base: str, seed: int, max_lengt
     sampled whole; and None when the collection cannot fill the probe's batches (the constants then size it).
     """
     from tasks import rerank_data as rd
-    from tasks.rerank_train import BATCH_QUERIES, IN_BATCH_NEGATIVES, PROBE_STEPS, measure_speed
+    from tasks.rerank_train import PAIRS_PER_QUERY, PROBE_EXAMPLES, PROBE_STEPS, measure_speed
 
     searcher = _searcher(db_uri, collection)
     if searcher.table.count_rows() <= MIN_PSEUDO_SAMPLE:
         return None
-    need = (PROBE_STEPS + 1) * BATCH_QUERIES
-    rows = rd.sample_paragraphs(searcher, 3 * need, seed + 2)
+    rows = rd.sample_paragraphs(searcher, 3 * PROBE_EXAMPLES, seed + 2)
     # With hard negatives mined as training's are: the retrieved passages' lengths, hence the padding, are
     # what a step costs. On SciFact this probe read 0.86 queries/s against a 5400 s run's 0.82 between its
     # scorings; with other queries' positives as negatives it read 0.93 (benchmarks/RESULTS.md, "Stop 27").
-    probe = rd.pseudo_queries(rows, searcher.meta.encode_title, seed + 2)[: 2 * need]
+    probe = rd.pseudo_queries(rows, searcher.meta.encode_title, seed + 2)[: 2 * PROBE_EXAMPLES]
     probe = rd.fill_negatives(rd.add_hard_negatives(searcher, probe, seed + 2), seed + 2)
-    if len(probe) < need:
+    if len(probe) < PROBE_EXAMPLES:
         return None
     speed = measure_speed(probe, base, max_length=max_length, train_layers=train_layers)
     get_run_logger().info("training speed on this machine: %.2f queries/s (%d passages each), measured over %d steps",
-                          speed, 1 + rd.NEGATIVES + IN_BATCH_NEGATIVES, PROBE_STEPS)
+                          speed, PAIRS_PER_QUERY, PROBE_STEPS)
     return speed
 
 

@@ -42,6 +42,8 @@ MAX_LENGTH = 256
 #: Queries per optimiser step: each costs 1 + NEGATIVES + IN_BATCH_NEGATIVES forward passes.
 BATCH_QUERIES = 8
 IN_BATCH_NEGATIVES = 1
+#: Passages scored per training query (its positive, its hard negatives, the in-batch ones).
+PAIRS_PER_QUERY = 1 + NEGATIVES + IN_BATCH_NEGATIVES
 LEARNING_RATE = 1e-4
 #: Most epochs one run trains; the time budget or early stopping ends most runs before that.
 MAX_EPOCHS = 8
@@ -241,7 +243,6 @@ def train_cross_encoder(
     for j in range(NEGATIVES):
         columns[f"negative_{j + 1}"] = [e.negatives[j] for e in examples]
     dataset = Dataset.from_dict(columns)
-    pairs_per_query = 1 + NEGATIVES + IN_BATCH_NEGATIVES
     t0 = time.monotonic()
     state: dict = {"stopped": False, "step_ends": []}
 
@@ -258,7 +259,7 @@ def train_cross_encoder(
         def on_log(self, args, st, control, logs=None, **kw):
             if logs and "loss" in logs:
                 elapsed = time.monotonic() - t0
-                pairs = st.global_step * BATCH_QUERIES * pairs_per_query
+                pairs = st.global_step * BATCH_QUERIES * PAIRS_PER_QUERY
                 log(f"train step {st.global_step}/{st.max_steps}: loss {logs['loss']:.4f}, "
                     f"lr {logs.get('learning_rate', 0.0):.1e}, {pairs} pairs, "
                     f"{pairs / max(elapsed, 1e-9):.1f} pairs/s, {elapsed:.0f}/{time_budget_s:.0f} s")
@@ -306,7 +307,7 @@ def train_cross_encoder(
     # Progress goes to ``log`` (the Prefect run logger); the trainer's own printer would write to stdout,
     # which is where `corpus-search train-reranker --json` prints its one JSON object.
     trainer.remove_callback(PrinterCallback)
-    log(f"training {len(dataset)} queries x {pairs_per_query} passages from {base} on {dev} ({prec}), "
+    log(f"training {len(dataset)} queries x {PAIRS_PER_QUERY} passages from {base} on {dev} ({prec}), "
         f"max {max_length} tokens, {frozen} lower layers frozen, budget {time_budget_s:.0f} s, "
         f"at most {max_epochs} epochs" + (f", best of them on {len(dev_samples)} dev queries" if scored else ""))
     try:
@@ -336,7 +337,7 @@ def train_cross_encoder(
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     # The median leaves out the scorings and checkpoints between epochs: what a step costs (measure_speed).
     steps_s = [b - a for a, b in zip(state["step_ends"], state["step_ends"][1:])]
-    return TrainResult(str(out), st.global_step, st.global_step * BATCH_QUERIES * pairs_per_query,
+    return TrainResult(str(out), st.global_step, st.global_step * BATCH_QUERIES * PAIRS_PER_QUERY,
                        round(time.monotonic() - t0, 1), state["stopped"], prec, round(st.epoch or 0.0, 2), best_epoch,
                        curve or None, souped if len(souped) > 1 else None,
                        round(statistics.median(steps_s), 3) if steps_s else None)
@@ -344,23 +345,25 @@ def train_cross_encoder(
 
 #: Timed optimiser steps of a speed probe (after one warm-up step).
 PROBE_STEPS = 3
+#: Training examples a speed probe takes: one batch per step, the warm-up's included.
+PROBE_EXAMPLES = (PROBE_STEPS + 1) * BATCH_QUERIES
 
 
 def measure_speed(examples: Sequence[Example], base: str, *, device: str = "auto", max_length: int = MAX_LENGTH,
-                  train_layers: int | None = None, steps: int = PROBE_STEPS) -> float:
+                  train_layers: int | None = None) -> float:
     """Training queries per second on this machine, measured, not assumed.
 
-    Runs ``steps`` + 1 optimiser steps of the real trainer (same model, precision, batch and loss as
-    :func:`train_cross_encoder`) on the first examples, and times the steps after the first, which pays for
-    lazy initialisation. The weights are thrown away. A constant speed per device kind misjudged a 2-core
-    CPU of another generation by 35 % (benchmarks/RESULTS.md, "Stop 27"), and a GPU's by far more.
+    Runs ``PROBE_STEPS`` + 1 optimiser steps of the real trainer (same model, precision, batch and loss as
+    :func:`train_cross_encoder`) on the first ``PROBE_EXAMPLES`` examples, and times the steps after the
+    first, which pays for lazy initialisation. The weights are thrown away. The constant speed per device
+    kind it replaces said 1.2 queries/s for a 2-core bf16 CPU that trained at 0.82 (benchmarks/RESULTS.md,
+    "Stop 27"); the GPU's constant was never measured.
     """
     import tempfile
 
-    need = (steps + 1) * BATCH_QUERIES
-    if len(examples) < need:
-        raise ValueError(f"a speed probe of {steps} steps needs {need} examples, got {len(examples)}")
+    if len(examples) < PROBE_EXAMPLES:
+        raise ValueError(f"a speed probe needs {PROBE_EXAMPLES} examples, got {len(examples)}")
     with tempfile.TemporaryDirectory(prefix="corpus-search-probe-") as tmp:
-        result = train_cross_encoder(list(examples)[:need], base, tmp, time_budget_s=float("inf"), device=device,
+        result = train_cross_encoder(list(examples)[:PROBE_EXAMPLES], base, tmp, time_budget_s=float("inf"), device=device,
                                      log=lambda _: None, max_epochs=1, max_length=max_length, train_layers=train_layers)
     return BATCH_QUERIES / result.seconds_per_step

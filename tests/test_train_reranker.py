@@ -317,17 +317,17 @@ def test_the_sample_holds_two_passes_at_the_measured_speed_and_never_under_the_f
 
 
 def test_a_speed_probe_times_real_trainer_steps_and_keeps_no_weights(tiny_base, tmp_path, monkeypatch):
-    from tasks.rerank_data import NEGATIVES, Example
-    from tasks.rerank_train import BATCH_QUERIES, PROBE_STEPS, measure_speed
-
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
 
+    from tasks.rerank_data import NEGATIVES, Example
+    from tasks.rerank_train import BATCH_QUERIES, PROBE_EXAMPLES, measure_speed
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)  # so that TMPDIR is read again
     words = "glaciers rivers deserts forests islands valleys volcanoes canyons".split()
     examples = [Example(f"q{i}", f"about {words[i % 8]}", "terms", f"A paragraph on {words[i % 8]} number {i}.",
                         [f"Another text on {words[(i + j) % 8]}." for j in range(1, NEGATIVES + 1)], {})
-                for i in range((PROBE_STEPS + 1) * BATCH_QUERIES)]
+                for i in range(PROBE_EXAMPLES)]
     assert measure_speed(examples, tiny_base, device="cpu") > 0
     assert list(tmp_path.iterdir()) == []  # the probe's model went with its temporary folder
     with pytest.raises(ValueError, match="needs"):
