@@ -37,7 +37,9 @@ from query.filters import in_list
 from query.searcher import Hit, Searcher, passage_text
 from tasks.datasets import DatasetFormatError, load_beir_qrels, load_beir_queries
 
-#: Hard negatives per training query; with the positive that is 1 + NEGATIVES passages per query.
+#: Hard negatives per training query; with the positive that is 1 + NEGATIVES passages per query. Not fewer
+#: to fit more queries in a budget: 3 negatives over 64 % more pseudo-queries, at the same compute, trained a
+#: weaker re-ranker (SciFact test alone 0.656 against 0.682; benchmarks/RESULTS.md, "Stop 28").
 NEGATIVES = 7
 #: Depth of the first-stage ranking that hard negatives and judged positives are drawn from.
 MINING_DEPTH = 30
