@@ -39,8 +39,9 @@ from tasks.rerank_data import NEGATIVES, Example
 
 #: Passage tokens the trained model reads (passages are split to <= 256 bi-encoder tokens at index time).
 MAX_LENGTH = 256
-#: Queries per optimiser step: each costs 1 + NEGATIVES + IN_BATCH_NEGATIVES forward passes.
+#: Queries per optimiser step: each costs PAIRS_PER_QUERY forward passes.
 BATCH_QUERIES = 8
+#: Other queries' positives each query also ranks against (the loss's in-batch negatives).
 IN_BATCH_NEGATIVES = 1
 #: Passages scored per training query (its positive, its hard negatives, the in-batch ones).
 PAIRS_PER_QUERY = 1 + NEGATIVES + IN_BATCH_NEGATIVES
