@@ -15,8 +15,10 @@ with a paired randomisation test of each against hybrid (per-query nDCG@10, 10 0
         --models 20261127-213936-judgments 20261127-223001-self-supervised
 
 ``--models`` takes registry ids of the collection (``corpus-search rerankers``, fused by their saved weight)
-or model directories (weight 1); ``--alpha`` overrides the weight of every model. The collection must hold
-the dataset's corpus (``corpus-search eval`` indexes it).
+or model directories (weight 1); ``--alpha`` overrides the weight of every model. ``--by-alpha`` also prints
+each model's test nDCG@10 at every weight the gate tries, from the same scores: hindsight, to show how
+far the weight chosen on dev is from the best one, never to choose it. The collection must hold the
+dataset's corpus (``corpus-search eval`` indexes it).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def main() -> int:
                     help="fusion weight (default: the one saved with a registered model, 1 for a directory)")
     ap.add_argument("--depth", type=int, default=30, help="candidates re-ranked per query (default 30)")
     ap.add_argument("--queries", type=int, default=None, help="only the first N test queries")
+    ap.add_argument("--by-alpha", action="store_true",
+                    help="also print each model's nDCG@10 at every fusion weight the gate tries (hindsight)")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     args = ap.parse_args()
 
@@ -70,7 +74,7 @@ def main() -> int:
     from query.searcher import Searcher
     from tasks.datasets import load_dataset
     from tasks.metrics import paired_p
-    from tasks.rerank_gate import per_query_ndcg10, rerank_scores
+    from tasks.rerank_gate import ALPHAS, ndcg10, per_query_ndcg10, rerank_scores
 
     data = load_dataset(args.dataset, split=args.split)
     qids = [q for q in data.queries if q in data.qrels][: args.queries]
@@ -100,11 +104,15 @@ def main() -> int:
             rows.append({"run": f"hybrid + {name} {label}", "ndcg@10": round(v.mean(), 4),
                          "delta": round(v.mean() - base_v.mean(), 4), "p": round(paired_p(v - base_v, one_sided=False), 4),
                          "pairs_per_s": round(pairs / secs, 1)})
+        if args.by_alpha:
+            rows[-1]["by_alpha"] = {str(a): round(ndcg10(test, ce, a), 4) for a in ALPHAS}
     print(f"{data.name} {args.split}: {len(qids)} queries, hybrid top {args.depth} "
           f"(retrieval {retrieval_s / len(qids) * 1000:.0f} ms/query)")
     for r in rows:
         extra = f"  delta {r['delta']:+.4f}  p {r['p']:.4f}  {r['pairs_per_s']} pairs/s" if "delta" in r else ""
         print(f"  {r['run']:<60} nDCG@10 {r['ndcg@10']:.4f}{extra}")
+        if "by_alpha" in r:
+            print("    by weight (hindsight): " + " / ".join(f"{a} {v:.4f}" for a, v in r["by_alpha"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps({"dataset": data.name, "queries": len(qids), "depth": args.depth,
                                                "rows": rows}, indent=1))
