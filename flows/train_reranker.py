@@ -31,8 +31,8 @@ Promote = Literal["auto", "never", "always"]
 #: from it; a longer one measures the machine instead (PROBE_MIN_BUDGET), since CPUs differ: a 2-core CPU
 #: of another generation trained at 0.82, not 1.2 (benchmarks/RESULTS.md, "Stop 27").
 CPU_QUERIES_PER_S = {"fp32": 0.6, "bf16": 1.2}
-#: From this budget on, the training speed is measured (tasks.rerank_train.measure_speed: four trainer
-#: steps, under a minute on a 2-core CPU) rather than taken from the constants, to size the sample.
+#: From this budget on, the training speed is measured (tasks.rerank_train.measure_speed: nine trainer
+#: steps, about a minute on a 2-core CPU) rather than taken from the constants, to size the sample.
 PROBE_MIN_BUDGET = 600.0
 #: The fewest paragraphs a self-supervised sample is made from, whatever the budget.
 MIN_PSEUDO_SAMPLE = 300
@@ -41,6 +41,11 @@ MIN_PSEUDO_SAMPLE = 300
 #: gave +0.013 too). benchmarks/RESULTS.md, "Stop 24".
 PSEUDO_EPOCHS = 2
 GPU_SPEEDUP = 25
+#: Share of the measured speed the sample is sized for. Too big a sample loses the second pass, which is
+#: what a run needs (stop 24); too small a one starts a third pass, whose cut checkpoint the soup may take
+#: or refuse. On a CPU the probe read 1.47 queries/s, then 1.30 on the same examples 2.5 hours later; the
+#: run trained at 1.17 with its epochs' dev scorings, and made 1.61 passes (benchmarks/RESULTS.md, "Stop 30").
+SPEED_MARGIN = 0.8
 MAX_DEV_QUERIES = 100
 #: Candidates the gate re-ranks per dev query, saved with the model as the depth it re-ranks at query time.
 #: 30 keeps hybrid's recall (SciFact R@30 0.91 vs R@100 0.96) at under a third of the cross-encoder's cost.
@@ -63,13 +68,16 @@ def dev_share(n: int, max_dev: int = MAX_DEV_QUERIES) -> float:
 def pseudo_sample_size(time_budget: float, device: str, queries_per_s: float | None = None) -> int:
     """Paragraphs to make self-supervised training queries from: ``PSEUDO_EPOCHS`` passes fill ``time_budget``.
 
-    ``queries_per_s``: the measured training speed (see ``training_speed``); None: the device's constant.
+    ``queries_per_s``: the measured training speed (see ``training_speed``), of which ``SPEED_MARGIN`` is
+    counted on; None: the device's constant.
     """
     from tasks.rerank_train import precision
 
     if queries_per_s is None:
         cuda = device.startswith("cuda")
         queries_per_s = CPU_QUERIES_PER_S["fp32"] * GPU_SPEEDUP if cuda else CPU_QUERIES_PER_S[precision(device)]
+    else:
+        queries_per_s *= SPEED_MARGIN
     return int(min(50_000, max(MIN_PSEUDO_SAMPLE, time_budget * queries_per_s / PSEUDO_EPOCHS)))
 
 

@@ -28,7 +28,6 @@ import contextlib
 import re
 import logging
 import shutil
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -72,8 +71,8 @@ class TrainResult:
     dev_curve: list[tuple[float, float]] | None = None
     #: The epochs whose weights were averaged into the saved model (None: one epoch's weights, best_epoch).
     soup: list[float] | None = None
-    #: Median wall time of an optimiser step, the first (warm-up) step left out (None: under two steps).
-    seconds_per_step: float | None = None
+    #: Wall time of each optimiser step after the first (warm-up) one, scorings between epochs included.
+    step_seconds: list[float] | None = None
 
 
 def precision(device: str) -> str:
@@ -336,16 +335,18 @@ def train_cross_encoder(
     # The epoch checkpoints are only there to restore the best one and to make the soup; left behind they
     # would travel with the model (and be uploaded, on an object store).
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    # The median leaves out the scorings and checkpoints between epochs: what a step costs (measure_speed).
-    steps_s = [b - a for a, b in zip(state["step_ends"], state["step_ends"][1:])]
+    steps_s = [round(b - a, 4) for a, b in zip(state["step_ends"], state["step_ends"][1:])]
     return TrainResult(str(out), st.global_step, st.global_step * BATCH_QUERIES * PAIRS_PER_QUERY,
                        round(time.monotonic() - t0, 1), state["stopped"], prec, round(st.epoch or 0.0, 2), best_epoch,
                        curve or None, souped if len(souped) > 1 else None,
-                       round(statistics.median(steps_s), 3) if steps_s else None)
+                       steps_s or None)
 
 
-#: Timed optimiser steps of a speed probe (after one warm-up step).
-PROBE_STEPS = 3
+#: Timed optimiser steps of a speed probe (after one warm-up step). Three steps (24 queries) read 1.30
+#: queries/s where 16 steps and the run itself read 1.22 and 1.17: a step's cost follows its batch's longest
+#: passages, and a few batches are a noisy sample of them (benchmarks/RESULTS.md, "Stop 30"). Eight steps
+#: cost about a minute on a 2-core CPU, outside the training budget.
+PROBE_STEPS = 8
 #: Training examples a speed probe takes: one batch per step, the warm-up's included.
 PROBE_EXAMPLES = (PROBE_STEPS + 1) * BATCH_QUERIES
 
@@ -356,7 +357,8 @@ def measure_speed(examples: Sequence[Example], base: str, *, device: str = "auto
 
     Runs ``PROBE_STEPS`` + 1 optimiser steps of the real trainer (same model, precision, batch and loss as
     :func:`train_cross_encoder`) on the first ``PROBE_EXAMPLES`` examples, and times the steps after the
-    first, which pays for lazy initialisation. The weights are thrown away. The constant speed per device
+    first, which pays for lazy initialisation: their mean, since a pass costs the sum of its steps (a median
+    would discount the few batches of long passages). The weights are thrown away. The constant speed per device
     kind it replaces said 1.2 queries/s for a 2-core bf16 CPU that trained at 0.82 (benchmarks/RESULTS.md,
     "Stop 27"); the GPU's constant was never measured.
     """
@@ -367,4 +369,4 @@ def measure_speed(examples: Sequence[Example], base: str, *, device: str = "auto
     with tempfile.TemporaryDirectory(prefix="corpus-search-probe-") as tmp:
         result = train_cross_encoder(list(examples)[:PROBE_EXAMPLES], base, tmp, time_budget_s=float("inf"), device=device,
                                      log=lambda _: None, max_epochs=1, max_length=max_length, train_layers=train_layers)
-    return BATCH_QUERIES / result.seconds_per_step
+    return BATCH_QUERIES * len(result.step_seconds) / sum(result.step_seconds)
