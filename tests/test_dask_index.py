@@ -48,10 +48,12 @@ def _table(db_uri: str, collection: str = "test") -> dict[str, dict]:
 def assert_same_table(a: dict[str, dict], b: dict[str, dict]) -> None:
     """Same rows; the same vectors to the precision they were encoded in.
 
-    In fp32 a vector does not depend on which batch it was encoded with (within 1e-5). In bf16 it does:
-    padding and kernel blocking follow the batch's shape, and on a CPU with AMX-BF16 the workers' shards
-    and the in-process run differ by up to ~1e-3 per component. The bound there is the precision rule's
-    own (``MIN_AGREEMENT_COSINE``, what reduced precision must keep against fp32).
+    The workers encode the very batches one process does (``encode_step``), but each on 1 of the 2 cores'
+    threads where one process uses both. In fp32 that changes nothing (bit-identical here). In bf16 on a
+    CPU with AMX-BF16, torch's kernels split the work by thread count and round differently: the same 18
+    texts, in one batch, differ by up to 6e-4 per component (cosine 0.999995) between 1 and 2 threads
+    (benchmarks/RESULTS.md, "Stop 31"). The bound there is the precision rule's own
+    (``MIN_AGREEMENT_COSINE``, what reduced precision must keep against fp32).
     """
     from query.bi_encoder import MIN_AGREEMENT_COSINE
     from query.devices import resolve_device, resolve_precision
