@@ -41,10 +41,11 @@ MIN_PSEUDO_SAMPLE = 300
 #: gave +0.013 too). benchmarks/RESULTS.md, "Stop 24".
 PSEUDO_EPOCHS = 2
 GPU_SPEEDUP = 25
-#: Share of the measured speed the sample is sized for. Too big a sample loses the second pass, which is
-#: what a run needs (stop 24); too small a one starts a third pass, whose cut checkpoint the soup may take
-#: or refuse. On a CPU the probe read 1.47 queries/s, then 1.30 on the same examples 2.5 hours later; the
-#: run trained at 1.17 with its epochs' dev scorings, and made 1.61 passes (benchmarks/RESULTS.md, "Stop 30").
+#: Share of the measured speed the sample is sized for. Too big a sample loses the second pass it is sized
+#: for (PSEUDO_EPOCHS); too small a one starts a third pass, whose cut checkpoint the soup may take or
+#: refuse. A 2-core CPU's speed moves by 13 % within minutes: a probe read 1.47 queries/s and the run 1.17
+#: (1.61 passes, "Stop 30"); with this margin the next run finished its two passes at 81 % of the budget
+#: (benchmarks/RESULTS.md, "Stop 31").
 SPEED_MARGIN = 0.8
 MAX_DEV_QUERIES = 100
 #: Candidates the gate re-ranks per dev query, saved with the model as the depth it re-ranks at query time.
