@@ -163,6 +163,9 @@ def test_cli_dask_address_runs_the_shards_on_that_cluster(prefect_harness, clust
     from prefect.settings import PREFECT_API_URL
 
     address, client = cluster
+    # The killed-worker test leaves the nanny restarting a worker; on a busy machine that took longer than
+    # that test plus the next (CI beside a training run: the run saw 1 worker). The claim needs both.
+    client.wait_for_workers(2, timeout=120)
     dump = _dump(tmp_path / "small.jsonl", 6)
     # The harness's server, so that the CLI process does not start a temporary one (seconds on a busy box).
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
