@@ -344,8 +344,9 @@ def train_cross_encoder(
 
 #: Timed optimiser steps of a speed probe (after one warm-up step). Three steps (24 queries) read 1.30
 #: queries/s where 16 steps and the run itself read 1.22 and 1.17: a step's cost follows its batch's longest
-#: passages, and a few batches are a noisy sample of them (benchmarks/RESULTS.md, "Stop 30"). Eight steps
-#: cost about a minute on a 2-core CPU, outside the training budget.
+#: passages, and a few batches are a noisy sample of them (benchmarks/RESULTS.md, "Stop 30"). In stop 31 the
+#: two probes agreed within 2 %, and both moved 13 % between rounds minutes apart: that drift is what the
+#: flow's SPEED_MARGIN covers. Eight steps cost about a minute on a 2-core CPU, outside the training budget.
 PROBE_STEPS = 8
 #: Training examples a speed probe takes: one batch per step, the warm-up's included.
 PROBE_EXAMPLES = (PROBE_STEPS + 1) * BATCH_QUERIES
