@@ -34,7 +34,8 @@ CPU_QUERIES_PER_S = {"fp32": 0.6, "bf16": 1.2}
 #: From this budget on, the training speed is measured (tasks.rerank_train.measure_speed: nine trainer
 #: steps, about a minute on a 2-core CPU) rather than taken from the constants, to size the sample.
 PROBE_MIN_BUDGET = 600.0
-#: The fewest paragraphs a self-supervised sample is made from, whatever the budget.
+#: The fewest training queries a self-supervised sample holds, whatever the budget (a collection of at most
+#: that many paragraphs is sampled whole).
 MIN_PSEUDO_SAMPLE = 300
 #: Passes over the pseudo-queries the self-supervised sample is sized for: fewer queries seen twice gained
 #: more on SciFact test than more queries seen once (+0.013, p 0.016, against +0.009, p 0.34; three passes
@@ -67,7 +68,7 @@ def dev_share(n: int, max_dev: int = MAX_DEV_QUERIES) -> float:
 
 
 def pseudo_sample_size(time_budget: float, device: str, queries_per_s: float | None = None) -> int:
-    """Paragraphs to make self-supervised training queries from: ``PSEUDO_EPOCHS`` passes fill ``time_budget``.
+    """Self-supervised training queries to make: ``PSEUDO_EPOCHS`` passes over them fill ``time_budget``.
 
     ``queries_per_s``: the measured training speed (see ``training_speed``), of which ``SPEED_MARGIN`` is
     counted on; None: the device's constant.
@@ -139,17 +140,26 @@ def _n_dev(searcher) -> int:
     return min(DEV_SAMPLE, searcher.table.count_rows() * 3 // 10)
 
 
-def pseudo_split(searcher, n_pseudo: int, seed: int) -> tuple[list, list[dict]]:
-    """Self-supervised dev queries (``pseudo_dev``) and up to ``n_pseudo`` training paragraphs, none from a dev
-    query's document."""
+def pseudo_split(searcher, n_pseudo: int, seed: int) -> tuple[list, list]:
+    """Self-supervised dev queries (``pseudo_dev``) and up to ``n_pseudo`` training pseudo-queries (no
+    negatives yet), none from a dev query's document.
+
+    ``pseudo_sample_size`` counts queries, and not every paragraph makes one (on CACM, where many documents
+    are a title alone, 421 paragraphs made 197; benchmarks/RESULTS.md, "Stop 31"). So the paragraphs are
+    drawn again, twice as many each time, until they make ``n_pseudo`` queries or are the whole collection.
+    """
     from tasks import rerank_data as rd
 
     dev = pseudo_dev(searcher, seed)
     dev_docs = {d for e in dev for d in e.relevant}
-    sample = rd.sample_paragraphs(searcher, n_pseudo + _n_dev(searcher), seed + 1)
-    rows = [r for r in sample if r["doc_id"] not in dev_docs]
-    random.Random(seed).shuffle(rows)
-    return dev, rows[:n_pseudo]
+    size, total = n_pseudo + _n_dev(searcher), searcher.table.count_rows()
+    while True:
+        rows = [r for r in rd.sample_paragraphs(searcher, size, seed + 1) if r["doc_id"] not in dev_docs]
+        random.Random(seed).shuffle(rows)
+        train = rd.pseudo_queries(rows, searcher.meta.encode_title, seed, limit=n_pseudo)
+        if len(train) >= n_pseudo or size >= total:
+            return dev, train
+        size *= 2
 
 
 @task(name="training-examples")
@@ -163,8 +173,8 @@ def training_examples(db_uri: str, collection: str, judgments: str | None, split
     if judgments:
         train, dev = judged_split(searcher, judgments, split, seed)
     else:
-        dev, train_rows = pseudo_split(searcher, n_pseudo, seed)
-        train = rd.add_hard_negatives(searcher, rd.pseudo_queries(train_rows, searcher.meta.encode_title, seed), seed)
+        dev, train = pseudo_split(searcher, n_pseudo, seed)
+        train = rd.add_hard_negatives(searcher, train, seed)
     train = rd.fill_negatives(train, seed)
     if not train or not dev:
         raise rd.TrainingDataError(

@@ -221,8 +221,11 @@ def _terms_query(row: dict, df: Counter, n_docs: int, rng: random.Random, enc_ti
     return " ".join(top), passage_text(row["title"], row["text"], enc_title)
 
 
-def pseudo_queries(rows: Sequence[dict], enc_title: bool, seed: int = 0) -> list[Example]:
-    """Pseudo-queries from sampled paragraphs, the kinds in turn (a paragraph that cannot make its kind is skipped)."""
+def pseudo_queries(rows: Sequence[dict], enc_title: bool, seed: int = 0, limit: int | None = None) -> list[Example]:
+    """Pseudo-queries from sampled paragraphs, the kinds in turn (a paragraph that cannot make its kind is skipped).
+
+    ``limit``: stop at that many queries; the term weights still come from all of ``rows``.
+    """
     rng = random.Random(seed)
     df: Counter = Counter()
     for r in rows:
@@ -242,6 +245,8 @@ def pseudo_queries(rows: Sequence[dict], enc_title: bool, seed: int = 0) -> list
             if made is not None:
                 out.append(Example(f"{kind}:{r['id']}", made[0], kind, made[1], [], {r["doc_id"]: 1}, r["id"]))
                 break
+        if limit is not None and len(out) >= limit:
+            break
     return out
 
 

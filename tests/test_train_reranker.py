@@ -150,12 +150,36 @@ def test_self_supervised_dev_queries_do_not_depend_on_the_training_sample_and_sh
     from query.searcher import Searcher
 
     searcher = Searcher(db_uri=sample_db, collection="sample")
-    small_dev, small_rows = pseudo_split(searcher, 20, 0)
-    big_dev, big_rows = pseudo_split(searcher, 400, 0)
+    small_dev, small_train = pseudo_split(searcher, 5, 0)
+    big_dev, big_train = pseudo_split(searcher, 400, 0)
     assert [e.query for e in small_dev] == [e.query for e in big_dev] and small_dev
     dev_docs = {d for e in big_dev for d in e.relevant}
-    assert 0 < len(small_rows) <= 20 and len(big_rows) > len(small_rows)
-    assert not dev_docs & {r["doc_id"] for r in small_rows + big_rows}
+    assert len(small_train) == 5 < len(big_train)
+    assert not dev_docs & {d for e in small_train + big_train for d in e.relevant}
+
+
+def test_the_self_supervised_sample_is_counted_in_queries_though_some_paragraphs_make_none(sample_db, tmp_path):
+    from flows.index_corpus import index_corpus
+    from flows.train_reranker import pseudo_dev, pseudo_split
+    from query.searcher import Searcher
+    from tasks import rerank_data as rd
+
+    # Like CACM, where many documents are a title alone: one-line notes make no pseudo-query.
+    notes = tmp_path / "one-liners"
+    notes.mkdir()
+    for i in range(40):
+        (notes / f"n{i}.md").write_text(f"Reading list item {i}, for the club on the weekend.\n")
+    summary = index_corpus([str(EXAMPLES / "articles"), str(EXAMPLES / "notes"), str(notes)], collection="mixed",
+                           db_uri=sample_db)
+    assert summary["articles_failed"] == 0
+    searcher = Searcher(db_uri=sample_db, collection="mixed")
+    dev_docs = {d for e in pseudo_dev(searcher, 0) for d in e.relevant}
+    rows = [r for r in rd.sample_paragraphs(searcher, searcher.table.count_rows()) if r["doc_id"] not in dev_docs]
+    n = len(rd.pseudo_queries(rows, searcher.meta.encode_title))  # every training query the collection has
+    assert n < len(rows) / 2  # the premise: most of its paragraphs make no query
+    _, train = pseudo_split(searcher, n, 0)
+    assert len(train) == n and len({e.qid for e in train}) == n
+    assert not dev_docs & {d for e in train for d in e.relevant}
 
 
 def test_the_gate_refuses_an_untrained_model_on_real_dev_queries(sample_db, tmp_path):
