@@ -13,10 +13,6 @@ ratio learned nothing from a bi-encoder body, while this listwise loss learned.
   single-epoch run left most of a 25-minute budget unused and its model undertrained.
 * Soup: the other scored epochs are then averaged into the best one's weights, each only if the average
   scores at least as well on dev (a greedy soup of the run's epochs; see ``greedy_soup``).
-* Trajectory average: from the end of the first epoch on, a running mean of the weights after every step
-  (stochastic weight averaging, Izmailov et al. 2018, with torch's ``AveragedModel``) is one more soup
-  ingredient, scored like an epoch. At a constant learning rate one epoch-end point is a draw from a noisy
-  trajectory: on SciFact, epoch 2 against epoch 1 moved dev nDCG@10 by -0.155 to +0.169 across runs.
 * Time budget: a callback stops training after ``time_budget_s``; the epoch it cuts short is still
   scored, so the budget's last minutes count. The learning rate is constant after a short warm-up, so a
   run cut by the budget is not left mid-decay.
@@ -55,8 +51,6 @@ MAX_EPOCHS = 8
 PATIENCE = 2
 #: The evaluator's metric the best epoch is chosen by (the trainer prefixes ``eval_`` and the evaluator's name).
 DEV_METRIC = "eval_dev_ndcg@10"
-#: The soup's name for the running mean of the weights since the end of the first epoch.
-AVERAGE = "average"
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 
@@ -75,9 +69,8 @@ class TrainResult:
     best_epoch: float | None = None
     #: Dev nDCG@10 of the cross-encoder alone after each scored epoch: [(epoch, value), ...].
     dev_curve: list[tuple[float, float]] | None = None
-    #: The epochs whose weights were averaged into the saved model, ``AVERAGE`` for the trajectory average
-    #: (None: one epoch's weights, best_epoch).
-    soup: list[float | str] | None = None
+    #: The epochs whose weights were averaged into the saved model (None: one epoch's weights, best_epoch).
+    soup: list[float] | None = None
     #: Wall time of each optimiser step after the first (warm-up) one, scorings between epochs included.
     step_seconds: list[float] | None = None
 
@@ -236,7 +229,6 @@ def train_cross_encoder(
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
     from transformers import EarlyStoppingCallback, PrinterCallback, TrainerCallback, set_seed
-    from torch.optim.swa_utils import AveragedModel
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     from query.devices import resolve_device
@@ -278,25 +270,7 @@ def train_cross_encoder(
                 log(f"epoch {st.epoch:.2f}: dev nDCG@10 of the re-ranker alone {metrics[DEV_METRIC]:.4f} "
                     f"(best so far {max(best, metrics[DEV_METRIC]):.4f}), {time.monotonic() - t0:.0f}/{time_budget_s:.0f} s")
 
-    class TrajectoryAverage(TrainerCallback):
-        """A running mean of the weights after every step from the end of the first epoch on (SWA).
-
-        It starts there because the first pass moves the freshly initialised head far from where it began.
-        """
-
-        avg = None
-
-        def on_epoch_end(self, args, st, control, **kw):
-            if self.avg is None and st.epoch is not None and st.epoch >= 1.0 - 1e-6:
-                self.avg = AveragedModel(model.model)
-                self.avg.update_parameters(model.model)
-
-        def on_step_end(self, args, st, control, **kw):
-            if self.avg is not None:
-                self.avg.update_parameters(model.model)
-
     scored = bool(dev_samples)
-    averaged = TrajectoryAverage()
     args = CrossEncoderTrainingArguments(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=max_epochs,
@@ -327,7 +301,7 @@ def train_cross_encoder(
     evaluator = dev_evaluator(dev_samples, dev, prec) if scored else None
     callbacks: list = [Budget()]
     if scored:
-        callbacks += [EarlyStoppingCallback(early_stopping_patience=patience), averaged]
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=callbacks,
                                   evaluator=evaluator)
     # Progress goes to ``log`` (the Prefect run logger); the trainer's own printer would write to stdout,
@@ -347,30 +321,15 @@ def train_cross_encoder(
     curve = [(round(e["epoch"], 2), round(e[DEV_METRIC], 4)) for e in scored_epochs]
     # The trainer's own record of the checkpoint it restored, not an argmax of the rounded curve.
     best_epoch = next((round(e["epoch"], 2) for e in scored_epochs if e["step"] == st.best_global_step), None)
-    souped: list = []
+    souped: list[float] = []
     if curve:
         log(f"kept the weights of epoch {best_epoch} (dev nDCG@10 of the re-ranker alone {st.best_metric:.4f})")
-        found = [(e[DEV_METRIC], round(e["epoch"], 2), p) for e in scored_epochs
+        ranked = sorted(scored_epochs, key=lambda e: -e[DEV_METRIC])
+        found = [(round(e["epoch"], 2), p) for e in ranked
                  if (p := Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{e['step']}" / "model.safetensors").exists()]
-        best = st.best_metric
-        if averaged.avg is not None and averaged.avg.n_averaged.item() > 1:
-            path = Path(args.output_dir) / AVERAGE
-            averaged.avg.module.save_pretrained(str(path))
-            kept = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
-            model.model.load_state_dict(averaged.avg.module.state_dict())
-            value = evaluator(model)["dev_ndcg@10"]
-            log(f"mean of the weights at {averaged.avg.n_averaged.item()} steps from epoch 1 on: "
-                f"dev nDCG@10 of the re-ranker alone {value:.4f}")
-            found.append((value, AVERAGE, path / "model.safetensors"))
-            if value > best:  # the soup starts from the best ingredient, which the model must hold
-                best = value
-            else:
-                model.model.load_state_dict(kept)
-            del kept
-        found.sort(key=lambda f: -f[0])
         if len(found) > 1:
-            souped = greedy_soup(model, [p for _, _, p in found], best,
-                                 lambda m: evaluator(m)["dev_ndcg@10"], log, [n for _, n, _ in found])
+            souped = greedy_soup(model, [p for _, p in found], st.best_metric,
+                                 lambda m: evaluator(m)["dev_ndcg@10"], log, [e for e, _ in found])
     with _errors_only():
         model.save_pretrained(str(out))
     # The epoch checkpoints are only there to restore the best one and to make the soup; left behind they
@@ -379,7 +338,7 @@ def train_cross_encoder(
     steps_s = [round(b - a, 4) for a, b in zip(state["step_ends"], state["step_ends"][1:])]
     return TrainResult(str(out), st.global_step, st.global_step * BATCH_QUERIES * PAIRS_PER_QUERY,
                        round(time.monotonic() - t0, 1), state["stopped"], prec, round(st.epoch or 0.0, 2), best_epoch,
-                       curve or None, souped if len(souped) > 1 or souped[:1] == [AVERAGE] else None,
+                       curve or None, souped if len(souped) > 1 else None,
                        steps_s or None)
 
 
