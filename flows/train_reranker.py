@@ -45,8 +45,9 @@ GPU_SPEEDUP = 25
 #: Share of the measured speed the sample is sized for. Too big a sample loses the second pass it is sized
 #: for (PSEUDO_EPOCHS); too small a one starts a third pass, whose cut checkpoint the soup may take or
 #: refuse. A 2-core CPU's speed moves by 13 % within minutes: a probe read 1.47 queries/s and the run 1.17
-#: (1.61 passes, "Stop 30"); with this margin the next run finished its two passes at 81 % of the budget
-#: (benchmarks/RESULTS.md, "Stop 31").
+#: (1.61 passes, "Stop 30"); with this margin the next runs finished their two passes at 81 % and 99 % of
+#: the budget: a long run keeps about 80 % of the speed of its first minutes (benchmarks/RESULTS.md,
+#: "Stop 31" and "Stop 32").
 SPEED_MARGIN = 0.8
 MAX_DEV_QUERIES = 100
 #: Candidates the gate re-ranks per dev query, saved with the model as the depth it re-ranks at query time.
