@@ -39,7 +39,8 @@ PROBE_MIN_BUDGET = 600.0
 MIN_PSEUDO_SAMPLE = 300
 #: Passes over the pseudo-queries the self-supervised sample is sized for: fewer queries seen twice gained
 #: more on SciFact test than more queries seen once (+0.013, p 0.016, against +0.009, p 0.34; three passes
-#: gave +0.013 too). benchmarks/RESULTS.md, "Stop 24".
+#: gave +0.013 too). benchmarks/RESULTS.md, "Stop 24". One pass over 4,383 queries with the learning rate
+#: decaying to zero at the budget gained +0.007 ("Stop 33"): not adopted.
 PSEUDO_EPOCHS = 2
 GPU_SPEEDUP = 25
 #: Share of the measured speed the sample is sized for. Too big a sample loses the second pass it is sized
