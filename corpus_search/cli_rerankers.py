@@ -28,7 +28,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     from query.errors import InvalidQueryError
     from tasks.rerank_data import check_signal
 
-    check_signal(args.judgments, args.self_supervised, args.query_generator)
+    check_signal(args.judgments, args.self_supervised)
     if args.split and not args.judgments:
         raise InvalidQueryError("--split goes with --judgments (the qrels file qrels/<split>.tsv)")
     collection, db_uri = _collection(args), _db_uri(args)
@@ -43,7 +43,6 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         collection, db_uri=db_uri, judgments=args.judgments, split=args.split or "train",
         self_supervised=args.self_supervised, base=args.base, time_budget=args.time_budget, out=args.out,
         promote=args.promote, seed=args.seed, max_length=args.max_length, train_layers=args.train_layers,
-        query_generator=args.query_generator,
     )
     if args.json:
         print(json.dumps(result))
@@ -112,10 +111,6 @@ def register(sub, common) -> None:
                     help="query + passage tokens the model trains on (default 256)")
     tr.add_argument("--train-layers", type=int, default=None, metavar="N",
                     help="train only the top N transformer layers and the head (default: all); faster on a CPU")
-    tr.add_argument("--query-generator", default=None, metavar="NAME_OR_PATH",
-                    help="with --self-supervised: a small instruction-tuned language model (hub name, directory or "
-                    ".gguf file) that writes half the pseudo-queries in its own words; about 0.5 s a query on "
-                    "2 CPU cores, before training")
     common(tr)
     tr.set_defaults(func=cmd_train_reranker)
 

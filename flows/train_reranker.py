@@ -142,35 +142,23 @@ def _n_dev(searcher) -> int:
     return min(DEV_SAMPLE, searcher.table.count_rows() * 3 // 10)
 
 
-def pseudo_split(searcher, n_pseudo: int, seed: int, generator: str | None = None) -> tuple[list, list]:
+def pseudo_split(searcher, n_pseudo: int, seed: int) -> tuple[list, list]:
     """Self-supervised dev queries (``pseudo_dev``) and up to ``n_pseudo`` training pseudo-queries (no
     negatives yet), none from a dev query's document.
 
     ``pseudo_sample_size`` counts queries, and not every paragraph makes one (on CACM, where many documents
     are a title alone, 421 paragraphs made 197; benchmarks/RESULTS.md, "Stop 31"). So the paragraphs are
     drawn again, twice as many each time, until they make ``n_pseudo`` queries or are the whole collection.
-
-    ``generator``: a query generator (:mod:`tasks.rerank_querygen`) answers the paragraphs whose turn is
-    the ``generated`` kind, each paragraph once however many draws it takes.
     """
     from tasks import rerank_data as rd
 
     dev = pseudo_dev(searcher, seed)
     dev_docs = {d for e in dev for d in e.relevant}
     size, total = n_pseudo + _n_dev(searcher), searcher.table.count_rows()
-    generated: dict[str, str] | None = {} if generator else None
-    asked: set[str] = set()
     while True:
         rows = [r for r in rd.sample_paragraphs(searcher, size, seed + 1) if r["doc_id"] not in dev_docs]
         random.Random(seed).shuffle(rows)
-        if generator:
-            from tasks.rerank_querygen import generate_queries
-
-            # 5 % more than the sample: a paragraph that makes no query moves the turns of those after it.
-            todo = [r for r in rd.generation_rows(rows, n_pseudo + n_pseudo // 20) if r["id"] not in asked]
-            asked.update(r["id"] for r in todo)
-            generated.update(generate_queries(todo, generator))
-        train = rd.pseudo_queries(rows, searcher.meta.encode_title, seed, limit=n_pseudo, generated=generated)
+        train = rd.pseudo_queries(rows, searcher.meta.encode_title, seed, limit=n_pseudo)
         if len(train) >= n_pseudo or size >= total:
             return dev, train
         size *= 2
@@ -178,7 +166,7 @@ def pseudo_split(searcher, n_pseudo: int, seed: int, generator: str | None = Non
 
 @task(name="training-examples")
 def training_examples(db_uri: str, collection: str, judgments: str | None, split: str, seed: int,
-                      n_pseudo: int, generator: str | None = None) -> tuple[list, list]:
+                      n_pseudo: int) -> tuple[list, list]:
     """Train and dev examples: judged queries, or pseudo-queries sampled from the collection."""
     from tasks import rerank_data as rd
 
@@ -187,7 +175,7 @@ def training_examples(db_uri: str, collection: str, judgments: str | None, split
     if judgments:
         train, dev = judged_split(searcher, judgments, split, seed)
     else:
-        dev, train = pseudo_split(searcher, n_pseudo, seed, generator)
+        dev, train = pseudo_split(searcher, n_pseudo, seed)
         train = rd.add_hard_negatives(searcher, train, seed)
     train = rd.fill_negatives(train, seed)
     if not train or not dev:
@@ -287,7 +275,6 @@ def train_reranker(
     dev_depth: int | None = None,
     max_length: int | None = None,
     train_layers: int | None = None,
-    query_generator: str | None = None,
 ) -> dict:
     """Train a re-ranker for ``collection`` and promote it if it beats what the collection has (``auto``)."""
     from query.devices import resolve_device
@@ -299,7 +286,7 @@ def train_reranker(
     log = get_run_logger()
     s = get_settings()
     db_uri = db_uri or s.db_uri
-    signal = check_signal(judgments, self_supervised, query_generator)
+    signal = check_signal(judgments, self_supervised)
     if promote not in ("auto", "never", "always"):
         raise InvalidQueryError(f"--promote must be auto, never or always, got {promote!r}")
     if not time_budget > 0:
@@ -311,7 +298,7 @@ def train_reranker(
     if signal == "self-supervised" and time_budget >= PROBE_MIN_BUDGET:
         speed = training_speed(db_uri, collection, base, seed, max_length or MAX_LENGTH, train_layers)
     n_pseudo = pseudo_sample_size(time_budget, resolve_device(s.device), speed)
-    train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo, query_generator)
+    train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo)
     model_id = new_model_id(signal)
     out_dir = str(Path(out) if out else default_out_dir(db_uri, collection, model_id))
     depth = dev_depth or DEV_DEPTH
@@ -329,8 +316,7 @@ def train_reranker(
         train={"queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
                "seconds": trained["seconds"], "precision": trained["precision"], "seed": seed,
                "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "dev_curve": trained["dev_curve"],
-               "soup": trained["soup"], "measured_queries_per_s": round(speed, 3) if speed else None,
-               "query_generator": query_generator},
+               "soup": trained["soup"], "measured_queries_per_s": round(speed, 3) if speed else None},
     )
     register(db_uri, collection, entry, promoted)
     log.info("re-ranker %s: %s", model_id, why)

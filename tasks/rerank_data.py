@@ -11,10 +11,7 @@ Two signals:
     that example, or the model would only learn to spot the title string;
   - ``sentence``: a sentence cut out of its paragraph asks for the rest of the paragraph (the inverse
     cloze task, Lee et al. 2019): the query shares meaning, not all of its words, with the positive;
-  - ``terms``: the paragraph's most salient terms (tf·idf against the sample), as a keyword query;
-  - ``generated`` (only with a query generator, :mod:`tasks.rerank_querygen`): a language model's one-sentence
-    statement of the paragraph's main point, in other words than the paragraph's. With a generator, every
-    other query is of this kind.
+  - ``terms``: the paragraph's most salient terms (tf·idf against the sample), as a keyword query.
 
 Hard negatives are the collection's own hybrid top-k for the query minus every paragraph of a positive's
 document (a paragraph of the same document is too often relevant too, a false negative) and minus
@@ -31,7 +28,7 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,9 +45,6 @@ NEGATIVES = 7
 MINING_DEPTH = 30
 #: Kinds of self-supervised pseudo-queries, mixed in equal shares.
 PSEUDO_KINDS = ("title", "sentence", "terms")
-#: The turn order with a query generator: half the queries generated, the other half the three kinds above.
-GENERATED = "generated"
-WITH_GENERATED = ("title", GENERATED, "sentence", GENERATED, "terms", GENERATED)
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
@@ -71,22 +65,17 @@ class Example:
 
     qid: str
     query: str
-    kind: str  # "judged", one of PSEUDO_KINDS, or GENERATED
+    kind: str  # "judged" or one of PSEUDO_KINDS
     positive: str = ""
     negatives: list[str] = field(default_factory=list)
     relevant: dict[str, int] = field(default_factory=dict)  # doc id -> grade, for the dev gate
     hide: str | None = None  # a paragraph id the dev gate hides from the candidates (the query's own source)
 
 
-def check_signal(judgments: str | None, self_supervised: bool, query_generator: str | None = None) -> str:
-    """The training signal of a run: exactly one of judgments and self-supervised, else a usage error.
-
-    A query generator makes pseudo-queries, so it goes with the self-supervised signal only.
-    """
+def check_signal(judgments: str | None, self_supervised: bool) -> str:
+    """The training signal of a run: exactly one of judgments and self-supervised, else a usage error."""
     if bool(judgments) == bool(self_supervised):
         raise InvalidQueryError("give exactly one training signal: --judgments DATASET_DIR or --self-supervised")
-    if query_generator and not self_supervised:
-        raise InvalidQueryError("--query-generator makes pseudo-queries: use it with --self-supervised, not --judgments")
     return "judgments" if judgments else "self-supervised"
 
 
@@ -232,20 +221,11 @@ def _terms_query(row: dict, df: Counter, n_docs: int, rng: random.Random, enc_ti
     return " ".join(top), passage_text(row["title"], row["text"], enc_title)
 
 
-def generation_rows(rows: Sequence[dict], n: int) -> list[dict]:
-    """The rows among the first ``n`` whose turn is the ``generated`` kind: those a generator has to answer."""
-    return [r for i, r in enumerate(rows[:n]) if WITH_GENERATED[i % len(WITH_GENERATED)] == GENERATED]
-
-
-def pseudo_queries(rows: Sequence[dict], enc_title: bool, seed: int = 0, limit: int | None = None,
-                   generated: Mapping[str, str] | None = None) -> list[Example]:
+def pseudo_queries(rows: Sequence[dict], enc_title: bool, seed: int = 0, limit: int | None = None) -> list[Example]:
     """Pseudo-queries from sampled paragraphs, the kinds in turn (a paragraph that cannot make its kind is skipped).
 
     ``limit``: stop at that many queries; the term weights still come from all of ``rows``.
-    ``generated``: {paragraph id: generated query}; given, the turns are ``WITH_GENERATED`` (a paragraph
-    without a generated query tries the next kind).
     """
-    kinds = WITH_GENERATED if generated is not None else PSEUDO_KINDS
     rng = random.Random(seed)
     df: Counter = Counter()
     for r in rows:
@@ -254,13 +234,10 @@ def pseudo_queries(rows: Sequence[dict], enc_title: bool, seed: int = 0, limit: 
     for i, r in enumerate(rows):
         # Each paragraph tries the kind whose turn it is first, then the others, so that short paragraphs
         # (no 2 sentences, no long title) still give a query.
-        for j in range(len(kinds)):
-            kind = kinds[(i + j) % len(kinds)]
+        for j in range(len(PSEUDO_KINDS)):
+            kind = PSEUDO_KINDS[(i + j) % len(PSEUDO_KINDS)]
             if kind == "title":
                 made = _title_query(r)
-            elif kind == GENERATED:
-                query = (generated or {}).get(r["id"])
-                made = (query, passage_text(r["title"], r["text"], enc_title)) if query else None
             elif kind == "sentence":
                 made = _sentence_query(r, rng, enc_title)
             else:

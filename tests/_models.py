@@ -16,7 +16,6 @@ All use the MiniLM package's BERT WordPiece tokenizer. Tiny models are initialis
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -55,6 +54,7 @@ def build_cross_encoder(
     checkpoint, the shape of a checkpoint trained with a BERT-style head (out_proj on [CLS] only).
     """
     import torch
+    import transformers
     from transformers import (
         AutoModelForSequenceClassification,
         BertConfig,
@@ -66,7 +66,11 @@ def build_cross_encoder(
     if body not in BODIES:
         raise ValueError(f"body must be one of {BODIES}, not {body!r}")
     path = Path(path)
-    with _quiet_build(path, seed):
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
         tiny = dict(
             vocab_size=30522,
             hidden_size=32,
@@ -97,41 +101,9 @@ def build_cross_encoder(
         if head_without_dense:
             _drop_tensors(path / "model.safetensors", "classifier.dense.")
         _tokenizer(min(512, max_position_embeddings)).save_pretrained(str(path))
-    return path
-
-
-def build_causal_lm(path: str | os.PathLike, *, seed: int = 0) -> Path:
-    """Write a tiny random ``LlamaForCausalLM`` (2 layers, hidden 32) with the MiniLM tokenizer at ``path``.
-
-    A real generator's shape and code path (tokenise, ``generate``, decode) in a second; its text is noise.
-    """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    path = Path(path)
-    with _quiet_build(path, seed):
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64,
-                                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                             max_position_embeddings=1024, pad_token_id=0))
-        model.eval()
-        model.save_pretrained(str(path))
-        _tokenizer().save_pretrained(str(path))
-    return path
-
-
-@contextlib.contextmanager
-def _quiet_build(path: Path, seed: int):
-    """Create ``path``, seed torch, and keep transformers' load/save chatter out of test output."""
-    import torch
-    import transformers
-
-    path.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        yield
     finally:
         transformers.logging.set_verbosity(verbosity)
+    return path
 
 
 def _drop_tensors(weights, prefix: str) -> None:
