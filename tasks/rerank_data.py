@@ -43,7 +43,10 @@ from tasks.datasets import DatasetFormatError, load_beir_qrels, load_beir_querie
 NEGATIVES = 7
 #: Depth of the first-stage ranking that hard negatives and judged positives are drawn from.
 MINING_DEPTH = 30
-#: Kinds of self-supervised pseudo-queries, mixed in equal shares.
+#: Kinds of self-supervised pseudo-queries, mixed in equal shares. Half of them written by a small language
+#: model instead (SmolLM2-135M-Instruct stating each paragraph's main point) made a better re-ranker alone on
+#: SciFact test but not a better fused ranking (+0.012 at the gate's weight): not adopted
+#: (benchmarks/RESULTS.md, "Stop 34").
 PSEUDO_KINDS = ("title", "sentence", "terms")
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
