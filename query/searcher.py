@@ -39,7 +39,7 @@ from query.hits import (  # noqa: F401 - MAX_RESULTS, Hit, Hits and Timings are 
 )
 from query.fusion import fused_scores, fusion_reach, rank_order
 from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings, reranker_options
-from query.registry import promoted_model
+from query.registry import Registry, RerankerRegistryError, promoted_model, read_registry
 from query.schema import (
     IndexContractError,
     IndexMetadata,
@@ -185,9 +185,27 @@ class Searcher:
             if rerank == "require":
                 raise
             warnings.warn(f"re-ranking did not run, results are the retrieval ranking (reranked: false): {exc} "
-                          f"Train one for this collection: corpus-search train-reranker --collection "
-                          f"{self.collection} --self-supervised", RerankSkippedWarning, stacklevel=4)
+                          f"{self._registry_hint()}", RerankSkippedWarning, stacklevel=4)
             return None
+
+    def _registry_hint(self) -> str:
+        """What the collection's own re-rankers offer, for the fallback warning: the user's next step."""
+        rerankers = f"corpus-search rerankers --collection {self.collection}"
+        try:
+            registry = read_registry(self.table)
+        except (ValueError, TypeError, RerankerRegistryError):
+            registry = Registry()
+        if registry.promoted:
+            # promoted_model() found its directory gone, so the default model was tried instead
+            return (f"This collection's promoted re-ranker {registry.promoted} is missing from the database; "
+                    f"promote another one ({rerankers}) or train a new one.")
+        if registry.models:
+            # trained, but the gate (or the user) left them unpromoted: retraining is not the obvious fix
+            return (f"This collection has {len(registry.models)} trained re-ranker(s), none promoted: "
+                    f"`{rerankers}` shows how each did against retrieval on held-out queries, and "
+                    f"`{rerankers} --promote ID` puts one to use anyway.")
+        return (f"Train one for this collection: corpus-search train-reranker --collection {self.collection} "
+                "--self-supervised")
 
     # ------------------------------------------------------------------ search
 

@@ -229,6 +229,39 @@ def test_without_any_cross_encoder_search_falls_back_to_retrieval_with_one_warni
     assert strict.returncode == 2 and strict.stderr.startswith("corpus-search: error:")
 
 
+def test_the_fallback_warning_points_at_the_collections_unpromoted_or_missing_rerankers(sample_db):
+    """Offline with no promoted model, the warning says what the registry holds instead of "train one"."""
+    from query import Searcher
+    from query.registry import REGISTRY_KEY, Registry, RerankerEntry, read_registry, write_registry
+    from query.searcher import RerankSkippedWarning
+
+    def warning_text() -> str:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hits = Searcher(db_uri=sample_db, collection="sample").search("How do glaciers form?", k=3)
+        assert hits and not any(h.reranked for h in hits)
+        skipped = [w for w in caught if w.category is RerankSkippedWarning]
+        assert len(skipped) == 1
+        return str(skipped[0].message)
+
+    table = Searcher(db_uri=sample_db, collection="sample").table
+    saved = table.to_lance().metadata.get(REGISTRY_KEY)
+    entry = RerankerEntry(id="refused", path="_rerankers/sample/refused", created="2026-01-01T00:00:00+00:00",
+                          base="tiny", signal="self-supervised", fingerprint="0", alpha=0.3)
+    try:
+        write_registry(table, Registry(None, []))
+        assert "Train one for this collection" in warning_text()
+        write_registry(table, Registry(None, [entry]))
+        text = warning_text()
+        assert "1 trained re-ranker(s), none promoted" in text and "--promote ID" in text
+        assert "Train one" not in text
+        write_registry(table, Registry("refused", [entry]))  # promoted, but its directory is not there
+        assert "promoted re-ranker refused is missing" in warning_text()
+    finally:
+        write_registry(table, Registry.from_json(saved))
+    assert read_registry(table).to_json() == Registry.from_json(saved).to_json()
+
+
 def test_train_reranker_cli_refuses_a_missing_signal_before_any_work(sample_db):
     base = [sys.executable, "-m", "corpus_search.cli", "train-reranker", "--collection", "sample", "--db", sample_db]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
