@@ -52,7 +52,8 @@ def search_answer(
     else:
         stages += " → re-rank did not run (no cross-encoder loads; see the warning): scores are retrieval scores"
     stages += _page(k, offset, score_threshold)
-    stages += f"  [encode {t.encode*1000:.0f} ms, retrieve {t.retrieve*1000:.0f} ms, re-rank {t.rerank*1000:.0f} ms]"
+    load = f"load models {t.load*1000:.0f} ms, " if t.load >= 0.0005 else ""
+    stages += f"  [{load}encode {t.encode*1000:.0f} ms, retrieve {t.retrieve*1000:.0f} ms, re-rank {t.rerank*1000:.0f} ms]"
     return Answer(answer_payload(query, mode, t.reranker is not None, hits), stages)
 
 

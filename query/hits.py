@@ -67,6 +67,7 @@ class Hit:
 class Timings:
     """Seconds spent per stage by the last query."""
 
+    load: float = 0.0  # loading the models (the first search of a process; 0 once they are loaded)
     encode: float = 0.0
     retrieve: float = 0.0
     rerank: float = 0.0

@@ -318,7 +318,7 @@ def test_eight_concurrent_clients_get_correct_answers(server):
 
 
 def _mask_timings(text: str) -> str:
-    return re.sub(r"\[encode \d+ ms, retrieve \d+ ms, re-rank \d+ ms\]", "[timings]", text)
+    return re.sub(r"\[(load models \d+ ms, )?encode \d+ ms, retrieve \d+ ms, re-rank \d+ ms\]", "[timings]", text)
 
 
 #: Runs the CLI, then reports which heavy modules it imported (on stderr, after the CLI's own output).

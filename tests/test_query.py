@@ -276,3 +276,22 @@ def test_a_lexical_search_without_rerank_imports_no_torch_sentence_transformers_
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_first_search_of_a_process_reports_model_loading_apart_from_encoding(corpus_db):
+    """A cold CLI call must not read as a slow encode: loading the models is its own timing."""
+    code = textwrap.dedent(f"""
+        import json
+        from query import Searcher
+        s = Searcher(db_uri={corpus_db!r}, collection="sample")
+        cold = s.search("glaciers", k=2, rerank=False).timings
+        warm = s.search("glaciers", k=2, rerank=False).timings
+        print(json.dumps([cold.load, cold.encode, cold.total, warm.load, warm.encode]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cold_load, cold_encode, cold_total, warm_load, warm_encode = json.loads(out.stdout.splitlines()[-1])
+    assert cold_load > 10 * warm_load and cold_load > cold_encode  # the bi-encoder loads once, in the first call
+    assert cold_load + cold_encode <= cold_total
+    assert warm_encode > 0

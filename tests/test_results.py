@@ -291,7 +291,7 @@ def test_cli_text_output_is_bold_only_at_a_terminal(db, capsys, monkeypatch):
     shown = capsys.readouterr().out
     assert f"{BOLD}indexed{PLAIN}" in shown and f"{BOLD}Indexing{PLAIN}" in shown and f"{BOLD}INDEXER{PLAIN}" in shown
     assert re.sub(r"\x1b\[\d+m", "", shown) == piped.replace(
-        re.search(r"\[encode .*\]", piped).group(), re.search(r"\[encode .*\]", shown).group())
+        re.search(r"\[(load models|encode) .*\]", piped).group(), re.search(r"\[(load models|encode) .*\]", shown).group())
 
 
 def test_cli_rejects_a_negative_offset_and_a_nan_threshold(db, capsys):
