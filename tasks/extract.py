@@ -10,6 +10,7 @@ level (``rend="h2"`` → 2) so the splitter can use it as context for the paragr
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 
 from lxml import etree
@@ -100,6 +101,10 @@ def trafilatura_levelled_blocks(html: str | HtmlElement, **options: object) -> t
     """
     import trafilatura  # heavy import, only when a page needs it
 
+    # trafilatura logs "discarding data: None" at WARNING when it finds no article; that None is an outcome
+    # this function returns and its callers handle (the fallback extractor), so in an index run's log the
+    # line would only read as lost data.
+    logging.getLogger("trafilatura.core").setLevel(logging.ERROR)
     try:
         # bare_extraction hands back trafilatura's XML body as a tree: no serialise/re-parse.
         document = trafilatura.bare_extraction(html, output_format="xml", include_comments=False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tasks.html import HtmlDocument, decode_body, extract_html
@@ -321,6 +323,17 @@ def test_related_story_links_inside_the_article_are_dropped():
 def test_a_line_break_inside_a_trafilatura_block_separates_words():
     doc = extract_html(_news_page("<p>First line<br>second line of the closing paragraph.</p>"))
     assert doc.blocks[-1] == "First line second line of the closing paragraph."
+
+
+def test_a_page_trafilatura_discards_logs_no_warning_and_falls_back(caplog):
+    """trafilatura's "discarding data" warning is an outcome the fallback handles, not lost data."""
+    from tasks.extract import trafilatura_levelled_blocks
+
+    with caplog.at_level(logging.WARNING):
+        assert trafilatura_levelled_blocks("<html><body></body></html>") is None  # what it discards
+        doc = extract_html("<html><head><title>Tiny</title></head><body><div>Only one short line.</div></body></html>")
+    assert doc.blocks == ["Only one short line."]
+    assert not [r for r in caplog.records if r.name.startswith("trafilatura")]
 
 
 # ---------------------------------------------------------------- headings keep their level
