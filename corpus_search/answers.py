@@ -65,16 +65,27 @@ def _page(k: int, offset: int, score_threshold: float | None) -> str:
 
 
 def document_answer(source: str, query: str, *, k: int = 5, settings: Any, score_threshold: float | None = None,
-                    offset: int = 0) -> Answer:
-    """Fetch and split one URL or file, rank its paragraphs with the cross-encoder alone (``search-document``)."""
+                    offset: int = 0, rerank: bool | str = True) -> Answer:
+    """Fetch and split one URL or file, rank its paragraphs with the cross-encoder alone (``search-document``).
+
+    When no cross-encoder loads (and ``rerank`` is not ``"require"``), or with ``rerank=False``, the bi-encoder
+    ranks them: see :func:`query.rank_passages`.
+    """
     from query.searcher import rank_passages
     from tasks.document import document_passages
 
-    passages = document_passages(source, settings)
-    hits = rank_passages(query, passages, k=k, settings=settings, score_threshold=score_threshold, offset=offset)
-    stages = f"fetch + split ({len(passages)} paragraphs) → cross-encoder only ({settings.cross_encoder}), no retrieval"
+    passages = document_passages(source, settings, rerank)
+    hits = rank_passages(query, passages, k=k, settings=settings, score_threshold=score_threshold, offset=offset,
+                         rerank=rerank)
+    reranker = hits.timings.reranker
+    stages = f"fetch + split ({len(passages)} paragraphs) → "
+    if reranker:
+        stages += f"cross-encoder only ({reranker}), no retrieval"
+    else:
+        why = "--no-rerank" if rerank is False else "no cross-encoder loads; see the warning"
+        stages += f"bi-encoder cosine ({settings.bi_encoder}; {why}), no retrieval: scores are cosine similarities"
     stages += _page(k, offset, score_threshold)
-    return Answer(answer_payload(query, "document", True, hits), stages)
+    return Answer(answer_payload(query, "document", reranker is not None, hits), stages)
 
 
 #: ANSI bold on and off: how a terminal shows the highlighted words.

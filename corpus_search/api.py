@@ -71,6 +71,7 @@ class DocumentRequest(BaseModel):
     source: str
     query: str
     k: int = 5
+    rerank: bool | Literal["require"] = True
     offset: int = 0
     score_threshold: float | None = None
 
@@ -256,7 +257,8 @@ def create_app(settings: Settings | None = None, collections: Sequence[str] | No
                                  "for its clients (it listens beyond loopback); start it with --allow-local-files "
                                  "to allow that"}, status_code=403)
         return await service.run(lambda: document_answer(body.source, body.query, k=body.k, settings=service.settings,
-                                                         score_threshold=body.score_threshold, offset=body.offset))
+                                                         score_threshold=body.score_threshold, offset=body.offset,
+                                                         rerank=body.rerank))
 
     page = resources.files("corpus_search").joinpath("static/search.html").read_text(encoding="utf-8")
 

@@ -193,9 +193,18 @@ def cmd_search_document(args: argparse.Namespace) -> int:
     from corpus_search.answers import document_answer
 
     answer = document_answer(args.source, args.query, k=args.k, settings=_settings(args),
-                             score_threshold=args.score_threshold, offset=args.offset)
+                             score_threshold=args.score_threshold, offset=args.offset, rerank=_rerank_mode(args))
     _print_answer(answer, args.json)
     return 0
+
+
+def _rerank_flags(sp: argparse.ArgumentParser, fallback: str) -> None:
+    """--no-rerank and --require-rerank (read back by ``_rerank_mode``), shared by search and search-document."""
+    rr = sp.add_mutually_exclusive_group()
+    rr.add_argument("--no-rerank", action="store_true",
+                    help=f"skip the cross-encoder: the hits are {fallback}, with its scores")
+    rr.add_argument("--require-rerank", action="store_true",
+                    help=f"fail (exit 2) when no cross-encoder loads, instead of answering with {fallback}")
 
 
 def _paging(sp: argparse.ArgumentParser, score: str) -> None:
@@ -275,10 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--candidates", type=_positive_int, default=None,
                     help=f"candidates retrieved before re-ranking (default: {setting_default('candidates')}, the "
                     "CORPUS_SEARCH_CANDIDATES setting; a promoted re-ranker may use its own depth)")
-    rr = se.add_mutually_exclusive_group()
-    rr.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder; scores are retrieval scores")
-    rr.add_argument("--require-rerank", action="store_true",
-                    help="fail (exit 2) when no cross-encoder loads, instead of answering with retrieval alone")
+    _rerank_flags(se, "the retrieval ranking")
     se.add_argument(
         "--where", action="append", metavar="KEY<op>VALUE",
         help="filter (repeatable, ANDed; one key given '=' twice means either value). op: = != < <= > >= ^= "
@@ -307,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--cross-encoder", default=None,
                     help=f"cross-encoder name or local path (default: {setting_default('cross_encoder')!r}, "
                     "the CORPUS_SEARCH_CROSS_ENCODER setting)")
-    _paging(sd, "the 0..1 cross-encoder relevance")
+    _rerank_flags(sd, "the bi-encoder's ranking (cosine similarity)")
+    _paging(sd, "the 0..1 cross-encoder relevance, or the bi-encoder's cosine when no cross-encoder ranks")
     common(sd, collection=False)
     sd.set_defaults(func=cmd_search_document)
 

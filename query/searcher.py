@@ -340,11 +340,16 @@ def rank_passages(
     settings: Settings | None = None,
     score_threshold: float | None = None,
     offset: int = 0,
+    rerank: bool | str = True,
 ) -> Hits:
     """Score every passage with the cross-encoder (no retrieval: for one document or a short list).
 
     ``passages`` are strings, or mappings with ``text`` and optional ``title``, ``id``, ``doc_id``, ``source``.
     ``offset`` and ``score_threshold`` page and filter as in :meth:`Searcher.search` (scores are 0..1).
+    ``rerank`` as in :meth:`Searcher.search`: when no cross-encoder loads (or with ``False``), the passages
+    are ranked by the bi-encoder's cosine similarity instead, marked ``reranked: false`` (with one
+    ``RerankSkippedWarning`` unless ``False``); ``"require"`` raises ``ModelUnavailableError`` instead.
+    ``hits.timings.reranker`` names the cross-encoder that scored them (``None``: the bi-encoder did).
     """
     s = settings or get_settings()
     query = check_query(query, s.max_query_chars)
@@ -352,16 +357,36 @@ def rank_passages(
     offset = check_offset(offset, k)
     score_threshold = check_score_threshold(score_threshold)
     rows = [{"text": p} if isinstance(p, str) else dict(p) for p in passages]
+    reranker = _passage_reranker(s, cross_encoder, rerank)
+    timings = Timings(stages=["document"], reranker=(cross_encoder or s.cross_encoder) if reranker is not None else None)
     if not rows:
-        return Hits(query=query, mode="document")
-    reranker = reranker_from_settings(s, cross_encoder)
-    scores = reranker.score(query, [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows],
-                            top_k=offset + k)
+        return Hits(query=query, mode="document", timings=timings)
+    texts = [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows]
+    if reranker is not None:
+        scores = reranker.score(query, texts, top_k=offset + k)
+        timings.reranked = len(rows)
+    else:
+        enc = bi_encoder_from_settings(s)
+        scores = enc.encode(texts) @ enc.encode([query])[0]  # both L2-normalised: the cosine, as dense search scores
     terms = query_terms(query)
     out = []
     for rank, i in enumerate(rank_order(scores)[offset:offset + k], start=offset + 1):
         r = rows[int(i)]
-        out.append(Hit(rank, float(scores[i]), 0.0, str(r.get("id", i)), str(r.get("doc_id", "")), r.get("title") or "",
-                       r["text"], str(r.get("source", "")), int(r.get("position", i)),
-                       highlights=highlight(r["text"], terms)))
-    return Hits(above_threshold(out, score_threshold), query=query, mode="document")
+        out.append(Hit(rank, float(scores[i]), 0.0 if reranker is not None else float(scores[i]), str(r.get("id", i)),
+                       str(r.get("doc_id", "")), r.get("title") or "", r["text"], str(r.get("source", "")),
+                       int(r.get("position", i)), reranked=reranker is not None, highlights=highlight(r["text"], terms)))
+    return Hits(above_threshold(out, score_threshold), query=query, mode="document", timings=timings)
+
+
+def _passage_reranker(settings: Settings, cross_encoder: str | None, rerank: bool | str):
+    """The cross-encoder for :func:`rank_passages`, or None (``rerank=False``, or none loads: one warning)."""
+    if rerank is False:
+        return None
+    try:
+        return reranker_from_settings(settings, cross_encoder)
+    except ModelUnavailableError as exc:
+        if rerank == "require":
+            raise
+        warnings.warn(f"re-ranking did not run, the paragraphs are ranked by the bi-encoder's cosine similarity "
+                      f"(reranked: false): {exc}", RerankSkippedWarning, stacklevel=3)
+        return None

@@ -170,6 +170,35 @@ def test_rank_passages_scores_every_passage_with_the_cross_encoder(cross_encoder
     hits = rank_passages("How do glaciers form?", passages, k=3, cross_encoder=cross_encoder_path)
     assert sorted(h.text for h in hits) == sorted(passages)
     assert [h.rank for h in hits] == [1, 2, 3] and all(0 <= h.score <= 1 for h in hits)
+    assert all(h.reranked for h in hits) and hits.timings.reranker == cross_encoder_path
+
+
+def test_rank_passages_without_a_cross_encoder_ranks_by_bi_encoder_cosine_with_one_warning(tmp_path):
+    from query import rank_passages
+    from query.errors import ModelUnavailableError
+    from query.models import bi_encoder_from_settings
+    from query.searcher import RerankSkippedWarning
+
+    passages = ["Glaciers form from compacted snow.", "Paris is in France.", "Bees make honey.", "Ice sheets move."]
+    missing = str(tmp_path / "no-such-model")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hits = rank_passages("How do glaciers form?", passages, k=3, cross_encoder=missing)
+    assert [w.category for w in caught if w.category is RerankSkippedWarning] == [RerankSkippedWarning]
+    enc = bi_encoder_from_settings()
+    cosine = enc.encode(passages) @ enc.encode(["How do glaciers form?"])[0]
+    expected = sorted(range(4), key=lambda i: -cosine[i])[:3]
+    assert [h.text for h in hits] == [passages[i] for i in expected]
+    assert np.allclose([h.score for h in hits], cosine[expected], atol=1e-5)
+    assert not any(h.reranked for h in hits) and all(h.score == h.retrieval_score for h in hits)
+    assert hits.timings.reranker is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [h.text for h in rank_passages("How do glaciers form?", passages, k=3, rerank=False)] == [
+            h.text for h in hits]
+    assert not [w for w in caught if w.category is RerankSkippedWarning]
+    with pytest.raises(ModelUnavailableError):
+        rank_passages("How do glaciers form?", passages, cross_encoder=missing, rerank="require")
 
 
 def test_search_document_ranks_paragraphs_of_a_served_page(site, cross_encoder_path, capsys, monkeypatch, request):
@@ -194,6 +223,23 @@ def test_search_document_ranks_paragraphs_of_a_served_page(site, cross_encoder_p
     assert list(out["hits"][0])[:8] == ["rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source"]
     assert set(out["hits"][0]) == {"rank", "score", "retrieval_score", "id", "doc_id", "title", "text", "source",
                                    "highlights", "origin", "published", "metadata"}
+
+
+def test_search_document_without_a_cross_encoder_answers_with_the_bi_encoder_and_one_warning(tmp_path):
+    page = tmp_path / "europe.html"
+    page.write_text(html_page("Europe", [
+        "Europe is a continent located entirely in the Northern Hemisphere and mostly in the Eastern Hemisphere.",
+        "The European Union is a political and economic union of member states in Europe."]), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CORPUS_SEARCH_CROSS_ENCODER": str(tmp_path / "no-such-model")}
+    base = [sys.executable, "-m", "corpus_search.cli", "search-document", str(page), "Where is Europe?", "-k", "1"]
+    out = subprocess.run([*base, "--json"], cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer = json.loads(out.stdout)
+    assert answer["reranked"] is False and answer["hits"][0]["text"].startswith("Europe is a continent")
+    assert out.stderr.count("corpus-search: warning: re-ranking did not run") == 1
+    strict = subprocess.run([*base, "--require-rerank"], cwd=REPO, capture_output=True, text=True, timeout=180,
+                            env=env)
+    assert strict.returncode == 2 and strict.stderr.startswith("corpus-search: error:")
 
 
 def test_cli_search_json_has_the_documented_keys(corpus_db, cross_encoder_path, capsys):
