@@ -272,8 +272,7 @@ class Searcher:
         """``search`` for several queries (one :class:`Hits` each); their embeddings are computed in one batch."""
         if isinstance(queries, str):
             raise InvalidQueryError("search_many takes a list of queries; use search() for one query")
-        if rerank not in (True, False, "require"):
-            raise InvalidQueryError(f"rerank must be True, False or 'require', got {rerank!r}")
+        check_rerank(rerank)
         if mode not in retrieve.MODES:
             raise InvalidQueryError(f"mode {mode!r} is not one of {', '.join(retrieve.MODES)}")
         k = whole_number("k", k, "the number of hits, e.g. 10")
@@ -356,11 +355,12 @@ def rank_passages(
     k = whole_number("k", k, "the number of hits, e.g. 5")
     offset = check_offset(offset, k)
     score_threshold = check_score_threshold(score_threshold)
+    check_rerank(rerank)
     rows = [{"text": p} if isinstance(p, str) else dict(p) for p in passages]
+    if not rows:
+        return Hits(query=query, mode="document", timings=Timings(stages=["document"]))
     reranker = _passage_reranker(s, cross_encoder, rerank)
     timings = Timings(stages=["document"], reranker=(cross_encoder or s.cross_encoder) if reranker is not None else None)
-    if not rows:
-        return Hits(query=query, mode="document", timings=timings)
     texts = [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows]
     if reranker is not None:
         scores = reranker.score(query, texts, top_k=offset + k)
@@ -376,6 +376,12 @@ def rank_passages(
                        str(r.get("doc_id", "")), r.get("title") or "", r["text"], str(r.get("source", "")),
                        int(r.get("position", i)), reranked=reranker is not None, highlights=highlight(r["text"], terms)))
     return Hits(above_threshold(out, score_threshold), query=query, mode="document", timings=timings)
+
+
+def check_rerank(rerank: object) -> None:
+    """``rerank`` is True (fall back to the first-stage ranking when no model loads), False or "require"."""
+    if rerank not in (True, False, "require"):
+        raise InvalidQueryError(f"rerank must be True, False or 'require', got {rerank!r}")
 
 
 def _passage_reranker(settings: Settings, cross_encoder: str | None, rerank: bool | str):
