@@ -215,15 +215,17 @@ def test_search_answers_exactly_the_json_of_the_cli(server, settings, capsys, bo
     assert_same_answer(r.json(), want)
 
 
-def test_search_document_answers_the_json_of_the_cli(server, settings, capsys):
+@pytest.mark.parametrize(("body", "flags"), [({}, []), ({"rerank": False}, ["--no-rerank"])])
+def test_search_document_answers_the_json_of_the_cli(server, settings, capsys, body, flags):
     source = str(EXAMPLES / "notes" / "rainbows.md")
-    r = httpx.post(server + "/search-document", json={"source": source, "query": "what makes a rainbow", "k": 2},
-                   timeout=60)
+    r = httpx.post(server + "/search-document", json={"source": source, "query": "what makes a rainbow", "k": 2,
+                                                      **body}, timeout=60)
     assert r.status_code == 200, r.text
     rc, out, _ = local_cli(capsys, "search-document", source, "what makes a rainbow", "-k", "2", "--json",
-                           "--cross-encoder", settings.cross_encoder)
+                           "--cross-encoder", settings.cross_encoder, *flags)
     assert rc == 0
     assert r.json()["mode"] == "document" and len(r.json()["hits"]) == 2
+    assert r.json()["reranked"] is body.get("rerank", True)  # False: the bi-encoder ranked them
     assert_same_answer(r.json(), json.loads(out))
 
 
