@@ -331,11 +331,33 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"corpus-search: warning: {message}\n"
 
 
+def add_collection_operand(sp: argparse.ArgumentParser) -> None:
+    """The collection operand of the commands on one named collection (versions, rollback, tag, migrate,
+    drop, delete): ``versions NAME``, or ``versions -c NAME`` as search and index spell it. It has no default.
+    """
+    sp.add_argument("collection", nargs="?", default=None, help="collection name (or -c NAME)")
+    sp.add_argument("--collection", "-c", dest="collection_flag", default=None, metavar="NAME",
+                    help="the collection, named as search and index take it (instead of the operand)")
+    sp.set_defaults(collection_parser=sp)
+
+
+def _collection_operand(sp: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The collection given to an ``add_collection_operand`` command: exactly one name, operand or -c."""
+    named = {name for name in (args.collection, args.collection_flag) if name is not None}
+    if len(named) > 1:
+        sp.error(f"two collections given ({args.collection!r} and -c {args.collection_flag!r}): give one")
+    if not named:
+        sp.error("the collection is required: give its name (or -c NAME)")
+    return named.pop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = _format_warning
     args = build_parser().parse_args(argv)
+    if (sp := getattr(args, "collection_parser", None)) is not None:
+        args.collection = _collection_operand(sp, args)
     try:
         try:
             return int(args.func(args) or 0)

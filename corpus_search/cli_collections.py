@@ -119,6 +119,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def register(sub, common) -> None:
+    from corpus_search.cli import add_collection_operand
+
     co = sub.add_parser("collections", help="list the collections of a database: rows, documents, encoder, "
                         "last index run, size, version, re-ranker")
     common(co, collection=False)
@@ -127,7 +129,7 @@ def register(sub, common) -> None:
     dr = sub.add_parser("drop", help="remove a collection with its article state, run log and trained re-rankers",
                         description="Remove a collection for good. Asks for confirmation on a terminal; "
                         "scripts pass --yes.")
-    dr.add_argument("collection", help="collection name")
+    add_collection_operand(dr)
     dr.add_argument("--yes", "-y", action="store_true", help="do not ask (needed when stdin is not a terminal)")
     common(dr, collection=False)
     dr.set_defaults(func=cmd_drop)
@@ -136,7 +138,7 @@ def register(sub, common) -> None:
                         description="Delete documents (their paragraphs and article state) from a collection. "
                         "Nothing matching deletes 0 rows. A later `corpus-search index` of their source "
                         "indexes them again.")
-    de.add_argument("collection", help="collection name")
+    add_collection_operand(de)
     which = de.add_mutually_exclusive_group(required=True)
     which.add_argument("--doc-id", action="append", metavar="ID", help="a document's doc_id (repeatable)")
     which.add_argument("--source", action="append", metavar="PATH|URL",

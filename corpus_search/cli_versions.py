@@ -82,8 +82,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def register(sub, common) -> None:
+    from corpus_search.cli import add_collection_operand
+
     ve = sub.add_parser("versions", help="list a collection's versions with rows, tags, run summaries and eval metrics")
-    ve.add_argument("collection", help="collection name")
+    add_collection_operand(ve)
     common(ve, collection=False)
     ve.set_defaults(func=cmd_versions)
 
@@ -91,13 +93,13 @@ def register(sub, common) -> None:
         "rollback",
         help="make an older version (number or tag) the latest again; history is kept, so it can be undone",
     )
-    rb.add_argument("collection", help="collection name")
+    add_collection_operand(rb)
     rb.add_argument("--to", required=True, metavar="VERSION|TAG", help="version number or tag to restore")
     common(rb, collection=False)
     rb.set_defaults(func=cmd_rollback)
 
     tg = sub.add_parser("tag", help="tag a version of a collection (tagged versions are never cleaned up)")
-    tg.add_argument("collection", help="collection name")
+    add_collection_operand(tg)
     tg.add_argument("name", help="tag name: letters, digits, '.', '-', '_' (e.g. prod)")
     tg.add_argument("--version", default=None, metavar="VERSION|TAG", help="version to tag (default: the latest)")
     common(tg, collection=False)
@@ -108,6 +110,6 @@ def register(sub, common) -> None:
         help="upgrade a collection made by an older corpus-search to the current index schema, in place "
         "(vectors kept, nothing re-encoded)",
     )
-    mg.add_argument("collection", help="collection name")
+    add_collection_operand(mg)
     common(mg, collection=False)
     mg.set_defaults(func=cmd_migrate)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from corpus_search.cli import build_parser
 
 
@@ -39,3 +41,25 @@ def test_database_and_collection_help_show_the_values_in_effect(monkeypatch):
         get_settings.cache_clear()
     assert "/srv/search/db" in helps[("corpus-search search", ("--db",))]
     assert "'default'" in helps[("corpus-search search", ("--collection", "-c"))]
+
+
+ONE_COLLECTION = [("versions",), ("rollback", "--to", "1"), ("tag", "prod"), ("migrate",), ("drop", "--yes"),
+                  ("delete", "--doc-id", "a.md")]
+
+
+@pytest.mark.parametrize("command", ONE_COLLECTION, ids=lambda c: c[0])
+def test_commands_on_one_collection_take_it_as_operand_or_as_dash_c(command, tmp_path, capsys):
+    """`versions NAME` (the contract) and `versions -c NAME` (as search spells it) name the same collection."""
+    from corpus_search.cli import main
+
+    name, *rest = command
+    (tmp_path / "db").mkdir()  # an empty database: every command gets as far as looking the collection up
+    db = ["--db", str(tmp_path / "db")]
+    for form in ([name, "nope", *rest], [name, "-c", "nope", *rest], [name, *rest, "--collection", "nope"]):
+        assert main([*form, *db]) == 2
+        assert "collection 'nope' does not exist" in capsys.readouterr().err, form
+    for form, says in (([name, *rest], "the collection is required"),
+                       ([name, "one", *rest, "-c", "two"], "two collections given")):
+        with pytest.raises(SystemExit) as exc:
+            main([*form, *db])
+        assert exc.value.code == 2 and says in capsys.readouterr().err
