@@ -21,6 +21,11 @@ def _run_text(item: dict) -> str:
         return ""
     if item.get("kind") == "rollback":
         return f"rollback to v{s['rolled_back_to']}" + (f" ({s['tag']})" if s.get("tag") else "")
+    if item.get("kind") == "reranker":
+        promoted = f"re-ranker {s['promoted']} promoted" if s.get("promoted") else "no re-ranker promoted"
+        if "trained" in s:
+            return f"re-ranker {s['trained']} trained ({s['signal']}); {promoted}"
+        return promoted
     keys = ("articles_fetched", "articles_deleted", "paragraphs_encoded", "paragraphs_deleted")
     return "index run: " + ", ".join(f"{k} {s[k]}" for k in keys if k in s)
 

@@ -25,6 +25,7 @@ from query.registry import (
 )
 from query.storage import is_local_uri
 from tasks.lock import writer_lock
+from tasks.versions import record_reranker_change
 
 
 def new_model_id(signal: str) -> str:
@@ -72,6 +73,8 @@ def record(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) ->
         if promote:
             reg.promoted = entry.id
         write_registry(table, reg)
+        record_reranker_change(db_uri, collection, {"trained": entry.id, "signal": entry.signal,
+                                                    "promoted": reg.promoted})
 
 
 def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry | None:
@@ -84,6 +87,7 @@ def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry
             raise RerankerRegistryError(f"re-ranker {model_id!r} has no saved model at {model_location(db_uri, entry)}")
         reg.promoted = model_id
         write_registry(table, reg)
+        record_reranker_change(db_uri, collection, {"promoted": model_id})
         return entry
 
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 RUNS_SCHEMA = pa.schema(
     [
-        pa.field("kind", pa.string(), nullable=False),  # index | rollback | tag
+        pa.field("kind", pa.string(), nullable=False),  # index | rollback | tag | reranker
         pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("paragraph_version", pa.int64(), nullable=False),
         pa.field("articles_version", pa.int64()),
@@ -127,6 +127,17 @@ def record_run(db_uri: str, collection: str, summary: dict) -> dict:
     return _log_run(db, collection, "index", paragraph_version, articles_version, summary=summary)
 
 
+def record_reranker_change(db_uri: str, collection: str, summary: dict) -> dict:
+    """Log a change of the collection's re-ranker registry (a model added, a promotion) on the version it made.
+
+    The registry lives in the table's metadata, so rolling back to a version restores the promotion of that
+    version; ``versions`` shows where each one happened. Call it inside the writer lock, as ``record_run``.
+    """
+    db = _connect(db_uri)
+    paragraph_version, articles_version = current_versions(db, collection)
+    return _log_run(db, collection, "reranker", paragraph_version, articles_version, summary=summary)
+
+
 def _version_times(table) -> dict[int, datetime]:
     # list_versions gives naive local times; make them aware so they compare and print as UTC.
     return {int(v["version"]): v["timestamp"].astimezone(UTC) for v in table.list_versions()}
@@ -160,7 +171,7 @@ def list_versions(db_uri: str, collection: str) -> list[dict]:
 
     Each item: ``version``, ``timestamp`` (ISO 8601, UTC), ``rows``, ``tags``, ``summary`` (the
     index flow's summary when the version ended an index run, else the rollback's, else None),
-    ``kind`` (index, rollback or None), ``articles_version`` (when logged) and ``metrics``
+    ``kind`` (index, rollback, reranker or None), ``articles_version`` (when logged) and ``metrics``
     ({tag: eval metrics} for tags on this version that carry them).
     """
     db = _connect(db_uri)
@@ -179,7 +190,7 @@ def list_versions(db_uri: str, collection: str) -> list[dict]:
             table.checkout(number)
             rows = table.count_rows()
             table.checkout_latest()
-        ended = [r for r in runs if r["paragraph_version"] == number and r["kind"] in ("index", "rollback")]
+        ended = [r for r in runs if r["paragraph_version"] == number and r["kind"] in ("index", "rollback", "reranker")]
         tags = tags_by_version.get(number, [])
         metrics = {}
         for r in runs:  # later eval tags overwrite earlier ones of the same name
@@ -301,6 +312,7 @@ __all__ = [
     "list_versions",
     "load_runs",
     "open_collection",
+    "record_reranker_change",
     "record_run",
     "rollback",
     "tag_version",

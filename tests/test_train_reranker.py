@@ -109,6 +109,20 @@ def test_self_supervised_training_then_promote_and_roll_back_a_promotion(sample_
         promote(sample_db, "sample", "nope")
     promote(sample_db, "sample", None)
 
+    # Each change is logged on the version it made: a rollback there restores that promotion.
+    from tasks.versions import list_versions
+
+    changes = [v["summary"] for v in list_versions(sample_db, "sample") if v["kind"] == "reranker"]
+    assert changes[-5:] == [
+        {"trained": first["id"], "signal": "self-supervised", "promoted": first["id"]},
+        {"trained": second["id"], "signal": "self-supervised", "promoted": second["id"]},
+        {"promoted": first["id"]}, {"promoted": second["id"]}, {"promoted": None}]
+    shown = subprocess.run([sys.executable, "-m", "corpus_search.cli", "versions", "sample", "--db", sample_db],
+                           cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    assert f"re-ranker {second['id']} trained (self-supervised); re-ranker {second['id']} promoted" in shown
+    assert shown.rstrip().endswith("no re-ranker promoted")
+
 
 def test_the_gate_refuses_a_model_that_does_not_beat_retrieval():
     from tasks.rerank_gate import decide
