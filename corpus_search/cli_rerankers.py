@@ -62,7 +62,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
 
 
 def cmd_rerankers(args: argparse.Namespace) -> int:
-    from tasks.rerank_registry import listing, promote
+    from tasks.rerank_registry import listing, promote, remove
 
     collection, db_uri = _collection(args), _db_uri(args)
     if args.promote is not None or args.unpromote:
@@ -70,6 +70,11 @@ def cmd_rerankers(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"collection {collection}: " + (f"re-ranker {entry.id} promoted" if entry else
                   "no re-ranker promoted (searches use the configured cross-encoder)"))
+    if args.remove:  # after a promotion: --promote B --remove A replaces A
+        deleted = remove(db_uri, collection, args.remove)
+        if not args.json:
+            print(f"collection {collection}: removed re-ranker(s) {', '.join(args.remove)}"
+                  + (f"; deleted {', '.join(deleted)}" if deleted else ""))
     result = listing(db_uri, collection)
     if args.json:
         print(json.dumps(result))
@@ -117,5 +122,8 @@ def register(sub, common) -> None:
     rr = sub.add_parser("rerankers", help="list a collection's trained re-rankers; promote one (or an older one back)")
     rr.add_argument("--promote", default=None, metavar="ID", help="make this trained re-ranker the collection's")
     rr.add_argument("--unpromote", action="store_true", help="promote none: searches use the configured cross-encoder")
+    rr.add_argument("--remove", action="append", default=None, metavar="ID",
+                    help="forget this trained re-ranker and delete its saved model (repeatable; never the promoted "
+                    "one; a model saved with --out elsewhere is only forgotten)")
     common(rr)
     rr.set_defaults(func=cmd_rerankers)

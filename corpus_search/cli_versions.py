@@ -25,6 +25,8 @@ def _run_text(item: dict) -> str:
         promoted = f"re-ranker {s['promoted']} promoted" if s.get("promoted") else "no re-ranker promoted"
         if "trained" in s:
             return f"re-ranker {s['trained']} trained ({s['signal']}); {promoted}"
+        if "removed" in s:
+            return f"re-ranker(s) {', '.join(s['removed'])} removed; {promoted}"
         return promoted
     keys = ("articles_fetched", "articles_deleted", "paragraphs_encoded", "paragraphs_deleted")
     return "index run: " + ", ".join(f"{k} {s[k]}" for k in keys if k in s)

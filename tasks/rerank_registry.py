@@ -1,4 +1,4 @@
-"""Write side of the re-ranker registry (read side: :mod:`query.registry`): record, promote, list.
+"""Write side of the re-ranker registry (read side: :mod:`query.registry`): record, promote, remove, list.
 
 Every change is one table-metadata commit made under the collection's writer lock, so it never races
 an index run. On an object-store database a model is trained in the local cache of its prefix, then
@@ -7,6 +7,8 @@ uploaded (:func:`publish`) before the registry names it, so a reader never finds
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from query.registry import (
     models_root,
     read_registry,
     rel_models_root,
+    remove_models,
     upload_model,
     write_registry,
 )
@@ -89,6 +92,38 @@ def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry
         write_registry(table, reg)
         record_reranker_change(db_uri, collection, {"promoted": model_id})
         return entry
+
+
+def remove(db_uri: str, collection: str, model_ids: Sequence[str]) -> list[str]:
+    """Forget trained re-rankers and delete their saved models; returns where the deleted models were.
+
+    The promoted one is refused: promote another (or none) first. A model saved outside the database
+    (``train-reranker --out DIR``) is only forgotten, since that directory is the user's. Older table
+    versions still name the removed models: a search on a version rolled back to one whose promoted model
+    is gone falls back, with a warning that says so.
+    """
+    ids = list(dict.fromkeys(model_ids))
+    with writer_lock(db_uri, collection):
+        table = _open(db_uri, collection)
+        reg = read_registry(table)
+        entries = [reg.get(model_id) for model_id in ids]  # an unknown id fails here, before anything changes
+        if reg.promoted in ids:
+            raise RerankerRegistryError(f"re-ranker {reg.promoted!r} is the promoted one: promote another "
+                                        "(--promote ID) or none (--unpromote) before removing it")
+        reg.models = [e for e in reg.models if e.id not in ids]
+        write_registry(table, reg)
+        record_reranker_change(db_uri, collection, {"removed": ids, "promoted": reg.promoted})
+        inside = [e for e in entries if not Path(e.path).is_absolute()]
+        if not is_local_uri(db_uri):
+            return remove_models(db_uri, [e.path for e in inside])
+        root = models_root(db_uri, collection).resolve()
+        deleted = []
+        for e in inside:
+            path = (local_db_root(db_uri) / e.path).resolve()
+            if path.parent == root and path.is_dir():  # never anything but a model directory of this collection
+                shutil.rmtree(path)
+                deleted.append(str(path))
+        return deleted
 
 
 def listing(db_uri: str, collection: str) -> dict:

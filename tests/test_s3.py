@@ -329,6 +329,30 @@ def test_a_promoted_reranker_stored_on_s3_is_downloaded_once_and_used(run_index,
     assert Searcher(db_uri=s3_db, collection="notes").active_reranker().name == "notes re-ranker m1"
 
 
+def test_removing_a_reranker_on_s3_deletes_its_objects_and_keeps_the_promoted_one(run_index, s3_server, s3_db,
+                                                                                  tmp_path, monkeypatch):
+    from query.registry import RerankerEntry, cache_root, upload_model
+    from tasks.rerank_registry import listing, record, remove
+    from tests._models import build_cross_encoder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run_index([NOTES], collection="notes", db=s3_db)
+    build_cross_encoder(tmp_path / "model", body="tiny-bert")
+    bucket = s3_db.split("/")[2]
+    for model_id in ("m1", "m2"):
+        rel = upload_model(s3_db, tmp_path / "model", f"_rerankers/notes/{model_id}")
+        record(s3_db, "notes", RerankerEntry(id=model_id, path=rel, created="2026-11-28T00:00:00Z", base="tiny-bert",
+                                             signal="judgments", fingerprint="0", alpha=1.0), promote=model_id == "m1")
+    with pytest.raises(Exception, match="is the promoted one"):
+        remove(s3_db, "notes", ["m1"])
+    assert remove(s3_db, "notes", ["m2"]) == [f"{s3_db}/_rerankers/notes/m2"]
+    keys = s3_server.keys(bucket)
+    assert not [k for k in keys if k.startswith("lancedb/_rerankers/notes/m2/")]
+    assert [k for k in keys if k.startswith("lancedb/_rerankers/notes/m1/")]
+    assert not (cache_root(s3_db) / "_rerankers" / "notes" / "m2").exists()
+    assert [m["id"] for m in listing(s3_db, "notes")["models"]] == ["m1"]
+
+
 def test_train_reranker_on_an_s3_collection_uploads_the_model_and_drop_removes_it(run_index, s3_server, s3_db,
                                                                                    tmp_path, monkeypatch):
     from flows.train_reranker import train_reranker

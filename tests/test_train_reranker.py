@@ -123,6 +123,26 @@ def test_self_supervised_training_then_promote_and_roll_back_a_promotion(sample_
     assert f"re-ranker {second['id']} trained (self-supervised); re-ranker {second['id']} promoted" in shown
     assert shown.rstrip().endswith("no re-ranker promoted")
 
+    # Removing: never the promoted model; the others go with their saved directories.
+    from pathlib import Path
+
+    from tasks.rerank_registry import remove
+
+    promote(sample_db, "sample", second["id"])
+    with pytest.raises(Exception, match="is the promoted one"):
+        remove(sample_db, "sample", [second["id"]])
+    assert Path(second["model"]).is_dir()
+    out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "rerankers", "-c", "sample", "--db", sample_db,
+                          "--promote", first["id"], "--remove", second["id"]],
+                         cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert f"removed re-ranker(s) {second['id']}; deleted {second['model']}" in out.stdout
+    reg = listing(sample_db, "sample")
+    assert reg["promoted"] == first["id"] and second["id"] not in [m["id"] for m in reg["models"]]
+    assert not Path(second["model"]).exists() and Path(first["model"]).is_dir()
+    promote(sample_db, "sample", None)
+
 
 def test_the_gate_refuses_a_model_that_does_not_beat_retrieval():
     from tasks.rerank_gate import decide
