@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -177,16 +177,8 @@ class Searcher:
 
     def _reranker_or_fallback(self, rerank: bool | str) -> ActiveReranker | None:
         """``rerank=True`` falls back to retrieval (one warning) when no model loads; ``"require"`` raises."""
-        if rerank is False:
-            return None
-        try:
-            return self.active_reranker()
-        except ModelUnavailableError as exc:
-            if rerank == "require":
-                raise
-            warnings.warn(f"re-ranking did not run, results are the retrieval ranking (reranked: false): {exc} "
-                          f"{self._registry_hint()}", RerankSkippedWarning, stacklevel=4)
-            return None
+        return reranker_or_fallback(self.active_reranker, rerank, "results are the retrieval ranking",
+                                    self._registry_hint, stacklevel=5)
 
     def _registry_hint(self) -> str:
         """What the collection's own re-rankers offer, for the fallback warning: the user's next step."""
@@ -359,7 +351,8 @@ def rank_passages(
     rows = [{"text": p} if isinstance(p, str) else dict(p) for p in passages]
     if not rows:
         return Hits(query=query, mode="document", timings=Timings(stages=["document"]))
-    reranker = _passage_reranker(s, cross_encoder, rerank)
+    reranker = reranker_or_fallback(lambda: reranker_from_settings(s, cross_encoder), rerank,
+                                    "the paragraphs are ranked by the bi-encoder's cosine similarity")
     timings = Timings(stages=["document"], reranker=(cross_encoder or s.cross_encoder) if reranker is not None else None)
     texts = [passage_text(r.get("title"), r["text"], bool(r.get("title"))) for r in rows]
     if reranker is not None:
@@ -384,15 +377,22 @@ def check_rerank(rerank: object) -> None:
         raise InvalidQueryError(f"rerank must be True, False or 'require', got {rerank!r}")
 
 
-def _passage_reranker(settings: Settings, cross_encoder: str | None, rerank: bool | str):
-    """The cross-encoder for :func:`rank_passages`, or None (``rerank=False``, or none loads: one warning)."""
+def reranker_or_fallback(load: Callable[[], Any], rerank: bool | str, instead: str,
+                         hint: Callable[[], str] | None = None, stacklevel: int = 3) -> Any:
+    """The model ``load()`` returns, or None: the one fallback rule of every search that re-ranks.
+
+    ``rerank=False``: None, nothing loaded. A model that does not load (``ModelUnavailableError``): raised
+    for ``"require"``, else one ``RerankSkippedWarning`` saying what ranks ``instead``, and ``hint()``, the
+    user's next step. ``stacklevel`` points the warning at the caller's caller.
+    """
     if rerank is False:
         return None
     try:
-        return reranker_from_settings(settings, cross_encoder)
+        return load()
     except ModelUnavailableError as exc:
         if rerank == "require":
             raise
-        warnings.warn(f"re-ranking did not run, the paragraphs are ranked by the bi-encoder's cosine similarity "
-                      f"(reranked: false): {exc}", RerankSkippedWarning, stacklevel=3)
+        next_step = f" {hint()}" if hint is not None else ""
+        warnings.warn(f"re-ranking did not run, {instead} (reranked: false): {exc}{next_step}",
+                      RerankSkippedWarning, stacklevel=stacklevel)
         return None
