@@ -1,4 +1,4 @@
-"""State-change hooks of the index (and evaluation) flows: a clear summary when a run fails or crashes.
+"""State-change hooks of the index, evaluation and training flows: a clear summary when a run fails or crashes.
 
 Attach to a flow with ``@flow(..., on_failure=[log_failure], on_crashed=[log_crash])``. The hook logs
 one summary into the run's own logs (visible in the Prefect UI, beside the Failed/Crashed state and
@@ -23,6 +23,16 @@ COLLECTION_TAG = "collection:"
 NOTIFY_ENV = "CORPUS_SEARCH_NOTIFY_BLOCK"
 
 log = logging.getLogger(__name__)
+
+#: What a failed run of each flow leaves behind: the summary's last line (by flow name, so that this module
+#: need not import the flows).
+AFTER_FAILURE = {
+    "index-corpus": "Rows already written stay; the next run resumes (only changed articles are re-encoded).",
+    "evaluate": "Rows its index step already wrote stay; the next run resumes (only changed articles are "
+                "re-encoded).",
+    # the flow writes to the registry once, in its last step: a failed run changed nothing a search uses
+    "train-reranker": "The collection's re-rankers are unchanged: a run registers its model only as its last step.",
+}
 
 
 def _logger(flow: Any, flow_run: Any):
@@ -86,7 +96,8 @@ def summary(flow: Any, flow_run: Any, state: Any) -> str:
     lines.append(f"  flow run id: {flow_run.id}")
     if url := _ui_url(flow_run):
         lines.append(f"  details: {url}")
-    lines.append("  Rows already written stay; the next run resumes (only changed articles are re-encoded).")
+    if after := AFTER_FAILURE.get(flow.name):
+        lines.append(f"  {after}")
     return "\n".join(lines)
 
 

@@ -300,3 +300,21 @@ def kill_after_first_batch(cli, args: list[str], *, env: dict[str, str] | None =
     finally:
         proc.kill()
         proc.wait(30)
+
+
+def hook_summary(run_id) -> str:
+    """The failure hook's one summary in the run's logs (logs arrive asynchronously: wait up to 20 s)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline, logs = time.monotonic() + 20, []
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))]
+            if any("ended Failed" in m for m in logs):
+                break
+            time.sleep(0.5)
+    (summary,) = [m for m in logs if "ended Failed" in m]
+    return summary

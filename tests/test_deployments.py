@@ -15,7 +15,7 @@ import pytest
 
 from deployments.build import build_deployments
 from deployments.config import DEFAULT_CONFIG, ConfigError, load_config
-from tests.conftest import EXAMPLES, REPO, table_rows
+from tests.conftest import EXAMPLES, REPO, hook_summary, table_rows
 
 CRON = "0 3 * * *"
 
@@ -321,22 +321,6 @@ class _Inbox:
         self.server.server_close()
 
 
-def _hook_summary(run_id) -> str:
-    """The failure hook's one summary in the run's logs (logs arrive asynchronously: wait up to 20 s)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    deadline, logs = time.monotonic() + 20, []
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))]
-            if any("ended Failed" in m for m in logs):
-                break
-            time.sleep(0.5)
-    (summary,) = [m for m in logs if "ended Failed" in m]
-    return summary
-
-
 def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_harness, db_uri, caplog):
     from prefect import tags
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
@@ -358,10 +342,10 @@ def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_h
         run_id = state.state_details.flow_run_id
         with get_client(sync_client=True) as client:
             assert client.read_flow_run(run_id).state.type.value == "FAILED"
-        summary = _hook_summary(run_id)
+        summary = hook_summary(run_id)
         assert "index-corpus run" in summary and "collection 'broken'" in summary
         assert "SourceError: source 'ftp://example.invalid/paper.html': only http:// and https://" in summary
-        assert f"flow run id: {run_id}" in summary
+        assert f"flow run id: {run_id}" in summary and "the next run resumes" in summary
         (post,) = inbox.posts
         assert "broken" in post["subject"] and "Failed" in post["subject"]
         assert post["text"] == summary
@@ -378,7 +362,7 @@ def test_a_failed_evaluation_run_is_reported_by_the_same_failure_hook(prefect_ha
     missing = tmp_path / "no-such-dataset"
     state = evaluate(str(missing), collection="eval-broken", db_uri=db_uri, return_state=True)
     assert state.is_failed()
-    summary = _hook_summary(state.state_details.flow_run_id)
+    summary = hook_summary(state.state_details.flow_run_id)
     assert "evaluate run" in summary and "collection 'eval-broken'" in summary
     assert f"dataset: {missing}" in summary and "DatasetFormatError" in summary
 

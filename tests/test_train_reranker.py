@@ -296,6 +296,23 @@ def test_the_fallback_warning_points_at_the_collections_unpromoted_or_missing_re
     assert read_registry(table).to_json() == Registry.from_json(saved).to_json()
 
 
+def test_a_failed_training_run_is_reported_as_leaving_the_rerankers_unchanged(sample_db, tiny_base, tmp_path):
+    from flows.hooks import log_failure
+    from flows.train_reranker import train_reranker
+    from tests.conftest import hook_summary
+
+    assert train_reranker.on_failure_hooks == [log_failure]
+    empty = tmp_path / "judged"
+    (empty / "qrels").mkdir(parents=True)
+    (empty / "queries.jsonl").write_text("")
+    (empty / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    state = train_reranker("sample", db_uri=sample_db, judgments=str(empty), base=tiny_base, return_state=True)
+    assert state.is_failed()
+    summary = hook_summary(state.state_details.flow_run_id)
+    assert "train-reranker run" in summary and "collection 'sample'" in summary
+    assert "re-rankers are unchanged" in summary and "re-encoded" not in summary
+
+
 def test_train_reranker_cli_refuses_a_missing_signal_before_any_work(sample_db):
     base = [sys.executable, "-m", "corpus_search.cli", "train-reranker", "--collection", "sample", "--db", sample_db]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
