@@ -53,7 +53,8 @@ def search_answer(
         stages += " → re-rank did not run (no cross-encoder loads; see the warning): scores are retrieval scores"
     stages += _page(k, offset, score_threshold)
     load = f"load models {t.load*1000:.0f} ms, " if t.load >= 0.0005 else ""
-    stages += f"  [{load}encode {t.encode*1000:.0f} ms, retrieve {t.retrieve*1000:.0f} ms, re-rank {t.rerank*1000:.0f} ms]"
+    stages += (f"  [{load}encode {t.encode*1000:.0f} ms, retrieve {t.retrieve*1000:.0f} ms, "
+               f"re-rank {t.rerank*1000:.0f} ms]")
     return Answer(answer_payload(query, mode, t.reranker is not None, hits), stages)
 
 

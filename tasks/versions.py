@@ -128,7 +128,8 @@ def record_run(db_uri: str, collection: str, summary: dict) -> dict:
 
 
 def record_reranker_change(db_uri: str, collection: str, summary: dict) -> dict:
-    """Log a change of the collection's re-ranker registry (a model added, a promotion) on the version it made.
+    """Log a change of the collection's re-ranker registry (a model added or removed, a promotion) on the
+    version it made.
 
     The registry lives in the table's metadata, so rolling back to a version restores the promotion of that
     version; ``versions`` shows where each one happened. Call it inside the writer lock, as ``record_run``.
