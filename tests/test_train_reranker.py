@@ -192,6 +192,25 @@ def test_self_supervised_dev_queries_do_not_depend_on_the_training_sample_and_sh
     assert not dev_docs & {d for e in small_train + big_train for d in e.relevant}
 
 
+def test_the_dev_split_holds_out_whole_documents_within_its_share_of_the_paragraphs(sample_db):
+    """Training leaves a dev query's whole document out, so the share is counted in those documents'
+    paragraphs: at most 30 % of a small collection, never its longest page, and the rest trains."""
+    from collections import Counter
+
+    from flows.train_reranker import _n_dev, pseudo_split
+    from query.searcher import Searcher
+
+    searcher = Searcher(db_uri=sample_db, collection="sample")
+    per_doc = Counter(searcher.table.to_lance().to_table(columns=["doc_id"]).column("doc_id").to_pylist())
+    dev, train = pseudo_split(searcher, 400, 0)
+    dev_docs = {d for e in dev for d in e.relevant}
+    train_docs = {d for e in train for d in e.relevant}
+    assert len(dev) >= 10 and len(dev_docs) >= 3
+    assert sum(per_doc[d] for d in dev_docs) <= _n_dev(searcher) == sum(per_doc.values()) * 3 // 10
+    assert max(per_doc[d] for d in dev_docs) < max(per_doc.values())
+    assert not dev_docs & train_docs and len(train_docs) >= len(per_doc) // 2
+
+
 def test_the_self_supervised_sample_is_counted_in_queries_though_some_paragraphs_make_none(sample_db, tmp_path):
     from flows.index_corpus import index_corpus
     from flows.train_reranker import pseudo_dev, pseudo_split
@@ -201,7 +220,7 @@ def test_the_self_supervised_sample_is_counted_in_queries_though_some_paragraphs
     # Like CACM, where many documents are a title alone: one-line notes make no pseudo-query.
     notes = tmp_path / "one-liners"
     notes.mkdir()
-    for i in range(40):
+    for i in range(200):
         (notes / f"n{i}.md").write_text(f"Reading list item {i}, for the club on the weekend.\n")
     summary = index_corpus([str(EXAMPLES / "articles"), str(EXAMPLES / "notes"), str(notes)], collection="mixed",
                            db_uri=sample_db)
