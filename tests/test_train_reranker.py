@@ -209,6 +209,12 @@ def test_the_dev_split_holds_out_whole_documents_within_its_share_of_the_paragra
     assert sum(per_doc[d] for d in dev_docs) <= _n_dev(searcher) == sum(per_doc.values()) * 3 // 10
     assert max(per_doc[d] for d in dev_docs) < max(per_doc.values())
     assert not dev_docs & train_docs and len(train_docs) >= len(per_doc) // 2
+    # A budget no document fits still holds out one, whole.
+    from flows.train_reranker import held_out_rows
+    from tasks.rerank_data import sample_paragraphs
+
+    one = held_out_rows(searcher, sample_paragraphs(searcher, 5, 0), 1, 0)
+    assert len({r["doc_id"] for r in one}) == 1 and len(one) == per_doc[one[0]["doc_id"]] > 1
 
 
 def test_the_self_supervised_sample_is_counted_in_queries_though_some_paragraphs_make_none(sample_db, tmp_path):
