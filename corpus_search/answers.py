@@ -72,12 +72,17 @@ def document_answer(source: str, query: str, *, k: int = 5, settings: Any, score
     When no cross-encoder loads (and ``rerank`` is not ``"require"``), or with ``rerank=False``, the bi-encoder
     ranks them: see :func:`query.rank_passages`.
     """
-    from query.searcher import rank_passages
-    from tasks.document import document_passages
+    from query.models import reranker_from_settings
+    from query.searcher import rank_passages, reranker_or_fallback
+    from tasks.document import document_passages, fetch_document
 
-    passages = document_passages(source, settings, rerank)
+    article = fetch_document(source, settings)
+    # Decided once: the model that ranks the paragraphs is also the one they are split to fit.
+    model = reranker_or_fallback(lambda: reranker_from_settings(settings), rerank,
+                                 "the paragraphs are ranked by the bi-encoder's cosine similarity")
+    passages = document_passages(article, settings, model)
     hits = rank_passages(query, passages, k=k, settings=settings, score_threshold=score_threshold, offset=offset,
-                         rerank=rerank)
+                         rerank=rerank if model is not None else False)  # already warned: no second warning
     reranker = hits.timings.reranker
     stages = f"fetch + split ({len(passages)} paragraphs) → "
     if reranker:

@@ -33,32 +33,19 @@ def fetch_document(source: str, settings: Settings) -> Article:
     return outcome
 
 
-def document_passages(source: str, settings: Settings, rerank: bool | str = True) -> list[dict]:
-    """The document's paragraphs as passages for ``query.rank_passages``, split to fit the model that ranks them.
+def document_passages(article: Article, settings: Settings, reranker=None) -> list[dict]:
+    """The article's paragraphs as passages for ``query.rank_passages``, split to fit the model that ranks
+    them: ``reranker`` (a loaded cross-encoder, leaving room for the query), or with None the bi-encoder,
+    whose window is shorter."""
+    if reranker is not None:
+        tokenizer, max_tokens = reranker.model.tokenizer, 512 - QUERY_BUDGET
+    else:
+        from query.models import bi_encoder_from_settings
 
-    That is the cross-encoder; when none loads (and ``rerank`` is not ``"require"``, which raises) or
-    ``rerank`` is False, it is the bi-encoder, whose window is shorter.
-    """
-    article = fetch_document(source, settings)
-    tokenizer, max_tokens = _ranking_tokenizer(settings, rerank)
+        enc = bi_encoder_from_settings(settings)
+        tokenizer, max_tokens = enc.tokenizer, enc.max_seq_length - 2
     opts = SplitOptions(max_tokens=max_tokens, min_chars=settings.min_paragraph_chars, encode_title=False,
                         main_content=settings.main_content)
     paragraphs = split_article(article, opts, tokenizer_counter(tokenizer))
     return [{"id": p.id, "doc_id": p.doc_id, "title": p.title, "text": p.text, "source": p.source,
              "position": p.position} for p in paragraphs]
-
-
-def _ranking_tokenizer(settings: Settings, rerank: bool | str):
-    """(tokenizer, paragraph token limit) of the model that will rank the passages (see document_passages)."""
-    from query.errors import ModelUnavailableError
-    from query.models import bi_encoder_from_settings, reranker_from_settings
-
-    if rerank is not False:
-        try:
-            return reranker_from_settings(settings).model.tokenizer, 512 - QUERY_BUDGET
-        except ModelUnavailableError:
-            if rerank == "require":
-                raise
-            # rank_passages falls back to the bi-encoder too, and warns once
-    enc = bi_encoder_from_settings(settings)
-    return enc.tokenizer, enc.max_seq_length - 2

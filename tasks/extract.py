@@ -18,6 +18,11 @@ from lxml.html import HtmlElement
 
 from tasks.text import normalize_ws
 
+# trafilatura logs "discarding data: None" at WARNING when it finds no article; that None is an outcome
+# trafilatura_levelled_blocks returns and its callers handle (the fallback extractor), so in an index run's
+# log the line would only read as lost data. Set once here, not per page: setLevel clears every logger's cache.
+logging.getLogger("trafilatura.core").setLevel(logging.ERROR)
+
 __all__ = ["heading_level", "parse_html", "trafilatura_blocks", "trafilatura_levelled_blocks"]
 
 # Structural elements of trafilatura's XML that form one block each.
@@ -101,10 +106,6 @@ def trafilatura_levelled_blocks(html: str | HtmlElement, **options: object) -> t
     """
     import trafilatura  # heavy import, only when a page needs it
 
-    # trafilatura logs "discarding data: None" at WARNING when it finds no article; that None is an outcome
-    # this function returns and its callers handle (the fallback extractor), so in an index run's log the
-    # line would only read as lost data.
-    logging.getLogger("trafilatura.core").setLevel(logging.ERROR)
     try:
         # bare_extraction hands back trafilatura's XML body as a tree: no serialise/re-parse.
         document = trafilatura.bare_extraction(html, output_format="xml", include_comments=False,

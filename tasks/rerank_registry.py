@@ -28,7 +28,7 @@ from query.registry import (
 )
 from query.storage import is_local_uri
 from tasks.lock import writer_lock
-from tasks.versions import record_reranker_change
+from tasks.versions import record_run
 
 
 def new_model_id(signal: str) -> str:
@@ -76,8 +76,8 @@ def record(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) ->
         if promote:
             reg.promoted = entry.id
         write_registry(table, reg)
-        record_reranker_change(db_uri, collection, {"trained": entry.id, "signal": entry.signal,
-                                                    "promoted": reg.promoted})
+        record_run(db_uri, collection, {"trained": entry.id, "signal": entry.signal, "promoted": reg.promoted},
+                   kind="reranker")
 
 
 def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry | None:
@@ -90,7 +90,7 @@ def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry
             raise RerankerRegistryError(f"re-ranker {model_id!r} has no saved model at {model_location(db_uri, entry)}")
         reg.promoted = model_id
         write_registry(table, reg)
-        record_reranker_change(db_uri, collection, {"promoted": model_id})
+        record_run(db_uri, collection, {"promoted": model_id}, kind="reranker")
         return entry
 
 
@@ -112,7 +112,7 @@ def remove(db_uri: str, collection: str, model_ids: Sequence[str]) -> list[str]:
                                         "(--promote ID) or none (--unpromote) before removing it")
         reg.models = [e for e in reg.models if e.id not in ids]
         write_registry(table, reg)
-        record_reranker_change(db_uri, collection, {"removed": ids, "promoted": reg.promoted})
+        record_run(db_uri, collection, {"removed": ids, "promoted": reg.promoted}, kind="reranker")
         inside = [e for e in entries if not Path(e.path).is_absolute()]
         if not is_local_uri(db_uri):
             return remove_models(db_uri, [e.path for e in inside])

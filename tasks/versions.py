@@ -116,27 +116,18 @@ def current_versions(db, collection: str) -> tuple[int, int | None]:
     return table.version, (articles.version if articles is not None else None)
 
 
-def record_run(db_uri: str, collection: str, summary: dict) -> dict:
-    """Attach the index flow's ``summary`` to the versions the run ended at (both tables).
+def record_run(db_uri: str, collection: str, summary: dict, kind: str = "index") -> dict:
+    """Attach ``summary`` to the versions a write ended at (both tables): the index flow's summary, or
+    (``kind="reranker"``) a change of the re-ranker registry, a model added or removed or a promotion.
+    The registry lives in the table's metadata, so rolling back to a version restores its promotion;
+    ``versions`` shows where each one happened.
 
-    Call it at the end of the index run, inside its writer lock (it takes no lock itself, so it
+    Call it at the end of the write, inside its writer lock (it takes no lock itself, so it
     cannot deadlock there), so that no other writer's version is recorded by mistake.
     """
     db = _connect(db_uri)
     paragraph_version, articles_version = current_versions(db, collection)
-    return _log_run(db, collection, "index", paragraph_version, articles_version, summary=summary)
-
-
-def record_reranker_change(db_uri: str, collection: str, summary: dict) -> dict:
-    """Log a change of the collection's re-ranker registry (a model added or removed, a promotion) on the
-    version it made.
-
-    The registry lives in the table's metadata, so rolling back to a version restores the promotion of that
-    version; ``versions`` shows where each one happened. Call it inside the writer lock, as ``record_run``.
-    """
-    db = _connect(db_uri)
-    paragraph_version, articles_version = current_versions(db, collection)
-    return _log_run(db, collection, "reranker", paragraph_version, articles_version, summary=summary)
+    return _log_run(db, collection, kind, paragraph_version, articles_version, summary=summary)
 
 
 def _version_times(table) -> dict[int, datetime]:
@@ -313,7 +304,6 @@ __all__ = [
     "list_versions",
     "load_runs",
     "open_collection",
-    "record_reranker_change",
     "record_run",
     "rollback",
     "tag_version",
