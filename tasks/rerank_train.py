@@ -13,9 +13,10 @@ ratio learned nothing from a bi-encoder body, while this listwise loss learned.
   single-epoch run left most of a 25-minute budget unused and its model undertrained.
 * Soup: the other scored epochs are then averaged into the best one's weights, each only if the average
   scores at least as well on dev (a greedy soup of the run's epochs; see ``greedy_soup``).
-* Time budget: a callback stops training after ``time_budget_s``; the epoch it cuts short is still
-  scored, so the budget's last minutes count. The learning rate is constant after a short warm-up, so a
-  run cut by the budget is not left mid-decay.
+* Time budget: a callback stops training early enough that scoring the epoch it cuts short (so the
+  budget's last minutes count) and trying the soup still end within ``time_budget_s``. The time those
+  scorings take is the run's own measured scoring time (see ``scoring_reserve``). The learning rate is
+  constant after a short warm-up, so a run cut by the budget is not left mid-decay.
 * A fixed seed (data order, dropout, head initialisation).
 * Progress: every ``log_every`` steps a line goes to ``log`` (the flow passes its Prefect run logger).
 * Interruption (Ctrl-C, SIGTERM turned into KeyboardInterrupt by Prefect): the weights so far are saved
@@ -51,6 +52,14 @@ MAX_EPOCHS = 8
 PATIENCE = 2
 #: The evaluator's metric the best epoch is chosen by (the trainer prefixes ``eval_`` and the evaluator's name).
 DEV_METRIC = "eval_dev_ndcg@10"
+#: Epochs the greedy soup tries beside the best one (in order of their dev score). Every soup kept by a
+#: measured run had two ingredients (benchmarks/RESULTS.md, stops 25 and 34); each try costs one dev
+#: scoring, which the time budget has to hold.
+SOUP_TRIES = 2
+#: Before a run has timed a dev scoring, it assumes a scored pair costs this many times less than a trained
+#: one (forward only, no gradients). Measured: 13-16x on a 2-core bf16 CPU (the 300 s news run of
+#: benchmarks/RESULTS.md, "Stop 35"); the lower figure reserves more time, so the estimate errs inside the budget.
+SCORING_SPEEDUP = 8.0
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 
@@ -149,12 +158,38 @@ def dev_evaluator(samples: Sequence[dict], device: str, prec: str):
     dtype = torch.float16 if prec == "fp16" else torch.bfloat16
 
     class AtTrainingPrecision(CrossEncoderRerankingEvaluator):
+        #: Wall seconds of each scoring so far: what the time budget reserves for the last ones.
+        seconds: list[float]
+
         def __call__(self, model, *args, **kwargs):
+            t = time.monotonic()
             with torch.autocast(kind, dtype=dtype, enabled=prec != "fp32"):
-                return super().__call__(model, *args, **kwargs)
+                result = super().__call__(model, *args, **kwargs)
+            self.seconds.append(time.monotonic() - t)
+            return result
 
     # Realistic scoring: a positive the first stage missed is not put back into the list.
-    return AtTrainingPrecision(list(samples), at_k=10, always_rerank_positives=False, name="dev", write_csv=False)
+    evaluator = AtTrainingPrecision(list(samples), at_k=10, always_rerank_positives=False, name="dev", write_csv=False)
+    evaluator.seconds = []
+    return evaluator
+
+
+def scoring_reserve(scoring_seconds: Sequence[float], dev_pairs: int, train_pairs_per_s: float,
+                    epochs_scored: int) -> float:
+    """Seconds to hold back from training for the dev scorings that follow the budget's stop.
+
+    After the stop, the cut epoch is scored once, and the soup then scores up to ``SOUP_TRIES`` averages,
+    one per other scored epoch. A scoring costs what this run's scorings cost so far (their mean); before
+    the first one, ``dev_pairs`` at ``SCORING_SPEEDUP`` times the training speed. Without this, every run
+    overshot its budget by those scorings: 103-112 s on the demo's 90 s, 332 s on the news pages' 300 s.
+    """
+    if scoring_seconds:
+        one = sum(scoring_seconds) / len(scoring_seconds)
+    elif train_pairs_per_s > 0:
+        one = dev_pairs / (train_pairs_per_s * SCORING_SPEEDUP)
+    else:
+        return 0.0
+    return one * (1 + min(epochs_scored, SOUP_TRIES))
 
 
 def greedy_soup(model, checkpoints: Sequence[Path], best: float, score: Callable[[object], float],
@@ -246,14 +281,30 @@ def train_cross_encoder(
     t0 = time.monotonic()
     state: dict = {"stopped": False, "step_ends": []}
 
+    dev_pairs = sum(len(s["documents"]) for s in dev_samples or ())
+
     class Budget(TrainerCallback):
-        """Stops training once the time budget is spent; reports progress at each of the trainer's log steps."""
+        """Stops training when one more step and the scorings after it would pass the time budget; reports
+        progress at each of the trainer's log steps."""
 
         def on_step_end(self, args, st, control, **kw):
-            state["step_ends"].append(time.monotonic())
-            if time.monotonic() - t0 > time_budget_s:
+            now = time.monotonic()
+            ends = state["step_ends"]
+            ends.append(now)
+            elapsed = now - t0
+            # The first step pays for lazy initialisation: speeds are read from the steps after it.
+            step_s = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else 0.0
+            pairs_per_s = BATCH_QUERIES * PAIRS_PER_QUERY / step_s if step_s > 0 else 0.0
+            reserve = 0.0
+            if scored:
+                scored_epochs = sum(DEV_METRIC in e for e in st.log_history)
+                reserve = scoring_reserve(evaluator.seconds, dev_pairs, pairs_per_s, scored_epochs)
+            if elapsed + step_s + reserve > time_budget_s:
                 state["stopped"] = True
                 control.should_training_stop = True
+                if reserve:
+                    log(f"time budget: training stops at {elapsed:.0f} s, leaving {reserve:.0f} s to score the last "
+                        f"epoch and try the soup")
             return control
 
         def on_log(self, args, st, control, logs=None, **kw):
@@ -327,6 +378,7 @@ def train_cross_encoder(
         ranked = sorted(scored_epochs, key=lambda e: -e[DEV_METRIC])
         found = [(round(e["epoch"], 2), p) for e in ranked
                  if (p := Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{e['step']}" / "model.safetensors").exists()]
+        found = found[: 1 + SOUP_TRIES]
         if len(found) > 1:
             souped = greedy_soup(model, [p for _, p in found], st.best_metric,
                                  lambda m: evaluator(m)["dev_ndcg@10"], log, [e for e, _ in found])

@@ -390,6 +390,40 @@ def test_training_scores_each_epoch_on_dev_and_saves_the_best_epochs_weights(sam
     assert saved["dev_ndcg@10"] >= max(v for _, v in curve) - 0.02  # the soup never scores below the best epoch
 
 
+def test_a_budgeted_run_ends_within_its_budget_scorings_and_soup_included(sample_db, tiny_base, judgments_dir,
+                                                                            tmp_path):
+    from query.searcher import Searcher
+    from tasks import rerank_data as rd
+    from tasks.rerank_gate import dev_set, evaluator_samples
+    from tasks.rerank_train import SOUP_TRIES, train_cross_encoder
+
+    searcher = Searcher(db_uri=sample_db, collection="sample")
+    queries, qrels = rd.judged_queries(judgments_dir, "train")
+    examples = rd.fill_negatives(rd.examples_from_judgments(searcher, queries, qrels, 0), 0)
+    # Many dev queries make each scoring cost about as much as an epoch, as on a real collection: before the
+    # budget reserved time for them, the last epoch's scoring and the soup's ran past it.
+    samples = evaluator_samples(dev_set(searcher, examples, 30)) * 5
+    logged: list[str] = []
+    budget = 8.0
+    result = train_cross_encoder(examples, tiny_base, tmp_path / "model", time_budget_s=budget, max_epochs=100,
+                                 patience=100, dev_samples=samples, log=logged.append)
+    assert result.stopped_by_budget and result.dev_curve and len(result.dev_curve) >= 2, logged
+    assert any(line.startswith("time budget: training stops at") for line in logged)
+    assert sum(line.startswith("average of epochs") for line in logged) <= SOUP_TRIES
+    assert result.seconds <= budget * 1.15, logged
+
+
+def test_the_scoring_reserve_is_the_runs_mean_scoring_time_for_the_cut_epoch_and_the_soups_tries():
+    from tasks.rerank_train import SCORING_SPEEDUP, SOUP_TRIES, scoring_reserve
+
+    assert scoring_reserve([2.0, 4.0], 900, 10.0, 0) == 3.0  # only the cut epoch: no other epoch to average with
+    assert scoring_reserve([2.0, 4.0], 900, 10.0, 1) == 6.0
+    assert scoring_reserve([3.0], 900, 10.0, 50) == 3.0 * (1 + SOUP_TRIES)  # the soup tries at most SOUP_TRIES
+    # Nothing timed yet: the dev pairs at SCORING_SPEEDUP times the training speed.
+    assert scoring_reserve([], 800, 10.0, 0) == 800 / (10.0 * SCORING_SPEEDUP)
+    assert scoring_reserve([], 800, 0.0, 0) == 0.0
+
+
 def test_a_greedy_soup_takes_in_only_the_epochs_that_do_not_lower_the_dev_score(tiny_base, tmp_path):
     import torch
     from safetensors.torch import save_file
