@@ -86,7 +86,7 @@ class Registry:
 
 def local_db_root(db_uri: str) -> Path:
     """The directory of a local database (an object store has none: its models go through
-    :func:`upload_model`, :func:`model_path`'s cache and :func:`remove_models`)."""
+    :func:`upload_model` and :func:`model_path`'s cache)."""
     if "://" in db_uri and not db_uri.startswith("file://"):
         raise RerankerRegistryError(f"{db_uri!r} is an object store, not a local database directory")
     return Path(db_uri.removeprefix("file://"))
@@ -251,13 +251,29 @@ def _inside(rel_path: str) -> bool:
 
 
 def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
-    """Delete model prefixes ``<db>/<rel_path>/`` from object storage and from the local cache; returns the
-    URIs that were there. Paths outside the database, or the root itself, are never touched."""
-    fs, base = _s3_filesystem(db_uri)
+    """Delete saved models ``<db>/<rel_path>/``: local directories, or object-store prefixes and their local
+    cache. Returns where the deleted models were (directories, or ``s3://`` URIs).
+
+    Only paths strictly inside the database are touched: never its root, nothing absolute (a model saved with
+    ``--out`` outside the database is the user's), no ``..``, and locally nothing a symlink leads out of it.
+    A path inside one already deleted is skipped (the collection's directory holds all its models)."""
+    from query.storage import is_local_uri
+
+    local = is_local_uri(db_uri)
+    if local:
+        root = local_db_root(db_uri).resolve()
+    else:
+        fs, base = _s3_filesystem(db_uri)
     removed = []
     for rel in sorted({r.strip("/") for r in rel_paths if _inside(r.strip("/"))}, key=len):
         if any(rel.startswith(done + "/") for done in removed):
-            continue  # inside a prefix already deleted (the collection's directory holds all its models)
+            continue
+        if local:
+            path = (root / rel).resolve()
+            if path != root and path.is_relative_to(root) and path.is_dir():
+                shutil.rmtree(path)
+                removed.append(rel)
+            continue
         remote = f"{base}/{rel}"
         try:
             if _is_dir(fs, remote):
@@ -266,7 +282,7 @@ def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
         except OSError as exc:
             raise _store_error("remove", rel, db_uri, exc) from None
         shutil.rmtree(cache_root(db_uri) / rel, ignore_errors=True)
-    return [_uri(db_uri, rel) for rel in removed]
+    return [str((root / rel).resolve()) if local else _uri(db_uri, rel) for rel in removed]
 
 
 def promoted_model(table, db_uri: str) -> tuple[RerankerEntry, Path] | None:

@@ -13,7 +13,6 @@ Writes take the collection's writer lock (``tasks.lock``), so they never race an
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -164,51 +163,18 @@ def list_collections(db_uri: str | None = None) -> list[dict]:
 # --------------------------------------------------------------------------- drop
 
 
-def _reranker_dirs(db_uri: str, table, collection: str) -> list[Path]:
-    """Directories of the collection's trained re-rankers that live under a local database (the rest are the user's)."""
-    from query.registry import local_db_root, model_path, models_root, read_registry
-
-    root = local_db_root(db_uri).resolve()
-    dirs = [models_root(db_uri, collection)]
-    try:
-        dirs += [model_path(db_uri, e) for e in read_registry(table).models]
-    except (ValueError, TypeError, KeyError):  # a damaged registry: the standard directory still goes
-        pass
-    inside: list[Path] = []
-    for d in sorted({d.resolve() for d in dirs}, key=lambda p: len(p.parts)):
-        # Never the database root itself or anything outside it (a registry path may point anywhere),
-        # and not a model directory inside one already listed (the default one holds them all).
-        if d != root and d.is_relative_to(root) and d.is_dir() and not any(d.is_relative_to(i) for i in inside):
-            inside.append(d)
-    return inside
-
-
-def _stored_rerankers(db_uri: str, table, collection: str) -> list[str]:
-    """What dropping the collection removes of its re-rankers: local directories under the database, or
-    for an object store the model prefixes relative to it. Read before the table goes (it holds the registry)."""
+def _stored_rerankers(table, collection: str) -> list[str]:
+    """What dropping the collection removes of its re-rankers, as paths relative to the database: its models
+    directory and every registered model inside the database (see :func:`query.registry.remove_models`).
+    Read before the table goes (it holds the registry)."""
     from query.registry import read_registry, rel_models_root
-    from query.storage import is_local_uri
 
-    if is_local_uri(db_uri):
-        return [str(d) for d in _reranker_dirs(db_uri, table, collection)]
     rel = [rel_models_root(collection)]
     try:
-        rel += [e.path for e in read_registry(table).models]  # remove_models skips absolute (local) paths
-    except (ValueError, TypeError, KeyError):
+        rel += [e.path for e in read_registry(table).models]
+    except (ValueError, TypeError, KeyError):  # a damaged registry: the standard directory still goes
         pass
     return rel
-
-
-def _remove_rerankers(db_uri: str, stored: list[str]) -> list[str]:
-    """Delete what :func:`_stored_rerankers` listed; returns where the removed models were."""
-    from query.registry import remove_models
-    from query.storage import is_local_uri
-
-    if not is_local_uri(db_uri):
-        return remove_models(db_uri, stored)
-    for d in stored:
-        shutil.rmtree(d)
-    return stored
 
 
 def drop_collection(name: str, db_uri: str | None = None) -> dict:
@@ -218,6 +184,7 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
     ``collection``, ``rows``, ``tables_dropped`` and ``rerankers_removed`` (directories, or ``s3://`` prefixes).
     Raises ``CollectionNotFoundError`` for an unknown collection.
     """
+    from query.registry import remove_models
     from query.schema import validate_collection_name
     from tasks.lock import writer_lock
 
@@ -229,14 +196,14 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
         names = require_collection(db, name)  # again, under the lock: another drop may have won
         table = db.open_table(name)
         rows = table.count_rows()
-        stored = _stored_rerankers(db_uri, table, name)
+        stored = _stored_rerankers(table, name)
         dropped = []
         # Internal tables first: if the process dies half-way, the collection is still listed and can be dropped again.
         for t in [*internal_tables(names, name), name]:
             db.drop_table(t)
             dropped.append(t)
         # Models last: a crash before here leaves them, never a collection whose promoted model is gone.
-        rerankers = _remove_rerankers(db_uri, stored)
+        rerankers = remove_models(db_uri, stored)
     log.info("dropped collection %s: %d rows, tables %s, re-rankers %s", name, rows, dropped, rerankers)
     return {"collection": name, "rows": rows, "tables_dropped": dropped,
             "rerankers_removed": rerankers}

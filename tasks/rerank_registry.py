@@ -7,7 +7,6 @@ uploaded (:func:`publish`) before the registry names it, so a reader never finds
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,17 +112,7 @@ def remove(db_uri: str, collection: str, model_ids: Sequence[str]) -> list[str]:
         reg.models = [e for e in reg.models if e.id not in ids]
         write_registry(table, reg)
         record_run(db_uri, collection, {"removed": ids, "promoted": reg.promoted}, kind="reranker")
-        inside = [e for e in entries if not Path(e.path).is_absolute()]
-        if not is_local_uri(db_uri):
-            return remove_models(db_uri, [e.path for e in inside])
-        root = models_root(db_uri, collection).resolve()
-        deleted = []
-        for e in inside:
-            path = (local_db_root(db_uri) / e.path).resolve()
-            if path.parent == root and path.is_dir():  # never anything but a model directory of this collection
-                shutil.rmtree(path)
-                deleted.append(str(path))
-        return deleted
+        return remove_models(db_uri, [e.path for e in entries])
 
 
 def listing(db_uri: str, collection: str) -> dict:
