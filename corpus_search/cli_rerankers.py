@@ -106,7 +106,8 @@ def register(sub, common) -> None:
                     help="start point: a cross-encoder or an encoder body (default: the configured cross-encoder "
                     "when it loads, else the packaged all-MiniLM-L6-v2 body)")
     tr.add_argument("--time-budget", type=float, default=600.0, metavar="SECONDS",
-                    help="training time (default 600); building the data and the dev gate come on top")
+                    help="training time, its scorings on dev included (default 600); building the data, "
+                         "a speed probe and the gate come on top")
     tr.add_argument("--out", default=None, metavar="DIR",
                     help="where to save the model (default: <db>/_rerankers/<collection>/<id>)")
     tr.add_argument("--promote", choices=("auto", "never", "always"), default="auto",
