@@ -55,8 +55,10 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
           + (f", stored at {result['stored']}" if result["stored"] != result["model"] else ""))
     print(f"  dev nDCG@10 on {dev['queries']} held-out queries: retrieval alone {dev['retrieval']['ndcg@10']:.4f}"
           + (f", current re-ranker {prev['ndcg@10']:.4f}" if prev else "")
-          + f", this one {dev['candidate']['ndcg@10']:.4f} (fusion weight {result['alpha']}; "
-          f"alone {dev['candidate']['alone']:.4f})")
+          # The fused figure is cross-validated (each half's weight chosen on the other half), so it can
+          # differ from retrieval alone even when the weight saved, chosen on all of dev, is 0.
+          + f", this one fused {dev['candidate']['ndcg@10']:.4f} (cross-validated over the fusion weight; "
+          f"weight saved {result['alpha']}), alone {dev['candidate']['alone']:.4f}")
     print(f"  {result['decision']}")
     return 0
 

@@ -24,7 +24,7 @@ import json, sys
 r = json.loads(sys.argv[1]); d = r["dev"]
 print(f"trained {r['id']} on {r['train_queries']} pseudo-queries ({r['pairs']} pairs, {r['train_seconds']:.0f} s)")
 print(f"held-out queries ({d['queries']}): nDCG@10 retrieval alone {d['retrieval']['ndcg@10']:.3f}, "
-      f"with this re-ranker {d['candidate']['ndcg@10']:.3f} (fusion weight {r['alpha']})")
+      f"with this re-ranker {d['candidate']['ndcg@10']:.3f} (fused with retrieval, cross-validated; weight saved {r['alpha']})")
 print(r["decision"])
 PY
 echo "== search: $QUESTION"
