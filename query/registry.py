@@ -254,9 +254,11 @@ def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
     """Delete saved models ``<db>/<rel_path>/``: local directories, or object-store prefixes and their local
     cache. Returns where the deleted models were (directories, or ``s3://`` URIs).
 
-    Only paths strictly inside the database are touched: never its root, nothing absolute (a model saved with
-    ``--out`` outside the database is the user's), no ``..``, and locally nothing a symlink leads out of it.
-    A path inside one already deleted is skipped (the collection's directory holds all its models)."""
+    Only paths under the database's ``_rerankers/`` directory are touched, which this project writes and
+    nothing else does: nothing absolute, no ``..``, and locally nothing a symlink leads out of it. A registry
+    path elsewhere (a model saved with ``--out``, even inside the database) is the user's directory, and a
+    damaged registry naming a table's directory can never delete it. A path inside one already deleted is
+    skipped (the collection's directory holds all its models)."""
     from query.storage import is_local_uri
 
     local = is_local_uri(db_uri)
@@ -265,12 +267,14 @@ def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
     else:
         fs, base = _s3_filesystem(db_uri)
     removed = []
-    for rel in sorted({r.strip("/") for r in rel_paths if _inside(r.strip("/"))}, key=len):
+    owned = {r.strip("/") for r in rel_paths if _inside(r.strip("/")) and Path(r.strip("/")).parts[0] == RERANKERS_DIR
+             and len(Path(r.strip("/")).parts) > 1}
+    for rel in sorted(owned, key=len):
         if any(rel.startswith(done + "/") for done in removed):
             continue
         if local:
             path = (root / rel).resolve()
-            if path != root and path.is_relative_to(root) and path.is_dir():
+            if path.is_relative_to(root / RERANKERS_DIR) and path.is_dir():
                 shutil.rmtree(path)
                 removed.append(rel)
             continue

@@ -96,8 +96,9 @@ def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry
 def remove(db_uri: str, collection: str, model_ids: Sequence[str]) -> list[str]:
     """Forget trained re-rankers and delete their saved models; returns where the deleted models were.
 
-    The promoted one is refused: promote another (or none) first. A model saved outside the database
-    (``train-reranker --out DIR``) is only forgotten, since that directory is the user's. Older table
+    The promoted one is refused: promote another (or none) first. A model saved with ``train-reranker --out
+    DIR`` anywhere but the database's ``_rerankers/`` directory is only forgotten, since that directory is
+    the user's (see :func:`query.registry.remove_models`, which ``drop`` uses too). Older table
     versions still name the removed models: a search on a version rolled back to one whose promoted model
     is gone falls back, with a warning that says so.
     """

@@ -175,20 +175,24 @@ def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers(built
         drop_collection("beta", db_uri=db)
 
 
-def test_removing_models_deletes_only_directories_strictly_inside_the_database(tmp_path):
+def test_removing_models_deletes_only_directories_under_the_databases_rerankers_directory(tmp_path):
     from query.registry import remove_models
 
     db, outside = tmp_path / "db", tmp_path / "user-model"
-    for d in (db / "_rerankers" / "c" / "a", db / "_rerankers" / "c" / "b", db / "mine" / "m", outside):
+    for d in (db / "_rerankers" / "c" / "a", db / "_rerankers" / "c" / "b", db / "mine" / "m", db / "c.lance",
+              outside):
         d.mkdir(parents=True)
     (db / "_rerankers" / "link").symlink_to(outside, target_is_directory=True)
-    removed = remove_models(str(db), ["_rerankers/c/a", "_rerankers/c", "mine/m/", str(outside), "../user-model",
-                                      ".", "", "_rerankers/link", "_rerankers/gone"])
-    # The collection's directory once (its models went with it), the model inside the database elsewhere;
-    # never an absolute path, the root, a way out through ".." or a symlink, nor what is not there.
-    assert sorted(removed) == sorted(str((db / d).resolve()) for d in ("mine/m", "_rerankers/c"))
-    assert not (db / "_rerankers" / "c").exists() and not (db / "mine" / "m").exists()
-    assert outside.is_dir() and (db / "_rerankers" / "link").is_symlink() and db.is_dir()
+    removed = remove_models(str(db), ["_rerankers/c/a", "_rerankers/c", "mine/m/", "c.lance", str(outside),
+                                      "../user-model", "_rerankers/../c.lance", ".", "", "_rerankers",
+                                      "_rerankers/link", "_rerankers/gone"])
+    # The collection's directory once (its models went with it); never a directory this project did not
+    # write (a model saved with --out, a table), an absolute path, a way out through ".." or a symlink,
+    # the models root itself, nor what is not there.
+    assert removed == [str((db / "_rerankers" / "c").resolve())]
+    assert not (db / "_rerankers" / "c").exists()
+    assert (db / "mine" / "m").is_dir() and (db / "c.lance").is_dir() and outside.is_dir()
+    assert (db / "_rerankers" / "link").is_symlink() and (db / "_rerankers").is_dir()
 
 
 def test_drop_asks_on_a_terminal_and_only_the_name_or_yes_confirms(built, db):
