@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -369,6 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # User errors (bad names, filters, paths, settings) are one line and exit 2; bugs keep their traceback.
         print(f"corpus-search: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        # Ctrl-C: one line and what the interrupted step kept, no traceback, and the shell's status for SIGINT
+        # (130), so a script can tell. (SIGTERM needs nothing here: inside a flow run, Prefect's engine
+        # records the run as Crashed and then ends the process with the signal itself, status 143.)
+        print("corpus-search: interrupted", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):
+            print(f"corpus-search: {note}", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ ratio learned nothing from a bi-encoder body, while this listwise loss learned.
   constant after a short warm-up, so a run cut by the budget is not left mid-decay.
 * A fixed seed (data order, dropout, head initialisation).
 * Progress: every ``log_every`` steps a line goes to ``log`` (the flow passes its Prefect run logger).
-* Interruption (Ctrl-C, SIGTERM turned into KeyboardInterrupt by Prefect): the weights so far are saved
-  to ``<out>/interrupted`` before the exception goes on.
+* Interruption (Ctrl-C's KeyboardInterrupt; SIGTERM, which Prefect's engine raises as its
+  ``TerminationSignal``, e.g. when a run is cancelled; any other exception that is not an ``Exception``):
+  the weights so far are saved to ``<out>/interrupted``, and the exception goes on with a note that says
+  where (the CLI prints it).
 """
 
 from __future__ import annotations
@@ -363,9 +365,14 @@ def train_cross_encoder(
         f"at most {max_epochs} epochs" + (f", best of them on {len(dev_samples)} dev queries" if scored else ""))
     try:
         trainer.train()
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        # An error is not an interruption: its weights may be the cause (a NaN), so none are kept.
+        if isinstance(exc, (Exception, GeneratorExit)):
+            raise
         model.save_pretrained(str(out / "interrupted"))
-        log(f"interrupted: weights so far saved to {out / 'interrupted'}")
+        saved = f"the weights so far are saved in {out / 'interrupted'} (they were not gated or registered)"
+        log(f"interrupted: {saved}")
+        exc.add_note(saved)
         raise
     st = trainer.state
     scored_epochs = [e for e in st.log_history if DEV_METRIC in e]

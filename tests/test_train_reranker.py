@@ -338,6 +338,63 @@ def test_a_failed_training_run_is_reported_as_leaving_the_rerankers_unchanged(sa
     assert "re-rankers are unchanged" in summary and "re-encoded" not in summary
 
 
+def test_ctrl_c_saves_the_weights_so_far_and_the_cli_says_where_and_exits_130(sample_db, tmp_path):
+    import signal
+    import time
+
+    from sentence_transformers import CrossEncoder
+
+    out, err_path = tmp_path / "model", tmp_path / "stderr"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_LOGGING_LEVEL": "INFO"}
+    # The packaged MiniLM body: slow enough on a CPU (about a second a step) that the run is mid-training.
+    args = [sys.executable, "-m", "corpus_search.cli", "train-reranker", "-c", "sample", "--db", sample_db,
+            "--self-supervised", "--time-budget", "600", "--out", str(out)]
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while "train-cross-encoder" not in err_path.read_text() or " training " not in err_path.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()[-2000:]
+                time.sleep(0.5)
+            time.sleep(3)  # a few steps in
+            proc.send_signal(signal.SIGINT)
+            stdout, _ = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    stderr = err_path.read_text()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "corpus-search: interrupted\n" in stderr and "Traceback" not in stderr.split("corpus-search: interrupted")[-1]
+    assert f"the weights so far are saved in {out / 'interrupted'}" in stderr
+    assert stdout == ""  # no summary: nothing was gated or registered
+    assert CrossEncoder(str(out / "interrupted")).predict([("a query", "a passage")]).shape == (1,)
+    from tasks.rerank_registry import listing
+
+    assert all(m["path"] != str(out) for m in listing(sample_db, "sample")["models"])
+
+
+def test_only_an_interruption_keeps_the_weights_so_far_never_an_error(sample_db, tiny_base, judgments_dir, tmp_path):
+    from prefect.exceptions import TerminationSignal
+
+    from query.searcher import Searcher
+    from tasks import rerank_data as rd
+    from tasks.rerank_train import train_cross_encoder
+
+    searcher = Searcher(db_uri=sample_db, collection="sample")
+    queries, qrels = rd.judged_queries(judgments_dir, "train")
+    examples = rd.fill_negatives(rd.examples_from_judgments(searcher, queries, qrels, 0), 0)
+    for raised, kept in ((KeyboardInterrupt(), True), (TerminationSignal(15), True), (RuntimeError("nan"), False)):
+        out = tmp_path / type(raised).__name__
+
+        def log(line: str, raised=raised) -> None:  # the trainer's first progress line is mid-training
+            if line.startswith("train step"):
+                raise raised
+
+        with pytest.raises(type(raised)) as caught:
+            train_cross_encoder(examples, tiny_base, out, time_budget_s=60, log=log, log_every=1)
+        assert (out / "interrupted").is_dir() == kept
+        assert (f"saved in {out / 'interrupted'}" in " ".join(getattr(caught.value, "__notes__", []))) == kept
+
+
 def test_train_reranker_cli_refuses_a_missing_signal_before_any_work(sample_db):
     base = [sys.executable, "-m", "corpus_search.cli", "train-reranker", "--collection", "sample", "--db", sample_db]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
