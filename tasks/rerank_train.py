@@ -370,7 +370,8 @@ def train_cross_encoder(
         if isinstance(exc, (Exception, GeneratorExit)):
             raise
         model.save_pretrained(str(out / "interrupted"))
-        saved = f"the weights so far are saved in {out / 'interrupted'} (they were not gated or registered)"
+        saved = (f"the weights so far are saved in {out / 'interrupted'}: not gated or registered; "
+                 f"train-reranker --base {out / 'interrupted'} continues from them")
         log(f"interrupted: {saved}")
         exc.add_note(saved)
         raise
