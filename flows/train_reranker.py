@@ -24,7 +24,7 @@ from flows.summary import artifact_key
 from query.errors import InvalidQueryError
 from query.registry import RerankerEntry
 from query.settings import get_settings
-from tasks.rerank_train import MAX_LENGTH
+from tasks.rerank_train import MAX_LENGTH, load_base
 
 Promote = Literal["auto", "never", "always"]
 #: Training queries (9 passages each) per second of budget on a 2-core CPU, by training precision
@@ -335,6 +335,7 @@ def train_reranker(
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
     t0 = time.monotonic()
     base = base or default_base(s.cross_encoder)
+    load_base(base, "cpu", construct=False)  # a base that cannot load fails now, not after the data is built
     speed = None
     if signal == "self-supervised" and time_budget >= PROBE_MIN_BUDGET:
         speed = training_speed(db_uri, collection, base, seed, max_length or MAX_LENGTH, train_layers)

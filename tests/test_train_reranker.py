@@ -406,6 +406,29 @@ def test_train_reranker_cli_refuses_a_missing_signal_before_any_work(sample_db):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
+def test_a_base_that_cannot_load_is_one_line_with_the_fix_before_any_training_data_is_built(sample_db, tmp_path,
+                                                                                         monkeypatch):
+    from flows.train_reranker import train_reranker
+    from query.errors import ModelUnavailableError
+    from tasks import rerank_data
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    for base, reason in ((str(tmp_path / "nope"), "no such local directory"),
+                         ("some-org/not-cached", "not in the Hugging Face cache, and HF_HUB_OFFLINE is set"),
+                         (str(tmp_path), "has no config.json")):
+        out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "train-reranker", "-c", "sample", "--db",
+                              sample_db, "--self-supervised", "--base", base], cwd=REPO, capture_output=True,
+                             text=True, timeout=120, env=env)
+        last = out.stderr.strip().splitlines()[-1]  # above it: the Prefect run's own log of its failure
+        assert out.returncode == 2, out.stderr[-1500:]
+        assert last.startswith(f"corpus-search: error: training base {base!r} is unavailable: ") and reason in last
+        assert "To fix: give --base a local directory" in last
+    # In process: it fails before a single training query is made.
+    monkeypatch.setattr(rerank_data, "sample_paragraphs", lambda *a, **k: pytest.fail("training data was built"))
+    with pytest.raises(ModelUnavailableError, match="training base"):
+        train_reranker("sample", db_uri=sample_db, self_supervised=True, base=str(tmp_path / "nope"))
+
+
 def test_freezing_lower_layers_leaves_only_the_top_layers_and_the_head_trainable(tiny_base):
     from tasks.rerank_train import freeze_lower_layers, load_base
 
