@@ -111,7 +111,7 @@ def register(sub, common) -> None:
                     help="training time, its scorings on dev included (default 600); building the data, "
                          "a speed probe and the gate come on top")
     tr.add_argument("--out", default=None, metavar="DIR",
-                    help="where to save the model (default: <db>/_rerankers/<collection>/<id>)")
+                    help="where to save the model: a new or empty directory (default: <db>/_rerankers/<collection>/<id>)")
     tr.add_argument("--promote", choices=("auto", "never", "always"), default="auto",
                     help="auto (default): promote only if it beats retrieval alone and the current re-ranker on dev")
     tr.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -288,6 +288,19 @@ def register(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) 
     record(db_uri, collection, entry, promote)
 
 
+def check_out_dir(out: str | None) -> None:
+    """``--out`` must be a new or empty directory: a trained model is never written over other files (a
+    previous model, perhaps the promoted one, or anything else the user keeps there)."""
+    if not out:
+        return
+    path = Path(out).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        hint = (f" (the weights of an interrupted run are in {path / 'interrupted'}: --base {path / 'interrupted'} "
+                "continues from them, with a new --out)") if (path / "interrupted").is_dir() else ""
+        raise InvalidQueryError(f"--out {out} is not an empty directory: a trained model is never written over "
+                                f"other files; choose a new or empty directory{hint}")
+
+
 def default_base(cross_encoder: str) -> str:
     """The configured cross-encoder when it loads (online, or cached), else the packaged MiniLM body."""
     from query.errors import ModelUnavailableError
@@ -333,6 +346,7 @@ def train_reranker(
     if not time_budget > 0:
         raise InvalidQueryError(f"--time-budget must be a positive number of seconds, got {time_budget}")
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
+    check_out_dir(out)
     t0 = time.monotonic()
     base = base or default_base(s.cross_encoder)
     load_base(base, "cpu", construct=False)  # a base that cannot load fails now, not after the data is built

@@ -370,6 +370,13 @@ def test_ctrl_c_saves_the_weights_so_far_and_the_cli_says_where_and_exits_130(sa
     from tasks.rerank_registry import listing
 
     assert all(m["path"] != str(out) for m in listing(sample_db, "sample")["models"])
+    # The same command again never writes over what the interrupted run kept, and says how to go on.
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and (out / "interrupted" / "model.safetensors").is_file()
+    assert again.stderr.splitlines().count(
+        f"corpus-search: error: --out {out} is not an empty directory: a trained model is never written over other "
+        f"files; choose a new or empty directory (the weights of an interrupted run are in {out / 'interrupted'}: "
+        f"--base {out / 'interrupted'} continues from them, with a new --out)") == 1
 
 
 def test_only_an_interruption_keeps_the_weights_so_far_never_an_error(sample_db, tiny_base, judgments_dir, tmp_path):
