@@ -116,9 +116,11 @@ def register(sub, common) -> None:
                     help="auto (default): promote only if it beats retrieval alone and the current re-ranker on dev")
     tr.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     tr.add_argument("--max-length", type=int, default=None, metavar="TOKENS",
-                    help="query + passage tokens the model trains on (default 256)")
+                    help="query + passage tokens the model trains on (default 256; at least 32, at most the base's "
+                    "positions, 512 for MiniLM)")
     tr.add_argument("--train-layers", type=int, default=None, metavar="N",
-                    help="train only the top N transformer layers and the head (default: all); faster on a CPU")
+                    help="train only the top N transformer layers and the head (default: all; 0: the head only); "
+                    "faster on a CPU")
     common(tr)
     tr.set_defaults(func=cmd_train_reranker)
 

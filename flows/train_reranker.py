@@ -55,6 +55,8 @@ MAX_DEV_QUERIES = 100
 #: Candidates the gate re-ranks per dev query, saved with the model as the depth it re-ranks at query time.
 #: 30 keeps hybrid's recall (SciFact R@30 0.91 vs R@100 0.96) at under a third of the cross-encoder's cost.
 DEV_DEPTH = 30
+#: The fewest query + passage tokens --max-length takes: below that a pair is cut to a few words.
+MIN_MAX_LENGTH = 32
 #: Paragraphs sampled to find the self-supervised dev queries (most qualify; see pseudo_dev_queries).
 DEV_SAMPLE = 600
 #: The dev queries come from about this many documents at least, where the collection's are not too long:
@@ -345,6 +347,11 @@ def train_reranker(
         raise InvalidQueryError(f"--promote must be auto, never or always, got {promote!r}")
     if not time_budget > 0:
         raise InvalidQueryError(f"--time-budget must be a positive number of seconds, got {time_budget}")
+    if max_length is not None and max_length < MIN_MAX_LENGTH:
+        raise InvalidQueryError(f"--max-length must be at least {MIN_MAX_LENGTH} tokens (query and passage), "
+                                f"got {max_length}")
+    if train_layers is not None and train_layers < 0:
+        raise InvalidQueryError(f"--train-layers must be 0 (the head only) or more, got {train_layers}")
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
     check_out_dir(out)
     t0 = time.monotonic()

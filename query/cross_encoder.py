@@ -102,6 +102,14 @@ def sequence_classifier(model: Any) -> Any | None:
     return hf
 
 
+def cap_max_length(model: Any, max_length: int) -> None:
+    """Cap the tokens ``model`` reads at its ``max_position_embeddings``: past them a long passage would
+    index beyond the position table and fail, instead of being truncated."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and 0 < limit < (model.max_seq_length or max_length):
+        model.max_seq_length = limit
+
+
 def inspect_cross_encoder(model: Any, name: str, *, max_length: int) -> tuple[str, str] | None:
     """Check (and where needed adapt) a freshly loaded ``CrossEncoder``: None if usable, else (reason, fix).
 
@@ -130,9 +138,7 @@ def inspect_cross_encoder(model: Any, name: str, *, max_length: int) -> tuple[st
             return why, "use a cross-encoder checkpoint"
         if missing_body:
             log.warning("cross-encoder %s: weights missing from the checkpoint (randomly initialised): %s", name, missing_body)
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(limit, int) and 0 < limit < (model.max_seq_length or max_length):
-        model.max_seq_length = limit
+    cap_max_length(model, max_length)
     if model.num_labels not in (1, 2):
         why = (
             f"it has {model.num_labels} output labels; only 1-logit (sigmoid) and 2-logit (softmax, class 1 = "

@@ -138,11 +138,15 @@ def load_base(base: str, device: str, max_length: int = MAX_LENGTH, construct: b
             return None
         from sentence_transformers import CrossEncoder
 
+        from query.cross_encoder import cap_max_length
+
         quiet_transformers()  # no progress bars: the first load of a process (a speed probe's) would print them
         with _errors_only(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return CrossEncoder(location, num_labels=1, max_length=max_length, device=device,
-                                local_files_only=local_files_only)
+            model = CrossEncoder(location, num_labels=1, max_length=max_length, device=device,
+                                 local_files_only=local_files_only)
+            cap_max_length(model, max_length)
+            return model
 
     return load_offline_first("training base", base, resolve_model_location(base), build, fix=BASE_FIX)
 
@@ -294,7 +298,7 @@ def train_cross_encoder(
     prec = precision(dev)
     set_seed(seed)
     model = load_base(base, dev, max_length)
-    frozen = freeze_lower_layers(model, train_layers) if train_layers else 0
+    frozen = freeze_lower_layers(model, train_layers) if train_layers is not None else 0  # 0: the head only
     columns: dict[str, list[str]] = {"query": [e.query for e in examples], "positive": [e.positive for e in examples]}
     for j in range(NEGATIVES):
         columns[f"negative_{j + 1}"] = [e.negatives[j] for e in examples]
@@ -380,7 +384,7 @@ def train_cross_encoder(
     # which is where `corpus-search train-reranker --json` prints its one JSON object.
     trainer.remove_callback(PrinterCallback)
     log(f"training {len(dataset)} queries x {PAIRS_PER_QUERY} passages from {base} on {dev} ({prec}), "
-        f"max {max_length} tokens, {frozen} lower layers frozen, budget {time_budget_s:.0f} s, "
+        f"max {model.max_seq_length} tokens, {frozen} lower layers frozen, budget {time_budget_s:.0f} s, "
         f"at most {max_epochs} epochs" + (f", best of them on {len(dev_samples)} dev queries" if scored else ""))
     try:
         trainer.train()

@@ -436,6 +436,38 @@ def test_a_base_that_cannot_load_is_one_line_with_the_fix_before_any_training_da
         train_reranker("sample", db_uri=sample_db, self_supervised=True, base=str(tmp_path / "nope"))
 
 
+def test_a_max_length_past_the_bases_positions_is_capped_so_long_passages_still_train(tiny_base):
+    from tasks.rerank_train import load_base
+
+    model = load_base(tiny_base, "cpu", 100_000)
+    assert model.max_seq_length == model.config.max_position_embeddings
+    assert model.predict([("a query", "word " * 5_000)]).shape == (1,)  # truncated, not an index error
+
+
+def test_train_layers_zero_trains_the_head_only_not_everything(tiny_base, tmp_path):
+    from tasks.rerank_data import Example
+    from tasks.rerank_train import NEGATIVES, train_cross_encoder
+
+    examples = [Example(f"q{i}", f"query {i}", "title", f"passage {i}", [f"other {i} {j}" for j in range(NEGATIVES)])
+                for i in range(16)]
+    logged: list[str] = []
+    train_cross_encoder(examples, tiny_base, tmp_path / "m", time_budget_s=60, max_epochs=1, train_layers=0,
+                        log=logged.append)
+    assert "2 lower layers frozen" in logged[0]  # 0 was read as "not given": every layer trained
+
+
+def test_training_options_out_of_range_are_refused_before_any_work(sample_db, monkeypatch):
+    from flows.train_reranker import MIN_MAX_LENGTH, train_reranker
+    from query.errors import InvalidQueryError
+    from tasks import rerank_data
+
+    monkeypatch.setattr(rerank_data, "sample_paragraphs", lambda *a, **k: pytest.fail("training data was built"))
+    with pytest.raises(InvalidQueryError, match=f"--max-length must be at least {MIN_MAX_LENGTH}"):
+        train_reranker("sample", db_uri=sample_db, self_supervised=True, max_length=0)
+    with pytest.raises(InvalidQueryError, match="--train-layers must be 0"):
+        train_reranker("sample", db_uri=sample_db, self_supervised=True, train_layers=-1)
+
+
 def test_freezing_lower_layers_leaves_only_the_top_layers_and_the_head_trainable(tiny_base):
     from tasks.rerank_train import freeze_lower_layers, load_base
 
@@ -444,6 +476,10 @@ def test_freezing_lower_layers_leaves_only_the_top_layers_and_the_head_trainable
     trainable = {n for n, p in model.model.named_parameters() if p.requires_grad}
     assert trainable and all(".layer.1." in n or n.startswith("classifier") or "pooler" in n for n in trainable)
     assert not any("embeddings" in n or ".layer.0." in n for n in trainable)
+    head_only = load_base(tiny_base, "cpu", 64)
+    assert freeze_lower_layers(head_only, 0) == 2  # --train-layers 0: every layer frozen, the head trains
+    assert all(n.startswith("classifier") or "pooler" in n
+               for n, p in head_only.model.named_parameters() if p.requires_grad)
 
 
 def test_training_scores_each_epoch_on_dev_and_saves_the_best_epochs_weights(sample_db, tiny_base, judgments_dir,
