@@ -125,8 +125,9 @@ def register(sub, common) -> None:
     tr.set_defaults(func=cmd_train_reranker)
 
     rr = sub.add_parser("rerankers", help="list a collection's trained re-rankers; promote one (or an older one back)")
-    rr.add_argument("--promote", default=None, metavar="ID", help="make this trained re-ranker the collection's")
-    rr.add_argument("--unpromote", action="store_true", help="promote none: searches use the configured cross-encoder")
+    which = rr.add_mutually_exclusive_group()  # promoting one and none at once has no meaning
+    which.add_argument("--promote", default=None, metavar="ID", help="make this trained re-ranker the collection's")
+    which.add_argument("--unpromote", action="store_true", help="promote none: searches use the configured cross-encoder")
     rr.add_argument("--remove", action="append", default=None, metavar="ID",
                     help="forget this trained re-ranker and delete its saved model (repeatable; never the promoted "
                     "one; a model saved with --out elsewhere is only forgotten)")

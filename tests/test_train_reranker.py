@@ -468,6 +468,14 @@ def test_training_options_out_of_range_are_refused_before_any_work(sample_db, mo
         train_reranker("sample", db_uri=sample_db, self_supervised=True, train_layers=-1)
 
 
+def test_rerankers_refuses_promoting_one_and_none_at_once(sample_db, capsys):
+    from corpus_search.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["rerankers", "-c", "sample", "--db", sample_db, "--promote", "x", "--unpromote"])
+    assert exit_.value.code == 2 and "not allowed with argument --promote" in capsys.readouterr().err
+
+
 def test_freezing_lower_layers_leaves_only_the_top_layers_and_the_head_trainable(tiny_base):
     from tasks.rerank_train import freeze_lower_layers, load_base
 
