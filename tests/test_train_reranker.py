@@ -349,8 +349,14 @@ def test_ctrl_c_saves_the_weights_so_far_and_the_cli_says_where_and_exits_130(sa
     # The packaged MiniLM body: slow enough on a CPU (about a second a step) that the run is mid-training.
     args = [sys.executable, "-m", "corpus_search.cli", "train-reranker", "-c", "sample", "--db", sample_db,
             "--self-supervised", "--time-budget", "600", "--out", str(out)]
+    # A shell that starts jobs in the background (nohup, CI) leaves SIGINT ignored, and an ignored signal stays
+    # ignored across exec. So the CLI runs as `python -m` does, with Ctrl-C's handler put back, as a
+    # terminal's foreground job has it.
+    interruptible = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, "
+                     "signal.default_int_handler); sys.argv = sys.argv[1:]; runpy.run_module('corpus_search.cli', "
+                     "run_name='__main__', alter_sys=True)", "corpus-search", *args[3:]]
     with open(err_path, "w") as err:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(interruptible, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
         try:
             deadline = time.monotonic() + 240
             while "train-cross-encoder" not in err_path.read_text() or " training " not in err_path.read_text():
