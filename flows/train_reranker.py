@@ -354,6 +354,9 @@ def train_reranker(
         raise InvalidQueryError(f"--train-layers must be 0 (the head only) or more, got {train_layers}")
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
     check_out_dir(out)
+    if judgments and split == "test":
+        log.warning("training on the judgments' test split: an evaluation on those test queries (corpus-search "
+                    "eval) will overstate this re-ranker; train on another split, or evaluate on other queries")
     t0 = time.monotonic()
     base = base or default_base(s.cross_encoder)
     load_base(base, "cpu", construct=False)  # a base that cannot load fails now, not after the data is built

@@ -482,6 +482,23 @@ def test_rerankers_refuses_promoting_one_and_none_at_once(sample_db, capsys):
     assert exit_.value.code == 2 and "not allowed with argument --promote" in capsys.readouterr().err
 
 
+def test_training_on_a_test_split_warns_that_evaluating_on_it_will_overstate_the_model(sample_db, tiny_base,
+                                                                                    judgments_dir, tmp_path):
+    import shutil
+
+    judged = tmp_path / "judged"
+    shutil.copytree(judgments_dir, judged)
+    (judged / "qrels" / "train.tsv").rename(judged / "qrels" / "test.tsv")  # a collection with test judgments only
+    out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "train-reranker", "-c", "sample", "--db",
+                          sample_db, "--judgments", str(judged), "--split", "test", "--base", tiny_base,
+                          "--time-budget", "5", "--promote", "never", "--json"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "PREFECT_LOGGING_LEVEL": "WARNING"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "training on the judgments' test split" in out.stderr and "will overstate" in out.stderr
+    assert json.loads(out.stdout)["signal"] == "judgments"
+
+
 def test_freezing_lower_layers_leaves_only_the_top_layers_and_the_head_trainable(tiny_base):
     from tasks.rerank_train import freeze_lower_layers, load_base
 
