@@ -264,17 +264,18 @@ def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
     local = is_local_uri(db_uri)
     if local:
         root = local_db_root(db_uri).resolve()
+        owned = (root / RERANKERS_DIR).resolve()  # resolved: `_rerankers` may be a link to a bigger disk
     else:
         fs, base = _s3_filesystem(db_uri)
     removed = []
-    owned = {r.strip("/") for r in rel_paths if _inside(r.strip("/")) and Path(r.strip("/")).parts[0] == RERANKERS_DIR
-             and len(Path(r.strip("/")).parts) > 1}
-    for rel in sorted(owned, key=len):
+    ours = {r.strip("/") for r in rel_paths if _inside(r.strip("/")) and Path(r.strip("/")).parts[0] == RERANKERS_DIR
+            and len(Path(r.strip("/")).parts) > 1}
+    for rel in sorted(ours, key=len):
         if any(rel.startswith(done + "/") for done in removed):
             continue
         if local:
             path = (root / rel).resolve()
-            if path.is_relative_to(root / RERANKERS_DIR) and path.is_dir():
+            if path != owned and path.is_relative_to(owned) and path.is_dir():
                 shutil.rmtree(path)
                 removed.append(rel)
             continue

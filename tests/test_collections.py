@@ -193,6 +193,13 @@ def test_removing_models_deletes_only_directories_under_the_databases_rerankers_
     assert not (db / "_rerankers" / "c").exists()
     assert (db / "mine" / "m").is_dir() and (db / "c.lance").is_dir() and outside.is_dir()
     assert (db / "_rerankers" / "link").is_symlink() and (db / "_rerankers").is_dir()
+    # A database whose models directory is a link to another disk: its models are still the project's.
+    other, linked = tmp_path / "big-disk", tmp_path / "db2"
+    (other / "c" / "a").mkdir(parents=True)
+    linked.mkdir()
+    (linked / "_rerankers").symlink_to(other, target_is_directory=True)
+    assert remove_models(str(linked), ["_rerankers/c/a"]) == [str((other / "c" / "a").resolve())]
+    assert not (other / "c" / "a").exists() and (other / "c").is_dir()
 
 
 def test_drop_asks_on_a_terminal_and_only_the_name_or_yes_confirms(built, db):
