@@ -24,7 +24,7 @@ from flows.summary import artifact_key
 from query.errors import InvalidQueryError
 from query.registry import RerankerEntry
 from query.settings import get_settings
-from tasks.rerank_train import MAX_LENGTH, load_base
+from tasks.rerank_train import INTERRUPTED_DIR, MAX_LENGTH, load_base
 
 Promote = Literal["auto", "never", "always"]
 #: Training queries (9 passages each) per second of budget on a 2-core CPU, by training precision
@@ -297,8 +297,9 @@ def check_out_dir(out: str | None) -> None:
         return
     path = Path(out).expanduser()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        hint = (f" (the weights of an interrupted run are in {path / 'interrupted'}: --base {path / 'interrupted'} "
-                "continues from them, with a new --out)") if (path / "interrupted").is_dir() else ""
+        kept = path / INTERRUPTED_DIR
+        hint = (f" (the weights of an interrupted run are in {kept}: --base {kept} continues from them, with a new "
+                "--out)") if kept.is_dir() else ""
         raise InvalidQueryError(f"--out {out} is not an empty directory: a trained model is never written over "
                                 f"other files; choose a new or empty directory{hint}")
 

@@ -244,10 +244,11 @@ def model_exists(db_uri: str, entry: RerankerEntry) -> bool:
     return _is_dir(fs, f"{base}/{entry.path.strip('/')}")
 
 
-def _inside(rel_path: str) -> bool:
-    """A relative model path strictly inside the database (not its root, no ``..``)."""
+def _in_models_dir(rel_path: str) -> bool:
+    """A relative path strictly inside the database's ``_rerankers/`` directory (not it, no ``..``)."""
     parts = Path(rel_path).parts
-    return bool(parts) and not Path(rel_path).is_absolute() and ".." not in parts and parts != (".",)
+    return (not Path(rel_path).is_absolute() and len(parts) > 1 and parts[0] == RERANKERS_DIR
+            and ".." not in parts)
 
 
 def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
@@ -268,8 +269,7 @@ def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
     else:
         fs, base = _s3_filesystem(db_uri)
     removed = []
-    ours = {r.strip("/") for r in rel_paths if _inside(r.strip("/")) and Path(r.strip("/")).parts[0] == RERANKERS_DIR
-            and len(Path(r.strip("/")).parts) > 1}
+    ours = {rel for rel in (r.strip("/") for r in rel_paths) if _in_models_dir(rel)}
     for rel in sorted(ours, key=len):
         if any(rel.startswith(done + "/") for done in removed):
             continue

@@ -62,6 +62,8 @@ SOUP_TRIES = 2
 #: one (forward only, no gradients). Measured: 13-16x on a 2-core bf16 CPU (the 300 s news run of
 #: benchmarks/RESULTS.md, "Stop 35"); the lower figure reserves more time, so the estimate errs inside the budget.
 SCORING_SPEEDUP = 8.0
+#: Where an interrupted run leaves its weights, inside its output directory.
+INTERRUPTED_DIR = "interrupted"
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 
@@ -183,8 +185,10 @@ def dev_evaluator(samples: Sequence[dict], device: str, prec: str):
     dtype = torch.float16 if prec == "fp16" else torch.bfloat16
 
     class AtTrainingPrecision(CrossEncoderRerankingEvaluator):
-        #: Wall seconds of each scoring so far: what the time budget reserves for the last ones.
-        seconds: list[float]
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            #: Wall seconds of each scoring so far: what the time budget reserves for the last ones.
+            self.seconds: list[float] = []
 
         def __call__(self, model, *args, **kwargs):
             t = time.monotonic()
@@ -194,9 +198,7 @@ def dev_evaluator(samples: Sequence[dict], device: str, prec: str):
             return result
 
     # Realistic scoring: a positive the first stage missed is not put back into the list.
-    evaluator = AtTrainingPrecision(list(samples), at_k=10, always_rerank_positives=False, name="dev", write_csv=False)
-    evaluator.seconds = []
-    return evaluator
+    return AtTrainingPrecision(list(samples), at_k=10, always_rerank_positives=False, name="dev", write_csv=False)
 
 
 def scoring_reserve(scoring_seconds: Sequence[float], dev_pairs: int, train_pairs_per_s: float,
@@ -321,9 +323,8 @@ def train_cross_encoder(
             step_s = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else 0.0
             pairs_per_s = BATCH_QUERIES * PAIRS_PER_QUERY / step_s if step_s > 0 else 0.0
             reserve = 0.0
-            if scored:
-                scored_epochs = sum(DEV_METRIC in e for e in st.log_history)
-                reserve = scoring_reserve(evaluator.seconds, dev_pairs, pairs_per_s, scored_epochs)
+            if scored:  # while training, the evaluator scores only at epoch ends: one scoring per epoch
+                reserve = scoring_reserve(evaluator.seconds, dev_pairs, pairs_per_s, len(evaluator.seconds))
             if elapsed + step_s + reserve > time_budget_s:
                 state["stopped"] = True
                 control.should_training_stop = True
@@ -392,9 +393,10 @@ def train_cross_encoder(
         # An error is not an interruption: its weights may be the cause (a NaN), so none are kept.
         if isinstance(exc, (Exception, GeneratorExit)):
             raise
-        model.save_pretrained(str(out / "interrupted"))
-        saved = (f"the weights so far are saved in {out / 'interrupted'}: not gated or registered; "
-                 f"train-reranker --base {out / 'interrupted'} continues from them")
+        kept = out / INTERRUPTED_DIR
+        model.save_pretrained(str(kept))
+        saved = (f"the weights so far are saved in {kept}: not gated or registered; "
+                 f"train-reranker --base {kept} continues from them")
         log(f"interrupted: {saved}")
         exc.add_note(saved)
         raise
