@@ -16,6 +16,8 @@ numerically (``{"metadata.year": {">=": 2020}}``), text compares as text (ISO da
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -87,7 +89,12 @@ def parse_timestamp(value: Any, *, key: str = "") -> datetime:
             f"filter on {key!r} takes a date or time, got {type(value).__name__} {value!r}: "
             "pass ISO 8601 text, a datetime or a date"
         )
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise InvalidQueryError(
+            f"filter on {key!r}: {value!r} is out of range once converted to UTC: use a date between years 1 and 9999"
+        ) from None
 
 
 def coerce_value(column: str, value: Any) -> Any:
@@ -98,17 +105,25 @@ def coerce_value(column: str, value: Any) -> Any:
     """
     kind = COLUMN_TYPES[column]
     if pa.types.is_integer(kind):
+        number = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise InvalidQueryError(
-            f"filter on {column!r} takes a whole number, got {value!r}: "
-            f"e.g. --where {column}=0 or where={{{column!r}: 0}}"
-        )
+            number = value
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = int(value.strip())
+        if number is None:
+            raise InvalidQueryError(
+                f"filter on {column!r} takes a whole number, got {value!r}: "
+                f"e.g. --where {column}=0 or where={{{column!r}: 0}}"
+            )
+        # The planner refuses a literal wider than the column ("could not convert to literal of type Int32").
+        bits = kind.bit_width - (1 if pa.types.is_signed_integer(kind) else 0)
+        low = -(2**bits) if pa.types.is_signed_integer(kind) else 0
+        if not low <= number < 2**bits:
+            raise InvalidQueryError(
+                f"filter on {column!r} takes a whole number from {low} to {2**bits - 1}, got {value!r}"
+            )
+        return number
     if pa.types.is_timestamp(kind):
         return parse_timestamp(value, key=column)
     if pa.types.is_string(kind):

@@ -61,6 +61,10 @@ def test_operator_filters_render_bound_literals_for_columns_dates_and_metadata()
     ({"published": {"~": "2024"}}, "unknown operator"),
     ({"position": {"prefix": "1"}}, "text columns"),
     ({"source": {"in": "abc"}}, "list of values"),
+    ({"position": {"<": 3_000_000_000}}, "from -2147483648 to 2147483647"),  # wider than the Int32 column
+    ({"position": "99999999999999999999999"}, "from -2147483648 to 2147483647"),
+    ({"published": {">=": "9999-12-31T23:59:59-05:00"}}, "out of range once converted to UTC"),
+    ({"indexed_at": {"<": "0001-01-01T00:00:00+05:00"}}, "out of range once converted to UTC"),
 ])
 def test_bad_filters_are_clear_errors(where, says):
     with pytest.raises(InvalidQueryError, match=says):
