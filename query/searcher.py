@@ -107,7 +107,8 @@ class Searcher:
         self.collection = validate_collection_name(self.settings.collection)
         # A zero interval re-checks the table version on every query, so a query sees the latest
         # committed write of a concurrent index run (never a half-written one: versions are atomic).
-        self._db = connect(check_db_uri(self.settings.db_uri), self.settings, read_consistency_interval=timedelta(0))
+        self._db = connect(check_db_uri(self.settings.db_uri, must_exist=True), self.settings,
+                           read_consistency_interval=timedelta(0))
         names = set(self._db.table_names(limit=1_000_000))
         if self.collection not in names:
             known = sorted(n for n in names if not is_internal_table(n))
@@ -213,6 +214,19 @@ class Searcher:
         return enc.encode(list(queries))
 
     def _retrieve(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None) -> pa.Table:
+        try:
+            return self._retrieve_from_table(query, vector, mode, n, where)
+        except Exception:
+            # Dropped by another process since this Searcher opened it (lance: "Not found: .../_versions").
+            if self.collection not in self._db.table_names(limit=1_000_000):
+                raise CollectionNotFoundError(
+                    f"collection {self.collection!r} no longer exists in {self.settings.db_uri!r}: it was dropped "
+                    "after this search was opened. Index it again, or search another collection"
+                ) from None
+            raise
+
+    def _retrieve_from_table(self, query: str, vector: np.ndarray | None, mode: str, n: int,
+                             where: str | None) -> pa.Table:
         if mode == "dense":
             return retrieve.dense(self.table, vector, n, where, nprobes=self.settings.ann_nprobes)
         if mode == "lexical":

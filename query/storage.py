@@ -27,8 +27,11 @@ def local_path(db_uri: str) -> Path:
     return Path(db_uri.removeprefix("file://")).expanduser()
 
 
-def check_db_uri(db_uri: str, *, write: bool = False) -> str:
+def check_db_uri(db_uri: str, *, write: bool = False, must_exist: bool = False) -> str:
     """Return ``db_uri`` if it can hold a database (and be written, when ``write``); else raise.
+
+    ``must_exist``: a reader's local database must be there already. Connecting would create the directory,
+    so a mistyped ``--db`` would leave an empty database behind and blame the collection.
 
     An object-store URI is reached only when ``write``: a writer (the index command, the writer lock)
     then learns of a missing bucket, a wrong endpoint or refused credentials before any work starts;
@@ -51,6 +54,11 @@ def check_db_uri(db_uri: str, *, write: bool = False) -> str:
     if existing is not None and not existing.is_dir():
         raise DatabaseLocationError(
             f"the database {db_uri!r} cannot be created: {str(existing)!r} is a file, not a directory: {_HINT}"
+        )
+    if must_exist and not path.is_dir():
+        raise DatabaseLocationError(
+            f"the database {db_uri!r} does not exist: check --db (or CORPUS_SEARCH_DB_URI); "
+            "`corpus-search index` creates it"
         )
     if existing is not None:
         need = os.W_OK | os.X_OK if write else os.R_OK | os.X_OK

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from query.errors import CollectionNotFoundError, DatabaseLocationError, InvalidQueryError
+from query.errors import CollectionNotFoundError, InvalidQueryError
 from query.schema import RESERVED_SEPARATOR, is_internal_table
 from tasks.store import chunks
 
@@ -37,15 +37,9 @@ def _resolve_db(db_uri: str | None) -> str:
 
 def connect_existing(db_uri: str):
     """Connect to a database that must already exist: a missing local directory is a clear error, not a new db."""
-    from query.storage import check_db_uri, connect, is_local_uri, local_path
+    from query.storage import check_db_uri, connect
 
-    check_db_uri(db_uri)
-    if is_local_uri(db_uri) and not local_path(db_uri).is_dir():
-        raise DatabaseLocationError(
-            f"the database {db_uri!r} does not exist: check --db (or CORPUS_SEARCH_DB_URI); "
-            "`corpus-search index` creates it"
-        )
-    return connect(db_uri)
+    return connect(check_db_uri(db_uri, must_exist=True))
 
 
 def _table_names(db) -> list[str]:

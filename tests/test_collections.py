@@ -133,7 +133,7 @@ def test_collections_lists_rows_documents_encoder_last_run_size_version_and_rera
     assert header.index("rows") + 4 == first.index(str(alpha["rows"])) + len(str(alpha["rows"]))  # right-aligned
 
 
-def test_collections_of_an_empty_or_missing_database(tmp_path, capsys):
+def test_collections_of_an_empty_or_missing_database_and_search_of_a_missing_one(tmp_path, capsys):
     from corpus_search import list_collections
 
     empty = tmp_path / "empty"
@@ -145,9 +145,13 @@ def test_collections_of_an_empty_or_missing_database(tmp_path, capsys):
     code, _, err = main_(capsys, "collections", "--db", str(tmp_path / "nope"))
     assert code == 2 and "does not exist" in err
     assert not (tmp_path / "nope").exists()
+    # A reader with a mistyped --db says so, the same way, and leaves no empty database behind.
+    code, _, err = main_(capsys, "search", "q", "-c", "notes", "--db", str(tmp_path / "nope" / "deeper"), "--no-rerank")
+    assert code == 2 and f"the database {str(tmp_path / 'nope' / 'deeper')!r} does not exist: check --db" in err
+    assert not (tmp_path / "nope").exists()
 
 
-def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers(built, db, capsys):
+def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers_and_open_searchers_say_so(built, db, capsys):
     from corpus_search import drop_collection, list_collections
     from query.errors import CollectionNotFoundError
 
@@ -160,8 +164,15 @@ def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers(built
     code, _, err = main_(capsys, "drop", "gamma", "--db", db, "--yes")
     assert code == 2 and "collection 'gamma' does not exist" in err
 
+    from query.searcher import Searcher
+
+    open_before = Searcher(db_uri=db, collection="alpha")  # e.g. the query service's, open across the drop
+    assert open_before.search("violin", rerank=False)
     dropped = cli("drop", "alpha", "--db", db, "--yes", "--json")
     assert dropped.returncode == 0, dropped.stderr
+    for mode in ("hybrid", "dense", "lexical"):  # a user error (404 from the service), not a lance traceback
+        with pytest.raises(CollectionNotFoundError, match="collection 'alpha' no longer exists"):
+            open_before.search("violin", mode=mode, rerank=False)
     result = json.loads(dropped.stdout)
     assert sorted(result["tables_dropped"]) == ["alpha", "alpha__articles", "alpha__runs"]
     assert not rerankers.exists()
