@@ -51,6 +51,7 @@ from tasks.fetch import (
 )
 from tasks.lock import writer_lock
 from tasks.records import ArticleState, article_key
+from tasks.text import READ_ERRORS
 
 
 def work_units(spec: SourceSpec, batch: int, settings: Settings) -> Iterator[list]:
@@ -321,7 +322,7 @@ def index_corpus(
                     if files:
                         launch(window, seen, spec, unit, files)
                 complete = drain(window, seen) and complete
-            except (OSError, UnicodeError) as exc:  # unreadable root, or a dump that breaks mid-stream
+            except READ_ERRORS as exc:  # unreadable root, or a dump that breaks mid-stream (a truncated .gz)
                 drain(window, seen)  # the batches read before the break are written, as without pipelining
                 summary.fail(spec.spec, f"cannot read source {printable(spec.spec)!r}: {exc}; its indexed articles are kept")
                 continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -129,3 +129,8 @@ class ArticleState:
     last_modified: str | None
     origin: str = ""
     file_stamp: str | None = None
+    paragraphs: int = 0  # rows it holds: an article that now makes none must not silently lose them
+
+
+#: The articles-table columns an ``ArticleState`` is read from.
+STATE_COLUMNS = [f.name for f in fields(ArticleState)]

@@ -37,6 +37,7 @@ from tasks.records import (
     FetchFailure,
     NotModified,
     Paragraph,
+    STATE_COLUMNS,
     article_key,
     printable,
     stable_hash,
@@ -189,10 +190,15 @@ class SplitResult:
 
 
 def split_articles(articles: list[Article], known: dict[str, str], settings: Settings,
-                   stamps: dict[str, str] | None = None) -> SplitResult:
-    """Split the articles whose content fingerprint changed; count the others as unchanged. Writes nothing."""
+                   stamps: dict[str, str] | None = None, rows: dict[str, int] | None = None) -> SplitResult:
+    """Split the articles whose content fingerprint changed; count the others as unchanged. Writes nothing.
+
+    ``rows``: the paragraphs each article holds now, by key. One that held some and now makes none (a file
+    emptied by a crashed editor, a failed sync or a full disk) is a failure that keeps them: deletions need
+    evidence, and an empty file is not evidence that its text should go.
+    """
     result = SplitResult()
-    stamps = stamps or {}
+    stamps, rows = stamps or {}, rows or {}
     if not articles:  # nothing read: no tokenizer, no model
         return result
     # The stored token limit of the collection's encoder (the encoder itself is checked against the
@@ -220,6 +226,12 @@ def split_articles(articles: list[Article], known: dict[str, str], settings: Set
             paragraphs = split_article(article, opts, count)
         except Exception as exc:  # noqa: BLE001 - one bad article must not stop the batch
             result.failed.append(FetchFailure(article.doc_id, article.source, f"cannot split: {exc}"))
+            continue
+        if not paragraphs and rows.get(article.key, 0) > 0:
+            result.failed.append(FetchFailure(
+                article.doc_id, article.source,
+                f"no text any more (emptied?): its {rows[article.key]} indexed paragraphs are kept. To delete "
+                "them, remove it from its source or use corpus-search delete"))
             continue
         result.paragraphs.extend(paragraphs)
         result.changed.append(
@@ -347,9 +359,6 @@ class Encoded:
         self.vectors = np.empty((0, 0), dtype=np.float32)
 
 
-_STATE_COLUMNS = ["key", "doc_id", "source", "body_hash", "etag", "last_modified", "origin", "file_stamp"]
-
-
 def stored_states(settings: Settings, column: str, values: list[str]) -> dict[str, ArticleState]:
     """The remembered state of some articles only (``column``: ``key``, or ``doc_id`` for URLs), by article key.
 
@@ -363,7 +372,7 @@ def stored_states(settings: Settings, column: str, values: list[str]) -> dict[st
     table = db.open_table(name)
     out: dict[str, ArticleState] = {}
     for chunk in store.chunks(list(dict.fromkeys(values))):
-        rows = table.search().where(in_list(column, chunk)).select(_STATE_COLUMNS).limit(None).to_arrow()
+        rows = table.search().where(in_list(column, chunk)).select(STATE_COLUMNS).limit(None).to_arrow()
         out.update({r["key"]: ArticleState(**r) for r in rows.to_pylist()})
     return out
 
@@ -437,7 +446,8 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
     if states is None:
         states = stored_states(settings, "key", [a.key for a in articles])
     split = split_articles(articles, {k: s.body_hash for k, s in states.items()}, settings,
-                           {k: s.file_stamp for k, s in states.items() if s.file_stamp})
+                           {k: s.file_stamp for k, s in states.items() if s.file_stamp},
+                           {k: s.paragraphs for k, s in states.items()})
     out.split, out.unchanged = split, out.unchanged + split.unchanged
     out.failed += [(f.doc_id, f.error) for f in split.failed]
     if split.changed:

@@ -28,7 +28,7 @@ from query.schema import (
     migrate_hint,
     paragraph_schema,
 )
-from tasks.records import ArticleState, Paragraph, now_utc
+from tasks.records import STATE_COLUMNS, ArticleState, Paragraph, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +143,9 @@ def load_article_states(db, collection: str, db_uri: str | None = None) -> dict[
     name = articles_table_name(collection)
     if name not in db.table_names(limit=1_000_000):
         return {}
-    cols = ["key", "doc_id", "source", "body_hash", "etag", "last_modified", "origin", "file_stamp"]
     table = db.open_table(name)
     _check_articles_schema(table, name, db_uri)
-    rows = table.to_lance().to_table(columns=cols).to_pylist()
+    rows = table.to_lance().to_table(columns=STATE_COLUMNS).to_pylist()
     return {r["key"]: ArticleState(**r) for r in rows}
 
 

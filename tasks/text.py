@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from pathlib import Path
 
 # Invisible characters that str.split() does not treat as whitespace (zero-width space/joiners, word
@@ -14,6 +15,11 @@ _INVISIBLE = str.maketrans("", "", "\u200b\u200c\u200d\u2060\ufeff\u00ad")
 def normalize_ws(text: str) -> str:
     """Collapse every run of whitespace (newlines, tabs, nbsp) to one space, drop invisible characters, strip."""
     return " ".join(text.translate(_INVISIBLE).split())
+
+
+#: What reading a file opened by :func:`open_text` can raise mid-stream: an OS error, bad text under
+#: ``errors="strict"``, or a gzip cut short (EOFError) or corrupt inside (zlib.error; a bad CRC is an OSError).
+READ_ERRORS = (OSError, UnicodeError, EOFError, zlib.error)
 
 
 def open_text(path: Path, errors: str = "replace") -> io.TextIOBase:

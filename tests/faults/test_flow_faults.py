@@ -67,6 +67,43 @@ def test_allow_empty_source_really_deletes_the_articles_of_an_empty_source(run_i
     assert ids(db_uri) == []
 
 
+def test_files_emptied_in_place_keep_their_rows_and_each_is_a_failure(run_index, db_uri, tmp_path):
+    """A crashed editor, a failed sync or a full disk leaves a file at 0 bytes: not evidence that its text should go."""
+    notes = write_notes(tmp_path / "notes")
+    run_index([notes])
+    before = sorted(ids(db_uri))
+    emptied = sorted(notes.iterdir())[:4]
+    for f in emptied[:3]:
+        f.write_bytes(b"")
+    emptied[3].write_text("  \n\n ")
+    (notes / "new-and-empty.txt").write_bytes(b"")  # never held text: nothing to keep, no failure
+    summary = run_index([notes])
+    assert sorted(ids(db_uri)) == before and summary["paragraphs_deleted"] == 0
+    failed = {Path(f["doc_id"]).name: f["error"] for f in summary["failures"]}
+    assert sorted(failed) == sorted(f.name for f in emptied), failed
+    assert all("2 indexed paragraphs are kept" in e for e in failed.values()), failed
+    emptied[0].write_text("Glaciers are rivers of ice that carve valleys as they move downhill very slowly.\n")
+    assert run_index([notes])["paragraphs_added"] == 1  # new text replaces the kept rows as usual
+
+
+def test_a_truncated_gzip_dump_is_that_sources_failure_and_keeps_its_rows(run_index, db_uri, tmp_path):
+    import gzip
+
+    dump, notes = tmp_path / "wiki.jsonl.gz", write_notes(tmp_path / "notes", n=2)
+    whole = gzip.compress("".join(json.dumps({"id": f"r{i}", "title": t, "paragraphs": [
+        f"All about {t} and their long history on this planet, record {i}."]}) + "\n" for i, t in enumerate(TOPICS)).encode())
+    dump.write_bytes(whole)
+    run_index([dump])
+    before = sorted(ids(db_uri))
+    dump.write_bytes(whole[: len(whole) * 2 // 3])  # a download or copy cut short: no end-of-stream marker
+    summary = run_index([dump, notes])  # the source after it is still read
+    assert summary["outcome"] == "partial" and len(summary["failures"]) == 1, summary
+    assert "cannot read source" in summary["failures"][0]["error"]
+    assert "end-of-stream" in summary["failures"][0]["error"]
+    assert summary["articles_deleted"] == 0 and set(before) <= set(ids(db_uri))
+    assert len(ids(db_uri)) == len(before) + 4  # the two notes, two paragraphs each
+
+
 def test_an_empty_dump_file_keeps_the_rows_it_indexed(run_index, db_uri, tmp_path):
     dump = tmp_path / "wiki.jsonl"
     dump.write_text("".join(json.dumps({"id": t, "title": t, "paragraphs": [f"All about {t} and their long "
