@@ -122,12 +122,9 @@ def read_local_file(path: Path, *, doc_id: str, source: str, max_bytes: int | No
                             "(raise CORPUS_SEARCH_FETCH_MAX_BYTES to index it)")
     if why := binary_signature(raw):
         return FetchFailure(doc_id, source, f"{path}: binary content, not text ({why})")
-    if kind == "html":
-        from tasks.html import decode_body
+    from tasks.html import decode_body, decode_text
 
-        body = decode_body(raw)
-    else:
-        body = raw.decode("utf-8", errors="replace")
+    body = decode_body(raw) if kind == "html" else decode_text(raw)
     if why := binary_reason(raw, body):
         return FetchFailure(doc_id, source, f"{path}: binary content, not text ({why})")
     return Article(doc_id=doc_id, source=name, title="", body=body, kind=kind, origin=origin)  # type: ignore[arg-type]

@@ -61,8 +61,12 @@ _WHATWG_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp125
 _MAX_UTF8_ERROR_RATE = 0.01
 
 
-def _codec(label: str | None) -> str | None:
-    """Python codec name for a charset label, or None if unknown (so the caller falls through)."""
+def _codec(label: str | None, *, in_document: bool = False) -> str | None:
+    """Python codec name for a charset label, or None if unknown (so the caller falls through).
+
+    ``in_document``: the label comes from the bytes themselves (``<meta>``, ``<?xml?>``). A page cannot declare
+    itself utf-16 in ASCII-compatible ``<meta>``, so browsers use utf-8 then; a Content-Type header can.
+    """
     if not label:
         return None
     label = label.strip().lower()
@@ -71,29 +75,40 @@ def _codec(label: str | None) -> str | None:
         name = codecs.lookup(label).name
     except LookupError:
         return None
-    # A page cannot declare itself utf-16 in ASCII-compatible <meta>; browsers use utf-8 then.
-    return "utf-8" if name.startswith("utf-16") or name.startswith("utf-32") else name
+    wide = name.startswith("utf-16") or name.startswith("utf-32")
+    return "utf-8" if wide and in_document else name
 
 
-def decode_body(body: bytes, content_type: str | None = None) -> str:
+def decode_body(body: bytes, content_type: str | None = None, *, html: bool = True) -> str:
     """Decode bytes with the right charset.
 
-    Order: charset from the Content-Type header, then a byte-order mark, then
+    Order (WHATWG's): a byte-order mark, then the charset of the Content-Type header, then (``html``)
     ``<meta charset>`` / ``<meta http-equiv>`` / ``<?xml encoding?>`` near the start (both
-    found by bs4's ``EncodingDetector``), then utf-8.  Bad bytes are replaced (never raises).
-    charset_normalizer is consulted only when an undeclared page fails utf-8 badly, since
-    guessing is slow and wrong on short texts (which is also why we don't let
-    ``UnicodeDammit`` guess before trying utf-8).
+    found by bs4's ``EncodingDetector``), then utf-8 or, failing that, a guess (:func:`decode_text`).
+    Bad bytes are replaced (never raises).
     """
-    if content_type and (match := _HEADER_CHARSET.search(content_type)):
-        if codec := _codec(match.group(1)):
-            return body.decode(codec, errors="replace").lstrip("\ufeff")
     stripped, bom_codec = EncodingDetector.strip_byte_order_mark(body)
     if bom_codec:
         return stripped.decode(bom_codec, errors="replace")
-    declared = EncodingDetector.find_declared_encoding(body, is_html=True)
-    if codec := _codec(declared):
+    if content_type and (match := _HEADER_CHARSET.search(content_type)):
+        if codec := _codec(match.group(1)):
+            return body.decode(codec, errors="replace").lstrip("\ufeff")
+    declared = EncodingDetector.find_declared_encoding(body, is_html=True) if html else None
+    if codec := _codec(declared, in_document=True):
         return body.decode(codec, errors="replace")
+    return decode_text(body)
+
+
+def decode_text(body: bytes) -> str:
+    """Decode undeclared text (a ``.txt`` or ``.md`` file, an undeclared page): a byte-order mark, else utf-8.
+
+    charset_normalizer is consulted only when the bytes fail utf-8 badly, since guessing is slow and wrong
+    on short texts (which is also why ``UnicodeDammit`` does not guess before utf-8 is tried). Bad bytes are
+    replaced (never raises).
+    """
+    stripped, bom_codec = EncodingDetector.strip_byte_order_mark(body)
+    if bom_codec:
+        return stripped.decode(bom_codec, errors="replace")
     text = body.decode("utf-8", errors="replace")
     if text.count("\ufffd") > _MAX_UTF8_ERROR_RATE * max(len(text), 1):
         try:
@@ -102,12 +117,12 @@ def decode_body(body: bytes, content_type: str | None = None) -> str:
             matches = from_bytes(body)
             best = matches.best()
             if best is not None and best.encoding:
-                # On a tie the guesser picks cp1250 over cp1252 ("crème" → "crčme"); the
-                # web's usual undeclared legacy charset is cp1252, so prefer it when it fits
-                # as well.
+                # On short texts the guesser's language coherence is noise: it picked cp1250 over
+                # cp1252 on a tie ("crème" → "crčme") and Baltic cp775 for French ("naïveté" →
+                # "na’vetķ"). cp1252 is the WHATWG default for undeclared legacy text, so it wins
+                # whenever it decodes as cleanly (no more chaos) as the guess.
                 for match in matches:
-                    if (match.encoding == "cp1252" and match.chaos <= best.chaos
-                            and match.coherence >= best.coherence):
+                    if match.encoding == "cp1252" and match.chaos <= best.chaos:
                         best = match
                 return body.decode(best.encoding, errors="replace")
         except Exception:  # a guesser must never take the page down with it

@@ -151,12 +151,10 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
         raise _Failed(f"empty response ({len(raw)} bytes); the previously indexed rows are kept")
     if why := binary_signature(raw):
         raise _Failed(f"binary content, not text ({why})")
-    if media in TEXT_TYPES:
-        kind, body = TEXT_TYPES[media], raw.decode(resp.charset_encoding or "utf-8", errors="replace")
-    else:
-        from tasks.html import decode_body
+    from tasks.html import decode_body
 
-        kind, body = "html", decode_body(raw, ctype)
+    kind = TEXT_TYPES.get(media, "html")
+    body = decode_body(raw, ctype, html=kind == "html")
     if why := binary_reason(raw, body):
         raise _Failed(f"binary content, not text ({why})")
     if not body.strip():

@@ -147,6 +147,37 @@ def test_undeclared_legacy_bytes_are_guessed():
     assert decode_body(b"<p>caf\xe9 cr\xe8me</p>") == "<p>caf\u00e9 cr\u00e8me</p>"
 
 
+def test_undeclared_short_latin1_is_read_as_windows_1252_not_a_baltic_guess():
+    # charset_normalizer alone picks cp775 here ("na’vetķ du garńon").
+    body = "<p>La naïveté du garçon était touchante pour tous les habitants.</p>".encode("latin-1")
+    assert decode_body(body) == body.decode("cp1252")
+
+
+def test_a_byte_order_mark_wins_over_the_header_and_a_header_may_say_utf16():
+    text = "<p>Penguins live on the Antarctic ice shelf.</p>"
+    assert decode_body(text.encode("utf-16"), "text/html; charset=utf-16") == text
+    assert decode_body(text.encode("utf-16"), "text/html; charset=iso-8859-1") == text  # WHATWG: the BOM first
+    assert decode_body(text.encode("utf-16-le"), "text/plain; charset=utf-16le", html=False) == text
+    # In the document itself utf-16 cannot be meant (its <meta> is ASCII): browsers read utf-8.
+    assert decode_body(b'<meta charset="utf-16"><p>caf\xc3\xa9</p>') == '<meta charset="utf-16"><p>caf\u00e9</p>'
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-be", "utf-32", "latin-1"])
+def test_plain_text_files_are_decoded_by_their_byte_order_mark_or_else_utf8_or_a_guess(tmp_path, encoding):
+    from tasks.fetch import read_local_file
+    from tasks.records import Article
+
+    text = "Résumé du problème: la fenêtre du château était cassée."
+    raw = text.encode(encoding)
+    if encoding == "utf-16-be":
+        raw = b"\xfe\xff" + raw  # with its byte-order mark, as editors write it
+    for name in ("note.txt", "note.md"):
+        (tmp_path / name).write_bytes(raw)
+        article = read_local_file(tmp_path / name, doc_id=name, source=str(tmp_path))
+        assert isinstance(article, Article), article
+        assert article.body.strip() == text
+
+
 def test_bad_bytes_are_replaced_not_raised():
     body = b'<meta charset="utf-8"><p>ok \xff\xfe bad</p>'
     assert blocks(body) == ["ok \ufffd\ufffd bad"]
