@@ -35,7 +35,7 @@ def _parse_where(items: Sequence[str] | None) -> dict | None:
 
 
 def _positive_int(text: str) -> int:
-    """argparse type of -k and --candidates: a whole number >= 1 (0 or -5 would mean nothing sensible)."""
+    """argparse type of -k, --candidates and --batch-articles: a whole number >= 1 (0 or -5 would mean nothing sensible)."""
     try:
         value = int(text)
     except ValueError:
@@ -99,11 +99,15 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     from query.schema import validate_collection_name
     from query.storage import check_db_uri
+    from tasks.fetch import classify_source
 
     settings = _settings(args)
     # Bad names and database paths are usage errors (exit 2), found before Prefect starts or a file is made.
     validate_collection_name(settings.collection)
     check_db_uri(settings.db_uri, write=True)
+    for source in args.sources:
+        if "://" in source:  # a bad scheme or URL (the flow would fail on it too, after a traceback in its log)
+            classify_source(source)
     overrides = index_overrides(args)
     if overrides.get("dask_address"):
         from flows.runners import check_dask_address
@@ -258,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--bi-encoder", default=None,
                     help=f"bi-encoder name or local path (default: {setting_default('bi_encoder')!r}, the "
                     "CORPUS_SEARCH_BI_ENCODER setting); an existing collection keeps the one it was made with")
-    ix.add_argument("--batch-articles", type=int, default=512,
+    ix.add_argument("--batch-articles", type=_positive_int, default=512,
                     help="articles read, split, encoded and written per batch; bounds memory (default: 512)")
     dask = ix.add_mutually_exclusive_group()
     dask.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",

@@ -95,12 +95,15 @@ def record_line(record: Any, number: int) -> dict:
 
 
 def index_records(records: Iterable[Any], collection: str, db_uri: str | None = None, complete: bool = False,
-                  *, origin: str = DEFAULT_RECORDS_ORIGIN) -> dict:
+                  *, origin: str = DEFAULT_RECORDS_ORIGIN, allow_empty_source: bool = False,
+                  allow_mass_delete: bool = False) -> dict:
     """Index texts or dicts (``{"id", "title", "text", **metadata}``) into ``collection``.
 
     The same incremental rules as files: a record with the same id and content is not re-encoded, a
     changed one is re-split (only its changed paragraphs re-encoded), and with ``complete=True`` the
-    records of ``origin`` that are not in ``records`` any more are deleted. Extra keys become the
+    records of ``origin`` that are not in ``records`` any more are deleted (an empty ``records`` only with
+    ``allow_empty_source``, and more than ``max_delete_fraction`` of the rows only with ``allow_mass_delete``,
+    as for ``index``). Extra keys become the
     paragraphs' ``metadata`` (filter them as ``metadata.<key>``); ``published`` or ``date`` sets the
     ``published`` column; ``url`` or ``source`` is the hit's ``source``. ``origin`` keeps independent sets
     of records apart (``complete=True`` only ever deletes records of its own origin).
@@ -119,6 +122,7 @@ def index_records(records: Iterable[Any], collection: str, db_uri: str | None = 
                 fh.write(json.dumps(record_line(record, number), ensure_ascii=False, default=_json_default))
                 fh.write("\n")
         return _run_flow(sources=[], collection=collection, db_uri=db_uri, records_path=path,
-                         records_origin=origin, complete_records=complete)
+                         records_origin=origin, complete_records=complete, allow_empty_source=allow_empty_source,
+                         allow_mass_delete=allow_mass_delete)
     finally:
         os.unlink(path)

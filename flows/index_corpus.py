@@ -39,6 +39,7 @@ from flows.summary import (
     artifact_key,
     printable,
 )
+from query.hits import whole_number
 from query.schema import validate_collection_name
 from query.settings import Settings, get_settings
 from tasks import stages
@@ -179,6 +180,7 @@ def index_corpus(
     """
     logger = get_run_logger()
     validate_collection_name(collection)  # before any file is touched
+    batch_articles = whole_number("batch_articles", batch_articles, "articles per batch, e.g. 512")
     overrides = dict(settings_overrides or {})
     overrides["collection"] = collection
     if db_uri:
@@ -334,16 +336,20 @@ def index_corpus(
             gone_states = [s for k, s in states.items() if under(spec.origin or source, s) and k not in seen]
             gone = [s.doc_id for s in gone_states]
             if enumerated == 0 and spec.kind != "file":
+                # Records arrive through a temporary dump: name their origin, which the caller chose.
+                name, what = ((spec.origin, f"no records were given for origin {spec.origin!r}")
+                              if records_path and spec.spec == records_path
+                              else (spec.spec, f"source {printable(spec.spec)!r} exists but holds no articles "
+                                               "(an unmounted disk?)"))
                 if gone and not allow_empty_source:
                     summary.fail(
-                        spec.spec,
-                        f"source {printable(spec.spec)!r} exists but holds no articles (an unmounted disk?): its "
-                        f"{len(gone)} indexed articles are kept. If it really is empty, rerun with "
+                        name,
+                        f"{what}: its {len(gone)} indexed articles are kept. If it really is empty, rerun with "
                         "--allow-empty-source (allow_empty_source=True) to delete them.",
                     )
                     continue
                 if not gone:
-                    summary.fail(spec.spec, f"source {printable(spec.spec)!r} holds no articles to index")
+                    summary.fail(name, f"{what}: nothing to index")
                     continue
             by_origin: dict[str, list[str]] = {}
             for s in gone_states:

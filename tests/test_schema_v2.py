@@ -199,6 +199,19 @@ def test_index_records_updates_changed_records_and_deletes_vanished_only_when_co
     summary = index_records(changed, "recs", db_uri=db_uri, complete=True)
     assert summary["articles_deleted"] == 1
     assert {r["doc_id"] for r in _rows(db_uri, "recs")} == {"r1", "r2", "other"}
+    # A complete set of none deletes nothing unless told so, as an empty directory does (named by its origin).
+    summary = index_records([], "recs", db_uri=db_uri, complete=True)
+    assert summary["articles_deleted"] == 0 and summary["failures"][0]["doc_id"] == "records"
+    assert "no records were given for origin 'records'" in summary["failures"][0]["error"]
+    summary = index_records([], "recs", db_uri=db_uri, complete=True, allow_empty_source=True)
+    assert summary["articles_deleted"] == 2 and {r["doc_id"] for r in _rows(db_uri, "recs")} == {"other"}
+    bulk = [{"id": f"b{i}", "text": f"Bulk record {i} about the tides, the moon and the harbour at dawn."}
+            for i in range(4)]
+    index_records(bulk, "recs", db_uri=db_uri, origin="bulk")
+    summary = index_records(bulk[:1], "recs", db_uri=db_uri, complete=True, origin="bulk")  # 3 of 5 rows would go
+    assert summary["articles_deleted"] == 0 and "--allow-mass-delete" in summary["failures"][0]["error"]
+    summary = index_records(bulk[:1], "recs", db_uri=db_uri, complete=True, origin="bulk", allow_mass_delete=True)
+    assert summary["articles_deleted"] == 3
 
 
 def test_index_records_refuses_what_is_not_a_record(prefect_harness, db_uri):

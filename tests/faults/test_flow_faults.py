@@ -285,8 +285,12 @@ def test_cli_exit_codes_tell_a_cron_job_what_happened(cli, db_uri, tmp_path):
     assert nothing.returncode == 4, nothing.stderr
     assert json.loads(nothing.stdout)["outcome"] == "failed"
 
-    usage = cli("index", "ftp://example.org/x.txt", "--db", db_uri, "-c", "t")
-    assert usage.returncode == 2 and "corpus-search: error:" in usage.stderr
+    for url in ("ftp://example.org/x.txt", "http://[::1"):
+        usage = cli("index", str(notes), url, "--db", db_uri, "-c", "t")
+        assert usage.returncode == 2 and "corpus-search: error:" in usage.stderr and "Traceback" not in usage.stderr
+    for batch in ("0", "-5"):
+        usage = cli("index", str(notes), "--batch-articles", batch, "--db", db_uri, "-c", "t")
+        assert usage.returncode == 2 and "--batch-articles: must be a whole number >= 1" in usage.stderr
     bad_name = cli("index", str(notes), "--db", db_uri, "-c", "./../escaped")
     assert bad_name.returncode == 2 and "corpus-search: error:" in bad_name.stderr
     assert "Traceback" not in bad_name.stderr and not (tmp_path / "escaped").exists()
