@@ -221,6 +221,29 @@ def _try_reranker(searcher) -> tuple[object | None, str | None]:
     return reranker, None
 
 
+def indexed_doc_ids(db, collection: str, map_id) -> set[str]:
+    """The judged-id form (``map_id``) of every document the collection holds (its article table: one row each)."""
+    from query.schema import articles_table_name
+
+    table = db.open_table(articles_table_name(collection))
+    return {map_id(d) for d in table.to_lance().to_table(columns=["doc_id"]).column("doc_id").to_pylist()}
+
+
+def unjudgeable(qrels: dict[str, dict[str, int]], indexed: set[str]) -> str | None:
+    """A warning when relevant judged documents are not in the collection, else None.
+
+    A few missing is normal (BEIR's own qrels name some); most or all missing means the ids do not match
+    (another corpus, a corpus-id column read wrongly), and every metric would be silently near 0.
+    """
+    relevant = {d for docs in qrels.values() for d, grade in docs.items() if grade > 0}
+    missing = relevant - indexed
+    if not missing:
+        return None
+    return (f"{len(missing)} of {len(relevant)} relevant judged documents are not in the collection "
+            f"(e.g. {sorted(missing)[:3]}): they can never be retrieved"
+            + ("; check that the qrels' corpus-ids are the corpus's _id values" if len(missing) > len(relevant) / 2 else ""))
+
+
 @flow(name="evaluate", log_prints=True, on_failure=[log_failure], on_crashed=[log_crash])
 def evaluate(
     dataset: str,
@@ -312,8 +335,10 @@ def evaluate(
     from tasks.store import connect
     from tasks.versions import current_versions
 
-    evaluated, _ = current_versions(connect(settings.db_uri), collection)
+    db = connect(settings.db_uri)
+    evaluated, _ = current_versions(db, collection)
     searcher = Searcher(settings=settings, version=evaluated)  # the version the scores (and tag) belong to
+    data_warnings = [w for w in [unjudgeable(data.qrels, indexed_doc_ids(db, collection, map_id))] if w]
     reranker, why = (None, "re-rank rows omitted: disabled (--no-rerank)") if not rerank else _try_reranker(searcher)
     if why:
         notes.append(why)
@@ -355,6 +380,7 @@ def evaluate(
     rerank_vs_base, warnings = rerank_checks(
         per_query, cross_encoder=reranker.name if reranker is not None else None, collection=collection,
         dataset=dataset, alpha=ALPHA)
+    warnings = data_warnings + warnings
     for w in warnings:
         logger.warning(w)
     notes.append(

@@ -91,6 +91,8 @@ def load_beir_queries(path: str | Path) -> dict[str, str]:
     for lineno, obj in _json_lines(path):
         qid = _field(path, lineno, obj, "_id")
         text = _field(path, lineno, obj, "text")
+        if not text.strip():
+            raise _fail(path, lineno, f"query {qid!r} has an empty 'text'")
         if qid in out:
             raise _fail(path, lineno, f"duplicate query _id {qid!r}")
         out[qid] = text
@@ -260,7 +262,11 @@ def load_qrels(path: str | Path) -> Qrels:
     path = Path(path)
     with _open(path) as fh:
         first = next((line for line in fh if line.strip()), "")
-    return load_trec_qrels(path) if len(first.split()) == 4 else load_beir_qrels(path)
+    # Tabs decide when there are any: a BEIR corpus-id may hold spaces ("doc 02"), which a split on
+    # whitespace would count as a fourth column and read as TREC (every doc id then wrong, every metric 0).
+    tabbed = first.rstrip("\r\n").split("\t")
+    columns = len(tabbed) if len(tabbed) > 1 else len(first.split())
+    return load_trec_qrels(path) if columns == 4 else load_beir_qrels(path)
 
 
 @dataclass

@@ -23,7 +23,11 @@ READ_ERRORS = (OSError, UnicodeError, EOFError, zlib.error)
 
 
 def open_text(path: Path, errors: str = "replace") -> io.TextIOBase:
-    """A UTF-8 text file, gunzipped when its name ends in ``.gz``. Dumps replace bad bytes; ``errors="strict"`` raises."""
+    """A UTF-8 text file, gunzipped when its name ends in ``.gz``. Dumps replace bad bytes; ``errors="strict"`` raises.
+
+    A leading byte-order mark (Windows tools write one) is dropped: read as text, it would glue itself to the
+    first record's first character and break that record.
+    """
     if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors=errors)
-    return open(path, encoding="utf-8", errors=errors)  # noqa: SIM115 - closed by the caller
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors=errors)
+    return open(path, encoding="utf-8-sig", errors=errors)  # noqa: SIM115 - closed by the caller

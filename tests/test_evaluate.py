@@ -84,6 +84,46 @@ def test_malformed_lines_name_file_and_line(tmp_path, name, content, loader, whe
     assert f"{path}{where}" in str(exc.value) and what in str(exc.value)
 
 
+def test_a_beir_qrels_file_whose_corpus_ids_hold_spaces_is_not_read_as_trec(tmp_path):
+    qrels = tmp_path / "test.tsv"
+    qrels.write_text("q1\tdoc 02\t1\nq2\tdoc 7\t2\n")  # no header; "doc 02" split on whitespace is 4 columns
+    assert load_qrels(qrels) == {"q1": {"doc 02": 1}, "q2": {"doc 7": 2}}
+    qrels.write_text("1 0 CACM-1410 1\n")
+    assert load_qrels(qrels) == {"1": {"CACM-1410": 1}}  # TREC, space-separated, still TREC
+    qrels.write_text("1\t0\tCACM-1410\t1\n")
+    assert load_qrels(qrels) == {"1": {"CACM-1410": 1}}  # and tab-separated
+
+
+@pytest.mark.parametrize("name", ["queries.jsonl", "corpus.jsonl", "qrels/test.tsv"])
+def test_a_utf8_byte_order_mark_at_the_start_of_a_dataset_file_is_read_past(tmp_path, name):
+    import shutil
+
+    shutil.copytree(BEIR, tmp_path / "d")
+    path = tmp_path / "d" / name
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Windows tools write UTF-8
+    data = load_dataset(tmp_path / "d")
+    assert data.queries == load_dataset(BEIR).queries and data.qrels == load_dataset(BEIR).qrels
+    assert load_beir_corpus(tmp_path / "d" / "corpus.jsonl") == load_beir_corpus(BEIR / "corpus.jsonl")
+
+
+def test_an_empty_query_text_names_its_file_line_and_query(tmp_path):
+    path = tmp_path / "queries.jsonl"
+    path.write_text('{"_id": "q1", "text": "ok"}\n{"_id": "q2", "text": "  "}\n')
+    with pytest.raises(DatasetFormatError, match=r"queries\.jsonl:2: query 'q2' has an empty 'text'"):
+        load_beir_queries(path)
+
+
+def test_eval_warns_when_relevant_judged_documents_are_not_in_the_collection():
+    from flows.evaluate import unjudgeable
+
+    qrels = {"q1": {"d1": 1, "d9": 0}, "q2": {"d2": 2, "dX": 1}}
+    assert unjudgeable(qrels, {"d1", "d2", "dX"}) is None  # d9 is judged not relevant: no matter
+    few = unjudgeable(qrels, {"d1", "d2"})
+    assert few.startswith("1 of 3 relevant judged documents are not in the collection (e.g. ['dX'])")
+    assert "check that the qrels" not in few
+    assert "check that the qrels' corpus-ids are the corpus's _id values" in unjudgeable(qrels, {"02"})
+
+
 def test_malformed_fixture_files():
     with pytest.raises(DatasetFormatError, match=r"topics\.malformed\.txt:5: <DOC> without a <DOCNO>"):
         load_trec_topics(TREC / "topics.malformed.txt")
