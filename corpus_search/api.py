@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -85,6 +86,10 @@ def error_status(exc: CorpusSearchError) -> int:
     return 400
 
 
+#: A good /search body, quoted by the errors that a malformed request gets.
+EXAMPLE_BODY = '{"query": "How do glaciers form?", "collection": "docs", "k": 5}'
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     """FastAPI's list of body errors as one readable line, with an example of a good body."""
     parts = []
@@ -92,9 +97,11 @@ def _validation_message(exc: RequestValidationError) -> str:
         loc = [str(x) for x in e.get("loc", ()) if x != "body"]
         if e.get("type") == "json_invalid":
             parts.append(f"the request body is not valid JSON ({e.get('ctx', {}).get('error', e.get('msg'))})")
+        elif not loc and e.get("type") in ("model_attributes_type", "dict_type"):
+            parts.append("the request body must be a JSON object, sent with Content-Type: application/json")
         else:
             parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg')}")
-    return ("; ".join(parts) + '. Send JSON such as {"query": "How do glaciers form?", "collection": "docs", "k": 5}')
+    return "; ".join(parts) + f". Send JSON such as {EXAMPLE_BODY}"
 
 
 def _user_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -225,6 +232,17 @@ def create_app(settings: Settings | None = None, collections: Sequence[str] | No
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": _validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own answers (405, 404 for an unknown path, 400 for a body it cannot parse) in the
+        # service's one error shape.
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 405:
+            detail += f" ({request.method} {request.url.path}); send POST with a JSON body, e.g. {EXAMPLE_BODY}"
+        elif exc.status_code == 400 and "parsing the body" in detail:
+            detail = f"the request body cannot be read as JSON text (is it UTF-8?). Send e.g. {EXAMPLE_BODY}"
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

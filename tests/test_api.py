@@ -277,6 +277,18 @@ def test_malformed_requests_are_422_with_a_readable_message(server, content, fra
     assert fragment in r.json()["error"] and '"query": "How do glaciers form?"' in r.json()["error"]
 
 
+def test_every_error_the_service_gives_has_the_one_error_shape(server):
+    as_text = httpx.post(server + "/search", content=b'{"query": "tides", "collection": "notes"}',
+                         headers={"Content-Type": "text/plain"})
+    assert as_text.status_code == 422 and "Content-Type: application/json" in as_text.json()["error"]
+    not_utf8 = httpx.post(server + "/search", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    assert not_utf8.status_code == 400 and "cannot be read as JSON text" in not_utf8.json()["error"]
+    wrong_method = httpx.get(server + "/search")
+    assert wrong_method.status_code == 405 and "send POST with a JSON body" in wrong_method.json()["error"]
+    assert "allow" in wrong_method.headers
+    assert set(httpx.get(server + "/no-such-path").json()) == {"error"}
+
+
 def test_no_cross_encoder_is_503_under_require_and_a_warned_retrieval_answer_otherwise(settings, tmp_path):
     from corpus_search.api_client import WARNINGS_HEADER, decode_header
 
