@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         "metadata.FIELD. E.g. --where published>=2024-01-01 --where source^=/home/me/notes/ "
         "--where metadata.author=Ann",
     )
-    _paging(se, "the 0..1 re-ranker relevance, or with --no-rerank the retrieval score")
+    _paging(se, "in 0..1 when re-ranked: the cross-encoder's relevance, or, fused with retrieval (a trained "
+            "re-ranker's weight), a score relative to the query's candidates; with --no-rerank the retrieval score")
     se.add_argument("--bi-encoder", default=None,
                     help=f"bi-encoder name or local path; must be the collection's (default: "
                     f"{setting_default('bi_encoder')!r}, the CORPUS_SEARCH_BI_ENCODER setting)")

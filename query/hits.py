@@ -29,7 +29,8 @@ class Hit:
 
     ``score`` is in 0..1 when the hit was re-ranked (``reranked``): the cross-encoder's relevance, or, for a
     collection re-ranker trained with a fusion weight, that weight's mix of the cross-encoder and the
-    first-stage score (see :func:`query.fusion.interpolate`). Otherwise it is ``retrieval_score``.
+    first-stage score (see :func:`query.fusion.interpolate`), both min-max scaled over the query's candidates:
+    relative to them, not an absolute relevance. Otherwise it is ``retrieval_score``.
     ``highlights`` are the ``(start, end)`` character spans of ``text`` that match a query term the way the
     lexical index matches (:mod:`query.highlight`): ``text[start:end]`` is the word as written.
     """

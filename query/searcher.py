@@ -254,9 +254,10 @@ class Searcher:
 
         Paging: ``offset`` skips the first hits of the ranking, so ``offset=10, k=10`` is page 2, ranked 11..20,
         exactly hits 11..20 of ``k=20`` (at least ``offset + k`` candidates are retrieved).
-        ``score_threshold`` drops hits whose ``score`` is below it: with re-ranking that is the 0..1 relevance
-        (e.g. 0.5), without it the retrieval score (cosine for dense, BM25 for lexical, RRF for hybrid).
-        A page may then hold fewer than ``k`` hits.
+        ``score_threshold`` drops hits whose ``score`` is below it: with re-ranking that is the 0..1 score of
+        :class:`Hit` (a relevance only for an unfused cross-encoder), without it the retrieval score (cosine for
+        dense, BM25 for lexical, RRF for hybrid). A page may then hold fewer than ``k`` hits. Pages past
+        ``candidates`` retrieve a bigger pool, which can reorder ranks: to page deep, raise ``candidates``.
 
         Returns :class:`Hits`, a list of :class:`Hit` with ``to_arrow()`` and ``to_pandas()``.
         """
