@@ -320,7 +320,10 @@ def evaluate(
     collection = collection or default_collection(data.name, unit)
     # Only what was set (environment, overrides): an unset cross-encoder lets the collection's promoted one apply.
     base = get_settings().model_dump(exclude_unset=True)
-    settings = Settings(**{**base, **overrides, "collection": collection, **({"db_uri": db_uri} if db_uri else {})})
+    # No score cache: the +rerank row of a second mode would re-use the first one's scores of the same
+    # (query, paragraph) pairs, and report a queries/s that no new query gets.
+    settings = Settings(**{**base, **overrides, "collection": collection, "rerank_cache_size": 0,
+                           **({"db_uri": db_uri} if db_uri else {})})
     index_overrides = {k: v for k, v in overrides.items() if k != "cross_encoder"}
 
     t0 = time.perf_counter()
