@@ -202,11 +202,27 @@ def front_matter(body: str) -> tuple[dict[str, object], str]:
 
     try:
         data = yaml.safe_load(match.group(1))
-    except Exception:  # noqa: BLE001 - a broken block is not front matter; the text stays in the body
-        return {}, body
+    except Exception:  # noqa: BLE001 - YAML refused it: plain "key: value" lines are still front matter
+        data = _plain_pairs(match.group(1))
     if not isinstance(data, Mapping):
         return {}, body
     return dict(data), body[match.end():]
+
+
+_PAIR = re.compile(r"^([A-Za-z_][\w .-]*?)[ \t]*:(?:[ \t]+(.*?))?[ \t]*$")
+
+
+def _plain_pairs(block: str) -> dict[str, str] | None:
+    """A block YAML refuses (one impossible date, ``date: 2022-02-30``, fails it all) read as ``key: value``
+    lines of text; None unless every line is one, so that a dashed rule around other text stays text."""
+    pairs: dict[str, str] = {}
+    for line in block.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not (m := _PAIR.match(line)):
+            return None
+        pairs[m.group(1)] = (m.group(2) or "").strip().strip("'\"")
+    return pairs or None
 
 
 # --------------------------------------------------------------------------------------------

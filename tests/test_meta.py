@@ -195,6 +195,15 @@ def test_a_dashed_rule_that_is_not_yaml_front_matter_stays_text():
     assert front_matter("Text first\n---\na: 1\n---\n") == ({}, "Text first\n---\na: 1\n---\n")
 
 
+def test_front_matter_that_yaml_refuses_but_is_plain_key_value_lines_is_still_front_matter():
+    doc = markdown_document("---\ntitle: Dated\nauthor: Ann\ndate: 2022-02-30\n---\nAn article about beavers building dams.\n")
+    assert doc.title == "Dated" and doc.published is None  # February 30th is no date
+    assert doc.metadata == {"author": "Ann", "date": "2022-02-30"}
+    paras = split_article(Article("b.md", "/src", "", "---\ntitle: Dated\ndate: 2022-02-30\n---\nAn article about "
+                                  "beavers building dams across the river.\n", "markdown"), OPTS, words)
+    assert [p.text for p in paras] == ["An article about beavers building dams across the river."]
+
+
 def test_bad_front_matter_date_keeps_the_text_without_published():
     doc = markdown_document("---\ndate: around easter\n---\nBody text that is long enough to keep.\n")
     assert doc.published is None and doc.metadata == {"date": "around easter"}
