@@ -334,7 +334,8 @@ class Searcher:
 
     def documents(self) -> int:
         name = articles_table_name(self.collection)
-        return self._db.open_table(name).count_rows() if name in self._db.table_names(limit=1_000_000) else 0
+        # Articles that hold paragraphs: the article table also remembers empty ones (so they are not re-read).
+        return self._db.open_table(name).count_rows("paragraphs > 0") if name in self._db.table_names(limit=1_000_000) else 0
 
 
 def rank_passages(

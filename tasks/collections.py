@@ -81,11 +81,13 @@ def _tree_bytes(path: Path) -> int:
 
 
 def _documents(db, table, name: str, names: Sequence[str]) -> int:
-    """Distinct documents: rows of the article-state table, else distinct (source, doc_id) of the paragraphs."""
+    """Distinct documents with paragraphs: rows of the article-state table that hold some (an empty file or a
+    text too short to index is remembered there, so that it is not read again, but is not a document you
+    can find), else distinct (source, doc_id) of the paragraphs."""
     from query.schema import articles_table_name
 
     if articles_table_name(name) in names:
-        return db.open_table(articles_table_name(name)).count_rows()
+        return db.open_table(articles_table_name(name)).count_rows("paragraphs > 0")
     cols = [c for c in ("source", "doc_id") if c in table.schema.names]
     if not cols:
         return 0

@@ -183,6 +183,9 @@ def list_versions(db_uri: str, collection: str) -> list[dict]:
             rows = table.count_rows()
             table.checkout_latest()
         ended = [r for r in runs if r["paragraph_version"] == number and r["kind"] in ("index", "rollback", "reranker")]
+        # The run that made the version comes first; later runs that wrote nothing end at it too, and their
+        # empty summaries ("0 fetched, 0 encoded") must not hide what made it.
+        made = ended[:1]
         tags = tags_by_version.get(number, [])
         metrics = {}
         for r in runs:  # later eval tags overwrite earlier ones of the same name
@@ -194,9 +197,9 @@ def list_versions(db_uri: str, collection: str) -> list[dict]:
                 "timestamp": v["timestamp"].astimezone(UTC).isoformat(),
                 "rows": rows,
                 "tags": tags,
-                "kind": ended[-1]["kind"] if ended else None,
-                "summary": ended[-1]["summary"] if ended else None,
-                "articles_version": ended[-1]["articles_version"] if ended else None,
+                "kind": made[0]["kind"] if made else None,
+                "summary": made[0]["summary"] if made else None,
+                "articles_version": made[0]["articles_version"] if made else None,
                 "metrics": metrics,
             }
         )

@@ -207,12 +207,14 @@ def test_reader_pinned_to_a_tag_keeps_old_results_after_destructive_reindex(run_
 # --------------------------------------------------------------------------- listing
 
 
-def test_versions_json_lists_rows_tags_and_run_summaries(run_index, db_uri, tmp_path, capsys):
+def test_versions_json_lists_rows_tags_and_the_summary_of_the_run_that_made_each_version(run_index, db_uri, tmp_path, capsys):
     root = write_articles(tmp_path / "articles")
     full = index(run_index, db_uri, root)
     assert cli("tag", "test", "good", "--db", db_uri) == 0
     remove_articles(root)
     half = index(run_index, db_uri, root)
+    noop = index(run_index, db_uri, root)  # writes nothing: ends at the version the run before it made
+    assert noop["paragraphs_encoded"] == 0 and noop["articles_fetched"] == 0
 
     capsys.readouterr()
     assert cli("versions", "test", "--db", db_uri, "--json") == 0
@@ -226,7 +228,7 @@ def test_versions_json_lists_rows_tags_and_run_summaries(run_index, db_uri, tmp_
 
     datetime.fromisoformat(items[0]["timestamp"])
     runs = [i for i in items if i["summary"]]
-    assert [r["summary"] for r in runs] == [full, half]  # the flow's summary, on the version it ended at
+    assert [r["summary"] for r in runs] == [full, half]  # the summary of the run that made the version
     assert [r["rows"] for r in runs] == [20, 10] and runs[-1]["version"] == items[-1]["version"]
     assert runs[0]["tags"] == ["good"]
 

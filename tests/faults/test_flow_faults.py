@@ -77,8 +77,12 @@ def test_files_emptied_in_place_keep_their_rows_and_each_is_a_failure(run_index,
         f.write_bytes(b"")
     emptied[3].write_text("  \n\n ")
     (notes / "new-and-empty.txt").write_bytes(b"")  # never held text: nothing to keep, no failure
+    (notes / "too-short.txt").write_text("Hi there.")  # remembered (not re-read), but no paragraph to find
     summary = run_index([notes])
     assert sorted(ids(db_uri)) == before and summary["paragraphs_deleted"] == 0
+    from corpus_search import list_collections
+
+    assert [c["documents"] for c in list_collections(db_uri)] == [6]  # documents you can find
     failed = {Path(f["doc_id"]).name: f["error"] for f in summary["failures"]}
     assert sorted(failed) == sorted(f.name for f in emptied), failed
     assert all("2 indexed paragraphs are kept" in e for e in failed.values()), failed
