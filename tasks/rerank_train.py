@@ -15,7 +15,8 @@ ratio learned nothing from a bi-encoder body, while this listwise loss learned.
   scores at least as well on dev (a greedy soup of the run's epochs; see ``greedy_soup``).
 * Time budget: a callback stops training early enough that scoring the epoch it cuts short (so the
   budget's last minutes count) and trying the soup still end within ``time_budget_s``. The time those
-  scorings take is the run's own measured scoring time (see ``scoring_reserve``). The learning rate is
+  scorings take is the run's own measured scoring time (see ``scoring_reserve``), scaled by how much slower
+  its last steps ran than the steps before them (``pace``: a machine that got busier). The learning rate is
   constant after a short warm-up, so a run cut by the budget is not left mid-decay.
 * A fixed seed (data order, dropout, head initialisation).
 * Progress: every ``log_every`` steps a line goes to ``log`` (the flow passes its Prefect run logger).
@@ -30,7 +31,9 @@ from __future__ import annotations
 import contextlib
 import re
 import logging
+import math
 import shutil
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +65,10 @@ SOUP_TRIES = 2
 #: one (forward only, no gradients). Measured: 13-16x on a 2-core bf16 CPU (the 300 s news run of
 #: benchmarks/RESULTS.md, "Stop 35"); the lower figure reserves more time, so the estimate errs inside the budget.
 SCORING_SPEEDUP = 8.0
+#: Steps whose median time is the run's current pace, against the median of the steps before them. A machine
+#: that got busier makes the next step and the scorings after the stop slower (a 60 s run ended at 69 s when
+#: two busy processes started beside it; benchmarks/RESULTS.md, "Stop 37").
+RECENT_STEPS = 8
 #: Where an interrupted run leaves its weights, inside its output directory.
 INTERRUPTED_DIR = "interrupted"
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
@@ -219,6 +226,31 @@ def scoring_reserve(scoring_seconds: Sequence[float], dev_pairs: int, train_pair
     return one * (1 + min(epochs_scored, SOUP_TRIES))
 
 
+def pace(step_seconds: Sequence[float], recent: int = RECENT_STEPS) -> tuple[float, float]:
+    """(Seconds a step takes now, how many times slower that is than the steps before): medians of the last
+    ``recent`` steps and of the ones before them; (their mean, 1.0) while too few steps tell a trend.
+
+    Medians, because a step that ends an epoch also holds that epoch's dev scoring. A short run (the demo's
+    90 s are a dozen steps) compares its last half with its first.
+    """
+    if not step_seconds:
+        return 0.0, 1.0
+    n = min(recent, len(step_seconds) // 2)
+    if n < 2:
+        return sum(step_seconds) / len(step_seconds), 1.0
+    now = statistics.median(step_seconds[-n:])
+    return now, max(1.0, now / statistics.median(step_seconds[:-n]))
+
+
+def pairs_trained(steps: int, queries: int) -> int:
+    """Query-passage pairs that ``steps`` optimiser steps scored: an epoch's last batch may be partial."""
+    if queries <= 0:
+        return 0
+    per_epoch = math.ceil(queries / BATCH_QUERIES)
+    epochs, rest = divmod(steps, per_epoch)
+    return (epochs * queries + min(rest * BATCH_QUERIES, queries)) * PAIRS_PER_QUERY
+
+
 def greedy_soup(model, checkpoints: Sequence[Path], best: float, score: Callable[[object], float],
                 log: Callable[[str], None] = print, names: Sequence[object] | None = None) -> list:
     """Average the weights of epoch checkpoints into ``model`` where the dev score says it helps (a greedy soup).
@@ -319,12 +351,15 @@ def train_cross_encoder(
             ends = state["step_ends"]
             ends.append(now)
             elapsed = now - t0
-            # The first step pays for lazy initialisation: speeds are read from the steps after it.
-            step_s = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else 0.0
+            # The first step pays for lazy initialisation: speeds are read from the steps after it. A machine
+            # that got busier makes what is left slower than the run's past: the step and the scorings to come
+            # cost what steps cost now, and past scorings that many times more.
+            step_s, slower = pace([b - a for a, b in zip(ends, ends[1:])])
             pairs_per_s = BATCH_QUERIES * PAIRS_PER_QUERY / step_s if step_s > 0 else 0.0
             reserve = 0.0
             if scored:  # while training, the evaluator scores only at epoch ends: one scoring per epoch
-                reserve = scoring_reserve(evaluator.seconds, dev_pairs, pairs_per_s, len(evaluator.seconds))
+                reserve = scoring_reserve([t * slower for t in evaluator.seconds], dev_pairs, pairs_per_s,
+                                          len(evaluator.seconds))
             if elapsed + step_s + reserve > time_budget_s:
                 state["stopped"] = True
                 control.should_training_stop = True
@@ -336,7 +371,7 @@ def train_cross_encoder(
         def on_log(self, args, st, control, logs=None, **kw):
             if logs and "loss" in logs:
                 elapsed = time.monotonic() - t0
-                pairs = st.global_step * BATCH_QUERIES * PAIRS_PER_QUERY
+                pairs = pairs_trained(st.global_step, len(dataset))
                 log(f"train step {st.global_step}/{st.max_steps}: loss {logs['loss']:.4f}, "
                     f"lr {logs.get('learning_rate', 0.0):.1e}, {pairs} pairs, "
                     f"{pairs / max(elapsed, 1e-9):.1f} pairs/s, {elapsed:.0f}/{time_budget_s:.0f} s")
@@ -421,7 +456,7 @@ def train_cross_encoder(
     # would travel with the model (and be uploaded, on an object store).
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     steps_s = [round(b - a, 4) for a, b in zip(state["step_ends"], state["step_ends"][1:])]
-    return TrainResult(str(out), st.global_step, st.global_step * BATCH_QUERIES * PAIRS_PER_QUERY,
+    return TrainResult(str(out), st.global_step, pairs_trained(st.global_step, len(dataset)),
                        round(time.monotonic() - t0, 1), state["stopped"], prec, round(st.epoch or 0.0, 2), best_epoch,
                        curve or None, souped if len(souped) > 1 else None,
                        steps_s or None)

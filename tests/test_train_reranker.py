@@ -578,6 +578,28 @@ def test_the_scoring_reserve_is_the_runs_mean_scoring_time_for_the_cut_epoch_and
     assert scoring_reserve([], 800, 0.0, 0) == 0.0
 
 
+def test_pairs_count_what_was_trained_an_epochs_last_batch_may_be_partial():
+    from tasks.rerank_train import BATCH_QUERIES, PAIRS_PER_QUERY, pairs_trained
+
+    assert pairs_trained(1, 4) == 4 * PAIRS_PER_QUERY  # one step over 4 queries: 36 pairs, not a batch's 72
+    assert pairs_trained(2, BATCH_QUERIES + 3) == (BATCH_QUERIES + 3) * PAIRS_PER_QUERY  # one epoch, two steps
+    assert pairs_trained(3, BATCH_QUERIES + 3) == (2 * BATCH_QUERIES + 3) * PAIRS_PER_QUERY  # into epoch 2
+    assert pairs_trained(5, 0) == 0
+
+
+def test_a_run_whose_last_steps_got_slower_reads_its_pace_from_them():
+    from tasks.rerank_train import RECENT_STEPS, pace
+
+    steady = [1.0] * 40
+    assert pace([]) == (0.0, 1.0)
+    assert pace([1.0, 1.0, 4.0]) == (2.0, 1.0)  # too few steps to tell a trend: their mean
+    assert pace([1.0] * 4 + [3.0] * 4) == (3.0, 3.0)  # a short run: its last half against its first (medians)
+    assert pace(steady + [2.0] * RECENT_STEPS) == (2.0, 2.0)  # a busier machine: each step now takes twice as long
+    assert pace(steady + [0.5] * RECENT_STEPS) == (0.5, 1.0)  # faster: past scorings are never scaled down
+    # One long step (an epoch's end holds its dev scoring) is neither the pace nor a slowdown: medians.
+    assert pace(steady + [1.0] * (RECENT_STEPS - 1) + [60.0]) == (1.0, 1.0)
+
+
 def test_a_greedy_soup_takes_in_only_the_epochs_that_do_not_lower_the_dev_score(tiny_base, tmp_path):
     import torch
     from safetensors.torch import save_file
