@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--db", default=None,
                         help=f"LanceDB URI: a directory or s3://... (default: {setting_default('db_uri')!r}, "
                         "the CORPUS_SEARCH_DB_URI setting)")
-        sp.add_argument("--json", action="store_true", help="print one JSON object")
+        sp.add_argument("--json", action="store_true",
+                        help="print one JSON document (an object, or a list for the listing commands)")
 
     from flows.summary import EXIT_HELP
 

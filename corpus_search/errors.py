@@ -20,7 +20,13 @@ def settings_error(exc: Exception) -> UsageError | None:
     here, at the command-line and service boundaries; any other ValidationError is a bug and keeps its traceback.
     """
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
+    if isinstance(exc, SettingsError):  # a value the environment source cannot even parse (bad JSON)
+        field = str(exc).split('field "', 1)[-1].split('"', 1)[0] if 'field "' in str(exc) else "?"
+        why = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        return UsageError(f"setting {field} (CORPUS_SEARCH_{field.upper()}) cannot be parsed{why}: "
+                          "give it as valid JSON")
     if not isinstance(exc, ValidationError) or exc.title != "Settings":
         return None
     return UsageError("; ".join(

@@ -268,7 +268,7 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
     returned), and a later index run of the same source indexes the deleted documents again, since
     their article state is gone. Returns ``{"collection", "rows_deleted", "articles_deleted"}``.
     """
-    from query.schema import articles_table_name, validate_collection_name
+    from query.schema import IndexMetadata, articles_table_name, validate_collection_name
     from tasks.lock import writer_lock
     from tasks.versions import _log_run
 
@@ -285,6 +285,7 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
         db = connect_existing(db_uri)
         names = require_collection(db, collection)
         table = db.open_table(collection)
+        IndexMetadata.from_schema(table.schema, table=collection)  # a table corpus-search did not write: say so
         has_origin = "origin" in table.schema.names
         cols = ["source", "doc_id"] + (["origin"] if has_origin else [])
         pairs: set[tuple[str, str]] = set()

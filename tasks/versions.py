@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from query.errors import CollectionNotFoundError
-from query.schema import articles_table_name
+from query.schema import articles_table_name, validate_collection_name
 from query.versions import (
     VersionNotFoundError,
     check_tag_name,
@@ -51,9 +51,9 @@ NO_CLEANUP = timedelta(days=365 * 100)
 
 
 def _connect(db_uri: str):
-    from query.storage import connect
+    from query.storage import check_db_uri, connect
 
-    return connect(db_uri)
+    return connect(check_db_uri(db_uri, must_exist=True))  # a mistyped --db is an error, not a new database
 
 
 def _names(db) -> set[str]:
@@ -62,6 +62,7 @@ def _names(db) -> set[str]:
 
 def open_collection(db, collection: str):
     """The paragraph table of ``collection``; the error lists the collections that do exist."""
+    validate_collection_name(collection)  # an internal table (x__articles) is not a collection
     names = _names(db)
     if collection not in names:
         known = sorted(n for n in names if not is_companion_table(n))
@@ -182,7 +183,7 @@ def list_versions(db_uri: str, collection: str) -> list[dict]:
             table.checkout(number)
             rows = table.count_rows()
             table.checkout_latest()
-        ended = [r for r in runs if r["paragraph_version"] == number and r["kind"] in ("index", "rollback", "reranker")]
+        ended = [r for r in runs if r["paragraph_version"] == number and r["kind"] in ("index", "rollback", "reranker", "delete")]
         # The run that made the version comes first; later runs that wrote nothing end at it too, and their
         # empty summaries ("0 fetched, 0 encoded") must not hide what made it.
         made = ended[:1]
@@ -228,6 +229,7 @@ def tag_version(db_uri: str, collection: str, name: str, version: int | str | No
     from tasks.lock import writer_lock
 
     check_tag_name(name)
+    open_collection(_connect(db_uri), collection)  # before the lock: a typo must not create a lock file
     with writer_lock(db_uri, collection):
         db = _connect(db_uri)
         table = open_collection(db, collection)
@@ -237,6 +239,10 @@ def tag_version(db_uri: str, collection: str, name: str, version: int | str | No
         articles = _open_optional(db, articles_table_name(collection))
         if articles is not None and articles_version is not None:
             _set_tag(articles, name, articles_version)
+        elif articles is not None and name in articles.tags.list():
+            # The version predates the article table: a tag left on it from before would make a rollback to
+            # this tag restore a later article state, whose articles the next run then trusts and never re-adds.
+            articles.tags.delete(name)
         _log_run(db, collection, "tag", number, articles_version, tag=name, metrics=metrics)
     log.info("tagged %s version %d as %r", collection, number, name)
     return {"collection": collection, "tag": name, "version": number, "articles_version": articles_version,
@@ -254,6 +260,7 @@ def rollback(db_uri: str, collection: str, to: int | str) -> dict:
     from tasks.lock import writer_lock
 
     target = parse_version(to)
+    open_collection(_connect(db_uri), collection)  # before the lock: a typo must not create a lock file
     with writer_lock(db_uri, collection):
         db = _connect(db_uri)
         table = open_collection(db, collection)

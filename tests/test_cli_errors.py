@@ -70,3 +70,20 @@ def test_an_invalid_setting_from_the_environment_is_a_user_error(monkeypatch, ca
         get_settings.cache_clear()
     assert code == 2
     assert err.startswith("corpus-search: error: setting candidates:")
+
+
+@pytest.mark.parametrize("command", [["search", "q"], ["index", "notes"], ["collections"]])
+def test_a_setting_the_environment_cannot_parse_as_json_is_a_user_error(monkeypatch, capsys, command):
+    from query.settings import get_settings
+
+    monkeypatch.setenv("CORPUS_SEARCH_STORAGE_OPTIONS", '{"allow_http": true')  # the closing brace lost
+    get_settings.cache_clear()
+    try:
+        code, err = _run_main(command, capsys)
+    finally:
+        monkeypatch.delenv("CORPUS_SEARCH_STORAGE_OPTIONS")
+        get_settings.cache_clear()
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("corpus-search: error: setting storage_options (CORPUS_SEARCH_STORAGE_OPTIONS) cannot be "
+                          "parsed: Expecting ',' delimiter"), err
+

@@ -302,6 +302,11 @@ def test_delete_by_exact_source_value_and_bad_requests(built, db, capsys):
         delete_documents("alpha", db_uri=db)
     with pytest.raises(InvalidQueryError, match="take lists"):
         delete_documents("alpha", doc_ids="bees.md", db_uri=db)
+    import lancedb
+
+    lancedb.connect(db).create_table("plain", data=[{"a": 1}])  # a table some other program wrote
+    code, _, err = main_(capsys, "delete", "plain", "--doc-id", "x", "--db", db)
+    assert code == 2 and "has no corpus-search metadata" in err
 
 
 def test_delete_waits_for_the_writer_lock(built, db):

@@ -154,6 +154,32 @@ def test_rollback_to_a_tag_and_undoing_a_rollback(run_index, db_uri, tmp_path, c
     assert rows(db_uri) == rows_half and article_keys(db_uri) == {f"{n}.md" for n in TOPICS if n not in REMOVED}
 
 
+def test_a_tag_moved_to_a_version_before_any_article_state_rolls_back_without_losing_documents(
+        run_index, db_uri, tmp_path, capsys):
+    from tasks.versions import list_versions
+
+    names = list(TOPICS)
+    root = write_articles(tmp_path / "articles", names[:3])
+    index(run_index, db_uri, root)
+    write_articles(root, names[3:4])
+    index(run_index, db_uri, root)
+    assert cli("tag", "test", "prod", "--db", db_uri) == 0  # the latest, in both tables
+    first = min(v["version"] for v in list_versions(db_uri, "test") if v["rows"])
+    assert cli("tag", "test", "prod", "--version", str(first), "--db", db_uri) == 0
+    assert cli("rollback", "test", "--to", "prod", "--db", db_uri) == 0
+    index(run_index, db_uri, root)  # every article must be back, the one added after `first` included
+    expected = {f"{n}.md" for n in names[:4]}
+    assert article_keys(db_uri) == expected and {r["doc_id"] for r in table_rows(db_uri)} == expected
+
+
+@pytest.mark.parametrize("name", ["a..b", ".x", "x.lock", "a" * 101, "prod\n", "123"])
+def test_tag_names_lance_would_refuse_are_a_clear_error(run_index, db_uri, tmp_path, capsys, name):
+    index(run_index, db_uri, write_articles(tmp_path / "articles", list(TOPICS)[:1]))
+    capsys.readouterr()
+    assert cli("tag", "test", name, "--db", db_uri) == 2
+    assert "is not a valid tag name" in capsys.readouterr().err
+
+
 def test_unknown_version_tag_or_collection_is_a_clear_error(run_index, db_uri, tmp_path, capsys):
     from query.errors import CorpusSearchError
     from query.searcher import Searcher
@@ -174,6 +200,14 @@ def test_unknown_version_tag_or_collection_is_a_clear_error(run_index, db_uri, t
     assert "collection 'nope' does not exist" in err and "collections there: test)" in err  # companions hidden
     assert cli("tag", "test", "123", "--db", db_uri) == 2  # would read as a version number
     assert "not a valid tag name" in capsys.readouterr().err
+    assert cli("versions", "test__articles", "--db", db_uri) == 2  # an internal table is not a collection
+    # A typo in the name or in --db leaves nothing behind: no lock file, no new database.
+    before = sorted(p.name for p in Path(db_uri).iterdir())
+    missing = str(tmp_path / "no" / "such-db")
+    for argv in (["tag", "tset", "prod"], ["rollback", "tset", "--to", "1"], ["migrate", "tset"]):
+        assert cli(*argv, "--db", db_uri) == 2, argv
+        assert cli(*argv, "--db", missing) == 2, argv
+    assert sorted(p.name for p in Path(db_uri).iterdir()) == before and not (tmp_path / "no").exists()
 
 
 # --------------------------------------------------------------------------- pinned readers
