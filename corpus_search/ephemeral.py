@@ -45,15 +45,29 @@ def guard_temporary_server() -> int | None:
     settings = get_current_settings()
     if settings.api.url or not settings.server.ephemeral.enabled:
         return None  # a real server (or the test harness) is configured, or Prefect will say what is missing
+    from unittest import mock
+
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()  # the singleton Prefect's own client uses
-    server.start()
+    # In a session of its own: a terminal's Ctrl-C goes to its whole foreground process group, and a server
+    # that took it too was gone before the CLI could record the run as Crashed (it retried for 85 s, then
+    # ended in a traceback with the run left Running). Prefect stops it at exit; the watchdog if we die.
+    with mock.patch.object(subprocess, "Popen", _OwnSession):
+        server.start()
     if server.server_process is None:
         return None
     pid = server.server_process.pid
-    subprocess.Popen(  # noqa: S603 - our own interpreter and script
+    _OwnSession(  # noqa: S603 - our own interpreter and script; its own session, so a group SIGTERM spares it
         [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(pid)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
     )
     return pid
+
+
+class _OwnSession(subprocess.Popen):
+    """A child process in a new session, out of reach of the signals sent to the CLI's process group."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("start_new_session", True)
+        super().__init__(*args, **kwargs)

@@ -362,6 +362,47 @@ def test_sigkill_of_the_cli_stops_its_temporary_prefect_server(tmp_path):
             os.kill(server, signal.SIGKILL)
 
 
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_interrupts_the_run_not_its_temporary_prefect_server(tmp_path):
+    """A terminal sends Ctrl-C's SIGINT to its whole foreground process group, the CLI's children included."""
+    notes = write_notes(tmp_path / "notes", 12)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="INFO")
+    # With Ctrl-C's handler put back (a background shell leaves SIGINT ignored), as a foreground job has it.
+    interruptible = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, "
+                     "signal.default_int_handler); sys.argv = sys.argv[1:]; runpy.run_module('corpus_search.cli', "
+                     "run_name='__main__', alter_sys=True)", "corpus-search", "index", str(notes), "--db",
+                     str(tmp_path / "db"), "-c", "t", "--batch-articles", "1"]
+    proc = subprocess.Popen(interruptible, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # its own group, as a terminal's job is
+    server, out = None, []
+    try:
+        deadline = time.monotonic() + 240
+        for line in proc.stdout:
+            out.append(line)
+            if "Beginning flow run" in line:
+                break
+            assert time.monotonic() < deadline
+        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "uvicorn"], capture_output=True, text=True)
+        server = int(children.stdout.split()[0])
+        started = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out.append(proc.communicate(timeout=90)[0])
+        text = "".join(out)
+        assert proc.returncode == 130, text[-3000:]
+        assert "corpus-search: interrupted" in text and "Traceback" not in text, text[-3000:]
+        assert time.monotonic() - started < 60, "the CLI waited on a server that Ctrl-C had stopped"
+        for _ in range(100):  # stopped at exit, by Prefect
+            if not Path(f"/proc/{server}").exists() or "zombie" in _state(server):
+                break
+            time.sleep(0.1)
+        assert not Path(f"/proc/{server}").exists() or "zombie" in _state(server), "the temporary server outlived the CLI"
+    finally:
+        proc.kill()
+        if server and Path(f"/proc/{server}").exists():
+            os.kill(server, signal.SIGKILL)
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/status").read_text().lower()
