@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from corpus_search.argtypes import non_negative_int, positive_int
 from corpus_search.errors import UsageError, settings_error
 from deployments.prefect_env import prefect_environment
 from query.errors import CorpusSearchError
@@ -32,28 +33,6 @@ def _parse_where(items: Sequence[str] | None) -> dict | None:
     from query.filters import parse_cli_conditions
 
     return parse_cli_conditions(items)
-
-
-def _positive_int(text: str) -> int:
-    """argparse type of -k, --candidates and --batch-articles: a whole number >= 1 (0 or -5 would mean nothing sensible)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    """argparse type of --offset: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return value
 
 
 def _emphasis() -> bool:
@@ -109,10 +88,11 @@ def cmd_index(args: argparse.Namespace) -> int:
         if "://" in source:  # a bad scheme or URL (the flow would fail on it too, after a traceback in its log)
             classify_source(source)
     overrides = index_overrides(args)
-    if overrides.get("dask_address"):
+    address = overrides["dask_address"] if "dask_address" in overrides else settings.dask_address
+    if address:  # from --dask-address or CORPUS_SEARCH_DASK_ADDRESS
         from flows.runners import check_dask_address
 
-        check_dask_address(overrides["dask_address"])  # an unreachable scheduler: exit 2 before Prefect starts
+        check_dask_address(address)  # an unreachable scheduler: exit 2 before Prefect starts
     guard_temporary_server()
     try:
         result = index_corpus(
@@ -214,7 +194,7 @@ def _rerank_flags(sp: argparse.ArgumentParser, fallback: str) -> None:
 
 def _paging(sp: argparse.ArgumentParser, score: str) -> None:
     """--offset and --score-threshold, shared by search and search-document."""
-    sp.add_argument("--offset", type=_non_negative_int, default=0, metavar="N",
+    sp.add_argument("--offset", type=non_negative_int, default=0, metavar="N",
                     help="skip the first N hits of the ranking: -k 10 --offset 10 is page 2, ranked 11-20 (default: 0)")
     sp.add_argument("--score-threshold", type=float, default=None, metavar="X",
                     help=f"drop hits whose score is below X; the score is {score} (default: keep all)")
@@ -263,10 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--bi-encoder", default=None,
                     help=f"bi-encoder name or local path (default: {setting_default('bi_encoder')!r}, the "
                     "CORPUS_SEARCH_BI_ENCODER setting); an existing collection keeps the one it was made with")
-    ix.add_argument("--batch-articles", type=_positive_int, default=512,
+    ix.add_argument("--batch-articles", type=positive_int, default=512,
                     help="articles read, split, encoded and written per batch; bounds memory (default: 512)")
     dask = ix.add_mutually_exclusive_group()
-    dask.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
+    dask.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                       help="fetch, split and encode on a local Dask cluster of N worker processes, started for the "
                       "run (prefect-dask); one process still writes (default: "
                       f"{setting_default('workers')}, the CORPUS_SEARCH_WORKERS setting; 0: in this process)")
@@ -282,12 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("search", help="search a collection (no Prefect involved)")
     se.add_argument("query", help="the question or keywords, e.g. 'How do glaciers form?'")
-    se.add_argument("-k", type=_positive_int, default=5, help="hits to return (default: 5)")
+    se.add_argument("-k", type=positive_int, default=5, help="hits to return (default: 5)")
     from query.settings import MODES
     se.add_argument("--mode", choices=list(MODES), default="hybrid",
                     help="retrieval: dense (bi-encoder cosine), lexical (BM25) or hybrid (reciprocal rank fusion of "
                     "both) (default: hybrid)")
-    se.add_argument("--candidates", type=_positive_int, default=None,
+    se.add_argument("--candidates", type=positive_int, default=None,
                     help=f"candidates retrieved before re-ranking (default: {setting_default('candidates')}, the "
                     "CORPUS_SEARCH_CANDIDATES setting; a promoted re-ranker may use its own depth)")
     _rerank_flags(se, "the retrieval ranking")
@@ -316,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd = sub.add_parser("search-document", help="rank the paragraphs of one URL or file with the cross-encoder alone")
     sd.add_argument("source", help="http(s) URL or local file")
     sd.add_argument("query", help="the question or keywords")
-    sd.add_argument("-k", type=_positive_int, default=5, help="paragraphs to return (default: 5)")
+    sd.add_argument("-k", type=positive_int, default=5, help="paragraphs to return (default: 5)")
     sd.add_argument("--cross-encoder", default=None,
                     help=f"cross-encoder name or local path (default: {setting_default('cross_encoder')!r}, "
                     "the CORPUS_SEARCH_CROSS_ENCODER setting)")

@@ -10,6 +10,7 @@ import os
 import sys
 from urllib.parse import urlparse
 
+from corpus_search.argtypes import positive_int
 from corpus_search.errors import UsageError
 
 
@@ -20,17 +21,49 @@ def _api_url_setting() -> str | None:
     return os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or None
 
 
+def _start_stoppable(start, port: int):
+    """``start(port)``, a server in a session of its own, stopped again if Ctrl-C or SIGTERM ends the wait for it.
+
+    Its own session keeps it out of reach of the terminal's signals, so without this an interrupted start
+    left it running with no parent. (Once serving, Prefect handles both signals and we stop it after.)
+    """
+    import signal
+
+    from deployments.serve import stop_process
+
+    started: list = []
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return start(port, on_process=started.append)
+    except BaseException:
+        for process in started:
+            stop_process(process)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from deployments.serve import LOCAL_HOSTS, api_healthy, prepare_environment, start_local_server
 
     prepare_environment()
     from deployments.config import load_config
 
-    cfg = load_config(args.config)  # fail on a bad config before starting anything
+    cfg = load_config(args.config)  # fail on a bad config (or an unknown -c name) before starting anything
+    from deployments.build import deployment_specs
+
+    deployment_specs(cfg, only=args.collection)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     api = _api_url_setting()
     server = None
+    local = f"http://127.0.0.1:{args.port}/api"
+    if not api and api_healthy(local):  # a server already runs there (another serve's): use it, start none
+        api = local
     if api and api_healthy(api):
         print(f"corpus-search: using the Prefect server at {api}", file=sys.stderr)
     else:
@@ -41,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 raise UsageError(f"PREFECT_API_URL={api} is not reachable; start that server or unset PREFECT_API_URL")
             port = parsed.port or port
         print(f"corpus-search: starting a local Prefect server on 127.0.0.1:{port} ...", file=sys.stderr)
-        server = start_local_server(port)
+        server = _start_stoppable(start_local_server, port)
         api = server.api_url
         print(f"corpus-search: Prefect UI at {server.ui_url}", file=sys.stderr)
     os.environ["PREFECT_API_URL"] = api  # flow-run subprocesses inherit it
@@ -68,8 +101,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         target = Path(args.write_yaml)
-        target.write_text(render_prefect_yaml(cfg, work_pool=args.work_pool), encoding="utf-8")
-        print(f"corpus-search: wrote {target} ({len(cfg.collections)} collections, {len(cfg.evaluations)} evaluations)")
+        text = render_prefect_yaml(cfg, work_pool=args.work_pool, only=args.collection)
+        target.write_text(text, encoding="utf-8")
+        import yaml
+
+        names = [d["name"] for d in yaml.safe_load(text)["deployments"]]
+        print(f"corpus-search: wrote {target} ({len(names)} deployments: {', '.join(names)})")
         return 0
 
     from deployments.serve import api_healthy
@@ -115,7 +152,7 @@ def register(sub, common) -> None:
     sv.add_argument("--config", default=None, help="collections config (default: deployments/collections.toml)")
     sv.add_argument("--port", type=int, default=4200, help="port of the local Prefect server started if none is reachable")
     sv.add_argument("--collection", "-c", action="append", default=None, help="serve only this collection (repeatable)")
-    sv.add_argument("--limit", type=int, default=None, help="at most this many concurrent flow runs")
+    sv.add_argument("--limit", type=positive_int, default=None, help="at most this many concurrent flow runs")
     sv.set_defaults(func=cmd_serve)
 
     dp = sub.add_parser("deploy", help="register the deployments on an existing Prefect server and work pool")

@@ -25,11 +25,15 @@ def settings_error(exc: Exception) -> UsageError | None:
     if isinstance(exc, SettingsError):  # a value the environment source cannot even parse (bad JSON)
         field = str(exc).split('field "', 1)[-1].split('"', 1)[0] if 'field "' in str(exc) else "?"
         why = f": {exc.__cause__}" if exc.__cause__ is not None else ""
-        return UsageError(f"setting {field} (CORPUS_SEARCH_{field.upper()}) cannot be parsed{why}: "
+        return UsageError(f"setting {field} (the CORPUS_SEARCH_{field.upper()} setting) cannot be parsed{why}: "
                           "give it as valid JSON")
     if not isinstance(exc, ValidationError) or exc.title != "Settings":
         return None
+    def name(e: dict) -> str:
+        field = ".".join(map(str, e["loc"])) or "?"
+        # The variable a user sets (values are not echoed: storage options hold credentials).
+        return f"{field} (the CORPUS_SEARCH_{str(e['loc'][0]).upper()} setting)" if e["loc"] else field
+
     return UsageError("; ".join(
-        f"setting {'.'.join(map(str, e['loc'])) or '?'}: {str(e['msg']).removeprefix('Value error, ')}"
-        for e in exc.errors()
+        f"setting {name(e)}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors()
     ))

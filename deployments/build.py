@@ -142,8 +142,9 @@ YAML_HEADER = """\
 """
 
 
-def render_prefect_yaml(cfg: DeployConfig, *, work_pool: str = "corpus-search") -> str:
-    """A ``prefect.yaml`` for ``prefect deploy --all`` with the deployments of :func:`deployment_specs`.
+def render_prefect_yaml(cfg: DeployConfig, *, work_pool: str = "corpus-search", only: list[str] | None = None) -> str:
+    """A ``prefect.yaml`` for ``prefect deploy --all`` with the deployments of :func:`deployment_specs`
+    (those of the collections/evaluations in ``only``, as ``deploy -c`` registers them).
 
     Paths stay as written in the config (relative to ``base_dir``, which must be the directory
     ``prefect deploy`` runs in: its default pull step makes that the flow runs' working directory).
@@ -162,7 +163,7 @@ def render_prefect_yaml(cfg: DeployConfig, *, work_pool: str = "corpus-search") 
             "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
             "work_pool": copy.deepcopy(pool),
         }
-        for spec in deployment_specs(cfg, absolute=False)
+        for spec in deployment_specs(cfg, only=only, absolute=False)
     ]
     doc = {"name": "corpus-search", "prefect-version": ">=3.4", "deployments": deployments}
     return YAML_HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110)

@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +95,12 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
 
 def start_local_server(
     port: int = 4200, *, host: str = "127.0.0.1", env: dict[str, str] | None = None,
-    log_path: Path | None = None, timeout_s: float = 120.0,
+    log_path: Path | None = None, timeout_s: float = 120.0, on_process: Callable[[subprocess.Popen], None] | None = None,
 ) -> LocalServer:
-    """Start ``prefect server start`` on ``host:port`` and wait until its API is healthy."""
+    """Start ``prefect server start`` on ``host:port`` and wait until its API is healthy.
+
+    ``on_process`` gets the process as soon as it exists, so that a caller interrupted during the wait can stop it.
+    """
     api_url = f"http://{host}:{port}/api"
     child_env = dict(os.environ if env is None else env)
     prefect_environment(child_env)
@@ -112,6 +116,8 @@ def start_local_server(
     finally:
         if log_path:
             out.close()
+    if on_process is not None:
+        on_process(proc)
     server = LocalServer(proc, api_url, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

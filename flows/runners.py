@@ -67,6 +67,21 @@ def check_dask_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> No
     except OSError as exc:
         raise DaskUnavailableError(f"cannot reach the Dask scheduler at {address}: "
                                    f"{exc.strerror or exc}. {fix}") from exc
+    # Something listens there; a Dask scheduler answers the comm handshake (an HTTP server, say, never does,
+    # and the run would wait on it forever).
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def handshake() -> None:
+        comm = await connect(f"{parts.scheme}://{parts.hostname}:{port}", timeout=timeout_s)
+        await comm.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(handshake(), timeout_s))
+    except (OSError, TimeoutError) as exc:
+        why = str(exc) or f"no Dask handshake within {timeout_s:.0f} s"
+        raise DaskUnavailableError(f"{address} answers, but not as a Dask scheduler ({why}). {fix}") from None
 
 
 def cuda_device_count() -> int:

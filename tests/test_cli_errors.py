@@ -69,7 +69,7 @@ def test_an_invalid_setting_from_the_environment_is_a_user_error(monkeypatch, ca
         monkeypatch.delenv("CORPUS_SEARCH_CANDIDATES")
         get_settings.cache_clear()
     assert code == 2
-    assert err.startswith("corpus-search: error: setting candidates:")
+    assert err.startswith("corpus-search: error: setting candidates (the CORPUS_SEARCH_CANDIDATES setting):")
 
 
 @pytest.mark.parametrize("command", [["search", "q"], ["index", "notes"], ["collections"]])
@@ -84,6 +84,6 @@ def test_a_setting_the_environment_cannot_parse_as_json_is_a_user_error(monkeypa
         monkeypatch.delenv("CORPUS_SEARCH_STORAGE_OPTIONS")
         get_settings.cache_clear()
     assert code == 2 and "Traceback" not in err
-    assert err.startswith("corpus-search: error: setting storage_options (CORPUS_SEARCH_STORAGE_OPTIONS) cannot be "
+    assert err.startswith("corpus-search: error: setting storage_options (the CORPUS_SEARCH_STORAGE_OPTIONS setting) cannot be "
                           "parsed: Expecting ',' delimiter"), err
 

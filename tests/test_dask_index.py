@@ -205,11 +205,29 @@ def test_cli_workers_flag_becomes_the_runs_setting():
     assert index_overrides(args) == {"dask_address": "tcp://10.0.0.5:8786"}
 
 
-@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "not an address"])
-def test_cli_unreachable_dask_address_is_a_one_line_error_exit_2(tmp_path, address):
+@pytest.fixture
+def http_listener():
+    """A port that accepts connections but speaks HTTP, not Dask's protocol."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "not an address", "http listener"])
+def test_cli_unreachable_dask_address_is_a_one_line_error_exit_2(tmp_path, address, how, http_listener):
+    address = http_listener if address == "http listener" else address  # answers, but never as Dask: no hang
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "index", str(tmp_path), "--db", str(tmp_path / "db"),
-                          "--dask-address", address], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    argv = [sys.executable, "-m", "corpus_search.cli", "index", str(tmp_path), "--db", str(tmp_path / "db")]
+    if how == "flag":
+        argv += ["--dask-address", address]
+    else:
+        env["CORPUS_SEARCH_DASK_ADDRESS"] = address
+    out = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.startswith("corpus-search: error: ") and "Traceback" not in out.stderr
     assert "Dask scheduler" in out.stderr and "--workers N" in out.stderr

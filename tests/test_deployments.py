@@ -160,6 +160,13 @@ def test_prefect_yaml_is_generated_on_demand_from_the_config_and_valid_for_prefe
     assert reindex.concurrency_limit.limit == 1 and reindex.concurrency_limit.collision_strategy == "ENQUEUE"
     for source in reindex.parameters["sources"]:  # relative to the repository root, where `prefect deploy` runs
         assert (REPO / source).exists()
+    # -c writes what `deploy -c` would register, and nothing else; an unknown name is a usage error.
+    capsys.readouterr()
+    assert main(["deploy", "--write-yaml", str(target), "-c", "demo"]) == 0
+    assert [d["name"] for d in yaml.safe_load(target.read_text())["deployments"]] == ["reindex-nightly"]
+    assert "1 deployments: reindex-nightly" in capsys.readouterr().out
+    assert main(["deploy", "--write-yaml", str(target), "-c", "nope"]) == 2
+    assert "unknown collections/evaluations ['nope']" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- one writer per collection
@@ -391,6 +398,18 @@ def test_the_crash_hook_reports_a_crashed_run_and_survives_a_missing_block(prefe
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def test_serve_refuses_bad_arguments_before_starting_any_server(monkeypatch, capsys):
+    from corpus_search.cli import main
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(SystemExit) as limit:
+        main(["serve", "--limit", "-1"])
+    assert limit.value.code == 2 and "--limit: must be a whole number >= 1" in capsys.readouterr().err
+    assert main(["serve", "-c", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown collections/evaluations ['nope']" in err and "starting a local Prefect server" not in err
 
 
 def test_cli_deploy_without_a_server_is_a_clear_error(monkeypatch, capsys):

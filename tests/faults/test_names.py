@@ -225,5 +225,5 @@ def test_cli_search_with_db_at_a_regular_file_is_a_user_error(tmp_path):
 def test_cli_a_bad_collection_in_the_environment_is_a_user_error(tmp_path):
     proc = cli("search", "glacier", "--db", str(tmp_path / "db"), "--no-rerank",
                env={"CORPUS_SEARCH_COLLECTION": "../x"})
-    assert_user_error(proc, "setting collection: collection name '../x'")
+    assert_user_error(proc, "setting collection (the CORPUS_SEARCH_COLLECTION setting): collection name '../x'")
     assert "pydantic.dev" not in proc.stderr
