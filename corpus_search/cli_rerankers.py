@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from corpus_search.errors import UsageError
+
 
 def _db_uri(args: argparse.Namespace) -> str:
     from query.settings import get_settings
@@ -67,6 +69,9 @@ def cmd_rerankers(args: argparse.Namespace) -> int:
     from tasks.rerank_registry import listing, promote, remove
 
     collection, db_uri = _collection(args), _db_uri(args)
+    if args.promote is not None and args.promote in (args.remove or []):  # refused before either one acts
+        raise UsageError(f"--promote {args.promote} --remove {args.promote}: a re-ranker cannot be promoted and "
+                         "removed at once; promote another one, or remove it alone")
     if args.promote is not None or args.unpromote:
         entry = promote(db_uri, collection, None if args.unpromote else args.promote)
         if not args.json:

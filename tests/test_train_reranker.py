@@ -141,6 +141,12 @@ def test_self_supervised_training_then_promote_and_roll_back_a_promotion(sample_
     reg = listing(sample_db, "sample")
     assert reg["promoted"] == first["id"] and second["id"] not in [m["id"] for m in reg["models"]]
     assert not Path(second["model"]).exists() and Path(first["model"]).is_dir()
+    # Promoting and removing the same one is refused before either acts (it used to promote, then fail).
+    both = subprocess.run([sys.executable, "-m", "corpus_search.cli", "rerankers", "-c", "sample", "--db", sample_db,
+                           "--promote", first["id"], "--remove", first["id"]], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert both.returncode == 2 and "cannot be promoted and removed at once" in both.stderr
+    assert listing(sample_db, "sample")["promoted"] == first["id"] and Path(first["model"]).is_dir()
     promote(sample_db, "sample", None)
 
 
