@@ -114,6 +114,7 @@ def test_a_two_worker_run_writes_the_same_table_as_one_process_loading_the_model
     address, client = cluster
     dump, expected, ref_summary = reference
     before = load_bi_encoder.cache_info().misses
+    workers = set(client.scheduler_info()["workers"])
     db = str(tmp_path / "db")
     first = index_corpus([str(dump)], collection="test", db_uri=db, batch_articles=6,
                          settings_overrides={"dask_address": address})
@@ -126,7 +127,9 @@ def test_a_two_worker_run_writes_the_same_table_as_one_process_loading_the_model
     assert again["paragraphs_encoded"] == 0 and again["articles_unchanged"] == 40
     assert_same_table(_table(db), expected)
     loads = _loads(client)
-    assert sorted(loads.values()) == [1, 1], loads  # both workers worked, each loaded the model once
+    assert all(n <= 1 for n in loads.values()), loads  # no process loaded the model twice
+    if set(loads) == workers:  # (a worker that crashed, as one did once in CI with SIGSEGV, comes back fresh)
+        assert sorted(loads.values()) == [1, 1], loads  # both workers worked, each loaded the model once
     assert load_bi_encoder.cache_info().misses == before  # the writer never needed the model
 
 

@@ -351,11 +351,7 @@ def test_sigkill_of_the_cli_stops_its_temporary_prefect_server(tmp_path):
         server = int(children.stdout.split()[0])
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        for _ in range(100):
-            if not Path(f"/proc/{server}").exists() or "zombie" in _state(server):
-                break
-            time.sleep(0.1)
-        assert not Path(f"/proc/{server}").exists() or "zombie" in _state(server), "the temporary server outlived the CLI"
+        assert _gone(server), "the temporary server outlived the CLI"
     finally:
         proc.kill()
         if server and Path(f"/proc/{server}").exists():
@@ -392,15 +388,20 @@ def test_ctrl_c_in_a_terminal_interrupts_the_run_not_its_temporary_prefect_serve
         assert proc.returncode == 130, text[-3000:]
         assert "corpus-search: interrupted" in text and "Traceback" not in text, text[-3000:]
         assert time.monotonic() - started < 60, "the CLI waited on a server that Ctrl-C had stopped"
-        for _ in range(100):  # stopped at exit, by Prefect
-            if not Path(f"/proc/{server}").exists() or "zombie" in _state(server):
-                break
-            time.sleep(0.1)
-        assert not Path(f"/proc/{server}").exists() or "zombie" in _state(server), "the temporary server outlived the CLI"
+        assert _gone(server), "the temporary server outlived the CLI"  # stopped at exit, by Prefect
     finally:
         proc.kill()
         if server and Path(f"/proc/{server}").exists():
             os.kill(server, signal.SIGKILL)
+
+
+def _gone(pid: int, wait_s: float = 10.0) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie) within ``wait_s``."""
+    for _ in range(int(wait_s * 10)):
+        if not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _state(pid: int) -> str:
