@@ -6,7 +6,9 @@ Prefect (and the flows) are imported only inside the command functions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 from urllib.parse import urlparse
 
@@ -21,28 +23,16 @@ def _api_url_setting() -> str | None:
     return os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or None
 
 
-def _start_stoppable(start, port: int):
-    """``start(port)``, a server in a session of its own, stopped again if Ctrl-C or SIGTERM ends the wait for it.
-
-    Its own session keeps it out of reach of the terminal's signals, so without this an interrupted start
-    left it running with no parent. (Once serving, Prefect handles both signals and we stop it after.)
-    """
-    import signal
-
-    from deployments.serve import stop_process
-
-    started: list = []
-
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM as ``SystemExit(143)`` inside the block, so that cleanup on the way out runs (its default action
+    ends the process at once). Once serving, Prefect handles SIGTERM itself."""
     def on_term(signum, frame):
         raise SystemExit(128 + signal.SIGTERM)
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        return start(port, on_process=started.append)
-    except BaseException:
-        for process in started:
-            stop_process(process)
-        raise
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -74,7 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 raise UsageError(f"PREFECT_API_URL={api} is not reachable; start that server or unset PREFECT_API_URL")
             port = parsed.port or port
         print(f"corpus-search: starting a local Prefect server on 127.0.0.1:{port} ...", file=sys.stderr)
-        server = _start_stoppable(start_local_server, port)
+        with _sigterm_raises():  # start_local_server stops the server if the wait for it is cut short
+            server = start_local_server(port)
         api = server.api_url
         print(f"corpus-search: Prefect UI at {server.ui_url}", file=sys.stderr)
     os.environ["PREFECT_API_URL"] = api  # flow-run subprocesses inherit it

@@ -20,7 +20,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,11 +94,12 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
 
 def start_local_server(
     port: int = 4200, *, host: str = "127.0.0.1", env: dict[str, str] | None = None,
-    log_path: Path | None = None, timeout_s: float = 120.0, on_process: Callable[[subprocess.Popen], None] | None = None,
+    log_path: Path | None = None, timeout_s: float = 120.0,
 ) -> LocalServer:
     """Start ``prefect server start`` on ``host:port`` and wait until its API is healthy.
 
-    ``on_process`` gets the process as soon as it exists, so that a caller interrupted during the wait can stop it.
+    Whatever ends the wait early (it exits, it times out, Ctrl-C, a SIGTERM the caller turned into an
+    exception) stops the server: in a session of its own, it would otherwise run on with no parent.
     """
     api_url = f"http://{host}:{port}/api"
     child_env = dict(os.environ if env is None else env)
@@ -116,19 +116,20 @@ def start_local_server(
     finally:
         if log_path:
             out.close()
-    if on_process is not None:
-        on_process(proc)
     server = LocalServer(proc, api_url, log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
-            raise RuntimeError(f"prefect server exited with code {proc.returncode} before becoming healthy\n{tail}")
-        if api_healthy(api_url, timeout_s=1.0):
-            return server
-        time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"prefect server on {api_url} did not become healthy within {timeout_s:.0f}s")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
+                raise RuntimeError(f"prefect server exited with code {proc.returncode} before becoming healthy\n{tail}")
+            if api_healthy(api_url, timeout_s=1.0):
+                return server
+            time.sleep(0.5)
+        raise RuntimeError(f"prefect server on {api_url} did not become healthy within {timeout_s:.0f}s")
+    except BaseException:
+        server.stop()
+        raise
 
 
 def serve(config_path: str | Path | None = None, *, collections: list[str] | None = None,
