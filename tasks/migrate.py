@@ -76,13 +76,13 @@ def migrate_collection(db_uri: str, collection: str) -> dict:
 
     Returns ``{"collection", "from_version", "to_version", "rows", "sources_updated", "articles_updated"}``.
     """
-    from query.storage import check_db_uri, connect
+    from query.storage import connect
+    from tasks.collections import connect_existing, require_collection
     from tasks.lock import writer_lock
 
     validate_collection_name(collection)
     # Before the lock: a typo in the name or --db must not create a lock file or a database.
-    if collection not in set(connect(check_db_uri(db_uri, must_exist=True)).table_names(limit=1_000_000)):
-        raise CollectionNotFoundError(f"collection {collection!r} does not exist in {db_uri!r}")
+    require_collection(connect_existing(db_uri), collection)
     with writer_lock(db_uri, collection):
         db = connect(db_uri)
         names = set(db.table_names(limit=1_000_000))

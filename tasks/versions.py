@@ -51,9 +51,9 @@ NO_CLEANUP = timedelta(days=365 * 100)
 
 
 def _connect(db_uri: str):
-    from query.storage import check_db_uri, connect
+    from tasks.collections import connect_existing
 
-    return connect(check_db_uri(db_uri, must_exist=True))  # a mistyped --db is an error, not a new database
+    return connect_existing(db_uri)  # a mistyped --db is an error, not a new database
 
 
 def _names(db) -> set[str]:
@@ -183,10 +183,10 @@ def list_versions(db_uri: str, collection: str) -> list[dict]:
             table.checkout(number)
             rows = table.count_rows()
             table.checkout_latest()
-        ended = [r for r in runs if r["paragraph_version"] == number and r["kind"] in ("index", "rollback", "reranker", "delete")]
         # The run that made the version comes first; later runs that wrote nothing end at it too, and their
         # empty summaries ("0 fetched, 0 encoded") must not hide what made it.
-        made = ended[:1]
+        made = next((r for r in runs if r["paragraph_version"] == number
+                     and r["kind"] in ("index", "rollback", "reranker", "delete")), None)
         tags = tags_by_version.get(number, [])
         metrics = {}
         for r in runs:  # later eval tags overwrite earlier ones of the same name
@@ -198,9 +198,9 @@ def list_versions(db_uri: str, collection: str) -> list[dict]:
                 "timestamp": v["timestamp"].astimezone(UTC).isoformat(),
                 "rows": rows,
                 "tags": tags,
-                "kind": made[0]["kind"] if made else None,
-                "summary": made[0]["summary"] if made else None,
-                "articles_version": made[0]["articles_version"] if made else None,
+                "kind": made["kind"] if made else None,
+                "summary": made["summary"] if made else None,
+                "articles_version": made["articles_version"] if made else None,
                 "metrics": metrics,
             }
         )
