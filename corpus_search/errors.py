@@ -19,21 +19,29 @@ def settings_error(exc: Exception) -> UsageError | None:
     Settings are read from the environment wherever they are first needed, so the conversion happens
     here, at the command-line and service boundaries; any other ValidationError is a bug and keeps its traceback.
     """
+    import re
+
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
     if isinstance(exc, SettingsError):  # a value the environment source cannot even parse (bad JSON)
-        field = str(exc).split('field "', 1)[-1].split('"', 1)[0] if 'field "' in str(exc) else "?"
+        field = m.group(1) if (m := re.search(r'field "(\w+)"', str(exc))) else None
         why = f": {exc.__cause__}" if exc.__cause__ is not None else ""
-        return UsageError(f"setting {field} (the CORPUS_SEARCH_{field.upper()} setting) cannot be parsed{why}: "
-                          "give it as valid JSON")
+        return UsageError(f"setting {_named(field)} cannot be parsed{why}: give it as valid JSON")
     if not isinstance(exc, ValidationError) or exc.title != "Settings":
         return None
-    def name(e: dict) -> str:
-        field = ".".join(map(str, e["loc"])) or "?"
-        # The variable a user sets (values are not echoed: storage options hold credentials).
-        return f"{field} (the CORPUS_SEARCH_{str(e['loc'][0]).upper()} setting)" if e["loc"] else field
-
     return UsageError("; ".join(
-        f"setting {name(e)}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors()
+        f"setting {_named(str(e['loc'][0]) if e['loc'] else None, '.'.join(map(str, e['loc'])))}: "
+        f"{str(e['msg']).removeprefix('Value error, ')}"
+        for e in exc.errors()
     ))
+
+
+def _named(field: str | None, path: str | None = None) -> str:
+    """"candidates (the CORPUS_SEARCH_CANDIDATES setting)": the setting and the variable a user sets. Never its
+    value: storage options hold credentials."""
+    if not field:
+        return path or "?"
+    from query.settings import Settings
+
+    return f"{path or field} (the {Settings.model_config['env_prefix']}{field.upper()} setting)"

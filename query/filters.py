@@ -17,7 +17,6 @@ numerically (``{"metadata.year": {">=": 2020}}``), text compares as text (ISO da
 from __future__ import annotations
 
 import contextlib
-
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime

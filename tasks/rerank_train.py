@@ -66,8 +66,8 @@ SOUP_TRIES = 2
 #: benchmarks/RESULTS.md, "Stop 35"); the lower figure reserves more time, so the estimate errs inside the budget.
 SCORING_SPEEDUP = 8.0
 #: Steps whose median time is the run's current pace, against the median of the steps before them. A machine
-#: that got busier makes the next step and the scorings after the stop slower (a 60 s run ended at 69 s when
-#: two busy processes started beside it; benchmarks/RESULTS.md, "Stop 37").
+#: that got busier makes the next step and the scorings after the stop slower (60 s runs ended at 84 s and 72 s
+#: when two busy processes started beside them; benchmarks/RESULTS.md, "Stop 37").
 RECENT_STEPS = 8
 #: Where an interrupted run leaves its weights, inside its output directory.
 INTERRUPTED_DIR = "interrupted"
