@@ -27,7 +27,11 @@ DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L6-v2"
 class Settings(BaseSettings):
     """Every knob of indexing and querying. Override with ``CORPUS_SEARCH_<NAME>`` or keyword arguments."""
 
-    model_config = SettingsConfigDict(env_prefix="CORPUS_SEARCH_", extra="forbid")
+    # A .env file in the working directory is read too (the environment wins over it). Only its
+    # CORPUS_SEARCH_* lines are ours: other programs' keys in a shared .env are ignored, while a misspelt
+    # CORPUS_SEARCH_ key is an error naming it rather than a silently ignored setting.
+    model_config = SettingsConfigDict(env_prefix="CORPUS_SEARCH_", extra="forbid", env_file=".env",
+                                      env_file_encoding="utf-8", dotenv_filtering="match_prefix")
 
     # storage
     db_uri: str = Field(".corpus_search/lancedb", description="LanceDB URI: a local directory or s3://bucket/path")

@@ -87,3 +87,28 @@ def test_a_setting_the_environment_cannot_parse_as_json_is_a_user_error(monkeypa
     assert err.startswith("corpus-search: error: setting storage_options (the CORPUS_SEARCH_STORAGE_OPTIONS setting) cannot be "
                           "parsed: Expecting ',' delimiter"), err
 
+
+
+def test_a_dotenv_file_in_the_working_directory_sets_settings_and_ignores_other_programs_keys(monkeypatch, tmp_path):
+    from query.settings import Settings
+
+    (tmp_path / ".env").write_text("OTHER_APP_TOKEN=abc\nCORPUS_SEARCH_CANDIDATES=42\nCORPUS_SEARCH_RRF_K=7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CORPUS_SEARCH_RRF_K", "9")  # the environment wins over .env
+    settings = Settings()
+    assert (settings.candidates, settings.rrf_k) == (42, 9)
+
+
+def test_a_misspelt_setting_in_dotenv_is_a_user_error_naming_the_variable(monkeypatch, capsys, tmp_path):
+    from query.settings import get_settings
+
+    (tmp_path / ".env").write_text("CORPUS_SEARCH_CANDIDATE=42\n")
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        code, err = _run_main(["collections"], capsys)
+    finally:
+        get_settings.cache_clear()
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("corpus-search: error: setting candidate (the CORPUS_SEARCH_CANDIDATE setting): "
+                          "there is no such setting"), err
