@@ -144,6 +144,10 @@ def format_table(result: dict) -> str:
         else:
             lines.append(f"{SIG_MARK} differs significantly from the best mode ({sig['best']}, by nDCG@10): "
                          f"{sig['test']} over {sig['queries']} queries, {sig['correction']}, alpha = {sig['alpha']}")
+    if (name := result["details"].get("cross_encoder")) is not None and any("+rerank" in m for m in result["modes"]):
+        alpha = result["details"].get("fusion_alpha")
+        fused = f", fused with retrieval at weight {alpha:g}" if alpha is not None and alpha < 1 else ""
+        lines.append(f"+rerank rows: {name}{fused}")
     lines.extend(f"note: {n}" for n in result["details"]["notes"])
     lines.extend(f"WARNING: {w}" for w in result.get("warnings", []))
     return "\n".join(lines)

@@ -225,6 +225,7 @@ def test_eval_writes_run_files_per_query_metrics_significance_and_rerank_warning
     assert all(f"WARNING: {w}" in report for w in warnings)
     assert "differs significantly from the best mode (lexical, by nDCG@10)" in report and "alpha = 0.05" in report
     assert "(best)" in report.splitlines()[3]  # the lexical row
+    assert f"+rerank rows: {bad_reranker}\n" in report  # the table names the model its +rerank rows used
     assert warnings[0] in _latest_evaluate_logs(warnings[0])
 
 
