@@ -139,7 +139,9 @@ def list_directory(root: Path, *, follow_symlinks: bool | None = None) -> list[s
 
     Symbolic links that lead outside ``root`` are skipped (files) and not descended (folders) unless
     ``follow_symlinks`` (default: the ``follow_symlinks`` setting); links within the tree are fine.
-    Walking never follows a folder link twice, so link loops end.
+    Walking never follows a folder link twice, so link loops end, and a file reached by several paths
+    (a link to a file or folder of the tree) is listed once: under its own path when that is listed,
+    else under its first path in sorted order.
     """
     follow = _setting("follow_symlinks") if follow_symlinks is None else follow_symlinks
     real_root = root.resolve()
@@ -150,7 +152,7 @@ def list_directory(root: Path, *, follow_symlinks: bool | None = None) -> list[s
         except (OSError, RuntimeError):  # a broken or looping link
             return False
 
-    found: list[str] = []
+    found: dict[Path, list[str]] = {}  # a file's real path -> the paths that reach it
     visited: set[Path] = set()
     stack = [root]
     while stack:
@@ -172,8 +174,18 @@ def list_directory(root: Path, *, follow_symlinks: bool | None = None) -> list[s
                 p = base / name
                 rel = p.relative_to(root)
                 if p.suffix.lower() in LOCAL_SUFFIXES and not _hidden(rel) and p.is_file() and inside(p):
-                    found.append(rel.as_posix())
-    return sorted(set(found))
+                    try:
+                        found.setdefault(p.resolve(), []).append(rel.as_posix())
+                    except (OSError, RuntimeError):
+                        continue
+    return sorted(_one_path(real, paths, real_root) for real, paths in found.items())
+
+
+def _one_path(real: Path, paths: list[str], real_root: Path) -> str:
+    """The path a file is indexed under when links reach it by several: its own, so that removing a link
+    never re-indexes the file under a new id."""
+    own = real.relative_to(real_root).as_posix() if real.is_relative_to(real_root) else None
+    return own if own in paths else min(paths)
 
 
 def iter_directory(spec: SourceSpec) -> Iterator[Article | FetchFailure]:

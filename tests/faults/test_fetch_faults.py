@@ -328,11 +328,23 @@ def test_symlinks_leading_outside_a_directory_source_are_not_followed(tmp_path):
     (root / "sub" / "note.txt").write_text("inside too")
     (root / "leak.txt").symlink_to(outside / "secret.txt")
     (root / "leakdir").symlink_to(outside, target_is_directory=True)
-    (root / "alias.md").symlink_to(root / "own.md")  # within the tree: fine
+    (root / "alias.md").symlink_to(root / "own.md")  # within the tree: the file is listed once, as own.md
     (root / "sub" / "loop").symlink_to(root, target_is_directory=True)  # a loop must end
-    assert list_directory(root, follow_symlinks=False) == ["alias.md", "own.md", "sub/note.txt"]
-    assert list_directory(root, follow_symlinks=True) == [
-        "alias.md", "leak.txt", "leakdir/secret.txt", "own.md", "sub/note.txt"]
+    assert list_directory(root, follow_symlinks=False) == ["own.md", "sub/note.txt"]
+    # leak.txt and leakdir/secret.txt are one file outside the tree: listed once, under the first path.
+    assert list_directory(root, follow_symlinks=True) == ["leak.txt", "own.md", "sub/note.txt"]
+
+
+def test_a_file_that_links_inside_the_tree_reach_by_several_paths_is_listed_once_under_its_own_path(tmp_path):
+    root = tmp_path / "notes"
+    (root / "blog" / "2024").mkdir(parents=True)
+    (root / "blog" / "2024" / "raft.md").write_text("# Raft\n\nRaft elects a leader.")
+    (root / "latest").symlink_to(root / "blog" / "2024", target_is_directory=True)  # a folder link
+    (root / "a-first.md").symlink_to(root / "blog" / "2024" / "raft.md")  # sorts before the real path
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "draft.md").write_text("a draft")
+    (root / "draft.md").symlink_to(root / ".hidden" / "draft.md")  # its own path is not listed: the link's is
+    assert list_directory(root) == ["blog/2024/raft.md", "draft.md"]
 
 
 def _dump(tmp_path: Path) -> SourceSpec:
