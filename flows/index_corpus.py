@@ -229,7 +229,8 @@ def index_corpus(
                 if prepared.any_failed:
                     batch.broken = True
                 for doc in prepared.duplicates:
-                    summary.fail(doc, "duplicate doc_id in this source: later copy skipped")
+                    summary.fail(doc, "duplicate doc_id in this source: later copy skipped (a record is named by its "
+                                      "'id' or '_id', else by its title: give records that share a title an id)")
             seen.update(prepared.keys)
             split = prepared.split
             if split.remember_max_tokens:

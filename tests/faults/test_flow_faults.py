@@ -154,6 +154,20 @@ def test_a_dump_with_a_broken_line_deletes_no_article_it_cannot_see(run_index, d
     assert len(ids(db_uri)) == 4
 
 
+def test_dump_records_that_share_a_title_and_have_no_id_keep_the_first_and_say_how_to_keep_both(
+    run_index, db_uri, tmp_path
+):
+    dump = tmp_path / "wiki.jsonl"
+    dump.write_text("".join(json.dumps({"title": "Mercury", "paragraphs": [text]}) + "\n" for text in (
+        "Mercury is the smallest planet of the Solar System and the closest to the Sun.",
+        "Mercury is a chemical element, a heavy silvery metal that is liquid at room temperature.")))
+    summary = run_index([dump])
+    assert summary["outcome"] == "partial" and summary["rows"] == 1
+    [failure] = summary["failures"]
+    assert failure["doc_id"] == "Mercury" and "later copy skipped" in failure["error"]
+    assert "give records that share a title an id" in failure["error"]
+
+
 # --------------------------------------------------------------------------- one bad input is its own failure
 
 
