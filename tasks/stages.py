@@ -551,10 +551,12 @@ def refresh_indexes(settings: Settings) -> dict:
     table = existing_table(settings)
     if table is None:  # nothing was ever written: the empty table is made (with the encoder) as before
         table = paragraph_table(settings)
-    return store.refresh_indexes(
+    done = store.refresh_indexes(
         table, ann_min_rows=settings.ann_min_rows, ann_index_type=settings.ann_index_type,
         retention_days=settings.version_retention_days,
     )
+    # The collection's internal tables follow: compacted, and cleaned of what no kept version reaches.
+    return done | versions.cleanup_companions(_db(settings), settings.collection, settings.version_retention_days)
 
 
 @stage(name="record-run")

@@ -305,11 +305,45 @@ def cleanup(table, retention_days: float) -> dict:
     return {"old_versions": int(stats.old_versions), "bytes_removed": int(stats.bytes_removed)}
 
 
+def cleanup_companions(db, collection: str, retention_days: float) -> dict:
+    """Compact the article-state and run-log tables, and remove their versions nothing can reach any more.
+
+    Run after :func:`cleanup` of the paragraph table. The run log only grows (its old versions serve
+    nothing), so it follows the retention as it is. An article-state version is kept while a paragraph
+    version that remains maps to it, since a rollback to that version restores both together: the
+    article table's cutoff is the retention or the oldest such version, whichever is older. Tagged
+    versions stay in both tables.
+    """
+    removed = {"articles_versions": 0, "runs_versions": 0}
+    runs = _open_optional(db, runs_table_name(collection))
+    articles = _open_optional(db, articles_table_name(collection))
+    for table in (t for t in (runs, articles) if t is not None):
+        table.optimize(cleanup_older_than=NO_CLEANUP)  # each run appends small fragments: one file again
+    if retention_days <= 0:
+        return removed
+    if runs is not None:
+        removed["runs_versions"] = cleanup(runs, retention_days)["old_versions"]
+    if articles is not None:
+        paragraphs = open_collection(db, collection)
+        article_tags = articles.tags.list()
+        tag_of = {int(info["version"]): name for name, info in paragraphs.tags.list().items() if name in article_tags}
+        needed = {articles_version_for(db, collection, v, tag=tag_of.get(v)) for v in _version_times(paragraphs)}
+        needed -= {int(info["version"]) for info in article_tags.values()}  # cleanup keeps tagged ones anyway
+        times = _version_times(articles)
+        days = retention_days
+        if oldest := min((times[v] for v in needed if v in times), default=None):
+            # A second's margin: the oldest needed version must stay whatever the clock's rounding.
+            days = max(days, (datetime.now(UTC) - oldest + timedelta(seconds=1)) / timedelta(days=1))
+        removed["articles_versions"] = cleanup(articles, days)["old_versions"]
+    return removed
+
+
 __all__ = [
     "NO_CLEANUP",
     "VersionNotFoundError",
     "articles_version_for",
     "cleanup",
+    "cleanup_companions",
     "current_versions",
     "list_versions",
     "load_runs",

@@ -340,6 +340,46 @@ def test_retention_removes_old_untagged_versions_and_keeps_tagged_ones(run_index
     assert before <= {v["version"] for v in table.list_versions()}
 
 
+def test_retention_cleans_the_internal_tables_but_keeps_every_article_state_a_kept_version_restores(
+    run_index, db_uri, tmp_path
+):
+    from datetime import UTC, datetime, timedelta
+
+    import lancedb
+
+    from query.schema import articles_table_name
+    from query.versions import runs_table_name
+    from tasks.versions import articles_version_for, cleanup, cleanup_companions
+
+    root = write_articles(tmp_path / "articles", names=list(TOPICS)[:2])
+    index(run_index, db_uri, root)
+    time.sleep(1.5)  # more than cleanup's margin of a second
+    write_articles(root)
+    index(run_index, db_uri, root)
+    time.sleep(1.0)
+    between = datetime.now(UTC)
+    time.sleep(1.0)
+    remove_articles(root)
+    index(run_index, db_uri, root)  # its first versions map to the first run's article state (rule 3)
+    db = lancedb.connect(db_uri)
+    table, articles = db.open_table("test"), db.open_table(articles_table_name("test"))
+    runs = db.open_table(runs_table_name("test"))
+    articles_before, runs_before = len(articles.list_versions()), len(runs.list_versions())
+
+    days = (datetime.now(UTC) - between) / timedelta(days=1)  # keeps the second run's versions only
+    cleanup(table, days)
+    removed = cleanup_companions(db, "test", days)
+    assert removed["runs_versions"] > 0 and removed["articles_versions"] > 0
+    assert len(articles.list_versions()) < articles_before and len(runs.list_versions()) < runs_before
+    article_versions = {v["version"] for v in articles.list_versions()}
+    for v in (v["version"] for v in table.list_versions()):
+        assert articles_version_for(db, "test", v) in article_versions, v  # a rollback restores both tables
+    oldest = min(v["version"] for v in table.list_versions())
+    assert cli("rollback", "test", "--to", str(oldest), "--db", db_uri) == 0
+    summary = index(run_index, db_uri, root)  # the restored article state agrees with the restored rows
+    assert summary["outcome"] == "ok" and summary["paragraphs_encoded"] == 0
+
+
 def test_cleanup_skips_tagged_versions_where_lance_optimize_would_fail_the_run(tmp_path):
     """Lance refuses a cleanup that reaches a tagged version; our cleanup removes the rest and keeps the tag."""
     from datetime import timedelta
