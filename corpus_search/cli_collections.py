@@ -109,7 +109,8 @@ def cmd_drop(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from tasks.collections import delete_documents
 
-    result = delete_documents(args.collection, doc_ids=args.doc_id, sources=args.source, db_uri=_db_uri(args))
+    result = delete_documents(args.collection, doc_ids=args.doc_id, sources=args.source, db_uri=_db_uri(args),
+                              origin=args.origin)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
@@ -140,9 +141,14 @@ def register(sub, common) -> None:
                         "indexes them again.")
     add_collection_operand(de)
     which = de.add_mutually_exclusive_group(required=True)
-    which.add_argument("--doc-id", action="append", metavar="ID", help="a document's doc_id (repeatable)")
+    which.add_argument("--doc-id", action="append", metavar="ID",
+                       help="a document's doc_id, its path under the root it was indexed through (repeatable); "
+                       "an id found under several roots deletes nothing unless --origin says which")
     which.add_argument("--source", action="append", metavar="PATH|URL",
                        help="a document's source (file path or URL), exactly; a directory (trailing '/' or an "
                        "existing local directory) deletes every document under it (repeatable)")
+    de.add_argument("--origin", metavar="ROOT", default=None,
+                    help="with --doc-id: only the documents indexed through this root (a directory, dump, site "
+                    "URL or records origin, as `search --json` shows in origin)")
     common(de, collection=False)
     de.set_defaults(func=cmd_delete)

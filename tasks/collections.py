@@ -235,14 +235,28 @@ def source_predicate(source: str) -> str:
     return "(" + " OR ".join(clauses) + ")"
 
 
-def _predicates(doc_ids: Sequence[str], sources: Sequence[str]) -> list[str]:
+def origin_predicate(origin: str) -> str:
+    """SQL matching the rows indexed through one root (``origin``): as given, and for a local path as
+    the indexer records it (absolute, symlinks resolved, no trailing '/')."""
+    from query.filters import sql_literal
+
+    if not isinstance(origin, str) or not origin or "\x00" in origin:
+        raise InvalidQueryError(f"an origin must be a non-empty path, URL or records origin, got {origin!r}")
+    values = [origin, origin.rstrip("/") or origin]
+    if "://" not in origin:
+        values.append(str(Path(origin).expanduser().resolve()))
+    return "(" + " OR ".join(f"origin = {sql_literal(v)}" for v in dict.fromkeys(values)) + ")"
+
+
+def _predicates(doc_ids: Sequence[str], sources: Sequence[str], origin: str | None = None) -> list[str]:
     """WHERE clauses (each bounded in size) that together match the documents named."""
     from query.filters import in_list
 
     for d in doc_ids:
         if not isinstance(d, str) or not d or "\x00" in d:
             raise InvalidQueryError(f"a doc id to delete must be non-empty text without NUL, got {d!r}")
-    out = [in_list("doc_id", chunk) for chunk in chunks(list(dict.fromkeys(doc_ids)), _CHUNK)]
+    scope = f" AND {origin_predicate(origin)}" if origin is not None else ""
+    out = [f"({in_list('doc_id', chunk)}){scope}" for chunk in chunks(list(dict.fromkeys(doc_ids)), _CHUNK)]
     out += [" OR ".join(chunk) for chunk in chunks([source_predicate(s) for s in dict.fromkeys(sources)], 50)]
     return out
 
@@ -258,12 +272,30 @@ def _article_predicates(pairs: set[tuple[str, str]]) -> list[str]:
             for s, ids in by_source.items() for chunk in chunks(ids, _CHUNK)]
 
 
+def _refuse_ambiguous_doc_ids(table, doc_id_predicates: list[str]) -> None:
+    """Raise, before anything is deleted, when a doc id names documents under more than one root."""
+    roots: dict[str, set[str]] = {}
+    for where in doc_id_predicates:
+        for r in table.search().where(where).select(["doc_id", "origin"]).limit(None).to_arrow().to_pylist():
+            roots.setdefault(r["doc_id"], set()).add(r["origin"])
+    ambiguous = {d: sorted(o) for d, o in roots.items() if len(o) > 1}
+    if ambiguous:
+        shown = "; ".join(f"{d!r} under {', '.join(map(repr, o))}" for d, o in sorted(ambiguous.items())[:5])
+        raise InvalidQueryError(
+            f"{len(ambiguous)} doc id(s) name documents under more than one root ({shown}): nothing was deleted. "
+            "Say which with --origin ROOT (origin= from Python), or delete by --source PATH|URL")
+
+
 def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None,
-                     db_uri: str | None = None) -> dict:
+                     db_uri: str | None = None, origin: str | None = None) -> dict:
     """Delete documents from ``collection``: every paragraph row and the article state of each one named.
 
-    ``doc_ids``: exact doc ids. ``sources``: file paths or URLs, exactly; a directory (trailing '/' or an
-    existing local directory) means every document under it. A document matching any of them goes.
+    ``doc_ids``: exact doc ids. A doc id is a path under the root a document was indexed through, so
+    two roots can each hold one: ``origin`` (that root: the directory, dump, site or records origin)
+    says which, and without it a doc id found under several roots deletes nothing and raises
+    :class:`InvalidQueryError` naming them. ``sources``: file paths or URLs, exactly; a directory
+    (trailing '/' or an existing local directory) means every document under it. A document matching
+    any of them goes.
     Nothing matching is not an error: the counts are 0. Search indexes stay valid (deleted rows are never
     returned), and a later index run of the same source indexes the deleted documents again, since
     their article state is gone. Returns ``{"collection", "rows_deleted", "articles_deleted"}``.
@@ -277,8 +309,12 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
     doc_ids, sources = list(doc_ids or []), list(sources or [])
     if not doc_ids and not sources:
         raise InvalidQueryError("say which documents to delete: --doc-id ID or --source PATH|URL (doc_ids=/sources=)")
+    if origin is not None and not doc_ids:
+        raise InvalidQueryError("--origin says which root a --doc-id is under (origin= scopes doc_ids=); a "
+                                "source is already a full path or URL")
     validate_collection_name(collection)
-    predicates = _predicates(doc_ids, sources)
+    by_id = _predicates(doc_ids, [], origin)
+    predicates = by_id + _predicates([], sources)
     db_uri = _resolve_db(db_uri)
     require_collection(connect_existing(db_uri), collection)
     with writer_lock(db_uri, collection):
@@ -288,6 +324,8 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
         IndexMetadata.from_schema(table.schema, table=collection)  # a table corpus-search did not write: say so
         has_origin = "origin" in table.schema.names
         cols = ["source", "doc_id"] + (["origin"] if has_origin else [])
+        if has_origin and doc_ids and origin is None:
+            _refuse_ambiguous_doc_ids(table, by_id)
         pairs: set[tuple[str, str]] = set()
         rows = 0
         for where in predicates:
@@ -320,4 +358,4 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
 
 
 __all__ = ["connect_existing", "delete_documents", "drop_collection", "internal_tables", "list_collections",
-           "require_collection", "source_predicate"]
+           "origin_predicate", "require_collection", "source_predicate"]

@@ -259,6 +259,32 @@ def test_delete_by_doc_id_removes_rows_and_state_search_never_returns_them_and_r
     assert "bees.md" in search_doc_ids(db, "alpha", "honey from nectar in the hive")
 
 
+def test_a_doc_id_under_two_roots_deletes_nothing_until_origin_says_which(db, run_index, tmp_path, capsys):
+    roots = []
+    for name, text in (("work", "The quarterly report is due on Friday for the finance team."),
+                       ("home", "The garden needs watering twice a week in the summer heat.")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "index.md").write_text(f"# {name}\n\n{text}\n")
+        roots.append(tmp_path / name)
+    run_index(roots, collection="gamma", db=db)
+    before = table_rows(db, "gamma")
+
+    code, _, err = main_(capsys, "delete", "gamma", "--doc-id", "index.md", "--db", db)
+    assert code == 2 and "under more than one root" in err and "nothing was deleted" in err and "--origin" in err
+    assert str(roots[0]) in err and str(roots[1]) in err
+    assert len(table_rows(db, "gamma")) == len(before)
+
+    code, out, _ = main_(capsys, "delete", "gamma", "--doc-id", "index.md", "--origin", str(roots[0]) + "/",
+                         "--db", db, "--json")
+    assert code == 0 and json.loads(out)["articles_deleted"] == 1
+    assert {r["source"] for r in table_rows(db, "gamma")} == {str(roots[1] / "index.md")}
+    # Only the work root's article state went: reindexing both brings back that one document alone.
+    assert run_index(roots, collection="gamma", db=db)["articles_fetched"] == 1
+
+    code, _, err = main_(capsys, "delete", "gamma", "--source", str(roots[0]), "--origin", str(roots[0]), "--db", db)
+    assert code == 2 and "--origin says which root a --doc-id is under" in err
+
+
 @pytest.mark.parametrize("slash", ["/", ""])
 def test_delete_by_source_directory_deletes_every_document_under_it(built, db, run_index, slash):
     from corpus_search import delete_documents, list_collections
