@@ -378,6 +378,8 @@ def index_corpus(
                 summary.paragraphs_deleted += stages.delete_vanished(v.origin, quote(v.doc_ids), settings)
                 summary.articles_deleted += len(v.doc_ids)
 
+        if bar is not None:
+            bar.close()  # encoding is over: the bar's final rate must not count the index refresh
         info = stages.refresh_indexes(settings)
         summary.rows = info["rows"]
         summary.seconds = time.perf_counter() - started

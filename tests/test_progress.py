@@ -92,7 +92,17 @@ def test_the_bar_counts_paragraphs_planned_and_encoded_and_articles_read():
 def test_the_flow_drives_the_bar_with_encoded_paragraphs(prefect_harness, db_uri, tmp_path, capsys, monkeypatch):
     from flows.index_corpus import index_corpus
     from query.settings import get_settings
+    from tasks import stages
+    from tasks.encode import _reporter
 
+    bar_open_during_refresh = []
+    refresh = stages.refresh_indexes
+
+    def watched_refresh(settings):  # the real refresh; it only notes whether the bar still runs
+        bar_open_during_refresh.append(_reporter.get() is not None)
+        return refresh(settings)
+
+    monkeypatch.setattr(stages, "refresh_indexes", watched_refresh)
     monkeypatch.setenv("CORPUS_SEARCH_ENCODE_CHUNK_SIZE", "3")
     get_settings.cache_clear()
     try:
@@ -104,6 +114,7 @@ def test_the_flow_drives_the_bar_with_encoded_paragraphs(prefect_harness, db_uri
     err = capsys.readouterr().err
     frames = [f for f in re.split(r"[\r\n]", err) if "encoding" in f]
     assert frames and f"{n}/{n}" in frames[-1] and "6 articles read" in frames[-1]
+    assert bar_open_during_refresh == [False]  # closed when encoding ended: its final rate is the encoding's
 
 
 def test_cli_index_shows_the_bar_on_stderr_and_the_summary_once(prefect_harness, db_uri, tmp_path):
