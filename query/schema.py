@@ -176,3 +176,19 @@ def validate_collection_name(name: object) -> str:
 def articles_table_name(collection: str) -> str:
     """The companion table holding per-article fetch state of ``collection``."""
     return f"{collection}__articles"
+
+
+def count_documents(db, table, collection: str) -> int:
+    """Distinct documents with paragraphs in ``collection`` (``table`` its paragraph table, open in ``db``).
+
+    The article-state table's rows that hold some: an empty file or a text too short to index is
+    remembered there, so that it is not read again, but is not a document you can find. Without that
+    table, the distinct (source, doc_id) of the paragraphs.
+    """
+    name = articles_table_name(collection)
+    if name in db.table_names(limit=1_000_000):
+        return db.open_table(name).count_rows("paragraphs > 0")
+    cols = [c for c in ("source", "doc_id") if c in table.schema.names]
+    if not cols:
+        return 0
+    return table.to_lance().to_table(columns=cols).group_by(cols).aggregate([]).num_rows

@@ -45,7 +45,7 @@ from query.schema import (
     IndexMetadata,
     check_schema_version,
     is_internal_table,
-    articles_table_name,
+    count_documents,
     validate_collection_name,
 )
 from query.settings import Settings, get_settings
@@ -330,12 +330,12 @@ class Searcher:
         return results
 
     def count(self) -> int:
+        """Paragraph rows of the collection (at the pinned version, if any)."""
         return self.table.count_rows()
 
     def documents(self) -> int:
-        name = articles_table_name(self.collection)
-        # Articles that hold paragraphs: the article table also remembers empty ones (so they are not re-read).
-        return self._db.open_table(name).count_rows("paragraphs > 0") if name in self._db.table_names(limit=1_000_000) else 0
+        """Documents with paragraphs in the collection, as ``corpus-search collections`` counts them (latest)."""
+        return count_documents(self._db, self.table, self.collection)
 
 
 def rank_passages(

@@ -80,21 +80,6 @@ def _tree_bytes(path: Path) -> int:
     return total
 
 
-def _documents(db, table, name: str, names: Sequence[str]) -> int:
-    """Distinct documents with paragraphs: rows of the article-state table that hold some (an empty file or a
-    text too short to index is remembered there, so that it is not read again, but is not a document you
-    can find), else distinct (source, doc_id) of the paragraphs."""
-    from query.schema import articles_table_name
-
-    if articles_table_name(name) in names:
-        return db.open_table(articles_table_name(name)).count_rows("paragraphs > 0")
-    cols = [c for c in ("source", "doc_id") if c in table.schema.names]
-    if not cols:
-        return 0
-    pairs = table.to_lance().to_table(columns=cols)
-    return pairs.group_by(cols).aggregate([]).num_rows
-
-
 def _last_index_run(db, name: str) -> dict | None:
     """Time (ISO 8601, UTC) and outcome of the collection's last logged index run, or None."""
     from tasks.versions import load_runs
@@ -110,7 +95,7 @@ def _last_index_run(db, name: str) -> dict | None:
 
 def _describe(db, db_uri: str, name: str, names: Sequence[str]) -> dict:
     from query.registry import read_registry
-    from query.schema import IndexContractError, IndexMetadata
+    from query.schema import IndexContractError, IndexMetadata, count_documents
     from query.storage import is_local_uri, local_path
 
     table = db.open_table(name)
@@ -130,7 +115,7 @@ def _describe(db, db_uri: str, name: str, names: Sequence[str]) -> dict:
     return {
         "name": name,
         "rows": table.count_rows(),
-        "documents": _documents(db, table, name, names),
+        "documents": count_documents(db, table, name),
         "encoder": encoder,
         "dim": dim,
         "schema_version": schema_version,

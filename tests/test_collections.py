@@ -123,6 +123,9 @@ def test_collections_lists_rows_documents_encoder_last_run_size_version_and_rera
     assert isinstance(alpha["version"], int) and alpha["version"] > 1
     assert (alpha["reranker"], beta["reranker"]) == (model_id, None)
     assert list_collections(db_uri=db) == items  # the same from Python
+    from query.searcher import Searcher
+
+    assert Searcher(db_uri=db, collection="alpha").documents() == 5  # a reader counts them the same way
 
     code, out, _ = main_(capsys, "collections", "--db", db)
     assert code == 0
