@@ -53,16 +53,9 @@ def guard_temporary_server() -> int | None:
     # In a session of its own: a terminal's Ctrl-C goes to its whole foreground process group, and a server
     # that took it too was gone before the CLI could record the run as Crashed (it retried for 85 s, then
     # ended in a traceback with the run left Running). Prefect stops it at exit; the watchdog if we die.
-    with mock.patch.object(subprocess, "Popen", _OwnSession):
+    with mock.patch.object(subprocess, "Popen", _WatchedServer):
         server.start()
-    if server.server_process is None:
-        return None
-    pid = server.server_process.pid
-    _OwnSession(  # noqa: S603 - our own interpreter and script; its own session, so a group SIGTERM spares it
-        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(pid)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
-    )
-    return pid
+    return server.server_process.pid if server.server_process is not None else None
 
 
 class _OwnSession(subprocess.Popen):
@@ -71,3 +64,15 @@ class _OwnSession(subprocess.Popen):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("start_new_session", True)
         super().__init__(*args, **kwargs)
+
+
+class _WatchedServer(_OwnSession):
+    """The server's process, watched from the moment it exists: a CLI killed while the server starts
+    (before ``start()`` returns and Prefect's exit handler owns it) must not leave it running."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _OwnSession(  # noqa: S603 - our own interpreter and script; its own session, so a group SIGTERM spares it
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.pid)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+        )

@@ -373,6 +373,31 @@ def test_sigkill_of_the_cli_stops_its_temporary_prefect_server(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_while_the_temporary_prefect_server_starts_leaves_no_server(tmp_path):
+    notes = write_notes(tmp_path / "notes", 2)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"))
+    proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", "index", str(notes), "--db",
+                             str(tmp_path / "db"), "-c", "t"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        deadline = time.monotonic() + 120
+        while server is None:  # the server process exists, and is not healthy yet: start() still waits on it
+            assert time.monotonic() < deadline and proc.poll() is None
+            found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "uvicorn"], capture_output=True, text=True)
+            server = int(found.stdout.split()[0]) if found.stdout.split() else None
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        assert _gone(server, 20), "the temporary server outlived the CLI"
+    finally:
+        proc.kill()
+        if server and Path(f"/proc/{server}").exists():
+            os.kill(server, signal.SIGKILL)
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_a_terminal_interrupts_the_run_not_its_temporary_prefect_server(tmp_path):
     """A terminal sends Ctrl-C's SIGINT to its whole foreground process group, the CLI's children included."""
     notes = write_notes(tmp_path / "notes", 12)
