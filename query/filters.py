@@ -278,9 +278,12 @@ def parse_cli_conditions(items: Iterable[str]) -> dict[str, Any] | None:
         op = next((o for o in _CLI_OPS if item.startswith(o, cut)), None) if cut > 0 else None
         key = item[:cut].strip() if cut > 0 else ""
         if op is None or not key:
+            # No operator at all: most likely a shell ate "<..." or ">..." as a redirection.
+            shell = (" (an unquoted < or > is a shell redirection: quote the whole filter)"
+                     if not any(o in item for o in _CLI_OPS) else "")
             raise InvalidQueryError(
-                f"--where {item!r}: use KEY<op>VALUE with op one of = != < <= > >= ^= (starts with), e.g. "
-                "--where source^=/home/me/notes/ --where published>=2024-01-01 --where metadata.author=Ann"
+                f"--where {item!r}: use KEY<op>VALUE with op one of = != < <= > >= ^= (starts with){shell}, e.g. "
+                "--where source^=/home/me/notes/ --where 'published>=2024-01-01' --where metadata.author=Ann"
             )
         value = item[cut + len(op):]
         conds = where.setdefault(key, {})

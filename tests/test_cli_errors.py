@@ -46,10 +46,12 @@ def test_an_internal_error_shows_its_traceback_from_the_command_line():
         (["search-document", "ftp://example.org/a.html", "q"], "only http:// and https:// URLs are fetched"),
         (["search-document", "/no/such/file.html", "q"], "does not exist"),
         (["search", "q", "--where", "=x"], "--where '=x': use KEY<op>VALUE"),
+        # What `--where published>=2024-01-01` leaves once the shell took ">=2024-01-01" as a redirection.
+        (["search", "q", "--where", "published"], "an unquoted < or > is a shell redirection: quote the whole filter"),
         (["deploy", "--config", "/no/such/collections.toml"], "cannot read the collections config"),
     ],
     ids=["eval-set-without-value", "eval-unknown-mode", "unsupported-scheme", "missing-file", "bad-where",
-         "missing-config"],
+         "where-eaten-by-the-shell", "missing-config"],
 )
 def test_each_user_error_prints_the_prefix_and_exits_2(argv, message, capsys):
     code, err = _run_main(argv, capsys)
