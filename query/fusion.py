@@ -87,8 +87,9 @@ def fusion_reach(retrieval: Sequence[float] | np.ndarray, alpha: float, k: int) 
     With ``fused = alpha * c + (1 - alpha) * r``, ``c`` the re-ranker's min-max scaled score (in 0..1)
     and ``r = minmax(retrieval)``, every one of the first stage's top ``k`` keeps at least
     ``(1 - alpha) * r_k`` (``r_k``: the k-th best ``r``), and a candidate can gain at most ``alpha``.
-    One with ``r <= r_k - alpha / (1 - alpha)`` can therefore never be in the top ``k`` (a tie keeps the
-    better retrieved first), whatever the cross-encoder says: it need not be scored at all. When the
+    One with ``r < r_k - alpha / (1 - alpha)`` can therefore never be in the top ``k``, whatever the
+    cross-encoder says: it need not be scored at all. The bound itself is kept: at ``alpha = 0`` it is
+    ``r_k``, and the k-th candidate and its ties must be scored. When the
     first stage is confident (dense and BM25 agree, so the fused retrieval scores fall off steeply),
     few candidates remain; when it is not, more do. ``alpha = 1`` keeps every candidate.
     """
@@ -96,4 +97,4 @@ def fusion_reach(retrieval: Sequence[float] | np.ndarray, alpha: float, k: int) 
     if alpha >= 1.0 or r.size <= k:
         return np.ones(r.size, dtype=bool)
     kth = np.partition(r, r.size - k)[r.size - k]
-    return r > kth - alpha / (1.0 - alpha)
+    return r >= kth - alpha / (1.0 - alpha)

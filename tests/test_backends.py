@@ -141,7 +141,7 @@ def test_a_cached_cascade_still_returns_the_exact_top_k(model_dirs):
         np.testing.assert_allclose(got[top], exact[top], atol=1e-5)
 
 
-@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.3, 0.6])
+@pytest.mark.parametrize("alpha", [0.0, 0.05, 0.1, 0.3, 0.6])
 def test_fusion_reach_never_drops_a_candidate_that_some_cross_encoder_score_would_put_in_the_top_k(alpha):
     rng = np.random.default_rng(int(alpha * 100))
     for _ in range(200):
@@ -156,6 +156,12 @@ def test_fusion_reach_never_drops_a_candidate_that_some_cross_encoder_score_woul
 
 def test_fusion_reach_keeps_everything_without_fusion():
     assert fusion_reach(np.linspace(1, 0, 50), 1.0, 10).all()
+
+
+def test_fusion_reach_at_weight_zero_keeps_the_kth_candidate_and_its_ties():
+    retrieval = np.array([0.9, 0.8, 0.5, 0.5, 0.5, 0.1])
+    assert fusion_reach(retrieval, 0.0, 3).tolist() == [True, True, True, True, True, False]
+    assert fusion_reach(retrieval, 0.0, 2).tolist() == [True, True, False, False, False, False]
 
 
 def test_adaptive_depth_scores_only_the_candidates_that_can_reach_the_top_k(model_dirs):
@@ -173,6 +179,9 @@ def test_adaptive_depth_scores_only_the_candidates_that_can_reach_the_top_k(mode
     assert len(hits) == 5 and all(0.0 <= h.score <= 1.0 for h in hits)
     _, full = _rerank(QUERY, table, fused, False, 5, adaptive=False)
     assert full == n
+    # Weight 0 (the gate's choice for a re-ranker that does not help): the retrieval order, scored in 0..1.
+    kept, _ = _rerank(QUERY, table, ActiveReranker(model, "m", alpha=0.0), False, 5, adaptive=True)
+    assert [h.text for h in kept] == table["text"].to_pylist()[:5] and all(0.0 <= h.score <= 1.0 for h in kept)
     _, alone = _rerank(QUERY, table, ActiveReranker(model, "m"), False, 5, adaptive=True)
     assert alone == n  # without fusion the cross-encoder alone decides: every candidate is scored
 
