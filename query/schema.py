@@ -181,7 +181,7 @@ def articles_table_name(collection: str) -> str:
 def count_documents(db, table, collection: str) -> int:
     """Distinct documents with paragraphs in ``collection`` (``table`` its paragraph table, open in ``db``).
 
-    The article-state table's rows that hold some: an empty file or a text too short to index is
+    The article-state table's rows that hold some: an empty file (no text to index) is
     remembered there, so that it is not read again, but is not a document you can find. Without that
     table, the distinct (source, doc_id) of the paragraphs.
     """

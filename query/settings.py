@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     trust_remote_code: bool = False
 
     # splitting
-    min_paragraph_chars: int = Field(30, ge=0, description="shorter paragraphs are dropped")
+    min_paragraph_chars: int = Field(30, ge=0, description="shorter paragraphs are dropped (a byline, a caption), unless all of a document's are: then it is kept whole")
     encode_title: bool = Field(True, description="encode 'title: paragraph' instead of the paragraph alone")
     main_content: bool = Field(True, description="extract the main content of HTML pages (drop boilerplate)")
     split_unit: Literal["paragraph", "document"] = Field(

@@ -227,6 +227,7 @@ def parse_dump_line(obj: Mapping, *, source: str) -> Article:
     from tasks.meta import record_metadata
 
     article.metadata, article.published = record_metadata(obj, exclude=("id", "_id", "title", "text", "paragraphs"))
+    article.title_from_id = False  # a record without a title has none: its id is no title
     return article
 
 

@@ -80,6 +80,9 @@ class Article(_Keyed):
     origin: str = ""
     #: Size, mtime and split settings of a local file when read (``None`` for other sources).
     file_stamp: str | None = None
+    #: Whether a missing title may be made from ``doc_id`` (a file or page name says what it holds; a
+    #: record id such as "8841823" does not, and would be encoded in front of every passage).
+    title_from_id: bool = True
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,11 @@ _MD_EMPH = re.compile(r"(\*\*|__|`)")
 #: The version of the rules that split structured bodies (headings as context, metadata from the body).
 #: Part of every local file's stamp and of HTML and markdown fingerprints, so a rule change makes the
 #: next run read and re-split them (only paragraphs whose text changed are encoded again).
-SPLIT_RULES = "headings-as-context-1"
+SPLIT_RULES = "headings-as-context-1;short-documents-1"
+#: Marks the fingerprint of a plain-text article or record whose every line is shorter than the minimum
+#: paragraph length: such articles made no paragraph before short documents were kept whole, so the next
+#: run splits them again, while every other article keeps its fingerprint.
+SHORT_DOCUMENTS = "short-documents-1"
 
 #: Counts tokens of many texts at once (without special tokens).
 TokenCounter = Callable[[Sequence[str]], list[int]]
@@ -143,7 +147,7 @@ def parse_article(article: Article, *, main_content: bool = True) -> ParsedArtic
     else:
         parsed = ParsedArticle(article.title, [Block(b) for b in text_blocks(article.body)])
     title = normalize_ws(article.title or parsed.title)
-    if not title and article.kind in ("markdown", "text", "html"):
+    if not title and article.title_from_id and article.kind in ("markdown", "text", "html"):
         title = PurePosixPath(article.doc_id.rstrip("/")).stem.replace("-", " ").replace("_", " ")
     return ParsedArticle(title, [b for b in parsed.blocks if b.text], parsed.metadata, parsed.published)
 
@@ -267,11 +271,15 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
     if opts.unit == "document":  # one unit per article, never split: the encoder truncates it
         kept = [b.text for i, b in enumerate(parsed.blocks)
                 if not (structured and title and _same_text(b.text, title) and (b.level or i == 0))]
-        blocks = [" ".join(kept)] if kept else []
-        blocks = [b for b in blocks if len(b) >= opts.min_chars]
+        blocks = [" ".join(kept)] if kept else []  # however short: the document is the unit
     else:
         blocks = passages(title, parsed.blocks, opts.min_chars, drop_title=structured,
                           every=opts.heading_context == "section")
+        if not blocks:
+            # The minimum length drops a longer document's fragments (a byline, a caption), never the whole
+            # of a short one: a one-line note or a short record is still a document someone looks for.
+            short = passages(title, parsed.blocks, 0, drop_title=structured)
+            blocks = [" ".join(short)] if short else []
     prefix = count([title])[0] + 1 if (opts.encode_title and title) else 0
     budget = opts.max_tokens - opts.special_tokens - prefix
     # A wordpiece token covers at least one character, so blocks no longer than the budget in
@@ -342,7 +350,14 @@ def body_fingerprint(article: Article, opts: SplitOptions) -> str:
         # HTML and markdown are split by newer rules (headings as context, metadata from the body): such an
         # article is split again once; only paragraphs whose text changed are encoded again.
         *([SPLIT_RULES] if article.kind in _STRUCTURED_KINDS else []),
+        *([SHORT_DOCUMENTS] if article.kind not in _STRUCTURED_KINDS and _all_lines_short(article.body, opts.min_chars)
+          else []),
     )
+
+
+def _all_lines_short(body: str, min_chars: int) -> bool:
+    """No line reaches ``min_chars`` (cheap; a superset of the articles that made no paragraph before)."""
+    return bool(body.strip()) and all(len(line.strip()) < min_chars for line in body.splitlines())
 
 
 _STRUCTURED_KINDS = frozenset({"html", "markdown"})

@@ -76,6 +76,40 @@ def test_short_paragraphs_are_dropped_by_the_min_chars_setting():
     assert [p.text for p in split_article(article, opts(min_chars=10), words)] == ["this paragraph is long enough to keep"]
 
 
+@pytest.mark.parametrize(("kind", "body", "expected"), [
+    ("text", "Buy milk.", ["Buy milk."]),
+    ("text", "Call Ann\n\nat noon", ["Call Ann at noon"]),  # every block short: the document, whole
+    ("markdown", "# Todo\n\nCall Ann", ["Call Ann"]),  # the heading is the title, encoded with every passage
+    ("text", "  \n\n ", []),  # no text at all is still nothing
+])
+def test_a_document_whose_every_paragraph_is_short_is_kept_whole(kind, body, expected):
+    article = Article("a", "/src", "", body, kind)
+    assert [p.text for p in split_article(article, opts(min_chars=20), words)] == expected
+    assert [p.text for p in split_article(article, opts(min_chars=20, unit="document"), words)] == expected
+
+
+def test_the_fingerprint_moves_for_short_plain_articles_only():
+    """Short plain-text articles made no paragraph before, so their fingerprint moves once; the others stay."""
+    from tasks.split import SHORT_DOCUMENTS
+
+    short, long = (Article("a", "/src", "T", body, "text") for body in ("Buy milk.", "this line is long enough"))
+    assert body_fingerprint(short, opts()) == stable_hash("text", "T", "Buy milk.", "64", "10", "True", "True",
+                                                         SHORT_DOCUMENTS)
+    assert body_fingerprint(long, opts()) == stable_hash("text", "T", "this line is long enough", "64", "10", "True",
+                                                        "True")
+
+
+def test_a_record_without_a_title_gets_none_while_a_file_is_named_by_its_name():
+    from tasks.fetch import parse_dump_line
+
+    record = parse_dump_line({"_id": "8841823", "text": "How do I learn to cook rice well?"}, source="/d/corpus.jsonl")
+    [p] = split_article(record, opts(), words)
+    assert (p.title, encoded_text(p.title, p.text, encode_title=True)) == ("", "How do I learn to cook rice well?")
+    [f] = split_article(Article("notes/rice-cooking.txt", "/src", "", "How do I learn to cook rice well?", "text"),
+                        opts(), words)
+    assert f.title == "rice cooking"
+
+
 def test_ids_survive_a_paragraph_inserted_above():
     a = Article("a.txt", "/src", "T", "first paragraph here\n\nsecond paragraph here", "text")
     b = Article("a.txt", "/src", "T", "a new paragraph on top\n\nfirst paragraph here\n\nsecond paragraph here", "text")
