@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -342,10 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = _format_warning
-    args = build_parser().parse_args(argv)
-    if (sp := getattr(args, "collection_parser", None)) is not None:
-        args.collection = _collection_operand(sp, args)
     try:
+        args = build_parser().parse_args(argv)  # --help through a closed pipe too
+        if (sp := getattr(args, "collection_parser", None)) is not None:
+            args.collection = _collection_operand(sp, args)
         try:
             return int(args.func(args) or 0)
         except Exception as exc:
@@ -364,6 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in getattr(exc, "__notes__", ()):
             print(f"corpus-search: {note}", file=sys.stderr)
         return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # The reader went away (`corpus-search collections | head -3`): as the shell's own tools, stop quietly
+        # with SIGPIPE's status. stdout is pointed at /dev/null so that the interpreter's final flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

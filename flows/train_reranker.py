@@ -338,7 +338,7 @@ def train_reranker(
     from query.registry import model_location
     from tasks.rerank_data import check_signal, fingerprint
     from tasks.rerank_gate import decide, evaluator_samples
-    from tasks.rerank_registry import default_out_dir, new_model_id
+    from tasks.rerank_registry import claim_model_dir, release_model_dir
 
     log = get_run_logger()
     s = get_settings()
@@ -366,13 +366,14 @@ def train_reranker(
         speed = training_speed(db_uri, collection, base, seed, max_length or MAX_LENGTH, train_layers)
     n_pseudo = pseudo_sample_size(time_budget, resolve_device(s.device), speed)
     train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo)
-    model_id = new_model_id(signal)
-    out_dir = str(Path(out) if out else default_out_dir(db_uri, collection, model_id))
+    model_id, claimed = claim_model_dir(db_uri, collection, signal, out)
+    out_dir = str(claimed if not out else Path(out))
     depth = dev_depth or DEV_DEPTH
     devset = dev_candidates(db_uri, collection, dev_ex, depth)
     trained = train(train_ex, base, out_dir, time_budget, seed, max_length or MAX_LENGTH, train_layers,
                     evaluator_samples(devset))
     dev = gate(db_uri, collection, devset, out_dir, depth)
+    release_model_dir(out_dir)
     prev = dev["previous"]["ndcg@10"] if dev["previous"] else None
     promoted, why = decide(promote, dev["retrieval"]["ndcg@10"], prev, dev["candidate"]["ndcg@10"],
                            dev["candidate"]["p"])

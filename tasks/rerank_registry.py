@@ -39,6 +39,60 @@ def default_out_dir(db_uri: str, collection: str, model_id: str) -> Path:
     return models_root(db_uri, collection) / model_id
 
 
+#: Created (exclusively) in a model directory while a run trains into it; holds the run's process id.
+CLAIM_MARKER = ".corpus-search-training"
+
+
+def claim_model_dir(db_uri: str, collection: str, signal: str, out: str | None = None) -> tuple[str, Path]:
+    """A new model id and the directory this run alone trains into.
+
+    Ids are the creation second, so two runs started in the same second would share one directory and
+    one registry entry, the later run writing over the earlier's model (perhaps the promoted one). The
+    directory is claimed with an exclusive file instead: the second run takes the id with ``-2``, or is
+    refused for an ``--out`` that another live run holds. A claim whose run died is taken over.
+    """
+    first = new_model_id(signal)
+    for n in range(1, 1000):
+        model_id = first if n == 1 else f"{first}-{n}"
+        path = Path(out).expanduser() if out else default_out_dir(db_uri, collection, model_id)
+        path.mkdir(parents=True, exist_ok=True)
+        if _claim(path / CLAIM_MARKER):
+            if out or not [p for p in path.iterdir() if p.name != CLAIM_MARKER]:
+                return model_id, path
+            release_model_dir(path)  # an earlier model of that second lives there: the next id
+        elif out:
+            raise RerankerRegistryError(f"--out {out}: another train-reranker run is training into it; choose "
+                                        "another directory")
+    raise RerankerRegistryError(f"no free model directory for {first} under {models_root(db_uri, collection)}")
+
+
+def _claim(marker: Path) -> bool:
+    import os
+
+    for _ in range(2):
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(marker.read_text() or 0)
+                os.kill(holder, 0)
+                return False  # a live run holds it (this process included: a claim is once)
+            except (ValueError, ProcessLookupError, FileNotFoundError):  # a dead run's claim: take it over
+                marker.unlink(missing_ok=True)
+                continue
+            except PermissionError:  # alive, another user's
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release_model_dir(path: str | Path) -> None:
+    """The run is done with its directory (before it is published: the claim is not part of the model)."""
+    (Path(path) / CLAIM_MARKER).unlink(missing_ok=True)
+
+
 def stored_path(db_uri: str, directory: str | Path) -> str:
     """How the registry records a local database's model directory: relative to the database when inside
     it, else absolute."""

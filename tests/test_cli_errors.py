@@ -114,3 +114,14 @@ def test_a_misspelt_setting_in_dotenv_is_a_user_error_naming_the_variable(monkey
     assert code == 2 and "Traceback" not in err
     assert err.startswith("corpus-search: error: setting candidate (the CORPUS_SEARCH_CANDIDATE setting): "
                           "there is no such setting"), err
+
+
+def test_output_into_a_closed_pipe_ends_quietly_with_sigpipes_status(tmp_path):
+    """`corpus-search collections | head -1`: the reader went away; no traceback, status 141 as the shell's tools."""
+    db = tmp_path / "db"
+    db.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", "collections", "--db", str(db), "--json"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err

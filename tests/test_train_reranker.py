@@ -482,6 +482,30 @@ def test_training_options_out_of_range_are_refused_before_any_work(sample_db, mo
         train_reranker("sample", db_uri=sample_db, self_supervised=True, train_layers=-1)
 
 
+def test_runs_started_in_the_same_second_train_into_directories_of_their_own(tmp_path, monkeypatch):
+    from query.registry import RerankerRegistryError
+    from tasks import rerank_registry
+    from tasks.rerank_registry import CLAIM_MARKER, claim_model_dir, release_model_dir
+
+    monkeypatch.setattr(rerank_registry, "new_model_id", lambda signal: f"20261207-015927-{signal}")
+    db = str(tmp_path / "db")
+    first, second = (claim_model_dir(db, "c", "judgments") for _ in range(2))
+    assert [first[0], second[0]] == ["20261207-015927-judgments", "20261207-015927-judgments-2"]
+    assert first[1] != second[1] and (first[1] / CLAIM_MARKER).exists()
+    (first[1] / "model.safetensors").write_text("weights")
+    release_model_dir(first[1])
+    release_model_dir(second[1])  # a finished model of that second, and a claim given back (empty directory)
+    assert claim_model_dir(db, "c", "judgments")[0] == "20261207-015927-judgments-2"
+
+    out = tmp_path / "out"
+    claim_model_dir(db, "c", "judgments", str(out))
+    with pytest.raises(RerankerRegistryError, match="another train-reranker run is training into it"):
+        claim_model_dir(db, "c", "judgments", str(out))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / CLAIM_MARKER).write_text(dead.stdout.strip())  # a run that died: its claim is taken over
+    assert claim_model_dir(db, "c", "judgments", str(out))[1] == out
+
+
 def test_rerankers_refuses_promoting_one_and_none_at_once(sample_db, capsys):
     from corpus_search.cli import main
 
