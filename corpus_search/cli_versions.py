@@ -28,6 +28,8 @@ def _run_text(item: dict) -> str:
         if "removed" in s:
             return f"re-ranker(s) {', '.join(s['removed'])} removed; {promoted}"
         return promoted
+    if item.get("kind") == "delete":
+        return f"delete: rows_deleted {s.get('rows_deleted', 0)}, articles_deleted {s.get('articles_deleted', 0)}"
     keys = ("articles_fetched", "articles_deleted", "paragraphs_encoded", "paragraphs_deleted")
     return "index run: " + ", ".join(f"{k} {s[k]}" for k in keys if k in s)
 

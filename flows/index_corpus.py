@@ -229,8 +229,9 @@ def index_corpus(
                 if prepared.any_failed:
                     batch.broken = True
                 for doc in prepared.duplicates:
-                    summary.fail(doc, "duplicate doc_id in this source: later copy skipped (a record is named by its "
-                                      "'id' or '_id', else by its title: give records that share a title an id)")
+                    summary.fail(doc, "duplicate doc_id in this source: the first copy is indexed, later ones skipped (a "
+                                      "dump record without 'id' or '_id' is named by its title, one given to "
+                                      "index_records by a hash of its text: give each record its own 'id')")
             seen.update(prepared.keys)
             split = prepared.split
             if split.remember_max_tokens:

@@ -278,6 +278,12 @@ def test_versions_json_lists_rows_tags_and_the_summary_of_the_run_that_made_each
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == items
 
+    kept = next(name for name in TOPICS if name not in REMOVED)
+    assert cli("delete", "test", "--doc-id", f"{kept}.md", "--db", db_uri) == 0
+    capsys.readouterr()
+    assert cli("versions", "test", "--db", db_uri) == 0  # a delete is called so, not an index run
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].endswith("delete: rows_deleted 2, articles_deleted 1")
+
 
 # --------------------------------------------------------------------------- eval tags
 

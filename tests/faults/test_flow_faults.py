@@ -165,8 +165,8 @@ def test_dump_records_that_share_a_title_and_have_no_id_keep_the_first_and_say_h
     summary = run_index([dump])
     assert summary["outcome"] == "partial" and summary["rows"] == 1
     [failure] = summary["failures"]
-    assert failure["doc_id"] == "Mercury" and "later copy skipped" in failure["error"]
-    assert "give records that share a title an id" in failure["error"]
+    assert failure["doc_id"] == "Mercury" and "the first copy is indexed, later ones skipped" in failure["error"]
+    assert "named by its title" in failure["error"] and "give each record its own 'id'" in failure["error"]
 
 
 # --------------------------------------------------------------------------- one bad input is its own failure
