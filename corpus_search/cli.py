@@ -16,7 +16,7 @@ from query.errors import CorpusSearchError
 
 
 def _settings(args: argparse.Namespace):
-    from query.settings import get_settings
+    from query.settings import settings_with
 
     updates = {}
     for attr, key in (("db", "db_uri"), ("bi_encoder", "bi_encoder"), ("cross_encoder", "cross_encoder"),
@@ -24,7 +24,7 @@ def _settings(args: argparse.Namespace):
         value = getattr(args, attr, None)
         if value is not None:
             updates[key] = value
-    return get_settings().model_copy(update=updates)
+    return settings_with(updates)
 
 
 def _parse_where(items: Sequence[str] | None) -> dict | None:

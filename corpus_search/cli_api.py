@@ -55,12 +55,12 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from corpus_search.api import create_app
     from query.schema import validate_collection_name
-    from query.settings import get_settings
+    from query.settings import settings_with
     from query.storage import check_db_uri
 
     updates = {key: value for key, value in (("db_uri", args.db), ("bi_encoder", args.bi_encoder),
                                              ("cross_encoder", args.cross_encoder)) if value is not None}
-    settings = get_settings().model_copy(update=updates)
+    settings = settings_with(updates)
     check_db_uri(settings.db_uri)  # a bad --db is a usage error now, not a 500 on every query
     collections = [validate_collection_name(c) for c in args.collection] if args.collection else None
     _check_port_free(args.host, args.port)

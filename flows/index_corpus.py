@@ -41,7 +41,7 @@ from flows.summary import (
 )
 from query.hits import whole_number
 from query.schema import validate_collection_name
-from query.settings import Settings, get_settings
+from query.settings import Settings, settings_with
 from tasks import stages
 from tasks.fetch import (
     LOCAL_SUFFIXES,
@@ -185,7 +185,7 @@ def index_corpus(
     overrides["collection"] = collection
     if db_uri:
         overrides["db_uri"] = db_uri
-    settings = Settings(**{**get_settings().model_dump(), **overrides})
+    settings = settings_with(overrides)
     started = time.perf_counter()
     summary = IndexSummary(collection)
     specs = [classify_source(s) for s in sources if "://" in s]  # bad URL schemes fail before any write

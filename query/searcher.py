@@ -48,7 +48,7 @@ from query.schema import (
     count_documents,
     validate_collection_name,
 )
-from query.settings import Settings, get_settings
+from query.settings import Settings, get_settings, settings_with
 from query.storage import check_db_uri, connect
 from query.versions import checkout
 
@@ -103,7 +103,7 @@ class Searcher:
         s = settings or get_settings()
         overrides = {k: v for k, v in {"db_uri": db_uri, "collection": collection, "bi_encoder": bi_encoder,
                                        "cross_encoder": cross_encoder}.items() if v is not None}
-        self.settings = s.model_copy(update=overrides)
+        self.settings = settings_with(overrides, s)
         self.collection = validate_collection_name(self.settings.collection)
         # A zero interval re-checks the table version on every query, so a query sees the latest
         # committed write of a concurrent index run (never a half-written one: versions are atomic).
@@ -140,8 +140,7 @@ class Searcher:
 
         ``version`` pins a version number or tag, as in the constructor.
         """
-        settings = get_settings().model_copy(update=overrides)
-        return cls(collection=collection, settings=settings, version=version)
+        return cls(collection=collection, settings=settings_with(overrides), version=version)
 
     # ------------------------------------------------------------------ models (lazy, cached)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Annotated, Literal, get_args
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -174,3 +175,27 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings read from the environment (cached)."""
     return Settings()
+
+
+def settings_with(overrides: Mapping[str, Any], base: Settings | None = None) -> Settings:
+    """``base`` (default: the environment's settings) with ``overrides``, each checked as a setting is.
+
+    ``model_copy(update=...)`` checks nothing: a misspelt name was ignored and a bad value failed deep
+    inside a search. Here either is an :class:`InvalidQueryError` that names the setting.
+    """
+    from pydantic import ValidationError
+
+    from query.errors import InvalidQueryError
+
+    if unknown := sorted(set(overrides) - set(Settings.model_fields)):
+        raise InvalidQueryError(f"no such setting: {', '.join(map(repr, unknown))} (misspelt? the README's "
+                                '"Settings" section lists them)')
+    base = base or get_settings()  # a bad environment fails here, as the environment's error
+    if not overrides:
+        return base
+    try:
+        return Settings(**{**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise InvalidQueryError("; ".join(f"setting {'.'.join(map(str, e['loc']))}: "
+                                          f"{str(e['msg']).removeprefix('Value error, ')}"
+                                          for e in exc.errors())) from None

@@ -125,3 +125,17 @@ def test_output_into_a_closed_pipe_ends_quietly_with_sigpipes_status(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_searcher_settings_from_python_are_checked_like_the_environments(tmp_path):
+    from query.errors import InvalidQueryError
+    from query.searcher import Searcher
+
+    db = tmp_path / "db"
+    db.mkdir()
+    with pytest.raises(InvalidQueryError, match="no such setting: 'candidate'"):
+        Searcher.from_settings(collection="c", db_uri=str(db), candidate=3)
+    with pytest.raises(InvalidQueryError, match="setting candidates: Input should be a valid integer"):
+        Searcher.from_settings(collection="c", db_uri=str(db), candidates="many")
+    with pytest.raises(InvalidQueryError, match="setting rrf_k: Input should be greater than or equal to 1"):
+        Searcher.from_settings(collection="c", db_uri=str(db), rrf_k=0)
