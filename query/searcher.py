@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -363,7 +363,7 @@ def rank_passages(
     offset = check_offset(offset, k)
     score_threshold = check_score_threshold(score_threshold)
     check_rerank(rerank)
-    rows = [{"text": p} if isinstance(p, str) else dict(p) for p in passages]
+    rows = passage_rows(passages)
     if not rows:
         return Hits(query=query, mode="document", timings=Timings(stages=["document"]))
     reranker = reranker_or_fallback(lambda: reranker_from_settings(s, cross_encoder), rerank,
@@ -386,9 +386,29 @@ def rank_passages(
     return Hits(above_threshold(out, score_threshold), query=query, mode="document", timings=timings)
 
 
+def passage_rows(passages: object) -> list[dict]:
+    """``rank_passages``' passages as rows with a ``text``; anything else is an InvalidQueryError saying why.
+
+    One string is refused rather than ranked as its characters.
+    """
+    if isinstance(passages, str | bytes) or not isinstance(passages, Iterable) or isinstance(passages, Mapping):
+        raise InvalidQueryError(f"passages must be a list of texts or of mappings with 'text', got "
+                                f"{type(passages).__name__}" + (": wrap one text in a list, [text]"
+                                                                 if isinstance(passages, str | Mapping) else ""))
+    rows = []
+    for n, p in enumerate(passages, start=1):
+        row = {"text": p} if isinstance(p, str) else dict(p) if isinstance(p, Mapping) else None
+        if row is None or not isinstance(row.get("text"), str):
+            raise InvalidQueryError(f"passage {n} must be a text or a mapping with a 'text' string, got {p!r:.80}")
+        if not row["text"].strip():
+            raise InvalidQueryError(f"passage {n} is empty: give only passages with text")
+        rows.append(row)
+    return rows
+
+
 def check_rerank(rerank: object) -> None:
     """``rerank`` is True (fall back to the first-stage ranking when no model loads), False or "require"."""
-    if rerank not in (True, False, "require"):
+    if not (rerank is True or rerank is False or rerank == "require"):
         raise InvalidQueryError(f"rerank must be True, False or 'require', got {rerank!r}")
 
 

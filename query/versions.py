@@ -53,6 +53,10 @@ def check_tag_name(name: str) -> str:
 
 def parse_version(value: int | str) -> int | str:
     """``"12"`` → 12 (a version number); any other text is a tag name."""
+    if isinstance(value, bool) or not isinstance(value, int | str):  # True is an int, and version 1 to Python
+        from query.errors import InvalidQueryError
+
+        raise InvalidQueryError(f"a version is a number or a tag name, got {value!r}")
     if isinstance(value, int):
         return value
     text = str(value).strip()

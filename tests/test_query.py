@@ -201,6 +201,33 @@ def test_rank_passages_without_a_cross_encoder_ranks_by_bi_encoder_cosine_with_o
         rank_passages("How do glaciers form?", passages, cross_encoder=missing, rerank="require")
 
 
+@pytest.mark.parametrize(("passages", "rerank", "message"), [
+    ("glaciers form from snow", False, "wrap one text in a list"),  # not ranked as its characters
+    ({"text": "glaciers"}, False, "wrap one text in a list"),
+    ([None], False, "passage 1 must be a text or a mapping with a 'text' string"),
+    (["fine", 5], False, "passage 2 must be"),
+    ([{"title": "x"}], False, "passage 1 must be"),
+    ([{"text": None}], False, "passage 1 must be"),
+    (["fine", "  "], False, "passage 2 is empty"),
+    (["fine"], 1, "rerank must be True, False or 'require'"),
+])
+def test_rank_passages_refuses_what_is_not_a_list_of_passages(passages, rerank, message):
+    from query import rank_passages
+    from query.errors import InvalidQueryError
+
+    with pytest.raises(InvalidQueryError, match=message):
+        rank_passages("How do glaciers form?", passages, rerank=rerank)
+
+
+@pytest.mark.parametrize("version", [True, 1.5, None.__class__])
+def test_a_version_that_is_neither_a_number_nor_a_tag_is_refused(version):
+    from query.errors import InvalidQueryError
+    from query.versions import parse_version
+
+    with pytest.raises(InvalidQueryError, match="a version is a number or a tag name"):
+        parse_version(version)
+
+
 def test_search_document_ranks_paragraphs_of_a_served_page(site, cross_encoder_path, capsys, monkeypatch, request):
     from corpus_search.cli import main
     from query.settings import get_settings
