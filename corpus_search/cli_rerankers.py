@@ -27,12 +27,15 @@ def _collection(args: argparse.Namespace) -> str:
 def cmd_train_reranker(args: argparse.Namespace) -> int:
     from corpus_search.ephemeral import guard_temporary_server
     from deployments.prefect_env import prefect_environment
+    from flows.train_reranker import check_training_args
     from query.errors import InvalidQueryError
-    from tasks.rerank_data import check_signal
 
-    check_signal(args.judgments, args.self_supervised)
     if args.split and not args.judgments:
         raise InvalidQueryError("--split goes with --judgments (the qrels file qrels/<split>.tsv)")
+    # Every cheap check before Prefect starts: a mistyped option is one line, not a failed flow run's traceback.
+    check_training_args(judgments=args.judgments, self_supervised=args.self_supervised, split=args.split or "train",
+                        promote=args.promote, time_budget=args.time_budget, max_length=args.max_length,
+                        train_layers=args.train_layers, out=args.out)
     collection, db_uri = _collection(args), _db_uri(args)
     from query.searcher import Searcher
 

@@ -8,6 +8,7 @@ model and its numbers recorded in the collection's registry, promoted only when 
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -290,6 +291,30 @@ def register(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) 
     record(db_uri, collection, entry, promote)
 
 
+def check_training_args(*, judgments: str | None, self_supervised: bool, split: str, promote: str,
+                        time_budget: float, max_length: int | None, train_layers: int | None, out: str | None) -> str:
+    """Every check of the arguments that needs no model and no data; the training signal.
+
+    The flow runs it first, and the CLI before Prefect even starts, so a mistyped option is one line.
+    """
+    from tasks.rerank_data import check_signal, judgment_files
+
+    signal = check_signal(judgments, self_supervised)
+    if promote not in ("auto", "never", "always"):
+        raise InvalidQueryError(f"--promote must be auto, never or always, got {promote!r}")
+    if not (isinstance(time_budget, int | float) and math.isfinite(time_budget) and time_budget > 0):
+        raise InvalidQueryError(f"--time-budget must be a positive, finite number of seconds, got {time_budget}")
+    if max_length is not None and max_length < MIN_MAX_LENGTH:
+        raise InvalidQueryError(f"--max-length must be at least {MIN_MAX_LENGTH} tokens (query and passage), "
+                                f"got {max_length}")
+    if train_layers is not None and train_layers < 0:
+        raise InvalidQueryError(f"--train-layers must be 0 (the head only) or more, got {train_layers}")
+    if judgments:
+        judgment_files(judgments, split)
+    check_out_dir(out)
+    return signal
+
+
 def check_out_dir(out: str | None) -> None:
     """``--out`` must be a new or empty directory: a trained model is never written over other files (a
     previous model, perhaps the promoted one, or anything else the user keeps there)."""
@@ -336,25 +361,16 @@ def train_reranker(
     """Train a re-ranker for ``collection`` and promote it if it beats what the collection has (``auto``)."""
     from query.devices import resolve_device
     from query.registry import model_location
-    from tasks.rerank_data import check_signal, fingerprint
+    from tasks.rerank_data import fingerprint
     from tasks.rerank_gate import decide, evaluator_samples
     from tasks.rerank_registry import claim_model_dir, release_model_dir
 
     log = get_run_logger()
     s = get_settings()
     db_uri = db_uri or s.db_uri
-    signal = check_signal(judgments, self_supervised)
-    if promote not in ("auto", "never", "always"):
-        raise InvalidQueryError(f"--promote must be auto, never or always, got {promote!r}")
-    if not time_budget > 0:
-        raise InvalidQueryError(f"--time-budget must be a positive number of seconds, got {time_budget}")
-    if max_length is not None and max_length < MIN_MAX_LENGTH:
-        raise InvalidQueryError(f"--max-length must be at least {MIN_MAX_LENGTH} tokens (query and passage), "
-                                f"got {max_length}")
-    if train_layers is not None and train_layers < 0:
-        raise InvalidQueryError(f"--train-layers must be 0 (the head only) or more, got {train_layers}")
+    signal = check_training_args(judgments=judgments, self_supervised=self_supervised, split=split, promote=promote,
+                                 time_budget=time_budget, max_length=max_length, train_layers=train_layers, out=out)
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
-    check_out_dir(out)
     if judgments and split == "test":
         log.warning("training on the judgments' test split: an evaluation on those test queries (corpus-search "
                     "eval) will overstate this re-ranker; train on another split, or evaluate on other queries")

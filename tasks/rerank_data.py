@@ -100,16 +100,24 @@ def fingerprint(examples: Sequence[Example], seed: int) -> str:
 # --------------------------------------------------------------------------- judgments
 
 
-def judged_queries(dataset_dir: str | Path, split: str = "train") -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    """A BEIR dataset's queries and the ``split`` judgments (relevant documents only, grade > 0)."""
+def judgment_files(dataset_dir: str | Path, split: str = "train") -> tuple[Path, Path]:
+    """A BEIR dataset's ``queries.jsonl`` and ``qrels/<split>.tsv``; a clear error naming the split when one is missing."""
     root = Path(dataset_dir)
     qrels_path, queries_path = root / "qrels" / f"{split}.tsv", root / "queries.jsonl"
     for p in (queries_path, qrels_path):
         if not p.is_file():
+            have = sorted(q.stem for q in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
             raise DatasetFormatError(
                 f"{p}: not found. --judgments takes a BEIR directory with queries.jsonl and qrels/<split>.tsv "
-                f"(split {split!r}; choose another with --split)"
+                f"(split {split!r}; choose another with --split"
+                + (f": splits there: {', '.join(have)})" if have else ")")
             )
+    return queries_path, qrels_path
+
+
+def judged_queries(dataset_dir: str | Path, split: str = "train") -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """A BEIR dataset's queries and the ``split`` judgments (relevant documents only, grade > 0)."""
+    queries_path, qrels_path = judgment_files(dataset_dir, split)
     queries = load_beir_queries(queries_path)
     qrels = {q: {d: g for d, g in docs.items() if g > 0} for q, docs in load_beir_qrels(qrels_path).items()}
     qrels = {q: docs for q, docs in qrels.items() if docs and q in queries}

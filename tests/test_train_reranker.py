@@ -425,6 +425,15 @@ def test_train_reranker_cli_refuses_a_missing_signal_before_any_work(sample_db):
                               "--db", sample_db, "--self-supervised"], cwd=REPO, capture_output=True,
                              text=True, timeout=60, env=env)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    # Options a flow would only refuse once Prefect ran it (a traceback per failed run): one line, no server.
+    for extra, message in ((["--judgments", str(EXAMPLES / "beir-sample"), "--split", "dev"],
+                            "choose another with --split: splits there: test"),
+                           (["--self-supervised", "--time-budget", "inf"], "positive, finite number of seconds"),
+                           (["--self-supervised", "--out", __file__], "is not an empty directory")):
+        proc = subprocess.run([*base, *extra], cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={**env, "PREFECT_API_URL": ""})
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and "temporary server" not in proc.stderr, proc.stderr
 
 
 def test_a_base_that_cannot_load_is_one_line_with_the_fix_before_any_training_data_is_built(sample_db, tmp_path,
