@@ -120,6 +120,10 @@ def training_speed(db_uri: str, collection: str, base: str, seed: int, max_lengt
     return speed
 
 
+#: Fewer held-out queries than this and the gate's decision is mostly noise: the run says so.
+FEW_DEV_QUERIES = 20
+
+
 def judged_split(searcher, judgments: str, split: str, seed: int) -> tuple[list, list]:
     """Judged examples split into (train, dev) by a stable hash of the query id."""
     from tasks import rerank_data as rd
@@ -127,6 +131,10 @@ def judged_split(searcher, judgments: str, split: str, seed: int) -> tuple[list,
     queries, qrels = rd.judged_queries(judgments, split)
     share = dev_share(len(queries))
     examples = rd.examples_from_judgments(searcher, queries, qrels, seed)
+    if skipped := len(queries) - len(examples):
+        get_run_logger().warning(
+            "%d of %d judged queries were skipped: none of their judged documents is in collection %r (do the "
+            "judgments use its doc ids?)", skipped, len(queries), searcher.collection)
     return [e for e in examples if not rd.is_dev(e.qid, share)], [e for e in examples if rd.is_dev(e.qid, share)]
 
 
@@ -229,6 +237,9 @@ def training_examples(db_uri: str, collection: str, judgments: str | None, split
         )
     kinds = {k: sum(e.kind == k for e in train) for k in dict.fromkeys(e.kind for e in train)}
     log.info("%d training queries %s, %d dev queries", len(train), kinds, len(dev))
+    if len(dev) < FEW_DEV_QUERIES:
+        log.warning("only %d dev queries: the gate's comparison (and --promote auto) rests on very few; more "
+                    "judged queries or a larger collection make it trustworthy", len(dev))
     return train, dev
 
 

@@ -530,6 +530,10 @@ def test_training_on_a_test_split_warns_that_evaluating_on_it_will_overstate_the
     judged = tmp_path / "judged"
     shutil.copytree(judgments_dir, judged)
     (judged / "qrels" / "train.tsv").rename(judged / "qrels" / "test.tsv")  # a collection with test judgments only
+    with (judged / "queries.jsonl").open("a") as f:  # a judged query whose document is not in the collection
+        f.write(json.dumps({"_id": "zz-unknown", "text": "a question about something never indexed"}) + "\n")
+    with (judged / "qrels" / "test.tsv").open("a") as f:
+        f.write("zz-unknown\tno-such-document\t1\n")
     out = subprocess.run([sys.executable, "-m", "corpus_search.cli", "train-reranker", "-c", "sample", "--db",
                           sample_db, "--judgments", str(judged), "--split", "test", "--base", tiny_base,
                           "--time-budget", "5", "--promote", "never", "--json"],
@@ -537,6 +541,8 @@ def test_training_on_a_test_split_warns_that_evaluating_on_it_will_overstate_the
                          env={**os.environ, "PYTHONPATH": str(REPO), "PREFECT_LOGGING_LEVEL": "WARNING"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "training on the judgments' test split" in out.stderr and "will overstate" in out.stderr
+    assert "1 of" in out.stderr and "judged queries were skipped: none of their judged documents" in out.stderr
+    assert "dev queries: the gate's comparison" in out.stderr  # a handful of dev queries is said to be few
     assert json.loads(out.stdout)["signal"] == "judgments"
 
 
