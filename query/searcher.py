@@ -173,7 +173,21 @@ class Searcher:
                 model = load_reranker(str(path), **reranker_options(s))
                 return ActiveReranker(model, f"{self.collection} re-ranker {entry.id}",
                                       entry.alpha if s.rerank_fusion else 1.0, entry.depth)
+            if (missing := self._registry().promoted) is not None:
+                # Its files are gone (removed by hand, or a rollback restored a promotion of a removed model).
+                # The default model instead would re-rank with one the gate never compared: not silently.
+                rerankers = f"corpus-search rerankers --collection {self.collection}"
+                raise ModelUnavailableError(
+                    f"collection {self.collection!r}'s promoted re-ranker {missing} is missing from the database "
+                    f"(its directory is gone): promote another one ({rerankers} --promote ID), unpromote it "
+                    f"({rerankers} --unpromote), or train a new one")
         return ActiveReranker(reranker_from_settings(s), s.cross_encoder)
+
+    def _registry(self) -> Registry:
+        try:
+            return read_registry(self.table)
+        except (ValueError, TypeError, RerankerRegistryError):  # a damaged registry value must not break search
+            return Registry()
 
     def _reranker_or_fallback(self, rerank: bool | str) -> ActiveReranker | None:
         """``rerank=True`` falls back to retrieval (one warning) when no model loads; ``"require"`` raises."""
@@ -183,14 +197,9 @@ class Searcher:
     def _registry_hint(self) -> str:
         """What the collection's own re-rankers offer, for the fallback warning: the user's next step."""
         rerankers = f"corpus-search rerankers --collection {self.collection}"
-        try:
-            registry = read_registry(self.table)
-        except (ValueError, TypeError, RerankerRegistryError):
-            registry = Registry()
+        registry = self._registry()
         if registry.promoted:
-            # promoted_model() found its directory gone, so the default model was tried instead
-            return (f"This collection's promoted re-ranker {registry.promoted} is missing from the database; "
-                    f"promote another one ({rerankers}) or train a new one.")
+            return ""  # its model is missing, and the error says what to do
         if registry.models:
             # trained, but the gate (or the user) left them unpromoted: retraining is not the obvious fix
             return (f"This collection has {len(registry.models)} trained re-ranker(s), none promoted: "
@@ -427,7 +436,7 @@ def reranker_or_fallback(load: Callable[[], Any], rerank: bool | str, instead: s
     except ModelUnavailableError as exc:
         if rerank == "require":
             raise
-        next_step = f" {hint()}" if hint is not None else ""
+        next_step = f" {extra}" if hint is not None and (extra := hint()) else ""
         warnings.warn(f"re-ranking did not run, {instead} (reranked: false): {exc}{next_step}",
                       RerankSkippedWarning, stacklevel=stacklevel)
         return None

@@ -194,8 +194,11 @@ def settings_with(overrides: Mapping[str, Any], base: Settings | None = None) ->
     if not overrides:
         return base
     try:
-        return Settings(**{**base.model_dump(), **overrides})
+        checked = Settings(**{**base.model_dump(), **overrides})
     except ValidationError as exc:
         raise InvalidQueryError("; ".join(f"setting {'.'.join(map(str, e['loc']))}: "
                                           f"{str(e['msg']).removeprefix('Value error, ')}"
                                           for e in exc.errors())) from None
+    # The checked values, on a copy that remembers which settings were given (model_fields_set): a
+    # cross-encoder given explicitly wins over a collection's promoted one, a default does not.
+    return base.model_copy(update={name: getattr(checked, name) for name in overrides})

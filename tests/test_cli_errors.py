@@ -139,3 +139,10 @@ def test_searcher_settings_from_python_are_checked_like_the_environments(tmp_pat
         Searcher.from_settings(collection="c", db_uri=str(db), candidates="many")
     with pytest.raises(InvalidQueryError, match="setting rrf_k: Input should be greater than or equal to 1"):
         Searcher.from_settings(collection="c", db_uri=str(db), rrf_k=0)
+
+
+def test_checked_settings_still_know_which_were_given():
+    from query.settings import Settings, settings_with
+
+    s = settings_with({"db_uri": "/tmp/x"}, Settings())
+    assert "cross_encoder" not in s.model_fields_set and "db_uri" in s.model_fields_set

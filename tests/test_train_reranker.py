@@ -323,7 +323,13 @@ def test_the_fallback_warning_points_at_the_collections_unpromoted_or_missing_re
         assert "1 trained re-ranker(s), none promoted" in text and "--promote ID" in text
         assert "Train one" not in text
         write_registry(table, Registry("refused", [entry]))  # promoted, but its directory is not there
-        assert "promoted re-ranker refused is missing" in warning_text()
+        text = warning_text()  # not the default cross-encoder instead: one the gate never compared
+        assert "'sample''s promoted re-ranker refused is missing from the database" in text and "--unpromote" in text
+        assert "ms-marco" not in text
+        from query.errors import ModelUnavailableError
+
+        with pytest.raises(ModelUnavailableError, match="promoted re-ranker refused is missing"):
+            Searcher(db_uri=sample_db, collection="sample").search("How do glaciers form?", k=3, rerank="require")
     finally:
         write_registry(table, Registry.from_json(saved))
     assert read_registry(table).to_json() == Registry.from_json(saved).to_json()
