@@ -425,6 +425,8 @@ def train_cross_encoder(
     try:
         trainer.train()
     except BaseException as exc:
+        # The epoch checkpoints served only this run (hundreds of MB each, listed and removable nowhere).
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
         # An error is not an interruption: its weights may be the cause (a NaN), so none are kept.
         if isinstance(exc, (Exception, GeneratorExit)):
             raise

@@ -387,6 +387,7 @@ def test_ctrl_c_saves_the_weights_so_far_and_the_cli_says_where_and_exits_130(sa
     assert f"the weights so far are saved in {out / 'interrupted'}" in stderr
     assert stdout == ""  # no summary: nothing was gated or registered
     assert CrossEncoder(str(out / "interrupted")).predict([("a query", "a passage")]).shape == (1,)
+    assert not (out / "checkpoints").exists()  # the run's epoch checkpoints go: only the kept weights stay
     from tasks.rerank_registry import listing
 
     assert all(m["path"] != str(out) for m in listing(sample_db, "sample")["models"])
