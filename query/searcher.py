@@ -43,6 +43,7 @@ from query.registry import Registry, RerankerRegistryError, promoted_model, read
 from query.schema import (
     IndexContractError,
     IndexMetadata,
+    METADATA_KEY,
     check_schema_version,
     is_internal_table,
     count_documents,
@@ -125,6 +126,7 @@ class Searcher:
         check_schema_version(self.meta, collection=self.collection,
                              db_uri=self.settings.db_uri if self.settings.db_uri != get_settings().db_uri else None)
         self.fts_columns = retrieve.fts_columns(self.table)
+        self._seen_meta = (self.table.schema.metadata or {}).get(METADATA_KEY)
         if canonical_model_name(self.settings.bi_encoder) != self.meta.encoder:
             raise IndexContractError(
                 f"collection {self.collection!r} was indexed with bi-encoder {self.meta.encoder!r}, but the "
@@ -221,15 +223,46 @@ class Searcher:
                               "it is truncated for retrieval", stacklevel=4)
         return enc.encode(list(queries))
 
+    def _follow_table(self) -> None:
+        """An unpinned reader follows the table's writes; when the table it reads is another one (dropped and
+        made again by another process, with other settings perhaps), its contract is read again, not assumed.
+
+        Cheap (about 0.15 ms): the table's manifest is re-read on every query anyway.
+        """
+        if self.pinned_version is not None:
+            return
+        try:
+            schema = self.table.schema
+        except Exception:  # noqa: BLE001 - dropped: the retrieval that follows says so clearly
+            return
+        if (schema.metadata or {}).get(METADATA_KEY) == self._seen_meta:
+            return
+        meta = IndexMetadata.from_schema(schema, table=self.collection)
+        if meta != self.meta:
+            if (meta.encoder, meta.dim) != (self.meta.encoder, self.meta.dim):
+                raise IndexContractError(
+                    f"collection {self.collection!r} was made again with bi-encoder {meta.encoder!r} ({meta.dim} "
+                    f"dims) after this search was opened with {self.meta.encoder!r}: open a new Searcher")
+            self.meta = meta  # e.g. encode_title: passages are re-ranked as they were indexed
+            self.fts_columns = retrieve.fts_columns(self.table)
+        self._seen_meta = (schema.metadata or {}).get(METADATA_KEY)
+
     def _retrieve(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None) -> pa.Table:
         try:
             return self._retrieve_from_table(query, vector, mode, n, where)
-        except Exception:
+        except Exception as exc:
             # Dropped by another process since this Searcher opened it (lance: "Not found: .../_versions").
             if self.collection not in self._db.table_names(limit=1_000_000):
                 raise CollectionNotFoundError(
                     f"collection {self.collection!r} no longer exists in {self.settings.db_uri!r}: it was dropped "
                     "after this search was opened. Index it again, or search another collection"
+                ) from None
+            if self.pinned_version is not None and "Not found" in str(exc):
+                # Dropped and made again: the pinned version's files went with the old table.
+                raise CollectionNotFoundError(
+                    f"version {self.pinned_version} of collection {self.collection!r} no longer exists: the "
+                    "collection was dropped and made again after this search was opened. Open a new Searcher "
+                    "(pin a version of the new one, or none)"
                 ) from None
             raise
 
@@ -300,6 +333,7 @@ class Searcher:
             return []
         cleaned = [check_query(q, self.settings.max_query_chars) for q in queries]
         filt = where_sql(where)
+        self._follow_table()
         t0 = time.perf_counter()
         timings = Timings(stages=[f"retrieve:{mode}"])
         reranker = self._reranker_or_fallback(rerank)  # load (and fail, or fall back) before any work

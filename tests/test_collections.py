@@ -189,6 +189,22 @@ def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers_and_o
         drop_collection("beta", db_uri=db)
 
 
+def test_searchers_open_across_a_drop_and_a_new_collection_of_that_name_follow_it_or_say_so(built, db, run_index):
+    from corpus_search import drop_collection
+    from query.errors import CollectionNotFoundError
+    from query.searcher import Searcher
+
+    version = Searcher(db_uri=db, collection="beta").table.version
+    pinned, unpinned = Searcher(db_uri=db, collection="beta", version=version), Searcher(db_uri=db, collection="beta")
+    assert unpinned.meta.encode_title
+    drop_collection("beta", db_uri=db)
+    run_index([built[1]["plain"]], collection="beta", db=db, settings_overrides={"encode_title": False})
+    hits = unpinned.search("honey from the hive", k=3, rerank=False)  # the new table, read by its own contract
+    assert hits[0].doc_id == "bees.md" and unpinned.meta.encode_title is False
+    with pytest.raises(CollectionNotFoundError, match="dropped and made again after this search was opened"):
+        pinned.search("honey from the hive", k=3, rerank=False)
+
+
 def test_removing_models_deletes_only_directories_under_the_databases_rerankers_directory(tmp_path):
     from query.registry import remove_models
 
