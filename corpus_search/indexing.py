@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from query.errors import CorpusSearchError
+from query.errors import CorpusSearchError, InvalidQueryError
 
 #: The origin of records indexed from Python when the caller names none.
 DEFAULT_RECORDS_ORIGIN = "records"
@@ -51,7 +51,13 @@ def index(sources: str | Iterable[str], collection: str, db_uri: str | None = No
     ``paragraphs_encoded``, ``failures``...). One bad source or article is listed in ``failures``; it
     never raises unless the arguments themselves are wrong.
     """
-    sources = [sources] if isinstance(sources, str) else list(sources)
+    if isinstance(sources, str | os.PathLike):
+        sources = [sources]
+    elif not isinstance(sources, Iterable):
+        raise InvalidQueryError(f"sources must be a path, a URL or a list of them, got {type(sources).__name__}")
+    sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
+    if bad := [s for s in sources if not isinstance(s, str)]:
+        raise InvalidQueryError(f"a source is a path or URL (text or pathlib.Path), got {bad[0]!r}")
     overrides: dict[str, Any] = {}
     if dask_address is not None:
         overrides["dask_address"] = dask_address
@@ -113,8 +119,9 @@ def index_records(records: Iterable[Any], collection: str, db_uri: str | None = 
     """
     if not isinstance(origin, str) or not origin.strip() or "://" in origin:
         raise RecordError(f"origin must be a short name like 'records' or 'crm-notes', got {origin!r}")
-    if isinstance(records, (str, bytes, Mapping)):
-        raise RecordError("records must be a list (or iterable) of texts or mappings, not one record")
+    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+        raise RecordError("records must be a list (or iterable) of texts or mappings, not "
+                          + ("one record" if isinstance(records, str | bytes | Mapping) else type(records).__name__))
     fd, path = tempfile.mkstemp(prefix="corpus-search-records-", suffix=".jsonl")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

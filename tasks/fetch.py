@@ -240,7 +240,9 @@ def parse_dump_lines(
     limit = _setting("fetch_max_bytes") if max_bytes is None else max_bytes
     out: list[Article | FetchFailure] = []
     for lineno, line in lines:
-        where = f"{path}:{lineno}"
+        # Records given to index_records are named by their number, not by the temporary dump holding them.
+        where = f"record {lineno}" if spec.origin else f"{path}:{lineno}"
+        label = where if spec.origin else f"{path.name}:{lineno}"
         try:
             if len(line) > limit:  # characters >= bytes/4: cheap, and a fair bound on work
                 raise ValueError(f"line of {len(line)} characters is over the limit of {limit} "
@@ -256,9 +258,9 @@ def parse_dump_lines(
             article.source = named.strip() if isinstance(named, str) and named.strip() else article.origin
             out.append(article)
         except RecursionError:
-            out.append(FetchFailure(f"{path.name}:{lineno}", spec.origin or spec.root, f"{where}: JSON nested too deeply"))
+            out.append(FetchFailure(label, spec.origin or spec.root, f"{where}: JSON nested too deeply"))
         except Exception as exc:  # noqa: BLE001 - one bad line never aborts the dump
-            out.append(FetchFailure(f"{path.name}:{lineno}", spec.origin or spec.root, f"{where}: {exc}"))
+            out.append(FetchFailure(label, spec.origin or spec.root, f"{where}: {exc}"))
     return out
 
 

@@ -222,6 +222,25 @@ def test_index_records_refuses_what_is_not_a_record(prefect_harness, db_uri):
         index_records(["fine text", 42], "recs", db_uri=db_uri)
     with pytest.raises(RecordError, match="no 'text'"):
         index_records([{"id": "x", "title": "only a title"}], "recs", db_uri=db_uri)
+    with pytest.raises(RecordError, match="not int"):
+        index_records(5, "recs", db_uri=db_uri)
+    # A record the dump reader refuses is named by its number, never by the temporary file that carried it.
+    summary = index_records(["fine text about the tides and the moon", {"id": "p", "paragraphs": [1, None]}],
+                            "recs", db_uri=db_uri)
+    [failure] = summary["failures"]
+    assert failure["doc_id"] == "record 2" and failure["error"].startswith("record 2: 'paragraphs' must be a list")
+    assert "corpus-search-records" not in json.dumps(summary)
+
+
+def test_index_takes_a_pathlib_path_and_refuses_what_is_not_a_source(prefect_harness, db_uri, tmp_path):
+    from corpus_search import index
+    from query.errors import InvalidQueryError
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "tides.txt").write_text("The tides rise and fall twice a day with the pull of the moon.")
+    assert index(tmp_path / "notes", "paths", db_uri=db_uri)["paragraphs_encoded"] == 1
+    with pytest.raises(InvalidQueryError, match="a source is a path or URL"):
+        index([tmp_path / "notes", 5], "paths", db_uri=db_uri)
 
 
 # --------------------------------------------------------------------------- migration from v1
