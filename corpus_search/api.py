@@ -39,6 +39,7 @@ from corpus_search.api_client import STAGES_HEADER, WARNINGS_HEADER, encode_head
 from corpus_search.errors import settings_error
 from query.errors import CollectionNotFoundError, CorpusSearchError, ModelUnavailableError
 from query.settings import Settings
+from query.storage import table_names
 
 log = logging.getLogger("corpus_search.api")
 
@@ -130,7 +131,7 @@ class QueryService:
         from query.storage import check_db_uri, connect
 
         db = connect(check_db_uri(self.settings.db_uri), self.settings)
-        return sorted(n for n in db.table_names(limit=1_000_000) if not is_internal_table(n))
+        return sorted(n for n in table_names(db) if not is_internal_table(n))
 
     def searcher(self, collection: str):
         """The collection's Searcher, opened on first use and kept (it sees later index runs by itself)."""

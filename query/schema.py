@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 
 from query.errors import CorpusSearchError, InvalidNameError
+from query.storage import table_names
 
 #: v2 (issue 12): ``source`` is the file's full path or the URL, the root it was indexed through is
 #: ``origin``, and rows carry ``published`` and ``metadata``. ``corpus-search migrate`` upgrades v1 tables.
@@ -186,7 +187,7 @@ def count_documents(db, table, collection: str) -> int:
     table, the distinct (source, doc_id) of the paragraphs.
     """
     name = articles_table_name(collection)
-    if name in db.table_names(limit=1_000_000):
+    if name in table_names(db):
         return db.open_table(name).count_rows("paragraphs > 0")
     cols = [c for c in ("source", "doc_id") if c in table.schema.names]
     if not cols:

@@ -50,7 +50,7 @@ from query.schema import (
     validate_collection_name,
 )
 from query.settings import Settings, get_settings, settings_with
-from query.storage import check_db_uri, connect
+from query.storage import check_db_uri, connect, table_names
 from query.versions import checkout
 
 class RerankSkippedWarning(UserWarning):
@@ -110,7 +110,7 @@ class Searcher:
         # committed write of a concurrent index run (never a half-written one: versions are atomic).
         self._db = connect(check_db_uri(self.settings.db_uri, must_exist=True), self.settings,
                            read_consistency_interval=timedelta(0))
-        names = set(self._db.table_names(limit=1_000_000))
+        names = set(table_names(self._db))
         if self.collection not in names:
             known = sorted(n for n in names if not is_internal_table(n))
             raise CollectionNotFoundError(
@@ -252,7 +252,7 @@ class Searcher:
             return self._retrieve_from_table(query, vector, mode, n, where)
         except Exception as exc:
             # Dropped by another process since this Searcher opened it (lance: "Not found: .../_versions").
-            if self.collection not in self._db.table_names(limit=1_000_000):
+            if self.collection not in table_names(self._db):
                 raise CollectionNotFoundError(
                     f"collection {self.collection!r} no longer exists in {self.settings.db_uri!r}: it was dropped "
                     "after this search was opened. Index it again, or search another collection"

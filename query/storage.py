@@ -186,3 +186,15 @@ def connect(db_uri: str, settings=None, **kwargs):
     except (OSError, ValueError, RuntimeError) as exc:
         log.debug("connecting to %s failed: %s", db_uri, redact(str(exc), options))
         raise object_store_error(db_uri, exc, options) from None
+
+
+def table_names(db) -> list[str]:
+    """Every table name of ``db``, sorted (``list_tables`` pages; the older ``table_names`` is deprecated)."""
+    names: list[str] = []
+    token = None
+    while True:
+        page = db.list_tables(page_token=token, limit=10_000)
+        names += page.tables
+        token = page.page_token
+        if not token or not page.tables:
+            return sorted(names)

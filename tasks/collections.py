@@ -19,6 +19,7 @@ from pathlib import Path
 from query.errors import CollectionNotFoundError, InvalidQueryError
 from query.schema import RESERVED_SEPARATOR, is_internal_table
 from tasks.store import chunks
+from query.storage import table_names
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ def connect_existing(db_uri: str):
     return connect(check_db_uri(db_uri, must_exist=True))
 
 
-def _table_names(db) -> list[str]:
-    return sorted(db.list_tables(limit=1_000_000).tables)
-
-
 def internal_tables(names: Iterable[str], collection: str) -> list[str]:
     """The internal tables of ``collection`` among ``names``."""
     prefix = collection + RESERVED_SEPARATOR
@@ -54,7 +51,7 @@ def internal_tables(names: Iterable[str], collection: str) -> list[str]:
 
 def require_collection(db, collection: str) -> list[str]:
     """The database's table names; raises the usual CollectionNotFoundError when ``collection`` is not there."""
-    names = _table_names(db)
+    names = table_names(db)
     if collection not in names:
         known = [n for n in names if not is_internal_table(n)]
         raise CollectionNotFoundError(
@@ -137,7 +134,7 @@ def list_collections(db_uri: str | None = None) -> list[dict]:
     """
     db_uri = _resolve_db(db_uri)
     db = connect_existing(db_uri)
-    names = _table_names(db)
+    names = table_names(db)
     return [_describe(db, db_uri, n, names) for n in names if not is_internal_table(n)]
 
 

@@ -30,6 +30,7 @@ from query.schema import (
     validate_collection_name,
 )
 from tasks.fetch import LOCAL_SUFFIXES
+from query.storage import table_names
 
 #: Dump suffixes (``tasks.fetch.classify_source``): a dump's records keep the dump as their source.
 _DUMP_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
@@ -85,7 +86,7 @@ def migrate_collection(db_uri: str, collection: str) -> dict:
     require_collection(connect_existing(db_uri), collection)
     with writer_lock(db_uri, collection):
         db = connect(db_uri)
-        names = set(db.table_names(limit=1_000_000))
+        names = set(table_names(db))
         if collection not in names:
             raise CollectionNotFoundError(f"collection {collection!r} does not exist in {db_uri!r}")
         table = db.open_table(collection)

@@ -49,6 +49,7 @@ from tasks.split import (
     split_article,
     tokenizer_counter,
 )
+from query.storage import table_names
 
 # Inputs are large batches: hashing them for a cache key would cost more than the work.
 stage = functools.partial(task, cache_policy=NO_CACHE, persist_result=False)
@@ -367,7 +368,7 @@ def stored_states(settings: Settings, column: str, values: list[str]) -> dict[st
     """
     db = _db(settings)
     name = articles_table_name(settings.collection)
-    if not values or name not in db.table_names(limit=1_000_000):
+    if not values or name not in table_names(db):
         return {}
     table = db.open_table(name)
     out: dict[str, ArticleState] = {}

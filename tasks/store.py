@@ -29,6 +29,7 @@ from query.schema import (
     paragraph_schema,
 )
 from tasks.records import STATE_COLUMNS, ArticleState, Paragraph, now_utc
+from query.storage import table_names
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def chunks(items: Sequence, size: int = IN_CHUNK) -> Iterable[Sequence]:
 
 def open_paragraph_table(db, collection: str, meta: IndexMetadata, *, create: bool = True, db_uri: str | None = None):
     """Open the collection's paragraph table, creating it with ``meta``; refuse an incompatible one."""
-    if collection in db.table_names(limit=1_000_000):
+    if collection in table_names(db):
         table = db.open_table(collection)
         stored = IndexMetadata.from_schema(table.schema, table=collection)
         check_compatible(stored, meta, collection=collection, db_uri=db_uri)
@@ -100,7 +101,7 @@ def remember_max_seq_length(table, max_seq_length: int) -> None:
 def open_existing_table(db, collection: str, *, db_uri: str | None = None):
     """The collection's paragraph table, or None if there is none; only its schema version is checked
     (what needs no bi-encoder: counting, deleting, index upkeep)."""
-    if collection not in db.table_names(limit=1_000_000):
+    if collection not in table_names(db):
         return None
     table = db.open_table(collection)
     check_schema_version(IndexMetadata.from_schema(table.schema, table=collection), collection=collection,
@@ -131,7 +132,7 @@ def _check_articles_schema(table, name: str, db_uri: str | None = None) -> None:
 
 def open_articles_table(db, collection: str):
     name = articles_table_name(collection)
-    if name in db.table_names(limit=1_000_000):
+    if name in table_names(db):
         table = db.open_table(name)
         _check_articles_schema(table, name)
         return table
@@ -141,7 +142,7 @@ def open_articles_table(db, collection: str):
 def load_article_states(db, collection: str, db_uri: str | None = None) -> dict[str, ArticleState]:
     """Every article the collection remembers, keyed by article key (small: one row per article)."""
     name = articles_table_name(collection)
-    if name not in db.table_names(limit=1_000_000):
+    if name not in table_names(db):
         return {}
     table = db.open_table(name)
     _check_articles_schema(table, name, db_uri)

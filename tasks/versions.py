@@ -32,6 +32,7 @@ from query.versions import (
     resolve_version,
     runs_table_name,
 )
+from query.storage import table_names
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def _connect(db_uri: str):
 
 
 def _names(db) -> set[str]:
-    return set(db.table_names(limit=1_000_000))
+    return set(table_names(db))
 
 
 def open_collection(db, collection: str):

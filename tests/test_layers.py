@@ -35,3 +35,12 @@ def test_a_layer_imports_only_the_layers_below_it(layer):
 
 def test_query_never_imports_prefect():
     assert [p.name for p in sorted((REPO / "query").glob("*.py")) if "prefect" in _imports(p)] == []
+
+
+def test_nothing_calls_lancedbs_deprecated_table_names():
+    """LanceDB deprecated ``table_names()``: a test suite run with warnings as errors would fail on it."""
+    import re
+
+    calls = [f"{p}:{n}" for p in REPO.glob("*/*.py") if p.parts[-2] in ("query", "tasks", "flows", "corpus_search")
+             for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\.table_names\(", line)]
+    assert not calls, calls
