@@ -28,11 +28,11 @@ DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L6-v2"
 class Settings(BaseSettings):
     """Every knob of indexing and querying. Override with ``CORPUS_SEARCH_<NAME>`` or keyword arguments."""
 
-    # A .env file in the working directory is read too (the environment wins over it). Only its
-    # CORPUS_SEARCH_* lines are ours: other programs' keys in a shared .env are ignored, while a misspelt
-    # CORPUS_SEARCH_ key is an error naming it rather than a silently ignored setting.
+    # A .env file in the working directory is read too (the environment wins over it). Only its lines
+    # that name a setting are taken: other programs' keys in a shared .env are theirs. A misspelt
+    # CORPUS_SEARCH_ name, there or in the environment, is warned about (get_settings).
     model_config = SettingsConfigDict(env_prefix="CORPUS_SEARCH_", extra="forbid", env_file=".env",
-                                      env_file_encoding="utf-8", dotenv_filtering="match_prefix")
+                                      env_file_encoding="utf-8", dotenv_filtering="only_existing")
 
     # storage
     db_uri: str = Field(".corpus_search/lancedb", description="LanceDB URI: a local directory or s3://bucket/path")
@@ -171,10 +171,43 @@ class Settings(BaseSettings):
         return validate_collection_name(value)
 
 
+#: CORPUS_SEARCH_ variables that are not settings (read where they are used), so no misspelling either.
+OTHER_VARIABLES = frozenset({"CORPUS_SEARCH_CACHE", "CORPUS_SEARCH_NOTIFY_BLOCK", "CORPUS_SEARCH_E2E_SCREENSHOTS"})
+
+
+class UnknownSettingWarning(UserWarning):
+    """A CORPUS_SEARCH_ variable that names no setting: most likely a misspelt one, which is ignored."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings read from the environment (cached)."""
-    return Settings()
+    """The process-wide settings read from the environment and ``.env`` (cached).
+
+    A CORPUS_SEARCH_ name that is no setting is ignored with one warning naming it, wherever it was set:
+    a misspelt setting must not silently leave its default in force.
+    """
+    import os
+    import warnings
+
+    settings = Settings()
+    prefix = Settings.model_config["env_prefix"]
+    known = {prefix + name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
+    names = {k.upper() for k in os.environ} | {k.upper() for k in _dotenv_names()}
+    for name in sorted(n for n in names if n.startswith(prefix) and n not in known):
+        warnings.warn(f"{name} is not a corpus-search setting (misspelt? the README's \"Settings\" section lists "
+                      "them); it is ignored", UnknownSettingWarning, stacklevel=2)
+    return settings
+
+
+def _dotenv_names() -> list[str]:
+    from pathlib import Path
+
+    path = Path(Settings.model_config["env_file"])
+    if not path.is_file():
+        return []
+    from dotenv import dotenv_values
+
+    return list(dotenv_values(path))
 
 
 def settings_with(overrides: Mapping[str, Any], base: Settings | None = None) -> Settings:
