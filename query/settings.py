@@ -229,6 +229,11 @@ def settings_with(overrides: Mapping[str, Any], base: Settings | None = None) ->
     try:
         checked = Settings(**{**base.model_dump(), **overrides})
     except ValidationError as exc:
+        from query.errors import CorpusSearchError
+
+        for error in exc.errors():  # a validator's own user error (e.g. InvalidNameError) says it best
+            if isinstance(cause := (error.get("ctx") or {}).get("error"), CorpusSearchError):
+                raise cause from None
         raise InvalidQueryError("; ".join(f"setting {'.'.join(map(str, e['loc']))}: "
                                           f"{str(e['msg']).removeprefix('Value error, ')}"
                                           for e in exc.errors())) from None

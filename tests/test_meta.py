@@ -250,17 +250,18 @@ def test_dump_metadata_reaches_every_paragraph():
 
 
 def test_fingerprint_changes_with_dump_metadata_or_published_only():
-    plain = Article("d1", "/dump", "T", "body", "text")
+    BODY = "a body of more than ten characters"  # (a shorter one is a short document: marked, see test_split)
+    plain = Article("d1", "/dump", "T", BODY, "text")
     # Articles without metadata keep the fingerprint they had (existing indexes re-encode nothing).
     from tasks.records import stable_hash
 
-    assert body_fingerprint(plain, OPTS) == stable_hash("text", "T", "body", "64", "10", "True", "True")
-    tagged = Article("d1", "/dump", "T", "body", "text", metadata={"lang": "en"})
-    retagged = Article("d1", "/dump", "T", "body", "text", metadata={"lang": "fr"})
-    dated = Article("d1", "/dump", "T", "body", "text", published=datetime(2024, 3, 5, tzinfo=UTC))
+    assert body_fingerprint(plain, OPTS) == stable_hash("text", "T", BODY, "64", "10", "True", "True")
+    tagged = Article("d1", "/dump", "T", BODY, "text", metadata={"lang": "en"})
+    retagged = Article("d1", "/dump", "T", BODY, "text", metadata={"lang": "fr"})
+    dated = Article("d1", "/dump", "T", BODY, "text", published=datetime(2024, 3, 5, tzinfo=UTC))
     fingerprints = {body_fingerprint(a, OPTS) for a in (plain, tagged, retagged, dated)}
     assert len(fingerprints) == 4
-    same = Article("d1", "/dump", "T", "body", "text", metadata={"lang": "en"})
+    same = Article("d1", "/dump", "T", BODY, "text", metadata={"lang": "en"})
     assert body_fingerprint(same, OPTS) == body_fingerprint(tagged, OPTS)
 
 
