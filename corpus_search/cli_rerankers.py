@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from corpus_search.errors import UsageError
 
@@ -96,8 +97,12 @@ def cmd_rerankers(args: argparse.Namespace) -> int:
     for m in result["models"]:
         d = m["dev"]
         print(f"{'*' if m['promoted'] else ' '} {m['id']:<36} {m['signal']:<16} {d['retrieval']['ndcg@10']:>13.4f} "
-              f"{d['candidate']['ndcg@10']:>13.4f} {m['alpha']:>5}  {m['base']}")
+              f"{d['candidate']['ndcg@10']:>13.4f} {m['alpha']:>5}  {m['base']}"
+              + ("  (its files are missing)" if m["missing"] else ""))
     print("(* promoted; dev = nDCG@10 on the held-out training queries)")
+    if any(m["missing"] and m["promoted"] for m in result["models"]):
+        print(f"the promoted re-ranker's files are missing, so searches use retrieval alone: promote another "
+              f"(--promote ID) or --unpromote", file=sys.stderr)
     return 0
 
 

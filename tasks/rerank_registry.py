@@ -177,5 +177,7 @@ def listing(db_uri: str, collection: str) -> dict:
     for e in reg.models:
         models.append({"id": e.id, "promoted": e.id == reg.promoted, "path": model_location(db_uri, e),
                        "created": e.created, "base": e.base, "signal": e.signal, "alpha": e.alpha,
-                       "dev": e.dev, "train": e.train, "fingerprint": e.fingerprint})
+                       "dev": e.dev, "train": e.train, "fingerprint": e.fingerprint,
+                       # e.g. a rollback restored the promotion of a model removed since: searches cannot use it
+                       "missing": not model_exists(db_uri, e)})
     return {"collection": collection, "promoted": reg.promoted, "models": models}

@@ -149,6 +149,21 @@ def test_self_supervised_training_then_promote_and_roll_back_a_promotion(sample_
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert both.returncode == 2 and "cannot be promoted and removed at once" in both.stderr
     assert listing(sample_db, "sample")["promoted"] == first["id"] and Path(first["model"]).is_dir()
+
+    # A rollback to a version whose promoted model was removed since: the listing and a search say so.
+    from tasks.versions import rollback
+
+    when = [v["version"] for v in list_versions(sample_db, "sample") if v["summary"] == {"promoted": second["id"]}]
+    rollback(sample_db, "sample", when[-1])
+    missing = {m["id"]: m["missing"] for m in listing(sample_db, "sample")["models"]}
+    assert listing(sample_db, "sample")["promoted"] == second["id"] and missing[second["id"]] is True
+    assert missing[first["id"]] is False
+    shown = subprocess.run([sys.executable, "-m", "corpus_search.cli", "rerankers", "-c", "sample", "--db", sample_db],
+                           cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert "(its files are missing)" in shown.stdout and "searches use retrieval alone" in shown.stderr
+    with pytest.warns(UserWarning, match=f"promoted re-ranker {second['id']} is missing from the database"):
+        assert not any(h.reranked for h in Searcher(db_uri=sample_db, collection="sample").search("glaciers", k=3))
     promote(sample_db, "sample", None)
 
 
