@@ -359,8 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         # Ctrl-C: one line and what the interrupted step kept, no traceback, and the shell's status for SIGINT
-        # (130), so a script can tell. (SIGTERM needs nothing here: inside a flow run, Prefect's engine
-        # records the run as Crashed and then ends the process with the signal itself, status 143.)
+        # (130), so a script can tell. (A SIGTERM never gets here: inside a flow run, Prefect's engine records
+        # the run as Crashed and ends the process with the signal itself, status 143.)
         print("corpus-search: interrupted", file=sys.stderr)
         for note in getattr(exc, "__notes__", ()):
             print(f"corpus-search: {note}", file=sys.stderr)

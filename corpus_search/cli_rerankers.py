@@ -101,8 +101,8 @@ def cmd_rerankers(args: argparse.Namespace) -> int:
               + ("  (its files are missing)" if m["missing"] else ""))
     print("(* promoted; dev = nDCG@10 on the held-out training queries)")
     if any(m["missing"] and m["promoted"] for m in result["models"]):
-        print(f"the promoted re-ranker's files are missing, so searches use retrieval alone: promote another "
-              f"(--promote ID) or --unpromote", file=sys.stderr)
+        print("the promoted re-ranker's files are missing, so searches use retrieval alone: promote another "
+              "(--promote ID) or --unpromote", file=sys.stderr)
     return 0
 
 

@@ -34,6 +34,7 @@ import logging
 import math
 import shutil
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -435,7 +436,11 @@ def train_cross_encoder(
         saved = (f"the weights so far are saved in {kept}: not gated or registered; "
                  f"train-reranker --base {kept} continues from them")
         log(f"interrupted: {saved}")
-        exc.add_note(saved)
+        exc.add_note(saved)  # the CLI prints it after Ctrl-C
+        if not isinstance(exc, KeyboardInterrupt):
+            # SIGTERM (Prefect's TerminationSignal): the engine ends the process itself, so the CLI never
+            # sees the exception; say where the weights are on the console, not only in the run's logs.
+            print(f"corpus-search: {saved}", file=sys.stderr)
         raise
     st = trainer.state
     scored_epochs = [e for e in st.log_history if DEV_METRIC in e]

@@ -415,6 +415,32 @@ def test_ctrl_c_saves_the_weights_so_far_and_the_cli_says_where_and_exits_130(sa
         f"--base {out / 'interrupted'} continues from them, with a new --out)") == 1
 
 
+def test_sigterm_during_training_keeps_the_weights_and_the_cli_says_where_and_exits_143(sample_db, tmp_path):
+    import signal
+    import time
+
+    out, err_path = tmp_path / "model", tmp_path / "stderr"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_LOGGING_LEVEL": "INFO"}
+    args = [sys.executable, "-m", "corpus_search.cli", "train-reranker", "-c", "sample", "--db", sample_db,
+            "--self-supervised", "--time-budget", "600", "--out", str(out)]
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while "train-cross-encoder" not in err_path.read_text() or " training " not in err_path.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()[-2000:]
+                time.sleep(0.5)
+            time.sleep(3)  # a few steps in
+            proc.send_signal(signal.SIGTERM)  # e.g. a cancelled run, or systemd stopping a job
+            proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    stderr = err_path.read_text()
+    assert proc.returncode in (143, -signal.SIGTERM), stderr[-2000:]
+    assert f"corpus-search: the weights so far are saved in {out / 'interrupted'}" in stderr, stderr[-2000:]
+    assert (out / "interrupted" / "model.safetensors").is_file() and not (out / "checkpoints").exists()
+
+
 def test_only_an_interruption_keeps_the_weights_so_far_never_an_error(sample_db, tiny_base, judgments_dir, tmp_path):
     from prefect.exceptions import TerminationSignal
 
