@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from corpus_search.errors import UsageError
 
@@ -92,14 +93,20 @@ def cmd_rerankers(args: argparse.Namespace) -> int:
         return 0
     if not result["models"]:
         print(f"collection {collection}: no trained re-rankers (corpus-search train-reranker --collection {collection} ...)")
-        return 0
-    print(f"  {'id':<36} {'signal':<16} {'dev retrieval':>13} {'dev re-ranked':>13} {'alpha':>5}  base")
-    for m in result["models"]:
-        d = m["dev"]
-        print(f"{'*' if m['promoted'] else ' '} {m['id']:<36} {m['signal']:<16} {d['retrieval']['ndcg@10']:>13.4f} "
-              f"{d['candidate']['ndcg@10']:>13.4f} {m['alpha']:>5}  {m['base']}"
-              + ("  (its files are missing)" if m["missing"] else ""))
-    print("(* promoted; dev = nDCG@10 on the held-out training queries)")
+    else:
+        print(f"  {'id':<36} {'signal':<16} {'dev retrieval':>13} {'dev re-ranked':>13} {'alpha':>5}  base")
+        for m in result["models"]:
+            d = m["dev"]
+            print(f"{'*' if m['promoted'] else ' '} {m['id']:<36} {m['signal']:<16} {d['retrieval']['ndcg@10']:>13.4f} "
+                  f"{d['candidate']['ndcg@10']:>13.4f} {m['alpha']:>5}  {m['base']}"
+                  + ("  (its files are missing)" if m["missing"] else ""))
+        print("(* promoted; dev = nDCG@10 on the held-out training queries)")
+    if result["unregistered"]:
+        print(f"directories under {Path(result['unregistered'][0]['path']).parent} that this version's registry does "
+              "not name (a run in progress, one interrupted before it registered its model, or models of another "
+              "version of the collection, which a rollback to it needs):")
+        for d in result["unregistered"]:
+            print(f"  {d['path']}" + ("  (training now)" if d["training"] else ""))
     if any(m["missing"] and m["promoted"] for m in result["models"]):
         print("the promoted re-ranker's files are missing, so searches use retrieval alone: promote another "
               "(--promote ID) or --unpromote", file=sys.stderr)

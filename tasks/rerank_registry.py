@@ -73,15 +73,10 @@ def _claim(marker: Path) -> bool:
         try:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = int(marker.read_text() or 0)
-                os.kill(holder, 0)
+            if not _claimable(marker):
                 return False  # a live run holds it (this process included: a claim is once)
-            except (ValueError, ProcessLookupError, FileNotFoundError):  # a dead run's claim: take it over
-                marker.unlink(missing_ok=True)
-                continue
-            except PermissionError:  # alive, another user's
-                return False
+            marker.unlink(missing_ok=True)  # a dead run's claim: take it over
+            continue
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         return True
@@ -180,4 +175,32 @@ def listing(db_uri: str, collection: str) -> dict:
                        "dev": e.dev, "train": e.train, "fingerprint": e.fingerprint,
                        # e.g. a rollback restored the promotion of a model removed since: searches cannot use it
                        "missing": not model_exists(db_uri, e)})
-    return {"collection": collection, "promoted": reg.promoted, "models": models}
+    return {"collection": collection, "promoted": reg.promoted, "models": models,
+            "unregistered": unregistered_dirs(db_uri, collection, reg)}
+
+
+def unregistered_dirs(db_uri: str, collection: str, reg) -> list[dict]:
+    """Model directories under the collection's models folder that its registry (at this version) does not
+    name: a run in progress (``training``), one interrupted or killed before it registered its model, or
+    the models of another version of the collection (which a rollback to it needs). Local databases only."""
+    if not is_local_uri(db_uri):
+        return []
+    root = models_root(db_uri, collection)
+    if not root.is_dir():
+        return []
+    named = {(local_db_root(db_uri) / e.path).resolve() for e in reg.models}
+    return [{"path": str(d), "training": (d / CLAIM_MARKER).exists() and not _claimable(d / CLAIM_MARKER)}
+            for d in sorted(root.iterdir()) if d.is_dir() and d.resolve() not in named]
+
+
+def _claimable(marker: Path) -> bool:
+    """Whether the run that holds ``marker`` is gone (its claim could be taken over)."""
+    import os
+
+    try:
+        os.kill(int(marker.read_text() or 0), 0)
+        return False
+    except (ValueError, ProcessLookupError, FileNotFoundError):
+        return True
+    except PermissionError:  # alive, another user's
+        return False

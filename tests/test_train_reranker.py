@@ -563,6 +563,25 @@ def test_runs_started_in_the_same_second_train_into_directories_of_their_own(tmp
     assert claim_model_dir(db, "c", "judgments", str(out))[1] == out
 
 
+def test_rerankers_lists_model_directories_the_registry_does_not_name(sample_db):
+    import shutil
+
+    from tasks.rerank_registry import claim_model_dir, listing, release_model_dir
+
+    _, held = claim_model_dir(sample_db, "sample", "self-supervised")  # a run in progress (this process)
+    try:
+        assert {u["path"]: u["training"] for u in listing(sample_db, "sample")["unregistered"]}[str(held)] is True
+        release_model_dir(held)
+        (held / "model.safetensors").write_text("weights")  # what a run killed before registering leaves
+        assert {u["path"]: u["training"] for u in listing(sample_db, "sample")["unregistered"]}[str(held)] is False
+        shown = subprocess.run([sys.executable, "-m", "corpus_search.cli", "rerankers", "-c", "sample", "--db",
+                                sample_db], cwd=REPO, capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert shown.returncode == 0 and f"  {held}\n" in shown.stdout and "registry does not name" in shown.stdout
+    finally:
+        shutil.rmtree(held)
+
+
 def test_rerankers_refuses_promoting_one_and_none_at_once(sample_db, capsys):
     from corpus_search.cli import main
 
