@@ -397,10 +397,12 @@ def train_reranker(
     out_dir = str(claimed if not out else Path(out))
     depth = dev_depth or DEV_DEPTH
     devset = dev_candidates(db_uri, collection, dev_ex, depth)
-    trained = train(train_ex, base, out_dir, time_budget, seed, max_length or MAX_LENGTH, train_layers,
-                    evaluator_samples(devset))
-    dev = gate(db_uri, collection, devset, out_dir, depth)
-    release_model_dir(out_dir)
+    try:
+        trained = train(train_ex, base, out_dir, time_budget, seed, max_length or MAX_LENGTH, train_layers,
+                        evaluator_samples(devset))
+        dev = gate(db_uri, collection, devset, out_dir, depth)
+    finally:
+        release_model_dir(out_dir)  # done with it, whatever ended the run (an interruption included)
     prev = dev["previous"]["ndcg@10"] if dev["previous"] else None
     promoted, why = decide(promote, dev["retrieval"]["ndcg@10"], prev, dev["candidate"]["ndcg@10"],
                            dev["candidate"]["p"])

@@ -180,7 +180,7 @@ class Searcher:
                 # The default model instead would re-rank with one the gate never compared: not silently.
                 rerankers = f"corpus-search rerankers --collection {self.collection}"
                 raise ModelUnavailableError(
-                    f"collection {self.collection!r}'s promoted re-ranker {missing} is missing from the database "
+                    f"the promoted re-ranker {missing} of collection {self.collection!r} is missing from the database "
                     f"(its directory is gone): promote another one ({rerankers} --promote ID), unpromote it "
                     f"({rerankers} --unpromote), or train a new one")
         return ActiveReranker(reranker_from_settings(s), s.cross_encoder)

@@ -265,7 +265,7 @@ def _refuse_ambiguous_doc_ids(table, doc_id_predicates: list[str]) -> None:
         shown = "; ".join(f"{d!r} under {', '.join(map(repr, o))}" for d, o in sorted(ambiguous.items())[:5])
         raise InvalidQueryError(
             f"{len(ambiguous)} doc id(s) name documents under more than one root ({shown}): nothing was deleted. "
-            "Say which with --origin ROOT (origin= from Python), or delete by --source PATH|URL")
+            "Say which with --origin ROOT (origin= from Python)")
 
 
 def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None,

@@ -37,6 +37,8 @@ SPLIT_RULES = "headings-as-context-1;short-documents-1"
 #: paragraph length: such articles made no paragraph before short documents were kept whole, so the next
 #: run splits them again, while every other article keeps its fingerprint.
 SHORT_DOCUMENTS = "short-documents-1"
+#: Marks the fingerprint of a dump record without a title, which had its id encoded as its title before.
+UNTITLED_RECORDS = "untitled-records-1"
 
 #: Counts tokens of many texts at once (without special tokens).
 TokenCounter = Callable[[Sequence[str]], list[int]]
@@ -271,14 +273,17 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
     if opts.unit == "document":  # one unit per article, never split: the encoder truncates it
         kept = [b.text for i, b in enumerate(parsed.blocks)
                 if not (structured and title and _same_text(b.text, title) and (b.level or i == 0))]
+        kept = kept or [b.text for b in parsed.blocks] or ([title] if title and not article.title_from_id else [])
         blocks = [" ".join(kept)] if kept else []  # however short: the document is the unit
     else:
         blocks = passages(title, parsed.blocks, opts.min_chars, drop_title=structured,
                           every=opts.heading_context == "section")
         if not blocks:
             # The minimum length drops a longer document's fragments (a byline, a caption), never the whole
-            # of a short one: a one-line note or a short record is still a document someone looks for.
-            short = passages(title, parsed.blocks, 0, drop_title=structured)
+            # of a short one: a one-line note or a short record is still a document someone looks for. Then
+            # its headings (a note that is one heading), then a record's own title (a record of a title alone).
+            short = (passages(title, parsed.blocks, 0, drop_title=structured) or [b.text for b in parsed.blocks]
+                     or ([title] if title and not article.title_from_id else []))
             blocks = [" ".join(short)] if short else []
     prefix = count([title])[0] + 1 if (opts.encode_title and title) else 0
     budget = opts.max_tokens - opts.special_tokens - prefix
@@ -352,6 +357,8 @@ def body_fingerprint(article: Article, opts: SplitOptions) -> str:
         *([SPLIT_RULES] if article.kind in _STRUCTURED_KINDS else []),
         *([SHORT_DOCUMENTS] if article.kind not in _STRUCTURED_KINDS and _all_lines_short(article.body, opts.min_chars)
           else []),
+        # A record without a title was encoded with its id as the title: split (and encoded) again, once.
+        *([UNTITLED_RECORDS] if not article.title_from_id and not article.title else []),
     )
 
 

@@ -80,12 +80,26 @@ def test_short_paragraphs_are_dropped_by_the_min_chars_setting():
     ("text", "Buy milk.", ["Buy milk."]),
     ("text", "Call Ann\n\nat noon", ["Call Ann at noon"]),  # every block short: the document, whole
     ("markdown", "# Todo\n\nCall Ann", ["Call Ann"]),  # the heading is the title, encoded with every passage
-    ("text", "  \n\n ", []),  # no text at all is still nothing
+    ("markdown", "## Shopping list\n", ["Shopping list"]),  # a note that is one heading
+    ("html", "<html><head><title>T</title></head><body><h1>Only a heading here</h1></body></html>",
+     ["Only a heading here"]),
+    ("text", "  \n\n ", []),  # no text at all is still nothing (an emptied file keeps its rows)
 ])
 def test_a_document_whose_every_paragraph_is_short_is_kept_whole(kind, body, expected):
     article = Article("a", "/src", "", body, kind)
     assert [p.text for p in split_article(article, opts(min_chars=20), words)] == expected
     assert [p.text for p in split_article(article, opts(min_chars=20, unit="document"), words)] == expected
+
+
+def test_a_record_of_a_title_alone_is_its_title_and_is_split_again_once():
+    from tasks.fetch import parse_dump_line
+    from tasks.split import UNTITLED_RECORDS
+
+    record = parse_dump_line({"_id": "r1", "title": "Only a title", "text": ""}, source="/d/corpus.jsonl")
+    assert [p.text for p in split_article(record, opts(), words)] == ["Only a title"]
+    untitled = parse_dump_line({"_id": "r2", "text": "a passage long enough to keep"}, source="/d/corpus.jsonl")
+    assert body_fingerprint(untitled, opts()) == stable_hash("text", "", "a passage long enough to keep", "64", "10",
+                                                            "True", "True", UNTITLED_RECORDS)
 
 
 def test_the_fingerprint_moves_for_short_plain_articles_only():
