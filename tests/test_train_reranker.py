@@ -368,9 +368,27 @@ def test_a_failed_training_run_is_reported_as_leaving_the_rerankers_unchanged(sa
     assert "re-rankers are unchanged" in summary and "re-encoded" not in summary
 
 
+def _signal_mid_training(argv: list[str], env: dict, err_path, sig: int) -> tuple[subprocess.Popen, str, str]:
+    """Run ``argv`` (a train-reranker command), send ``sig`` a few steps into training: (process, stdout, stderr)."""
+    import time
+
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while "train-cross-encoder" not in err_path.read_text() or " training " not in err_path.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()[-2000:]
+                time.sleep(0.5)
+            time.sleep(3)  # a few steps in
+            proc.send_signal(sig)
+            stdout, _ = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    return proc, stdout, err_path.read_text()
+
+
 def test_ctrl_c_saves_the_weights_so_far_and_the_cli_says_where_and_exits_130(sample_db, tmp_path):
     import signal
-    import time
 
     from sentence_transformers import CrossEncoder
 
@@ -385,19 +403,7 @@ def test_ctrl_c_saves_the_weights_so_far_and_the_cli_says_where_and_exits_130(sa
     interruptible = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, "
                      "signal.default_int_handler); sys.argv = sys.argv[1:]; runpy.run_module('corpus_search.cli', "
                      "run_name='__main__', alter_sys=True)", "corpus-search", *args[3:]]
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(interruptible, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        try:
-            deadline = time.monotonic() + 240
-            while "train-cross-encoder" not in err_path.read_text() or " training " not in err_path.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()[-2000:]
-                time.sleep(0.5)
-            time.sleep(3)  # a few steps in
-            proc.send_signal(signal.SIGINT)
-            stdout, _ = proc.communicate(timeout=120)
-        finally:
-            proc.kill()
-    stderr = err_path.read_text()
+    proc, stdout, stderr = _signal_mid_training(interruptible, env, err_path, signal.SIGINT)
     assert proc.returncode == 130, stderr[-2000:]
     assert "corpus-search: interrupted\n" in stderr and "Traceback" not in stderr.split("corpus-search: interrupted")[-1]
     assert f"the weights so far are saved in {out / 'interrupted'}" in stderr
@@ -418,25 +424,13 @@ def test_ctrl_c_saves_the_weights_so_far_and_the_cli_says_where_and_exits_130(sa
 
 def test_sigterm_during_training_keeps_the_weights_and_the_cli_says_where_and_exits_143(sample_db, tmp_path):
     import signal
-    import time
 
     out, err_path = tmp_path / "model", tmp_path / "stderr"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_LOGGING_LEVEL": "INFO"}
     args = [sys.executable, "-m", "corpus_search.cli", "train-reranker", "-c", "sample", "--db", sample_db,
             "--self-supervised", "--time-budget", "600", "--out", str(out)]
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        try:
-            deadline = time.monotonic() + 240
-            while "train-cross-encoder" not in err_path.read_text() or " training " not in err_path.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()[-2000:]
-                time.sleep(0.5)
-            time.sleep(3)  # a few steps in
-            proc.send_signal(signal.SIGTERM)  # e.g. a cancelled run, or systemd stopping a job
-            proc.communicate(timeout=120)
-        finally:
-            proc.kill()
-    stderr = err_path.read_text()
+    # e.g. a cancelled run, or systemd stopping a job
+    proc, _, stderr = _signal_mid_training(args, env, err_path, signal.SIGTERM)
     assert proc.returncode in (143, -signal.SIGTERM), stderr[-2000:]
     assert f"corpus-search: the weights so far are saved in {out / 'interrupted'}" in stderr, stderr[-2000:]
     assert (out / "interrupted" / "model.safetensors").is_file() and not (out / "checkpoints").exists()
