@@ -31,16 +31,10 @@ def settings_error(exc: Exception) -> UsageError | None:
     if not isinstance(exc, ValidationError) or exc.title != "Settings":
         return None
     return UsageError("; ".join(
-        f"setting {_named(str(e['loc'][0]) if e['loc'] else None, '.'.join(map(str, e['loc'])))}: {_why(e)}"
+        f"setting {_named(str(e['loc'][0]) if e['loc'] else None, '.'.join(map(str, e['loc'])))}: "
+        f"{str(e['msg']).removeprefix('Value error, ')}"
         for e in exc.errors()
     ))
-
-
-def _why(error) -> str:
-    """Pydantic's message, said for a setting: an unknown name is most likely a misspelt variable (from .env)."""
-    if error["type"] == "extra_forbidden":
-        return 'there is no such setting (misspelt? the README\'s "Settings" section lists them)'
-    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _named(field: str | None, path: str | None = None) -> str:

@@ -26,7 +26,7 @@ from flows.hooks import log_crash, log_failure
 from flows.index_corpus import index_corpus
 from flows.summary import artifact_key
 from query.errors import InvalidQueryError
-from query.settings import MODES, Settings, get_settings
+from query.settings import MODES, Settings, settings_with
 from tasks.datasets import DatasetFormatError, load_dataset
 from tasks.fetch import LOCAL_SUFFIXES
 from tasks.metrics import MEASURES, TTEST, compare_to_best, evaluate_per_query, holm, maxp, paired_ttest, write_trec_run
@@ -322,12 +322,12 @@ def evaluate(
     else:
         notes.append("unit paragraph: long documents are split; a document scores as its best paragraph (MaxP)")
     collection = collection or default_collection(data.name, unit)
-    # Only what was set (environment, overrides): an unset cross-encoder lets the collection's promoted one apply.
-    base = get_settings().model_dump(exclude_unset=True)
-    # No score cache: the +rerank row of a second mode would re-use the first one's scores of the same
-    # (query, paragraph) pairs, and report a queries/s that no new query gets.
-    settings = Settings(**{**base, **overrides, "collection": collection, "rerank_cache_size": 0,
-                           **({"db_uri": db_uri} if db_uri else {})})
+    # settings_with keeps what was set (environment, overrides) apart from the defaults: an unset
+    # cross-encoder lets the collection's promoted one apply. No score cache: the +rerank row of a second
+    # mode would re-use the first one's scores of the same (query, paragraph) pairs, and report a
+    # queries/s that no new query gets.
+    settings = settings_with({**overrides, "collection": collection, "rerank_cache_size": 0,
+                              **({"db_uri": db_uri} if db_uri else {})})
     index_overrides = {k: v for k, v in overrides.items() if k != "cross_encoder"}
 
     t0 = time.perf_counter()

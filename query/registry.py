@@ -290,16 +290,21 @@ def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
     return [str((root / rel).resolve()) if local else _uri(db_uri, rel) for rel in removed]
 
 
+def registry_or_empty(table) -> Registry:
+    """:func:`read_registry`, or an empty registry when its stored value is damaged: searches never break on it."""
+    try:
+        return read_registry(table)
+    except (ValueError, TypeError, RerankerRegistryError):
+        return Registry()
+
+
 def promoted_model(table, db_uri: str) -> tuple[RerankerEntry, Path] | None:
     """The promoted re-ranker of ``table`` and its directory, or ``None``.
 
     A promoted model whose directory is gone is reported as ``None`` with the reason left to the caller's
     fallback: the registry never breaks a search.
     """
-    try:
-        entry = read_registry(table).promoted_entry
-    except (ValueError, TypeError, RerankerRegistryError):  # a damaged registry value must not break search
-        return None
+    entry = registry_or_empty(table).promoted_entry
     if entry is None:
         return None
     try:

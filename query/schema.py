@@ -85,7 +85,7 @@ class IndexMetadata:
     @classmethod
     def from_schema(cls, schema: pa.Schema, *, table: str = "") -> IndexMetadata:
         """Read the metadata of a table's schema; a table without it was not written by corpus-search."""
-        raw = (schema.metadata or {}).get(METADATA_KEY)
+        raw = raw_metadata(schema)
         if raw is None:
             raise IndexContractError(
                 f"table {table!r} has no corpus-search metadata: it was not written by `corpus-search index`. "
@@ -172,6 +172,11 @@ def validate_collection_name(name: object) -> str:
     if RESERVED_SEPARATOR in name:
         raise InvalidNameError(f"collection name {shown} contains '__' (reserved for internal tables): {NAME_RULE}")
     return name
+
+
+def raw_metadata(schema: pa.Schema) -> bytes | None:
+    """The corpus-search metadata of a table's schema as stored (None: a table corpus-search did not write)."""
+    return (schema.metadata or {}).get(METADATA_KEY)
 
 
 def articles_table_name(collection: str) -> str:

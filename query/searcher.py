@@ -39,14 +39,14 @@ from query.hits import (  # noqa: F401 - MAX_RESULTS, Hit, Hits and Timings are 
 )
 from query.fusion import fused_scores, fusion_reach, rank_order
 from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_name, load_reranker, reranker_from_settings, reranker_options
-from query.registry import Registry, RerankerRegistryError, promoted_model, read_registry
+from query.registry import promoted_model, registry_or_empty
 from query.schema import (
     IndexContractError,
     IndexMetadata,
-    METADATA_KEY,
     check_schema_version,
     is_internal_table,
     count_documents,
+    raw_metadata,
     validate_collection_name,
 )
 from query.settings import Settings, get_settings, settings_with
@@ -126,7 +126,7 @@ class Searcher:
         check_schema_version(self.meta, collection=self.collection,
                              db_uri=self.settings.db_uri if self.settings.db_uri != get_settings().db_uri else None)
         self.fts_columns = retrieve.fts_columns(self.table)
-        self._seen_meta = (self.table.schema.metadata or {}).get(METADATA_KEY)
+        self._seen_meta = raw_metadata(self.table.schema)
         if canonical_model_name(self.settings.bi_encoder) != self.meta.encoder:
             raise IndexContractError(
                 f"collection {self.collection!r} was indexed with bi-encoder {self.meta.encoder!r}, but the "
@@ -175,7 +175,7 @@ class Searcher:
                 model = load_reranker(str(path), **reranker_options(s))
                 return ActiveReranker(model, f"{self.collection} re-ranker {entry.id}",
                                       entry.alpha if s.rerank_fusion else 1.0, entry.depth)
-            if (missing := self._registry().promoted) is not None:
+            if (missing := registry_or_empty(self.table).promoted) is not None:
                 # Its files are gone (removed by hand, or a rollback restored a promotion of a removed model).
                 # The default model instead would re-rank with one the gate never compared: not silently.
                 rerankers = f"corpus-search rerankers --collection {self.collection}"
@@ -185,12 +185,6 @@ class Searcher:
                     f"({rerankers} --unpromote), or train a new one")
         return ActiveReranker(reranker_from_settings(s), s.cross_encoder)
 
-    def _registry(self) -> Registry:
-        try:
-            return read_registry(self.table)
-        except (ValueError, TypeError, RerankerRegistryError):  # a damaged registry value must not break search
-            return Registry()
-
     def _reranker_or_fallback(self, rerank: bool | str) -> ActiveReranker | None:
         """``rerank=True`` falls back to retrieval (one warning) when no model loads; ``"require"`` raises."""
         return reranker_or_fallback(self.active_reranker, rerank, "results are the retrieval ranking",
@@ -199,7 +193,7 @@ class Searcher:
     def _registry_hint(self) -> str:
         """What the collection's own re-rankers offer, for the fallback warning: the user's next step."""
         rerankers = f"corpus-search rerankers --collection {self.collection}"
-        registry = self._registry()
+        registry = registry_or_empty(self.table)
         if registry.promoted:
             return ""  # its model is missing, and the error says what to do
         if registry.models:
@@ -235,7 +229,7 @@ class Searcher:
             schema = self.table.schema
         except Exception:  # noqa: BLE001 - dropped: the retrieval that follows says so clearly
             return
-        if (schema.metadata or {}).get(METADATA_KEY) == self._seen_meta:
+        if raw_metadata(schema) == self._seen_meta:
             return
         meta = IndexMetadata.from_schema(schema, table=self.collection)
         if meta != self.meta:
@@ -245,7 +239,7 @@ class Searcher:
                     f"dims) after this search was opened with {self.meta.encoder!r}: open a new Searcher")
             self.meta = meta  # e.g. encode_title: passages are re-ranked as they were indexed
             self.fts_columns = retrieve.fts_columns(self.table)
-        self._seen_meta = (schema.metadata or {}).get(METADATA_KEY)
+        self._seen_meta = raw_metadata(schema)
 
     def _retrieve(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None) -> pa.Table:
         try:

@@ -145,15 +145,20 @@ def articles_version_for(db, collection: str, paragraph_version: int, *, tag: st
     articles = _open_optional(db, articles_table_name(collection))
     if articles is None:
         return None
-    if tag is not None:
-        tags = articles.tags.list()
-        if tag in tags:
-            return int(tags[tag]["version"])
-    available = _version_times(articles)
-    for run in reversed(load_runs(db, collection)):
+    return _articles_version(paragraph_version, tag, articles.tags.list(), _version_times(articles),
+                             load_runs(db, collection), _version_times(open_collection(db, collection)))
+
+
+def _articles_version(paragraph_version: int, tag: str | None, article_tags: dict, available: dict[int, datetime],
+                      runs: list[dict], paragraph_times: dict[int, datetime]) -> int | None:
+    """:func:`articles_version_for` over what it reads (the article table's tags and version times, the run
+    log, the paragraph table's version times), so that a caller mapping many versions reads them once."""
+    if tag is not None and tag in article_tags:
+        return int(article_tags[tag]["version"])
+    for run in reversed(runs):
         if run["paragraph_version"] == paragraph_version and run["articles_version"] in available:
             return int(run["articles_version"])
-    at = _version_times(open_collection(db, collection)).get(paragraph_version)
+    at = paragraph_times.get(paragraph_version)
     if at is None:
         return None
     earlier = [v for v, t in available.items() if t <= at]
@@ -326,11 +331,12 @@ def cleanup_companions(db, collection: str, retention_days: float) -> dict:
         removed["runs_versions"] = cleanup(runs, retention_days)["old_versions"]
     if articles is not None:
         paragraphs = open_collection(db, collection)
-        article_tags = articles.tags.list()
+        article_tags, times = articles.tags.list(), _version_times(articles)
+        paragraph_times, logged = _version_times(paragraphs), load_runs(db, collection)
         tag_of = {int(info["version"]): name for name, info in paragraphs.tags.list().items() if name in article_tags}
-        needed = {articles_version_for(db, collection, v, tag=tag_of.get(v)) for v in _version_times(paragraphs)}
+        needed = {_articles_version(v, tag_of.get(v), article_tags, times, logged, paragraph_times)
+                  for v in paragraph_times}
         needed -= {int(info["version"]) for info in article_tags.values()}  # cleanup keeps tagged ones anyway
-        times = _version_times(articles)
         days = retention_days
         if oldest := min((times[v] for v in needed if v in times), default=None):
             # A second's margin: the oldest needed version must stay whatever the clock's rounding.

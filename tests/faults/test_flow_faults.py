@@ -350,8 +350,7 @@ def test_sigkill_during_a_first_and_an_incremental_run_heals_with_no_duplicates(
 @pytest.mark.slow
 def test_sigkill_of_the_cli_stops_its_temporary_prefect_server(tmp_path):
     notes = write_notes(tmp_path / "notes", 2)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="INFO")
+    env = _own_server_env(tmp_path, PREFECT_LOGGING_LEVEL="INFO")
     proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", "index", str(notes), "--db",
                              str(tmp_path / "db"), "-c", "t"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -362,22 +361,20 @@ def test_sigkill_of_the_cli_stops_its_temporary_prefect_server(tmp_path):
             if "Beginning flow run" in line:
                 break
             assert time.monotonic() < deadline
-        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "uvicorn"], capture_output=True, text=True)
-        server = int(children.stdout.split()[0])
+        server = _uvicorn_child(proc.pid)
+        assert server is not None, "the CLI started no temporary server"
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         assert _gone(server), "the temporary server outlived the CLI"
     finally:
         proc.kill()
-        if server and Path(f"/proc/{server}").exists():
-            os.kill(server, signal.SIGKILL)
+        _kill_if_alive(server)
 
 
 @pytest.mark.slow
 def test_sigterm_while_the_temporary_prefect_server_starts_leaves_no_server(tmp_path):
     notes = write_notes(tmp_path / "notes", 2)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"))
+    env = _own_server_env(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "corpus_search.cli", "index", str(notes), "--db",
                              str(tmp_path / "db"), "-c", "t"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -386,24 +383,21 @@ def test_sigterm_while_the_temporary_prefect_server_starts_leaves_no_server(tmp_
         deadline = time.monotonic() + 120
         while server is None:  # the server process exists, and is not healthy yet: start() still waits on it
             assert time.monotonic() < deadline and proc.poll() is None
-            found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "uvicorn"], capture_output=True, text=True)
-            server = int(found.stdout.split()[0]) if found.stdout.split() else None
+            server = _uvicorn_child(proc.pid)
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         assert _gone(server, 20), "the temporary server outlived the CLI"
     finally:
         proc.kill()
-        if server and Path(f"/proc/{server}").exists():
-            os.kill(server, signal.SIGKILL)
+        _kill_if_alive(server)
 
 
 @pytest.mark.slow
 def test_ctrl_c_in_a_terminal_interrupts_the_run_not_its_temporary_prefect_server(tmp_path):
     """A terminal sends Ctrl-C's SIGINT to its whole foreground process group, the CLI's children included."""
     notes = write_notes(tmp_path / "notes", 12)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="INFO")
+    env = _own_server_env(tmp_path, PREFECT_LOGGING_LEVEL="INFO")
     # With Ctrl-C's handler put back (a background shell leaves SIGINT ignored), as a foreground job has it.
     interruptible = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, "
                      "signal.default_int_handler); sys.argv = sys.argv[1:]; runpy.run_module('corpus_search.cli', "
@@ -419,8 +413,8 @@ def test_ctrl_c_in_a_terminal_interrupts_the_run_not_its_temporary_prefect_serve
             if "Beginning flow run" in line:
                 break
             assert time.monotonic() < deadline
-        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "uvicorn"], capture_output=True, text=True)
-        server = int(children.stdout.split()[0])
+        server = _uvicorn_child(proc.pid)
+        assert server is not None, "the CLI started no temporary server"
         started = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         out.append(proc.communicate(timeout=90)[0])
@@ -431,8 +425,26 @@ def test_ctrl_c_in_a_terminal_interrupts_the_run_not_its_temporary_prefect_serve
         assert _gone(server), "the temporary server outlived the CLI"  # stopped at exit, by Prefect
     finally:
         proc.kill()
-        if server and Path(f"/proc/{server}").exists():
-            os.kill(server, signal.SIGKILL)
+        _kill_if_alive(server)
+
+
+def _own_server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A CLI's environment in which it starts Prefect's temporary server (no PREFECT_API_URL), in a home of its own."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(tmp_path / "prefect"), **extra)
+    return env
+
+
+def _uvicorn_child(pid: int) -> int | None:
+    """The temporary server: the uvicorn child process of ``pid``, if it has one yet."""
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", "uvicorn"], capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
+
+
+def _kill_if_alive(pid: int | None) -> None:
+    """Whatever a test found, no server outlives it."""
+    if pid and Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
 
 
 def _gone(pid: int, wait_s: float = 10.0) -> bool:
