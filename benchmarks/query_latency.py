@@ -267,6 +267,8 @@ def end_to_end(db: str, collection: str, model: str | None, queries: list[str], 
     # The baseline's own Searcher: a retrieval-only search must not overwrite a variant's timings.
     base_searcher = Searcher(db_uri=db, collection=collection, cross_encoder=model)
     active = next(iter(searchers.values())).active_reranker()
+    if active.model is None:
+        raise SystemExit(f"{active.name} is promoted at fusion weight 0: searches run no cross-encoder to time")
     path = model or str(active.model.model.transformers_model.name_or_path)  # the collection's promoted one
     ce = CrossEncoder(path, device="cpu", local_files_only=True)
     identity = torch.nn.Identity()

@@ -66,6 +66,11 @@ def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: 
     # Adaptive depth: with fusion, a candidate too far below the first stage's depth-th best cannot reach
     # the top depth whatever its cross-encoder score (query.fusion.fusion_reach), so it is not scored.
     keep = np.flatnonzero(fusion_reach(retrieval, alpha, depth)) if adaptive else np.arange(hits.num_rows)
+    if alpha == 0.0:
+        # Weight 0 (a model promoted by hand although the gate found no weight that helps): the fused order
+        # is retrieval's whatever the cross-encoder says, so it is neither loaded nor run.
+        page = rank_order(scores := fused_scores(np.zeros(keep.size), retrieval, keep, 0.0))[offset:depth]
+        return hits_from_table(hits, page, scores, first_rank=offset + 1, terms=terms), 0
     titles, texts = hits["title"].to_pylist(), hits["text"].to_pylist()
     passages = [passage_text(titles[i], texts[i], encode_title) for i in keep]
     # With fusion every candidate's exact score matters, not only the re-ranker's own top k.
@@ -79,7 +84,7 @@ def _rerank(query: str, hits: pa.Table, reranker: ActiveReranker, encode_title: 
 class ActiveReranker:
     """The re-ranker a search uses: the model, what to call it, and its fusion weight (1.0: none)."""
 
-    model: Any
+    model: Any  # None at fusion weight 0: the ranking is retrieval's, and no model is loaded
     name: str
     alpha: float = 1.0
     depth: int | None = None  # candidates to re-rank when the caller does not say (None: settings.candidates)
@@ -159,7 +164,7 @@ class Searcher:
 
     @property
     def reranker(self):
-        """The loaded re-ranker model a search uses (see :meth:`active_reranker`)."""
+        """The loaded re-ranker model a search uses (see :meth:`active_reranker`); None at fusion weight 0."""
         return self.active_reranker().model
 
     def active_reranker(self) -> ActiveReranker:
@@ -172,9 +177,9 @@ class Searcher:
             promoted = promoted_model(self.table, s.db_uri)
             if promoted is not None:
                 entry, path = promoted
-                model = load_reranker(str(path), **reranker_options(s))
-                return ActiveReranker(model, f"{self.collection} re-ranker {entry.id}",
-                                      entry.alpha if s.rerank_fusion else 1.0, entry.depth)
+                alpha = entry.alpha if s.rerank_fusion else 1.0
+                model = load_reranker(str(path), **reranker_options(s)) if alpha > 0.0 else None
+                return ActiveReranker(model, f"{self.collection} re-ranker {entry.id}", alpha, entry.depth)
             if (missing := registry_or_empty(self.table).promoted) is not None:
                 # Its files are gone (removed by hand, or a rollback restored a promotion of a removed model).
                 # The default model instead would re-rank with one the gate never compared: not silently.

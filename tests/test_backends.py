@@ -180,8 +180,12 @@ def test_adaptive_depth_scores_only_the_candidates_that_can_reach_the_top_k(mode
     _, full = _rerank(QUERY, table, fused, False, 5, adaptive=False)
     assert full == n
     # Weight 0 (the gate's choice for a re-ranker that does not help): the retrieval order, scored in 0..1.
-    kept, _ = _rerank(QUERY, table, ActiveReranker(model, "m", alpha=0.0), False, 5, adaptive=True)
+    # No model is needed there (the Searcher loads none): nothing is scored.
+    kept, none_scored = _rerank(QUERY, table, ActiveReranker(None, "m", alpha=0.0), False, 5, adaptive=True)
     assert [h.text for h in kept] == table["text"].to_pylist()[:5] and all(0.0 <= h.score <= 1.0 for h in kept)
+    assert none_scored == 0
+    page2, _ = _rerank(QUERY, table, ActiveReranker(None, "m", alpha=0.0), False, 5, adaptive=True, offset=5)
+    assert [h.text for h in page2] == table["text"].to_pylist()[5:10] and [h.rank for h in page2] == list(range(6, 11))
     _, alone = _rerank(QUERY, table, ActiveReranker(model, "m"), False, 5, adaptive=True)
     assert alone == n  # without fusion the cross-encoder alone decides: every candidate is scored
 

@@ -351,6 +351,34 @@ def test_the_fallback_warning_points_at_the_collections_unpromoted_or_missing_re
     assert read_registry(table).to_json() == Registry.from_json(saved).to_json()
 
 
+def test_a_model_promoted_at_fusion_weight_zero_is_never_loaded_and_ranks_as_retrieval(sample_db):
+    """Weight 0 (``--promote always`` of a model the gate found no weight for): retrieval's order, at no model cost."""
+    from pathlib import Path
+
+    from query import Searcher
+    from query.registry import REGISTRY_KEY, Registry, RerankerEntry, write_registry
+
+    table = Searcher(db_uri=sample_db, collection="sample").table
+    saved = table.to_lance().metadata.get(REGISTRY_KEY)
+    # A directory with no model in it: loading it would fail, so a search that works never loaded it.
+    (Path(sample_db) / "_rerankers" / "sample" / "weight-zero").mkdir(parents=True)
+    entry = RerankerEntry(id="weight-zero", path="_rerankers/sample/weight-zero", created="2026-01-01T00:00:00+00:00",
+                          base="tiny", signal="self-supervised", fingerprint="0", alpha=0.0)
+    try:
+        write_registry(table, Registry("weight-zero", [entry]))
+        retrieval = Searcher(db_uri=sample_db, collection="sample").search("How do glaciers form?", k=4, rerank=False)
+        s = Searcher(db_uri=sample_db, collection="sample")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no fallback warning: nothing failed to load
+            hits = s.search("How do glaciers form?", k=4, rerank="require")
+        assert [h.id for h in hits] == [h.id for h in retrieval] and all(0.0 <= h.score <= 1.0 for h in hits)
+        assert s.timings.reranker == "sample re-ranker weight-zero" and s.timings.reranked == 0
+        assert s.active_reranker().model is None
+    finally:
+        write_registry(table, Registry.from_json(saved))
+        (Path(sample_db) / "_rerankers" / "sample" / "weight-zero").rmdir()
+
+
 def test_a_failed_training_run_is_reported_as_leaving_the_rerankers_unchanged(sample_db, tiny_base, tmp_path):
     from flows.hooks import log_failure
     from flows.train_reranker import train_reranker
