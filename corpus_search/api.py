@@ -36,7 +36,6 @@ from pydantic import BaseModel, ConfigDict
 
 from corpus_search.answers import Answer, document_answer, search_answer
 from corpus_search.api_client import STAGES_HEADER, WARNINGS_HEADER, encode_header
-from corpus_search.errors import settings_error
 from query.errors import CollectionNotFoundError, CorpusSearchError, ModelUnavailableError
 from query.settings import Settings
 from query.storage import table_names
@@ -191,8 +190,6 @@ class QueryService:
         except CorpusSearchError as exc:
             return JSONResponse({"error": str(exc)}, status_code=error_status(exc))
         except Exception as exc:  # noqa: BLE001 - the boundary: a bug is a 500 and a traceback in the log
-            if (user_error := settings_error(exc)) is not None:
-                return JSONResponse({"error": str(user_error)}, status_code=400)
             log.exception("internal error while answering a query")
             return JSONResponse({"error": f"internal error ({type(exc).__name__}: {exc}); see the service log"},
                                 status_code=500)

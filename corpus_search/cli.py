@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from corpus_search.argtypes import non_negative_int, positive_int
-from corpus_search.errors import UsageError, settings_error
+from corpus_search.errors import UsageError
 from deployments.prefect_env import prefect_environment
 from query.errors import CorpusSearchError
 
@@ -347,12 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)  # --help through a closed pipe too
         if (sp := getattr(args, "collection_parser", None)) is not None:
             args.collection = _collection_operand(sp, args)
-        try:
-            return int(args.func(args) or 0)
-        except Exception as exc:
-            if (user_error := settings_error(exc)) is None:
-                raise
-            raise user_error from None
+        return int(args.func(args) or 0)
     except CorpusSearchError as exc:
         # User errors (bad names, filters, paths, settings) are one line and exit 2; bugs keep their traceback.
         print(f"corpus-search: error: {exc}", file=sys.stderr)

@@ -27,5 +27,9 @@ class PrecisionError(CorpusSearchError, ValueError):
     """A compute precision that the device cannot run (fp16 on the CPU) or that does not exist."""
 
 
+class InvalidSettingError(CorpusSearchError, ValueError):
+    """A setting read from the environment or ``.env`` that cannot be used as given; the message names its variable."""
+
+
 class DatabaseLocationError(CorpusSearchError, OSError):
     """The database URI points at something that is not a usable database directory."""

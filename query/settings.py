@@ -189,7 +189,12 @@ def get_settings() -> Settings:
     import os
     import warnings
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except Exception as exc:
+        if (user_error := settings_error(exc)) is None:
+            raise
+        raise user_error from None
     prefix = Settings.model_config["env_prefix"]
     known = {prefix + name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
     names = {k.upper() for k in os.environ} | {k.upper() for k in _dotenv_names()}
@@ -197,6 +202,37 @@ def get_settings() -> Settings:
         warnings.warn(f"{name} is not a corpus-search setting (misspelt? the README's \"Settings\" section lists "
                       "them); it is ignored", UnknownSettingWarning, stacklevel=2)
     return settings
+
+
+def settings_error(exc: Exception):
+    """A pydantic error of ``Settings`` (e.g. a bad CORPUS_SEARCH_COLLECTION) as a one-line
+    :class:`~query.errors.InvalidSettingError`, else None: a program gets the error class every user error has."""
+    import re
+
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from query.errors import InvalidSettingError
+
+    if isinstance(exc, SettingsError):  # a value the environment source cannot even parse (bad JSON)
+        field = m.group(1) if (m := re.search(r'field "(\w+)"', str(exc))) else None
+        why = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        return InvalidSettingError(f"setting {_named(field)} cannot be parsed{why}: give it as valid JSON")
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
+        return None
+    return InvalidSettingError("; ".join(
+        f"setting {_named(str(e['loc'][0]) if e['loc'] else None, '.'.join(map(str, e['loc'])))}: "
+        f"{str(e['msg']).removeprefix('Value error, ')}"
+        for e in exc.errors()
+    ))
+
+
+def _named(field: str | None, path: str | None = None) -> str:
+    """"candidates (the CORPUS_SEARCH_CANDIDATES setting)": the setting and the variable a user sets. Never its
+    value: storage options hold credentials."""
+    if not field:
+        return path or "?"
+    return f"{path or field} (the {Settings.model_config['env_prefix']}{field.upper()} setting)"
 
 
 def _dotenv_names() -> list[str]:

@@ -101,6 +101,24 @@ def test_a_dotenv_file_in_the_working_directory_sets_settings_and_ignores_other_
     assert (settings.candidates, settings.rrf_k) == (42, 9)
 
 
+def test_a_bad_dotenv_value_read_from_python_is_the_user_error_class_naming_its_variable(monkeypatch, tmp_path):
+    """A program gets a CorpusSearchError it can catch with all others, not pydantic's ValidationError."""
+    from query import Searcher
+    from query.errors import CorpusSearchError, InvalidSettingError
+    from query.settings import get_settings
+
+    (tmp_path / ".env").write_text("CORPUS_SEARCH_CANDIDATES=many\n")
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(InvalidSettingError, match=r"^setting candidates \(the CORPUS_SEARCH_CANDIDATES setting\): "):
+            get_settings()
+        with pytest.raises(CorpusSearchError, match="CORPUS_SEARCH_CANDIDATES"):
+            Searcher(db_uri=str(tmp_path), collection="notes")
+    finally:
+        get_settings.cache_clear()
+
+
 def test_a_misspelt_setting_in_dotenv_or_the_environment_is_named_in_one_warning(monkeypatch, capsys, tmp_path):
     from query.settings import UnknownSettingWarning, get_settings
 
