@@ -137,7 +137,7 @@ def register(sub, common) -> None:
 
     de = sub.add_parser("delete", help="delete documents from a collection by doc id or source",
                         description="Delete documents (their paragraphs and article state) from a collection. "
-                        "Nothing matching deletes 0 rows. A later `corpus-search index` of their source "
+                        "Nothing matching deletes 0 rows (a doc id that matches nothing gets a warning with what would). A later `corpus-search index` of their source "
                         "indexes them again.")
     add_collection_operand(de)
     which = de.add_mutually_exclusive_group(required=True)

@@ -254,18 +254,48 @@ def _article_predicates(pairs: set[tuple[str, str]]) -> list[str]:
             for s, ids in by_source.items() for chunk in chunks(ids, _CHUNK)]
 
 
-def _refuse_ambiguous_doc_ids(table, doc_id_predicates: list[str]) -> None:
-    """Raise, before anything is deleted, when a doc id names documents under more than one root."""
+class NothingDeletedWarning(UserWarning):
+    """A delete matched no document; the message says what the collection holds under the names given."""
+
+
+def _roots(table, doc_id_predicates: list[str]) -> dict[str, set[str]]:
+    """The roots (origins) each matched doc id is held under."""
     roots: dict[str, set[str]] = {}
     for where in doc_id_predicates:
         for r in table.search().where(where).select(["doc_id", "origin"]).limit(None).to_arrow().to_pylist():
             roots.setdefault(r["doc_id"], set()).add(r["origin"])
-    ambiguous = {d: sorted(o) for d, o in roots.items() if len(o) > 1}
+    return roots
+
+
+def _refuse_ambiguous_doc_ids(table, doc_id_predicates: list[str]) -> None:
+    """Raise, before anything is deleted, when a doc id names documents under more than one root."""
+    ambiguous = {d: sorted(o) for d, o in _roots(table, doc_id_predicates).items() if len(o) > 1}
     if ambiguous:
         shown = "; ".join(f"{d!r} under {', '.join(map(repr, o))}" for d, o in sorted(ambiguous.items())[:5])
         raise InvalidQueryError(
             f"{len(ambiguous)} doc id(s) name documents under more than one root ({shown}): nothing was deleted. "
             "Say which with --origin ROOT (origin= from Python)")
+
+
+def _warn_nothing_deleted(table, doc_ids: list[str], origin: str | None, has_origin: bool) -> None:
+    """Doc ids that matched nothing: say where those ids are (another root), or what a doc id looks like.
+
+    A doc id is a path under its root (``notes/a.md``), not the file's full path; a wrong ``--origin`` or a
+    full path deletes 0 rows, and without a hint that reads as "deleted" to a script's author.
+    """
+    import warnings
+
+    elsewhere = _roots(table, _predicates(doc_ids, [])) if has_origin and origin is not None else {}
+    if elsewhere:
+        roots = sorted({o for os_ in elsewhere.values() for o in os_})
+        hint = (f"under --origin {origin!r} there is none of them, but {len(elsewhere)} of them are under "
+                f"{', '.join(map(repr, roots[:5]))}: give one of those as --origin (origin=)")
+    else:
+        sample = table.search().select(["doc_id", "source"]).limit(1).to_arrow().to_pylist()
+        hint = ("the collection holds no document with " + ("that id" if len(doc_ids) == 1 else "those ids")
+                + (f" (a doc id is a path under the root it was indexed through, e.g. {sample[0]['doc_id']!r} of "
+                   f"{sample[0]['source']!r}; --source takes a full path or URL)" if sample else ""))
+    warnings.warn(f"nothing deleted: {hint}", NothingDeletedWarning, stacklevel=3)
 
 
 def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None,
@@ -278,7 +308,8 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
     :class:`InvalidQueryError` naming them. ``sources``: file paths or URLs, exactly; a directory
     (trailing '/' or an existing local directory) means every document under it. A document matching
     any of them goes.
-    Nothing matching is not an error: the counts are 0. Search indexes stay valid (deleted rows are never
+    Nothing matching is not an error: the counts are 0, and for doc ids a :class:`NothingDeletedWarning`
+    says where those ids are (another root) or what a doc id looks like. Search indexes stay valid (deleted rows are never
     returned), and a later index run of the same source indexes the deleted documents again, since
     their article state is gone. Returns ``{"collection", "rows_deleted", "articles_deleted"}``.
     """
@@ -329,6 +360,8 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
                     articles_deleted += n
                     articles.delete(where)
         result = {"collection": collection, "rows_deleted": rows, "articles_deleted": articles_deleted}
+        if not rows and not articles_deleted and doc_ids:
+            _warn_nothing_deleted(table, doc_ids, origin, has_origin)
         if rows or articles_deleted:
             # Logged with both versions, so a rollback to this point restores the matching article state.
             articles_version = db.open_table(articles_table_name(collection)).version \
@@ -339,5 +372,5 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
     return result
 
 
-__all__ = ["connect_existing", "delete_documents", "drop_collection", "internal_tables", "list_collections",
+__all__ = ["NothingDeletedWarning", "connect_existing", "delete_documents", "drop_collection", "internal_tables", "list_collections",
            "origin_predicate", "require_collection", "source_predicate"]

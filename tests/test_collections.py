@@ -267,9 +267,13 @@ def test_delete_by_doc_id_removes_rows_and_state_search_never_returns_them_and_r
     assert len(table_rows(db, "alpha")) == len(before) - len(bees)
     assert "bees.md" not in search_doc_ids(db, "alpha", "honey from nectar in the hive")
 
-    again = main_(capsys, "delete", "alpha", "--doc-id", "bees.md", "--doc-id", "no-such-doc", "--db", db, "--json")
+    from tasks.collections import NothingDeletedWarning
+
+    with pytest.warns(NothingDeletedWarning, match="no document with those ids"):  # deleted already: 0, and said
+        again = main_(capsys, "delete", "alpha", "--doc-id", "bees.md", "--doc-id", "no-such-doc", "--db", db, "--json")
     assert again[0] == 0 and json.loads(again[1]) == {"collection": "alpha", "rows_deleted": 0, "articles_deleted": 0}
-    assert delete_documents("alpha", doc_ids=["nothing"], db_uri=db)["rows_deleted"] == 0
+    with pytest.warns(NothingDeletedWarning):
+        assert delete_documents("alpha", doc_ids=["nothing"], db_uri=db)["rows_deleted"] == 0
 
     # The article state went too, so the next index run of the same folders brings exactly that document back.
     result = run_index([folders["plain"], folders["o'brien notes"]], collection="alpha", db=db)
@@ -297,6 +301,17 @@ def test_a_doc_id_under_two_roots_deletes_nothing_until_origin_says_which(db, ru
                          "--db", db, "--json")
     assert code == 0 and json.loads(out)["articles_deleted"] == 1
     assert {r["source"] for r in table_rows(db, "gamma")} == {str(roots[1] / "index.md")}
+    # Deleting 0 rows says why: the id is under another root, or a full path is not a doc id.
+    from tasks.collections import NothingDeletedWarning
+
+    with pytest.warns(NothingDeletedWarning, match=f"under --origin .* there is none of them, but 1 of them are "
+                      f"under '{roots[1]}': give one of those as --origin"):
+        code, out, _ = main_(capsys, "delete", "gamma", "--doc-id", "index.md", "--origin", str(roots[0]), "--db", db)
+    assert code == 0 and "deleted 0 rows" in out
+    with pytest.warns(NothingDeletedWarning, match="holds no document with that id .*a doc id is a path under the root "
+                      "it was indexed through, e.g. 'index.md'"):
+        main_(capsys, "delete", "gamma", "--doc-id", str(roots[1] / "index.md"), "--db", db)
+    assert len(table_rows(db, "gamma")) == len(before) - 1
     # Only the work root's article state went: reindexing both brings back that one document alone.
     assert run_index(roots, collection="gamma", db=db)["articles_fetched"] == 1
 
