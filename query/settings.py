@@ -31,8 +31,11 @@ class Settings(BaseSettings):
     # A .env file in the working directory is read too (the environment wins over it). Only its lines
     # that name a setting are taken: other programs' keys in a shared .env are theirs. A misspelt
     # CORPUS_SEARCH_ name, there or in the environment, is warned about (get_settings).
+    # An empty variable (`CORPUS_SEARCH_CROSS_ENCODER=` in a compose file or .env) is unset: the default holds,
+    # as shells and container tools mean it, not an empty model name that fails at the first search.
     model_config = SettingsConfigDict(env_prefix="CORPUS_SEARCH_", extra="forbid", env_file=".env",
-                                      env_file_encoding="utf-8", dotenv_filtering="only_existing")
+                                      env_file_encoding="utf-8", dotenv_filtering="only_existing",
+                                      env_ignore_empty=True)
 
     # storage
     db_uri: str = Field(".corpus_search/lancedb", description="LanceDB URI: a local directory or s3://bucket/path")
@@ -163,6 +166,14 @@ class Settings(BaseSettings):
     api_url: str | None = Field(
         None, description="URL of a running query service (corpus-search api): `corpus-search search` sends its "
         "queries there instead of loading models itself; unset: search locally")
+
+    @field_validator("bi_encoder", "cross_encoder")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("names no model: give a hub name or a local model directory (to search without "
+                             "re-ranking: --no-rerank, or rerank=False from Python)")
+        return value
 
     @field_validator("collection")
     @classmethod

@@ -119,6 +119,20 @@ def test_a_bad_dotenv_value_read_from_python_is_the_user_error_class_naming_its_
         get_settings.cache_clear()
 
 
+def test_an_empty_variable_leaves_the_default_and_an_empty_model_name_from_python_is_refused(monkeypatch, tmp_path):
+    from query import Searcher
+    from query.errors import InvalidQueryError
+    from query.settings import DEFAULT_CROSS_ENCODER, Settings
+
+    (tmp_path / ".env").write_text("CORPUS_SEARCH_CANDIDATES=\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CORPUS_SEARCH_CROSS_ENCODER", "")  # e.g. `CORPUS_SEARCH_CROSS_ENCODER=` in a compose file
+    settings = Settings()
+    assert (settings.cross_encoder, settings.candidates) == (DEFAULT_CROSS_ENCODER, 100)
+    with pytest.raises(InvalidQueryError, match="setting cross_encoder: names no model.*rerank=False"):
+        Searcher(db_uri=str(tmp_path), collection="notes", cross_encoder="")
+
+
 def test_a_misspelt_setting_in_dotenv_or_the_environment_is_named_in_one_warning(monkeypatch, capsys, tmp_path):
     from query.settings import UnknownSettingWarning, get_settings
 
