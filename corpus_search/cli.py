@@ -110,7 +110,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         result = exc.summary
     if args.json:
         print(json.dumps({**{k: result[k] for k in JSON_KEYS}, "outcome": result["outcome"],
-                          "failures": result["failures"]}, ensure_ascii=False))
+                          "failures": result["failures"], "notices": result.get("notices", [])}, ensure_ascii=False))
     else:
         print(IndexSummary.from_result(result).to_text())
     return EXIT_CODES[result["outcome"]]

@@ -238,6 +238,7 @@ def index_corpus(
                 stages.remember_max_tokens(split.remember_max_tokens, settings)
             if split.restamp:
                 stages.restamp_files(quote(split.restamp), settings)
+            summary.add_undated(split.undated)
             if split.changed:
                 plan = prepared.plan
                 stages.write_batch(quote(plan), quote(encoded.vectors), quote(split.changed), settings, encoded.meta)
@@ -381,6 +382,7 @@ def index_corpus(
 
         if bar is not None:
             bar.close()  # encoding is over: the bar's final rate must not count the index refresh
+        summary.note_undated()
         info = stages.refresh_indexes(settings)
         summary.rows = info["rows"]
         summary.seconds = time.perf_counter() - started
@@ -392,6 +394,8 @@ def index_corpus(
         logger.warning("failed: %s: %s", doc, err)
     if len(summary.failures) > 50:
         logger.warning("... and %d more failures (see the index-failures artifact)", len(summary.failures) - 50)
+    for notice in summary.notices:
+        logger.warning("note: %s", notice)
     # To the UI only: the caller prints the summary (the CLI) or gets it returned; in the console it showed twice.
     api_only(logger).info("%s", summary.to_text())
     create_table_artifact(

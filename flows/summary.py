@@ -54,6 +54,10 @@ class IndexSummary:
     seconds: float = 0.0
     encode_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (doc_id, error)
+    # Indexed, but something in them was not understood (e.g. a publication date): said, never a failure.
+    notices: list[str] = field(default_factory=list)
+    undated: int = field(default=0, repr=False)  # articles whose publication date could not be read
+    undated_examples: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (doc id, "key: value")
 
     @property
     def paragraphs_added(self) -> int:
@@ -69,7 +73,8 @@ class IndexSummary:
         """The summary back from :meth:`result` (what the flow returns), e.g. to print it as text."""
         fields = {k: result[k] for k in JSON_KEYS if k != "paragraphs_added"}
         return cls(**fields, encode_seconds=result["encode_seconds"],
-                   failures=[(f["doc_id"], f["error"]) for f in result["failures"]])
+                   failures=[(f["doc_id"], f["error"]) for f in result["failures"]],
+                   notices=list(result.get("notices", [])))
 
     @property
     def encode_rate(self) -> float:
@@ -103,7 +108,24 @@ class IndexSummary:
         out["failures"] = [{"doc_id": d, "error": e} for d, e in self.failures]
         out["outcome"] = self.outcome
         out["encode_seconds"] = round(self.encode_seconds, 3)
+        out["notices"] = list(self.notices)
         return out
+
+    def add_undated(self, articles: list[tuple[str, str]]) -> None:
+        """Count articles indexed without a publication date although they gave one (``(doc id, "key: value")``)."""
+        self.undated += len(articles)
+        self.undated_examples += articles[:3 - len(self.undated_examples)]
+
+    def note_undated(self) -> None:
+        """At the end of a run: say that articles gave a publication date that could not be read. They are
+        indexed without ``published``, so a date filter never matches them, and nothing else would tell."""
+        if self.undated:
+            shown = "; ".join(f"{printable(d)} ({printable(v)[:80]})" for d, v in self.undated_examples)
+            self.notices.append(
+                f"{self.undated} article(s) give a publication date that could not be read, e.g. {shown}: they are indexed "
+                "without `published` (the text is kept in their metadata), so a --where published filter never "
+                "matches them. Dates are read as ISO 8601 (2024-03-05), RFC 2822, an epoch time or a written date "
+                "with its year")
 
     def to_text(self) -> str:
         return (
@@ -115,6 +137,7 @@ class IndexSummary:
             f"time:       {self.seconds:.1f} s wall, {self.encode_rate:.1f} paragraphs/s encoding"
             + "".join(f"\nfailed: {doc}: {err}" for doc, err in self.failures[:20])
             + (f"\n... and {len(self.failures) - 20} more failures" if len(self.failures) > 20 else "")
+            + "".join(f"\nnote: {n}" for n in self.notices)
         )
 
     def artifact_rows(self) -> list[dict]:

@@ -27,7 +27,7 @@ from tasks.text import normalize_ws
 
 __all__ = [
     "MAX_KEYS", "MAX_VALUE_CHARS", "PUBLISHED_KEYS", "clean_metadata", "front_matter", "html_metadata",
-    "merge_metadata", "metadata_text", "parse_published", "published_from", "record_metadata",
+    "merge_metadata", "metadata_text", "parse_published", "published_from", "record_metadata", "unread_published",
 ]
 
 #: A value longer than this is left out: it would be repeated on every paragraph row of the article.
@@ -167,6 +167,16 @@ def published_from(metadata: Mapping[str, object]) -> datetime | None:
     for key in PUBLISHED_KEYS:
         if key in lowered and (when := parse_published(lowered[key])) is not None:
             return when
+    return None
+
+
+def unread_published(metadata: Mapping[str, object]) -> str | None:
+    """``"key: value"`` of a publication-time field (:data:`PUBLISHED_KEYS`) that :func:`parse_published`
+    could not read, for an article left without ``published``; None when it has no such field."""
+    lowered = {str(k).lower(): v for k, v in metadata.items()}
+    for key in PUBLISHED_KEYS:
+        if (value := lowered.get(key)) not in (None, ""):
+            return f"{key}: {value}"
     return None
 
 

@@ -50,6 +50,7 @@ from tasks.split import (
     tokenizer_counter,
 )
 from query.storage import table_names
+from tasks.meta import unread_published
 
 # Inputs are large batches: hashing them for a cache key would cost more than the work.
 stage = functools.partial(task, cache_policy=NO_CACHE, persist_result=False)
@@ -185,6 +186,9 @@ class SplitResult:
     unchanged: int = 0
     failed: list[FetchFailure] = field(default_factory=list)
     restamp: dict[str, str] = field(default_factory=dict)  # key -> new file stamp of unchanged files (touched)
+    # (doc id, "key: value") of changed articles whose publication date could not be read: indexed without
+    # ``published``, so a ``published`` filter never matches them; the run says so.
+    undated: list[tuple[str, str]] = field(default_factory=list)
     # The encoder's token limit, learnt from the model for an older table that does not store it yet: the
     # writer stores it (a split never writes), so later runs with nothing to do need no model.
     remember_max_tokens: int | None = None
@@ -235,6 +239,8 @@ def split_articles(articles: list[Article], known: dict[str, str], settings: Set
                 "them, remove it from its source or use corpus-search delete"))
             continue
         result.paragraphs.extend(paragraphs)
+        if article.published is None and article.metadata and (raw := unread_published(article.metadata)):
+            result.undated.append((article.doc_id, raw))
         result.changed.append(
             {
                 "key": article.key,

@@ -185,6 +185,34 @@ def test_index_records_keeps_metadata_and_published_and_reruns_encode_nothing(pr
     assert json.loads(json.dumps(hit.to_dict()))["published"].startswith("2021-06-15")
 
 
+def test_a_publication_date_that_cannot_be_read_is_indexed_without_it_and_the_run_says_so(
+        prefect_harness, db_uri, tmp_path):
+    from corpus_search import index_records
+    from flows.summary import IndexSummary
+
+    records = [{"id": "a", "text": "Raft elects a leader by randomised timeouts.", "published": "next Tuesday"},
+               {"id": "b", "text": "Paxos agrees in two phases of ballots.", "date": "05/03/2024"},
+               {"id": "c", "text": "Glaciers form where snow compacts into ice over years.", "date": "soon"}]
+    result = index_records(records, "undated", db_uri=db_uri)
+    assert result["outcome"] == "ok" and result["articles_failed"] == 0  # a note, never a failure
+    (notice,) = result["notices"]
+    assert notice.startswith("2 article(s) give a publication date that could not be read, e.g. a (published: next "
+                             "Tuesday); c (date: soon)")
+    assert "--where published filter never matches them" in notice
+    assert "note: 2 article(s)" in IndexSummary.from_result(result).to_text()
+    rows = {r["doc_id"]: r for r in _rows(db_uri, "undated", ("doc_id", "published", "metadata"))}
+    assert rows["a"]["published"] is None and dict(rows["a"]["metadata"])["published"] == "next Tuesday"
+    assert rows["b"]["published"] is not None
+    assert index_records(records, "undated", db_uri=db_uri)["notices"] == []  # said once, when they are indexed
+
+    # A page's own <meta> dates are a site's business, not the user's: an unreadable one is no notice.
+    (tmp_path / "page.html").write_text('<html><head><title>T</title><meta name="date" content="someday">'
+                                        "</head><body><p>Ice sheets flow slowly under their own weight.</p></body></html>")
+    from flows.index_corpus import index_corpus
+
+    assert index_corpus([str(tmp_path / "page.html")], collection="undated", db_uri=db_uri)["notices"] == []
+
+
 def test_index_records_updates_changed_records_and_deletes_vanished_only_when_complete(prefect_harness, db_uri):
     from corpus_search import index_records
 
