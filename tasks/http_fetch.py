@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -115,40 +116,128 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+#: What the client asks for, and all it decodes (``_Inflater``): never an encoding it could not check.
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class _Inflater:
+    """Decode a gzip or deflate body as it arrives, and know whether the compressed stream really ended.
+
+    httpx's own decoders cannot tell a stream cut short (a server dying mid-response) from a whole one,
+    nor read a gzip body of several members: either was indexed as the whole page, its missing paragraphs
+    deleted. Output is bounded per call, so a small compressed chunk cannot expand past the size limit.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        self.gzip = encoding in ("gzip", "x-gzip")
+        self.raw_deflate = False  # deflate as sent by some servers: without its zlib header
+        self.started = False
+        self.d = self._new()
+
+    def _new(self):
+        return zlib.decompressobj(zlib.MAX_WBITS | 16 if self.gzip else -zlib.MAX_WBITS if self.raw_deflate
+                                  else zlib.MAX_WBITS)
+
+    def feed(self, data: bytes, limit: int) -> bytes:
+        """Decoded bytes of ``data``: at most about ``limit`` (more means the body is over its limit)."""
+        out, n = [], 0
+        while data and n < limit:
+            if self.d.eof:
+                if not data.strip(b"\x00"):
+                    return b"".join(out)  # zero padding after the last member
+                if not self.gzip:
+                    raise _Failed("cannot decode the response: data after the end of its deflate stream")
+                self.d = self._new()  # RFC 1952: a gzip body may hold several members, one after another
+            try:
+                piece = self.d.decompress(data, limit - n)
+            except zlib.error as exc:
+                if self.gzip or self.started or self.raw_deflate:
+                    raise _Failed(f"cannot decode the response's {'gzip' if self.gzip else 'deflate'} body: {exc}") from exc
+                self.raw_deflate = True
+                self.d = self._new()
+                continue
+            self.started = True
+            out.append(piece)
+            n += len(piece)
+            data = self.d.unused_data if self.d.eof else self.d.unconsumed_tail
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """The last decoded bytes; a compressed stream that did not reach its end is this URL's failure."""
+        if not self.started:
+            return b""  # no body at all: the caller says "empty response"
+        if not self.d.eof:
+            raise _Failed(f"the response's {'gzip' if self.gzip else 'deflate'} body ends before its compressed stream "
+                          "does (cut short in transfer?): the page is not indexed from it, and its indexed rows are kept")
+        return self.d.flush()
+
+
+def _inflater(resp: httpx.Response) -> _Inflater | None:
+    """The decoder of the response's ``Content-Encoding`` (None: not encoded); one it cannot check fails."""
+    header = resp.headers.get("content-encoding", "")
+    encodings = [e.strip().lower() for e in header.split(",") if e.strip().lower() not in ("", "identity")]
+    if not encodings:
+        return None
+    if len(encodings) > 1 or encodings[0] not in ("gzip", "x-gzip", "deflate"):
+        raise _Failed(f"unsupported Content-Encoding {header!r} (corpus-search asks for {ACCEPT_ENCODING})")
+    return _Inflater(encodings[0])
+
+
 def _read_body(resp: httpx.Response, opts: HttpOptions, until: float) -> bytes:
     declared = resp.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > opts.max_bytes:
         raise _Failed(f"response of {int(declared)} bytes exceeds the limit of {opts.max_bytes} (CORPUS_SEARCH_FETCH_MAX_BYTES)")
+    inflater = _inflater(resp)
     chunks, size = [], 0
-    for chunk in resp.iter_bytes():
+
+    def add(chunk: bytes) -> None:
+        nonlocal size
         size += len(chunk)
         if size > opts.max_bytes:
             raise _Failed(f"response exceeds the limit of {opts.max_bytes} bytes (CORPUS_SEARCH_FETCH_MAX_BYTES)")
+        chunks.append(chunk)
+
+    for raw in resp.iter_raw():
+        add(inflater.feed(raw, opts.max_bytes - size + 1) if inflater else raw)
         if time.monotonic() > until:  # a drip must not be indexed truncated
             raise _DeadlinePassed
-        chunks.append(chunk)
+    if inflater:
+        add(inflater.finish())
     return b"".join(chunks)
 
 
-def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, until: float, conditional: bool) -> FetchOutcome:
-    """The outcome of a final (non-redirect) response."""
+#: The statuses whose body is the page itself. 206 is a part of it (never asked for: no Range is sent);
+#: 201, 202 and the like describe something else. Indexing either would replace the page's rows.
+PAGE_STATUS = {200, 203}
+
+
+def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, until: float, conditional: bool,
+             final: str | None = None) -> FetchOutcome:
+    """The outcome of a final (non-redirect) response; ``final``: the URL it answered, when redirected there."""
     code = resp.status_code
+    at = f" from {final}, where {url} redirects" if final and final != url else ""
     if code == 304:
-        if not conditional:  # nothing indexed to keep: "unchanged" would silently index nothing
-            raise _Failed("HTTP 304 without a conditional request (the page was never indexed)")
+        if not conditional:  # "unchanged" would keep rows the server never confirmed, or index nothing
+            raise _Failed(f"HTTP 304 (not modified){at} to a request that was not conditional: the server sent no page; "
+                          "any rows indexed before are kept")
         return NotModified(url, source)
     if code in RETRY_STATUS:
         after = parse_retry_after(resp.headers.get("retry-after")) if code in RETRY_AFTER_STATUS else None
-        raise _Retryable(f"HTTP {code}", retry_after=after)
-    if code >= 300 or code < 200:
-        raise _Failed(f"HTTP {code}")
-    ctype = resp.headers.get("content-type")
+        raise _Retryable(f"HTTP {code}{at}", retry_after=after)
+    if code == 206:
+        raise _Failed(f"HTTP 206 (partial content){at}: a part of the page, not the page; any rows indexed before "
+                      "are kept")
+    if code not in PAGE_STATUS:
+        raise _Failed(f"HTTP {code}{at}")
+    # A repeated header arrives joined with commas ("text/html, text/html"): the last one is the server's
+    # final word, as browsers read it.
+    ctype = (resp.headers.get_list("content-type") or [None])[-1]
     media = _media_type(ctype)
     if media and media not in HTML_TYPES and media not in TEXT_TYPES:
         raise _Failed(f"unsupported content type {media!r} (expected HTML or text)")
     raw = _read_body(resp, opts, until)
     if not raw.strip():  # indexing it would delete the article's rows
-        raise _Failed(f"empty response ({len(raw)} bytes); the previously indexed rows are kept")
+        raise _Failed(f"empty response ({len(raw)} bytes){at}; any rows indexed before are kept")
     if why := binary_signature(raw):
         raise _Failed(f"binary content, not text ({why})")
     from tasks.html import decode_body
@@ -158,7 +247,7 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
     if why := binary_reason(raw, body):
         raise _Failed(f"binary content, not text ({why})")
     if not body.strip():
-        raise _Failed("empty response (whitespace only); the previously indexed rows are kept")
+        raise _Failed(f"empty response (whitespace only){at}; any rows indexed before are kept")
     return Article(
         doc_id=url,
         source=url,  # what a user opens; the site (``source`` here) is the article's origin
@@ -207,8 +296,11 @@ def _fetch_once(client: httpx.Client, url: str, source: str, state: ArticleState
                     if not location:
                         raise _Failed(f"HTTP {resp.status_code} redirect without a Location header")
                     current = urljoin(current, location.strip())
+                    # The stored validators are the first URL's: another resource may answer 304 to them
+                    # (an older Last-Modified, an ETag it happens to share), and the moved page stays stale.
+                    headers = {}
                     continue
-                return _article(url, source, resp, opts, until, conditional=bool(headers))
+                return _article(url, source, resp, opts, until, conditional=bool(headers), final=current)
         except httpx.UnsupportedProtocol as exc:
             raise _Failed(f"unsupported URL scheme: {exc}") from exc
         except httpx.InvalidURL as exc:
@@ -283,7 +375,7 @@ def fetch_urls(urls: Iterable[str], states: Mapping[str, ArticleState], opts: Ht
         timeout=httpx.Timeout(opts.timeout_s),
         limits=limits,
         follow_redirects=False,  # followed by _fetch_once, which checks every hop
-        headers={"User-Agent": opts.user_agent},
+        headers={"User-Agent": opts.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
         transport=guarded_transport(opts.policy, limits),
         event_hooks={"response": [_own_redirects]},
     ) as client:

@@ -9,6 +9,8 @@ def canonical_url(url: str) -> str:
     """Lower-case scheme and host, drop the fragment and default ports: one URL, one doc_id."""
     parts = urlsplit(url.strip())
     host = (parts.hostname or "").lower()
+    if ":" in host:  # an IPv6 literal keeps its brackets, or its colons read as a port
+        host = f"[{host}]"
     port = parts.port
     if port and not ((parts.scheme == "http" and port == 80) or (parts.scheme == "https" and port == 443)):
         host = f"{host}:{port}"

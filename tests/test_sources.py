@@ -12,6 +12,9 @@ from tasks.records import Article, FetchFailure
 
 def test_canonical_url_lowercases_host_and_drops_fragment_and_default_port():
     assert canonical_url("HTTP://Example.ORG:80/a/b?x=1#frag") == "http://example.org/a/b?x=1"
+    # An IPv6 literal keeps its brackets (its colons read as a port made every such URL fail).
+    assert canonical_url("http://[::1]:8080/v6#x") == "http://[::1]:8080/v6"
+    assert canonical_url("HTTPS://[FE80::1]:443/") == "https://[fe80::1]/"
     assert canonical_url("https://example.org") == "https://example.org/"
     assert canonical_url("http://127.0.0.1:8080/p") == "http://127.0.0.1:8080/p"
     assert url_origin("https://example.org/a/b") == "https://example.org/"

@@ -117,6 +117,64 @@ def test_a_broken_gzip_body_is_a_failure(site):
     assert failed(fetch(url), "decode")
 
 
+LONG = html_page("Rail", [f"Paragraph {i}: the railway reached the valley town in the spring of that year, "
+                           f"and freight trains carried timber and ore along the river {i}." for i in range(40)]).encode()
+
+
+def _deflate(data: bytes, raw: bool) -> bytes:
+    import zlib
+
+    c = zlib.compressobj(wbits=-zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_a_compressed_body_cut_short_is_a_failure_not_a_shorter_page(site, encoding):
+    """A server that dies mid-response sends a valid prefix of the stream: it was indexed as the whole page."""
+    whole = gzip.compress(LONG) if encoding == "gzip" else _deflate(LONG, raw=encoding == "raw-deflate")
+    name = "deflate" if "deflate" in encoding else "gzip"
+    full = site.page("/full", whole, headers={"Content-Encoding": name})
+    assert isinstance(out := fetch(full), Article) and "river 39" in out.body
+    cut = site.page("/cut", whole[: len(whole) * 7 // 10], headers={"Content-Encoding": name})
+    assert failed(fetch(cut), f"{name} body ends before its compressed stream does", "indexed rows are kept")
+
+
+def test_a_gzip_body_of_several_members_is_read_whole(site):
+    half = len(LONG) // 2
+    url = site.page("/two", gzip.compress(LONG[:half]) + gzip.compress(LONG[half:]), headers={"Content-Encoding": "gzip"})
+    out = fetch(url)
+    assert isinstance(out, Article) and "river 0" in out.body and "river 39" in out.body
+
+
+def test_a_small_gzip_body_that_expands_past_the_size_limit_is_refused(site):
+    url = site.page("/bomb", gzip.compress(b"<p>" + b"a" * 5_000_000 + b"</p>"), headers={"Content-Encoding": "gzip"})
+    assert failed(fetch(url, replace(OPTS, max_bytes=100_000)), "exceeds the limit of 100000")
+
+
+@pytest.mark.parametrize("status, says", [(206, "HTTP 206 (partial content)"), (202, "HTTP 202")])
+def test_a_2xx_that_is_not_the_page_is_a_failure(site, status, says):
+    url = site.page("/part", PAGE, status=status, headers={"Content-Range": "bytes 0-99/560"} if status == 206 else {})
+    assert failed(fetch(url), says)
+
+
+def test_a_repeated_content_type_header_is_still_the_page(site):
+    # The server sends its Content-Type, and the route the same one again: "text/html, text/html" once joined.
+    url = site.page("/twice", PAGE, content_type="text/html", headers={"Content-Type": "text/html"})
+    assert isinstance(fetch(url), Article)
+
+
+def test_a_pages_validators_are_not_sent_to_the_page_it_now_redirects_to(site):
+    """Another resource answering 304 to /old's ETag kept /old's text for good, though /old had moved."""
+    target = site.page("/new", html_page("Volcanoes", ["Volcanoes of Hawaii erupt basaltic lava from hot spots."]))
+    etag = '"' + __import__("hashlib").sha1(site.routes["/new"].body).hexdigest() + '"'  # the target's own ETag
+    old = redirect(site, "/old", target, status=301)
+    state = ArticleState(article_key(url_origin(old), old), old, url_origin(old), "h", etag, None)
+    out = fetch(old, states={state.key: state})
+    assert isinstance(out, Article) and "Hawaii" in out.body and site.not_modified.get("/new", 0) == 0
+    gone = site.page("/gone", b"", status=404, etag=False)
+    assert failed(fetch(redirect(site, "/moved", gone)), "HTTP 404 from", "/gone, where", "/moved redirects")
+
+
 def test_one_bad_url_does_not_stop_the_others_and_order_is_kept(site):
     good = site.page("/good", PAGE)
     urls = [redirect(site, "/loop", "/loop"), good, "http://[::1", site.base + "/x\x00", good + "?again"]
@@ -254,7 +312,7 @@ def test_dripping_headers_fail_at_the_deadline(site):
 
 def test_a_304_to_an_unconditional_request_is_a_failure(site):
     url = site.page("/p", b"", status=304, etag=False)
-    assert failed(fetch(url), "HTTP 304 without a conditional request")
+    assert failed(fetch(url), "HTTP 304 (not modified) to a request that was not conditional")
 
 
 def test_conditional_get_still_answers_not_modified(site):
