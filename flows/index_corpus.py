@@ -239,6 +239,7 @@ def index_corpus(
             if split.restamp:
                 stages.restamp_files(quote(split.restamp), settings)
             summary.add_undated(split.undated)
+            summary.add_empty(split.empty)
             if split.changed:
                 plan = prepared.plan
                 stages.write_batch(quote(plan), quote(encoded.vectors), quote(split.changed), settings, encoded.meta)
@@ -383,6 +384,7 @@ def index_corpus(
         if bar is not None:
             bar.close()  # encoding is over: the bar's final rate must not count the index refresh
         summary.note_undated()
+        summary.note_empty()
         info = stages.refresh_indexes(settings)
         summary.rows = info["rows"]
         summary.seconds = time.perf_counter() - started

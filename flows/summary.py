@@ -58,6 +58,8 @@ class IndexSummary:
     notices: list[str] = field(default_factory=list)
     undated: int = field(default=0, repr=False)  # articles whose publication date could not be read
     undated_examples: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (doc id, "key: value")
+    empty: int = field(default=0, repr=False)  # new articles with no text to index
+    empty_examples: list[str] = field(default_factory=list, repr=False)
 
     @property
     def paragraphs_added(self) -> int:
@@ -126,6 +128,21 @@ class IndexSummary:
                 "without `published` (the text is kept in their metadata), so a --where published filter never "
                 "matches them. Dates are read as ISO 8601 (2024-03-05), RFC 2822, an epoch time or a written date "
                 "with its year")
+
+    def add_empty(self, doc_ids: list[str]) -> None:
+        """Count new articles read without error but with no text to index."""
+        self.empty += len(doc_ids)
+        self.empty_examples += doc_ids[:3 - len(self.empty_examples)]
+
+    def note_empty(self) -> None:
+        """At the end of a run: say that some articles named for indexing gave no text. No failure (an empty
+        note is a note), but a page whose text a script draws is indexed as nothing, and nothing else would say so."""
+        if self.empty:
+            shown = "; ".join(printable(d) for d in self.empty_examples)
+            self.notices.append(
+                f"{self.empty} article(s) have no text to index, e.g. {shown}: an empty file, or a page whose text "
+                "its scripts draw (corpus-search runs none) or that is shorter than CORPUS_SEARCH_MIN_PARAGRAPH_CHARS "
+                "after its boilerplate is removed. They are remembered, and indexed once they have text")
 
     def to_text(self) -> str:
         return (

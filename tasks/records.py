@@ -78,7 +78,8 @@ class Article(_Keyed):
     #: When the article was published, if it says so (``article:published_time``, ``<time>``, ``date:``).
     published: datetime | None = None
     origin: str = ""
-    #: Size, mtime and split settings of a local file when read (``None`` for other sources).
+    #: Size, mtime and split settings of a local file when read; a page's split settings (``url_stamp``:
+    #: its validators are sent only while they match); ``None`` for other sources.
     file_stamp: str | None = None
     #: Whether a missing title may be made from ``doc_id`` (a file or page name says what it holds; a
     #: record id such as "8841823" does not, and would be encoded in front of every passage).

@@ -109,11 +109,21 @@ def existing_table(settings: Settings):
     return table
 
 
+def _split_inputs(settings: Settings) -> tuple[str, ...]:
+    """Every setting that shapes an article's paragraphs (a changed one re-splits it, as ``body_fingerprint`` would)."""
+    return (settings.bi_encoder, str(settings.min_paragraph_chars), str(settings.encode_title),
+            str(settings.main_content), settings.split_unit, SPLIT_RULES)
+
+
 def file_stamp(info, settings: Settings) -> str:
-    """What must be unchanged for a local file to be skipped unread: its size and mtime, and every
-    setting that shapes its paragraphs (a changed setting re-splits it, as ``body_fingerprint`` would)."""
-    return stable_hash(str(info.st_size), str(info.st_mtime_ns), settings.bi_encoder, str(settings.min_paragraph_chars),
-                       str(settings.encode_title), str(settings.main_content), settings.split_unit, SPLIT_RULES)
+    """What must be unchanged for a local file to be skipped unread: its size and mtime, and the split inputs."""
+    return stable_hash(str(info.st_size), str(info.st_mtime_ns), *_split_inputs(settings))
+
+
+def url_stamp(settings: Settings) -> str:
+    """What must be unchanged for a page to be fetched conditionally: the split inputs. A 304 skips the
+    split, so a page indexed under other settings (or older split rules) is fetched whole, once."""
+    return stable_hash("url", *_split_inputs(settings))
 
 
 # --------------------------------------------------------------------------- fetch
@@ -185,7 +195,9 @@ class SplitResult:
     changed: list[dict] = field(default_factory=list)  # article-state rows of changed articles
     unchanged: int = 0
     failed: list[FetchFailure] = field(default_factory=list)
-    restamp: dict[str, str] = field(default_factory=dict)  # key -> new file stamp of unchanged files (touched)
+    # key -> state columns to update of unchanged articles: a touched file's stamp, a page's new validators
+    restamp: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    empty: list[str] = field(default_factory=list)  # doc ids of new articles with no text to index
     # (doc id, "key: value") of changed articles whose publication date could not be read: indexed without
     # ``published``, so a ``published`` filter never matches them; the run says so.
     undated: list[tuple[str, str]] = field(default_factory=list)
@@ -195,15 +207,20 @@ class SplitResult:
 
 
 def split_articles(articles: list[Article], known: dict[str, str], settings: Settings,
-                   stamps: dict[str, str] | None = None, rows: dict[str, int] | None = None) -> SplitResult:
+                   stamps: dict[str, str] | None = None, rows: dict[str, int] | None = None,
+                   validators: dict[str, tuple[str | None, str | None]] | None = None) -> SplitResult:
     """Split the articles whose content fingerprint changed; count the others as unchanged. Writes nothing.
+
+    ``stamps`` and ``validators`` (ETag, Last-Modified), by key, are the stored ones: an unchanged article
+    whose own differ gets them updated (``restamp``), so the next run can skip it unread (a file) or get a 304
+    (a page whose server changed its ETag but not its text would otherwise be downloaded on every run).
 
     ``rows``: the paragraphs each article holds now, by key. One that held some and now makes none (a file
     emptied by a crashed editor, a failed sync or a full disk) is a failure that keeps them: deletions need
     evidence, and an empty file is not evidence that its text should go.
     """
     result = SplitResult()
-    stamps, rows = stamps or {}, rows or {}
+    stamps, rows, validators = stamps or {}, rows or {}, validators or {}
     if not articles:  # nothing read: no tokenizer, no model
         return result
     # The stored token limit of the collection's encoder (the encoder itself is checked against the
@@ -224,8 +241,13 @@ def split_articles(articles: list[Article], known: dict[str, str], settings: Set
         fingerprint = body_fingerprint(article, opts)
         if known.get(article.key) == fingerprint:
             result.unchanged += 1
+            update: dict[str, str | None] = {}
             if article.file_stamp is not None and stamps.get(article.key) != article.file_stamp:
-                result.restamp[article.key] = article.file_stamp  # touched, not changed: skip it unread next time
+                update["file_stamp"] = article.file_stamp  # touched, not changed: skip it unread next time
+            if (article.etag or article.last_modified) and validators.get(article.key) != (article.etag, article.last_modified):
+                update |= {"etag": article.etag, "last_modified": article.last_modified}
+            if update:
+                result.restamp[article.key] = update
             continue
         try:
             paragraphs = split_article(article, opts, count)
@@ -238,6 +260,8 @@ def split_articles(articles: list[Article], known: dict[str, str], settings: Set
                 f"no text any more (emptied?): its {rows[article.key]} indexed paragraphs are kept. To delete "
                 "them, remove it from its source or use corpus-search delete"))
             continue
+        if not paragraphs:
+            result.empty.append(article.doc_id)
         result.paragraphs.extend(paragraphs)
         if article.published is None and article.metadata and (raw := unread_published(article.metadata)):
             result.undated.append((article.doc_id, raw))
@@ -393,7 +417,14 @@ def load_units(spec: SourceSpec, units: list, settings: Settings) -> tuple[list,
     if spec.kind == "url":
         # A URL article's doc id is its URL (its key also names its origin, which only fetching tells).
         states = stored_states(settings, "doc_id", list(units))
-        return fetch_urls(units, states, HttpOptions.from_settings(settings)), states
+        stamp = url_stamp(settings)
+        # Validators are sent only for pages split under these settings: a 304 would skip their new split.
+        outcomes = fetch_urls(units, {k: s for k, s in states.items() if s.file_stamp == stamp},
+                              HttpOptions.from_settings(settings))
+        for o in outcomes:
+            if isinstance(o, Article):
+                o.file_stamp = stamp
+        return outcomes, states
     if spec.kind == "jsonl":
         named = SourceSpec(spec.spec, spec.kind, printable(spec.root), spec.origin)
         return parse_dump_lines(named, units, max_bytes=settings.fetch_max_bytes), None
@@ -454,7 +485,8 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
         states = stored_states(settings, "key", [a.key for a in articles])
     split = split_articles(articles, {k: s.body_hash for k, s in states.items()}, settings,
                            {k: s.file_stamp for k, s in states.items() if s.file_stamp},
-                           {k: s.paragraphs for k, s in states.items()})
+                           {k: s.paragraphs for k, s in states.items()},
+                           {k: (s.etag, s.last_modified) for k, s in states.items()})
     out.split, out.unchanged = split, out.unchanged + split.unchanged
     out.failed += [(f.doc_id, f.error) for f in split.failed]
     if split.changed:
@@ -525,8 +557,8 @@ def remember_max_tokens(max_tokens: int, settings: Settings) -> None:
 
 
 @stage(name="restamp")
-def restamp_files(stamps: dict[str, str], settings: Settings) -> None:
-    """Store new stamps of local files that were touched but not changed (so the next run skips them)."""
+def restamp_files(stamps: dict[str, dict[str, str | None]], settings: Settings) -> None:
+    """Store the new stamps and validators of unchanged articles (so the next run skips them, or gets a 304)."""
     store.restamp_articles(store.open_articles_table(_db(settings), settings.collection), stamps)
 
 

@@ -290,13 +290,17 @@ def upsert_article_states(articles, rows: Sequence[dict]) -> None:
     articles.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(data)
 
 
-def restamp_articles(articles, stamps: dict[str, str]) -> None:
-    """Set new file stamps on some articles (full rows rewritten in one merge: one version, not one per file)."""
-    for chunk in chunks(list(stamps)):
+def restamp_articles(articles, updates: dict[str, dict[str, str | None]]) -> None:
+    """Set new state columns (``file_stamp``, ``etag``, ``last_modified``) on some articles, by key (full rows
+    rewritten in one merge: one version, not one per article)."""
+    for chunk in chunks(list(updates)):
         rows = articles.search().where(in_list("key", chunk)).limit(None).to_arrow()
         if rows.num_rows:
-            new = pa.array([stamps[k] for k in rows["key"].to_pylist()], pa.string())
-            rows = rows.set_column(rows.schema.get_field_index("file_stamp"), "file_stamp", new)
+            keys = rows["key"].to_pylist()
+            for column in sorted({c for k in keys for c in updates[k]}):
+                old = rows[column].to_pylist()
+                new = pa.array([updates[k].get(column, old[i]) for i, k in enumerate(keys)], pa.string())
+                rows = rows.set_column(rows.schema.get_field_index(column), column, new)
             articles.merge_insert("key").when_matched_update_all().execute(rows)
 
 

@@ -67,6 +67,41 @@ def test_editing_a_page_reencodes_only_its_new_paragraphs_and_moves_the_rest(run
     assert after[PARIS[1]] == (before[PARIS[1]][0], 2)
 
 
+def test_a_page_split_under_other_settings_is_fetched_whole_once_though_its_server_would_answer_304(
+        run_index, site, db_uri):
+    """A 304 skips the split: conditional requests for pages split otherwise left them with the old paragraphs."""
+    short = "A short paragraph of exactly sixty-odd characters in all."
+    url = site.page("/paris.html", html_page("Paris", [*PARIS, short]))
+    run_index([url])
+    assert short in {r["text"] for r in table_rows(db_uri)}
+    stricter = {"settings_overrides": {"min_paragraph_chars": 70}}
+    summary = run_index([url], **stricter)
+    assert site.not_modified.get("/paris.html", 0) == 0 and summary["paragraphs_deleted"] == 1
+    assert short not in {r["text"] for r in table_rows(db_uri)}
+    assert run_index([url], **stricter)["articles_unchanged"] == 1 and site.not_modified["/paris.html"] == 1
+
+
+def test_a_new_etag_for_the_same_text_is_remembered_so_the_next_run_gets_a_304(run_index, site, db_uri):
+    from query.schema import articles_table_name
+
+    url = site.page("/p", html_page("Paris", PARIS), etag=False, headers={"ETag": '"a"'})
+    run_index([url])
+    site.page("/p", html_page("Paris", PARIS), etag=False, headers={"ETag": '"b"'})  # e.g. a server redeploy
+    assert run_index([url])["articles_unchanged"] == 1
+    stored = lancedb.connect(db_uri).open_table(articles_table_name("test")).to_arrow().to_pylist()
+    assert [r["etag"] for r in stored] == ['"b"']  # it kept sending "a", and downloaded the page on every run
+
+
+def test_a_page_with_no_text_is_no_failure_but_the_run_says_so_once(run_index, site, db_uri):
+    shell = "<html><head><title>App</title><script src='/app.js'></script></head><body><div id=root></div></body></html>"
+    url = site.page("/app", shell)
+    first = run_index([url, site.page("/paris.html", html_page("Paris", PARIS))])
+    assert first["outcome"] == "ok" and first["articles_failed"] == 0
+    (notice,) = first["notices"]
+    assert notice.startswith(f"1 article(s) have no text to index, e.g. {url}: ") and "scripts draw" in notice
+    assert run_index([url])["notices"] == []
+
+
 def test_deleting_a_file_from_a_directory_source_deletes_its_rows(run_index, db_uri, tmp_path):
     notes = tmp_path / "notes"
     notes.mkdir()
