@@ -195,7 +195,8 @@ def source_predicate(source: str) -> str:
 
     The value matches the ``source`` column exactly (a file path or URL). A directory -- a value ending
     in '/' or an existing local directory -- also matches every document under it, by prefix. Local
-    paths match as given and as the indexer records them (absolute, symlinks resolved).
+    paths match as given and as the indexer records them (absolute, symlinks resolved); URLs as given
+    and in the indexer's canonical form (no fragment, lower-case scheme and host).
     """
     from query.filters import sql_literal
 
@@ -203,7 +204,17 @@ def source_predicate(source: str) -> str:
         raise InvalidQueryError(f"a source to delete must be a non-empty path or URL, got {source!r}")
     exact = [source]
     prefixes = [source] if source.endswith("/") else []
-    if "://" not in source:
+    if source.lower().startswith(("http://", "https://")):
+        from tasks.urls import canonical_url
+
+        try:  # as the indexer stores it: `index` took the URL with a #fragment or an upper-case scheme too
+            url = canonical_url(source)
+        except ValueError:
+            url = source
+        exact.append(url)
+        if source.endswith("/"):
+            prefixes.append(url)
+    elif "://" not in source:
         path = Path(source).expanduser()
         resolved = str(path.resolve())
         exact.append(resolved)

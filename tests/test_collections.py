@@ -340,6 +340,14 @@ def test_delete_by_source_directory_deletes_every_document_under_it(built, db, r
     assert back["articles_fetched"] == 2 and len(table_rows(db, "alpha")) == len(before)
 
 
+def test_a_url_source_to_delete_also_matches_the_form_the_indexer_stored():
+    from tasks.collections import source_predicate
+
+    where = source_predicate("HTTPS://Example.org:443/a.html#intro")
+    assert "source = 'https://example.org/a.html'" in where and "source = 'HTTPS://Example.org:443/a.html#intro'" in where
+    assert "starts_with(source, 'https://example.org/docs/')" in source_predicate("https://Example.org/docs/")
+
+
 def test_delete_by_exact_source_value_and_bad_requests(built, db, capsys):
     """``--source`` matches the ``source`` column exactly (a file path or URL once sources name documents)."""
     before = table_rows(db, "beta")
