@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import functools
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -206,6 +207,40 @@ class SplitResult:
     remember_max_tokens: int | None = None
 
 
+#: Titles (or one part of a title: "Page not found | Example") of the pages a server sends in place of an
+#: article with status 200: a soft 404, a sign-in wall, a bot challenge. Whole parts only, lower-case.
+ERROR_TITLES = frozenset({
+    "not found", "page not found", "404 not found", "error", "access denied", "forbidden", "unauthorized",
+    "sign in", "sign-in", "log in", "login", "log on", "please sign in", "please log in", "just a moment...",
+    "attention required!", "service unavailable", "internal server error", "bad gateway", "site maintenance",
+})
+# "404", "Error 503", "503 Service Unavailable", "HTTP 404 - Not Found" (but not "500 Days of Summer")
+_STATUS_TITLE = re.compile(r"(?:error\s+|http\s+)?[45]\d\d(?:\s*(?:error|not found|forbidden|unauthori[sz]ed|gone|"
+                           r"bad request|bad gateway|gateway time-?out|service unavailable|internal server error|"
+                           r"too many requests|backend fetch failed)\b.*)?", re.I)
+_TITLE_PARTS = re.compile(r"\s+[|\-–—:·•»]\s+")
+#: An error page is short: a real article about signing in, titled "Login | Docs", is longer than this.
+ERROR_PAGE_MAX_CHARS = 600
+
+
+def error_page(article: Article, paragraphs: list[Paragraph]) -> str | None:
+    """Why a fetched page is a server's error or sign-in page rather than the article (None: it is not).
+
+    Served with status 200 (or reached through a redirect to a sign-in form), such a page replaced the
+    article's paragraphs with one junk row, outcome ok. It is that URL's failure instead, its rows kept.
+    """
+    if "://" not in article.doc_id or article.kind != "html":
+        return None
+    title = (paragraphs[0].title if paragraphs else article.title).strip()
+    if not title or sum(len(p.text) for p in paragraphs) > ERROR_PAGE_MAX_CHARS:
+        return None
+    parts = [p.strip().lower() for p in _TITLE_PARTS.split(title)]
+    if any(p in ERROR_TITLES or _STATUS_TITLE.fullmatch(p) for p in parts):
+        return (f"the server sent an error or sign-in page, not the article (title {title!r}, "
+                f"{sum(len(p.text) for p in paragraphs)} characters of text): not indexed, and any rows indexed before are kept")
+    return None
+
+
 def split_articles(articles: list[Article], known: dict[str, str], settings: Settings,
                    stamps: dict[str, str] | None = None, rows: dict[str, int] | None = None,
                    validators: dict[str, tuple[str | None, str | None]] | None = None) -> SplitResult:
@@ -253,6 +288,9 @@ def split_articles(articles: list[Article], known: dict[str, str], settings: Set
             paragraphs = split_article(article, opts, count)
         except Exception as exc:  # noqa: BLE001 - one bad article must not stop the batch
             result.failed.append(FetchFailure(article.doc_id, article.source, f"cannot split: {exc}"))
+            continue
+        if why := error_page(article, paragraphs):
+            result.failed.append(FetchFailure(article.doc_id, article.source, why))
             continue
         if not paragraphs and rows.get(article.key, 0) > 0:
             result.failed.append(FetchFailure(

@@ -102,6 +102,36 @@ def test_a_page_with_no_text_is_no_failure_but_the_run_says_so_once(run_index, s
     assert run_index([url])["notices"] == []
 
 
+@pytest.mark.parametrize("title, error", [
+    ("404", True), ("Error 503 - Backend fetch failed", True), ("Example – Sign in", True), ("Just a moment...", True),
+    ("HTTP 404 - Not Found", True), ("500 Days of Summer", False), ("Error correction codes", False),
+    ("Sign in with Apple", False)])
+def test_error_page_titles_are_whole_title_parts_or_status_lines(title, error):
+    from tasks.records import Article, Paragraph
+    from tasks.stages import error_page
+
+    page = Article("https://x.org/a", "https://x.org/a", "", "<p>x</p>", "html")
+    text = "A short page."
+    assert (error_page(page, [Paragraph("i", page.doc_id, page.source, title, 0, text, text, "h")]) is not None) == error
+
+
+def test_an_error_or_sign_in_page_sent_with_status_200_keeps_the_articles_rows(run_index, site, db_uri):
+    urls = [site.page("/paris.html", html_page("Paris", PARIS)), site.page("/ice", html_page("Ice", GLACIER))]
+    run_index(urls)
+    before = sorted(r["text"] for r in table_rows(db_uri))
+    site.page("/login", html_page("Sign in | Example", ["Enter your e-mail address and password to continue."]))
+    site.page("/paris.html", b"", status=302, etag=False, headers={"Location": "/login"})  # a session expired
+    summary = run_index(urls)
+    assert summary["outcome"] == "partial" and "error or sign-in page, not the article (title 'Sign in | Example'" \
+        in summary["failures"][0]["error"]
+    site.page("/paris.html", html_page("Example - Page not found", ["The page you asked for does not exist."]))
+    assert "any rows indexed before are kept" in run_index(urls)["failures"][0]["error"]
+    assert sorted(r["text"] for r in table_rows(db_uri)) == before
+    # A real article about signing in is longer than an error page: it is indexed.
+    docs = site.page("/docs", html_page("Login | Docs", [f"{p} Logins use the same rule." for p in PARIS * 3]))
+    assert run_index([docs])["outcome"] == "ok"
+
+
 def test_deleting_a_file_from_a_directory_source_deletes_its_rows(run_index, db_uri, tmp_path):
     notes = tmp_path / "notes"
     notes.mkdir()
