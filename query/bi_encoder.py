@@ -5,8 +5,9 @@ Loading lives in :mod:`query.models`; this module never touches the network or t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +32,9 @@ class BiEncoder:
     device: str
     precision: str
     batch_size: int
+    # One process-wide model serves every thread (a program's, a service's): its fast tokenizer is not
+    # thread-safe (a padded call beside an unpadded one raised "Unable to create tensor"), so calls take turns.
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -44,11 +48,16 @@ class BiEncoder:
     def tokenizer(self):
         return self.model.tokenizer
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text, special tokens left out (thread-safe, as :meth:`encode`)."""
+        with self._lock:
+            return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
+
     def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
         """Encode ``texts`` to L2-normalised float32 vectors of shape ``(len(texts), dim)``."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with autocast(self.device, self.precision):
+        with self._lock, autocast(self.device, self.precision):
             vectors = self.model.encode(
                 list(texts),
                 batch_size=batch_size or self.batch_size,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,9 @@ class Reranker:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.model = model
+        # One process-wide model serves every thread: its fast tokenizer (truncation, padding) and the score
+        # cache are not thread-safe, so scorings take turns (a model's forward passes use every core anyway).
+        self._lock = threading.RLock()
         self.batch_size = int(batch_size)
         self.device = torch.device(model.device)
         self.num_labels: int = int(model.num_labels)
@@ -148,7 +152,10 @@ class Reranker:
         re-scored in fp32; the others keep their bf16 score (they rank below the re-scored ones).
         Pairs scored before (same query, same passage text, this model) come from the score cache.
         """
-        passages = list(passages)
+        with self._lock:
+            return self._score(query, list(passages), top_k)
+
+    def _score(self, query: str, passages: list[str], top_k: int | None) -> np.ndarray:
         if not passages:
             return np.zeros(0, dtype=np.float32)
         k = top_k or 10
@@ -194,9 +201,12 @@ class Reranker:
 
     def logits(self, query: str, passages: Sequence[str], *, precision: str | None = None) -> np.ndarray:
         """Raw float32 logits, shape ``[len(passages), num_labels]``, in the passages' order."""
+        with self._lock:
+            return self._logits(query, list(passages), precision)
+
+    def _logits(self, query: str, passages: list[str], precision: str | None) -> np.ndarray:
         import torch
 
-        passages = list(passages)
         if precision is None:
             precision = "bf16" if self.precision == "bf16+fp32" else self.precision
         if not passages:

@@ -53,6 +53,11 @@ from query.settings import Settings, get_settings, settings_with
 from query.storage import check_db_uri, connect, table_names
 from query.versions import checkout
 
+#: Hybrid reads of an unpinned table retried while a writer commits between their two halves (see
+#: ``Searcher._retrieve_from_table``), before one pinned snapshot is opened for the query.
+HYBRID_CONSISTENT_TRIES = 3
+
+
 class RerankSkippedWarning(UserWarning):
     """Re-ranking was asked for but no cross-encoder could be loaded: the hits are the retrieval ranking."""
 
@@ -215,7 +220,7 @@ class Searcher:
         """Bi-encoder vectors of ``queries`` (loads the model on first use); over-long queries are an error."""
         enc = self.bi_encoder
         limit = enc.max_seq_length - 2
-        lengths = [len(ids) for ids in enc.tokenizer(list(queries), add_special_tokens=False, verbose=False)["input_ids"]]
+        lengths = enc.token_counts(queries)
         for q, n in zip(queries, lengths, strict=True):
             if n > limit:
                 warnings.warn(f"query of {n} tokens is longer than the bi-encoder's limit of {limit}; "
@@ -247,23 +252,38 @@ class Searcher:
         self._seen_meta = raw_metadata(schema)
 
     def _retrieve(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None) -> pa.Table:
-        try:
-            return self._retrieve_from_table(query, vector, mode, n, where)
-        except Exception as exc:
-            # Dropped by another process since this Searcher opened it (lance: "Not found: .../_versions").
-            if self.collection not in table_names(self._db):
-                raise CollectionNotFoundError(
-                    f"collection {self.collection!r} no longer exists in {self.settings.db_uri!r}: it was dropped "
-                    "after this search was opened. Index it again, or search another collection"
-                ) from None
-            if self.pinned_version is not None and "Not found" in str(exc):
-                # Dropped and made again: the pinned version's files went with the old table.
-                raise CollectionNotFoundError(
-                    f"version {self.pinned_version} of collection {self.collection!r} no longer exists: the "
-                    "collection was dropped and made again after this search was opened. Open a new Searcher "
-                    "(pin a version of the new one, or none)"
-                ) from None
-            raise
+        for attempt in range(2):
+            try:
+                return self._retrieve_from_table(query, vector, mode, n, where)
+            except Exception as exc:
+                # Dropped by another process since this Searcher opened it (lance: "Not found: .../_versions").
+                if self.collection not in table_names(self._db):
+                    raise CollectionNotFoundError(
+                        f"collection {self.collection!r} no longer exists in {self.settings.db_uri!r}: it was dropped "
+                        "after this search was opened. Index it again, or search another collection"
+                    ) from None
+                if "Not found" not in str(exc):
+                    raise
+                if self.pinned_version is not None:
+                    # Its files are gone while the collection is listed: retention, or a drop and a new table.
+                    raise CollectionNotFoundError(
+                        f"version {self.pinned_version} of collection {self.collection!r} no longer exists: retention "
+                        "cleanup removed it (CORPUS_SEARCH_VERSION_RETENTION_DAYS; a tagged version is kept), or the "
+                        "collection was dropped and made again, after this search was opened. Open a new Searcher "
+                        "(pin a version that exists, or none)"
+                    ) from None
+                if attempt:
+                    raise CollectionNotFoundError(
+                        f"collection {self.collection!r} is being dropped or made again in {self.settings.db_uri!r} "
+                        "while this search runs: search again in a moment") from None
+                # Listed, but its files went from under this handle: a drop, or a new table of the same name,
+                # in progress. Open it again and retry once.
+                try:
+                    self.table = self._db.open_table(self.collection)
+                except Exception:  # noqa: BLE001 - still half gone: the error below says so
+                    continue
+                self._follow_table()
+        raise AssertionError("unreachable")
 
     def _retrieve_from_table(self, query: str, vector: np.ndarray | None, mode: str, n: int,
                              where: str | None) -> pa.Table:
@@ -271,8 +291,25 @@ class Searcher:
             return retrieve.dense(self.table, vector, n, where, nprobes=self.settings.ann_nprobes)
         if mode == "lexical":
             return retrieve.lexical(self.table, query, n, where, columns=self.fts_columns)
-        return retrieve.hybrid(self.table, query, vector, n, where, rrf_k=self.settings.rrf_k, columns=self.fts_columns,
-                               nprobes=self.settings.ann_nprobes)
+
+        def fuse(table) -> pa.Table:
+            return retrieve.hybrid(table, query, vector, n, where, rrf_k=self.settings.rrf_k, columns=self.fts_columns,
+                                   nprobes=self.settings.ann_nprobes)
+
+        if self.pinned_version is not None:
+            return fuse(self.table)
+        # Hybrid reads the table twice (dense, then lexical). A write committed between the two would fuse
+        # two versions: a changed paragraph's old and new text as two hits, a deleted document back. Versions
+        # only grow, so the same number before and after means both halves read that one version.
+        for _ in range(HYBRID_CONSISTENT_TRIES):
+            before = self.table.version
+            hits = fuse(self.table)
+            if self.table.version == before:
+                return hits
+        # Written to without pause: read a snapshot pinned to one version instead.
+        snapshot = self._db.open_table(self.collection)
+        snapshot.checkout(snapshot.version)
+        return fuse(snapshot)
 
     def search(
         self,

@@ -201,8 +201,28 @@ def test_searchers_open_across_a_drop_and_a_new_collection_of_that_name_follow_i
     run_index([built[1]["plain"]], collection="beta", db=db, settings_overrides={"encode_title": False})
     hits = unpinned.search("honey from the hive", k=3, rerank=False)  # the new table, read by its own contract
     assert hits[0].doc_id == "bees.md" and unpinned.meta.encode_title is False
-    with pytest.raises(CollectionNotFoundError, match="dropped and made again after this search was opened"):
+    with pytest.raises(CollectionNotFoundError, match="or the collection was dropped and made again, after this search"):
         pinned.search("honey from the hive", k=3, rerank=False)
+
+
+def test_a_search_while_a_tables_files_are_half_gone_is_collection_not_found_not_a_lance_error(built, db, run_index):
+    """A drop in progress: the table is still listed, its version files already gone (seen under concurrent
+    searches and drops as a raw "lance error: Not found")."""
+    import shutil
+
+    from query.errors import CollectionNotFoundError
+    from query.searcher import Searcher
+
+    run_index([built[1]["plain"]], collection="half", db=db)
+    pinned = Searcher(db_uri=db, collection="half", version=Searcher(db_uri=db, collection="half").table.version)
+    unpinned = Searcher(db_uri=db, collection="half")
+    for part in (Path(db) / "half.lance").iterdir():  # the directory stays: the table is still listed
+        shutil.rmtree(part)
+    for mode in ("hybrid", "dense", "lexical"):
+        with pytest.raises(CollectionNotFoundError, match="'half' is being dropped or made again .* search again"):
+            unpinned.search("honey from the hive", k=3, rerank=False, mode=mode)
+        with pytest.raises(CollectionNotFoundError, match="retention cleanup removed it"):
+            pinned.search("honey from the hive", k=3, rerank=False, mode=mode)
 
 
 def test_removing_models_deletes_only_directories_under_the_databases_rerankers_directory(tmp_path):

@@ -118,6 +118,40 @@ def test_filters_restrict_results_and_injection_attempts_match_nothing(searcher,
     assert searcher.count() > 50  # nothing was dropped
 
 
+def test_threads_sharing_the_models_search_without_errors_and_as_one_thread_does(searcher):
+    """One model per process serves every thread; its fast tokenizer is not thread-safe (a padded call beside
+    an unpadded one raised ValueError "Unable to create tensor" about once in a thousand searches)."""
+    import threading
+
+    queries = [("glaciers ice snow " * (i % 12 + 1)).strip() for i in range(12)] + ["Paris", "the Eiffel Tower"]
+    expected = {q: [h.id for h in searcher.search(q, k=3)] for q in queries[-3:]}
+    enc = searcher.bi_encoder
+    vectors, first8 = enc.encode(queries), enc.encode(queries[:8])  # bf16 results depend on the batch: one each
+    errors, answers = [], []
+    stop = time.monotonic() + 8
+
+    def work(i: int) -> None:
+        while time.monotonic() < stop:
+            try:
+                if i == 0:  # whole searches, re-ranked, beside the rest
+                    q = queries[-3:][len(answers) % 3]
+                    answers.append((q, [h.id for h in searcher.search(q, k=3)]))
+                elif i % 2:  # a search's query encoding: unpadded token counts, then the vectors
+                    np.testing.assert_allclose(searcher.encode_queries(queries[:8]), first8, atol=1e-5)
+                else:  # an index run's padded batches of mixed lengths
+                    np.testing.assert_allclose(enc.encode(queries), vectors, atol=1e-5)
+            except Exception as exc:  # noqa: BLE001 - collected, then asserted empty
+                errors.append(repr(exc)[:200])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and answers
+    assert all(ids == expected[q] for q, ids in answers)
+
+
 def test_search_many_matches_single_searches(searcher):
     many = searcher.search_many(QUERIES, k=5, mode="hybrid", rerank=False)
     assert [[h.id for h in hs] for hs in many] == [

@@ -246,3 +246,35 @@ def test_cli_a_query_of_undecodable_bytes_is_a_user_error(db):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
     assert_user_error(proc, "corpus-search: error:", "not valid Unicode")
+
+
+def _edition(n: str) -> list[dict]:
+    return [{"id": "r0", "title": "Glaciers", "text": f"Glacier formation, edition {n}: snow compacts into firn and ice."}] + \
+        [{"id": f"f{i}", "title": f"F{i}", "text": f"Filler {i} about cooking, baking and gardening."} for i in range(6)]
+
+
+@pytest.mark.parametrize("writes", ["once", "every time"])
+def test_a_hybrid_search_reads_one_version_though_a_write_commits_between_its_two_halves(
+        tmp_path, prefect_harness, monkeypatch, writes):
+    """Dense, then lexical: a write between them fused two versions (the old and the new text as two hits)."""
+    from corpus_search import index_records
+    from query import Searcher, retrieve
+
+    db = str(tmp_path / "db")
+    index_records(_edition("1"), "live", db_uri=db)
+    searcher = Searcher(db_uri=db, collection="live")
+    lexical, editions = retrieve.lexical, iter(range(2, 10))
+
+    def lexical_after_a_commit(*args, **kw):  # another process's index run commits right here
+        index_records(_edition(str(next(editions))), "live", db_uri=db)
+        if writes == "once":
+            monkeypatch.setattr(retrieve, "lexical", lexical)
+        return lexical(*args, **kw)
+
+    monkeypatch.setattr(retrieve, "lexical", lexical_after_a_commit)
+    hits = searcher.search("glacier formation firn", k=5, rerank=False)
+    glacier = [h.text for h in hits if h.doc_id == "r0"]
+    assert len(glacier) == 1 and len({h.id for h in hits}) == len(hits)  # one version of the paragraph, once
+    monkeypatch.setattr(retrieve, "lexical", lexical)
+    assert glacier == [h.text for h in searcher.search("glacier formation firn", k=5, rerank=False) if h.doc_id == "r0"] \
+        or writes == "every time"  # a writer that never pauses: a snapshot of one version, maybe not the last
