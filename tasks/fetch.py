@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Literal
 
 from query.errors import CorpusSearchError
@@ -60,8 +61,12 @@ def classify_source(spec: str) -> SourceSpec:
             raise SourceError(f"source {spec!r}: only http:// and https:// URLs are fetched (got {scheme}://)")
         try:
             url = canonical_url(spec)
+            has_credentials = "@" in urlsplit(spec.strip()).netloc
         except ValueError as exc:  # a bad port or IPv6 literal: say which source, not just why
             raise SourceError(f"source {spec[:200]!r}: invalid URL ({exc}); check the host and port") from exc
+        if has_credentials:  # dropped from the URL, they were silently never sent: the server said 401
+            raise SourceError(f"source {url!r}: a user name or password in a URL is not sent (nor stored in the "
+                              "index): corpus-search fetches public pages only")
         return SourceSpec(url, "url", url_origin(url))
     path = Path(spec).expanduser()
     if not path.exists():

@@ -15,6 +15,15 @@ def test_canonical_url_lowercases_host_and_drops_fragment_and_default_port():
     # An IPv6 literal keeps its brackets (its colons read as a port made every such URL fail).
     assert canonical_url("http://[::1]:8080/v6#x") == "http://[::1]:8080/v6"
     assert canonical_url("HTTPS://[FE80::1]:443/") == "https://[fe80::1]/"
+
+
+def test_a_url_with_credentials_is_refused_not_fetched_without_them():
+    from tasks.fetch import SourceError
+
+    with pytest.raises(SourceError, match="a user name or password in a URL is not sent") as refused:
+        classify_source("https://ann:secret@example.org/private")
+    assert "secret" not in str(refused.value)
+    assert classify_source("https://example.org/a@b").kind == "url"  # an @ in the path is no credential
     assert canonical_url("https://example.org") == "https://example.org/"
     assert canonical_url("http://127.0.0.1:8080/p") == "http://127.0.0.1:8080/p"
     assert url_origin("https://example.org/a/b") == "https://example.org/"
