@@ -106,7 +106,10 @@ def cmd_rerankers(args: argparse.Namespace) -> int:
               "not name (a run in progress, one interrupted before it registered its model, or models of another "
               "version of the collection, which a rollback to it needs):")
         for d in result["unregistered"]:
-            print(f"  {d['path']}" + ("  (training now)" if d["training"] else ""))
+            why = ("training now" if d["training"] else
+                   f"named by version(s) {', '.join(map(str, d['versions']))}" if d["versions"] else
+                   f"no kept version names it: --remove {Path(d['path']).name} deletes it")
+            print(f"  {d['path']}  ({why})")
     if any(m["missing"] and m["promoted"] for m in result["models"]):
         print("the promoted re-ranker's files are missing, so searches use retrieval alone: promote another "
               "(--promote ID) or --unpromote", file=sys.stderr)
@@ -150,6 +153,7 @@ def register(sub, common) -> None:
     which.add_argument("--unpromote", action="store_true", help="promote none: searches use the configured cross-encoder")
     rr.add_argument("--remove", action="append", default=None, metavar="ID",
                     help="forget this trained re-ranker and delete its saved model (repeatable; never the promoted "
-                    "one; a model saved with --out elsewhere is only forgotten)")
+                    "one; a model saved with --out elsewhere is only forgotten); also a listed model directory that "
+                    "no kept version names (a run killed before it registered its model)")
     common(rr)
     rr.set_defaults(func=cmd_rerankers)

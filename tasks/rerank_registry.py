@@ -13,6 +13,8 @@ from pathlib import Path
 
 from query.registry import (
     COMPLETE_MARKER,
+    REGISTRY_KEY,
+    Registry,
     RerankerEntry,
     RerankerRegistryError,
     local_db_root,
@@ -155,19 +157,36 @@ def remove(db_uri: str, collection: str, model_ids: Sequence[str]) -> list[str]:
     with writer_lock(db_uri, collection):
         table = _open(db_uri, collection)
         reg = read_registry(table)
+        # A directory no kept version's registry names (a run killed before it registered its model) goes
+        # by its id too: nothing else would ever remove it.
+        leftovers = {Path(d["path"]).name: d for d in unregistered_dirs(db_uri, collection, reg, table)}
+        loose = [i for i in ids if reg.find(i) is None and i in leftovers]
+        for model_id in loose:
+            d = leftovers[model_id]
+            if d["training"]:
+                raise RerankerRegistryError(f"{d['path']} is the directory of a train-reranker run in progress: "
+                                            "let it finish, or stop it, first")
+            if d["versions"]:
+                raise RerankerRegistryError(
+                    f"{d['path']} is not in this version's registry, but version(s) {', '.join(map(str, d['versions']))} "
+                    "of the collection name it: a rollback there needs it. It goes once retention removes them")
+        ids = [i for i in ids if i not in loose]
         entries = [reg.get(model_id) for model_id in ids]  # an unknown id fails here, before anything changes
+        if not ids:
+            return remove_models(db_uri, [f"{rel_models_root(collection)}/{i}" for i in loose])
         if reg.promoted in ids:
             raise RerankerRegistryError(f"re-ranker {reg.promoted!r} is the promoted one: promote another "
                                         "(--promote ID) or none (--unpromote) before removing it")
         reg.models = [e for e in reg.models if e.id not in ids]
         write_registry(table, reg)
         record_run(db_uri, collection, {"removed": ids, "promoted": reg.promoted}, kind="reranker")
-        return remove_models(db_uri, [e.path for e in entries])
+        return remove_models(db_uri, [e.path for e in entries] + [f"{rel_models_root(collection)}/{i}" for i in loose])
 
 
 def listing(db_uri: str, collection: str) -> dict:
     """The collection's trained re-rankers (oldest first) with their metrics, and which one is promoted."""
-    reg = read_registry(_open(db_uri, collection))
+    table = _open(db_uri, collection)
+    reg = read_registry(table)
     models = []
     for e in reg.models:
         models.append({"id": e.id, "promoted": e.id == reg.promoted, "path": model_location(db_uri, e),
@@ -176,21 +195,39 @@ def listing(db_uri: str, collection: str) -> dict:
                        # e.g. a rollback restored the promotion of a model removed since: searches cannot use it
                        "missing": not model_exists(db_uri, e)})
     return {"collection": collection, "promoted": reg.promoted, "models": models,
-            "unregistered": unregistered_dirs(db_uri, collection, reg)}
+            "unregistered": unregistered_dirs(db_uri, collection, reg, table)}
 
 
-def unregistered_dirs(db_uri: str, collection: str, reg) -> list[dict]:
+def unregistered_dirs(db_uri: str, collection: str, reg, table) -> list[dict]:
     """Model directories under the collection's models folder that its registry (at this version) does not
     name: a run in progress (``training``), one interrupted or killed before it registered its model, or
-    the models of another version of the collection (which a rollback to it needs). Local databases only."""
+    the models of another version of the collection (``versions``: the kept versions whose registry names
+    it, which a rollback to them needs). Local databases only."""
     if not is_local_uri(db_uri):
         return []
     root = models_root(db_uri, collection)
     if not root.is_dir():
         return []
     named = {(local_db_root(db_uri) / e.path).resolve() for e in reg.models}
-    return [{"path": str(d), "training": (d / CLAIM_MARKER).exists() and not _claimable(d / CLAIM_MARKER)}
-            for d in sorted(root.iterdir()) if d.is_dir() and d.resolve() not in named]
+    dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and d.resolve() not in named]
+    if not dirs:
+        return []
+    by_version = _named_by_versions(db_uri, table)
+    return [{"path": str(d), "training": (d / CLAIM_MARKER).exists() and not _claimable(d / CLAIM_MARKER),
+             "versions": sorted(v for v, paths in by_version.items() if d.resolve() in paths)} for d in dirs]
+
+
+def _named_by_versions(db_uri: str, table) -> dict[int, set[Path]]:
+    """The model directories each kept version of ``table`` names in its registry (one manifest read each)."""
+    ds, root = table.to_lance(), local_db_root(db_uri)
+    out: dict[int, set[Path]] = {}
+    for v in ds.versions():
+        raw = ds.checkout_version(v["version"]).metadata.get(REGISTRY_KEY)
+        try:
+            out[int(v["version"])] = {(root / e.path).resolve() for e in Registry.from_json(raw).models}
+        except Exception:  # noqa: BLE001 - a damaged old registry names nothing it could be trusted for
+            out[int(v["version"])] = set()
+    return out
 
 
 def _claimable(marker: Path) -> bool:

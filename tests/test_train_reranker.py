@@ -600,9 +600,32 @@ def test_rerankers_lists_model_directories_the_registry_does_not_name(sample_db)
         shown = subprocess.run([sys.executable, "-m", "corpus_search.cli", "rerankers", "-c", "sample", "--db",
                                 sample_db], cwd=REPO, capture_output=True, text=True, timeout=120,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert shown.returncode == 0 and f"  {held}\n" in shown.stdout and "registry does not name" in shown.stdout
+        assert shown.returncode == 0 and "registry does not name" in shown.stdout
+        assert f"  {held}  (no kept version names it: --remove {held.name} deletes it)\n" in shown.stdout
+
+        # One that an older version's registry names stays: a rollback there needs it.
+        from query.registry import REGISTRY_KEY, Registry, RerankerEntry, write_registry
+        from query.searcher import Searcher
+        from tasks.rerank_registry import remove
+
+        table = Searcher(db_uri=sample_db, collection="sample").table
+        saved = Registry.from_json(table.to_lance().metadata.get(REGISTRY_KEY))
+        entry = RerankerEntry(id=held.name, path=f"_rerankers/sample/{held.name}", created="2026-01-01T00:00:00+00:00",
+                              base="tiny", signal="self-supervised", fingerprint="0", alpha=0.3)
+        write_registry(table, Registry(saved.promoted, [*saved.models, entry]))
+        naming = table.version
+        write_registry(table, saved)
+        assert {u["path"]: u["versions"] for u in listing(sample_db, "sample")["unregistered"]}[str(held)] == [naming]
+        with pytest.raises(Exception, match=f"version\\(s\\) {naming} of the collection name it: a rollback"):
+            remove(sample_db, "sample", [held.name])
+        assert held.is_dir()
+        _, killed = claim_model_dir(sample_db, "sample", "self-supervised")  # one no version ever named
+        release_model_dir(killed)
+        (killed / "model.safetensors").write_text("weights")
+        assert remove(sample_db, "sample", [killed.name]) == [str(killed.resolve())]
+        assert not killed.exists() and str(killed) not in {u["path"] for u in listing(sample_db, "sample")["unregistered"]}
     finally:
-        shutil.rmtree(held)
+        shutil.rmtree(held, ignore_errors=True)
 
 
 def test_rerankers_refuses_promoting_one_and_none_at_once(sample_db, capsys):
