@@ -4,9 +4,10 @@
     python benchmarks/error_pages.py --pages DIR         # any directory of .html / .html.gz pages
 
 Each page is split as an index run splits a fetched page (default settings, the bi-encoder's token limit)
-and given to ``error_page`` as if fetched from a URL. It prints the pages, how many are short enough to be
-judged at all (``ERROR_PAGE_MAX_CHARS``), and every page it would refuse, with the reason. A real article
-refused is a false positive: that URL would fail on every run, its rows kept.
+and given to ``error_page`` as if fetched from a URL in the place of an article indexed under another title
+(the only case it judges). It prints the pages, how many are short enough to be judged at all
+(``ERROR_PAGE_MAX_CHARS``), and every page it would refuse, with the reason. A real article refused is a
+false positive: that URL's update would fail, its old rows kept.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main() -> None:
         article = Article(url, url, "", body, "html")
         paragraphs = split_article(article, opts, count)
         short += sum(len(p.text) for p in paragraphs) <= ERROR_PAGE_MAX_CHARS
-        if why := error_page(article, paragraphs):
+        if why := error_page(article, paragraphs, indexed_title="an article indexed before"):
             refused += 1
             print(f"refused: {path.name}: {why}")
     print(f"pages {len(paths)}, short enough to be judged {short}, refused {refused} "

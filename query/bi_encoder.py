@@ -50,8 +50,11 @@ class BiEncoder:
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text, special tokens left out (thread-safe, as :meth:`encode`)."""
+        if not texts:
+            return []
         with self._lock:
-            return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
+            ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
 
     def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
         """Encode ``texts`` to L2-normalised float32 vectors of shape ``(len(texts), dim)``."""

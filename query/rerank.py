@@ -143,6 +143,14 @@ class Reranker:
         if self._compute_model is not None and self.precision == "bf16+fp32":
             self._coarse_model = copy.deepcopy(self._compute_model).to(torch.bfloat16).eval()
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text, special tokens left out (thread-safe: under the scorings' lock)."""
+        if not texts:
+            return []
+        with self._lock:
+            ids = self.model.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
+
     # -- scoring ------------------------------------------------------------------------------------
 
     def score(self, query: str, passages: Sequence[str], *, top_k: int | None = None) -> np.ndarray:

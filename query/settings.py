@@ -31,11 +31,8 @@ class Settings(BaseSettings):
     # A .env file in the working directory is read too (the environment wins over it). Only its lines
     # that name a setting are taken: other programs' keys in a shared .env are theirs. A misspelt
     # CORPUS_SEARCH_ name, there or in the environment, is warned about (get_settings).
-    # An empty variable (`CORPUS_SEARCH_CROSS_ENCODER=` in a compose file or .env) is unset: the default holds,
-    # as shells and container tools mean it, not an empty model name that fails at the first search.
     model_config = SettingsConfigDict(env_prefix="CORPUS_SEARCH_", extra="forbid", env_file=".env",
-                                      env_file_encoding="utf-8", dotenv_filtering="only_existing",
-                                      env_ignore_empty=True)
+                                      env_file_encoding="utf-8", dotenv_filtering="only_existing")
 
     # storage
     db_uri: str = Field(".corpus_search/lancedb", description="LanceDB URI: a local directory or s3://bucket/path")
@@ -167,14 +164,6 @@ class Settings(BaseSettings):
         None, description="URL of a running query service (corpus-search api): `corpus-search search` sends its "
         "queries there instead of loading models itself; unset: search locally")
 
-    @field_validator("bi_encoder", "cross_encoder")
-    @classmethod
-    def _model_name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("names no model: give a hub name or a local model directory (to search without "
-                             "re-ranking: --no-rerank, or rerank=False from Python)")
-        return value
-
     @field_validator("collection")
     @classmethod
     def _collection_name(cls, value: str) -> str:
@@ -273,6 +262,12 @@ def settings_with(overrides: Mapping[str, Any], base: Settings | None = None) ->
     base = base or get_settings()  # a bad environment fails here, as the environment's error
     if not overrides:
         return base
+    # An empty model name given here is a mistake (a flag or argument left blank), not a choice: it failed
+    # only at the first search. (An empty variable keeps meaning what it did: an override of .env.)
+    if blank := sorted(k for k in ("bi_encoder", "cross_encoder") if isinstance(overrides.get(k), str)
+                       and not overrides[k].strip()):
+        raise InvalidQueryError(f"setting {blank[0]}: names no model: give a hub name or a local model directory "
+                                "(to search without re-ranking: --no-rerank, or rerank=False from Python)")
     try:
         checked = Settings(**{**base.model_dump(), **overrides})
     except ValidationError as exc:

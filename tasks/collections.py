@@ -205,14 +205,12 @@ def source_predicate(source: str) -> str:
     exact = [source]
     prefixes = [source] if source.endswith("/") else []
     if source.lower().startswith(("http://", "https://")):
-        from tasks.urls import canonical_url
-
-        try:  # as the indexer stores it: `index` took the URL with a #fragment or an upper-case scheme too
-            url = canonical_url(source)
-        except ValueError:
-            url = source
+        # As the indexer stores it (`index` took the URL with a #fragment or an upper-case scheme too): an
+        # exact match, and a prefix only for a directory URL the canonical form does not change beyond case
+        # and port ('https://site/blog#/' is the page 'https://site/blog', never every URL under it).
+        url = _canonical_if_url(source)
         exact.append(url)
-        if source.endswith("/"):
+        if source.endswith("/") and not {"#", "?"} & set(source) and url.endswith("/"):
             prefixes.append(url)
     elif "://" not in source:
         path = Path(source).expanduser()
@@ -241,6 +239,18 @@ def origin_predicate(origin: str) -> str:
     return "(" + " OR ".join(f"origin = {sql_literal(v)}" for v in dict.fromkeys(values)) + ")"
 
 
+def _canonical_if_url(value: str) -> str:
+    """``value`` in the indexer's canonical URL form when it is an http(s) URL, else unchanged."""
+    if not value.lower().startswith(("http://", "https://")):
+        return value
+    from tasks.urls import canonical_url
+
+    try:
+        return canonical_url(value)
+    except ValueError:
+        return value
+
+
 def _predicates(doc_ids: Sequence[str], sources: Sequence[str], origin: str | None = None) -> list[str]:
     """WHERE clauses (each bounded in size) that together match the documents named."""
     from query.filters import in_list
@@ -249,7 +259,9 @@ def _predicates(doc_ids: Sequence[str], sources: Sequence[str], origin: str | No
         if not isinstance(d, str) or not d or "\x00" in d:
             raise InvalidQueryError(f"a doc id to delete must be non-empty text without NUL, got {d!r}")
     scope = f" AND {origin_predicate(origin)}" if origin is not None else ""
-    out = [f"({in_list('doc_id', chunk)}){scope}" for chunk in chunks(list(dict.fromkeys(doc_ids)), _CHUNK)]
+    # A page's doc id is its canonical URL: the URL as it was given to index matches too.
+    named = [form for d in doc_ids for form in (d, _canonical_if_url(d))]
+    out = [f"({in_list('doc_id', chunk)}){scope}" for chunk in chunks(list(dict.fromkeys(named)), _CHUNK)]
     out += [" OR ".join(chunk) for chunk in chunks([source_predicate(s) for s in dict.fromkeys(sources)], 50)]
     return out
 
@@ -303,9 +315,11 @@ def _warn_nothing_deleted(table, doc_ids: list[str], origin: str | None, has_ori
                 f"{', '.join(map(repr, roots[:5]))}: give one of those as --origin (origin=)")
     else:
         sample = table.search().select(["doc_id", "source"]).limit(1).to_arrow().to_pylist()
-        hint = ("the collection holds no document with " + ("that id" if len(doc_ids) == 1 else "those ids")
-                + (f" (a doc id is a path under the root it was indexed through, e.g. {sample[0]['doc_id']!r} of "
-                   f"{sample[0]['source']!r}; --source takes a full path or URL)" if sample else ""))
+        shape = ("" if not sample else
+                 f" (a page's doc id is its URL, e.g. {sample[0]['doc_id']!r})" if "://" in sample[0]["doc_id"] else
+                 f" (a doc id is a path under the root it was indexed through, e.g. {sample[0]['doc_id']!r} of "
+                 f"{sample[0]['source']!r}; --source takes a full path or URL)")
+        hint = "the collection holds no document with " + ("that id" if len(doc_ids) == 1 else "those ids") + shape
     warnings.warn(f"nothing deleted: {hint}", NothingDeletedWarning, stacklevel=3)
 
 

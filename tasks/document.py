@@ -11,7 +11,7 @@ from tasks.fetch import (
     read_local_file,
 )
 from tasks.records import Article, FetchFailure
-from tasks.split import SplitOptions, split_article, tokenizer_counter
+from tasks.split import SplitOptions, split_article
 
 #: Room left for the query inside the cross-encoder's 512 tokens.
 QUERY_BUDGET = 64
@@ -37,15 +37,16 @@ def document_passages(article: Article, settings: Settings, reranker=None) -> li
     """The article's paragraphs as passages for ``query.rank_passages``, split to fit the model that ranks
     them: ``reranker`` (a loaded cross-encoder, leaving room for the query), or with None the bi-encoder,
     whose window is shorter."""
+    # The models' own (locked) counts: their shared tokenizers are not thread-safe beside a search's encode.
     if reranker is not None:
-        tokenizer, max_tokens = reranker.model.tokenizer, 512 - QUERY_BUDGET
+        count, max_tokens = reranker.token_counts, 512 - QUERY_BUDGET
     else:
         from query.models import bi_encoder_from_settings
 
         enc = bi_encoder_from_settings(settings)
-        tokenizer, max_tokens = enc.tokenizer, enc.max_seq_length - 2
+        count, max_tokens = enc.token_counts, enc.max_seq_length - 2
     opts = SplitOptions(max_tokens=max_tokens, min_chars=settings.min_paragraph_chars, encode_title=False,
                         main_content=settings.main_content)
-    paragraphs = split_article(article, opts, tokenizer_counter(tokenizer))
+    paragraphs = split_article(article, opts, count)
     return [{"id": p.id, "doc_id": p.doc_id, "title": p.title, "text": p.text, "source": p.source,
              "position": p.position} for p in paragraphs]

@@ -132,6 +132,7 @@ class _Inflater:
         self.gzip = encoding in ("gzip", "x-gzip")
         self.raw_deflate = False  # deflate as sent by some servers: without its zlib header
         self.started = False
+        self.trailing = False  # past the end of the last stream
         self.d = self._new()
 
     def _new(self):
@@ -141,12 +142,13 @@ class _Inflater:
     def feed(self, data: bytes, limit: int) -> bytes:
         """Decoded bytes of ``data``: at most about ``limit`` (more means the body is over its limit)."""
         out, n = [], 0
-        while data and n < limit:
+        while data and n < limit and not self.trailing:
             if self.d.eof:
-                if not data.strip(b"\x00"):
-                    return b"".join(out)  # zero padding after the last member
-                if not self.gzip:
-                    raise _Failed("cannot decode the response: data after the end of its deflate stream")
+                if not (self.gzip and data[:2] == b"\x1f\x8b"):
+                    # Bytes after a complete stream that begin no gzip member (zero padding, a server's junk):
+                    # ignored, as browsers and curl ignore them. The page itself ended whole.
+                    self.trailing = True
+                    break
                 self.d = self._new()  # RFC 1952: a gzip body may hold several members, one after another
             try:
                 piece = self.d.decompress(data, limit - n)

@@ -134,6 +134,7 @@ class ArticleState:
     origin: str = ""
     file_stamp: str | None = None
     paragraphs: int = 0  # rows it holds: an article that now makes none must not silently lose them
+    title: str | None = None  # as indexed: a page that comes back as an error page has another one
 
 
 #: The articles-table columns an ``ArticleState`` is read from.

@@ -11,6 +11,7 @@ import copy
 import functools
 import re
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -223,16 +224,18 @@ _TITLE_PARTS = re.compile(r"\s+[|\-–—:·•»]\s+")
 ERROR_PAGE_MAX_CHARS = 600
 
 
-def error_page(article: Article, paragraphs: list[Paragraph]) -> str | None:
-    """Why a fetched page is a server's error or sign-in page rather than the article (None: it is not).
+def error_page(article: Article, paragraphs: list[Paragraph], indexed_title: str | None = None) -> str | None:
+    """Why a fetched page is a server's error or sign-in page rather than the indexed article (None: it is not).
 
-    Served with status 200 (or reached through a redirect to a sign-in form), such a page replaced the
-    article's paragraphs with one junk row, outcome ok. It is that URL's failure instead, its rows kept.
+    Served with status 200 (or reached through a redirect to a sign-in form), such a page replaced an
+    indexed article's paragraphs with one junk row, outcome ok. It is that URL's failure instead, its rows
+    kept. Only a page whose title changed from ``indexed_title`` is judged: a real short page titled "Error
+    404" (a song) or "Login" (an API's doc) keeps its title, and is indexed, and updated, as any other.
     """
     if "://" not in article.doc_id or article.kind != "html":
         return None
     title = (paragraphs[0].title if paragraphs else article.title).strip()
-    if not title or sum(len(p.text) for p in paragraphs) > ERROR_PAGE_MAX_CHARS:
+    if not title or title == (indexed_title or "").strip() or sum(len(p.text) for p in paragraphs) > ERROR_PAGE_MAX_CHARS:
         return None
     parts = [p.strip().lower() for p in _TITLE_PARTS.split(title)]
     if any(p in ERROR_TITLES or _STATUS_TITLE.fullmatch(p) for p in parts):
@@ -241,21 +244,19 @@ def error_page(article: Article, paragraphs: list[Paragraph]) -> str | None:
     return None
 
 
-def split_articles(articles: list[Article], known: dict[str, str], settings: Settings,
-                   stamps: dict[str, str] | None = None, rows: dict[str, int] | None = None,
-                   validators: dict[str, tuple[str | None, str | None]] | None = None) -> SplitResult:
-    """Split the articles whose content fingerprint changed; count the others as unchanged. Writes nothing.
+def split_articles(articles: list[Article], states: Mapping[str, ArticleState], settings: Settings) -> SplitResult:
+    """Split the articles whose content fingerprint changed from their stored state (``states``, by key);
+    count the others as unchanged. Writes nothing.
 
-    ``stamps`` and ``validators`` (ETag, Last-Modified), by key, are the stored ones: an unchanged article
-    whose own differ gets them updated (``restamp``), so the next run can skip it unread (a file) or get a 304
-    (a page whose server changed its ETag but not its text would otherwise be downloaded on every run).
+    An unchanged article whose file stamp or validators (ETag, Last-Modified) differ from the stored ones gets
+    them updated (``restamp``), so the next run can skip it unread (a file) or get a 304 (a page whose server
+    changed its ETag but not its text would otherwise be downloaded on every run).
 
-    ``rows``: the paragraphs each article holds now, by key. One that held some and now makes none (a file
-    emptied by a crashed editor, a failed sync or a full disk) is a failure that keeps them: deletions need
-    evidence, and an empty file is not evidence that its text should go.
+    An article that held paragraphs and now makes none (a file emptied by a crashed editor, a failed sync or
+    a full disk), or a page turned into a server's error or sign-in page (:func:`error_page`), is a failure
+    that keeps them: deletions need evidence, and neither is evidence that its text should go.
     """
     result = SplitResult()
-    stamps, rows, validators = stamps or {}, rows or {}, validators or {}
     if not articles:  # nothing read: no tokenizer, no model
         return result
     # The stored token limit of the collection's encoder (the encoder itself is checked against the
@@ -274,12 +275,13 @@ def split_articles(articles: list[Article], known: dict[str, str], settings: Set
 
     for article in articles:
         fingerprint = body_fingerprint(article, opts)
-        if known.get(article.key) == fingerprint:
+        stored = states.get(article.key)
+        if stored is not None and stored.body_hash == fingerprint:
             result.unchanged += 1
             update: dict[str, str | None] = {}
-            if article.file_stamp is not None and stamps.get(article.key) != article.file_stamp:
+            if article.file_stamp is not None and stored.file_stamp != article.file_stamp:
                 update["file_stamp"] = article.file_stamp  # touched, not changed: skip it unread next time
-            if (article.etag or article.last_modified) and validators.get(article.key) != (article.etag, article.last_modified):
+            if (article.etag or article.last_modified) and (stored.etag, stored.last_modified) != (article.etag, article.last_modified):
                 update |= {"etag": article.etag, "last_modified": article.last_modified}
             if update:
                 result.restamp[article.key] = update
@@ -289,19 +291,24 @@ def split_articles(articles: list[Article], known: dict[str, str], settings: Set
         except Exception as exc:  # noqa: BLE001 - one bad article must not stop the batch
             result.failed.append(FetchFailure(article.doc_id, article.source, f"cannot split: {exc}"))
             continue
-        if why := error_page(article, paragraphs):
+        held = stored.paragraphs if stored is not None else 0
+        if held and (why := error_page(article, paragraphs, stored.title)):
             result.failed.append(FetchFailure(article.doc_id, article.source, why))
             continue
-        if not paragraphs and rows.get(article.key, 0) > 0:
+        if not paragraphs and held:
             result.failed.append(FetchFailure(
                 article.doc_id, article.source,
-                f"no text any more (emptied?): its {rows[article.key]} indexed paragraphs are kept. To delete "
+                f"no text any more (emptied?): its {held} indexed paragraphs are kept. To delete "
                 "them, remove it from its source or use corpus-search delete"))
             continue
         if not paragraphs:
             result.empty.append(article.doc_id)
         result.paragraphs.extend(paragraphs)
-        if article.published is None and article.metadata and (raw := unread_published(article.metadata)):
+        # What the split read (front matter lives in the body) or the reader gave (a record's fields); a
+        # page's own <meta> dates are its site's business, not the user's, and often junk.
+        metadata, published = (paragraphs[0].metadata, paragraphs[0].published) if paragraphs else \
+            (article.metadata, article.published)
+        if article.kind != "html" and published is None and metadata and (raw := unread_published(metadata)):
             result.undated.append((article.doc_id, raw))
         result.changed.append(
             {
@@ -521,10 +528,7 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
         return out
     if states is None:
         states = stored_states(settings, "key", [a.key for a in articles])
-    split = split_articles(articles, {k: s.body_hash for k, s in states.items()}, settings,
-                           {k: s.file_stamp for k, s in states.items() if s.file_stamp},
-                           {k: s.paragraphs for k, s in states.items()},
-                           {k: (s.etag, s.last_modified) for k, s in states.items()})
+    split = split_articles(articles, states, settings)
     out.split, out.unchanged = split, out.unchanged + split.unchanged
     out.failed += [(f.doc_id, f.error) for f in split.failed]
     if split.changed:

@@ -119,18 +119,20 @@ def test_a_bad_dotenv_value_read_from_python_is_the_user_error_class_naming_its_
         get_settings.cache_clear()
 
 
-def test_an_empty_variable_leaves_the_default_and_an_empty_model_name_from_python_is_refused(monkeypatch, tmp_path):
+def test_an_empty_variable_still_overrides_dotenv_and_an_empty_model_name_from_python_is_refused(monkeypatch, tmp_path):
     from query import Searcher
     from query.errors import InvalidQueryError
-    from query.settings import DEFAULT_CROSS_ENCODER, Settings
+    from query.settings import Settings
 
-    (tmp_path / ".env").write_text("CORPUS_SEARCH_CANDIDATES=\n")
+    (tmp_path / ".env").write_text("CORPUS_SEARCH_API_URL=http://127.0.0.1:9/\nCORPUS_SEARCH_FETCH_ALLOWED_HOSTS=a.example\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CORPUS_SEARCH_CROSS_ENCODER", "")  # e.g. `CORPUS_SEARCH_CROSS_ENCODER=` in a compose file
+    monkeypatch.setenv("CORPUS_SEARCH_API_URL", "")  # search locally for once, whatever .env says
+    monkeypatch.setenv("CORPUS_SEARCH_FETCH_ALLOWED_HOSTS", "")  # lift .env's allow-list for one command
     settings = Settings()
-    assert (settings.cross_encoder, settings.candidates) == (DEFAULT_CROSS_ENCODER, 100)
-    with pytest.raises(InvalidQueryError, match="setting cross_encoder: names no model.*rerank=False"):
-        Searcher(db_uri=str(tmp_path), collection="notes", cross_encoder="")
+    assert not settings.api_url and settings.fetch_allowed_hosts == []
+    for blank in ("", "  "):
+        with pytest.raises(InvalidQueryError, match="setting cross_encoder: names no model.*rerank=False"):
+            Searcher(db_uri=str(tmp_path), collection="notes", cross_encoder=blank)
 
 
 def test_a_misspelt_setting_in_dotenv_or_the_environment_is_named_in_one_warning(monkeypatch, capsys, tmp_path):

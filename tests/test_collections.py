@@ -366,6 +366,14 @@ def test_a_url_source_to_delete_also_matches_the_form_the_indexer_stored():
     where = source_predicate("HTTPS://Example.org:443/a.html#intro")
     assert "source = 'https://example.org/a.html'" in where and "source = 'HTTPS://Example.org:443/a.html#intro'" in where
     assert "starts_with(source, 'https://example.org/docs/')" in source_predicate("https://Example.org/docs/")
+    # A fragment is no directory: 'https://site/blog#/' is that page, never every URL that starts with it.
+    for page in ("https://example.org/blog#/", "https://example.org/#/", "https://example.org/blog?x=/"):
+        where = source_predicate(page)
+        assert "starts_with(source, 'https://example.org/')" not in where, where
+        assert "starts_with(source, 'https://example.org/blog')" not in where, where
+    from tasks.collections import _predicates
+
+    assert "'http://example.org/a'" in _predicates(["HTTP://Example.org/a#top"], [])[0]  # a doc id as given to index
 
 
 def test_delete_by_exact_source_value_and_bad_requests(built, db, capsys):

@@ -112,10 +112,12 @@ def test_error_page_titles_are_whole_title_parts_or_status_lines(title, error):
 
     page = Article("https://x.org/a", "https://x.org/a", "", "<p>x</p>", "html")
     text = "A short page."
-    assert (error_page(page, [Paragraph("i", page.doc_id, page.source, title, 0, text, text, "h")]) is not None) == error
+    paragraphs = [Paragraph("i", page.doc_id, page.source, title, 0, text, text, "h")]
+    assert (error_page(page, paragraphs, "Paris") is not None) == error  # an indexed article came back like this
+    assert error_page(page, paragraphs, title) is None  # under its own indexed title: the page, not an error
 
 
-def test_an_error_or_sign_in_page_sent_with_status_200_keeps_the_articles_rows(run_index, site, db_uri):
+def test_an_indexed_page_turned_into_an_error_or_sign_in_page_keeps_its_rows(run_index, site, db_uri):
     urls = [site.page("/paris.html", html_page("Paris", PARIS)), site.page("/ice", html_page("Ice", GLACIER))]
     run_index(urls)
     before = sorted(r["text"] for r in table_rows(db_uri))
@@ -127,9 +129,12 @@ def test_an_error_or_sign_in_page_sent_with_status_200_keeps_the_articles_rows(r
     site.page("/paris.html", html_page("Example - Page not found", ["The page you asked for does not exist."]))
     assert "any rows indexed before are kept" in run_index(urls)["failures"][0]["error"]
     assert sorted(r["text"] for r in table_rows(db_uri)) == before
-    # A real article about signing in is longer than an error page: it is indexed.
-    docs = site.page("/docs", html_page("Login | Docs", [f"{p} Logins use the same rule." for p in PARIS * 3]))
-    assert run_index([docs])["outcome"] == "ok"
+    # Real short pages under such titles (a song, an API's doc) are indexed, and updated under their title.
+    song = site.page("/song", html_page("Error 404", ["A song by the band about a page that was not found."]))
+    login = site.page("/api", html_page("Login", ["POST /login with a user name and a password returns a token."]))
+    assert run_index([song, login])["outcome"] == "ok"
+    site.page("/song", html_page("Error 404", ["A song by the band about a page that was never found again."]))
+    assert run_index([song, login])["outcome"] == "ok" and any("never found again" in r["text"] for r in table_rows(db_uri))
 
 
 def test_deleting_a_file_from_a_directory_source_deletes_its_rows(run_index, db_uri, tmp_path):

@@ -205,12 +205,17 @@ def test_a_publication_date_that_cannot_be_read_is_indexed_without_it_and_the_ru
     assert rows["b"]["published"] is not None
     assert index_records(records, "undated", db_uri=db_uri)["notices"] == []  # said once, when they are indexed
 
-    # A page's own <meta> dates are a site's business, not the user's: an unreadable one is no notice.
+    # A note's front matter is the user's too; a page's own <meta> dates are a site's business: no notice.
+    (tmp_path / "note.md").write_text("---\ndate: 5th of March, last year\n---\n# Ice\n\nIce sheets flow slowly "
+                                      "under their own weight, spreading out from the centre.\n")
     (tmp_path / "page.html").write_text('<html><head><title>T</title><meta name="date" content="someday">'
                                         "</head><body><p>Ice sheets flow slowly under their own weight.</p></body></html>")
     from flows.index_corpus import index_corpus
 
-    assert index_corpus([str(tmp_path / "page.html")], collection="undated", db_uri=db_uri)["notices"] == []
+    notices = index_corpus([str(tmp_path / "note.md"), str(tmp_path / "page.html")], collection="undated",
+                           db_uri=db_uri)["notices"]
+    assert len(notices) == 1 and notices[0].startswith("1 article(s) give a publication date that could not be read, "
+                                                       "e.g. note.md (date: 5th of March, last year)"), notices
 
 
 def test_index_records_updates_changed_records_and_deletes_vanished_only_when_complete(prefect_harness, db_uri):

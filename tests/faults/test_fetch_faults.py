@@ -146,6 +146,14 @@ def test_a_gzip_body_of_several_members_is_read_whole(site):
     assert isinstance(out, Article) and "river 0" in out.body and "river 39" in out.body
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_bytes_after_a_whole_compressed_body_are_ignored_as_browsers_do(site, encoding):
+    whole = gzip.compress(LONG) if encoding == "gzip" else _deflate(LONG, raw=False)
+    for junk in (b"\x00" * 8, b"JUNKJUNK"):
+        out = fetch(site.page("/junk", whole + junk, headers={"Content-Encoding": encoding}))
+        assert isinstance(out, Article) and "river 39" in out.body
+
+
 def test_a_small_gzip_body_that_expands_past_the_size_limit_is_refused(site):
     url = site.page("/bomb", gzip.compress(b"<p>" + b"a" * 5_000_000 + b"</p>"), headers={"Content-Encoding": "gzip"})
     assert failed(fetch(url, replace(OPTS, max_bytes=100_000)), "exceeds the limit of 100000")
