@@ -238,8 +238,9 @@ def index_corpus(
                 stages.remember_max_tokens(split.remember_max_tokens, settings)
             if split.restamp:
                 stages.restamp_files(quote(split.restamp), settings)
-            summary.add_undated(split.undated)
-            summary.add_empty(split.empty)
+            summary.tally("undated", [f"{doc} ({raw[:80]})" for doc, raw in split.undated])
+            summary.tally("empty", split.empty)
+            summary.tally("error_page", split.error_pages)
             if split.changed:
                 plan = prepared.plan
                 stages.write_batch(quote(plan), quote(encoded.vectors), quote(split.changed), settings, encoded.meta)
@@ -383,8 +384,7 @@ def index_corpus(
 
         if bar is not None:
             bar.close()  # encoding is over: the bar's final rate must not count the index refresh
-        summary.note_undated()
-        summary.note_empty()
+        summary.close_notices()
         info = stages.refresh_indexes(settings)
         summary.rows = info["rows"]
         summary.seconds = time.perf_counter() - started

@@ -40,6 +40,20 @@ JSON_KEYS = (
 )
 
 
+#: What each kind of notice says after its count (``{examples}``: a few of the articles).
+NOTICES = {
+    "undated": "give a publication date that could not be read, e.g. {examples}: they are indexed without "
+               "`published` (the text is kept in their metadata), so a --where published filter never matches "
+               "them. Dates are read as ISO 8601 (2024-03-05), RFC 2822, an epoch time or a written date with its year",
+    "empty": "have no text to index, e.g. {examples}: an empty file, or a page whose text its scripts draw "
+             "(corpus-search runs none) or that is shorter than CORPUS_SEARCH_MIN_PARAGRAPH_CHARS after its "
+             "boilerplate is removed. They are remembered, and indexed once they have text",
+    "error_page": "look like a server's error or sign-in page, not an article, e.g. {examples}: they are indexed as "
+                  "they are (new pages; an indexed page that turns into one keeps its rows). Check that they are "
+                  "public, or index the pages they stand for",
+}
+
+
 @dataclass
 class IndexSummary:
     collection: str
@@ -56,10 +70,8 @@ class IndexSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (doc_id, error)
     # Indexed, but something in them was not understood (e.g. a publication date): said, never a failure.
     notices: list[str] = field(default_factory=list)
-    undated: int = field(default=0, repr=False)  # articles whose publication date could not be read
-    undated_examples: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (doc id, "key: value")
-    empty: int = field(default=0, repr=False)  # new articles with no text to index
-    empty_examples: list[str] = field(default_factory=list, repr=False)
+    # Articles counted for a notice, by kind (see NOTICES): how many, and a few of them as examples.
+    tallies: dict[str, tuple[int, list[str]]] = field(default_factory=dict, repr=False)
 
     @property
     def paragraphs_added(self) -> int:
@@ -113,36 +125,17 @@ class IndexSummary:
         out["notices"] = list(self.notices)
         return out
 
-    def add_undated(self, articles: list[tuple[str, str]]) -> None:
-        """Count articles indexed without a publication date although they gave one (``(doc id, "key: value")``)."""
-        self.undated += len(articles)
-        self.undated_examples += articles[:3 - len(self.undated_examples)]
+    def tally(self, kind: str, examples: list[str]) -> None:
+        """Count articles for the notice ``kind`` (a key of :data:`NOTICES`); the first few are its examples."""
+        if examples:
+            count, shown = self.tallies.get(kind, (0, []))
+            self.tallies[kind] = (count + len(examples), shown + [printable(e)[:160] for e in examples[:3 - len(shown)]])
 
-    def note_undated(self) -> None:
-        """At the end of a run: say that articles gave a publication date that could not be read. They are
-        indexed without ``published``, so a date filter never matches them, and nothing else would tell."""
-        if self.undated:
-            shown = "; ".join(f"{printable(d)} ({printable(v)[:80]})" for d, v in self.undated_examples)
-            self.notices.append(
-                f"{self.undated} article(s) give a publication date that could not be read, e.g. {shown}: they are indexed "
-                "without `published` (the text is kept in their metadata), so a --where published filter never "
-                "matches them. Dates are read as ISO 8601 (2024-03-05), RFC 2822, an epoch time or a written date "
-                "with its year")
-
-    def add_empty(self, doc_ids: list[str]) -> None:
-        """Count new articles read without error but with no text to index."""
-        self.empty += len(doc_ids)
-        self.empty_examples += doc_ids[:3 - len(self.empty_examples)]
-
-    def note_empty(self) -> None:
-        """At the end of a run: say that some articles named for indexing gave no text. No failure (an empty
-        note is a note), but a page whose text a script draws is indexed as nothing, and nothing else would say so."""
-        if self.empty:
-            shown = "; ".join(printable(d) for d in self.empty_examples)
-            self.notices.append(
-                f"{self.empty} article(s) have no text to index, e.g. {shown}: an empty file, or a page whose text "
-                "its scripts draw (corpus-search runs none) or that is shorter than CORPUS_SEARCH_MIN_PARAGRAPH_CHARS "
-                "after its boilerplate is removed. They are remembered, and indexed once they have text")
+    def close_notices(self) -> None:
+        """At the end of a run: one notice per kind of article counted. Never a failure: these were indexed
+        (or kept), but nothing else would tell the user what was not understood."""
+        for kind, (count, shown) in self.tallies.items():
+            self.notices.append(f"{count} article(s) {NOTICES[kind].format(examples='; '.join(shown))}")
 
     def to_text(self) -> str:
         return (

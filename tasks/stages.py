@@ -200,6 +200,7 @@ class SplitResult:
     # key -> state columns to update of unchanged articles: a touched file's stamp, a page's new validators
     restamp: dict[str, dict[str, str | None]] = field(default_factory=dict)
     empty: list[str] = field(default_factory=list)  # doc ids of new articles with no text to index
+    error_pages: list[str] = field(default_factory=list)  # new pages that look like error or sign-in pages
     # (doc id, "key: value") of changed articles whose publication date could not be read: indexed without
     # ``published``, so a ``published`` filter never matches them; the run says so.
     undated: list[tuple[str, str]] = field(default_factory=list)
@@ -292,9 +293,11 @@ def split_articles(articles: list[Article], states: Mapping[str, ArticleState], 
             result.failed.append(FetchFailure(article.doc_id, article.source, f"cannot split: {exc}"))
             continue
         held = stored.paragraphs if stored is not None else 0
-        if held and (why := error_page(article, paragraphs, stored.title)):
-            result.failed.append(FetchFailure(article.doc_id, article.source, why))
-            continue
+        if why := error_page(article, paragraphs, stored.title if stored is not None else None):
+            if held:
+                result.failed.append(FetchFailure(article.doc_id, article.source, why))
+                continue
+            result.error_pages.append(article.doc_id)  # new: indexed as it is (it may be the page), and said
         if not paragraphs and held:
             result.failed.append(FetchFailure(
                 article.doc_id, article.source,
