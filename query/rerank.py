@@ -30,6 +30,7 @@ import numpy as np
 # release from their homes since issue #9 (query.devices, query.errors, query.models): import them there.
 from query import backends, devices
 from query.backends import Backend, ScoreCache
+from query.bi_encoder import count_tokens
 from query.cross_encoder import sequence_classifier
 from query.devices import autocast, cpu_has_native_bf16  # noqa: F401
 from query.errors import ModelUnavailableError, PrecisionError  # noqa: F401 - ModelUnavailableError re-exported
@@ -145,11 +146,8 @@ class Reranker:
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text, special tokens left out (thread-safe: under the scorings' lock)."""
-        if not texts:
-            return []
         with self._lock:
-            ids = self.model.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        return [len(x) for x in ids]
+            return count_tokens(self.model.tokenizer, texts)
 
     # -- scoring ------------------------------------------------------------------------------------
 

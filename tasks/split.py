@@ -11,6 +11,7 @@ headings and split exactly as before. Each paragraph carries its article's metad
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -325,15 +326,10 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
 
 
 def tokenizer_counter(tokenizer) -> TokenCounter:
-    """A TokenCounter over a Hugging Face tokenizer (fast tokenizers count thousands of texts per call)."""
+    """A TokenCounter over a Hugging Face tokenizer (the caller's own copy: see ``query.bi_encoder.count_tokens``)."""
+    from query.bi_encoder import count_tokens
 
-    def count(texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        ids = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        return [len(x) for x in ids]
-
-    return count
+    return functools.partial(count_tokens, tokenizer)
 
 
 def body_fingerprint(article: Article, opts: SplitOptions) -> str:
