@@ -220,11 +220,12 @@ def settings_error(exc: Exception):
         return InvalidSettingError(f"setting {_named(field)} cannot be parsed{why}: give it as valid JSON")
     if not isinstance(exc, ValidationError) or exc.title != "Settings":
         return None
-    return InvalidSettingError("; ".join(
-        f"setting {_named(str(e['loc'][0]) if e['loc'] else None, '.'.join(map(str, e['loc'])))}: "
-        f"{str(e['msg']).removeprefix('Value error, ')}"
-        for e in exc.errors()
-    ))
+    return InvalidSettingError(_messages(exc, lambda loc: _named(str(loc[0]) if loc else None, ".".join(map(str, loc)))))
+
+
+def _messages(exc, name) -> str:
+    """Pydantic's errors as one line, "setting NAME: why" each (``name``: how to call an error's location)."""
+    return "; ".join(f"setting {name(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors())
 
 
 def _named(field: str | None, path: str | None = None) -> str:
@@ -276,9 +277,7 @@ def settings_with(overrides: Mapping[str, Any], base: Settings | None = None) ->
         for error in exc.errors():  # a validator's own user error (e.g. InvalidNameError) says it best
             if isinstance(cause := (error.get("ctx") or {}).get("error"), CorpusSearchError):
                 raise cause from None
-        raise InvalidQueryError("; ".join(f"setting {'.'.join(map(str, e['loc']))}: "
-                                          f"{str(e['msg']).removeprefix('Value error, ')}"
-                                          for e in exc.errors())) from None
+        raise InvalidQueryError(_messages(exc, lambda loc: ".".join(map(str, loc)))) from None
     # The checked values, on a copy that remembers which settings were given (model_fields_set): a
     # cross-encoder given explicitly wins over a collection's promoted one, a default does not.
     return base.model_copy(update={name: getattr(checked, name) for name in overrides})
