@@ -292,8 +292,13 @@ def remove_models(db_uri: str, rel_paths: list[str]) -> list[str]:
 
 def registry_or_empty(table) -> Registry:
     """:func:`read_registry`, or an empty registry when its stored value is damaged: searches never break on it."""
+    return parsed_or_empty(table.to_lance().metadata.get(REGISTRY_KEY))
+
+
+def parsed_or_empty(raw) -> Registry:
+    """A stored registry value (any table version's) parsed, or an empty registry when it is damaged."""
     try:
-        return read_registry(table)
+        return Registry.from_json(raw)
     except (ValueError, TypeError, RerankerRegistryError):
         return Registry()
 

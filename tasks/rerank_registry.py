@@ -14,13 +14,13 @@ from pathlib import Path
 from query.registry import (
     COMPLETE_MARKER,
     REGISTRY_KEY,
-    Registry,
     RerankerEntry,
     RerankerRegistryError,
     local_db_root,
     model_exists,
     model_location,
     models_root,
+    parsed_or_empty,
     read_registry,
     rel_models_root,
     remove_models,
@@ -159,8 +159,9 @@ def remove(db_uri: str, collection: str, model_ids: Sequence[str]) -> list[str]:
         reg = read_registry(table)
         # A directory no kept version's registry names (a run killed before it registered its model) goes
         # by its id too: nothing else would ever remove it.
-        leftovers = {Path(d["path"]).name: d for d in unregistered_dirs(db_uri, collection, reg, table)}
-        loose = [i for i in ids if reg.find(i) is None and i in leftovers]
+        unknown = [i for i in ids if reg.find(i) is None]
+        leftovers = {Path(d["path"]).name: d for d in unregistered_dirs(db_uri, collection, reg, table)} if unknown else {}
+        loose = [i for i in unknown if i in leftovers]
         for model_id in loose:
             d = leftovers[model_id]
             if d["training"]:
@@ -222,11 +223,8 @@ def _named_by_versions(db_uri: str, table) -> dict[int, set[Path]]:
     ds, root = table.to_lance(), local_db_root(db_uri)
     out: dict[int, set[Path]] = {}
     for v in ds.versions():
-        raw = ds.checkout_version(v["version"]).metadata.get(REGISTRY_KEY)
-        try:
-            out[int(v["version"])] = {(root / e.path).resolve() for e in Registry.from_json(raw).models}
-        except Exception:  # noqa: BLE001 - a damaged old registry names nothing it could be trusted for
-            out[int(v["version"])] = set()
+        registry = parsed_or_empty(ds.checkout_version(v["version"]).metadata.get(REGISTRY_KEY))
+        out[int(v["version"])] = {(root / e.path).resolve() for e in registry.models}
     return out
 
 
