@@ -139,3 +139,6 @@ class ArticleState:
 
 #: The articles-table columns an ``ArticleState`` is read from.
 STATE_COLUMNS = [f.name for f in fields(ArticleState)]
+#: The same for the whole collection at once (an index run's start): the titles, which only a batch's split
+#: reads (``tasks.stages.error_page``), would hold every article's title in the flow's memory for the run.
+COLLECTION_STATE_COLUMNS = [c for c in STATE_COLUMNS if c != "title"]

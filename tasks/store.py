@@ -28,7 +28,7 @@ from query.schema import (
     migrate_hint,
     paragraph_schema,
 )
-from tasks.records import STATE_COLUMNS, ArticleState, Paragraph, now_utc
+from tasks.records import COLLECTION_STATE_COLUMNS, ArticleState, Paragraph, now_utc
 from query.storage import table_names
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def load_article_states(db, collection: str, db_uri: str | None = None) -> dict[
         return {}
     table = db.open_table(name)
     _check_articles_schema(table, name, db_uri)
-    rows = table.to_lance().to_table(columns=STATE_COLUMNS).to_pylist()
+    rows = table.to_lance().to_table(columns=COLLECTION_STATE_COLUMNS).to_pylist()
     return {r["key"]: ArticleState(**r) for r in rows}
 
 
