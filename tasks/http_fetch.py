@@ -133,6 +133,7 @@ class _Inflater:
         self.raw_deflate = False  # deflate as sent by some servers: without its zlib header
         self.started = False
         self.trailing = False  # past the end of the last stream
+        self.pending = b""  # the first byte of a next gzip member, whose second byte is in the next chunk
         self.d = self._new()
 
     def _new(self):
@@ -142,8 +143,12 @@ class _Inflater:
     def feed(self, data: bytes, limit: int) -> bytes:
         """Decoded bytes of ``data``: at most about ``limit`` (more means the body is over its limit)."""
         out, n = [], 0
+        data, self.pending = self.pending + data, b""
         while data and n < limit and not self.trailing:
             if self.d.eof:
+                if self.gzip and data == b"\x1f":  # a next member's magic cut between two chunks
+                    self.pending = data
+                    break
                 if not (self.gzip and data[:2] == b"\x1f\x8b"):
                     # Bytes after a complete stream that begin no gzip member (zero padding, a server's junk):
                     # ignored, as browsers and curl ignore them. The page itself ended whole.

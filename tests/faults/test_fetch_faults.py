@@ -146,6 +146,17 @@ def test_a_gzip_body_of_several_members_is_read_whole(site):
     assert isinstance(out, Article) and "river 0" in out.body and "river 39" in out.body
 
 
+def test_a_next_gzip_member_is_read_whole_wherever_the_transfer_cuts_it():
+    from tasks.http_fetch import _Inflater
+
+    half = len(LONG) // 2
+    first, second = gzip.compress(LONG[:half]), gzip.compress(LONG[half:])
+    body = first + second
+    for cut in (len(first) - 1, len(first), len(first) + 1, len(first) + 2):  # +1: inside its magic number
+        inflater = _Inflater("gzip")
+        assert inflater.feed(body[:cut], 10**7) + inflater.feed(body[cut:], 10**7) + inflater.finish() == LONG, cut
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_bytes_after_a_whole_compressed_body_are_ignored_as_browsers_do(site, encoding):
     whole = gzip.compress(LONG) if encoding == "gzip" else _deflate(LONG, raw=False)
