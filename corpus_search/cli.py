@@ -79,15 +79,23 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     from query.schema import validate_collection_name
     from query.storage import check_db_uri
-    from tasks.fetch import classify_source
+    from tasks.fetch import SourceError, classify_source
 
     settings = _settings(args)
     # Bad names and database paths are usage errors (exit 2), found before Prefect starts or a file is made.
     validate_collection_name(settings.collection)
     check_db_uri(settings.db_uri, write=True)
+    # A malformed URL is that source's failure in a run (the other sources are indexed, exit 3), but a
+    # command whose every source is one is a typo: a usage error, before Prefect starts.
+    bad = []
     for source in args.sources:
-        if "://" in source:  # a bad scheme or URL (the flow would fail on it too, after a traceback in its log)
-            classify_source(source)
+        if "://" in source:
+            try:
+                classify_source(source)
+            except SourceError as exc:
+                bad.append(exc)
+    if bad and len(bad) == len(args.sources):
+        raise bad[0]
     overrides = index_overrides(args)
     address = overrides["dask_address"] if "dask_address" in overrides else settings.dask_address
     if address:  # from --dask-address or CORPUS_SEARCH_DASK_ADDRESS

@@ -24,7 +24,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Failed
+from prefect.states import Failed, State
 
 # Task arguments are big batches of plain data: quote() spares Prefect walking every element of them
 # in search of futures to resolve (seconds per run on a few thousand articles).
@@ -188,17 +188,24 @@ def index_corpus(
     settings = settings_with(overrides)
     started = time.perf_counter()
     summary = IndexSummary(collection)
-    specs = [classify_source(s) for s in sources if "://" in s]  # bad URL schemes fail before any write
-    local = []
+    specs, local = [], []
     for s in sources:
-        if "://" in s:
-            continue
+        # A source that cannot be indexed as given is that source's failure, never the run's: a missing
+        # path may be an unmounted disk (its rows are kept), and one malformed URL in a scheduled list
+        # must not stop the other pages from being indexed, run after run.
         try:
-            local.append(classify_source(s))
-        except ValueError as exc:  # a missing path may be an unmounted disk: keep its rows
+            spec = classify_source(s)
+        except ValueError as exc:
             summary.fail(s, str(exc))
+            continue
+        (specs if spec.kind == "url" else local).append(spec)
     if records_path:
         local.append(SourceSpec(records_path, "jsonl", records_path, origin=records_origin))
+    if not specs and not local:  # every source failed as given: open nothing, and create no empty collection
+        summary.seconds = time.perf_counter() - started
+        for doc, err in summary.failures:
+            logger.warning("failed: %s: %s", doc, err)
+        return _nothing_indexed(summary, collection)
     bar = _progress(progress)
 
     runner = task_runner(settings)  # a bad --dask-address fails here, before anything is written
@@ -412,11 +419,16 @@ def index_corpus(
     )
     result = summary.result()
     if summary.outcome == "failed":
-        message = f"nothing could be indexed into {collection!r}: {len(summary.failures)} failures, first: " + (
-            f"{summary.failures[0][0]}: {summary.failures[0][1]}" if summary.failures else "none"
-        )
-        return Failed(message=message, data=NothingIndexedError(message, result))
+        return _nothing_indexed(summary, collection)
     return result
+
+
+def _nothing_indexed(summary: IndexSummary, collection: str) -> State:
+    """The Failed state of a run that indexed nothing, naming its first failure."""
+    message = f"nothing could be indexed into {collection!r}: {len(summary.failures)} failures, first: " + (
+        f"{summary.failures[0][0]}: {summary.failures[0][1]}" if summary.failures else "none"
+    )
+    return Failed(message=message, data=NothingIndexedError(message, summary.result()))
 
 
 if __name__ == "__main__":  # python -m flows.index_corpus SOURCE... [--collection NAME]

@@ -351,7 +351,7 @@ def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_h
             assert client.read_flow_run(run_id).state.type.value == "FAILED"
         summary = hook_summary(run_id)
         assert "index-corpus run" in summary and "collection 'broken'" in summary
-        assert "SourceError: source 'ftp://example.invalid/paper.html': only http:// and https://" in summary
+        assert "source 'ftp://example.invalid/paper.html': only http:// and https://" in summary
         assert f"flow run id: {run_id}" in summary and "the next run resumes" in summary
         (post,) = inbox.posts
         assert "broken" in post["subject"] and "Failed" in post["subject"]

@@ -234,10 +234,20 @@ def test_a_missing_source_path_is_reported_and_deletes_nothing(run_index, db_uri
     assert len(table_rows(db_uri)) == 3
 
 
-def test_an_unknown_url_scheme_is_refused_before_anything_is_written(run_index, db_uri):
-    with pytest.raises(ValueError, match="only http:// and https://"):
+def test_an_unknown_url_scheme_alone_fails_the_run_and_writes_nothing(run_index, db_uri):
+    with pytest.raises(NothingIndexedError, match="only http:// and https://"):
         run_index(["ftp://example.org/file.txt"])
     assert not Path(db_uri, "test.lance").exists()
+
+
+@pytest.mark.parametrize("bad", ["ftp://example.org/file.txt", "https://example.org:99999/a",
+                                 "https://ann:secret@example.org/private"])
+def test_a_malformed_url_in_a_list_is_that_urls_failure_and_the_other_pages_are_indexed(run_index, site, bad):
+    url = site.page("/paris.html", html_page("Paris", PARIS))
+    summary = run_index([bad, url])
+    assert summary["outcome"] == "partial" and summary["articles_fetched"] == 1
+    ((source, error),) = [(f["doc_id"], f["error"]) for f in summary["failures"]]
+    assert source == bad and "source " in error
 
 
 def test_the_table_records_the_encoder_and_refuses_a_different_one(run_index, site, db_uri):
