@@ -24,6 +24,7 @@ from query.settings import Settings
 from tasks.http_transport import deadline, guarded_transport
 from tasks.netguard import FetchPolicy, Refused, Resolver, check_url
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
+from tasks.urls import validators_url
 from tasks.sniff import binary_reason, binary_signature
 from tasks.urls import url_origin
 
@@ -264,6 +265,7 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
         kind=kind,  # type: ignore[arg-type]
         etag=resp.headers.get("etag"),
         last_modified=resp.headers.get("last-modified"),
+        final_url=final if final and final != url else None,
     )
 
 
@@ -281,14 +283,19 @@ def _own_redirects(response: httpx.Response) -> None:
 def _fetch_once(client: httpx.Client, url: str, source: str, state: ArticleState | None, opts: HttpOptions,
                 until: float, resolve: Resolver) -> FetchOutcome:
     """One attempt: follow up to ``max_redirects`` redirects, checking every hop against the policy."""
-    headers = {}
+    validators = {}
     if state is not None:
         if state.etag:
-            headers["If-None-Match"] = state.etag
+            validators["If-None-Match"] = state.etag
         if state.last_modified:
-            headers["If-Modified-Since"] = state.last_modified
+            validators["If-Modified-Since"] = state.last_modified
+    # The stored validators are those of the URL that answered last time (the page itself, or where it
+    # redirected then): sent to another resource, an older Last-Modified or a shared ETag may get a 304,
+    # and a moved page would stay stale for good. A redirect that still leads there keeps its 304s.
+    answered = validators_url(state.file_stamp if state is not None else None, url)
     current = url
     for _hop in range(opts.max_redirects + 1):
+        headers = validators if current == answered else {}
         try:
             check_url(current, opts.policy, resolve)
         except OSError as exc:  # DNS failure: transient
@@ -303,9 +310,6 @@ def _fetch_once(client: httpx.Client, url: str, source: str, state: ArticleState
                     if not location:
                         raise _Failed(f"HTTP {resp.status_code} redirect without a Location header")
                     current = urljoin(current, location.strip())
-                    # The stored validators are the first URL's: another resource may answer 304 to them
-                    # (an older Last-Modified, an ETag it happens to share), and the moved page stays stale.
-                    headers = {}
                     continue
                 return _article(url, source, resp, opts, until, conditional=bool(headers), final=current)
         except httpx.UnsupportedProtocol as exc:

@@ -79,8 +79,11 @@ class Article(_Keyed):
     published: datetime | None = None
     origin: str = ""
     #: Size, mtime and split settings of a local file when read; a page's split settings (``url_stamp``:
-    #: its validators are sent only while they match); ``None`` for other sources.
+    #: its validators are sent only while they match) and the URL that answered it (``page_stamp``);
+    #: ``None`` for other sources.
     file_stamp: str | None = None
+    #: The URL that answered, when a redirect led there: the page's ETag and Last-Modified are its own.
+    final_url: str | None = None
     #: Whether a missing title may be made from ``doc_id`` (a file or page name says what it holds; a
     #: record id such as "8841823" does not, and would be encoded in front of every passage).
     title_from_id: bool = True

@@ -53,6 +53,7 @@ from tasks.split import (
 )
 from query.storage import table_names
 from tasks.meta import unread_published
+from tasks.urls import page_stamp, stamp_settings
 
 # Inputs are large batches: hashing them for a cache key would cost more than the work.
 stage = functools.partial(task, cache_policy=NO_CACHE, persist_result=False)
@@ -467,11 +468,11 @@ def load_units(spec: SourceSpec, units: list, settings: Settings) -> tuple[list,
         states = stored_states(settings, "doc_id", list(units))
         stamp = url_stamp(settings)
         # Validators are sent only for pages split under these settings: a 304 would skip their new split.
-        outcomes = fetch_urls(units, {k: s for k, s in states.items() if s.file_stamp == stamp},
+        outcomes = fetch_urls(units, {k: s for k, s in states.items() if stamp_settings(s.file_stamp) == stamp},
                               HttpOptions.from_settings(settings))
         for o in outcomes:
             if isinstance(o, Article):
-                o.file_stamp = stamp
+                o.file_stamp = page_stamp(stamp, o.final_url)
         return outcomes, states
     if spec.kind == "jsonl":
         named = SourceSpec(spec.spec, spec.kind, printable(spec.root), spec.origin)

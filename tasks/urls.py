@@ -17,6 +17,24 @@ def canonical_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), host, parts.path or "/", parts.query, ""))
 
 
+def page_stamp(settings_stamp: str, answered_by: str | None) -> str:
+    """A page's stored stamp: its split settings and, when a redirect led there, the URL that answered.
+
+    The page's ETag and Last-Modified are that URL's, so they are sent to it only (``validators_url``).
+    """
+    return f"{settings_stamp} {answered_by}" if answered_by else settings_stamp
+
+
+def stamp_settings(stamp: str | None) -> str:
+    """The split-settings part of a page's stamp (see ``page_stamp``)."""
+    return (stamp or "").partition(" ")[0]
+
+
+def validators_url(stamp: str | None, url: str) -> str:
+    """The URL a page's stored validators came from: the redirect target its stamp names, or ``url``."""
+    return (stamp or "").partition(" ")[2] or url
+
+
 def url_origin(url: str) -> str:
     """``scheme://host[:port]/`` of ``url``: the ``source`` of its rows."""
     parts = urlsplit(url)

@@ -81,6 +81,23 @@ def test_a_page_split_under_other_settings_is_fetched_whole_once_though_its_serv
     assert run_index([url], **stricter)["articles_unchanged"] == 1 and site.not_modified["/paris.html"] == 1
 
 
+def test_a_url_that_still_redirects_to_the_same_page_gets_a_304_there_and_one_that_moves_on_does_not(
+        run_index, site, db_uri):
+    """Validators go only to the URL that gave them: the redirect target the page's stamp names."""
+    target = site.page("/paris.html", html_page("Paris", PARIS))
+    old = site.page("/old", b"", status=301, etag=False, headers={"Location": target})
+    first = run_index([old])
+    assert first["paragraphs_encoded"] == 3
+    again = run_index([old])  # it downloaded /paris.html whole on every run, sending no validators
+    assert again["articles_unchanged"] == 1 and site.not_modified.get("/paris.html") == 1
+    elsewhere = site.page("/glaciers.html", html_page("Glaciers", GLACIER))
+    site.page("/old", b"", status=301, etag=False, headers={"Location": elsewhere})
+    moved = run_index([old])
+    assert moved["articles_fetched"] == 1 and site.not_modified.get("/glaciers.html", 0) == 0
+    assert {r["text"] for r in table_rows(db_uri)} == set(GLACIER)
+    assert run_index([old])["articles_unchanged"] == 1 and site.not_modified.get("/glaciers.html") == 1
+
+
 def test_a_new_etag_for_the_same_text_is_remembered_so_the_next_run_gets_a_304(run_index, site, db_uri):
     from query.schema import articles_table_name
 

@@ -27,7 +27,7 @@ from tasks.http_fetch import parse_retry_after
 from tasks.http_transport import GuardedBackend, guarded_transport
 from tasks.netguard import FetchPolicy, Refused
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
-from tasks.urls import url_origin
+from tasks.urls import page_stamp, url_origin
 from tests.conftest import Route, html_page, table_rows
 
 #: The test server is on 127.0.0.1, so tests allow private addresses explicitly; the default refuses them.
@@ -192,6 +192,23 @@ def test_a_pages_validators_are_not_sent_to_the_page_it_now_redirects_to(site):
     assert isinstance(out, Article) and "Hawaii" in out.body and site.not_modified.get("/new", 0) == 0
     gone = site.page("/gone", b"", status=404, etag=False)
     assert failed(fetch(redirect(site, "/moved", gone)), "HTTP 404 from", "/gone, where", "/moved redirects")
+
+
+def test_validators_go_to_the_redirect_target_that_gave_them_and_to_no_other(site):
+    target = site.page("/new", html_page("Volcanoes", ["Volcanoes of Hawaii erupt basaltic lava from hot spots."]))
+    etag = '"' + __import__("hashlib").sha1(site.routes["/new"].body).hexdigest() + '"'
+    old = redirect(site, "/old", target, status=301)
+    first = fetch(old)
+    assert isinstance(first, Article) and first.final_url == target and first.etag == etag
+
+    def state(answered_by: str | None) -> dict:
+        s = ArticleState(article_key(url_origin(old), old), old, url_origin(old), "h", etag, None,
+                         file_stamp=page_stamp("settings", answered_by))
+        return {s.key: s}
+
+    assert isinstance(fetch(old, states=state(target)), NotModified) and site.not_modified["/new"] == 1
+    # The stamp names another target (the redirect moved since): no validators, the page is read whole.
+    assert isinstance(fetch(old, states=state(site.base + "/elsewhere")), Article) and site.not_modified["/new"] == 1
 
 
 def test_one_bad_url_does_not_stop_the_others_and_order_is_kept(site):
