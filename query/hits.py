@@ -218,6 +218,26 @@ def above_threshold(hits: list[Hit], threshold: float | None) -> list[Hit]:
     return hits if threshold is None else [h for h in hits if h.score >= threshold]
 
 
+def distinct_passages(table: pa.Table) -> pa.Table:
+    """The candidates without those whose title and text repeat a better-ranked one's (whitespace aside).
+
+    One page indexed under two URLs, or one file copied into two folders, is two documents with the same
+    paragraphs: both would fill the hits (and the re-ranker's work) with the same passage twice. The title is
+    part of the key, because a hit is read with it: the same short paragraph in two different articles ("No
+    abstract available.") is two answers. ``table`` is in ranking order, so the first copy is the best.
+    """
+    if table.num_rows < 2:
+        return table
+    seen: set[tuple[str, str]] = set()
+    keep = []
+    for i, (title, text) in enumerate(zip(table["title"].to_pylist(), table["text"].to_pylist(), strict=True)):
+        key = (" ".join((title or "").split()), " ".join((text or "").split()))
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return table if len(keep) == table.num_rows else table.take(keep)
+
+
 def passage_text(title: str | None, text: str, encode_title: bool) -> str:
     """What the cross-encoder reads: the same text the bi-encoder encoded."""
     return f"{title} {text}" if encode_title and title else text

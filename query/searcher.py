@@ -33,6 +33,7 @@ from query.hits import (  # noqa: F401 - MAX_RESULTS, Hit, Hits and Timings are 
     check_offset,
     check_query,
     check_score_threshold,
+    distinct_passages,
     hits_from_table,
     passage_text,
     whole_number,
@@ -331,6 +332,8 @@ class Searcher:
 
         Paging: ``offset`` skips the first hits of the ranking, so ``offset=10, k=10`` is page 2, ranked 11..20,
         exactly hits 11..20 of ``k=20`` (at least ``offset + k`` candidates are retrieved).
+        A candidate whose title and text repeat a better-ranked one's (one page under two URLs) is dropped
+        (``query.hits.distinct_passages``), so a page may hold fewer than ``k`` hits.
         ``score_threshold`` drops hits whose ``score`` is below it: with re-ranking that is the 0..1 score of
         :class:`Hit` (a relevance only for an unfused cross-encoder), without it the retrieval score (cosine for
         dense, BM25 for lexical, RRF for hybrid). A page may then hold fewer than ``k`` hits. Pages past
@@ -387,7 +390,7 @@ class Searcher:
         results = []
         for q, vec in zip(cleaned, vectors, strict=True):
             t1 = time.perf_counter()
-            cands = self._retrieve(q, vec, mode, n, filt)
+            cands = distinct_passages(self._retrieve(q, vec, mode, n, filt))
             t2 = time.perf_counter()
             timings.retrieve += t2 - t1
             terms = query_terms(q)

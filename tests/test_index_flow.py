@@ -301,3 +301,20 @@ def test_past_the_row_threshold_an_ann_index_is_built_and_dense_search_keeps_its
         got = {h.id for h in searcher.search(q, k=10, mode="dense", candidates=10, rerank=False)}
         recalls.append(len(exact & got) / 10)
     assert np.mean(recalls) >= 0.95
+
+
+def test_one_page_indexed_under_two_urls_is_one_hit_per_paragraph_but_a_shared_line_in_two_pages_is_two(
+        run_index, site, db_uri):
+    from query.searcher import Searcher
+
+    notice = "This article is licensed under the Creative Commons Attribution license, version four."
+    page = html_page("Paris", [*PARIS, notice])
+    urls = [site.page("/paris.html", page), site.page("/paris.html?ref=home", page),
+            site.page("/glaciers.html", html_page("Glaciers", [*GLACIER, notice]))]
+    run_index(urls)
+    assert len(table_rows(db_uri)) == 4 + 4 + 3
+    hits = Searcher(db_uri=db_uri, collection="test").search("Paris Eiffel Louvre license", k=20, rerank=False)
+    texts = [(h.title, h.text) for h in hits]
+    assert len(texts) == len(set(texts)) == 4 + 3  # each Paris paragraph once; the notice under each title
+    assert hits[0].source == urls[0] or hits[0].source == urls[1]
+    assert [h.rank for h in hits] == list(range(1, 8))
