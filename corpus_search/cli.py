@@ -80,6 +80,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from query.schema import validate_collection_name
     from query.storage import check_db_uri
     from tasks.fetch import SourceError, classify_source
+    from tasks.urls import has_credentials
 
     settings = _settings(args)
     # Bad names and database paths are usage errors (exit 2), found before Prefect starts or a file is made.
@@ -89,6 +90,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     # command whose every source is one is a typo: a usage error, before Prefect starts.
     bad = []
     for source in args.sources:
+        if "://" in source and has_credentials(source):  # passed on, it would be stored in the run's parameters
+            classify_source(source)  # raises, naming the URL without them
         if "://" in source:
             try:
                 classify_source(source)

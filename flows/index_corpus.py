@@ -53,6 +53,7 @@ from tasks.fetch import (
 from tasks.lock import writer_lock
 from tasks.records import ArticleState, article_key
 from tasks.text import READ_ERRORS
+from tasks.urls import without_credentials
 
 
 def work_units(spec: SourceSpec, batch: int, settings: Settings) -> Iterator[list]:
@@ -196,7 +197,7 @@ def index_corpus(
         try:
             spec = classify_source(s)
         except ValueError as exc:
-            summary.fail(s, str(exc))
+            summary.fail(without_credentials(s), str(exc))  # the failure is logged and stored: no password
             continue
         (specs if spec.kind == "url" else local).append(spec)
     if records_path:

@@ -14,7 +14,6 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Literal
 
 from query.errors import CorpusSearchError
@@ -22,7 +21,7 @@ from tasks.http_fetch import HTML_TYPES, RETRY_STATUS, TEXT_TYPES, FetchOutcome,
 from tasks.records import Article, FetchFailure
 from tasks.sniff import binary_reason, binary_signature
 from tasks.text import open_text
-from tasks.urls import canonical_url, url_origin
+from tasks.urls import canonical_url, has_credentials, url_origin, without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +57,14 @@ def classify_source(spec: str) -> SourceSpec:
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
         if scheme not in ("http", "https"):
-            raise SourceError(f"source {spec!r}: only http:// and https:// URLs are fetched (got {scheme}://)")
+            raise SourceError(f"source {without_credentials(spec)!r}: only http:// and https:// URLs are fetched "
+                              f"(got {scheme}://)")
         try:
             url = canonical_url(spec)
-            has_credentials = "@" in urlsplit(spec.strip()).netloc
         except ValueError as exc:  # a bad port or IPv6 literal: say which source, not just why
-            raise SourceError(f"source {spec[:200]!r}: invalid URL ({exc}); check the host and port") from exc
-        if has_credentials:  # dropped from the URL, they were silently never sent: the server said 401
+            raise SourceError(f"source {without_credentials(spec)[:200]!r}: invalid URL ({exc}); check the host and "
+                              "port") from exc
+        if has_credentials(spec):  # dropped from the URL, they were silently never sent: the server said 401
             raise SourceError(f"source {url!r}: a user name or password in a URL is not sent (nor stored in the "
                               "index): corpus-search fetches public pages only")
         return SourceSpec(url, "url", url_origin(url))

@@ -35,6 +35,24 @@ def validators_url(stamp: str | None, url: str) -> str:
     return (stamp or "").partition(" ")[2] or url
 
 
+def has_credentials(url: str) -> bool:
+    """Whether ``url`` carries a user name or password (``https://ann:secret@host/``)."""
+    try:
+        return "@" in urlsplit(url.strip()).netloc
+    except ValueError:
+        return "@" in url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with any user name and password cut out: what a failure or a log may name."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc = rest[:cut]
+    return f"{scheme}://{netloc.rpartition('@')[2]}{rest[cut:]}"
+
+
 def url_origin(url: str) -> str:
     """``scheme://host[:port]/`` of ``url``: the ``source`` of its rows."""
     parts = urlsplit(url)

@@ -46,12 +46,13 @@ def test_an_internal_error_shows_its_traceback_from_the_command_line():
         (["search-document", "ftp://example.org/a.html", "q"], "only http:// and https:// URLs are fetched"),
         (["search-document", "/no/such/file.html", "q"], "does not exist"),
         (["index", "ftp://example.org/a.html", "https://example.org:99999/b"], "only http:// and https:// URLs"),
+        (["index", "https://ann:secret@example.org/a", "/tmp"], "a user name or password in a URL is not sent"),
         (["search", "q", "--where", "=x"], "--where '=x': use KEY<op>VALUE"),
         # What `--where published>=2024-01-01` leaves once the shell took ">=2024-01-01" as a redirection.
         (["search", "q", "--where", "published"], "an unquoted < or > is a shell redirection: quote the whole filter"),
         (["deploy", "--config", "/no/such/collections.toml"], "cannot read the collections config"),
     ],
-    ids=["eval-set-without-value", "eval-unknown-mode", "unsupported-scheme", "missing-file", "index-every-url-bad", "bad-where",
+    ids=["eval-set-without-value", "eval-unknown-mode", "unsupported-scheme", "missing-file", "index-every-url-bad", "index-url-with-password", "bad-where",
          "where-eaten-by-the-shell", "missing-config"],
 )
 def test_each_user_error_prints_the_prefix_and_exits_2(argv, message, capsys):

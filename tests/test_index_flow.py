@@ -264,7 +264,8 @@ def test_a_malformed_url_in_a_list_is_that_urls_failure_and_the_other_pages_are_
     summary = run_index([bad, url])
     assert summary["outcome"] == "partial" and summary["articles_fetched"] == 1
     ((source, error),) = [(f["doc_id"], f["error"]) for f in summary["failures"]]
-    assert source == bad and "source " in error
+    assert source == bad.replace("ann:secret@", "") and "source " in error
+    assert "secret" not in source + error  # the failure is logged and stored with the run
 
 
 def test_the_table_records_the_encoder_and_refuses_a_different_one(run_index, site, db_uri):
