@@ -46,7 +46,7 @@ def test_set(searcher, data, qids: list[str], depth: int):
     from tasks.rerank_gate import DevSet
 
     hits = searcher.search_many([data.queries[q] for q in qids], k=depth, mode="hybrid", candidates=depth,
-                                rerank=False)
+                                rerank=False, distinct=False)  # as `corpus-search eval`: judgments name each copy
     enc = searcher.meta.encode_title
     return DevSet(qids, [data.queries[q] for q in qids], {q: data.qrels[q] for q in qids},
                   [[replace(h, doc_id=html_doc_id(h.doc_id)) for h in hs] for hs in hits],

@@ -363,8 +363,9 @@ def evaluate(
     for mode, rr in run_modes:
         name = mode + (RERANK_SUFFIX if rr else "")
         t1 = time.perf_counter()
+        # distinct=False: a benchmark's judgments name each copy of a repeated document, as BEIR's runs keep them.
         hits = searcher.search_many(texts, k=hits_per_query, mode=mode, candidates=max(candidates, hits_per_query),
-                                   rerank="require" if rr else False)
+                                   rerank="require" if rr else False, distinct=False)
         seconds = time.perf_counter() - t1
         runs[name] = {
             qid: [(map_id(d), s) for d, s in maxp([h.doc_id for h in hs], [h.score for h in hs], depth)]

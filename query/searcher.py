@@ -59,6 +59,10 @@ from query.versions import checkout
 HYBRID_CONSISTENT_TRIES = 3
 
 
+#: How many times a pool whose repeated passages leave fewer than a page's hits may double (8x at most).
+POOL_GROWTH = 3
+
+
 class RerankSkippedWarning(UserWarning):
     """Re-ranking was asked for but no cross-encoder could be loaded: the hits are the retrieval ranking."""
 
@@ -286,6 +290,21 @@ class Searcher:
                 self._follow_table()
         raise AssertionError("unreachable")
 
+    def _pool(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None,
+              need: int) -> pa.Table:
+        """``n`` candidates less the repeated passages, retrieving more while fewer than ``need`` are left.
+
+        A page must never come out short while the collection holds more distinct passages: the pool grows
+        (doubling, ``POOL_GROWTH`` times at most) until ``need`` are left or the retrieval runs dry.
+        """
+        for _ in range(POOL_GROWTH + 1):
+            raw = self._retrieve(query, vector, mode, n, where)
+            cands = distinct_passages(raw)
+            if cands.num_rows >= need or raw.num_rows < n:
+                break
+            n *= 2
+        return cands
+
     def _retrieve_from_table(self, query: str, vector: np.ndarray | None, mode: str, n: int,
                              where: str | None) -> pa.Table:
         if mode == "dense":
@@ -323,6 +342,7 @@ class Searcher:
         where: Mapping[str, Any] | None = None,
         score_threshold: float | None = None,
         offset: int = 0,
+        distinct: bool = True,
     ) -> Hits:
         """Retrieve ``candidates`` paragraphs (dense, lexical or hybrid), re-rank them, return the top ``k``.
 
@@ -333,7 +353,8 @@ class Searcher:
         Paging: ``offset`` skips the first hits of the ranking, so ``offset=10, k=10`` is page 2, ranked 11..20,
         exactly hits 11..20 of ``k=20`` (at least ``offset + k`` candidates are retrieved).
         A candidate whose title and text repeat a better-ranked one's (one page under two URLs) is dropped
-        (``query.hits.distinct_passages``), so a page may hold fewer than ``k`` hits.
+        (``query.hits.distinct_passages``), and more are retrieved in its place; ``distinct=False`` keeps
+        them (an evaluation whose judgments name each copy).
         ``score_threshold`` drops hits whose ``score`` is below it: with re-ranking that is the 0..1 score of
         :class:`Hit` (a relevance only for an unfused cross-encoder), without it the retrieval score (cosine for
         dense, BM25 for lexical, RRF for hybrid). A page may then hold fewer than ``k`` hits. Pages past
@@ -342,7 +363,7 @@ class Searcher:
         Returns :class:`Hits`, a list of :class:`Hit` with ``to_arrow()`` and ``to_pandas()``.
         """
         return self.search_many([query], k, mode=mode, candidates=candidates, rerank=rerank, where=where,
-                                score_threshold=score_threshold, offset=offset)[0]
+                                score_threshold=score_threshold, offset=offset, distinct=distinct)[0]
 
     def search_many(
         self,
@@ -355,6 +376,7 @@ class Searcher:
         where: Mapping[str, Any] | None = None,
         score_threshold: float | None = None,
         offset: int = 0,
+        distinct: bool = True,
     ) -> list[Hits]:
         """``search`` for several queries (one :class:`Hits` each); their embeddings are computed in one batch."""
         if isinstance(queries, str):
@@ -390,7 +412,7 @@ class Searcher:
         results = []
         for q, vec in zip(cleaned, vectors, strict=True):
             t1 = time.perf_counter()
-            cands = distinct_passages(self._retrieve(q, vec, mode, n, filt))
+            cands = self._pool(q, vec, mode, n, filt, offset + k) if distinct else self._retrieve(q, vec, mode, n, filt)
             t2 = time.perf_counter()
             timings.retrieve += t2 - t1
             terms = query_terms(q)
