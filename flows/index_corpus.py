@@ -56,8 +56,10 @@ from tasks.text import READ_ERRORS
 from tasks.urls import without_credentials
 
 
-def work_units(spec: SourceSpec, batch: int, settings: Settings) -> Iterator[list]:
+def work_units(spec: SourceSpec, batch: int, settings: Settings, unreadable: list[str] | None = None) -> Iterator[list]:
     """Cheap enumeration of a source in batches: URLs, relative file paths, or (line number, line) pairs.
+
+    ``unreadable`` collects a directory's folders and files that could not be listed or looked at.
 
     A dump line longer than ``fetch_max_bytes`` is cut there (and fails as oversized when parsed),
     so one runaway line never has to fit in memory.
@@ -65,7 +67,7 @@ def work_units(spec: SourceSpec, batch: int, settings: Settings) -> Iterator[lis
     if spec.kind == "file":
         yield [Path(spec.root).name]
     elif spec.kind == "directory":
-        paths = list_directory(Path(spec.root), follow_symlinks=settings.follow_symlinks)
+        paths = list_directory(Path(spec.root), follow_symlinks=settings.follow_symlinks, unreadable=unreadable)
         for i in range(0, len(paths), batch):
             yield paths[i : i + batch]
     elif spec.kind == "jsonl":
@@ -313,8 +315,9 @@ def index_corpus(
             seen: set[str] = set()
             window: deque[Batch] = deque()
             complete, enumerated = True, 0
+            unreadable: list[str] = []
             try:
-                units = work_units(spec, batch_articles, settings)
+                units = work_units(spec, batch_articles, settings, unreadable)
                 if spec.kind == "directory":
                     units = list(units)  # list the whole tree first: an unreadable root fails before any write
                 for unit in units:
@@ -346,7 +349,13 @@ def index_corpus(
                 continue
             if spec.origin and not complete_records:  # records: only a complete set says what vanished
                 continue
-            gone_states = [s for k, s in states.items() if under(spec.origin or source, s) and k not in seen]
+            # What could not be listed is unknown, not gone: its articles are kept, and it is a failure.
+            hidden_from_us = [f"{source.rstrip('/')}/{printable(rel)}" for rel in unreadable]
+            for path in hidden_from_us:
+                summary.fail(path, "cannot list or read it (permission denied, or a mount that went away?): the "
+                                   "articles indexed from it are kept")
+            gone_states = [s for k, s in states.items() if under(spec.origin or source, s) and k not in seen
+                           and not any(s.source == p or s.source.startswith(p + "/") for p in hidden_from_us)]
             gone = [s.doc_id for s in gone_states]
             if enumerated == 0 and spec.kind != "file":
                 # Records arrive through a temporary dump: name their origin, which the caller chose.

@@ -7,6 +7,7 @@ and a bad article is that article's FetchFailure, never an exception that stops 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -139,8 +140,13 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)  # .git and friends
 
 
-def list_directory(root: Path, *, follow_symlinks: bool | None = None) -> list[str]:
+def list_directory(root: Path, *, follow_symlinks: bool | None = None,
+                   unreadable: list[str] | None = None) -> list[str]:
     """Relative POSIX paths of every supported file under ``root``, sorted; hidden files and folders skipped.
+
+    A folder that cannot be listed, or a file that cannot be looked at (permission denied, a stale network
+    mount), is added to ``unreadable`` (relative paths): its files are unknown, not gone, so the caller must
+    keep their rows. An unreadable ``root`` raises its ``OSError``.
 
     Symbolic links that lead outside ``root`` are skipped (files) and not descended (folders) unless
     ``follow_symlinks`` (default: the ``follow_symlinks`` setting); links within the tree are fine.
@@ -169,7 +175,8 @@ def list_directory(root: Path, *, follow_symlinks: bool | None = None) -> list[s
         if real in visited:  # a loop, or a second link to the same folder
             continue
         visited.add(real)
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        errors: list[OSError] = []
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False, onerror=errors.append):
             base = Path(dirpath)
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for d in dirnames:
@@ -178,12 +185,34 @@ def list_directory(root: Path, *, follow_symlinks: bool | None = None) -> list[s
             for name in filenames:
                 p = base / name
                 rel = p.relative_to(root)
-                if p.suffix.lower() in LOCAL_SUFFIXES and not _hidden(rel) and p.is_file() and inside(p):
+                if p.suffix.lower() not in LOCAL_SUFFIXES or _hidden(rel):
+                    continue
+                try:
+                    regular = stat.S_ISREG(p.stat().st_mode)
+                except OSError as exc:
+                    if exc.errno not in _GONE:  # it is there, but cannot be looked at: unknown, not gone
+                        _note(unreadable, rel)
+                    continue
+                if regular and inside(p):
                     try:
                         found.setdefault(p.resolve(), []).append(rel.as_posix())
                     except (OSError, RuntimeError):
                         continue
+        for exc in errors:  # os.walk skips a folder it cannot list, silently unless asked
+            where = Path(exc.filename) if exc.filename else folder
+            if where == root:
+                raise exc
+            _note(unreadable, where.relative_to(root))
     return sorted(_one_path(real, paths, real_root) for real, paths in found.items())
+
+
+#: ``stat`` errors that mean "no file here": removed meanwhile, a broken or looping link.
+_GONE = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP}
+
+
+def _note(unreadable: list[str] | None, rel: Path) -> None:
+    if unreadable is not None:
+        unreadable.append(rel.as_posix())
 
 
 def _one_path(real: Path, paths: list[str], real_root: Path) -> str:

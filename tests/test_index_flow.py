@@ -327,3 +327,30 @@ def test_one_page_indexed_under_two_urls_is_one_hit_per_paragraph_but_a_shared_l
             assert len({(h.title, h.text) for p in pages for h in p}) == 7
     kept = searcher.search("Paris Eiffel Louvre license", k=20, rerank=False, distinct=False)
     assert len(kept) == 11  # an evaluation keeps every copy
+
+
+def test_a_subfolder_that_cannot_be_listed_keeps_its_articles_and_is_the_runs_failure(run_index, db_uri, tmp_path,
+                                                                                        monkeypatch):
+    """os.walk skips a folder it cannot list: its files looked deleted, and their rows went with outcome ok."""
+    import os
+
+    notes = tmp_path / "notes"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "paris.txt").write_text("\n\n".join(PARIS))
+    (notes / "sub" / "glacier.txt").write_text("\n\n".join(GLACIER))
+    run_index([notes])
+    real = os.scandir
+
+    def scandir(path="."):  # what EACCES or a stale network mount looks like (the tests run as root: no chmod)
+        if str(path).endswith("/notes/sub"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    summary = run_index([notes])
+    assert summary["outcome"] == "partial" and summary["articles_deleted"] == 0
+    assert [f["doc_id"] for f in summary["failures"]] == [f"{notes}/sub"]
+    assert len(table_rows(db_uri)) == 5
+    with pytest.raises(NothingIndexedError):  # nor may the root's own failure look like an empty disk
+        run_index([notes / "sub"], allow_empty_source=True)
+    assert len(table_rows(db_uri)) == 5
