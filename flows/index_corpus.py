@@ -47,6 +47,7 @@ from tasks.fetch import (
     LOCAL_SUFFIXES,
     SourceSpec,
     classify_source,
+    hidden_path,
     list_directory,
     open_text,
 )
@@ -147,9 +148,17 @@ def is_local_file_state(state: ArticleState) -> bool:
 
 def under(root: str, state: ArticleState) -> bool:
     """Whether a remembered article belongs to the fully enumerated source ``root``: indexed through it,
-    or a file below it that an inner root indexed first (roots may overlap)."""
+    or a file below it that an inner root indexed first (roots may overlap) and that ``root``'s walk lists.
+
+    A hidden file or folder given as a source of its own (``notes/.drafts``) is below ``notes`` but never
+    listed by its walk: counted as ``notes``'s, it looked deleted on every run that indexed ``notes``.
+    """
     origin = state.origin or state.source
-    return origin == root or (is_local_file_state(state) and state.source.startswith(root.rstrip("/") + "/"))
+    if origin == root:
+        return True
+    prefix = root.rstrip("/") + "/"
+    return (is_local_file_state(state) and state.source.startswith(prefix)
+            and not hidden_path(Path(state.source[len(prefix):])))
 
 
 def local_order(specs: list[SourceSpec]) -> list[SourceSpec]:
@@ -310,6 +319,7 @@ def index_corpus(
 
         # Local sources are fully enumerated, so articles that vanished from them are deleted (below).
         vanished: list[Vanished] = []
+        judged_gone: set[str] = set()
         for spec in local_order(local):
             source = printable(spec.root)
             seen: set[str] = set()
@@ -355,7 +365,9 @@ def index_corpus(
                 summary.fail(path, "cannot list or read it (permission denied, or a mount that went away?): the "
                                    "articles indexed from it are kept")
             gone_states = [s for k, s in states.items() if under(spec.origin or source, s) and k not in seen
+                           and k not in judged_gone  # overlapping roots both see it gone: count it once
                            and not any(s.source == p or s.source.startswith(p + "/") for p in hidden_from_us)]
+            judged_gone.update(s.key for s in gone_states)
             gone = [s.doc_id for s in gone_states]
             if enumerated == 0 and spec.kind != "file":
                 # Records arrive through a temporary dump: name their origin, which the caller chose.

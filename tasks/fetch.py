@@ -136,8 +136,9 @@ def read_local_file(path: Path, *, doc_id: str, source: str, max_bytes: int | No
     return Article(doc_id=doc_id, source=name, title="", body=body, kind=kind, origin=origin)  # type: ignore[arg-type]
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)  # .git and friends
+def hidden_path(rel: Path) -> bool:
+    """Whether a folder walk skips ``rel`` (relative to its root): a hidden file or folder (.git and friends)."""
+    return any(part.startswith(".") for part in rel.parts)
 
 
 def list_directory(root: Path, *, follow_symlinks: bool | None = None,
@@ -185,7 +186,7 @@ def list_directory(root: Path, *, follow_symlinks: bool | None = None,
             for name in filenames:
                 p = base / name
                 rel = p.relative_to(root)
-                if p.suffix.lower() not in LOCAL_SUFFIXES or _hidden(rel):
+                if p.suffix.lower() not in LOCAL_SUFFIXES or hidden_path(rel):
                     continue
                 try:
                     regular = stat.S_ISREG(p.stat().st_mode)

@@ -354,3 +354,34 @@ def test_a_subfolder_that_cannot_be_listed_keeps_its_articles_and_is_the_runs_fa
     with pytest.raises(NothingIndexedError):  # nor may the root's own failure look like an empty disk
         run_index([notes / "sub"], allow_empty_source=True)
     assert len(table_rows(db_uri)) == 5
+
+
+def test_a_hidden_file_or_folder_given_as_its_own_source_is_not_deleted_by_the_folder_around_it(run_index, db_uri,
+                                                                                                 tmp_path):
+    notes = tmp_path / "notes"
+    (notes / ".drafts").mkdir(parents=True)
+    (notes / ".archive").mkdir()
+    (notes / "paris.txt").write_text("\n\n".join(PARIS))
+    (notes / ".drafts" / "x.md").write_text("\n\n".join(GLACIER))
+    (notes / ".archive" / "old.txt").write_text("An archived note about the river Rhine and its many old bridges.")
+    sources = [notes, notes / ".drafts" / "x.md", notes / ".archive"]
+    assert run_index(sources)["articles_fetched"] == 3
+    again = run_index(sources)  # the walk of notes/ skips hidden paths: they looked deleted, on every other run
+    assert again["articles_deleted"] == 0 and again["articles_unchanged"] == 3
+    assert run_index([notes])["articles_deleted"] == 0 and len(table_rows(db_uri)) == 3 + 2 + 1
+
+
+def test_a_file_gone_from_two_overlapping_roots_is_counted_once(run_index, db_uri, tmp_path):
+    notes = tmp_path / "notes"
+    blog = notes / "blog"
+    blog.mkdir(parents=True)
+    for i in range(6):
+        (notes / f"n{i}.txt").write_text(f"Note number {i} is about the history of bridges and their engineering.")
+    for i in range(4):
+        (blog / f"b{i}.txt").write_text(f"Blog post {i} is about cooking pasta with fresh tomatoes and basil.")
+    run_index([notes, blog])
+    for i in range(3):
+        (blog / f"b{i}.txt").unlink()
+    summary = run_index([notes, blog])  # 3 of 10 rows: counted twice, 6 of 10, the mass-delete guard refused
+    assert summary["outcome"] == "ok" and summary["articles_deleted"] == 3 and summary["paragraphs_deleted"] == 3
+    assert len(table_rows(db_uri)) == 7
