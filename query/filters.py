@@ -54,9 +54,14 @@ def sql_literal(value: Any) -> str:
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("filter values cannot contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (undecodable bytes from a shell or a JSON "\ud800")
+            raise ValueError(f"filter value {value!r} is not valid Unicode text") from None
         return "'" + value.replace("'", "''") + "'"
     if isinstance(value, datetime):
-        return f"TIMESTAMP {sql_literal(value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f+00:00'))}"
+        utc = value.astimezone(UTC)  # strftime's %Y does not pad years before 1000, which SQL refuses
+        return f"TIMESTAMP {sql_literal(f'{utc.year:04d}-{utc:%m-%d %H:%M:%S.%f}+00:00')}"
     raise TypeError(f"filter value {value!r} has unsupported type {type(value).__name__}: use str, int, float or bool")
 
 
@@ -192,7 +197,9 @@ def _condition(key: str, op: str, value: Any) -> str:
             clause = "(" + " OR ".join(f"{e} = {lit}" for e, lit in pairs) + ")"
         if op == "in":
             return clause
-        return f"({expr} IS NULL OR NOT {clause})" if nullable else f"NOT {clause}"
+        # IS NOT TRUE, not NOT: a missing value, or a metadata value that is not a number (TRY_CAST's NULL),
+        # is "not in" the list, as it is "!=" each value.
+        return f"({clause}) IS NOT TRUE" if nullable else f"NOT {clause}"
     if op == "prefix":
         if not isinstance(value, str):
             raise InvalidQueryError(f"filter on {key!r}: 'prefix' takes text, got {value!r}")

@@ -71,6 +71,33 @@ def test_bad_filters_are_clear_errors(where, says):
         where_sql(where)
 
 
+@pytest.mark.parametrize("where", [{"source": "caf\udce9"}, {"metadata.caf\udce9": "x"}, {"source": {"in": ["\ud800"]}}])
+def test_a_filter_value_or_key_that_is_not_valid_unicode_is_a_clear_error(where):
+    with pytest.raises(InvalidQueryError, match="not valid Unicode text"):
+        where_sql(where)
+
+
+def test_filters_agree_on_real_rows_not_in_with_not_equal_and_dates_before_year_1000(tmp_path):
+    """Run on LanceDB itself: SQL that renders is not SQL that answers right."""
+    import pyarrow as pa
+
+    meta = pa.map_(pa.string(), pa.string())
+    table = lancedb.connect(str(tmp_path)).create_table("t", pa.table({
+        "id": ["a", "b", "c", "d"],
+        "metadata": pa.array([[("year", "2020")], [("year", "unknown")], [("year", "2019")], []], type=meta),
+        "published": pa.array([datetime(999, 5, 1, tzinfo=UTC), datetime(2020, 1, 1, tzinfo=UTC), None,
+                               datetime(1500, 1, 1, tzinfo=UTC)], type=pa.timestamp("us", tz="UTC")),
+    }))
+
+    def ids(where) -> list[str]:
+        return sorted(table.search().where(where_sql(where)).to_arrow()["id"].to_pylist())
+
+    assert ids({"metadata.year": {"not in": [2020]}}) == ids({"metadata.year": {"!=": 2020}}) == ["b", "c", "d"]
+    assert ids({"metadata.year": {"not in": [2020, "unknown"]}}) == ["c", "d"]
+    assert ids({"published": {"<": "1000-01-01"}}) == ["a"]  # "999-05-01" was refused by LanceDB's parser
+    assert ids({"published": {">=": "0999-01-01", "<": "1600-01-01"}}) == ["a", "d"]
+
+
 def test_cli_conditions_parse_operators_ranges_and_repeated_equalities():
     assert parse_cli_conditions(["source=a", "source=b", "published>=2024-01-01", "published<2025-01-01",
                                  "metadata.year>=2020", "doc_id^=blog/", "title!=x"]) == {
