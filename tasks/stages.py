@@ -283,7 +283,9 @@ def split_articles(articles: list[Article], states: Mapping[str, ArticleState], 
             update: dict[str, str | None] = {}
             if article.file_stamp is not None and stored.file_stamp != article.file_stamp:
                 update["file_stamp"] = article.file_stamp  # touched, not changed: skip it unread next time
-            if (article.etag or article.last_modified) and (stored.etag, stored.last_modified) != (article.etag, article.last_modified):
+            # The response's own validators, none included: a page that now answers from another URL (its
+            # redirect moved) without an ETag must not keep the old URL's, sent to the new one next time.
+            if (stored.etag, stored.last_modified) != (article.etag, article.last_modified):
                 update |= {"etag": article.etag, "last_modified": article.last_modified}
             if update:
                 result.restamp[article.key] = update

@@ -57,6 +57,7 @@ class Site:
         self.routes: dict[str, Route] = {}
         self.hits: dict[str, int] = {}
         self.not_modified: dict[str, int] = {}
+        self.last_headers: dict[str, dict[str, str]] = {}  # the last request's headers, per path
         site = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,6 +66,7 @@ class Site:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 site.hits[self.path] = site.hits.get(self.path, 0) + 1
+                site.last_headers[self.path] = {k.lower(): v for k, v in self.headers.items()}
                 route = site.routes.get(self.path)
                 if route is None:
                     self.send_error(404)

@@ -96,6 +96,11 @@ def test_a_url_that_still_redirects_to_the_same_page_gets_a_304_there_and_one_th
     assert moved["articles_fetched"] == 1 and site.not_modified.get("/glaciers.html", 0) == 0
     assert {r["text"] for r in table_rows(db_uri)} == set(GLACIER)
     assert run_index([old])["articles_unchanged"] == 1 and site.not_modified.get("/glaciers.html") == 1
+    # Moved again, to a server that sends no validators: /glaciers.html's ETag must not follow it there.
+    bare = site.page("/bare.html", html_page("Glaciers", GLACIER), etag=False)
+    site.page("/old", b"", status=301, etag=False, headers={"Location": bare})
+    assert run_index([old])["articles_unchanged"] == 1 and run_index([old])["articles_unchanged"] == 1
+    assert "if-none-match" not in site.last_headers["/bare.html"]
 
 
 def test_a_new_etag_for_the_same_text_is_remembered_so_the_next_run_gets_a_304(run_index, site, db_uri):
