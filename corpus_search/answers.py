@@ -43,7 +43,7 @@ def search_answer(
     """Run ``searcher.search`` and describe it: the answer of ``corpus-search search`` and ``POST /search``."""
     hits = searcher.search(query, k=k, mode=mode, candidates=candidates, rerank=rerank, where=where,
                            score_threshold=score_threshold, offset=offset)
-    t = searcher.timings
+    t = hits.timings  # this search's own: searcher.timings is the last search of any thread (the service's)
     stages = f"retrieve ({mode}, {t.candidates} candidates)"
     if t.reranker:
         stages += f" → re-rank ({t.reranker})"
