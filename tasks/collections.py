@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from query.errors import CollectionNotFoundError, InvalidQueryError
-from query.schema import RESERVED_SEPARATOR, is_internal_table
+from query.schema import is_internal_table
+from query.versions import COMPANION_SUFFIXES
 from tasks.store import chunks
 from query.storage import table_names
 
@@ -44,9 +45,10 @@ def connect_existing(db_uri: str):
 
 
 def internal_tables(names: Iterable[str], collection: str) -> list[str]:
-    """The internal tables of ``collection`` among ``names``."""
-    prefix = collection + RESERVED_SEPARATOR
-    return sorted(n for n in names if n.startswith(prefix))
+    """The internal tables of ``collection`` among ``names``: exactly its companions, never by prefix, because
+    collection ``a_``'s tables (``a___articles``) start with ``a__`` too, and ``drop a`` deleted them."""
+    own = {collection + suffix for suffix in COMPANION_SUFFIXES}
+    return sorted(n for n in names if n in own)
 
 
 def require_collection(db, collection: str) -> list[str]:
@@ -156,7 +158,7 @@ def _stored_rerankers(table, collection: str) -> list[str]:
 
 
 def drop_collection(name: str, db_uri: str | None = None) -> dict:
-    """Remove collection ``name``: its table, its internal tables ``name__*`` and its re-rankers under the db.
+    """Remove collection ``name``: its table, its companions (``name__articles``, ``name__runs``), its re-rankers.
 
     Takes the writer lock, so an index run of the collection finishes first. Returns what went:
     ``collection``, ``rows``, ``tables_dropped`` and ``rerankers_removed`` (directories, or ``s3://`` prefixes).

@@ -431,3 +431,19 @@ def test_delete_waits_for_the_writer_lock(built, db):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert json.loads(out)["articles_deleted"] == 1
+
+
+def test_dropping_a_collection_leaves_the_tables_of_one_whose_name_extends_it_with_an_underscore(run_index, db_uri,
+                                                                                                   tmp_path):
+    from corpus_search import drop_collection
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# Violins\n\nA violin has four strings tuned in perfect fifths, G D A E.")
+    run_index([notes], collection="a")
+    run_index([notes], collection="a_")
+    before = set(table_names(db_uri))
+    assert {"a_", "a___articles", "a___runs"} <= before
+    drop_collection("a", db_uri=db_uri)
+    assert set(table_names(db_uri)) == before - {"a", "a__articles", "a__runs"}
+    assert run_index([notes], collection="a_")["articles_unchanged"] == 1  # its article state is intact
