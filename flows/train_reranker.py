@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.hooks import log_crash, log_failure
 from flows.summary import artifact_key
 from query.errors import InvalidQueryError
-from query.registry import RerankerEntry
+from query.registry import RerankerEntry, registry_or_empty
 from query.settings import get_settings
 from tasks.rerank_train import INTERRUPTED_DIR, MAX_LENGTH, load_base
 
@@ -296,10 +296,11 @@ def publish_model(db_uri: str, collection: str, model_id: str, out_dir: str) -> 
 
 
 @task(name="register-reranker")
-def register(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) -> None:
+def register(db_uri: str, collection: str, entry: RerankerEntry, promote: bool,
+             gated_against: str | None | object) -> tuple[RerankerEntry, bool]:
     from tasks.rerank_registry import record
 
-    record(db_uri, collection, entry, promote)
+    return record(db_uri, collection, entry, promote, gated_against)
 
 
 def check_training_args(*, judgments: str | None, self_supervised: bool, split: str, promote: str,
@@ -400,6 +401,8 @@ def train_reranker(
     try:
         trained = train(train_ex, base, out_dir, time_budget, seed, max_length or MAX_LENGTH, train_layers,
                         evaluator_samples(devset))
+        # The promoted id the gate compares with (a promoted model whose folder is gone scores as none).
+        promoted_before = registry_or_empty(_searcher(db_uri, collection).table).promoted
         dev = gate(db_uri, collection, devset, out_dir, depth)
     finally:
         release_model_dir(out_dir)  # done with it, whatever ended the run (an interruption included)
@@ -415,7 +418,14 @@ def train_reranker(
                "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "dev_curve": trained["dev_curve"],
                "soup": trained["soup"], "measured_queries_per_s": round(speed, 3) if speed else None},
     )
-    register(db_uri, collection, entry, promoted)
+    from tasks.rerank_registry import UNGATED
+
+    gated_against = promoted_before if promote == "auto" else UNGATED
+    entry, kept = register(db_uri, collection, entry, promoted, gated_against)
+    if promoted and not kept:
+        why = (f"not promoted: another run promoted a re-ranker while this one was gated against "
+               f"{gated_against or 'retrieval alone'}; compare them with corpus-search rerankers")
+    promoted, model_id = kept, entry.id
     log.info("re-ranker %s: %s", model_id, why)
     result = {
         "collection": collection, "model": out_dir, "stored": model_location(db_uri, entry), "id": model_id,

@@ -117,17 +117,38 @@ def _open(db_uri: str, collection: str):
     return Searcher(db_uri=db_uri, collection=collection).table
 
 
-def record(db_uri: str, collection: str, entry: RerankerEntry, promote: bool) -> None:
-    """Add ``entry`` to the collection's registry, promoting it when ``promote``."""
+#: ``record``'s ``gated_against`` when the promotion does not depend on which model is promoted now.
+UNGATED = object()
+
+
+def record(db_uri: str, collection: str, entry: RerankerEntry, promote: bool,
+           gated_against: str | None | object = UNGATED) -> tuple[RerankerEntry, bool]:
+    """Add ``entry`` to the collection's registry, promoting it when ``promote``; returns it and whether it was.
+
+    Under the collection's lock, so that runs ending together cannot undo each other:
+    - an id already registered (two runs of the same second, one of them with ``--out``) is never replaced:
+      the entry takes the next free ``-N`` id (replacing it lost the other model and could leave a model the
+      gate refused promoted);
+    - ``gated_against`` is the model id promoted when the gate scored it (``None``: none): a promotion is
+      withdrawn when another run promoted a model meanwhile, which this one was never compared with.
+    """
+    from dataclasses import replace
+
     with writer_lock(db_uri, collection):
         table = _open(db_uri, collection)
         reg = read_registry(table)
-        reg.models = [e for e in reg.models if e.id != entry.id] + [entry]
+        taken = {e.id for e in reg.models}
+        if entry.id in taken:
+            entry = replace(entry, id=next(f"{entry.id}-{n}" for n in range(2, 10_000) if f"{entry.id}-{n}" not in taken))
+        if promote and gated_against is not UNGATED and reg.promoted != gated_against:
+            promote = False
+        reg.models = [*reg.models, entry]
         if promote:
             reg.promoted = entry.id
         write_registry(table, reg)
         record_run(db_uri, collection, {"trained": entry.id, "signal": entry.signal, "promoted": reg.promoted},
                    kind="reranker")
+    return entry, promote
 
 
 def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry | None:

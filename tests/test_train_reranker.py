@@ -586,6 +586,40 @@ def test_runs_started_in_the_same_second_train_into_directories_of_their_own(tmp
     assert claim_model_dir(db, "c", "judgments", str(out))[1] == out
 
 
+def test_a_registered_id_is_never_replaced_and_a_promotion_gated_against_another_model_is_withdrawn(sample_db, tmp_path):
+    """Two runs ending in the same second (one with --out) shared an id: the second replaced the first's entry,
+    so a model the gate refused could end up promoted; and a run gated against no model promoted itself over
+    one that another run had promoted meanwhile."""
+    import shutil
+
+    from query.registry import RerankerEntry, registry_or_empty
+    from query.searcher import Searcher
+    from tasks.rerank_registry import UNGATED, record
+
+    db = str(tmp_path / "db")
+    shutil.copytree(sample_db, db)
+    same = "20261207-075435-self-supervised"
+
+    def entry(path: str) -> RerankerEntry:
+        return RerankerEntry(id=same, path=path, created="2026-12-07T07:54:35+00:00", base="b",
+                             signal="self-supervised", fingerprint="0", alpha=1.0)
+
+    def registry():
+        return registry_or_empty(Searcher(db_uri=db, collection="sample").table)
+
+    a, promoted = record(db, "sample", entry("outA"), True, None)
+    b, refused = record(db, "sample", entry("outB"), False, None)
+    assert (a.id, promoted, b.id, refused) == (same, True, same + "-2", False)
+    assert registry().promoted == same and [(e.id, e.path) for e in registry().models] == [(same, "outA"),
+                                                                                            (same + "-2", "outB")]
+    c, kept = record(db, "sample", entry("outC"), True, None)  # gated against none: A was promoted meanwhile
+    assert (c.id, kept, registry().promoted) == (same + "-3", False, same)
+    d, kept = record(db, "sample", entry("outD"), True, same)  # gated against A, which is still promoted
+    assert kept and registry().promoted == d.id == same + "-4"
+    e, kept = record(db, "sample", entry("outE"), True, UNGATED)  # --promote always
+    assert kept and registry().promoted == e.id
+
+
 def test_rerankers_lists_model_directories_the_registry_does_not_name(sample_db):
     import shutil
 
