@@ -89,7 +89,8 @@ def local_db_root(db_uri: str) -> Path:
     :func:`upload_model` and :func:`model_path`'s cache)."""
     if "://" in db_uri and not db_uri.startswith("file://"):
         raise RerankerRegistryError(f"{db_uri!r} is an object store, not a local database directory")
-    return Path(db_uri.removeprefix("file://"))
+    # ~ expanded as LanceDB, the lock and query.storage do: else models went to a literal "./~" folder.
+    return Path(db_uri.removeprefix("file://")).expanduser()
 
 
 def rel_models_root(collection: str) -> str:

@@ -39,13 +39,13 @@ MAX_TAG_CHARS = 100
 def check_tag_name(name: str) -> str:
     """Refuse tag names Lance rejects, and all-digit names that would be read as version numbers.
 
-    Lance's refs follow git's rules beyond the characters: no leading dot, no "..", no ".lock" ending.
+    Lance's refs follow git's rules beyond the characters: no leading or trailing dot, no "..", no ".lock" ending.
     """
     if (not isinstance(name, str) or not _TAG_RE.fullmatch(name) or name.isdigit() or name.startswith(".")
-            or ".." in name or name.endswith(".lock") or len(name) > MAX_TAG_CHARS):
+            or name.endswith(".") or ".." in name or name.endswith(".lock") or len(name) > MAX_TAG_CHARS):
         raise InvalidNameError(
             f"tag {name!r} is not a valid tag name: use up to {MAX_TAG_CHARS} letters, digits, '.', '-' or '_', "
-            "with at least one non-digit, not starting with '.', without '..' and not ending in '.lock' "
+            "with at least one non-digit, not starting or ending with '.', without '..' and not ending in '.lock' "
             "(e.g. prod, eval-2026-11-27)"
         )
     return name

@@ -368,6 +368,7 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
             _refuse_ambiguous_doc_ids(table, by_id)
         pairs: set[tuple[str, str]] = set()
         rows = 0
+        matching = []
         for where in predicates:
             hit = table.search().where(where).select(cols).limit(None).to_arrow().to_pylist()
             if not hit:
@@ -376,7 +377,10 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
             pairs |= {(r["source"], r["doc_id"]) for r in hit}
             pairs |= {(r["origin"], r["doc_id"]) for r in hit if has_origin and r["origin"]}
             rows += len(hit)
-            table.delete(where)
+            matching.append(where)
+        # The article state goes first: a crash before the rows go leaves rows without state, which the
+        # next index run of the source reads again (encoding nothing), and a repeated delete removes. The
+        # other order left state without rows: the next index run took the documents for unchanged, for good.
         articles_deleted = 0
         if articles_table_name(collection) in names:
             articles = db.open_table(articles_table_name(collection))
@@ -386,6 +390,8 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
                 if n := articles.count_rows(where):
                     articles_deleted += n
                     articles.delete(where)
+        for where in matching:
+            table.delete(where)
         result = {"collection": collection, "rows_deleted": rows, "articles_deleted": articles_deleted}
         if not rows and not articles_deleted and doc_ids:
             _warn_nothing_deleted(table, doc_ids, origin, has_origin)

@@ -872,3 +872,12 @@ def test_a_speed_probe_times_real_trainer_steps_and_keeps_no_weights(tiny_base, 
     assert list(tmp_path.iterdir()) == []  # the probe's model went with its temporary folder
     with pytest.raises(ValueError, match="needs"):
         measure_speed(examples[:BATCH_QUERIES], tiny_base, device="cpu")
+
+
+def test_a_database_under_the_home_directory_keeps_its_models_there_not_in_a_folder_named_tilde():
+    from pathlib import Path
+
+    from query.registry import local_db_root
+
+    assert local_db_root("~/corpus/db") == Path.home() / "corpus" / "db"
+    assert local_db_root("file://~/corpus/db") == Path.home() / "corpus" / "db"

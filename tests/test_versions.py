@@ -172,7 +172,7 @@ def test_a_tag_moved_to_a_version_before_any_article_state_rolls_back_without_lo
     assert article_keys(db_uri) == expected and {r["doc_id"] for r in table_rows(db_uri)} == expected
 
 
-@pytest.mark.parametrize("name", ["a..b", ".x", "x.lock", "a" * 101, "prod\n", "123"])
+@pytest.mark.parametrize("name", ["a..b", ".x", "x.lock", "a" * 101, "prod\n", "123", "a.", "a.b."])
 def test_tag_names_lance_would_refuse_are_a_clear_error(run_index, db_uri, tmp_path, capsys, name):
     index(run_index, db_uri, write_articles(tmp_path / "articles", list(TOPICS)[:1]))
     capsys.readouterr()
