@@ -27,8 +27,7 @@ from flows.index_corpus import index_corpus
 from flows.summary import artifact_key
 from query.errors import InvalidQueryError
 from query.settings import MODES, Settings, settings_with
-from tasks.datasets import DatasetFormatError, load_dataset
-from tasks.fetch import LOCAL_SUFFIXES
+from tasks.datasets import DatasetFormatError, html_doc_id, load_dataset
 from tasks.metrics import MEASURES, TTEST, compare_to_best, evaluate_per_query, holm, maxp, paired_ttest, write_trec_run
 
 #: The retrieval modes (query.settings.MODES), in report order: the lexical (BM25) baseline first.
@@ -100,12 +99,6 @@ def extract_archive(archive: str | Path, dest_root: Path | None = None) -> Path:
         return dest
     tmp.rename(dest)
     return dest
-
-
-def html_doc_id(doc_id: str) -> str:
-    """Directory-source doc id (relative path) → the collection's own id: ``CACM-0001.html`` → ``CACM-0001``."""
-    p = PurePosixPath(doc_id)
-    return str(p.with_suffix("")) if p.suffix.lower() in LOCAL_SUFFIXES else doc_id
 
 
 def parse_modes(modes: str | Sequence[str] | None) -> list[str]:

@@ -230,6 +230,14 @@ def training_examples(db_uri: str, collection: str, judgments: str | None, split
         dev, train = pseudo_split(searcher, n_pseudo, seed)
         train = rd.add_hard_negatives(searcher, train, seed)
     train = rd.fill_negatives(train, seed)
+    if not dev and train and not judgments:
+        # The gate asks for a document through its other paragraphs (the query's own is hidden, or it would
+        # be found trivially): a collection of one-paragraph documents (notes, FAQs, abstracts) has none.
+        raise rd.TrainingDataError(
+            f"no held-out dev queries could be made from collection {collection!r}: self-supervised training checks "
+            "itself on documents of two paragraphs or more, and none of the sampled documents has two. Train it "
+            "with judgments (--judgments DATASET_DIR), or index longer documents"
+        )
     if not train or not dev:
         raise rd.TrainingDataError(
             f"only {len(train)} training and {len(dev)} dev queries could be made from collection {collection!r}: "

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from query.errors import CorpusSearchError
 from tasks.text import open_text
@@ -312,3 +312,24 @@ def load_dataset(
         raise DatasetFormatError(f"{rpath}: {len(missing)} judged queries are not in {qpath} (e.g. {missing[:3]})")
     kept = {q: t for q, t in all_queries.items() if q in judged}
     return EvalDataset(root.resolve().name, root, corpus, kept, judged, split, len(all_queries) - len(kept))
+
+
+def html_doc_id(doc_id: str) -> str:
+    """Directory-source doc id (relative path) → the collection's own id: ``CACM-0001.html`` → ``CACM-0001``."""
+    from tasks.fetch import LOCAL_SUFFIXES
+
+    p = PurePosixPath(doc_id)
+    return str(p.with_suffix("")) if p.suffix.lower() in LOCAL_SUFFIXES else doc_id
+
+
+def judged_as_collection(qrels: dict[str, dict[str, int]], doc_ids: set[str]) -> dict[str, dict[str, int]]:
+    """``qrels`` keyed by the collection's own doc ids: a corpus indexed from a folder of files keys its
+    documents by file name (``CACM-0001.html``) where its judgments name ``CACM-0001``, as ``eval
+    --corpus-html`` maps them. Ids the collection holds as they are stay unchanged."""
+    stems: dict[str, str] = {}
+    for d in doc_ids:
+        if (stem := html_doc_id(d)) != d:
+            stems.setdefault(stem, d)
+    if not stems:
+        return qrels
+    return {q: {(d if d in doc_ids else stems.get(d, d)): g for d, g in docs.items()} for q, docs in qrels.items()}

@@ -35,7 +35,7 @@ from pathlib import Path
 from query.errors import CorpusSearchError, InvalidQueryError
 from query.filters import in_list
 from query.searcher import Hit, Searcher, passage_text
-from tasks.datasets import DatasetFormatError, load_beir_qrels, load_beir_queries
+from tasks.datasets import DatasetFormatError, judged_as_collection, load_beir_qrels, load_beir_queries
 
 #: Hard negatives per training query; with the positive that is 1 + NEGATIVES passages per query. Not fewer
 #: to fit more queries in a budget: 3 negatives over 64 % more pseudo-queries, at the same compute, trained a
@@ -157,6 +157,8 @@ def examples_from_judgments(searcher: Searcher, queries: dict[str, str], qrels: 
                             seed: int = 0) -> list[Example]:
     """Judged queries → examples: positive = the best-retrieved paragraph of a relevant document."""
     rng = random.Random(seed)
+    doc_ids = set(searcher.table.to_lance().to_table(columns=["doc_id"]).column("doc_id").unique().to_pylist())
+    qrels = judged_as_collection(qrels, doc_ids)  # CACM-0001 → CACM-0001.html in a collection of HTML files
     qids = list(queries)
     hits_per_query = searcher.search_many([queries[q] for q in qids], k=MINING_DEPTH, mode="hybrid",
                                           candidates=MINING_DEPTH, rerank=False)
@@ -300,13 +302,18 @@ def fill_negatives(examples: list[Example], seed: int = 0) -> list[Example]:
     of tiny collections, where even random positives run out, are dropped.
     """
     rng = random.Random(seed)
-    positives = [e.positive for e in examples]
     kept = []
     for ex in examples:
-        others = [p for p in positives if p != ex.positive and p not in ex.negatives]
         need = NEGATIVES - len(ex.negatives)
+        if need <= 0:
+            kept.append(ex)
+            continue
+        # Never a positive of a document relevant to this query (self-supervised: its own document's
+        # other paragraphs; judged: another query's positive from one of its relevant documents).
+        others = [e.positive for e in examples if e.positive != ex.positive and e.positive not in ex.negatives
+                  and not ex.relevant.keys() & e.relevant.keys()]
         if need > len(others):
             continue
-        ex.negatives = ex.negatives + rng.sample(others, need) if need > 0 else ex.negatives
+        ex.negatives = ex.negatives + rng.sample(others, need)
         kept.append(ex)
     return kept

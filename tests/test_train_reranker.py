@@ -881,3 +881,24 @@ def test_a_database_under_the_home_directory_keeps_its_models_there_not_in_a_fol
 
     assert local_db_root("~/corpus/db") == Path.home() / "corpus" / "db"
     assert local_db_root("file://~/corpus/db") == Path.home() / "corpus" / "db"
+
+
+def test_filler_negatives_are_never_a_positive_of_a_document_relevant_to_the_query():
+    from tasks.rerank_data import NEGATIVES, Example, fill_negatives
+
+    same_doc = [Example(f"q{i}", f"query {i}", "sentence", f"paragraph {i} of doc A", [], {"A": 1}) for i in range(3)]
+    others = [Example(f"o{i}", f"other {i}", "sentence", f"paragraph of doc {i}", [], {f"D{i}": 1})
+              for i in range(NEGATIVES + 2)]
+    for ex in fill_negatives(same_doc + others, seed=0):
+        if ex.relevant == {"A": 1}:
+            assert not [n for n in ex.negatives if "doc A" in n] and len(ex.negatives) == NEGATIVES
+
+
+def test_judgments_naming_documents_without_their_file_suffix_match_a_collection_of_html_files():
+    from tasks.datasets import judged_as_collection
+
+    ids = {"CACM-0001.html", "CACM-0002.html", "notes/x.md", "42"}
+    qrels = {"1": {"CACM-0001": 1, "CACM-0002": 0}, "2": {"42": 2, "notes/x": 1, "gone": 1}}
+    assert judged_as_collection(qrels, ids) == {"1": {"CACM-0001.html": 1, "CACM-0002.html": 0},
+                                                "2": {"42": 2, "notes/x.md": 1, "gone": 1}}
+    assert judged_as_collection(qrels, {"CACM-0001", "42"}) is qrels
