@@ -148,8 +148,7 @@ def pseudo_dev(searcher, seed: int) -> list:
     from tasks import rerank_data as rd
 
     budget = max(_n_dev(searcher), 1)
-    dev_rows = rd.sample_paragraphs(searcher, budget, seed)
-    random.Random(seed).shuffle(dev_rows)
+    dev_rows = rd.stable_paragraphs(searcher, budget, seed)  # an index run moves it only by what it adds or removes
     return rd.pseudo_dev_queries(searcher, held_out_rows(searcher, dev_rows, budget, seed), MAX_DEV_QUERIES, seed)
 
 

@@ -190,6 +190,33 @@ def examples_from_judgments(searcher: Searcher, queries: dict[str, str], qrels: 
 # --------------------------------------------------------------------------- self-supervised
 
 
+def stable_paragraphs(searcher: Searcher, n: int, seed: int = 0) -> list[dict]:
+    """``n`` paragraphs of the documents first in an order fixed by a hash of the seed and each document's id;
+    returned a paragraph of each document in turn (so the first queries made from them ask for many documents).
+
+    An index run moves this draw only by the documents it adds or removes. A uniform draw by row position
+    (``sample_paragraphs``) changed whenever the row count did, so the self-supervised gate scored the
+    promoted model on documents it had trained on, and ``--promote auto`` refused new models unfairly.
+    """
+    from tasks.records import stable_hash
+
+    ds = searcher.table.to_lance()
+    keys = ds.to_table(columns=["id", "doc_id"])
+    if keys.num_rows == 0:
+        raise TrainingDataError(f"collection {searcher.collection!r} is empty: index articles first")
+    ids, docs = keys.column("id").to_pylist(), keys.column("doc_id").to_pylist()
+    doc_rank = {d: stable_hash(str(seed), d) for d in set(docs)}
+    order = sorted(range(len(ids)), key=lambda i: (doc_rank[docs[i]], ids[i]))[:n]
+    nth, taken = {}, {}  # each row's place within its document
+    for i in order:
+        nth[i] = taken.get(docs[i], 0)
+        taken[docs[i]] = nth[i] + 1
+    order.sort(key=lambda i: (nth[i], doc_rank[docs[i]]))
+    rank = {ids[i]: k for k, i in enumerate(order)}
+    rows = ds.take(sorted(order), columns=["id", "doc_id", "title", "text", "position"]).to_pylist()
+    return sorted(rows, key=lambda r: rank[r["id"]])
+
+
 def sample_paragraphs(searcher: Searcher, n: int, seed: int = 0) -> list[dict]:
     """``n`` paragraphs drawn uniformly from the collection (id, doc_id, title, text, position)."""
     ds = searcher.table.to_lance()

@@ -902,3 +902,30 @@ def test_judgments_naming_documents_without_their_file_suffix_match_a_collection
     assert judged_as_collection(qrels, ids) == {"1": {"CACM-0001.html": 1, "CACM-0002.html": 0},
                                                 "2": {"42": 2, "notes/x.md": 1, "gone": 1}}
     assert judged_as_collection(qrels, {"CACM-0001", "42"}) is qrels
+
+
+def test_the_self_supervised_dev_set_moves_only_by_the_documents_an_index_run_adds(sample_db, tmp_path, monkeypatch):
+    """A draw by row position changed whenever the row count did: the promoted model was then gated on
+    documents it had trained on."""
+    import shutil
+
+    from flows import train_reranker as tr
+    from flows.index_corpus import index_corpus
+    from query.searcher import Searcher
+
+    db = str(tmp_path / "db")
+    shutil.copytree(sample_db, db)
+    monkeypatch.setattr(tr, "_n_dev", lambda searcher: 12)  # a budget that does not grow with the collection
+
+    def dev_docs() -> set[str]:
+        return {d for e in tr.pseudo_dev(Searcher(db_uri=db, collection="sample"), 0) for d in e.relevant}
+
+    before = dev_docs()
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for i in range(3):
+        (extra / f"n{i}.md").write_text(f"# Note {i}\n\nThe first paragraph of note {i} is about rivers and deltas.\n\n"
+                                        f"The second paragraph of note {i} is about how deltas form at river mouths.")
+    index_corpus([str(extra)], collection="sample", db_uri=db)
+    after = dev_docs()
+    assert before and after - before <= {f"n{i}.md" for i in range(3)}
