@@ -929,3 +929,19 @@ def test_the_self_supervised_dev_set_moves_only_by_the_documents_an_index_run_ad
     index_corpus([str(extra)], collection="sample", db_uri=db)
     after = dev_docs()
     assert before and after - before <= {f"n{i}.md" for i in range(3)}
+
+
+def test_self_supervised_training_on_one_paragraph_documents_says_why_it_has_no_dev_queries(prefect_harness,
+                                                                                             tiny_base, tmp_path):
+    from flows.index_corpus import index_corpus
+    from flows.train_reranker import train_reranker
+    from tasks.rerank_data import TrainingDataError
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(40):
+        (notes / f"n{i}.txt").write_text(f"Note {i} says that river number {i} floods in spring after the snow melts.")
+    db = str(tmp_path / "db")
+    index_corpus([str(notes)], collection="notes", db_uri=db)
+    with pytest.raises(TrainingDataError, match="documents of two paragraphs or more.*--judgments"):
+        train_reranker("notes", db_uri=db, base=tiny_base, self_supervised=True, time_budget=20)
