@@ -290,20 +290,22 @@ class Searcher:
                 self._follow_table()
         raise AssertionError("unreachable")
 
-    def _pool(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None,
-              need: int) -> pa.Table:
-        """``n`` candidates less the repeated passages, retrieving more while fewer than ``need`` are left.
+    def _pool(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None) -> pa.Table:
+        """``n`` distinct candidates: the repeated passages dropped, and as many more retrieved in their place.
 
-        A page must never come out short while the collection holds more distinct passages: the pool grows
-        (doubling, ``POOL_GROWTH`` times at most) until ``need`` are left or the retrieval runs dry.
+        The pool grows (doubling, ``POOL_GROWTH`` times at most) until ``n`` distinct passages are left or the
+        retrieval runs dry, then keeps the first ``n``. It depends on ``n`` alone, never on the page asked
+        for, so every page within ``candidates`` is a slice of one ranking (a bigger pool reorders hybrid
+        and fused ranks).
         """
+        size = n
         for _ in range(POOL_GROWTH + 1):
-            raw = self._retrieve(query, vector, mode, n, where)
+            raw = self._retrieve(query, vector, mode, size, where)
             cands = distinct_passages(raw)
-            if cands.num_rows >= need or raw.num_rows < n:
+            if cands.num_rows >= n or raw.num_rows < size:
                 break
-            n *= 2
-        return cands
+            size *= 2
+        return cands.slice(0, n)
 
     def _retrieve_from_table(self, query: str, vector: np.ndarray | None, mode: str, n: int,
                              where: str | None) -> pa.Table:
@@ -412,7 +414,7 @@ class Searcher:
         results = []
         for q, vec in zip(cleaned, vectors, strict=True):
             t1 = time.perf_counter()
-            cands = self._pool(q, vec, mode, n, filt, offset + k) if distinct else self._retrieve(q, vec, mode, n, filt)
+            cands = self._pool(q, vec, mode, n, filt) if distinct else self._retrieve(q, vec, mode, n, filt)
             t2 = time.perf_counter()
             timings.retrieve += t2 - t1
             terms = query_terms(q)

@@ -330,6 +330,9 @@ def test_one_page_indexed_under_two_urls_is_one_hit_per_paragraph_but_a_shared_l
         assert [len(p) for p in pages] == [2, 2, 2, 1], mode
         if mode == "dense":  # a bigger pool can reorder hybrid ranks (README), never the cosine order
             assert len({(h.title, h.text) for p in pages for h in p}) == 7
+    pages = [searcher.search("Paris Eiffel Louvre license", k=2, offset=o, candidates=8, rerank=False)
+             for o in (0, 2, 4, 6)]  # within candidates: one pool, whatever the page, so no repeats
+    assert [len(p) for p in pages] == [2, 2, 2, 1] and len({(h.title, h.text) for p in pages for h in p}) == 7
     kept = searcher.search("Paris Eiffel Louvre license", k=20, rerank=False, distinct=False)
     assert len(kept) == 11  # an evaluation keeps every copy
 
@@ -390,3 +393,18 @@ def test_a_file_gone_from_two_overlapping_roots_is_counted_once(run_index, db_ur
     summary = run_index([notes, blog])  # 3 of 10 rows: counted twice, 6 of 10, the mass-delete guard refused
     assert summary["outcome"] == "ok" and summary["articles_deleted"] == 3 and summary["paragraphs_deleted"] == 3
     assert len(table_rows(db_uri)) == 7
+
+
+def test_a_run_whose_every_source_fails_is_in_an_existing_collections_run_log(run_index, db_uri, tmp_path):
+    from tasks.versions import load_runs
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "paris.txt").write_text("\n\n".join(PARIS))
+    run_index([notes])
+    with pytest.raises(NothingIndexedError):
+        run_index([tmp_path / "unmounted"])
+    import lancedb as ldb
+
+    runs = load_runs(ldb.connect(db_uri), "test")
+    assert len(runs) == 2 and runs[-1]["summary"]["outcome"] == "failed"
