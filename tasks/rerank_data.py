@@ -191,8 +191,9 @@ def examples_from_judgments(searcher: Searcher, queries: dict[str, str], qrels: 
 
 
 def stable_paragraphs(searcher: Searcher, n: int, seed: int = 0) -> list[dict]:
-    """``n`` paragraphs of the documents first in an order fixed by a hash of the seed and each document's id;
-    returned a paragraph of each document in turn (so the first queries made from them ask for many documents).
+    """``n`` paragraphs in an order fixed by a hash of the seed and each document's id: the first paragraph
+    of every document in that order, then the second ones, and so on (so one long document never fills
+    the draw, and the queries made from it ask for many documents).
 
     An index run moves this draw only by the documents it adds or removes. A uniform draw by row position
     (``sample_paragraphs``) changed whenever the row count did, so the self-supervised gate scored the
@@ -206,12 +207,12 @@ def stable_paragraphs(searcher: Searcher, n: int, seed: int = 0) -> list[dict]:
         raise TrainingDataError(f"collection {searcher.collection!r} is empty: index articles first")
     ids, docs = keys.column("id").to_pylist(), keys.column("doc_id").to_pylist()
     doc_rank = {d: stable_hash(str(seed), d) for d in set(docs)}
-    order = sorted(range(len(ids)), key=lambda i: (doc_rank[docs[i]], ids[i]))[:n]
+    order = sorted(range(len(ids)), key=lambda i: (doc_rank[docs[i]], ids[i]))
     nth, taken = {}, {}  # each row's place within its document
     for i in order:
         nth[i] = taken.get(docs[i], 0)
         taken[docs[i]] = nth[i] + 1
-    order.sort(key=lambda i: (nth[i], doc_rank[docs[i]]))
+    order = sorted(order, key=lambda i: (nth[i], doc_rank[docs[i]]))[:n]
     rank = {ids[i]: k for k, i in enumerate(order)}
     rows = ds.take(sorted(order), columns=["id", "doc_id", "title", "text", "position"]).to_pylist()
     return sorted(rows, key=lambda r: rank[r["id"]])

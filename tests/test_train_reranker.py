@@ -945,3 +945,25 @@ def test_self_supervised_training_on_one_paragraph_documents_says_why_it_has_no_
     index_corpus([str(notes)], collection="notes", db_uri=db)
     with pytest.raises(TrainingDataError, match="documents of two paragraphs or more.*--judgments"):
         train_reranker("notes", db_uri=db, base=tiny_base, self_supervised=True, time_budget=20)
+
+
+def test_the_stable_draw_takes_a_paragraph_of_each_document_in_turn_so_no_long_one_fills_it(tmp_path):
+    from types import SimpleNamespace
+
+    import lancedb
+    import pyarrow as pa
+
+    from tasks.rerank_data import stable_paragraphs
+
+    docs = [("book", 700)] + [(f"page{i}", 5) for i in range(60)]
+    rows = [(f"{d}-{p:04d}", d, p) for d, size in docs for p in range(size)]
+    table = lancedb.connect(str(tmp_path)).create_table("t", pa.table({
+        "id": [r[0] for r in rows], "doc_id": [r[1] for r in rows], "title": [""] * len(rows),
+        "text": [f"text of {r[0]}" for r in rows], "position": [r[2] for r in rows]}))
+    drawn = stable_paragraphs(SimpleNamespace(table=table, collection="t"), 100, seed=0)
+    per_doc = {}
+    for r in drawn:
+        per_doc[r["doc_id"]] = per_doc.get(r["doc_id"], 0) + 1
+    assert len(drawn) == 100 and len(per_doc) == 61 and per_doc["book"] <= 2  # 61 first paragraphs, then seconds
+    assert [r["id"] for r in stable_paragraphs(SimpleNamespace(table=table, collection="t"), 100, seed=0)] == \
+        [r["id"] for r in drawn]
