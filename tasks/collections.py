@@ -363,11 +363,11 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
         table = db.open_table(collection)
         IndexMetadata.from_schema(table.schema, table=collection)  # a table corpus-search did not write: say so
         has_origin = "origin" in table.schema.names
-        cols = ["source", "doc_id"] + (["origin"] if has_origin else [])
+        cols = ["id", "source", "doc_id"] + (["origin"] if has_origin else [])
         if has_origin and doc_ids and origin is None:
             _refuse_ambiguous_doc_ids(table, by_id)
         pairs: set[tuple[str, str]] = set()
-        rows = 0
+        row_ids: set[str] = set()  # predicates may overlap (a doc id and its folder): each row counts once
         matching = []
         for where in predicates:
             hit = table.search().where(where).select(cols).limit(None).to_arrow().to_pylist()
@@ -376,8 +376,9 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
             # The article table may key a document by its file path or by the root it was indexed under.
             pairs |= {(r["source"], r["doc_id"]) for r in hit}
             pairs |= {(r["origin"], r["doc_id"]) for r in hit if has_origin and r["origin"]}
-            rows += len(hit)
+            row_ids.update(r["id"] for r in hit)
             matching.append(where)
+        rows = len(row_ids)
         # The article state goes first: a crash before the rows go leaves rows without state, which the
         # next index run of the source reads again (encoding nothing), and a repeated delete removes. The
         # other order left state without rows: the next index run took the documents for unchanged, for good.

@@ -477,3 +477,15 @@ def test_a_delete_cut_short_between_its_two_tables_is_healed_by_the_next_index_r
     assert summary["articles_fetched"] == 1 and summary["paragraphs_encoded"] == 0
     assert delete_documents("test", doc_ids=["d1.md"], db_uri=db_uri)["rows_deleted"] == 1
     assert run_index([notes])["articles_fetched"] == 1 and {r["doc_id"] for r in table_rows(db_uri)} == {"d1.md", "d2.md"}
+
+
+def test_a_row_matched_by_two_delete_predicates_counts_once(run_index, db_uri, tmp_path):
+    from corpus_search import delete_documents
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "d1.md").write_text("# d1\n\nNote d1 is about violins.\n\nIts second paragraph is about their bows.")
+    run_index([notes])
+    rows = len(table_rows(db_uri))
+    result = delete_documents("test", doc_ids=["d1.md"], sources=[str(notes)], db_uri=db_uri)
+    assert rows and result["rows_deleted"] == rows and not table_rows(db_uri)
