@@ -55,7 +55,8 @@ def dev_set(searcher: Searcher, examples: Sequence[Example], depth: int) -> DevS
     A pseudo-query's own source paragraph (``Example.hide``) is left out: see ``pseudo_dev_queries``.
     """
     queries = [e.query for e in examples]
-    hits = searcher.search_many(queries, k=depth + 1, mode="hybrid", candidates=depth + 1, rerank=False)
+    # distinct=False, as eval: a judged dev query's relevant copy of a repeated document must stay a candidate.
+    hits = searcher.search_many(queries, k=depth + 1, mode="hybrid", candidates=depth + 1, rerank=False, distinct=False)
     hits = [[h for h in hs if h.id != e.hide][:depth] for e, hs in zip(examples, hits, strict=True)]
     enc = searcher.meta.encode_title
     passages = [[passage_text(h.title, h.text, enc) for h in hs] for hs in hits]
