@@ -213,11 +213,11 @@ def index_corpus(
         (specs if spec.kind == "url" else local).append(spec)
     if records_path:
         local.append(SourceSpec(records_path, "jsonl", records_path, origin=records_origin))
-    if not specs and not local:  # every source failed as given: open nothing, and create no empty collection
+    if not specs and not local and not stages.collection_exists(settings):
+        # Every source failed as given, and the collection is new: create no empty collection. (An existing
+        # one goes on below, so that the failed run is in its run log, as any other.)
         summary.seconds = time.perf_counter() - started
-        for doc, err in summary.failures:
-            logger.warning("failed: %s: %s", doc, err)
-        return _nothing_indexed(summary, collection)
+        return _report(summary, collection, logger)
     bar = _progress(progress)
 
     runner = task_runner(settings)  # a bad --dask-address fails here, before anything is written
@@ -421,6 +421,11 @@ def index_corpus(
         stages.record_run(summary.result(), settings)
     if bar is not None:
         bar.close()
+    return _report(summary, collection, logger)
+
+
+def _report(summary: IndexSummary, collection: str, logger) -> dict | State:
+    """Log the run's failures and notices, publish its artifacts, and return its result (Failed: nothing indexed)."""
     for doc, err in summary.failures[:50]:
         logger.warning("failed: %s: %s", doc, err)
     if len(summary.failures) > 50:

@@ -97,6 +97,11 @@ def paragraph_table(settings: Settings, meta: IndexMetadata | None = None):
                                       db_uri=settings.db_uri)
 
 
+def collection_exists(settings: Settings) -> bool:
+    """Whether the settings' collection has been made (without making it)."""
+    return settings.collection in table_names(_db(settings))
+
+
 def existing_table(settings: Settings):
     """The collection's paragraph table if it exists, checked for its schema version only.
 
