@@ -305,7 +305,10 @@ def test_cli_exit_codes_tell_a_cron_job_what_happened(cli, db_uri, tmp_path):
     assert json.loads(nothing.stdout)["outcome"] == "failed"
 
     for url in ("ftp://example.org/x.txt", "http://[::1"):
-        usage = cli("index", str(notes), url, "--db", db_uri, "-c", "t")
+        # Among other sources, a malformed URL is that source's failure; alone, the command is a usage error.
+        among = cli("index", str(notes), url, "--db", db_uri, "-c", "t", "--json")
+        assert among.returncode == 3 and [f["doc_id"] for f in json.loads(among.stdout)["failures"]] == [url]
+        usage = cli("index", url, "--db", db_uri, "-c", "t")
         assert usage.returncode == 2 and "corpus-search: error:" in usage.stderr and "Traceback" not in usage.stderr
     for batch in ("0", "-5"):
         usage = cli("index", str(notes), "--batch-articles", batch, "--db", db_uri, "-c", "t")
