@@ -610,8 +610,8 @@ def test_a_registered_id_is_never_replaced_and_a_promotion_gated_against_another
     a, promoted = record(db, "sample", entry("outA"), True, None)
     b, refused = record(db, "sample", entry("outB"), False, None)
     assert (a.id, promoted, b.id, refused) == (same, True, same + "-2", False)
-    assert registry().promoted == same and [(e.id, e.path) for e in registry().models] == [(same, "outA"),
-                                                                                            (same + "-2", "outB")]
+    mine = [(e.id, e.path) for e in registry().models if e.id.startswith(same)]  # the copy holds earlier tests' too
+    assert registry().promoted == same and mine == [(same, "outA"), (same + "-2", "outB")]
     c, kept = record(db, "sample", entry("outC"), True, None)  # gated against none: A was promoted meanwhile
     assert (c.id, kept, registry().promoted) == (same + "-3", False, same)
     d, kept = record(db, "sample", entry("outD"), True, same)  # gated against A, which is still promoted
