@@ -90,12 +90,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     # command whose every source is one is a typo: a usage error, before Prefect starts.
     bad = []
     for source in args.sources:
-        if "://" in source and has_credentials(source):  # passed on, it would be stored in the run's parameters
-            classify_source(source)  # raises, naming the URL without them
         if "://" in source:
             try:
                 classify_source(source)
             except SourceError as exc:
+                if has_credentials(source):  # passed on, it would be stored in the run's parameters
+                    raise
                 bad.append(exc)
     if bad and len(bad) == len(args.sources):
         raise bad[0]

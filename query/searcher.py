@@ -59,7 +59,7 @@ from query.versions import checkout
 HYBRID_CONSISTENT_TRIES = 3
 
 
-#: How many times a pool whose repeated passages leave fewer than a page's hits may double (8x at most).
+#: How many times a pool whose repeated passages leave fewer than ``candidates`` distinct ones may double (8x at most).
 POOL_GROWTH = 3
 
 
