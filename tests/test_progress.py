@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -136,9 +137,19 @@ def test_cli_index_shows_the_bar_on_stderr_and_the_summary_once(prefect_harness,
     # The summary still reaches the run's logs in Prefect (the UI), just not the console.
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
-        messages = [log.message for log in client.read_logs(limit=200)]
-    assert any("collection once: 12 rows" in m and "paragraphs: 12 added" in m for m in messages)
+    from prefect.client.schemas.sorting import LogSort
+
+    # Newest first: the session's harness holds every earlier test's logs, and oldest-first put this run's
+    # past the limit in a full suite. Polled briefly, since the server may store a batch just after the exit.
+    deadline = time.monotonic() + 15
+    while True:
+        with get_client(sync_client=True) as client:
+            messages = [log.message for log in client.read_logs(limit=200, sort=LogSort.TIMESTAMP_DESC)]
+        found = any("collection once: 12 rows" in m and "paragraphs: 12 added" in m for m in messages)
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert found
 
 
 def test_cli_index_json_keeps_stdout_one_json_object_with_the_bar_on(prefect_harness, db_uri, tmp_path, capsys):
