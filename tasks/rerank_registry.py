@@ -50,22 +50,37 @@ def claim_model_dir(db_uri: str, collection: str, signal: str, out: str | None =
 
     Ids are the creation second, so two runs started in the same second would share one directory and
     one registry entry, the later run writing over the earlier's model (perhaps the promoted one). The
-    directory is claimed with an exclusive file instead: the second run takes the id with ``-2``, or is
-    refused for an ``--out`` that another live run holds. A claim whose run died is taken over.
+    id's directory under the models folder is claimed with an exclusive file instead: the second run takes
+    the id with ``-2``. An ``--out`` run claims that directory too, left empty, to reserve its id: on an
+    object store a model is uploaded under its id, so two runs of one second, one with ``--out``, uploaded
+    into one prefix. Its ``--out`` directory is claimed as well, and refused while another live run holds
+    it. A claim whose run died is taken over. :func:`release_model_dir` gives both back.
     """
     first = new_model_id(signal)
     for n in range(1, 1000):
         model_id = first if n == 1 else f"{first}-{n}"
-        path = Path(out).expanduser() if out else default_out_dir(db_uri, collection, model_id)
+        home = default_out_dir(db_uri, collection, model_id)
+        home.mkdir(parents=True, exist_ok=True)
+        if not _claim(home / CLAIM_MARKER):
+            continue  # a live run of that second holds the id
+        if [p for p in home.iterdir() if p.name != CLAIM_MARKER]:
+            _release(home)  # an earlier model of that second lives there: the next id
+            continue
+        if not out:
+            return model_id, home
+        path = Path(out).expanduser()
         path.mkdir(parents=True, exist_ok=True)
-        if _claim(path / CLAIM_MARKER):
-            if out or not [p for p in path.iterdir() if p.name != CLAIM_MARKER]:
-                return model_id, path
-            release_model_dir(path)  # an earlier model of that second lives there: the next id
-        elif out:
-            raise RerankerRegistryError(f"--out {out}: another train-reranker run is training into it; choose "
-                                        "another directory")
+        if path.resolve() == home.resolve() or _claim(path / CLAIM_MARKER):
+            _RESERVED[path.resolve()] = home
+            return model_id, path
+        _release(home, remove_empty=True)
+        raise RerankerRegistryError(f"--out {out}: another train-reranker run is training into it; choose "
+                                    "another directory")
     raise RerankerRegistryError(f"no free model directory for {first} under {models_root(db_uri, collection)}")
+
+
+#: An ``--out`` run's directory → the id's directory it reserves (empty, claimed) in the models folder.
+_RESERVED: dict[Path, Path] = {}
 
 
 def _claim(marker: Path) -> bool:
@@ -86,8 +101,20 @@ def _claim(marker: Path) -> bool:
 
 
 def release_model_dir(path: str | Path) -> None:
-    """The run is done with its directory (before it is published: the claim is not part of the model)."""
-    (Path(path) / CLAIM_MARKER).unlink(missing_ok=True)
+    """The run is done with its directory (before it is published: the claim is not part of the model), and
+    with the id an ``--out`` run reserved (its empty directory goes: no reader takes it for a model)."""
+    _release(Path(path))
+    if (home := _RESERVED.pop(Path(path).resolve(), None)) is not None and home.resolve() != Path(path).resolve():
+        _release(home, remove_empty=True)
+
+
+def _release(path: Path, remove_empty: bool = False) -> None:
+    (path / CLAIM_MARKER).unlink(missing_ok=True)
+    if remove_empty:
+        try:
+            path.rmdir()
+        except OSError:
+            pass  # not empty (or gone): left as it is
 
 
 def stored_path(db_uri: str, directory: str | Path) -> str:

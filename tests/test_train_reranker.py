@@ -578,6 +578,14 @@ def test_runs_started_in_the_same_second_train_into_directories_of_their_own(tmp
     assert claim_model_dir(db, "c", "judgments")[0] == "20261207-015927-judgments-2"
 
     out = tmp_path / "out"
+    reserved = claim_model_dir(db, "c", "judgments", str(out))
+    # An --out run reserves its id: a run of the same second without --out takes the next one, so the two never
+    # upload into one object-store prefix (they did: the --out run's id was never claimed in the models folder).
+    beside = claim_model_dir(db, "c", "judgments")
+    assert reserved[0] == "20261207-015927-judgments-3" and beside[0] == "20261207-015927-judgments-4"
+    release_model_dir(beside[1])
+    release_model_dir(reserved[1])  # its reservation goes with it: an empty folder no reader takes for a model
+    assert not rerank_registry.default_out_dir(db, "c", reserved[0]).exists() and not (out / CLAIM_MARKER).exists()
     claim_model_dir(db, "c", "judgments", str(out))
     with pytest.raises(RerankerRegistryError, match="another train-reranker run is training into it"):
         claim_model_dir(db, "c", "judgments", str(out))
