@@ -218,6 +218,17 @@ def _try_reranker(searcher) -> tuple[object | None, str | None]:
     return reranker, None
 
 
+def reranked_then_retrieved(head: Sequence, retrieved: Sequence) -> tuple[list[str], list[float]]:
+    """One query's paragraph ranking as a search serves it: the re-ranked ``head`` hits, then the rest of the
+    ``retrieved`` ones in retrieval order, as (doc ids, scores) for MaxP. The rest score below every re-ranked
+    hit (1 apart, so that a run file orders them as this does)."""
+    seen = {h.id for h in head}
+    rest = [h for h in retrieved if h.id not in seen]
+    floor = min((h.score for h in head), default=0.0)
+    return ([h.doc_id for h in head] + [h.doc_id for h in rest],
+            [h.score for h in head] + [floor - (i + 1) for i in range(len(rest))])
+
+
 def indexed_doc_ids(db, collection: str, map_id) -> set[str]:
     """The judged-id form (``map_id``) of every document the collection holds (its article table: one row each)."""
     from query.schema import articles_table_name
@@ -353,16 +364,30 @@ def evaluate(
     no_hits: dict[str, int] = {}
     wall: dict[str, float] = {}
     docs_per_query: dict[str, float] = {}  # distinct documents left after MaxP, mean over queries
+    # The re-rank rows re-rank as many candidates as a search does (a trained re-ranker's gate depth, else the
+    # candidates setting), so that they measure what searches serve; the retrieval ranking follows below them
+    # for the deeper measures (Recall@depth).
+    rerank_depth = min((reranker.depth or settings.candidates) if reranker is not None else hits_per_query,
+                       hits_per_query)
+    retrieved: dict[str, list] = {}
     for mode, rr in run_modes:
         name = mode + (RERANK_SUFFIX if rr else "")
         t1 = time.perf_counter()
         # distinct=False: a benchmark's judgments name each copy of a repeated document, as BEIR's runs keep them.
-        hits = searcher.search_many(texts, k=hits_per_query, mode=mode, candidates=max(candidates, hits_per_query),
-                                   rerank="require" if rr else False, distinct=False)
+        if rr and rerank_depth < hits_per_query:
+            heads = searcher.search_many(texts, k=rerank_depth, mode=mode, candidates=rerank_depth,
+                                         rerank="require", distinct=False)
+            ranked_hits = [reranked_then_retrieved(h, r) for h, r in zip(heads, retrieved[mode], strict=True)]
+        else:
+            hits = searcher.search_many(texts, k=hits_per_query, mode=mode, candidates=max(candidates, hits_per_query),
+                                        rerank="require" if rr else False, distinct=False)
+            ranked_hits = [([h.doc_id for h in hs], [h.score for h in hs]) for hs in hits]
+            if not rr:
+                retrieved[mode] = hits
         seconds = time.perf_counter() - t1
         runs[name] = {
-            qid: [(map_id(d), s) for d, s in maxp([h.doc_id for h in hs], [h.score for h in hs], depth)]
-            for qid, hs in zip(qids, hits, strict=True)
+            qid: [(map_id(d), s) for d, s in maxp(docs, scores, depth)]
+            for qid, (docs, scores) in zip(qids, ranked_hits, strict=True)
         }
         ranked = {qid: [d for d, _ in docs] for qid, docs in runs[name].items()}
         docs_per_query[name] = round(sum(len(r) for r in ranked.values()) / max(1, len(ranked)), 1)
@@ -377,6 +402,9 @@ def evaluate(
         if n:
             notes.append(f"{name}: {n} queries retrieved nothing; they count 0 here (as with trec_eval -c) "
                          "and have no lines in a run file")
+    if reranker is not None and rerank_depth < hits_per_query:
+        notes.append(f"re-rank rows re-rank each query's top {rerank_depth} candidates, as a search does; the "
+                     f"retrieval ranking follows below them up to {hits_per_query} paragraphs")
     significance = compare_to_best(per_query, alpha=ALPHA)
     rerank_vs_base, warnings = rerank_checks(
         per_query, cross_encoder=reranker.name if reranker is not None else None, collection=collection,
@@ -401,6 +429,7 @@ def evaluate(
             "unit": unit,
             "depth": depth,
             "candidates": max(candidates, hits_per_query),
+            "rerank_depth": rerank_depth if reranker is not None else None,
             "paragraphs_per_query": hits_per_query,
             "documents_per_query": docs_per_query,
             "bi_encoder": settings.bi_encoder,

@@ -245,3 +245,32 @@ def _latest_evaluate_logs(expected: str) -> list[str]:
                 break
             time.sleep(0.5)
     return messages
+
+
+def test_rerank_rows_rerank_as_many_candidates_as_a_search_and_keep_the_retrieval_ranking_below(
+    prefect_harness, db_uri, tmp_path, bad_reranker
+):
+    """The +rerank rows re-ranked all 100 retrieved paragraphs where a search re-ranks its depth (a trained
+    re-ranker's 30, or the candidates setting), so eval measured a ranking no search serves."""
+    from flows.evaluate import evaluate
+    from query.searcher import Searcher
+    from query.settings import settings_with
+    from tasks.metrics import maxp
+
+    result = evaluate(str(BEIR), collection="depth3", db_uri=db_uri, modes="hybrid", cross_encoder=bad_reranker,
+                      settings_overrides={"candidates": 3}, run_dir=str(tmp_path / "runs"))
+    details = result["details"]
+    assert details["rerank_depth"] == 3 and any("top 3 candidates, as a search does" in n for n in details["notes"])
+    searcher = Searcher(settings=settings_with({"db_uri": db_uri, "collection": "depth3", "candidates": 3,
+                                                "cross_encoder": bad_reranker, "rerank_cache_size": 0}))
+    queries = {json.loads(ln)["_id"]: json.loads(ln)["text"] for ln in (BEIR / "queries.jsonl").read_text().splitlines()}
+    runs = {m: [ln.split() for ln in (tmp_path / "runs" / f"{m}.run").read_text().splitlines()]
+            for m in ("hybrid", "hybrid+rerank")}
+    for qid in details["per_query"]["hybrid+rerank"]:
+        served = searcher.search(queries[qid], k=3, mode="hybrid", rerank="require", distinct=False)
+        head = [d for d, _ in maxp([h.doc_id for h in served], [h.score for h in served])]
+        reranked = [r[2] for r in runs["hybrid+rerank"] if r[0] == qid]
+        assert reranked[: len(head)] == head  # what a search serves, in its order
+        rest = [r[2] for r in runs["hybrid"] if r[0] == qid and r[2] not in head]
+        assert reranked[len(head):] == rest  # then retrieval's order
+    assert any(r[:3] != h[:3] for r, h in zip(runs["hybrid+rerank"], runs["hybrid"]))  # the model did re-rank
