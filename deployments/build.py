@@ -57,9 +57,9 @@ def _selected(cfg: DeployConfig, only: list[str] | None) -> tuple[list[str], lis
 def deployment_specs(cfg: DeployConfig, *, only: list[str] | None = None, absolute: bool = True) -> list[DeploymentSpec]:
     """Every deployment the config defines (or those of the collections/evaluations in ``only``).
 
-    With ``absolute``, relative paths in parameters are resolved under the config's ``base_dir``
-    (for runs in this process); without, they stay as written (for a ``prefect.yaml``, whose runs
-    start in the directory ``prefect deploy`` ran in). Evaluation parameters are checked against the
+    With ``absolute`` (every route), relative paths in parameters are resolved under the config's
+    ``base_dir``, and a database the config does not name is this process's, made absolute: a flow run's
+    working directory is its worker's, never the config's. Evaluation parameters are checked against the
     evaluate flow's signature, so a typo fails here rather than at 03:00.
     """
     from flows.evaluate import evaluate
@@ -112,7 +112,10 @@ def build_deployments(cfg: DeployConfig, *, work_pool: str | None = None, only: 
         extra = {
             "work_pool_name": work_pool,
             "entrypoint_type": EntrypointType.MODULE_PATH,
-            "job_variables": {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS}},
+            # A process worker otherwise runs each flow in a temporary folder it deletes: base_dir instead,
+            # so that a .env there applies and nothing relative is written into a folder about to go.
+            "job_variables": {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS},
+                              "working_dir": str(cfg.root())},
         }
     return [
         _flow_function(spec.flow).to_deployment(
@@ -134,7 +137,8 @@ YAML_HEADER = """\
 # GENERATED from the collections config by `corpus-search deploy --write-yaml PATH` - do not edit by hand:
 # change the config and generate it again.
 #
-# Work-pool route, for a server: from the repository root (relative source paths resolve there),
+# Work-pool route, for a server: from the repository root (the entrypoints are paths under it; the sources
+# and the database are absolute, resolved under the config's base_dir when it was generated),
 #   prefect work-pool create corpus-search --type process
 #   prefect deploy --all --prefect-file PATH
 #   prefect worker start --pool corpus-search
@@ -146,8 +150,9 @@ def render_prefect_yaml(cfg: DeployConfig, *, work_pool: str = "corpus-search", 
     """A ``prefect.yaml`` for ``prefect deploy --all`` with the deployments of :func:`deployment_specs`
     (those of the collections/evaluations in ``only``, as ``deploy -c`` registers them).
 
-    Paths stay as written in the config (relative to ``base_dir``, which must be the directory
-    ``prefect deploy`` runs in: its default pull step makes that the flow runs' working directory).
+    Paths are absolute, resolved under ``base_dir`` as the other routes resolve them: ``prefect deploy``'s
+    default pull step makes the flow runs' working directory the one it ran in, which need not be ``base_dir``
+    (relative paths read and wrote there, so the two routes disagreed).
     """
     import yaml
 
@@ -163,7 +168,7 @@ def render_prefect_yaml(cfg: DeployConfig, *, work_pool: str = "corpus-search", 
             "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
             "work_pool": copy.deepcopy(pool),
         }
-        for spec in deployment_specs(cfg, only=only, absolute=False)
+        for spec in deployment_specs(cfg, only=only)
     ]
     doc = {"name": "corpus-search", "prefect-version": ">=3.4", "deployments": deployments}
     return YAML_HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=110)

@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -57,6 +58,16 @@ def _check_cron(v: str) -> str:
         CronSchedule(cron=v)
     except (ValidationError, ValueError) as exc:
         raise ValueError(f"invalid cron {v!r} (use five fields, e.g. '0 3 * * *' for 03:00 daily)") from exc
+    if not v.strip().startswith("@") and len(v.split()) != 5:
+        # Prefect takes a sixth field as seconds: a Quartz-style '0 0 3 * * *' runs every second of 03:00.
+        raise ValueError(f"invalid cron {v!r}: {len(v.split())} fields; use five (minute hour day month weekday), "
+                         "e.g. '0 3 * * *' for 03:00 daily")
+    return v
+
+
+def _check_deployment_name(v: str | None) -> str | None:
+    if v is not None and (not v.strip() or any(c in v for c in "/%&<>")):
+        raise ValueError(f"deployment name {v!r}: Prefect refuses an empty name and the characters / % & < >")
     return v
 
 
@@ -105,6 +116,11 @@ class _Scheduled(_Strict):
     def _block(cls, v: str | None) -> str | None:
         return _check_block(v)
 
+    @field_validator("deployment", check_fields=False)
+    @classmethod
+    def _deployment(cls, v: str | None) -> str | None:
+        return _check_deployment_name(v)
+
 
 class EvaluationSpec(_Scheduled):
     """A scheduled evaluation (flow ``evaluate``): index a test collection, run its queries, score them."""
@@ -136,7 +152,7 @@ class CollectionSpec(_Scheduled):
     db_uri: str | None = None
     notify_block: str | None = None
     deployment: str | None = Field(None, description="deployment name; default 'reindex-<collection>'")
-    batch_articles: int = Field(512, ge=1)
+    batch_articles: StrictInt = Field(512, ge=1)  # strict: `true` is no batch size
     settings: dict[str, Any] = Field(default_factory=dict, description="Settings overrides, e.g. bi_encoder")
     paused: bool = False
 
@@ -166,6 +182,12 @@ class CollectionSpec(_Scheduled):
         unknown = sorted(set(v) - allowed)
         if unknown:
             raise ValueError(f"unknown settings {unknown} (db_uri and collection are keys of the collection itself)")
+        try:
+            # The values too, here rather than in the first run at 03:00 (model_validate reads no environment).
+            Settings.model_validate(v)
+        except ValidationError as exc:
+            bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"invalid settings: {bad}") from None
         return v
 
 
@@ -210,6 +232,19 @@ class DeployConfig(_Strict):
                 raise ValueError(f"collection name {name!r}: use letters, digits, '-', '_' and '.'")
         return v
 
+    @field_validator("collections")
+    @classmethod
+    def _collection_names(cls, v: dict[str, CollectionSpec]) -> dict[str, CollectionSpec]:
+        from query.errors import InvalidNameError
+        from query.schema import validate_collection_name
+
+        for name in v:  # the rule the index run applies ('news__articles' is collection news's article table)
+            try:
+                validate_collection_name(name)
+            except InvalidNameError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
     @model_validator(mode="after")
     def _unique_deployments(self) -> DeployConfig:
         seen: dict[str, str] = {}
@@ -244,9 +279,24 @@ class DeployConfig(_Strict):
         return str((self.root() / Path(value).expanduser()).resolve())
 
     def db_uri_of(self, name: str, *, absolute: bool, evaluation: bool = False) -> str | None:
+        """The database of ``name``: the config's (relative: under ``base_dir``), else, with ``absolute``,
+        the deploying process's setting (its environment or ``.env``, else the default) made absolute.
+
+        Never left to the flow run: its working directory is the worker's, a temporary folder that a process
+        worker deletes after each run, so a relative default wrote every scheduled reindex where no search
+        finds it, and each run encoded everything again.
+        """
         spec = self.evaluations[name] if evaluation else self.collections[name]
         uri = spec.db_uri or self.db_uri
-        return None if uri is None else self._path(uri, absolute)
+        if uri is not None:
+            return self._path(uri, absolute)
+        if not absolute:
+            return None
+        from query.settings import get_settings
+        from query.storage import is_local_uri, local_path
+
+        uri = get_settings().db_uri
+        return str(local_path(uri).resolve()) if is_local_uri(uri) else uri
 
     def sources_of(self, name: str, *, absolute: bool) -> list[str]:
         """Sources of ``name``; with ``absolute``, local paths are resolved under ``base_dir``."""

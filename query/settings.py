@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
@@ -164,12 +165,24 @@ class Settings(BaseSettings):
         None, description="URL of a running query service (corpus-search api): `corpus-search search` sends its "
         "queries there instead of loading models itself; unset: search locally")
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        # A typo ('cdua') otherwise fails only when a model loads: an index run's whole fetch and split first.
+        if not re.fullmatch(DEVICE_PATTERN, value):
+            raise ValueError(f"device {value!r}: use auto, cpu, mps, or cuda / xpu / hpu / npu with an optional "
+                             "index (cuda:1)")
+        return value
+
     @field_validator("collection")
     @classmethod
     def _collection_name(cls, value: str) -> str:
         # model_copy(update=...) skips validators, so Searcher and writer_lock check the name again themselves.
         return validate_collection_name(value)
 
+
+#: The torch devices the ``device`` setting accepts (``auto`` picks one): types torch names, an optional index.
+DEVICE_PATTERN = r"auto|cpu|mps|meta|(cuda|xpu|hpu|npu|mtia|xla|privateuseone)(:\d+)?"
 
 #: CORPUS_SEARCH_ variables that are not settings (read where they are used), so no misspelling either.
 OTHER_VARIABLES = frozenset({"CORPUS_SEARCH_CACHE", "CORPUS_SEARCH_NOTIFY_BLOCK", "CORPUS_SEARCH_E2E_SCREENSHOTS"})

@@ -74,6 +74,17 @@ def test_the_shipped_config_loads_and_resolves_paths_under_base_dir():
         (f'[collections.a]\nsources = ["a"]\ncron = "{CRON}"\n[evaluations.e]\ncron = "{CRON}"\n',
          "evaluations.e.dataset: required key is missing"),
         ("collections = {}\n", "collections: no collections"),
+        # Accepted before, then failed (or misbehaved) only when the schedule first fired:
+        ('[collections.news]\nsources = ["a"]\ncron = "0 0 3 * * *"\n', "invalid cron '0 0 3 * * *': 6 fields"),
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nsettings = {{ workers = -1 }}\n',
+         "collections.news.settings: invalid settings: workers: Input should be greater than or equal to 0"),
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nsettings = {{ device = "cdua" }}\n',
+         "device 'cdua': use auto, cpu"),
+        (f'[collections.news__articles]\nsources = ["a"]\ncron = "{CRON}"\n', "contains '__' (reserved"),
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\ndeployment = "nightly/news"\n',
+         "deployment name 'nightly/news': Prefect refuses"),
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nbatch_articles = true\n',
+         "collections.news.batch_articles"),
         ('[collections.news\nsources = ["a"]\n', "not valid TOML"),
     ],
 )
@@ -127,6 +138,33 @@ def test_deployments_build_without_a_server(monkeypatch):
         build_deployments(cfg, only=["nope"])
 
 
+def test_a_config_without_db_uri_deploys_this_processs_database_made_absolute_and_runs_in_base_dir(
+        tmp_path, monkeypatch):
+    """A process worker runs each flow in a temporary folder it deletes afterwards: a relative default database
+    went with it, so every scheduled reindex encoded everything again and no search ever saw the rows."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("CORPUS_SEARCH_DB_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    from query.settings import get_settings
+
+    (tmp_path / "cfg").mkdir()
+    path = _write(tmp_path / "cfg", f'[collections.tiny]\nsources = ["notes"]\ncron = "{CRON}"\n')
+    get_settings.cache_clear()
+    try:
+        cfg = load_config(path)
+        expected = str((tmp_path / get_settings().db_uri).resolve())
+        (pooled,) = build_deployments(cfg, work_pool="pool")
+        assert pooled.parameters["db_uri"] == expected and Path(expected).is_absolute()
+        assert pooled.job_variables["working_dir"] == str((tmp_path / "cfg").resolve())
+        (served,) = build_deployments(cfg)
+        assert served.parameters["db_uri"] == expected  # every route the same database
+        monkeypatch.setenv("CORPUS_SEARCH_DB_URI", "s3://bucket/dbs")
+        get_settings.cache_clear()
+        assert build_deployments(cfg)[0].parameters["db_uri"] == "s3://bucket/dbs"
+    finally:
+        get_settings.cache_clear()
+
+
 def test_the_scale_out_example_deploys_an_s3_collection_whose_runs_use_a_dask_cluster(monkeypatch):
     from query.settings import Settings
 
@@ -158,8 +196,11 @@ def test_prefect_yaml_is_generated_on_demand_from_the_config_and_valid_for_prefe
     assert (REPO / reindex.entrypoint.split(":")[0]).exists()
     assert reindex.schedules[0].cron == CRON
     assert reindex.concurrency_limit.limit == 1 and reindex.concurrency_limit.collision_strategy == "ENQUEUE"
-    for source in reindex.parameters["sources"]:  # relative to the repository root, where `prefect deploy` runs
-        assert (REPO / source).exists()
+    # Absolute, resolved under base_dir as the other routes resolve them: the pull step makes the runs' working
+    # directory the one `prefect deploy` ran in, so relative paths read and wrote there instead.
+    assert reindex.parameters == load_config().index_parameters("demo")
+    for source in reindex.parameters["sources"]:
+        assert Path(source).is_absolute() and Path(source).exists()
     # -c writes what `deploy -c` would register, and nothing else; an unknown name is a usage error.
     capsys.readouterr()
     assert main(["deploy", "--write-yaml", str(target), "-c", "demo"]) == 0
