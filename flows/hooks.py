@@ -129,6 +129,36 @@ def report(flow: Any, flow_run: Any, state: Any) -> str:
     return text
 
 
+def report_partial(collection: str, failures: list[tuple[str, str]], notices: list[str]) -> str | None:
+    """Send a partly failed run's failures through the current flow run's notification block, if it has one.
+
+    Such a run ends Completed (what it wrote is good, and the CLI tells a cron job with exit 3), so no
+    ``on_failure`` hook fires: a scheduled reindex whose source disk was unmounted, or whose mass delete was
+    refused, went unnoticed. Called by the flow itself; returns the text sent, or None when there is no block.
+    """
+    try:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+    except Exception:  # noqa: BLE001 - a report must never fail the run
+        return None
+    if ctx is None or ctx.flow_run is None or not (block := notify_block_of(ctx.flow_run)):
+        return None
+    run = ctx.flow_run
+    lines = [f"corpus-search: {ctx.flow.name} run {run.name!r} of collection {collection!r} ended Completed "
+             f"with {len(failures)} failures (the rest was indexed)"]
+    lines += [f"  failed: {doc}: {err}" for doc, err in failures[:10]]
+    if len(failures) > 10:
+        lines.append(f"  ... and {len(failures) - 10} more (see the index-failures artifact)")
+    lines += [f"  note: {n}" for n in notices[:5]]
+    lines.append(f"  flow run id: {run.id}")
+    if url := _ui_url(run):
+        lines.append(f"  details: {url}")
+    text = "\n".join(lines)
+    _notify(block, f"corpus-search: {ctx.flow.name} {collection} partly failed", text, _logger(ctx.flow, run))
+    return text
+
+
 def log_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """``on_failure`` hook: the run raised; it is Failed with the error."""
     report(flow, flow_run, state)

@@ -30,7 +30,7 @@ from prefect.states import Failed, State
 # in search of futures to resolve (seconds per run on a few thousand articles).
 from prefect.utilities.annotations import quote
 
-from flows.hooks import log_crash, log_failure
+from flows.hooks import log_crash, log_failure, report_partial
 from flows.runners import Shards, api_for_workers, task_runner
 from flows.summary import (
     IndexSummary,
@@ -447,6 +447,8 @@ def _report(summary: IndexSummary, collection: str, logger) -> dict | State:
     result = summary.result()
     if summary.outcome == "failed":
         return _nothing_indexed(summary, collection)
+    if summary.outcome == "partial":
+        report_partial(collection, summary.failures, summary.notices)
     return result
 
 

@@ -401,6 +401,34 @@ def test_a_failed_run_is_failed_with_its_error_and_the_hook_reports_it(prefect_h
         inbox.close()
 
 
+def test_a_partly_failed_run_ends_completed_and_sends_its_failures_through_the_notification_block(
+        prefect_harness, db_uri, notes):
+    """It ended Completed and no hook fires on Completed: a scheduled reindex whose source went away (an
+    unmounted disk) or whose mass delete was refused told nobody."""
+    from prefect import tags
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from flows.index_corpus import index_corpus
+
+    inbox = _Inbox()
+    try:
+        CustomWebhookNotificationBlock(
+            name="corpus-search test", url=inbox.url, json_data={"subject": "{{subject}}", "text": "{{body}}"},
+        ).save("corpus-search-partial-alerts", overwrite=True)
+        gone = notes.parent / "unmounted"
+        with tags("notify:custom-webhook/corpus-search-partial-alerts"):
+            state = index_corpus([str(notes), str(gone)], collection="partial", db_uri=db_uri, return_state=True)
+        assert state.is_completed() and state.result()["outcome"] == "partial"
+        (post,) = inbox.posts
+        assert post["subject"] == "corpus-search: index-corpus partial partly failed"
+        assert "ended Completed with 1 failures" in post["text"] and f"failed: {gone}" in post["text"]
+        inbox.posts.clear()
+        index_corpus([str(notes)], collection="partial", db_uri=db_uri)  # nothing failed, no tag: no notice
+        assert inbox.posts == []
+    finally:
+        inbox.close()
+
+
 def test_a_failed_evaluation_run_is_reported_by_the_same_failure_hook(prefect_harness, db_uri, tmp_path):
 
     from flows.evaluate import evaluate
