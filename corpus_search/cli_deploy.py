@@ -132,9 +132,52 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                  print_next_steps_message=False, ignore_warnings=True)
     for d, i in zip(deployments, ids, strict=True):
         print(f"{d.flow_name}/{d.name}\t{i}")
+    _stale(cfg, args.work_pool, prune=args.prune)
     print(f"corpus-search: start a worker with `prefect worker start --pool {args.work_pool}` "
           "in an environment where corpus-search is installed", file=sys.stderr)
     return 0
+
+
+def _stale(cfg, work_pool: str, *, prune: bool) -> list[str]:
+    """The work pool's corpus-search deployments that the config no longer defines, warned about or deleted.
+
+    Registering only upserts: after a deployment was renamed, or a collection removed from the config, the old
+    deployment kept its schedule, so two deployments reindexed one collection with different settings. A
+    deployment of a collection the config defines under another name is surely stale; one of a collection the
+    config does not name may be another config's, so only ``--prune`` (this config owns the pool) deletes it.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags, WorkPoolFilter, WorkPoolFilterName
+
+    from deployments.build import deployment_specs
+    from deployments.config import COLLECTION_TAG, INDEX_FLOW_NAME, EVALUATE_FLOW_NAME
+
+    wanted = {(INDEX_FLOW_NAME if s.flow.startswith("flows.index_corpus") else EVALUATE_FLOW_NAME, s.name)
+              for s in deployment_specs(cfg)}
+    stale: list[str] = []
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(
+            deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["corpus-search"])),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool])))
+        flows = {}
+        for d in found:
+            flow = flows.get(d.flow_id) or flows.setdefault(d.flow_id, client.read_flow(d.flow_id).name)
+            if (flow, d.name) in wanted:
+                continue
+            collection = next((t[len(COLLECTION_TAG):] for t in d.tags if t.startswith(COLLECTION_TAG)), None)
+            surely = collection is not None and collection in cfg.collections
+            name = f"{flow}/{d.name}"
+            if prune:
+                client.delete_deployment(d.id)
+                print(f"corpus-search: deleted {name}: the config no longer defines it", file=sys.stderr)
+            else:
+                why = (f"collection {collection!r} is now deployed as {cfg.reindex_name(collection)!r}" if surely
+                       else "the config does not define it (another config's, or one removed from this config)")
+                print(f"corpus-search: warning: {name} is still registered in work pool {work_pool!r} with its "
+                      f"schedule: {why}; delete it with `prefect deployment delete '{name}'`, or deploy with "
+                      "--prune", file=sys.stderr)
+            stale.append(name)
+    return stale
 
 
 def register(sub, common) -> None:
@@ -151,6 +194,9 @@ def register(sub, common) -> None:
     dp.add_argument("--work-pool", default="corpus-search", help="work pool name (default: corpus-search)")
     dp.add_argument("--create-pool", action="store_true", help="create the work pool (type process) if missing")
     dp.add_argument("--collection", "-c", action="append", default=None, help="deploy only this collection (repeatable)")
+    dp.add_argument("--prune", action="store_true",
+                    help="delete the work pool's corpus-search deployments that the config no longer defines "
+                    "(renamed, or their collection removed); without it they are only warned about")
     dp.add_argument("--write-yaml", default=None, metavar="PATH",
                     help="instead: write the same deployments as a prefect.yaml to PATH, for `prefect deploy --all "
                     "--prefect-file PATH` (generated on demand from the config; not kept in the repository)")

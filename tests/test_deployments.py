@@ -507,3 +507,31 @@ def test_cli_deploy_registers_the_deployments_on_a_server_and_work_pool(prefect_
         assert d.schedules[0].schedule.cron == "*/30 * * * *" and d.schedules[0].schedule.timezone == "Europe/Berlin"
         assert d.concurrency_limit == 1 or d.global_concurrency_limit.limit == 1
         assert "notify:slack-webhook/ops" in d.tags and "collection:tiny" in d.tags
+
+
+def test_cli_deploy_warns_about_a_renamed_deployment_still_registered_and_prune_deletes_it(
+        prefect_harness, tmp_path, notes, capsys):
+    """Registering only upserts: the old deployment of a renamed one kept its schedule, so two deployments
+    reindexed one collection with different settings."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from corpus_search.cli import main
+
+    base = 'db_uri = "db"\n[collections.tiny]\nsources = ["notes"]\ncron = "*/30 * * * *"\n'
+    path = _write(tmp_path, base + 'deployment = "tiny-old"\n')
+    assert main(["deploy", "--config", str(path), "--work-pool", "prune-pool", "--create-pool"]) == 0
+    path = _write(tmp_path, base + 'deployment = "tiny-new"\n')
+    capsys.readouterr()
+    assert main(["deploy", "--config", str(path), "--work-pool", "prune-pool"]) == 0
+    err = capsys.readouterr().err
+    assert ("index-corpus/tiny-old is still registered in work pool 'prune-pool' with its schedule: collection "
+            "'tiny' is now deployed as 'tiny-new'") in err and "--prune" in err
+    with get_client(sync_client=True) as client:
+        client.read_deployment_by_name("index-corpus/tiny-old")  # only warned about
+    assert main(["deploy", "--config", str(path), "--work-pool", "prune-pool", "--prune"]) == 0
+    assert "deleted index-corpus/tiny-old" in capsys.readouterr().err
+    with get_client(sync_client=True) as client:
+        client.read_deployment_by_name("index-corpus/tiny-new")
+        with pytest.raises(ObjectNotFound):
+            client.read_deployment_by_name("index-corpus/tiny-old")
