@@ -121,10 +121,23 @@ def trafilatura_levelled_blocks(html: str | HtmlElement, **options: object) -> t
 
 
 def parse_html(html: str) -> HtmlElement | None:
-    """The page as an lxml tree, parsed the way trafilatura parses it, or None for non-HTML."""
-    from trafilatura.utils import load_html
+    """The page as an lxml tree, parsed the way trafilatura parses it, or None for non-HTML.
+
+    libxml2 stops at 256 levels of nesting and drops the rest of the page: a template that forgets one
+    ``</div>`` per entry lost every entry after the 250th, and the text after them. Such a page is parsed by
+    BeautifulSoup's Python parser instead (no depth limit), and converted into the same kind of tree.
+    """
+    from trafilatura.utils import HTML_PARSER, load_html
 
     try:
-        return load_html(html)
+        tree = load_html(html)
     except Exception:  # lxml refuses a few pathological inputs; the caller falls back to bs4
         return None
+    if tree is not None and any("Excessive depth" in e.message for e in HTML_PARSER.error_log):
+        from lxml.html import soupparser
+
+        try:
+            return soupparser.fromstring(html, features="html.parser")
+        except Exception:  # noqa: BLE001 - the cut tree is still better than none
+            return tree
+    return tree

@@ -407,3 +407,74 @@ def test_no_paragraph_of_a_news_page_is_a_lone_heading_or_the_title():
     paras = _split(_news_page(body))
     assert all(p.text not in {"Story", "Reaction"} for p in paras)
     assert any(p.text.startswith("Reaction. Reaction sentence 0") for p in paras)
+
+
+# ---------------------------------------------------------------- review fixes: charsets, headings, depth, titles
+
+
+def test_undeclared_windows_1252_text_with_a_few_curly_quotes_is_not_read_as_utf8_with_replacements():
+    """Four curly quotes in 2,000 characters were under the utf-8 error rate: stored as U+FFFD."""
+    from tasks.html import decode_text
+
+    text = "The caf\u00e9\u2019s owner said: \u201cWe don\u2019t open on Sundays.\u201d " + "Regular customers know. " * 80
+    assert decode_text(text.encode("cp1252")) == text
+    utf8 = "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 " * 50  # real utf-8 with one bad byte stays utf-8
+    assert decode_text(utf8.encode() + b"\xff").startswith(utf8)
+
+
+@pytest.mark.parametrize(("label", "text", "codec"), [
+    ("gb2312", "\u6731\u9555\u57fa\u603b\u7406", "gbk"),  # 镕 is GBK only: browsers read gb2312 as gb18030
+    ("shift_jis", "\u2460\u756a\u76ee\uff5e", "cp932"),  # ① and ～ are cp932 (Windows) extensions
+    ("euc-kr", "\ub620\ubc29\uac01\ud558 \ud54f", "cp949"),
+    ("ISO_8859-1", "\u201cSmart quotes\u201d \u2013 dash", "cp1252"),
+    ("l1", "\u201cquoted\u201d", "cp1252"),
+    ("iso-8859-9", "\u201cT\u00fcrk\u00e7e\u201d", "cp1254"),
+])
+def test_charset_labels_decode_as_browsers_decode_them(label, text, codec):
+    page = f"<html><head><meta charset='{label}'></head><body><p>{text}</p></body></html>".encode(codec)
+    assert text in decode_body(page)
+    assert text in decode_body(page.replace(f"<meta charset='{label}'>".encode(), b""), f"text/html; charset={label}")
+
+
+SECTIONS = ["Early life and education", "Political career", "Later years and death"]
+_PARA = ("She studied law at the university and practised for several years before entering politics, where she "
+         "was known for her work on public health, housing and the reform of local courts. ")
+
+
+@pytest.mark.parametrize("links", [
+    "<div id='toc'><ul>" + "".join(f"<li><a href='#s{i}'>{s}</a></li>" for i, s in enumerate(SECTIONS)) + "</ul></div>",
+    "<nav><ul>" + "".join(f"<li><a href='/docs/{i}'>{s}</a></li>" for i, s in enumerate(SECTIONS)) + "</ul></nav>",
+])
+def test_section_headings_that_a_table_of_contents_links_to_are_kept(links):
+    body = "".join(f"<h2 id='s{i}'>{s}</h2><p>{_PARA * 3}</p><p>{_PARA * 2}</p>" for i, s in enumerate(SECTIONS))
+    page = f"<html><head><title>Jane Doe</title></head><body>{links}<article><h1>Jane Doe</h1>{body}</article></body></html>"
+    doc = extract_html(page)
+    assert [b for b, level in zip(doc.blocks, doc.levels, strict=True) if level == 2] == SECTIONS
+
+
+def test_hidden_until_found_sections_are_content():
+    page = ("<html><body><p>Lead paragraph of the article.</p><h2>Notes</h2>"
+            "<section hidden='until-found'><p>A collapsed section the browser finds and shows.</p></section>"
+            "<section hidden><p>Really hidden.</p></section></body></html>")
+    for main in (True, False):
+        found = extract_html(page, main_content=main).blocks
+        assert "A collapsed section the browser finds and shows." in found and "Really hidden." not in found
+
+
+def test_a_page_nested_deeper_than_libxml2s_limit_keeps_its_article_after_the_deep_part():
+    """A template that forgets one </div> per entry: libxml2 stops at 256 levels and dropped the rest."""
+    entries = "".join(f"<div class='entry'><p>Release {i}: fixed a bug in module {i} and improved the speed of "
+                      "the parser a great deal.</p>" for i in range(400))
+    page = f"<html><head><title>Changelog</title></head><body><main><h1>Changelog</h1>{entries}<p>The final paragraph.</p></main></body></html>"
+    doc = extract_html(page)
+    assert sum(b.startswith("Release") for b in doc.blocks) == 400 and doc.blocks[-1] == "The final paragraph."
+
+
+def test_the_title_is_the_pages_own_not_its_sites_logo_or_name():
+    head = "<meta property='og:site_name' content='India Post'><meta property='og:title' content='Deportees return home'>"
+    logo = f"<html><head><title>Deportees return home | India Post</title>{head}</head><body><h1>India Post</h1></body></html>"
+    assert extract_html(logo).title == "Deportees return home"
+    only_site = f"<html><head><title>India Post</title>{head}</head><body><p>Text.</p></body></html>"
+    assert extract_html(only_site).title == "Deportees return home"
+    no_title = "<html><head><meta property='og:title' content='Understanding Raft'></head><body><p>x</p></body></html>"
+    assert extract_html(no_title).title == "Understanding Raft"
