@@ -184,7 +184,12 @@ class Searcher:
         """
         s = self.settings
         if "cross_encoder" not in s.model_fields_set:
-            promoted = promoted_model(self.table, s.db_uri)
+            try:
+                promoted = promoted_model(self.table, s.db_uri)
+            except Exception:
+                if self.collection not in table_names(self._db):  # dropped since this Searcher opened it
+                    raise self._dropped() from None
+                raise
             if promoted is not None:
                 entry, path = promoted
                 alpha = entry.alpha if s.rerank_fusion else 1.0
@@ -242,8 +247,10 @@ class Searcher:
             return
         try:
             schema = self.table.schema
-        except Exception:  # noqa: BLE001 - dropped: the retrieval that follows says so clearly
-            return
+        except Exception:  # noqa: BLE001 - dropped: say so now, before the re-ranker's registry is read from it
+            if self.collection not in table_names(self._db):
+                raise self._dropped() from None
+            return  # listed: made again meanwhile; the retrieval that follows opens it again
         if raw_metadata(schema) == self._seen_meta:
             return
         meta = IndexMetadata.from_schema(schema, table=self.collection)
@@ -256,6 +263,11 @@ class Searcher:
             self.fts_columns = retrieve.fts_columns(self.table)
         self._seen_meta = raw_metadata(schema)
 
+    def _dropped(self) -> CollectionNotFoundError:
+        return CollectionNotFoundError(
+            f"collection {self.collection!r} no longer exists in {self.settings.db_uri!r}: it was dropped after this "
+            "search was opened. Index it again, or search another collection")
+
     def _retrieve(self, query: str, vector: np.ndarray | None, mode: str, n: int, where: str | None) -> pa.Table:
         for attempt in range(2):
             try:
@@ -263,10 +275,7 @@ class Searcher:
             except Exception as exc:
                 # Dropped by another process since this Searcher opened it (lance: "Not found: .../_versions").
                 if self.collection not in table_names(self._db):
-                    raise CollectionNotFoundError(
-                        f"collection {self.collection!r} no longer exists in {self.settings.db_uri!r}: it was dropped "
-                        "after this search was opened. Index it again, or search another collection"
-                    ) from None
+                    raise self._dropped() from None
                 if "Not found" not in str(exc):
                     raise
                 if self.pinned_version is not None:

@@ -174,8 +174,9 @@ def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers_and_o
     dropped = cli("drop", "alpha", "--db", db, "--yes", "--json")
     assert dropped.returncode == 0, dropped.stderr
     for mode in ("hybrid", "dense", "lexical"):  # a user error (404 from the service), not a lance traceback
-        with pytest.raises(CollectionNotFoundError, match="collection 'alpha' no longer exists"):
-            open_before.search("violin", mode=mode, rerank=False)
+        for rerank in (False, True, "require"):  # the re-ranker's registry was read first: a 500 (lance error)
+            with pytest.raises(CollectionNotFoundError, match="collection 'alpha' no longer exists"):
+                open_before.search("violin", mode=mode, rerank=rerank)
     result = json.loads(dropped.stdout)
     assert sorted(result["tables_dropped"]) == ["alpha", "alpha__articles", "alpha__runs"]
     assert not rerankers.exists()
