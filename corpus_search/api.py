@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 
 from corpus_search.answers import Answer, document_answer, search_answer
 from corpus_search.api_client import STAGES_HEADER, WARNINGS_HEADER, encode_header
-from query.errors import CollectionNotFoundError, CorpusSearchError, ModelUnavailableError
+from query.errors import CollectionNotFoundError, CorpusSearchError, DatabaseLocationError, ModelUnavailableError
 from query.settings import Settings
 from query.storage import table_names
 
@@ -78,19 +78,28 @@ class DocumentRequest(BaseModel):
 
 
 def error_status(exc: CorpusSearchError) -> int:
-    """HTTP status of a user error: unknown collection 404, no model under ``rerank="require"`` 503, else 400."""
+    """HTTP status of an error: unknown collection 404; 503 for what the client cannot fix (no model under
+    ``rerank="require"``, a database the service cannot open, a collection made again with another bi-encoder
+    since it was opened); else 400 (the request's fault)."""
+    from query.schema import IndexContractError
+
     if isinstance(exc, CollectionNotFoundError):
         return 404
-    if isinstance(exc, ModelUnavailableError):
+    if isinstance(exc, ModelUnavailableError | DatabaseLocationError | IndexContractError):
         return 503
     return 400
 
 
 #: A good /search body, quoted by the errors that a malformed request gets.
 EXAMPLE_BODY = '{"query": "How do glaciers form?", "collection": "docs", "k": 5}'
+#: The same for each POST endpoint.
+EXAMPLE_BODIES = {"/search": EXAMPLE_BODY,
+                  "/search-document": '{"source": "https://example.org/page.html", "query": "How do glaciers form?", "k": 5}'}
+#: The endpoints read with GET.
+GET_PATHS = frozenset({"/healthz", "/collections", "/"})
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError, path: str = "/search") -> str:
     """FastAPI's list of body errors as one readable line, with an example of a good body."""
     parts = []
     for e in exc.errors():
@@ -101,12 +110,46 @@ def _validation_message(exc: RequestValidationError) -> str:
             parts.append("the request body must be a JSON object, sent with Content-Type: application/json")
         else:
             parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg')}")
-    return "; ".join(parts) + f". Send JSON such as {EXAMPLE_BODY}"
+    return "; ".join(parts) + f". Send JSON such as {EXAMPLE_BODIES.get(path, EXAMPLE_BODY)}"
 
 
 def _user_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     """The messages meant for users (re-ranking skipped, a query cut), once each; library deprecations are not."""
     return list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
+
+
+# ``warnings.catch_warnings`` is process-wide: with several model threads, one request's warnings reached
+# another's answer or were lost (a reviewer measured 29 of 40 right with 2 threads). Each model thread
+# records into its own list instead, through one dispatcher in place of ``warnings.showwarning``.
+_sink = threading.local()
+_install_lock = threading.Lock()
+_previous_showwarning: Callable[..., None] | None = None
+
+
+def _show(message, category, filename, lineno, file=None, line=None) -> None:
+    caught = getattr(_sink, "caught", None)
+    if caught is not None:
+        caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+    elif _previous_showwarning is not None:
+        _previous_showwarning(message, category, filename, lineno, file, line)
+
+
+class _ThreadWarnings:
+    """Record the warnings raised on this thread while inside (each one, every time: a filter "always")."""
+
+    def __enter__(self) -> list[warnings.WarningMessage]:
+        global _previous_showwarning
+        with _install_lock:
+            if warnings.showwarning is not _show:  # first use, or a test's catch_warnings restored the old one
+                _previous_showwarning, warnings.showwarning = warnings.showwarning, _show
+            if not warnings.filters or warnings.filters[0][:3] != ("always", None, UserWarning):
+                warnings.simplefilter("always", UserWarning)
+        self.caught: list[warnings.WarningMessage] = []
+        _sink.caught = self.caught
+        return self.caught
+
+    def __exit__(self, *exc) -> None:
+        _sink.caught = None
 
 
 class QueryService:
@@ -142,6 +185,11 @@ class QueryService:
                 s = self._searchers[collection] = Searcher(collection=collection, settings=self.settings)
             return s
 
+    def forget_searchers(self) -> None:
+        """Close the cached searchers (a collection made again under them); the next request reopens its own."""
+        with self._lock:
+            self._searchers.clear()
+
     def warm(self) -> None:
         """Open the collections to serve (at most a handful) and run one tiny search each: loads the models."""
         try:
@@ -150,8 +198,7 @@ class QueryService:
                 names = self.collection_names()[:WARM_MAX_COLLECTIONS]
             for name in names:
                 try:
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always", UserWarning)
+                    with _ThreadWarnings() as caught:
                         self.searcher(name).search(WARM_QUERY, k=1)
                     self.warm_errors += [f"{name}: {m}" for m in _user_warnings(caught)]
                     self.warmed.append(name)
@@ -178,16 +225,17 @@ class QueryService:
     async def run(self, fn: Callable[[], Answer]) -> JSONResponse:
         """Run ``fn`` on the model thread; its answer, or its error as JSON with the right status."""
         def call() -> tuple[Answer, list[str]]:
-            # Recorded per call; only the model thread searches, so catch_warnings (process-wide) does not race
-            # when model_threads is 1.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", UserWarning)
+            with _ThreadWarnings() as caught:  # this request's warnings, whatever the other model threads do
                 answer = fn()
             return answer, _user_warnings(caught)
 
         try:
             answer, caught = await asyncio.get_running_loop().run_in_executor(self.executor, call)
         except CorpusSearchError as exc:
+            from query.schema import IndexContractError
+
+            if isinstance(exc, IndexContractError):
+                self.forget_searchers()  # made again with another bi-encoder: the next request opens it anew
             return JSONResponse({"error": str(exc)}, status_code=error_status(exc))
         except Exception as exc:  # noqa: BLE001 - the boundary: a bug is a 500 and a traceback in the log
             log.exception("internal error while answering a query")
@@ -229,17 +277,21 @@ def create_app(settings: Settings | None = None, collections: Sequence[str] | No
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": _validation_message(exc)}, status_code=422)
+        return JSONResponse({"error": _validation_message(exc, request.url.path)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Starlette's own answers (405, 404 for an unknown path, 400 for a body it cannot parse) in the
         # service's one error shape.
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        if exc.status_code == 405:
-            detail += f" ({request.method} {request.url.path}); send POST with a JSON body, e.g. {EXAMPLE_BODY}"
+        path = request.url.path
+        if exc.status_code == 405 and path in GET_PATHS:
+            detail += f" ({request.method} {path}); read it with GET"
+        elif exc.status_code == 405:
+            detail += f" ({request.method} {path}); send POST with a JSON body, e.g. {EXAMPLE_BODIES.get(path, EXAMPLE_BODY)}"
         elif exc.status_code == 400 and "parsing the body" in detail:
-            detail = f"the request body cannot be read as JSON text (is it UTF-8?). Send e.g. {EXAMPLE_BODY}"
+            detail = (f"the request body cannot be read as JSON text (is it UTF-8?). Send e.g. "
+                      f"{EXAMPLE_BODIES.get(path, EXAMPLE_BODY)}")
         return JSONResponse({"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.get("/healthz")

@@ -57,10 +57,26 @@ def post(api_url: str, path: str, body: dict) -> Answer:
         data = None
     if response.status_code != 200:
         message = data.get("error") if isinstance(data, dict) else None
-        if not message:  # not our service, or a proxy in between
+        if response.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            # No route there: most often the endpoint given where the service's root belongs.
+            message = (f"HTTP {response.status_code} ({message}) from {url}: give --api the service's root URL, "
+                       "e.g. http://127.0.0.1:8000, not one of its endpoints")
+        elif not isinstance(message, str) or not message:  # not our service, or a proxy in between
             message = f"HTTP {response.status_code} from {url}: {response.text[:300]!r}; is {api_url} a corpus-search api?"
         raise ServiceError(message)
-    if not isinstance(data, dict) or "hits" not in data:
-        raise ServiceError(f"{url} answered something that is not a search answer; is {api_url} a corpus-search api?")
-    warnings = json.loads(decode_header(response.headers.get(WARNINGS_HEADER)) or "[]")
-    return Answer(data, decode_header(response.headers.get(STAGES_HEADER)), warnings)
+    not_ours = ServiceError(f"{url} answered something that is not a search answer; is {api_url} a corpus-search api?")
+    hits = data.get("hits") if isinstance(data, dict) else None
+    if not isinstance(hits, list) or "reranked" not in data \
+            or not all(isinstance(h, dict) and HIT_KEYS <= h.keys() for h in hits):
+        raise not_ours
+    try:
+        warnings = json.loads(decode_header(response.headers.get(WARNINGS_HEADER)) or "[]")
+    except ValueError:
+        raise not_ours from None
+    if not isinstance(warnings, list):
+        raise not_ours
+    return Answer(data, decode_header(response.headers.get(STAGES_HEADER)), [str(w) for w in warnings])
+
+
+#: What every hit of an answer has (what the CLI prints): anything less is not our service's answer.
+HIT_KEYS = frozenset({"rank", "score", "retrieval_score", "title", "text", "source", "doc_id"})

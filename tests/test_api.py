@@ -304,6 +304,49 @@ def test_no_cross_encoder_is_503_under_require_and_a_warned_retrieval_answer_oth
         assert len(warned) == 1 and warned[0].startswith("re-ranking did not run") and missing in warned[0]
 
 
+def test_with_two_model_threads_each_answer_carries_its_own_warnings(settings, tmp_path):
+    """catch_warnings is process-wide: with 2 model threads a reviewer saw 11 of 40 answers with another
+    request's warnings, or none."""
+    from corpus_search.api_client import WARNINGS_HEADER, decode_header
+
+    missing = str(tmp_path / "no-such-cross-encoder")
+    with serving(settings.model_copy(update={"cross_encoder": missing}), model_threads=2) as url:
+        def ask(i: int) -> tuple[int, list[str]]:
+            # even: no model loads, one warning; 1 mod 4: a query cut for the bi-encoder (slow), one other
+            # warning; 3 mod 4: no warning at all
+            query = QUERIES[i % len(QUERIES)] + (" tide" * 3000 if i % 4 == 1 else "")
+            r = httpx.post(url + "/search", json={"query": query, "collection": COLLECTION, "rerank": i % 2 == 0},
+                           timeout=120)
+            assert r.status_code == 200, r.text
+            return i, json.loads(decode_header(r.headers[WARNINGS_HEADER])) if WARNINGS_HEADER in r.headers else []
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(ask, range(80)))
+    wrong = []
+    for i, warned in answers:
+        if i % 2 == 0:
+            ok = len(warned) == 1 and warned[0].startswith("re-ranking did not run")
+        elif i % 4 == 1:
+            ok = bool(warned) and all("truncated" in w for w in warned)  # cut to 2,000 characters, then tokens
+        else:
+            ok = warned == []
+        if not ok:
+            wrong.append((i, warned))
+    assert wrong == []
+
+
+def test_a_database_the_service_cannot_open_is_a_503_not_the_clients_400(tmp_path):
+    from query.settings import Settings
+
+    not_a_dir = tmp_path / "db-file"
+    not_a_dir.write_text("x")
+    with serving(Settings(db_uri=str(not_a_dir), collection=COLLECTION)) as url:
+        listed = httpx.get(url + "/collections")
+        assert listed.status_code == 503 and "is a file, not a directory" in listed.json()["error"]
+        searched = httpx.post(url + "/search", json={"query": "tides", "collection": COLLECTION, "rerank": False})
+        assert searched.status_code == 503
+
+
 def test_eight_concurrent_clients_get_correct_answers(server):
     expected = {}
     for q in QUERIES:
@@ -459,3 +502,49 @@ def test_the_service_and_its_client_never_import_prefect_flows_or_deployments():
 
     for name in ("api.py", "api_client.py", "answers.py", "cli_api.py"):
         assert _imports(REPO / "corpus_search" / name) & {"prefect", "flows", "deployments"} == set(), name
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "expected"), [
+    (200, {"query": "q", "mode": "hybrid", "reranked": False, "hits": []}, {"X-Corpus-Search-Warnings": "not-json"},
+     "not a search answer"),
+    (200, {"hits": [{"rank": 1}]}, {}, "not a search answer"),
+    (200, {"query": "q", "mode": "hybrid", "reranked": False, "hits": None}, {}, "not a search answer"),
+    (400, {"error": {"msg": "x"}}, {}, "HTTP 400 from"),
+    (404, {"error": "Not Found"}, {}, "give --api the service's root URL"),
+])
+def test_search_api_reports_an_answer_it_cannot_read_as_a_service_error_never_a_traceback(status, body, headers,
+                                                                                          expected):
+    """A JSONDecodeError, KeyError or TypeError (exit 1, a traceback) from an answer the client did not expect."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from corpus_search.api_client import ServiceError, post
+
+    class Odd(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for k, v in {"content-type": "application/json", **headers}.items():
+                self.send_header(k, v)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ServiceError, match=re.escape(expected)):
+            post(f"http://127.0.0.1:{srv.server_address[1]}", "/search", {"query": "q", "collection": "c"})
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_wrong_method_and_body_errors_name_each_endpoints_own_method_and_example(server):
+    wrong = httpx.post(server + "/healthz")
+    assert wrong.status_code == 405 and "read it with GET" in wrong.json()["error"]
+    missing = httpx.post(server + "/search-document", json={"query": "q"})
+    assert missing.status_code == 422 and '"source": "https://example.org/page.html"' in missing.json()["error"]
