@@ -72,10 +72,19 @@ def document_answer(source: str, query: str, *, k: int = 5, settings: Any, score
     When no cross-encoder loads (and ``rerank`` is not ``"require"``), or with ``rerank=False``, the bi-encoder
     ranks them: see :func:`query.rank_passages`.
     """
+    from query.errors import InvalidQueryError
+    from query.hits import check_offset, check_query, check_score_threshold, whole_number
     from query.models import reranker_from_settings
     from query.searcher import rank_passages, reranker_or_fallback
     from tasks.document import document_passages, fetch_document
 
+    # The question and the page asked for first: a URL's fetch can take up to its timeout before a bad k showed.
+    query = check_query(query, settings.max_query_chars)  # cut (with its warning) once; rank_passages keeps it
+    k = whole_number("k", k, "the number of hits, e.g. 5")
+    check_offset(offset, k)
+    check_score_threshold(score_threshold)
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidQueryError("source is empty: give a URL (https://...) or a file path")
     article = fetch_document(source, settings)
     # Decided once: the model that ranks the paragraphs is also the one they are split to fit.
     model = reranker_or_fallback(lambda: reranker_from_settings(settings), rerank,

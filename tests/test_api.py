@@ -548,3 +548,11 @@ def test_wrong_method_and_body_errors_name_each_endpoints_own_method_and_example
     assert wrong.status_code == 405 and "read it with GET" in wrong.json()["error"]
     missing = httpx.post(server + "/search-document", json={"query": "q"})
     assert missing.status_code == 422 and '"source": "https://example.org/page.html"' in missing.json()["error"]
+
+
+def test_search_document_checks_the_question_and_page_before_reading_the_source(server):
+    for body, fragment in [({"source": "/no/such/page.html", "query": "", "k": 5}, "query is empty"),
+                           ({"source": "/no/such/page.html", "query": "q", "k": 0}, "k must be a whole number"),
+                           ({"source": "", "query": "q"}, "source is empty")]:
+        r = httpx.post(server + "/search-document", json=body)
+        assert r.status_code == 400 and fragment in r.json()["error"], r.text
