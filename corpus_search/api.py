@@ -222,15 +222,28 @@ class QueryService:
 
     # ---------------------------------------------------------------- called from the event loop
 
-    async def run(self, fn: Callable[[], Answer]) -> JSONResponse:
-        """Run ``fn`` on the model thread; its answer, or its error as JSON with the right status."""
-        def call() -> tuple[Answer, list[str]]:
+    async def run(self, fn: Callable[[], Answer], request: Request | None = None) -> JSONResponse:
+        """Run ``fn`` on the model thread; its answer, or its error as JSON with the right status.
+
+        A request whose client has gone by the time the model thread reaches it is skipped: Starlette does not
+        cancel the work of a client that gave up, so abandoned slow requests queued up before everyone else's.
+        """
+        gone = threading.Event()
+
+        def call() -> tuple[Answer, list[str]] | None:
+            if gone.is_set():
+                return None
             with _ThreadWarnings() as caught:  # this request's warnings, whatever the other model threads do
                 answer = fn()
             return answer, _user_warnings(caught)
 
+        watcher = asyncio.create_task(_watch_disconnect(request, gone)) if request is not None else None
         try:
-            answer, caught = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+            done = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+            if done is None:
+                log.info("skipped a request whose client had disconnected")
+                return JSONResponse({"error": "the client disconnected before its turn"}, status_code=499)
+            answer, caught = done
         except CorpusSearchError as exc:
             from query.schema import IndexContractError
 
@@ -241,12 +254,24 @@ class QueryService:
             log.exception("internal error while answering a query")
             return JSONResponse({"error": f"internal error ({type(exc).__name__}: {exc}); see the service log"},
                                 status_code=500)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         for message in caught:
             log.warning("%s", message)
         headers = {STAGES_HEADER: encode_header(answer.stages)}
         if caught:
             headers[WARNINGS_HEADER] = encode_header(json.dumps(caught, ensure_ascii=False))
         return JSONResponse(answer.payload, headers=headers)
+
+
+async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
+    """Set ``gone`` once the client of ``request`` disconnects (checked every 0.1 s until cancelled)."""
+    while not gone.is_set():
+        if await request.is_disconnected():
+            gone.set()
+            return
+        await asyncio.sleep(0.1)
 
 
 def create_app(settings: Settings | None = None, collections: Sequence[str] | None = None, *,
@@ -313,20 +338,20 @@ def create_app(settings: Settings | None = None, collections: Sequence[str] | No
         return JSONResponse({"collections": names})
 
     @app.post("/search")
-    async def search(body: SearchRequest) -> JSONResponse:
+    async def search(body: SearchRequest, request: Request) -> JSONResponse:
         return await service.run(lambda: search_answer(
             service.searcher(body.collection), body.query, k=body.k, mode=body.mode, candidates=body.candidates,
-            rerank=body.rerank, where=body.where, score_threshold=body.score_threshold, offset=body.offset))
+            rerank=body.rerank, where=body.where, score_threshold=body.score_threshold, offset=body.offset), request)
 
     @app.post("/search-document")
-    async def search_document(body: DocumentRequest) -> JSONResponse:
+    async def search_document(body: DocumentRequest, request: Request) -> JSONResponse:
         if not local_files and not body.source.lower().startswith(("http://", "https://")):
             return JSONResponse({"error": f"{body.source!r} is not an http(s) URL: this service reads no local files "
                                  "for its clients (it listens beyond loopback); start it with --allow-local-files "
                                  "to allow that"}, status_code=403)
         return await service.run(lambda: document_answer(body.source, body.query, k=body.k, settings=service.settings,
                                                          score_threshold=body.score_threshold, offset=body.offset,
-                                                         rerank=body.rerank))
+                                                         rerank=body.rerank), request)
 
     page = resources.files("corpus_search").joinpath("static/search.html").read_text(encoding="utf-8")
 

@@ -36,6 +36,8 @@ COLUMN_TYPES: dict[str, pa.DataType] = {f.name: f.type for f in PARAGRAPH_FIELDS
 NULLABLE = frozenset(f.name for f in PARAGRAPH_FIELDS if f.nullable)
 METADATA_PREFIX = "metadata."
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "in", "not in", "prefix")
+#: The most values one ``in`` / ``not in`` list may hold.
+MAX_IN_VALUES = 10_000
 #: Spellings accepted beside the canonical ones (Python's and Haystack's).
 _ALIASES = {"==": "=", "<>": "!=", "eq": "=", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">=",
             "not_in": "not in", "nin": "not in", "starts_with": "prefix", "^=": "prefix"}
@@ -187,6 +189,10 @@ def _condition(key: str, op: str, value: Any) -> str:
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise InvalidQueryError(f"filter on {key!r}: {op!r} takes a list of values, got {value!r}")
         values = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else list(value)
+        if len(values) > MAX_IN_VALUES:
+            # Each value is a term of the scan's predicate: 200,000 held a query service's model thread for 9 s.
+            raise InvalidQueryError(f"filter on {key!r}: {op!r} takes at most {MAX_IN_VALUES:,} values, got "
+                                    f"{len(values):,}; filter on a shared prefix or metadata value instead")
         if not values:
             return "FALSE" if op == "in" else "TRUE"
         pairs = [one(v) for v in values]

@@ -61,3 +61,12 @@ def test_top_k_cosine_matches_full_sort():
     full = np.argsort(-(m @ q), kind="stable")[:10]
     assert idx.tolist() == full.tolist() and idx[0] == 3
     assert np.all(np.diff(sims) <= 0)
+
+
+def test_an_in_list_longer_than_the_limit_is_a_query_error_naming_it():
+    from query.errors import InvalidQueryError
+    from query.filters import MAX_IN_VALUES
+
+    assert where_sql({"doc_id": {"in": [f"d{i}" for i in range(MAX_IN_VALUES)]}})  # the limit itself is fine
+    with pytest.raises(InvalidQueryError, match="takes at most 10,000 values, got 10,001"):
+        where_sql({"doc_id": {"not in": [f"d{i}" for i in range(MAX_IN_VALUES + 1)]}})
