@@ -61,7 +61,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     updates = {key: value for key, value in (("db_uri", args.db), ("bi_encoder", args.bi_encoder),
                                              ("cross_encoder", args.cross_encoder)) if value is not None}
     settings = settings_with(updates)
-    check_db_uri(settings.db_uri)  # a bad --db is a usage error now, not a 500 on every query
+    # A bad --db is a usage error now, not a 500 on every query; a mistyped one is not created empty and served.
+    check_db_uri(settings.db_uri, must_exist=True)
     collections = [validate_collection_name(c) for c in args.collection] if args.collection else None
     _check_port_free(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -436,6 +436,13 @@ def test_the_api_command_on_a_taken_port_is_a_one_line_error(db):
     assert "corpus-search: error: cannot listen on 127.0.0.1:" in proc.stderr and "--port" in proc.stderr
 
 
+def test_the_api_command_refuses_a_database_that_does_not_exist_instead_of_serving_an_empty_new_one(tmp_path):
+    typo = tmp_path / "no-such-dir" / "lancedb"
+    proc = cli("api", "--db", str(typo), "--port", str(free_port()))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "corpus-search index" in proc.stderr
+    assert not typo.parent.exists()
+
+
 # ---------------------------------------------------------------- cold start (issue #11 part 4)
 
 
