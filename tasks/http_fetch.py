@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -25,7 +25,7 @@ from tasks.http_transport import deadline, guarded_transport
 from tasks.netguard import FetchPolicy, Refused, Resolver, check_url
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
 from tasks.urls import validators_url
-from tasks.sniff import binary_reason, binary_signature
+from tasks.sniff import binary_reason, binary_signature, wide_charset
 from tasks.urls import url_origin
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,15 @@ class _DeadlinePassed(Exception):
 
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _markdown_path(url: str) -> bool:
+    """Whether ``url``'s path names a markdown file (``.md``, ``.markdown``, any case)."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return False
+    return path.lower().endswith((".md", ".markdown"))
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -246,13 +255,16 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
     raw = _read_body(resp, opts, until)
     if not raw.strip():  # indexing it would delete the article's rows
         raise _Failed(f"empty response ({len(raw)} bytes){at}; any rows indexed before are kept")
-    if why := binary_signature(raw):
+    wide = wide_charset(ctype)  # declared utf-16/32 without a byte-order mark: its NUL bytes are text
+    if why := binary_signature(raw, wide=wide):
         raise _Failed(f"binary content, not text ({why})")
     from tasks.html import decode_body
 
     kind = TEXT_TYPES.get(media, "html")
+    if kind == "text" and _markdown_path(final or url):  # raw.githubusercontent.com serves .md as text/plain
+        kind = "markdown"
     body = decode_body(raw, ctype, html=kind == "html")
-    if why := binary_reason(raw, body):
+    if why := binary_reason(raw, body, wide=wide):
         raise _Failed(f"binary content, not text ({why})")
     if not body.strip():
         raise _Failed(f"empty response (whitespace only){at}; any rows indexed before are kept")

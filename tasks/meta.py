@@ -17,6 +17,7 @@ an unparseable date leaves ``published`` empty and keeps the raw text in the met
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -204,19 +205,51 @@ _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*(?
 
 
 def front_matter(body: str) -> tuple[dict[str, object], str]:
-    """(YAML front matter as a mapping, the body after it); ({}, body) when there is none or it is not YAML."""
+    """(YAML front matter as a mapping, the body after it); ({}, body) when there is none or it is not YAML.
+
+    A value is text as written unless YAML's type for it reads back the same: ``title: No``, ``zip: 02134``,
+    ``version: 1.10`` and ``time: 12:30`` stay those strings (not false, 1116, 1.1 and 750); ``draft: false``,
+    ``depth: 3`` and ``date: 2024-03-05`` keep their types. See :func:`_front_matter_loader`.
+    """
     match = _FRONT_MATTER.match(body)
     if not match:
         return {}, body
     import yaml
 
     try:
-        data = yaml.safe_load(match.group(1))
+        data = yaml.load(match.group(1), Loader=_front_matter_loader())  # a SafeLoader subclass
     except Exception:  # noqa: BLE001 - YAML refused it: plain "key: value" lines are still front matter
         data = _plain_pairs(match.group(1))
     if not isinstance(data, Mapping):
         return {}, body
     return dict(data), body[match.end():]
+
+
+@functools.cache
+def _front_matter_loader() -> type:
+    """A ``yaml.SafeLoader`` whose implicit booleans, numbers and timestamps keep their text when the typed value
+    would read differently (YAML 1.1 reads ``No``/``on`` as booleans, ``0755`` as octal, ``12:30`` as base 60)."""
+    import yaml
+
+    class FrontMatterLoader(yaml.SafeLoader):
+        pass
+
+    def lossless(construct):
+        def construct_lossless(loader, node):
+            try:
+                value = construct(loader, node)
+            except (ValueError, OverflowError):  # date: 2022-02-30 is text, not a reason to drop the block
+                return loader.construct_scalar(node)
+            if node.style is None and metadata_text(value) != node.value:  # plain (unquoted) scalars only
+                return loader.construct_scalar(node)
+            return value
+
+        return construct_lossless
+
+    for tag in ("bool", "int", "float", "timestamp"):
+        name = f"tag:yaml.org,2002:{tag}"
+        FrontMatterLoader.add_constructor(name, lossless(yaml.SafeLoader.yaml_constructors[name]))
+    return FrontMatterLoader
 
 
 _PAIR = re.compile(r"^([A-Za-z_][\w .-]*?)[ \t]*:(?:[ \t]+(.*?))?[ \t]*$")

@@ -2,12 +2,14 @@
 
 A PDF or a PNG served as ``text/html`` (or saved as ``notes.txt``) decodes "fine" with
 replacement characters; indexing it would fill a collection with noise. Checks, cheapest first:
-known magic numbers, NUL bytes, then the share of control and undecodable characters.
+known magic numbers, NUL bytes (unless a byte-order mark or the Content-Type header says utf-16/32),
+then the share of control and undecodable characters.
 """
 
 from __future__ import annotations
 
 import codecs
+import re
 
 #: Bytes looked at: enough for every signature and a fair sample of the text.
 SNIFF_BYTES = 8192
@@ -38,9 +40,26 @@ _WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, cod
 _WHITESPACE_CONTROLS = {"\t", "\n", "\r", "\f", "\v", "\x1b"}  # ESC: ANSI colours in text logs
 
 
-def binary_signature(raw: bytes) -> str | None:
+def wide_charset(content_type: str | None) -> bool:
+    """Whether a Content-Type header declares utf-16 or utf-32 (``text/html; charset=utf-16le``): text whose
+    every other byte may be NUL, byte-order mark or not."""
+    match = _CHARSET.search(content_type or "")
+    if not match:
+        return False
+    try:
+        name = codecs.lookup(match.group(1).strip().lower()).name
+    except LookupError:
+        return False
+    return name.startswith(("utf-16", "utf-32"))
+
+
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([^\s;\"',]+)", re.IGNORECASE)
+
+
+def binary_signature(raw: bytes, *, wide: bool = False) -> str | None:
     """The cheap, byte-level verdict (magic numbers, NUL bytes): call it before decoding, since
-    charset detection on a megabyte of binary is slow."""
+    charset detection on a megabyte of binary is slow. ``wide``: the bytes are declared utf-16 or utf-32
+    (:func:`wide_charset` of the Content-Type header), whose NUL bytes are text."""
     head = raw[:SNIFF_BYTES]
     stripped = head.lstrip()
     for magic, name in _MAGIC:
@@ -50,19 +69,20 @@ def binary_signature(raw: bytes) -> str | None:
         stripped.startswith(b"RIFF") and stripped[8:12] in (b"WEBP", b"WAVE", b"AVI ")
     ):
         return "media container signature"
-    wide = head.startswith(_WIDE_BOMS)  # utf-16/32 text is full of NULs, legitimately
+    wide = wide or head.startswith(_WIDE_BOMS)  # utf-16/32 text is full of NULs, legitimately
     if not wide and b"\x00" in head:
         return "NUL bytes"
     return None
 
 
-def binary_reason(raw: bytes, text: str | None = None) -> str | None:
+def binary_reason(raw: bytes, text: str | None = None, *, wide: bool = False) -> str | None:
     """Why ``raw`` is binary ("PDF signature", "NUL bytes", "40% control characters"), or None for text.
 
     ``text`` is the decoded body when the caller has it (so a correctly detected legacy charset
-    is not mistaken for undecodable bytes); otherwise the head is read as utf-8.
+    is not mistaken for undecodable bytes); otherwise the head is read as utf-8. ``wide``: see
+    :func:`binary_signature`.
     """
-    if why := binary_signature(raw):
+    if why := binary_signature(raw, wide=wide):
         return why
     head = raw[:SNIFF_BYTES]
     sample = text[:SNIFF_BYTES] if text is not None else head.decode("utf-8", errors="replace")

@@ -1,8 +1,10 @@
 """Article → Paragraph records: blocks from HTML/markdown/text, short ones dropped, long ones split to fit the encoder.
 
 Nothing is silently truncated: a block longer than the bi-encoder's ``max_seq_length`` (in tokens,
-counting the title prefix) is split at sentence boundaries, and a single over-long sentence at word
-boundaries.
+counting the title prefix) is split at sentence boundaries (``. ! ?`` before whitespace, and the CJK
+``。！？；…`` with or without it), a single over-long sentence at word boundaries, and a single over-long
+word (text without spaces: Chinese, Japanese, a long URL) between characters, by token count. A title
+longer than a third of the budget is cut, for the encoded prefix, to that many tokens.
 
 Headings are context, not passages: a heading joins the first paragraph under it and a block that repeats
 the title is dropped (:func:`passages`). Plain text and pre-split records (BEIR, Wikipedia dumps) have no
@@ -24,11 +26,18 @@ from tasks.meta import clean_metadata, front_matter, merge_metadata, published_f
 from tasks.records import Article, Paragraph, stable_hash
 from tasks.text import normalize_ws
 
-# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace.
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+")
+# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) before whitespace, or at a CJK
+# 。！？；｡ (idem), whitespace or not, unless more closing punctuation follows; at … only where CJK-like text
+# goes on without a space ("Wait… what" in English text is no sentence end, as before).
+_CJK_CLOSE = "\"'”’)\\]」』）】〕》〉"
+_CJK_END = "。！？；｡"
+_SENTENCE_END = re.compile(
+    r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+"
+    rf"|(?:(?<=[{_CJK_END}])|(?<=[{_CJK_END}][{_CJK_CLOSE}]))(?![{_CJK_END}…{_CJK_CLOSE}])\s*"
+    rf"|(?:(?<=…)|(?<=…[{_CJK_CLOSE}]))(?=[^\x00-\x7f\s{_CJK_END}…{_CJK_CLOSE}])"
+)
 _MD_LIST = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_EMPH = re.compile(r"(\*\*|__|`)")
 
 #: The version of the rules that split structured bodies (headings as context, metadata from the body).
 #: Part of every local file's stamp and of HTML and markdown fingerprints, so a rule change makes the
@@ -72,40 +81,38 @@ def markdown_document(body: str) -> ParsedArticle:
 
     The title is the front matter's ``title:``, else the first ``# heading``. Blocks are split on blank lines
     and at heading lines (``#`` … ``######`` and setext underlines), list items are blocks of their own, and
-    light syntax (emphasis, links, quotes) is removed. Front matter never becomes a block.
+    light syntax (strong emphasis, links, quotes, code backticks) is removed. Front matter never becomes a block.
+    Fenced code (``` or ~~~, closed by a fence of the same character at least as long) is followed line by
+    line over the whole body: its lines are never headings (a ``# comment`` in a shell snippet, blank lines
+    around it or not), its fence lines are dropped, and its text, like inline code, is kept as written.
     """
     matter, body = front_matter(body)
     title = normalize_ws(str(matter.get("title") or "")) if not isinstance(matter.get("title"), dict | list) else ""
     blocks: list[Block] = []
+    code: list[str] = []  # text kept as written: inline code and fenced lines, behind placeholders
 
     def add_text(items: list[str]) -> None:
         for part in " ".join(items).split("\n"):
-            if text := _md_inline(part):
+            if text := _md_inline(part, code):
                 blocks.append(Block(text))
 
-    for raw in re.split(r"\n\s*\n", body):
-        lines = raw.strip().splitlines()
-        if not lines:
-            continue
-        fenced = lines[0].startswith("```")
-        if fenced:  # code: no headings inside ("# comment" in a shell snippet)
-            lines = [ln for ln in lines if not ln.startswith("```")]
+    for group in _md_groups(body.replace("\x00", "\ufffd")):
         items: list[str] = []
         skip = False
-        for i, line in enumerate(lines):
+        for i, (line, fenced) in enumerate(group):
             if skip:
                 skip = False
                 continue
             atx = None if fenced else _MD_ATX.match(line)
-            setext = (not fenced and i + 1 < len(lines) and _MD_SETEXT.match(lines[i + 1])
+            setext = (not fenced and i + 1 < len(group) and not group[i + 1][1] and _MD_SETEXT.match(group[i + 1][0])
                       and not _MD_LIST.match(line) and line.strip())
             if atx or setext:
                 add_text(items)
                 items = []
                 if atx:
-                    level, text = len(atx.group(1)), _md_inline(line[atx.end():].rstrip().rstrip("#"))
+                    level, text = len(atx.group(1)), _md_inline(line[atx.end():].rstrip().rstrip("#"), code)
                 else:
-                    level, text, skip = (1 if "=" in lines[i + 1] else 2), _md_inline(line), True
+                    level, text, skip = (1 if "=" in group[i + 1][0] else 2), _md_inline(line, code), True
                 if text:
                     if not title and level == 1:
                         title = text
@@ -113,14 +120,81 @@ def markdown_document(body: str) -> ParsedArticle:
                 continue
             if _MD_LIST.match(line) and items:
                 items.append("\n")  # list items become separate blocks
-            items.append(_MD_LIST.sub("", line.lstrip("> ")))
+            text = _MD_LIST.sub("", line.lstrip("> "))
+            if fenced and text:
+                code.append(text)
+                text = f"\x00{len(code) - 1}\x00"
+            items.append(text)
         add_text(items)
     metadata = clean_metadata((k, v) for k, v in matter.items() if str(k).lower() != "title")
     return ParsedArticle(title, blocks, metadata, published_from(matter))
 
 
-def _md_inline(text: str) -> str:
-    return normalize_ws(_MD_EMPH.sub("", _MD_LINK.sub(r"\1", text)))
+_MD_FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
+
+
+def _md_groups(body: str) -> list[list[tuple[str, bool]]]:
+    """The lines of ``body`` grouped at blank lines, each with whether it is inside fenced code; fence lines dropped.
+
+    Fences are followed across blank lines (a snippet with an empty line is code to its closing fence, or to the
+    end of the body when it is never closed), but blank lines still end a group, inside code as outside.
+    """
+    groups: list[list[tuple[str, bool]]] = []
+    group: list[tuple[str, bool]] = []
+    fence: tuple[str, int] | None = None  # the open fence's character and length
+    for raw in body.split("\n"):
+        if not raw.strip():
+            if group:
+                groups.append(group)
+                group = []
+            continue
+        if m := _MD_FENCE.match(raw):
+            mark, info = m.group(1), m.group(2)
+            if fence is None and not (mark[0] == "`" and "`" in info):  # ```x``` on one line is inline code
+                fence = (mark[0], len(mark))
+                continue
+            if fence is not None and mark[0] == fence[0] and len(mark) >= fence[1] and not info.strip():
+                fence = None
+                continue
+        group.extend((line, fence is not None) for line in raw.splitlines())
+    if group:
+        groups.append(group)
+    for group in groups:  # as a block's text was stripped before: its first line unindented, its last trimmed
+        while group and not group[0][0].strip():
+            group.pop(0)
+        while group and not group[-1][0].strip():
+            group.pop()
+        if group:
+            group[0] = (group[0][0].lstrip(), group[0][1])
+            group[-1] = (group[-1][0].rstrip(), group[-1][1])
+    return [g for g in groups if g]
+
+
+# Inline code: a run of backticks to the next run of the same length.
+_MD_CODE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
+# Strong emphasis that wraps text at word boundaries: **bold**, __bold__; never __init__.py or 2**10.
+_MD_STRONG = re.compile(r"(?<![\w*])\*\*(?=\S)((?:(?!\*\*).)+?)(?<=\S)\*\*(?![\w*])"
+                        r"|(?<![\w_])__(?=\S)((?:(?!__).)+?)(?<=\S)__(?![\w_])(?![./\\-]\w)", re.DOTALL)
+_MD_PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
+
+
+def _md_inline(text: str, code: list[str] | None = None) -> str:
+    """Markdown inline syntax removed (links to their text, strong emphasis and backticks), inline code kept as
+    written; ``code``: text already set aside behind ``\\x00n\\x00`` placeholders (fenced lines)."""
+    code = [] if code is None else code
+
+    def keep(m: re.Match) -> str:
+        code.append(m.group(2))
+        return f"\x00{len(code) - 1}\x00"
+
+    text = _MD_LINK.sub(r"\1", _MD_CODE.sub(keep, text))
+    for _ in range(3):  # nested: **bold __and__ strong**
+        stripped = _MD_STRONG.sub(lambda m: m.group(1) or m.group(2), text)
+        if stripped == text:
+            break
+        text = stripped
+    text = _MD_PLACEHOLDER.sub(lambda m: code[int(m.group(1))], text.replace("`", ""))
+    return normalize_ws(text)
 
 
 def markdown_blocks(body: str) -> tuple[str, list[str]]:
@@ -203,32 +277,50 @@ def passages(title: str, blocks: Sequence[Block], min_chars: int, *, drop_title:
 
 def split_sentences(text: str) -> list[str]:
     """Split at sentence ends. Deliberately simple: precise enough to keep chunks readable."""
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+    return [s for _, s in _sentences(text)]
+
+
+def _sentences(text: str) -> list[tuple[str, str]]:
+    """(what joins it to the sentence before: " " or "", sentence) for each sentence of ``text``: a CJK sentence
+    that ends without a space is joined back without one."""
+    out: list[tuple[str, str]] = []
+    gap, start = "", 0
+    for end in [*_SENTENCE_END.finditer(text), None]:
+        part = text[start:end.start() if end else len(text)]
+        if sentence := part.strip():
+            out.append((" " if gap or part[:1].isspace() else "", sentence))
+            gap = ""
+        if part[-1:].isspace() or (end and end.group()):
+            gap = " "
+        if end:
+            start = end.end()
+    return out
 
 
 def fit_to_budget(text: str, budget: int, count: TokenCounter) -> list[str]:
-    """Split ``text`` into pieces of at most ``budget`` tokens: whole sentences when possible, else words."""
+    """Split ``text`` into pieces of at most ``budget`` tokens: whole sentences when possible, else words, else
+    (a word longer than the budget: text without spaces) pieces cut between characters by token count."""
     if budget < 8:
         raise ValueError(f"token budget {budget} is too small: shorten the title or raise max_seq_length")
-    sentences = split_sentences(text)
-    lengths = count(sentences)
+    sentences = _sentences(text)
+    lengths = count([s for _, s in sentences])
     pieces: list[str] = []
-    current: list[str] = []
+    current = ""
     used = 0
-    for sentence, n in zip(sentences, lengths, strict=True):
+    for (gap, sentence), n in zip(sentences, lengths, strict=True):
         if n > budget:  # one sentence alone is too long: split it by words
             if current:
-                pieces.append(" ".join(current))
-                current, used = [], 0
+                pieces.append(current)
+                current, used = "", 0
             pieces.extend(_split_words(sentence, budget, count))
             continue
         if used + n > budget and current:
-            pieces.append(" ".join(current))
-            current, used = [], 0
-        current.append(sentence)
+            pieces.append(current)
+            current, used = "", 0
+        current = f"{current}{gap}{sentence}" if current else sentence
         used += n
     if current:
-        pieces.append(" ".join(current))
+        pieces.append(current)
     return pieces
 
 
@@ -237,14 +329,100 @@ def _split_words(sentence: str, budget: int, count: TokenCounter) -> list[str]:
     per_word = count(words)
     pieces, current, used = [], [], 0
     for word, n in zip(words, per_word, strict=True):
+        if n > budget:  # a single word longer than the budget (CJK text, a long URL): cut it by tokens
+            if current:
+                pieces.append(" ".join(current))
+                current, used = [], 0
+            pieces.extend(_cut_by_tokens(word, budget, count))
+            continue
         if used + n > budget and current:
             pieces.append(" ".join(current))
             current, used = [], 0
-        current.append(word)  # a single word longer than the budget is left to the model's truncation
+        current.append(word)
         used += n
     if current:
         pieces.append(" ".join(current))
     return pieces
+
+
+def _cut_by_tokens(text: str, budget: int, count: TokenCounter) -> list[str]:
+    """``text`` cut between characters into pieces of at most ``budget`` tokens each, every piece counted.
+
+    With a counter that has ``token_spans`` (:func:`tokenizer_counter`), ``text`` is tokenised once and cut at
+    every ``budget``-th token's start; a piece that counts more on its own (a word's tail tokenised afresh) is cut
+    again by search. Other counters: a search on prefixes (:func:`_longest_fitting_prefix`).
+    """
+    pieces = _cut_at_spans(text, budget, count)
+    if pieces is None:
+        return _cut_by_tokens_searching(text, budget, count)
+    out: list[str] = []
+    for piece, n in zip(pieces, count(pieces), strict=True):
+        out.extend([piece] if n <= budget else _cut_by_tokens_searching(piece, budget, count))
+    return out
+
+
+def _cut_by_tokens_searching(text: str, budget: int, count: TokenCounter) -> list[str]:
+    pieces: list[str] = []
+    while text:
+        k = _longest_fitting_prefix(text, budget, count, hint=len(pieces[-1]) if pieces else 0)
+        pieces.append(text[:k])
+        text = text[k:]
+    return pieces
+
+
+def _cut_at_spans(text: str, budget: int, count: TokenCounter) -> list[str] | None:
+    """``text`` cut before every ``budget``-th token, from one tokenisation; None if the counter gives no spans."""
+    spans_of = getattr(count, "token_spans", None)
+    if spans_of is None:
+        return None
+    try:
+        starts = [start for start, _ in spans_of(text)]
+    except Exception:  # noqa: BLE001 - a slow tokenizer has no offsets: search instead
+        return None
+    pieces, pos, i = [], 0, 0
+    while i + budget < len(starts):
+        cut = starts[i + budget]  # the piece holds tokens i .. i+budget-1 (fewer if one character has several)
+        if cut <= pos:
+            return None  # a character of more than ``budget`` tokens: leave it to the search
+        pieces.append(text[pos:cut])
+        pos, i = cut, i + budget
+        while i > 0 and starts[i - 1] >= cut:
+            i -= 1
+    pieces.append(text[pos:])
+    return [p for p in pieces if p]
+
+
+def _longest_fitting_prefix(text: str, budget: int, count: TokenCounter, hint: int = 0) -> int:
+    """The longest prefix of ``text`` found to count at most ``budget`` tokens (at least one character).
+
+    ``hint`` (the previous piece's length) is tried first, with one character more; failing that, the prefix
+    grows from ``budget`` characters by doubling until it is over the budget, then the gap is narrowed with
+    batches of 16 prefixes per call: a few counter calls, each on a few budgets' worth of text. Only prefixes
+    actually counted are returned, so the piece fits whatever the tokenizer.
+    """
+    if 0 < hint < len(text):
+        at_hint, past_hint = count([text[:hint], text[:hint + 1]])
+        if at_hint <= budget < past_hint:
+            return hint
+    fits, over = 0, None
+    k = min(len(text), max(budget, 1))
+    while over is None:
+        if count([text[:k]])[0] <= budget:
+            fits = k
+            if k == len(text):
+                return k
+            k = min(len(text), 2 * k)
+        else:
+            over = k
+    while over - fits > 1:
+        step = max(1, (over - fits) // 16)
+        tries = list(range(fits + step, over, step))
+        for k, n in zip(tries, count([text[:k] for k in tries]), strict=True):
+            if n > budget:
+                over = k
+                break
+            fits = k
+    return max(fits, 1)
 
 
 @dataclass(frozen=True)
@@ -286,11 +464,13 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
             short = (passages(title, parsed.blocks, 0, drop_title=structured) or [b.text for b in parsed.blocks]
                      or ([title] if title and not article.title_from_id else []))
             blocks = [" ".join(short)] if short else []
-    prefix = count([title])[0] + 1 if (opts.encode_title and title) else 0
+    title, prefix = _title_prefix(title, opts, count)
     budget = opts.max_tokens - opts.special_tokens - prefix
-    # A wordpiece token covers at least one character, so blocks no longer than the budget in
-    # characters fit without tokenising; only the longer ones are counted.
-    long_idx = [i for i, b in enumerate(blocks) if len(b) > budget] if opts.unit != "document" else []
+    # A token covers at least one byte of utf-8 (a wordpiece token at least one character, a byte-level BPE
+    # token at least one byte), so blocks no longer than the budget in bytes fit without tokenising; only the
+    # longer ones are counted. (Characters are no bound: a CJK character or an emoji is several BPE tokens.)
+    long_idx = ([i for i, b in enumerate(blocks) if len(b) > budget or (not b.isascii() and len(b.encode()) > budget)]
+                if opts.unit != "document" else [])
     long_counts = dict(zip(long_idx, count([blocks[i] for i in long_idx]), strict=True)) if long_idx else {}
     texts: list[str] = []
     for i, block in enumerate(blocks):
@@ -325,11 +505,35 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
     return paragraphs
 
 
+def _title_prefix(title: str, opts: SplitOptions, count: TokenCounter) -> tuple[str, int]:
+    """(the title as encoded with every paragraph, the tokens it takes there, its separating space included).
+
+    A title longer than a third of ``max_tokens`` is cut to that many tokens (at words when it has spaces):
+    a long heading or a page's runaway ``<title>`` must leave the paragraphs room, not fail the article.
+    """
+    if not (opts.encode_title and title):
+        return title, 0
+    n = count([title])[0]
+    cap = max(opts.max_tokens // 3, 1)
+    if n > cap:
+        title = _split_words(title, cap, count)[0]
+        n = count([title])[0]
+    return title, n + 1
+
+
 def tokenizer_counter(tokenizer) -> TokenCounter:
     """A TokenCounter over a Hugging Face tokenizer (the caller's own copy: see ``query.bi_encoder.count_tokens``)."""
     from query.bi_encoder import count_tokens
 
-    return functools.partial(count_tokens, tokenizer)
+    counter = functools.partial(count_tokens, tokenizer)
+    # (start, end) characters of each token of one text: text without spaces is cut from one tokenisation.
+    counter.token_spans = functools.partial(_token_spans, tokenizer)
+    return counter
+
+
+def _token_spans(tokenizer, text: str) -> list[tuple[int, int]]:
+    return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False,
+                     return_offsets_mapping=True)["offset_mapping"]
 
 
 def body_fingerprint(article: Article, opts: SplitOptions) -> str:

@@ -363,6 +363,11 @@ def counting_tokenizer(settings: Settings):
         with _count_lock:
             return count(texts)
 
+    def token_spans(text):  # text without spaces is cut from one tokenisation (tasks.split._cut_at_spans)
+        with _count_lock:
+            return count.token_spans(text)
+
+    locked.token_spans = token_spans
     return locked
 
 
