@@ -42,7 +42,7 @@ _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 #: The version of the rules that split structured bodies (headings as context, metadata from the body).
 #: Part of every local file's stamp and of HTML and markdown fingerprints, so a rule change makes the
 #: next run read and re-split them (only paragraphs whose text changed are encoded again).
-SPLIT_RULES = "headings-as-context-1;short-documents-1"
+SPLIT_RULES = "headings-as-context-1;short-documents-1;review-41"  # 41: fenced code, titles, charsets, CJK
 #: Marks the fingerprint of a plain-text article or record whose every line is shorter than the minimum
 #: paragraph length: such articles made no paragraph before short documents were kept whole, so the next
 #: run splits them again, while every other article keeps its fingerprint.
@@ -559,7 +559,15 @@ def body_fingerprint(article: Article, opts: SplitOptions) -> str:
           else []),
         # A record without a title was encoded with its id as the title: split (and encoded) again, once.
         *([UNTITLED_RECORDS] if not article.title_from_id and not article.title else []),
+        # Text with long runs without spaces (Chinese, Japanese) was truncated by the encoder: split again, once.
+        *([UNSPACED_TEXT] if article.kind not in _STRUCTURED_KINDS and _UNSPACED_RUN.search(article.body) else []),
     )
+
+
+#: Marks the fingerprint of a plain-text article or record with a long run without spaces, which was left to
+#: the encoder's truncation before such runs were cut by tokens.
+UNSPACED_TEXT = "unspaced-text-1"
+_UNSPACED_RUN = re.compile(r"[^\s]{200,}")
 
 
 def _all_lines_short(body: str, min_chars: int) -> bool:

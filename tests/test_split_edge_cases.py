@@ -297,3 +297,29 @@ def test_nul_bytes_without_a_wide_charset_are_still_binary(site):
     (failure,) = _fetch(site.page("/p.html", PAGE.encode("utf-16-le"), content_type="text/html; charset=utf-8"))
     assert not isinstance(failure, Article)
     assert "NUL bytes" in failure.error
+
+
+def test_plain_text_with_a_long_unspaced_run_is_split_again_once_and_other_text_keeps_its_fingerprint():
+    """Text without spaces split before its runs were cut by tokens was truncated: the next run splits it again."""
+    from tasks.records import Article
+    from tasks.split import UNSPACED_TEXT, SplitOptions, body_fingerprint
+
+    opts = SplitOptions(max_tokens=256, min_chars=10)
+    chinese = Article(source="s", doc_id="zh.txt", title="zh", body="大型语言模型在自然语言处理领域取得了显著进展" * 20, kind="text")
+    english = Article(source="s", doc_id="en.txt", title="en", body="Plain words with spaces. " * 40, kind="text")
+    assert UNSPACED_TEXT in _fingerprint_parts(chinese, opts) and UNSPACED_TEXT not in _fingerprint_parts(english, opts)
+    assert body_fingerprint(english, opts)  # unchanged rules: tested against its literal in test_split.py
+
+
+def _fingerprint_parts(article, opts) -> list[str]:
+    """The parts body_fingerprint hashes, captured from its call to stable_hash."""
+    from tasks import split
+
+    seen: list[str] = []
+    real = split.stable_hash
+    split.stable_hash = lambda *parts, **kw: seen.extend(parts) or real(*parts, **kw)
+    try:
+        split.body_fingerprint(article, opts)
+    finally:
+        split.stable_hash = real
+    return seen
