@@ -151,4 +151,22 @@ def answer_text(answer: Answer, as_json: bool, emphasis: bool = False) -> str:
             body = emphasise(body, h["text"], h.get("highlights") or ())
         lines.append(textwrap.indent(body, "    "))
         lines.append(f"    {h['source']} {h['doc_id']}")
+    if not p["hits"]:
+        lines.append(f"no hits: {_why_no_hits(answer.stages)}")
     return "\n".join(lines)
+
+
+def _why_no_hits(stages: str) -> str:
+    """What most likely left an answer empty, read from its stages line (which a service's answer carries too)."""
+    if "(0 paragraphs)" in stages:
+        return "the document has no text to rank"
+    reasons = []
+    if "score >=" in stages:
+        reasons.append("every hit scored below the score threshold")
+    if "→ hits " in stages:
+        reasons.append("the page asked for starts past the last hit")
+    reasons.append("or the filters (--where) matched no paragraph: their values are compared exactly as stored "
+                   "(see `corpus-search search --json` without them)" if reasons else
+                   "the filters (--where) matched no paragraph, or the collection is empty: filter values are "
+                   "compared exactly as stored")
+    return "; ".join(reasons)

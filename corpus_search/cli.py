@@ -229,10 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corpus-search", description="Index articles and search them: retrieve, then re-rank.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser, collection: bool = True) -> None:
+    def common(sp: argparse.ArgumentParser, collection: bool | str = True) -> None:
         if collection:
             sp.add_argument("--collection", "-c", default=None,
-                            help=f"collection name (default: {setting_default('collection')!r}, "
+                            help=collection if isinstance(collection, str) else
+                            f"collection name (default: {setting_default('collection')!r}, "
                             "the CORPUS_SEARCH_COLLECTION setting)")
         sp.add_argument("--db", default=None,
                         help=f"LanceDB URI: a directory or s3://... (default: {setting_default('db_uri')!r}, "

@@ -105,5 +105,7 @@ def register(sub, common) -> None:
     ev.add_argument("--run-dir", default=None, metavar="DIR",
                     help="write one TREC run file per mode, DIR/<mode>.run (e.g. hybrid+rerank.run), documents as "
                     "scored (after MaxP), for trec_eval or ir_measures (default: none)")
-    common(ev)
+    common(ev, "collection to index the dataset into (default: eval-<dataset name>, -document appended with "
+               "--unit document; not the CORPUS_SEARCH_COLLECTION setting, so a real collection is never evaluated "
+               "into by accident)")
     ev.set_defaults(func=cmd_eval)

@@ -53,6 +53,24 @@ class SourceSpec:
     origin: str = ""
 
 
+def _bad_host(url: str) -> str | None:
+    """Why the host of ``url`` can name no server (a space, a control character, an empty label), or None."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if not host:
+        return "no host"
+    if host.startswith("[") or ":" in host:  # an IPv6 literal: canonical_url has checked it
+        return None
+    if any(c.isspace() or ord(c) < 32 or c in '<>"{}|\\^`' for c in host):
+        return f"the host {host!r} contains a character no host name has"
+    try:
+        host.encode("idna")  # empty or over-long labels ("a..b"), for ASCII and international names alike
+    except UnicodeError:
+        return f"the host {host!r} is not a valid host name"
+    return None
+
+
 def classify_source(spec: str) -> SourceSpec:
     """Say what kind of source ``spec`` is. Unknown URL schemes and missing paths are clear errors."""
     if "://" in spec:
@@ -65,6 +83,8 @@ def classify_source(spec: str) -> SourceSpec:
         except ValueError as exc:  # a bad port or IPv6 literal: say which source, not just why
             raise SourceError(f"source {without_credentials(spec)[:200]!r}: invalid URL ({exc}); check the host and "
                               "port") from exc
+        if why := _bad_host(url):  # would be retried against DNS for seconds, then fail the whole run as a fetch
+            raise SourceError(f"source {without_credentials(spec)[:200]!r}: invalid URL ({why}); check the host")
         if has_credentials(spec):  # dropped from the URL, they were silently never sent: the server said 401
             raise SourceError(f"source {url!r}: a user name or password in a URL is not sent (nor stored in the "
                               "index): corpus-search fetches public pages only")

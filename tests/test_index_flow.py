@@ -263,7 +263,9 @@ def test_an_unknown_url_scheme_alone_fails_the_run_and_writes_nothing(run_index,
 
 
 @pytest.mark.parametrize("bad", ["ftp://example.org/file.txt", "https://example.org:99999/a",
-                                 "https://ann:secret@example.org/private"])
+                                 "https://ann:secret@example.org/private",
+                                 "http://exa mple.com/",  # was retried against DNS, then a fetch failure (exit 4)
+                                 "http://a..b/"])
 def test_a_malformed_url_in_a_list_is_that_urls_failure_and_the_other_pages_are_indexed(run_index, site, bad):
     url = site.page("/paris.html", html_page("Paris", PARIS))
     summary = run_index([bad, url])

@@ -340,3 +340,20 @@ def test_cli_search_document_pages_and_filters_a_local_file(tmp_path, ce_path, c
     assert json.loads(capsys.readouterr().out)["hits"] == first[:2]
     marked = [h["text"][s:e] for h in first for s, e in h["highlights"]]
     assert sorted(marked) == sorted(["index", "page", "indexed", "Indexing", "INDEXER", "pages"])
+
+
+def test_an_empty_answer_says_in_text_what_most_likely_left_it_empty():
+    """Only the stages line was printed: a filter typo, a threshold that cut everything and a document without
+    text all looked the same."""
+    from corpus_search.answers import Answer, answer_text
+
+    def text(stages: str) -> str:
+        return answer_text(Answer({"query": "q", "mode": "hybrid", "reranked": False, "hits": []}, stages), False)
+
+    assert text("retrieve (hybrid, 100 candidates)").endswith("no hits: the filters (--where) matched no paragraph, "
+                                                              "or the collection is empty: filter values are compared "
+                                                              "exactly as stored")
+    assert "every hit scored below the score threshold" in text("retrieve (hybrid, 30 candidates) → score >= 0.5")
+    assert "starts past the last hit" in text("retrieve (hybrid, 30 candidates) → hits 11..20")
+    assert text("fetch + split (0 paragraphs) → cross-encoder only").endswith("no hits: the document has no text to rank")
+    assert json.loads(answer_text(Answer({"hits": []}, "x"), True)) == {"hits": []}  # --json stays the payload
