@@ -4,7 +4,7 @@ Nothing is silently truncated: a block longer than the bi-encoder's ``max_seq_le
 counting the title prefix) is split at sentence boundaries (``. ! ?`` before whitespace, and the CJK
 ``。！？；…`` with or without it), a single over-long sentence at word boundaries, and a single over-long
 word (text without spaces: Chinese, Japanese, a long URL) between characters, by token count. A title
-longer than a third of the budget is cut, for the encoded prefix, to that many tokens.
+longer than half of the budget is cut, for the encoded prefix only, to that many tokens.
 
 Headings are context, not passages: a heading joins the first paragraph under it and a block that repeats
 the title is dropped (:func:`passages`). Plain text and pre-split records (BEIR, Wikipedia dumps) have no
@@ -464,7 +464,7 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
             short = (passages(title, parsed.blocks, 0, drop_title=structured) or [b.text for b in parsed.blocks]
                      or ([title] if title and not article.title_from_id else []))
             blocks = [" ".join(short)] if short else []
-    title, prefix = _title_prefix(title, opts, count)
+    encoded_title, prefix = _title_prefix(title, opts, count)
     budget = opts.max_tokens - opts.special_tokens - prefix
     # A token covers at least one byte of utf-8 (a wordpiece token at least one character, a byte-level BPE
     # token at least one byte), so blocks no longer than the budget in bytes fit without tokenising; only the
@@ -483,7 +483,7 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
     seen: dict[str, int] = {}
     paragraphs = []
     for position, text in enumerate(texts):
-        enc = encoded_text(title, text, encode_title=opts.encode_title)
+        enc = encoded_text(encoded_title, text, encode_title=opts.encode_title)
         occurrence = seen.get(enc, 0)
         seen[enc] = occurrence + 1
         paragraphs.append(
@@ -508,13 +508,15 @@ def split_article(article: Article, opts: SplitOptions, count: TokenCounter) -> 
 def _title_prefix(title: str, opts: SplitOptions, count: TokenCounter) -> tuple[str, int]:
     """(the title as encoded with every paragraph, the tokens it takes there, its separating space included).
 
-    A title longer than a third of ``max_tokens`` is cut to that many tokens (at words when it has spaces):
-    a long heading or a page's runaway ``<title>`` must leave the paragraphs room, not fail the article.
+    A title longer than half of ``max_tokens`` is cut to that many tokens for the encoder (at words when it has
+    spaces): a long heading or a page's runaway ``<title>`` must leave the paragraphs room, not fail the
+    article. The row keeps the whole title (what a reader sees, and what the re-ranker reads); a title within
+    half the budget is encoded whole, as before (a long scientific title is no runaway).
     """
     if not (opts.encode_title and title):
         return title, 0
     n = count([title])[0]
-    cap = max(opts.max_tokens // 3, 1)
+    cap = max(opts.max_tokens // 2, 1)
     if n > cap:
         title = _split_words(title, cap, count)[0]
         n = count([title])[0]
