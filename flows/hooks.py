@@ -77,7 +77,13 @@ def summary(flow: Any, flow_run: Any, state: Any) -> str:
     params = dict(getattr(flow_run, "parameters", None) or {})
     collection = params.get("collection")
     if collection is None:
-        collection = next((t[len(COLLECTION_TAG):] for t in flow_run.tags or [] if t.startswith(COLLECTION_TAG)), "?")
+        collection = next((t[len(COLLECTION_TAG):] for t in flow_run.tags or [] if t.startswith(COLLECTION_TAG)), None)
+    if collection is None and params.get("dataset"):  # an evaluation's default (flows.evaluate.default_collection)
+        from pathlib import Path
+
+        suffix = "-document" if params.get("unit") == "document" else ""
+        collection = f"eval-{Path(str(params['dataset'])).resolve().name}{suffix}"
+    collection = collection if collection is not None else "?"
     state_name = getattr(state, "name", None) or str(getattr(state, "type", "FAILED"))
     lines = [
         f"corpus-search: {flow.name} run {flow_run.name!r} of collection {collection!r} ended {state_name}",

@@ -535,3 +535,13 @@ def test_cli_deploy_warns_about_a_renamed_deployment_still_registered_and_prune_
         client.read_deployment_by_name("index-corpus/tiny-new")
         with pytest.raises(ObjectNotFound):
             client.read_deployment_by_name("index-corpus/tiny-old")
+
+
+def test_a_failed_evaluation_without_a_collection_names_its_default_collection_not_a_question_mark(tmp_path):
+    from types import SimpleNamespace
+
+    from flows.hooks import summary
+
+    run = SimpleNamespace(parameters={"dataset": str(tmp_path / "cacm")}, tags=[], name="r", id="1", deployment_id=None)
+    text = summary(SimpleNamespace(name="evaluate"), run, SimpleNamespace(name="Failed", message="no corpus.jsonl"))
+    assert "of collection 'eval-cacm' ended Failed" in text
