@@ -44,7 +44,7 @@ def search_answer(
     hits = searcher.search(query, k=k, mode=mode, candidates=candidates, rerank=rerank, where=where,
                            score_threshold=score_threshold, offset=offset)
     t = hits.timings  # this search's own: searcher.timings is the last search of any thread (the service's)
-    stages = f"retrieve ({mode}, {t.candidates} candidates)"
+    stages = f"retrieve ({mode}, {t.candidates} candidates{', filtered' if where else ''})"
     if t.reranker:
         stages += f" → re-rank ({t.reranker})"
     elif rerank is False:
@@ -165,8 +165,9 @@ def _why_no_hits(stages: str) -> str:
         reasons.append("every hit scored below the score threshold")
     if "→ hits " in stages:
         reasons.append("the page asked for starts past the last hit")
-    reasons.append("or the filters (--where) matched no paragraph: their values are compared exactly as stored "
-                   "(see `corpus-search search --json` without them)" if reasons else
-                   "the filters (--where) matched no paragraph, or the collection is empty: filter values are "
-                   "compared exactly as stored")
+    if ", filtered)" in stages:
+        reasons.append("the filters (--where) matched no paragraph: their values are compared exactly as stored")
+    if not reasons:
+        reasons.append("no paragraph contains the query's words (lexical retrieval matches words; try --mode "
+                       "hybrid)" if "retrieve (lexical" in stages else "the collection has no paragraphs")
     return "; ".join(reasons)

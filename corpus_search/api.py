@@ -135,21 +135,37 @@ def _show(message, category, filename, lineno, file=None, line=None) -> None:
 
 
 class _ThreadWarnings:
-    """Record the warnings raised on this thread while inside (each one, every time: a filter "always")."""
+    """Record the warnings raised on this thread while inside (each one, every time: a filter "always").
+
+    The "always" filter is in place only while some thread records, as ``catch_warnings`` had it: outside
+    requests, the process's own filters (a library's "ignore", "once per location") apply again.
+    """
+
+    _recording = 0  # threads inside, under _install_lock
 
     def __enter__(self) -> list[warnings.WarningMessage]:
         global _previous_showwarning
         with _install_lock:
             if warnings.showwarning is not _show:  # first use, or a test's catch_warnings restored the old one
                 _previous_showwarning, warnings.showwarning = warnings.showwarning, _show
-            if not warnings.filters or warnings.filters[0][:3] != ("always", None, UserWarning):
+            if _ThreadWarnings._recording == 0 or _ALWAYS not in warnings.filters:
                 warnings.simplefilter("always", UserWarning)
+            _ThreadWarnings._recording += 1
         self.caught: list[warnings.WarningMessage] = []
         _sink.caught = self.caught
         return self.caught
 
     def __exit__(self, *exc) -> None:
         _sink.caught = None
+        with _install_lock:
+            _ThreadWarnings._recording -= 1
+            if _ThreadWarnings._recording == 0 and _ALWAYS in warnings.filters:
+                warnings.filters.remove(_ALWAYS)
+                warnings._filters_mutated()  # noqa: SLF001 - what warnings.filterwarnings itself calls
+
+
+#: The filter entry ``warnings.simplefilter("always", UserWarning)`` adds.
+_ALWAYS = ("always", None, UserWarning, None, 0)
 
 
 class QueryService:
@@ -185,10 +201,11 @@ class QueryService:
                 s = self._searchers[collection] = Searcher(collection=collection, settings=self.settings)
             return s
 
-    def forget_searchers(self) -> None:
-        """Close the cached searchers (a collection made again under them); the next request reopens its own."""
+    def forget_searcher(self, collection: str) -> None:
+        """Close a collection's cached searcher (the collection was made again under it); the next request
+        reopens it. The other collections' warm searchers stay."""
         with self._lock:
-            self._searchers.clear()
+            self._searchers.pop(collection, None)
 
     def warm(self) -> None:
         """Open the collections to serve (at most a handful) and run one tiny search each: loads the models."""
@@ -222,7 +239,8 @@ class QueryService:
 
     # ---------------------------------------------------------------- called from the event loop
 
-    async def run(self, fn: Callable[[], Answer], request: Request | None = None) -> JSONResponse:
+    async def run(self, fn: Callable[[], Answer], request: Request | None = None,
+                  collection: str | None = None) -> JSONResponse:
         """Run ``fn`` on the model thread; its answer, or its error as JSON with the right status.
 
         A request whose client has gone by the time the model thread reaches it is skipped: Starlette does not
@@ -247,8 +265,8 @@ class QueryService:
         except CorpusSearchError as exc:
             from query.schema import IndexContractError
 
-            if isinstance(exc, IndexContractError):
-                self.forget_searchers()  # made again with another bi-encoder: the next request opens it anew
+            if isinstance(exc, IndexContractError) and collection is not None:
+                self.forget_searcher(collection)  # made again with another bi-encoder: the next request reopens it
             return JSONResponse({"error": str(exc)}, status_code=error_status(exc))
         except Exception as exc:  # noqa: BLE001 - the boundary: a bug is a 500 and a traceback in the log
             log.exception("internal error while answering a query")
@@ -341,7 +359,8 @@ def create_app(settings: Settings | None = None, collections: Sequence[str] | No
     async def search(body: SearchRequest, request: Request) -> JSONResponse:
         return await service.run(lambda: search_answer(
             service.searcher(body.collection), body.query, k=body.k, mode=body.mode, candidates=body.candidates,
-            rerank=body.rerank, where=body.where, score_threshold=body.score_threshold, offset=body.offset), request)
+            rerank=body.rerank, where=body.where, score_threshold=body.score_threshold, offset=body.offset), request,
+            body.collection)
 
     @app.post("/search-document")
     async def search_document(body: DocumentRequest, request: Request) -> JSONResponse:

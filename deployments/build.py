@@ -112,10 +112,9 @@ def build_deployments(cfg: DeployConfig, *, work_pool: str | None = None, only: 
         extra = {
             "work_pool_name": work_pool,
             "entrypoint_type": EntrypointType.MODULE_PATH,
-            # A process worker otherwise runs each flow in a temporary folder it deletes: base_dir instead,
-            # so that a .env there applies and nothing relative is written into a folder about to go.
-            "job_variables": {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS},
-                              "working_dir": str(cfg.root())},
+            # No working_dir: a process worker runs each flow in a temporary folder it deletes, so every path
+            # (sources, the database) is an absolute parameter; base_dir may not even exist on the worker's host.
+            "job_variables": {"env": {"PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS}},
         }
     return [
         _flow_function(spec.flow).to_deployment(

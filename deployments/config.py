@@ -90,6 +90,25 @@ def _check_block(v: str | None) -> str | None:
     return v
 
 
+class _GivenSettings:
+    """``Settings`` built from its arguments alone (no environment, no ``.env``): to check a config's values."""
+
+    _cls: type | None = None
+
+    @classmethod
+    def of(cls) -> type:
+        if cls._cls is None:
+            from query.settings import Settings
+
+            class Given(Settings):
+                @classmethod
+                def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):
+                    return (init_settings,)
+
+            cls._cls = Given
+        return cls._cls
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -183,8 +202,9 @@ class CollectionSpec(_Scheduled):
         if unknown:
             raise ValueError(f"unknown settings {unknown} (db_uri and collection are keys of the collection itself)")
         try:
-            # The values too, here rather than in the first run at 03:00 (model_validate reads no environment).
-            Settings.model_validate(v)
+            # The values too, here rather than in the first run at 03:00: those given only, never this shell's
+            # CORPUS_SEARCH_* or .env (a bad one there is not the config's fault).
+            _GivenSettings.of()(**v)
         except ValidationError as exc:
             bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"invalid settings: {bad}") from None

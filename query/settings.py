@@ -170,8 +170,8 @@ class Settings(BaseSettings):
     def _device(cls, value: str) -> str:
         # A typo ('cdua') otherwise fails only when a model loads: an index run's whole fetch and split first.
         if not re.fullmatch(DEVICE_PATTERN, value):
-            raise ValueError(f"device {value!r}: use auto, cpu, mps, or cuda / xpu / hpu / npu with an optional "
-                             "index (cuda:1)")
+            raise ValueError(f"device {value!r}: use auto, or a torch device type (cpu, cuda, mps, xpu, hpu, npu, ...) "
+                             "with an optional index (cuda:1)")
         return value
 
     @field_validator("collection")
@@ -182,7 +182,8 @@ class Settings(BaseSettings):
 
 
 #: The torch devices the ``device`` setting accepts (``auto`` picks one): types torch names, an optional index.
-DEVICE_PATTERN = r"auto|cpu|mps|meta|(cuda|xpu|hpu|npu|mtia|xla|privateuseone)(:\d+)?"
+DEVICE_PATTERN = (r"auto|(cpu|mps|meta|cuda|xpu|hpu|npu|mtia|xla|ipu|hip|ve|maia|fpga|vulkan|lazy|mkldnn|opengl|"
+                  r"opencl|ideep|privateuseone)(:\d+)?")
 
 #: CORPUS_SEARCH_ variables that are not settings (read where they are used), so no misspelling either.
 OTHER_VARIABLES = frozenset({"CORPUS_SEARCH_CACHE", "CORPUS_SEARCH_NOTIFY_BLOCK", "CORPUS_SEARCH_E2E_SCREENSHOTS"})

@@ -207,9 +207,10 @@ _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*(?
 def front_matter(body: str) -> tuple[dict[str, object], str]:
     """(YAML front matter as a mapping, the body after it); ({}, body) when there is none or it is not YAML.
 
-    A value is text as written unless YAML's type for it reads back the same: ``title: No``, ``zip: 02134``,
-    ``version: 1.10`` and ``time: 12:30`` stay those strings (not false, 1116, 1.1 and 750); ``draft: false``,
-    ``depth: 3`` and ``date: 2024-03-05`` keep their types. See :func:`_front_matter_loader`.
+    Plain values are read as YAML 1.2 reads them where PyYAML's YAML 1.1 surprises: ``title: No``,
+    ``zip: 02134``, ``version: 1.10`` and ``time: 12:30`` stay those strings (not false, 1116, 1.1 and 750);
+    ``draft: False``, ``depth: 3`` and ``date: 2024-03-05 10:00`` keep their types (false, 3, an ISO time).
+    See :func:`_front_matter_loader`.
     """
     match = _FRONT_MATTER.match(body)
     if not match:
@@ -227,29 +228,44 @@ def front_matter(body: str) -> tuple[dict[str, object], str]:
 
 @functools.cache
 def _front_matter_loader() -> type:
-    """A ``yaml.SafeLoader`` whose implicit booleans, numbers and timestamps keep their text when the typed value
-    would read differently (YAML 1.1 reads ``No``/``on`` as booleans, ``0755`` as octal, ``12:30`` as base 60)."""
+    """A ``yaml.SafeLoader`` that reads plain scalars as YAML 1.2 does where YAML 1.1 (PyYAML's) surprises.
+
+    ``yes``/``no``/``on``/``off``/``y``/``n`` stay text (only ``true``/``false`` in any case are booleans);
+    an integer with a leading zero, ``0x``/``0o``, ``_`` or a colon (``0755``, ``02134``, ``12:30``) stays text;
+    a float that would not read back as written (``1.10`` → 1.1) stays text. Timestamps keep their type, and an
+    impossible one (``2022-02-30``) is text rather than a reason to drop the block.
+    """
     import yaml
 
     class FrontMatterLoader(yaml.SafeLoader):
         pass
 
-    def lossless(construct):
-        def construct_lossless(loader, node):
+    def typed_if(construct, keep_type):
+        def construct_checked(loader, node):
             try:
                 value = construct(loader, node)
-            except (ValueError, OverflowError):  # date: 2022-02-30 is text, not a reason to drop the block
+            except (ValueError, OverflowError):
                 return loader.construct_scalar(node)
-            if node.style is None and metadata_text(value) != node.value:  # plain (unquoted) scalars only
+            if node.style is None and not keep_type(node.value, value):  # plain (unquoted) scalars only
                 return loader.construct_scalar(node)
             return value
 
-        return construct_lossless
+        return construct_checked
 
-    for tag in ("bool", "int", "float", "timestamp"):
+    rules = {
+        "bool": lambda text, _: text.lower() in ("true", "false"),
+        "int": lambda text, _: bool(_YAML12_INT.fullmatch(text)),
+        "float": lambda text, value: metadata_text(value) == text,
+        "timestamp": lambda text, _: True,
+    }
+    for tag, keep_type in rules.items():
         name = f"tag:yaml.org,2002:{tag}"
-        FrontMatterLoader.add_constructor(name, lossless(yaml.SafeLoader.yaml_constructors[name]))
+        FrontMatterLoader.add_constructor(name, typed_if(yaml.SafeLoader.yaml_constructors[name], keep_type))
     return FrontMatterLoader
+
+
+#: An integer as YAML 1.2's core schema reads one: decimal digits, no leading zero.
+_YAML12_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 
 
 _PAIR = re.compile(r"^([A-Za-z_][\w .-]*?)[ \t]*:(?:[ \t]+(.*?))?[ \t]*$")

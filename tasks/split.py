@@ -8,7 +8,9 @@ longer than half of the budget is cut, for the encoded prefix only, to that many
 
 Headings are context, not passages: a heading joins the first paragraph under it and a block that repeats
 the title is dropped (:func:`passages`). Plain text and pre-split records (BEIR, Wikipedia dumps) have no
-headings and split exactly as before. Each paragraph carries its article's metadata (``tasks/meta.py``).
+headings and are not affected by that rule. (One whose title is over half the budget splits differently since
+titles are cut for the encoder; its fingerprint does not say so, so its old rows, valid as they are, stay until
+it changes.) Each paragraph carries its article's metadata (``tasks/meta.py``).
 """
 
 from __future__ import annotations

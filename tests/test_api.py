@@ -592,3 +592,18 @@ def test_a_request_whose_client_gave_up_is_skipped_when_the_model_thread_reaches
     finally:
         service.executor.shutdown(wait=False)
     assert busy.status_code == 200 and abandoned.status_code == 499 and ran == []
+
+
+def test_the_services_always_filter_is_in_place_only_while_a_request_records_its_warnings():
+    """It stayed for the life of the process after the first request, overriding libraries' own filters."""
+    import warnings
+
+    from corpus_search.api import _ALWAYS, _ThreadWarnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _ThreadWarnings() as caught:
+            assert _ALWAYS in warnings.filters
+            warnings.warn("inside a request", UserWarning, stacklevel=1)
+        assert [str(w.message) for w in caught] == ["inside a request"]
+        assert _ALWAYS not in warnings.filters and warnings.filters[0][0] == "ignore"

@@ -350,9 +350,9 @@ def test_an_empty_answer_says_in_text_what_most_likely_left_it_empty():
     def text(stages: str) -> str:
         return answer_text(Answer({"query": "q", "mode": "hybrid", "reranked": False, "hits": []}, stages), False)
 
-    assert text("retrieve (hybrid, 100 candidates)").endswith("no hits: the filters (--where) matched no paragraph, "
-                                                              "or the collection is empty: filter values are compared "
-                                                              "exactly as stored")
+    assert text("retrieve (hybrid, 100 candidates, filtered)").endswith(
+        "no hits: the filters (--where) matched no paragraph: their values are compared exactly as stored")
+    assert "no paragraph contains the query's words" in text("retrieve (lexical, 100 candidates)")  # no filter given
     assert "every hit scored below the score threshold" in text("retrieve (hybrid, 30 candidates) → score >= 0.5")
     assert "starts past the last hit" in text("retrieve (hybrid, 30 candidates) → hits 11..20")
     assert text("fetch + split (0 paragraphs) → cross-encoder only").endswith("no hits: the document has no text to rank")

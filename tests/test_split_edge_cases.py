@@ -251,7 +251,14 @@ def test_front_matter_values_keep_the_text_they_were_written_as(matter, title, m
 def test_front_matter_dates_and_lists_still_work():
     doc = markdown_document("---\ntitle: T\ndate: 2024-03-05 10:15:00\ntags: [ice, snow]\n---\nBody text here.\n")
     assert doc.published == datetime(2024, 3, 5, 10, 15, tzinfo=UTC)
-    assert doc.metadata == {"date": "2024-03-05 10:15:00", "tags": "ice, snow"}
+    assert doc.metadata == {"date": "2024-03-05T10:15:00", "tags": "ice, snow"}  # ISO, as before
+
+
+def test_front_matter_booleans_and_times_read_as_before_only_yaml_11_surprises_stay_text():
+    """A first version kept every value whose type read back differently (draft: True → True): a filter on
+    metadata.draft=true missed it after the re-split."""
+    doc = markdown_document("---\ndraft: True\nlive: FALSE\nanswer: yes\nat: 2024-03-05T10:00:00Z\n---\nBody text here.\n")
+    assert doc.metadata == {"draft": "true", "live": "false", "answer": "yes", "at": "2024-03-05T10:00:00+00:00"}
     doc = markdown_document("---\ndate: 2024-03-05\n---\nBody text here.\n")
     assert doc.published == datetime(2024, 3, 5, tzinfo=UTC) and doc.metadata == {"date": "2024-03-05"}
 
