@@ -24,11 +24,36 @@ def _parse_set(items: list[str] | None) -> dict:
     return out
 
 
+def _check_before_the_flow(args: argparse.Namespace) -> None:
+    """The usage errors the flow would find, found before it starts: inside it each printed a Prefect traceback
+    and a failure report saying that indexed rows stay, where nothing was indexed."""
+    from flows.evaluate import UNITS
+    from query.errors import InvalidQueryError
+    from tasks.datasets import load_dataset
+
+    if args.depth < 1:
+        raise InvalidQueryError(f"--depth must be >= 1, got {args.depth}")
+    if args.paragraphs is not None and args.paragraphs < 1:
+        raise InvalidQueryError(f"--paragraphs must be >= 1, got {args.paragraphs}")
+    if args.unit not in UNITS:
+        raise InvalidQueryError(f"--unit must be one of {', '.join(UNITS)}, got {args.unit!r}")
+    if args.tag is not None:
+        from query.versions import check_tag_name
+
+        check_tag_name(args.tag)
+    data = load_dataset(args.dataset, split=args.split, queries=args.queries, qrels=args.qrels)  # not the corpus
+    if data.corpus is None and not args.corpus_html:
+        from tasks.datasets import DatasetFormatError
+
+        raise DatasetFormatError(f"{args.dataset}: no corpus.jsonl; give the documents with --corpus-html ARCHIVE_OR_DIR")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     prefect_environment()
     from flows.evaluate import evaluate, format_table, parse_modes, public_json
 
     modes = parse_modes(args.modes)  # fail on a typo before Prefect starts
+    _check_before_the_flow(args)
     overrides = _parse_set(args.set)
     if args.bi_encoder:
         overrides["bi_encoder"] = args.bi_encoder

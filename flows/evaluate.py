@@ -58,6 +58,13 @@ def _digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def sole_folder(root: Path) -> Path:
+    """``root``, or the one folder it holds when it holds nothing else: an archive of ``pages/*.html`` keys its
+    documents ``A-1`` (as its judgments do), not ``pages/A-1``, which scored every metric 0."""
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    return sole_folder(entries[0]) if len(entries) == 1 and entries[0].is_dir() else root
+
+
 def extract_archive(archive: str | Path, dest_root: Path | None = None) -> Path:
     """Extract a .tar(.gz)/.tgz/.zip of HTML files to a cache directory keyed by the archive's hash.
 
@@ -307,7 +314,7 @@ def evaluate(
 
     # ------------------------------------------------------------------ what to index, and how
     if corpus_html:
-        source, map_id = str(extract_archive(corpus_html)), html_doc_id
+        source, map_id = str(sole_folder(extract_archive(corpus_html))), html_doc_id
     elif data.corpus is not None:
         source, map_id = str(data.corpus), (lambda d: d)
     else:
@@ -367,8 +374,7 @@ def evaluate(
     # The re-rank rows re-rank as many candidates as a search does (a trained re-ranker's gate depth, else the
     # candidates setting), so that they measure what searches serve; the retrieval ranking follows below them
     # for the deeper measures (Recall@depth).
-    rerank_depth = min((reranker.depth or settings.candidates) if reranker is not None else hits_per_query,
-                       hits_per_query)
+    rerank_depth = (reranker.depth or settings.candidates) if reranker is not None else None
     retrieved: dict[str, list] = {}
     for mode, rr in run_modes:
         name = mode + (RERANK_SUFFIX if rr else "")
@@ -379,7 +385,10 @@ def evaluate(
                                          rerank="require", distinct=False)
             ranked_hits = [reranked_then_retrieved(h, r) for h, r in zip(heads, retrieved[mode], strict=True)]
         else:
-            hits = searcher.search_many(texts, k=hits_per_query, mode=mode, candidates=max(candidates, hits_per_query),
+            # A re-rank row retrieves what a search of this many hits does: the re-ranker's depth (a page never
+            # comes from fewer candidates than its last rank), not the retrieval rows' pool.
+            hits = searcher.search_many(texts, k=hits_per_query, mode=mode,
+                                        candidates=rerank_depth if rr else max(candidates, hits_per_query),
                                         rerank="require" if rr else False, distinct=False)
             ranked_hits = [([h.doc_id for h in hs], [h.score for h in hs]) for hs in hits]
             if not rr:
@@ -402,6 +411,11 @@ def evaluate(
         if n:
             notes.append(f"{name}: {n} queries retrieved nothing; they count 0 here (as with trec_eval -c) "
                          "and have no lines in a run file")
+    short = {name: n for name, n in docs_per_query.items() if n < depth}
+    if short:
+        notes.append(f"fewer than {depth} documents per query were scored ({', '.join(f'{m}: {n}' for m, n in short.items())} "
+                     f"on average: MaxP merges a document's paragraphs), so Recall@{depth} and MAP count only those; "
+                     "retrieve more paragraphs per query with --paragraphs (e.g. 3x --depth) to score a full depth")
     if reranker is not None and rerank_depth < hits_per_query:
         notes.append(f"re-rank rows re-rank each query's top {rerank_depth} candidates, as a search does; the "
                      f"retrieval ranking follows below them up to {hits_per_query} paragraphs")
@@ -429,7 +443,7 @@ def evaluate(
             "unit": unit,
             "depth": depth,
             "candidates": max(candidates, hits_per_query),
-            "rerank_depth": rerank_depth if reranker is not None else None,
+            "rerank_depth": rerank_depth,  # candidates a re-rank row re-ranks per query, as a search does
             "paragraphs_per_query": hits_per_query,
             "documents_per_query": docs_per_query,
             "bi_encoder": settings.bi_encoder,
@@ -447,15 +461,6 @@ def evaluate(
         },
     }
     result["details"]["version"] = evaluated
-    if tag is not None:
-        from tasks.versions import tag_version
-
-        result["details"]["tag"] = tag_version(
-            settings.db_uri, collection, tag, evaluated,
-            metrics={"dataset": data.name, "split": split, "unit": unit, "queries": len(qids),
-                     "modes": {m: _rounded(v) for m, v in results.items()}},
-        )
-        logger.info("tagged %s version %d as %r", collection, evaluated, tag)
     if run_dir is not None:
         result["details"]["run_files"] = {
             name: str(write_trec_run(Path(run_dir) / f"{name}.run", runs[name], tag=name)) for name in results
@@ -466,6 +471,17 @@ def evaluate(
         result["details"]["out"] = str(path)  # before writing, so the file and --json hold the same details
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(public_json(result), indent=2, allow_nan=False) + "\n")
+    if tag is not None:  # last: a failure to write the run files or --out above leaves no tag behind
+        from tasks.versions import tag_version
+
+        result["details"]["tag"] = tag_version(
+            settings.db_uri, collection, tag, evaluated,
+            metrics={"dataset": data.name, "split": split, "unit": unit, "queries": len(qids),
+                     "modes": {m: _rounded(v) for m, v in results.items()}},
+        )
+        logger.info("tagged %s version %d as %r", collection, evaluated, tag)
+        if path is not None:  # the file holds the tag too
+            path.write_text(json.dumps(public_json(result), indent=2, allow_nan=False) + "\n")
     create_table_artifact(
         table=[{"mode": m, **_rounded(v), "wall_s": wall[m]} for m, v in results.items()],
         key=artifact_key("eval", collection),

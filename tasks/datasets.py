@@ -307,9 +307,19 @@ def load_dataset(
         raise DatasetFormatError(f"{rpath}: no qrels for split {split!r}" + (f" (splits there: {', '.join(have)})" if have else ""))
     all_queries = load_queries(qpath)
     judged = load_qrels(rpath)
+    if unmatched := set(judged) - set(all_queries):
+        # TREC writes topic 51 as "Number: 051" in one file and "51" in the other, and either may keep the
+        # zero: a judged id matches a query whose number is the same, when every unmatched one does.
+        by_number = {q.lstrip("0") or q: q for q in all_queries}
+        same = {q: by_number.get(q.lstrip("0") or q) for q in unmatched}
+        if all(same.values()):
+            judged = {same.get(q) or q: docs for q, docs in judged.items()}
     missing = sorted(set(judged) - set(all_queries))
     if missing:
         raise DatasetFormatError(f"{rpath}: {len(missing)} judged queries are not in {qpath} (e.g. {missing[:3]})")
+    if not any(grade > 0 for docs in judged.values() for grade in docs.values()):
+        # Every metric would be 0 or NaN, found only after indexing the whole corpus.
+        raise DatasetFormatError(f"{rpath}: no relevant judgments (no line with a grade above 0) for split {split!r}")
     kept = {q: t for q, t in all_queries.items() if q in judged}
     return EvalDataset(root.resolve().name, root, corpus, kept, judged, split, len(all_queries) - len(kept))
 

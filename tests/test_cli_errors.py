@@ -185,3 +185,23 @@ def test_checked_settings_still_know_which_were_given():
 
     s = settings_with({"db_uri": "/tmp/x"}, Settings())
     assert "cross_encoder" not in s.model_fields_set and "db_uri" in s.model_fields_set
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["eval", "examples/beir-sample", "--split", "train"], "no qrels for split 'train'"),
+    (["eval", "examples/beir-sample", "--depth", "0"], "--depth must be >= 1"),
+    (["eval", "examples/beir-sample", "--tag", "12"], "tag '12' is not a valid tag name"),
+    (["eval", "examples/no-such-dataset"], "not a directory"),
+])
+def test_eval_usage_errors_are_one_line_before_any_flow_starts(argv, fragment, tmp_path):
+    """Inside the flow each printed a Prefect traceback and a report saying that indexed rows stay."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "corpus_search.cli", *argv, "--db", str(tmp_path / "db")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and fragment in proc.stderr
+    assert "Traceback" not in proc.stderr and "Rows its index step" not in proc.stderr

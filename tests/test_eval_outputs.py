@@ -274,3 +274,7 @@ def test_rerank_rows_rerank_as_many_candidates_as_a_search_and_keep_the_retrieva
         rest = [r[2] for r in runs["hybrid"] if r[0] == qid and r[2] not in head]
         assert reranked[len(head):] == rest  # then retrieval's order
     assert any(r[:3] != h[:3] for r, h in zip(runs["hybrid+rerank"], runs["hybrid"]))  # the model did re-rank
+    # A depth within the re-ranker's: the row retrieves the search's candidates (5), not the retrieval rows' 100.
+    within = evaluate(str(BEIR), collection="depth3", db_uri=db_uri, modes="hybrid", cross_encoder=bad_reranker,
+                      depth=3, settings_overrides={"candidates": 5})
+    assert within["details"]["rerank_depth"] == 5

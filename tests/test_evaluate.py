@@ -134,6 +134,27 @@ def test_malformed_fixture_files():
 # --------------------------------------------------------------------------- MaxP and metrics
 
 
+def test_a_split_without_relevant_judgments_is_refused_before_anything_is_indexed(tmp_path):
+    """It indexed the whole corpus, then crashed on NaN metrics (exit 1)."""
+    ds = tmp_path / "ds"
+    (ds / "qrels").mkdir(parents=True)
+    (ds / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    (ds / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    (ds / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t0\n")
+    with pytest.raises(DatasetFormatError, match="no relevant judgments"):
+        load_dataset(ds)
+
+
+def test_trec_qrels_and_topics_match_with_or_without_leading_zeros(tmp_path):
+    topics = tmp_path / "topics.txt"
+    topics.write_text("<top>\n<num> Number: 051\n<title> Topic: airbus subsidies\n</top>\n")
+    for qid in ("051", "51"):
+        qrels = tmp_path / f"qrels-{qid}.txt"
+        qrels.write_text(f"{qid} 0 d1 1\n")
+        data = load_dataset(tmp_path, queries=str(topics), qrels=str(qrels))
+        assert data.qrels == {"51": {"d1": 1}} and list(data.queries) == ["51"]
+
+
 def test_maxp_hand_made():
     # Paragraph hits of one query, best first by retrieval, but scores are what counts.
     doc_ids = ["A", "B", "A", "C", "B", "D", "C"]
@@ -227,7 +248,8 @@ def test_eval_cli_end_to_end(prefect_harness, db_uri, tmp_path, capsys):
     assert "eval-tiny-eval" in keys
 
 
-def test_eval_html_archive_with_trec_files(prefect_harness, db_uri, tmp_path, monkeypatch):
+@pytest.mark.parametrize("folder", ["", "pages/"])  # an archive of one top-level folder scored every metric 0
+def test_eval_html_archive_with_trec_files(prefect_harness, db_uri, tmp_path, monkeypatch, folder):
     """--corpus-html: a tar.gz of HTML pages is extracted and indexed as a directory; ids lose '.html'."""
     monkeypatch.setenv("CORPUS_SEARCH_CACHE", str(tmp_path / "cache"))
     from flows.evaluate import evaluate
@@ -242,7 +264,7 @@ def test_eval_html_archive_with_trec_files(prefect_harness, db_uri, tmp_path, mo
         for name, (title, text) in pages.items():
             f = tmp_path / f"{name}.html"
             f.write_text(f"<html><pre>\n\n{title}\n\n{text}\n</pre></html>")
-            tf.add(f, arcname=f.name)
+            tf.add(f, arcname=folder + f.name)
     ds = tmp_path / "ds"
     ds.mkdir()
     topics = ds / "topics.txt"
@@ -253,3 +275,22 @@ def test_eval_html_archive_with_trec_files(prefect_harness, db_uri, tmp_path, mo
     res = evaluate(str(ds), collection="html-eval", db_uri=db_uri, modes=["lexical"], rerank=False,
                    corpus_html=str(archive), queries=str(topics), qrels=str(qrels), out=str(tmp_path / "r.json"))
     assert res["queries"] == 2 and res["modes"]["lexical"]["ndcg@10"] == 1.0
+
+
+def test_an_eval_that_fails_writing_its_run_files_leaves_no_tag_behind(prefect_harness, db_uri, tmp_path):
+    """The tag was stored before the run files and --out were written: a failure there lost the results but kept
+    a tag whose metrics no file holds."""
+    from flows.evaluate import evaluate
+    from query.errors import CorpusSearchError
+    from tasks.versions import list_versions
+
+    ds = tmp_path / "ds"
+    (ds / "qrels").mkdir(parents=True)
+    (ds / "corpus.jsonl").write_text('{"_id": "doc 01", "title": "Glaciers", "text": "Glaciers carve valleys."}\n'
+                                     '{"_id": "doc 02", "title": "Tides", "text": "The moon raises the tides."}\n')
+    (ds / "queries.jsonl").write_text('{"_id": "q1", "text": "what carves valleys"}\n')
+    (ds / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tdoc 01\t1\n")
+    with pytest.raises(CorpusSearchError, match="doc 01"):
+        evaluate(str(ds), collection="spaced", db_uri=db_uri, modes="lexical", rerank=False, tag="t1",
+                 run_dir=str(tmp_path / "runs"))
+    assert not any(v.get("tags") for v in list_versions(db_uri, "spaced"))
