@@ -20,6 +20,12 @@ def _parse_set(items: list[str] | None) -> dict:
         if "=" not in item:
             raise UsageError(f"--set {item!r}: use NAME=VALUE, e.g. --set min_paragraph_chars=0")
         key, value = item.split("=", 1)
+        from query.settings import SECRET_SETTINGS
+
+        if key.strip() in SECRET_SETTINGS:
+            # The overrides are the evaluate run's parameters, stored by Prefect and shown in its UI.
+            raise UsageError(f"--set {key.strip()}: credentials cannot be a flow parameter (Prefect stores and shows "
+                             "them); give them as AWS_* or CORPUS_SEARCH_STORAGE_OPTIONS in the environment")
         out[key.strip()] = value  # pydantic-settings coerces strings ("0", "false") to the field's type
     return out
 

@@ -183,14 +183,20 @@ class CollectionSpec(_Scheduled):
             raise ValueError("sources is empty: list at least one URL, file, directory or JSONL dump")
         if any(not s for s in v):
             raise ValueError("sources contains an empty string")
+        from tasks.urls import has_credentials, without_credentials
+
+        if secret := next((s for s in v if "://" in s and has_credentials(s)), None):
+            # Deployment parameters show in the Prefect UI and its logs: a password must never be one.
+            raise ValueError(f"source {without_credentials(secret)!r}: a user name or password in a URL is not sent "
+                             "(nor stored): corpus-search fetches public pages only")
         return v
 
     @field_validator("settings")
     @classmethod
     def _settings(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from query.settings import Settings
+        from query.settings import SECRET_SETTINGS, Settings
 
-        if "storage_options" in v:
+        if set(v) & SECRET_SETTINGS:
             # Deployment parameters show in the Prefect UI: credentials must never be one.
             raise ValueError(
                 "storage_options cannot be a deployment setting (its credentials would show as a deployment "

@@ -92,7 +92,9 @@ def summary(flow: Any, flow_run: Any, state: Any) -> str:
     if params.get("dataset"):  # an evaluation run
         lines.append(f"  dataset: {params['dataset']}")
     if "sources" in params:
-        srcs = list(params["sources"] or [])
+        from tasks.urls import without_credentials
+
+        srcs = [without_credentials(str(s)) for s in params["sources"] or []]  # logged and notified: no passwords
         shown = ", ".join(map(str, srcs[:3])) + (f" and {len(srcs) - 3} more" if len(srcs) > 3 else "")
         lines.append(f"  sources: {shown}")
     if params.get("db_uri"):

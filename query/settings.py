@@ -181,6 +181,9 @@ class Settings(BaseSettings):
         return validate_collection_name(value)
 
 
+#: Settings that hold credentials: never a flow or deployment parameter (Prefect stores and shows those).
+SECRET_SETTINGS = frozenset({"storage_options"})
+
 #: The torch devices the ``device`` setting accepts (``auto`` picks one): types torch names, an optional index.
 DEVICE_PATTERN = (r"auto|(cpu|mps|meta|cuda|xpu|hpu|npu|mtia|xla|ipu|hip|ve|maia|fpga|vulkan|lazy|mkldnn|opengl|"
                   r"opencl|ideep|privateuseone)(:\d+)?")

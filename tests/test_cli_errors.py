@@ -205,3 +205,18 @@ def test_eval_usage_errors_are_one_line_before_any_flow_starts(argv, fragment, t
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2 and fragment in proc.stderr
     assert "Traceback" not in proc.stderr and "Rows its index step" not in proc.stderr
+
+
+def test_credentials_never_become_a_flow_parameter_from_python_or_eval_set(tmp_path, capsys):
+    """corpus_search.index() passed a password URL on to the flow (stored in its parameters, logged by the failure
+    hook), and eval --set storage_options stored the secret in the evaluate run's parameters."""
+    import corpus_search
+    from corpus_search.cli import main
+    from query.errors import CorpusSearchError
+
+    with pytest.raises(CorpusSearchError, match="a user name or password in a URL is not sent") as err:
+        corpus_search.index(["https://ann:hunter2@example.com/page"], collection="c", db_uri=str(tmp_path / "db"))
+    assert "hunter2" not in str(err.value)
+    assert main(["eval", "examples/beir-sample", "--db", str(tmp_path / "db"),
+                 "--set", 'storage_options={"aws_secret_access_key": "S3CRET"}']) == 2
+    assert "credentials cannot be a flow parameter" in capsys.readouterr().err

@@ -74,6 +74,8 @@ def test_the_shipped_config_loads_and_resolves_paths_under_base_dir():
         (f'[collections.a]\nsources = ["a"]\ncron = "{CRON}"\n[evaluations.e]\ncron = "{CRON}"\n',
          "evaluations.e.dataset: required key is missing"),
         ("collections = {}\n", "collections: no collections"),
+        (f'[collections.news]\nsources = ["https://ann:hunter2@intranet.example/x"]\ncron = "{CRON}"\n',
+         "source 'https://intranet.example/x': a user name or password in a URL is not sent"),
         # Accepted before, then failed (or misbehaved) only when the schedule first fired:
         ('[collections.news]\nsources = ["a"]\ncron = "0 0 3 * * *"\n', "invalid cron '0 0 3 * * *': 6 fields"),
         (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nsettings = {{ workers = -1 }}\n',
@@ -551,3 +553,14 @@ def test_a_configs_setting_values_are_checked_alone_never_against_this_shells_en
     monkeypatch.setenv("CORPUS_SEARCH_BATCH_SIZE", "64x")  # this shell's fault, not the config's
     path = _write(tmp_path, f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nsettings = {{ min_paragraph_chars = 10 }}\n')
     assert load_config(path).collections["news"].settings == {"min_paragraph_chars": 10}
+
+
+def test_a_failure_report_names_source_urls_without_their_passwords():
+    from types import SimpleNamespace
+
+    from flows.hooks import summary
+
+    run = SimpleNamespace(parameters={"sources": ["https://ann:hunter2@example.com/page"], "collection": "c"},
+                          tags=[], name="r", id="1", deployment_id=None)
+    text = summary(SimpleNamespace(name="index-corpus"), run, SimpleNamespace(name="Failed", message="x"))
+    assert "sources: https://example.com/page" in text and "hunter2" not in text
