@@ -59,8 +59,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from flows.evaluate import evaluate, format_table, parse_modes, public_json
 
     modes = parse_modes(args.modes)  # fail on a typo before Prefect starts
-    _check_before_the_flow(args)
     overrides = _parse_set(args.set)
+    _check_before_the_flow(args)
     if args.bi_encoder:
         overrides["bi_encoder"] = args.bi_encoder
     result = evaluate(

@@ -259,7 +259,15 @@ def unjudgeable(qrels: dict[str, dict[str, int]], indexed: set[str]) -> str | No
             + ("; check that the qrels' corpus-ids are the corpus's _id values" if len(missing) > len(relevant) / 2 else ""))
 
 
-@flow(name="evaluate", log_prints=True, on_failure=[log_failure], on_crashed=[log_crash])
+def _run_name() -> str:
+    """``evaluate-<dataset>`` (its collection may be left to the flow's default)."""
+    from prefect.runtime import flow_run
+
+    dataset = str(flow_run.parameters.get("dataset") or "")
+    return f"evaluate-{Path(dataset).name or 'dataset'}"
+
+
+@flow(name="evaluate", flow_run_name=_run_name, log_prints=True, on_failure=[log_failure], on_crashed=[log_crash])
 def evaluate(
     dataset: str,
     collection: str | None = None,

@@ -60,8 +60,10 @@ def _error_of(state: Any) -> str:
         exc = state.result(raise_on_failure=False)
     except Exception as err:  # noqa: BLE001 - result unavailable (crash, no persistence): use the message
         exc = err if not isinstance(err, (KeyError, AttributeError)) else None
-    if isinstance(exc, BaseException):
+    if isinstance(exc, BaseException) and str(exc).strip():
         return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, BaseException):  # an interrupt carries no text: the state's message says what happened
+        return f"{type(exc).__name__}: {(getattr(state, 'message', None) or 'no error message').strip()}"
     return (getattr(state, "message", None) or "no error message").strip()
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 # Task arguments are big batches of plain data: quote() spares Prefect walking every element of them
 # in search of futures to resolve (seconds per run on a few thousand articles).
@@ -167,7 +167,8 @@ def local_order(specs: list[SourceSpec]) -> list[SourceSpec]:
     return sorted(specs, key=lambda s: (s.kind != "directory", len(Path(s.root).parts)))
 
 
-@flow(name="index-corpus", log_prints=True, on_failure=[log_failure], on_crashed=[log_crash])
+@flow(name="index-corpus", flow_run_name="index-{collection}", log_prints=True, on_failure=[log_failure],
+      on_crashed=[log_crash])
 def index_corpus(
     sources: list[str],
     collection: str = "default",
@@ -221,7 +222,8 @@ def index_corpus(
     bar = _progress(progress)
 
     runner = task_runner(settings)  # a bad --dask-address fails here, before anything is written
-    with writer_lock(settings.db_uri, collection), api_for_workers(runner), (runner or contextlib.nullcontext()):
+    with writer_lock(settings.db_uri, collection), api_for_workers(runner), (runner or contextlib.nullcontext()), \
+            _published_if_aborted(summary, collection, logger, started):
         shards = Shards(settings, runner)
         logger.info("index run: %s, %d batches in flight", shards.where, shards.depth)
         states = stages.load_states(settings)
@@ -424,8 +426,39 @@ def index_corpus(
     return _report(summary, collection, logger)
 
 
+@contextlib.contextmanager
+def _published_if_aborted(summary: IndexSummary, collection: str, logger, started: float):
+    """On an exception that ends the run (a full disk, a lost connection), log and publish what it did so far
+    before the exception fails it: its failures and partial summary were lost, though rows had been written."""
+    try:
+        yield
+    except Exception as exc:
+        summary.seconds = time.perf_counter() - started
+        summary.notices.append(f"the run stopped early ({type(exc).__name__}: {exc}): what it wrote stays, and the "
+                               "next run resumes")
+        try:
+            _publish(summary, collection, logger)
+        except Exception:  # noqa: BLE001 - never mask the run's own error
+            logger.exception("could not publish the stopped run's summary")
+        raise
+
+
 def _report(summary: IndexSummary, collection: str, logger) -> dict | State:
     """Log the run's failures and notices, publish its artifacts, and return its result (Failed: nothing indexed)."""
+    _publish(summary, collection, logger)
+    result = summary.result()
+    if summary.outcome == "failed":
+        return _nothing_indexed(summary, collection)
+    if summary.outcome == "partial":
+        report_partial(collection, summary.failures, summary.notices)
+        # Completed (what it wrote is good), but not silently so: the runs list shows the message.
+        return Completed(message=f"{len(summary.failures)} failures, the rest indexed (see the index-failures "
+                                 "artifact)", data=result)
+    return result
+
+
+def _publish(summary: IndexSummary, collection: str, logger) -> None:
+    """Log the run's failures, notices and summary (to the UI), and publish its two artifacts."""
     for doc, err in summary.failures[:50]:
         logger.warning("failed: %s: %s", doc, err)
     if len(summary.failures) > 50:
@@ -444,12 +477,6 @@ def _report(summary: IndexSummary, collection: str, logger) -> dict | State:
         key=artifact_key("index-failures", collection),
         description=f"sources that failed in the index run of {collection!r}",
     )
-    result = summary.result()
-    if summary.outcome == "failed":
-        return _nothing_indexed(summary, collection)
-    if summary.outcome == "partial":
-        report_partial(collection, summary.failures, summary.notices)
-    return result
 
 
 def _nothing_indexed(summary: IndexSummary, collection: str) -> State:

@@ -41,6 +41,17 @@ IN_PROCESS_DEPTH = 2
 CONNECT_TIMEOUT_S = 5.0
 
 
+
+def retry_on_io_error(task, task_run, state) -> bool:
+    """A task's ``retry_condition_fn``: retry an I/O failure (``OSError``) only."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception:  # noqa: BLE001 - unreadable: not known to be I/O
+            return False
+    return isinstance(exc, OSError)
+
 class DaskUnavailableError(CorpusSearchError, ConnectionError):
     """The Dask scheduler named by ``--dask-address`` / ``CORPUS_SEARCH_DASK_ADDRESS`` cannot be reached."""
 
@@ -247,8 +258,10 @@ class Shards:
         self.remote = runner is not None
         self._prepare = stages.prepare_batch
         self._encode = stages.encode_batch
-        # Reading local files is the one I/O of a prepare shard worth a second try (a busy network mount).
-        self._prepare_files = stages.prepare_batch.with_options(retries=1, retry_delay_seconds=1)
+        # Reading local files is the one I/O of a prepare shard worth a second try (a busy network mount); only
+        # an OSError is retried, never a deterministic failure (a splitter bug ran the whole shard twice).
+        self._prepare_files = stages.prepare_batch.with_options(retries=1, retry_delay_seconds=1,
+                                                                retry_condition_fn=retry_on_io_error)
 
     @property
     def where(self) -> str:

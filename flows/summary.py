@@ -6,6 +6,7 @@ state, and the JSON. A cron job reads the exit code; see ``EXIT_CODES``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import asdict, dataclass, field
@@ -160,7 +161,8 @@ class IndexSummary:
             return f"# {self.collection}: no failed sources\n"
         lines = [f"# {self.collection}: {len(self.failures)} failed sources", "", "| source | error |", "|---|---|"]
         for doc, err in self.failures:
-            lines.append(f"| {doc.replace('|', '%7C')} | {err.replace('|', '/')} |")
+            # One line per row: a newline in a file name or an error ended the table (the rest became headings).
+            lines.append(f"| {_cell(doc).replace('|', '%7C')} | {_cell(err).replace('|', '/')} |")
         return "\n".join(lines) + "\n"
 
 
@@ -191,7 +193,16 @@ def api_only(run_logger: logging.LoggerAdapter) -> logging.LoggerAdapter:
     return type(run_logger)(quiet, run_logger.extra)
 
 
+def _cell(text: str) -> str:
+    """``text`` on one line, for a markdown table cell."""
+    return " ".join(text.split())
+
+
 def artifact_key(prefix: str, collection: str) -> str:
-    """Prefect artifact keys allow lower-case letters, digits and dashes only; stable per collection."""
+    """Prefect artifact keys allow lower-case letters, digits and dashes only; stable per collection, and one
+    collection's own: a name the slug changes (``Notes_A``) gets a short hash of itself, so that ``notes-a``
+    and ``notes_a`` no longer file their runs under one key (whose latest version the UI shows)."""
     slug = re.sub(r"[^a-z0-9-]+", "-", collection.lower()).strip("-") or "default"
+    if slug != collection:
+        slug += "-" + hashlib.sha256(collection.encode("utf-8", "surrogatepass")).hexdigest()[:6]
     return f"{prefix}-{slug}"

@@ -361,7 +361,8 @@ def default_base(cross_encoder: str) -> str:
         return DEFAULT_BI_ENCODER
 
 
-@flow(name="train-reranker", on_failure=[log_failure], on_crashed=[log_crash])
+@flow(name="train-reranker", flow_run_name="train-reranker-{collection}", on_failure=[log_failure],
+      on_crashed=[log_crash])
 def train_reranker(
     collection: str,
     db_uri: str | None = None,

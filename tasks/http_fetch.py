@@ -7,6 +7,7 @@ not by httpx, so that each hop is checked against the fetch policy before it is 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import socket
 import time
@@ -403,5 +404,8 @@ def fetch_urls(urls: Iterable[str], states: Mapping[str, ArticleState], opts: Ht
         event_hooks={"response": [_own_redirects]},
     ) as client:
         with ThreadPoolExecutor(max_workers=opts.concurrency) as pool:
-            futures = [pool.submit(_fetch_guarded, client, url, states, opts) for url in urls]
+            # Each in a copy of this thread's context (its Prefect run): the pool's log lines ("retrying URL in
+            # 2 s") reach the run's logs in the UI only through it.
+            futures = [pool.submit(contextvars.copy_context().run, _fetch_guarded, client, url, states, opts)
+                       for url in urls]
             return [f.result() for f in futures]

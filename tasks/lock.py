@@ -16,6 +16,7 @@ knows it (atomic: only one waiter frees it), else by hand, once, after claiming 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import logging
 import os
@@ -216,8 +217,14 @@ class _Heartbeat(threading.Thread):
         self.record_key, self.record, self.lease_id = record_key, dict(record), lease_id
         self.lease_s, self.interval_s = lease_s, interval_s
         self.stopped = threading.Event()
+        # The starting thread's context (its Prefect run): a thread's log lines reach the run's logs in the UI
+        # only through it (without, Prefect dropped "another run took over the writer lock" as run-less).
+        self._context = contextvars.copy_context()
 
     def run(self) -> None:
+        self._context.run(self._beat)
+
+    def _beat(self) -> None:
         from prefect.client.orchestration import get_client
 
         renewed = time.monotonic()

@@ -322,15 +322,17 @@ def test_index_run_publishes_summary_and_failure_artifacts(run_index, notes, tmp
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    from flows.summary import artifact_key
+
     missing = tmp_path / "unmounted-disk"
     result = run_index([notes, missing], collection="Art_Demo")
+    keys = [artifact_key("index-summary", "Art_Demo"), artifact_key("index-failures", "Art_Demo")]
+    assert keys[0].startswith("index-summary-art-demo-")  # the slug, and a hash of the name the slug changed
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["index-summary-art-demo", "index-failures-art-demo"]))
-        )
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
         by_key = {a.key: a for a in sorted(arts, key=lambda a: a.created)}  # the latest of each key
-        assert set(by_key) == {"index-summary-art-demo", "index-failures-art-demo"}
-        table, failures = by_key["index-summary-art-demo"], by_key["index-failures-art-demo"]
+        assert set(by_key) == set(keys)
+        table, failures = by_key[keys[0]], by_key[keys[1]]
         assert table.type == "table" and failures.type == "markdown"
         rows = json.loads(table.data) if isinstance(table.data, str) else table.data
         metrics = {r["metric"]: r["value"] for r in rows}
@@ -421,6 +423,11 @@ def test_a_partly_failed_run_ends_completed_and_sends_its_failures_through_the_n
         with tags("notify:custom-webhook/corpus-search-partial-alerts"):
             state = index_corpus([str(notes), str(gone)], collection="partial", db_uri=db_uri, return_state=True)
         assert state.is_completed() and state.result()["outcome"] == "partial"
+        assert state.message.startswith("1 failures, the rest indexed")  # the runs list tells it from a clean run
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(state.state_details.flow_run_id).name == "index-partial"
         (post,) = inbox.posts
         assert post["subject"] == "corpus-search: index-corpus partial partly failed"
         assert "ended Completed with 1 failures" in post["text"] and f"failed: {gone}" in post["text"]
@@ -564,3 +571,51 @@ def test_a_failure_report_names_source_urls_without_their_passwords():
                           tags=[], name="r", id="1", deployment_id=None)
     text = summary(SimpleNamespace(name="index-corpus"), run, SimpleNamespace(name="Failed", message="x"))
     assert "sources: https://example.com/page" in text and "hunter2" not in text
+
+
+def test_artifact_keys_are_one_collections_own_and_a_failures_row_stays_on_one_line():
+    from flows.summary import IndexSummary, artifact_key
+
+    keys = {artifact_key("index-summary", c) for c in ("notes-a", "Notes_A", "notes_a", "notes.a")}
+    assert len(keys) == 4 and "index-summary-notes-a" in keys  # a name the slug keeps is its own key, as before
+    summary = IndexSummary(collection="c")
+    summary.fail("line one\n# HEADING.txt", "binary content\nsecond line")
+    rows = summary.failures_markdown().splitlines()
+    assert rows[-1] == "| line one # HEADING.txt | binary content second line |"
+
+
+def test_an_interrupted_runs_report_says_why_where_the_exception_has_no_text():
+    from types import SimpleNamespace
+
+    from flows.hooks import summary
+
+    class Interrupted(SimpleNamespace):
+        def result(self, raise_on_failure=False):
+            return KeyboardInterrupt()
+
+    run = SimpleNamespace(parameters={"collection": "c"}, tags=[], name="r", id="1", deployment_id=None)
+    state = Interrupted(name="Crashed", message="Execution was aborted by an interrupt signal.")
+    text = summary(SimpleNamespace(name="index-corpus"), run, state)
+    assert "error:   KeyboardInterrupt: Execution was aborted by an interrupt signal." in text
+
+
+def test_a_run_stopped_by_an_error_still_publishes_what_it_did(run_index, notes, tmp_path, monkeypatch):
+    """A full disk at the index refresh failed the run with its error alone: no failures logged, no artifacts,
+    though rows had been written."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.summary import artifact_key
+    from tasks import stages
+
+    def full_disk(settings):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stages, "refresh_indexes", full_disk)
+    missing = tmp_path / "unmounted-disk"
+    with pytest.raises(OSError, match="No space left"):
+        run_index([notes, missing], collection="stopped")
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[artifact_key("index-failures", "stopped")])))
+    assert arts and str(missing) in arts[-1].data

@@ -410,3 +410,57 @@ def test_a_run_whose_every_source_fails_is_in_an_existing_collections_run_log(ru
 
     runs = load_runs(ldb.connect(db_uri), "test")
     assert len(runs) == 2 and runs[-1]["summary"]["outcome"] == "failed"
+
+
+@pytest.mark.parametrize(("error", "calls"), [(ValueError("a bug in the splitter"), 1),
+                                              (OSError("a busy network mount"), 2)])
+def test_a_local_files_batch_is_retried_on_an_io_error_only(run_index, tmp_path, monkeypatch, error, calls):
+    """Retries belong on I/O: a deterministic failure ran the whole prepare shard (read, split, plan) twice."""
+    from flows.summary import NothingIndexedError
+    from tasks import stages
+
+    seen = []
+
+    def failing_split(*args, **kwargs):
+        seen.append(1)
+        raise error
+
+    monkeypatch.setattr(stages, "split_articles", failing_split)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("A paragraph long enough to be indexed as a passage of its own.")
+    with pytest.raises(NothingIndexedError):
+        run_index([notes])
+    assert len(seen) == calls
+
+
+def test_log_lines_of_the_fetch_pool_reach_the_runs_logs_in_prefect(prefect_harness, site, tmp_path):
+    """A helper thread's log line had no run context: Prefect dropped the fetcher's "retrying URL" warnings (and the
+    writer heartbeat's errors) from the run's logs in the UI, where the deployments route them."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.conftest import REPO, Route
+
+    site.routes["/flaky.html"] = Route(status=503, headers={"Retry-After": "0"},
+                                       then=Route(body=html_page("Paris", ["Paris is the capital of France."]).encode()))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks", "CORPUS_SEARCH_FETCH_ALLOW_PRIVATE": "true"}
+    proc = subprocess.run([sys.executable, "-m", "corpus_search.cli", "index", site.url("/flaky.html"), "-c", "flaky",
+                           "--db", str(tmp_path / "db")], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    deadline, messages = time.monotonic() + 15, []
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["index-corpus"])),
+                                       sort=FlowRunSort.START_TIME_DESC, limit=1)
+        while time.monotonic() < deadline and not any("retrying" in m for m in messages):
+            messages = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))]
+            time.sleep(0.5)
+    assert any(m.startswith("retrying " + site.url("/flaky.html")) for m in messages), messages
