@@ -343,6 +343,8 @@ def train_cross_encoder(
 
     dev_pairs = sum(len(s["documents"]) for s in dev_samples or ())
 
+    PROGRESS_EVERY_S = 30.0  # a progress line at least this often, whatever log_every  # noqa: N806
+
     class Budget(TrainerCallback):
         """Stops training when one more step and the scorings after it would pass the time budget; reports
         progress at each of the trainer's log steps."""
@@ -361,6 +363,13 @@ def train_cross_encoder(
             if scored:  # while training, the evaluator scores only at epoch ends: one scoring per epoch
                 reserve = scoring_reserve([t * slower for t in evaluator.seconds], dev_pairs, pairs_per_s,
                                           len(evaluator.seconds))
+            if st.global_step == 1 or now - state.get("logged", t0) >= PROGRESS_EVERY_S:
+                # By time too: a short run on a slow CPU made 2 steps, fewer than log_every, and logged nothing
+                # for 90 s; the loss is in the trainer's own log lines.
+                state["logged"] = now
+                pairs = pairs_trained(st.global_step, len(dataset))
+                log(f"train step {st.global_step}/{st.max_steps}: {pairs} pairs, {pairs / max(elapsed, 1e-9):.1f} "
+                    f"pairs/s, {elapsed:.0f}/{time_budget_s:.0f} s")
             if elapsed + step_s + reserve > time_budget_s:
                 state["stopped"] = True
                 control.should_training_stop = True
@@ -371,6 +380,7 @@ def train_cross_encoder(
 
         def on_log(self, args, st, control, logs=None, **kw):
             if logs and "loss" in logs:
+                state["logged"] = time.monotonic()
                 elapsed = time.monotonic() - t0
                 pairs = pairs_trained(st.global_step, len(dataset))
                 log(f"train step {st.global_step}/{st.max_steps}: loss {logs['loss']:.4f}, "
