@@ -201,11 +201,16 @@ def rerank_checks(
             verdict = (f"{'significant' if significant else 'not significant'} (p = {adj:.3g} "
                        f"{'<' if significant else '>='} alpha = {alpha}; {TTEST} over {n} queries{corr})")
         who = f"The re-ranker {cross_encoder!r}" if cross_encoder else "The re-ranker"
+        train = f"corpus-search train-reranker --collection {collection}"
+        # Only a split the dataset has: never its test queries (an evaluation on them would overstate the model).
+        how = (f"train one on its own judged queries and let the gate promote it ({train} --judgments {dataset} "
+               "--split train, or --self-supervised without judgments)"
+               if (Path(dataset) / "qrels" / "train.tsv").is_file() else
+               f"train one for it and let the gate promote it ({train} --self-supervised: this dataset has no "
+               "train split to learn from)")
         warnings.append(
             f"{rr} is worse than {base}: nDCG@10 {means[rr]:.4f} vs {means[base]:.4f} ({delta:+.4f}{rel}), {verdict}. "
-            f"{who} does not help on this collection: train one on its own judged queries and let the "
-            f"gate promote it (corpus-search train-reranker --collection {collection} --judgments {dataset} --split train, "
-            f"or --self-supervised without judgments), or search without re-ranking (--no-rerank)."
+            f"{who} does not help on this collection: {how}, or search without re-ranking (--no-rerank)."
         )
     return checks, warnings
 

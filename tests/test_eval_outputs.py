@@ -130,8 +130,12 @@ def test_compare_to_best_degenerate_cases_give_null_with_a_reason():
         json.dumps(block, allow_nan=False)
 
 
-def test_a_rerank_row_worse_than_its_base_is_warned_about_with_what_to_do():
+def test_a_rerank_row_worse_than_its_base_is_warned_about_with_what_to_do(tmp_path):
     from flows.evaluate import rerank_checks
+
+    (tmp_path / "wiki" / "qrels").mkdir(parents=True)
+    (tmp_path / "wiki" / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    dataset = str(tmp_path / "wiki")
 
     per = _per({
         "hybrid": [0.9, 0.8, 1.0, 0.7, 0.9, 0.8, 1.0, 0.9],
@@ -139,7 +143,7 @@ def test_a_rerank_row_worse_than_its_base_is_warned_about_with_what_to_do():
         "hybrid+rerank": [0.5, 0.4, 0.7, 0.3, 0.6, 0.5, 0.6, 0.4],  # clearly worse on every query
         "lexical+rerank": [0.6, 0.4, 0.6, 0.5, 0.4, 0.6, 0.5, 0.5],  # better: no warning
     })
-    checks, warnings = rerank_checks(per, cross_encoder="/models/MiniLM-ce", collection="wiki", dataset="data/wiki")
+    checks, warnings = rerank_checks(per, cross_encoder="/models/MiniLM-ce", collection="wiki", dataset=dataset)
     assert set(checks) == {"hybrid+rerank", "lexical+rerank"}
     worse = checks["hybrid+rerank"]
     assert worse["base"] == "hybrid" and worse["worse"] and worse["significant"] and worse["p"] < 0.05
@@ -147,8 +151,12 @@ def test_a_rerank_row_worse_than_its_base_is_warned_about_with_what_to_do():
     assert not checks["lexical+rerank"]["worse"]
     (w,) = warnings
     assert w.startswith("hybrid+rerank is worse than hybrid: nDCG@10 0.5000 vs 0.8750 (-0.3750, -42.9%), significant")
-    assert "The re-ranker '/models/MiniLM-ce' does not help" in w and "corpus-search train-reranker --collection wiki --judgments data/wiki" in w
+    assert "The re-ranker '/models/MiniLM-ce' does not help" in w
+    assert f"corpus-search train-reranker --collection wiki --judgments {dataset} --split train" in w
     assert "--no-rerank" in w
+    # A dataset without a train split: never its test queries, self-supervised instead.
+    _, (w,) = rerank_checks(per, cross_encoder="ce", collection="wiki", dataset=str(tmp_path / "no-train"))
+    assert "--self-supervised: this dataset has no train split" in w and "--judgments" not in w
 
     # A small, noisy loss is still warned about, as not significant.
     noisy = _per({"dense": [0.9, 0.1, 0.8, 0.2], "dense+rerank": [0.1, 0.9, 0.2, 0.7]})
