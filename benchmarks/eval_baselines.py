@@ -41,13 +41,14 @@ def html_corpus(archive: str) -> dict[str, tuple[str, str]]:
     """The HTML documents as plain text (all of it, as Anserini's HtmlCollection indexes it)."""
     from bs4 import BeautifulSoup
 
-    from flows.evaluate import extract_archive, html_doc_id
+    from flows.evaluate import extract_archive, html_folder, html_ids
 
     root = extract_archive(archive)
+    doc_id = html_ids(html_folder(root))  # the ids eval scores: an archive's one folder is no part of them
     out = {}
     for p in sorted(root.rglob("*.htm*")):
         text = BeautifulSoup(p.read_text(encoding="utf-8", errors="replace"), "html.parser").get_text(" ")
-        out[html_doc_id(p.relative_to(root).as_posix())] = ("", " ".join(text.split()))
+        out[doc_id(p.relative_to(root).as_posix())] = ("", " ".join(text.split()))
     return out
 
 
@@ -91,6 +92,8 @@ def dense_rankings(corpus, queries, depth: int, model_name: str, cache: Path | N
             from tasks.datasets import html_doc_id
 
             ids = [html_doc_id(d) for d in ids]
+            if not set(ids) & set(corpus):  # an archive's one folder (pages/A-1) is no part of the judged ids
+                ids = [d.split("/", 1)[-1] for d in ids]
     elif cache is not None and cache.is_file():
         matrix = np.load(cache)
     else:

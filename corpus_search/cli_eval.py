@@ -20,12 +20,15 @@ def _parse_set(items: list[str] | None) -> dict:
         if "=" not in item:
             raise UsageError(f"--set {item!r}: use NAME=VALUE, e.g. --set min_paragraph_chars=0")
         key, value = item.split("=", 1)
-        from query.settings import SECRET_SETTINGS
+        from query.settings import SECRET_SETTINGS, Settings
 
-        if key.strip() in SECRET_SETTINGS:
+        if key.strip().lower() in SECRET_SETTINGS:
             # The overrides are the evaluate run's parameters, stored by Prefect and shown in its UI.
             raise UsageError(f"--set {key.strip()}: credentials cannot be a flow parameter (Prefect stores and shows "
                              "them); give them as AWS_* or CORPUS_SEARCH_STORAGE_OPTIONS in the environment")
+        if key.strip() not in Settings.model_fields:  # inside the flow, after Prefect stored it as a parameter
+            raise UsageError(f"--set {key.strip()}: no such setting (see corpus-search --help for CORPUS_SEARCH_* "
+                             "settings; names are lower case, e.g. min_paragraph_chars)")
         out[key.strip()] = value  # pydantic-settings coerces strings ("0", "false") to the field's type
     return out
 
@@ -47,6 +50,11 @@ def _check_before_the_flow(args: argparse.Namespace) -> None:
         from query.versions import check_tag_name
 
         check_tag_name(args.tag)
+    from query.settings import settings_with
+
+    settings_with(_parse_set(args.set))  # a bad --set value, before Prefect stores it
+    if args.corpus_html and not Path(args.corpus_html).exists():
+        raise InvalidQueryError(f"--corpus-html {args.corpus_html}: no such archive or directory")
     data = load_dataset(args.dataset, split=args.split, queries=args.queries, qrels=args.qrels)  # not the corpus
     if data.corpus is None and not args.corpus_html:
         from tasks.datasets import DatasetFormatError

@@ -58,11 +58,24 @@ def _digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def sole_folder(root: Path) -> Path:
-    """``root``, or the one folder it holds when it holds nothing else: an archive of ``pages/*.html`` keys its
-    documents ``A-1`` (as its judgments do), not ``pages/A-1``, which scored every metric 0."""
-    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-    return sole_folder(entries[0]) if len(entries) == 1 and entries[0].is_dir() else root
+def html_folder(root: Path) -> str:
+    """The folder (``"pages/"``, or ``""``) under ``root`` that holds every HTML file, as a doc-id prefix.
+
+    An archive of ``pages/*.html`` indexes ``pages/A-1.html``, where its judgments name ``A-1``: without the
+    prefix every metric was 0. Only the HTML files count (a README beside the folder is no document of the
+    collection's judgments), and the prefix is cut from the ids when scoring, never from the index: a
+    collection indexed before keeps its ids, and scores right too.
+    """
+    parents = {p.parent.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in (".html", ".htm")}
+    if not parents:
+        return ""
+    common = os.path.commonpath(sorted(parents)) if len(parents) > 1 else next(iter(parents))
+    return "" if common in ("", ".") else common + "/"
+
+
+def html_ids(prefix: str):
+    """``html_doc_id`` of a doc id under ``prefix`` (see :func:`html_folder`)."""
+    return lambda d: html_doc_id(d.removeprefix(prefix))
 
 
 def extract_archive(archive: str | Path, dest_root: Path | None = None) -> Path:
@@ -327,7 +340,8 @@ def evaluate(
 
     # ------------------------------------------------------------------ what to index, and how
     if corpus_html:
-        source, map_id = str(sole_folder(extract_archive(corpus_html))), html_doc_id
+        root = extract_archive(corpus_html)
+        source, map_id = str(root), html_ids(html_folder(root))
     elif data.corpus is not None:
         source, map_id = str(data.corpus), (lambda d: d)
     else:
@@ -389,6 +403,7 @@ def evaluate(
     # for the deeper measures (Recall@depth).
     rerank_depth = (reranker.depth or settings.candidates) if reranker is not None else None
     retrieved: dict[str, list] = {}
+    ran_out: dict[str, bool] = {}
     for mode, rr in run_modes:
         name = mode + (RERANK_SUFFIX if rr else "")
         t1 = time.perf_counter()
@@ -407,6 +422,8 @@ def evaluate(
             if not rr:
                 retrieved[mode] = hits
         seconds = time.perf_counter() - t1
+        # Whether some query got fewer paragraphs than asked for: the corpus (or its matches) ran out, not the pool.
+        ran_out[name] = any(len(docs) < hits_per_query for docs, _ in ranked_hits)
         runs[name] = {
             qid: [(map_id(d), s) for d, s in maxp(docs, scores, depth)]
             for qid, (docs, scores) in zip(qids, ranked_hits, strict=True)
@@ -424,7 +441,8 @@ def evaluate(
         if n:
             notes.append(f"{name}: {n} queries retrieved nothing; they count 0 here (as with trec_eval -c) "
                          "and have no lines in a run file")
-    short = {name: n for name, n in docs_per_query.items() if n < depth}
+    # Only where MaxP left fewer documents than a full pool of paragraphs: more paragraphs would fill the depth.
+    short = {name: n for name, n in docs_per_query.items() if n < depth and unit == "paragraph" and not ran_out[name]}
     if short:
         notes.append(f"fewer than {depth} documents per query were scored ({', '.join(f'{m}: {n}' for m, n in short.items())} "
                      f"on average: MaxP merges a document's paragraphs), so Recall@{depth} and MAP count only those; "

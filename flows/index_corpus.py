@@ -434,8 +434,9 @@ def _published_if_aborted(summary: IndexSummary, collection: str, logger, starte
         yield
     except Exception as exc:
         summary.seconds = time.perf_counter() - started
-        summary.notices.append(f"the run stopped early ({type(exc).__name__}: {exc}): what it wrote stays, and the "
-                               "next run resumes")
+        # A run-level failure, so that the artifacts (the UI's latest) do not read as a clean run's.
+        summary.fail(collection, f"the run stopped early ({type(exc).__name__}: {exc}): what it wrote stays, and the "
+                     "next run resumes", article=False)
         try:
             _publish(summary, collection, logger)
         except Exception:  # noqa: BLE001 - never mask the run's own error

@@ -309,11 +309,21 @@ def load_dataset(
     judged = load_qrels(rpath)
     if unmatched := set(judged) - set(all_queries):
         # TREC writes topic 51 as "Number: 051" in one file and "51" in the other, and either may keep the
-        # zero: a judged id matches a query whose number is the same, when every unmatched one does.
-        by_number = {q.lstrip("0") or q: q for q in all_queries}
-        same = {q: by_number.get(q.lstrip("0") or q) for q in unmatched}
-        if all(same.values()):
-            judged = {same.get(q) or q: docs for q, docs in judged.items()}
+        # zero: a judged id matches the query whose number is the same, when every unmatched one does, no two
+        # queries share a number, and the judgments merged into one query never disagree.
+        numbers: dict[str, list[str]] = {}
+        for q in all_queries:
+            numbers.setdefault(q.lstrip("0") or q, []).append(q)
+        same = {q: numbers.get(q.lstrip("0") or q, []) for q in unmatched}
+        if all(len(v) == 1 for v in same.values()):
+            merged: Qrels = {}
+            agree = True
+            for q, docs in judged.items():
+                into = merged.setdefault(same[q][0] if q in same else q, {})
+                for d, grade in docs.items():
+                    agree &= into.setdefault(d, grade) == grade
+            if agree:
+                judged = merged
     missing = sorted(set(judged) - set(all_queries))
     if missing:
         raise DatasetFormatError(f"{rpath}: {len(missing)} judged queries are not in {qpath} (e.g. {missing[:3]})")

@@ -78,6 +78,10 @@ def classify_source(spec: str) -> SourceSpec:
         if scheme not in ("http", "https"):
             raise SourceError(f"source {without_credentials(spec)!r}: only http:// and https:// URLs are fetched "
                               f"(got {scheme}://)")
+        if has_credentials(spec):  # first: a parser's error could quote part of the password (as a "port")
+            # Dropped from the URL, they were silently never sent: the server said 401.
+            raise SourceError(f"source {without_credentials(spec)[:200]!r}: a user name or password in a URL is not "
+                              "sent (nor stored in the index): corpus-search fetches public pages only")
         try:
             url = canonical_url(spec)
         except ValueError as exc:  # a bad port or IPv6 literal: say which source, not just why
@@ -85,9 +89,6 @@ def classify_source(spec: str) -> SourceSpec:
                               "port") from exc
         if why := _bad_host(url):  # would be retried against DNS for seconds, then fail the whole run as a fetch
             raise SourceError(f"source {without_credentials(spec)[:200]!r}: invalid URL ({why}); check the host")
-        if has_credentials(spec):  # dropped from the URL, they were silently never sent: the server said 401
-            raise SourceError(f"source {url!r}: a user name or password in a URL is not sent (nor stored in the "
-                              "index): corpus-search fetches public pages only")
         return SourceSpec(url, "url", url_origin(url))
     path = Path(spec).expanduser()
     if not path.exists():

@@ -228,7 +228,9 @@ class _Heartbeat(threading.Thread):
         from prefect.client.orchestration import get_client
 
         renewed = time.monotonic()
-        with get_client(sync_client=True) as client:  # its own client: httpx clients are not shared across threads
+        # Its own client, made outside the copied context (get_client would return the run's own one from it):
+        # httpx clients are not shared across threads.
+        with contextvars.Context().run(get_client, sync_client=True) as client:
             while not self.stopped.wait(self.interval_s):
                 try:
                     current = _read_record(client, self.record_key)

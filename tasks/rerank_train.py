@@ -363,7 +363,8 @@ def train_cross_encoder(
             if scored:  # while training, the evaluator scores only at epoch ends: one scoring per epoch
                 reserve = scoring_reserve([t * slower for t in evaluator.seconds], dev_pairs, pairs_per_s,
                                           len(evaluator.seconds))
-            if st.global_step == 1 or now - state.get("logged", t0) >= PROGRESS_EVERY_S:
+            logs_now = args.logging_steps and st.global_step % args.logging_steps == 0  # on_log has it, loss too
+            if not logs_now and (st.global_step == 1 or now - state.get("logged", t0) >= PROGRESS_EVERY_S):
                 # By time too: a short run on a slow CPU made 2 steps, fewer than log_every, and logged nothing
                 # for 90 s; the loss is in the trainer's own log lines.
                 state["logged"] = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -36,11 +37,26 @@ def validators_url(stamp: str | None, url: str) -> str:
 
 
 def has_credentials(url: str) -> bool:
-    """Whether ``url`` carries a user name or password (``https://ann:secret@host/``)."""
+    """Whether ``url`` carries a user name or password (``https://ann:secret@host/``), a password with an
+    unencoded ``/``, ``?`` or ``#`` included (``https://ann:se/cret@host/``, which parsers read as a host)."""
     try:
-        return "@" in urlsplit(url.strip()).netloc
+        if "@" in urlsplit(url.strip()).netloc:
+            return True
     except ValueError:
-        return "@" in url.split("://", 1)[-1].split("/", 1)[0]
+        if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+            return True
+    return _loose_userinfo(url) is not None
+
+
+#: ``user:password@`` right after the scheme, the password holding a character a host never has: a user's
+#: unencoded ``/`` in it ended the authority early for URL parsers. A port (``host:8080/a@b``) is digits.
+_LOOSE_USERINFO = re.compile(r"^[^:/?#@\s]+:(?![0-9]*(?:[/?#]|$))[^@?#\s]*@")
+
+
+def _loose_userinfo(url: str) -> str | None:
+    _, sep, rest = url.strip().partition("://")
+    m = _LOOSE_USERINFO.match(rest) if sep else None
+    return m.group(0) if m else None
 
 
 def without_credentials(url: str) -> str:
@@ -48,6 +64,8 @@ def without_credentials(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
+    if loose := _loose_userinfo(url):
+        return f"{scheme}://{rest.lstrip()[len(loose):]}"
     cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     netloc = rest[:cut]
     return f"{scheme}://{netloc.rpartition('@')[2]}{rest[cut:]}"

@@ -192,6 +192,10 @@ def test_checked_settings_still_know_which_were_given():
     (["eval", "examples/beir-sample", "--depth", "0"], "--depth must be >= 1"),
     (["eval", "examples/beir-sample", "--tag", "12"], "tag '12' is not a valid tag name"),
     (["eval", "examples/no-such-dataset"], "not a directory"),
+    (["eval", "examples/beir-sample", "--set", "STORAGE_OPTIONS=x"], "credentials cannot be a flow parameter"),
+    (["eval", "examples/beir-sample", "--set", "candidatez=3"], "--set candidatez: no such setting"),
+    (["eval", "examples/beir-sample", "--set", "candidates=abc"], "setting candidates"),
+    (["eval", "examples/beir-sample", "--corpus-html", "no-such.tar.gz"], "no such archive or directory"),
 ])
 def test_eval_usage_errors_are_one_line_before_any_flow_starts(argv, fragment, tmp_path):
     """Inside the flow each printed a Prefect traceback and a report saying that indexed rows stay."""

@@ -615,7 +615,11 @@ def test_a_run_stopped_by_an_error_still_publishes_what_it_did(run_index, notes,
     missing = tmp_path / "unmounted-disk"
     with pytest.raises(OSError, match="No space left"):
         run_index([notes, missing], collection="stopped")
+    with pytest.raises(OSError, match="No space left"):
+        run_index([notes], collection="stopped-clean")  # no source failed: the stop itself is the failure
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[artifact_key("index-failures", "stopped")])))
-    assert arts and str(missing) in arts[-1].data
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=[artifact_key("index-failures", "stopped"), artifact_key("index-failures", "stopped-clean")])))
+    by_key = {a.key: a.data for a in sorted(arts, key=lambda a: a.created)}
+    assert str(missing) in by_key[artifact_key("index-failures", "stopped")]
+    assert "the run stopped early (OSError" in by_key[artifact_key("index-failures", "stopped-clean")]

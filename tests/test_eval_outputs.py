@@ -256,7 +256,7 @@ def _latest_evaluate_logs(expected: str) -> list[str]:
 
 
 def test_rerank_rows_rerank_as_many_candidates_as_a_search_and_keep_the_retrieval_ranking_below(
-    prefect_harness, db_uri, tmp_path, bad_reranker
+    prefect_harness, db_uri, tmp_path, bad_reranker, monkeypatch
 ):
     """The +rerank rows re-ranked all 100 retrieved paragraphs where a search re-ranks its depth (a trained
     re-ranker's 30, or the candidates setting), so eval measured a ranking no search serves."""
@@ -283,6 +283,14 @@ def test_rerank_rows_rerank_as_many_candidates_as_a_search_and_keep_the_retrieva
         assert reranked[len(head):] == rest  # then retrieval's order
     assert any(r[:3] != h[:3] for r, h in zip(runs["hybrid+rerank"], runs["hybrid"]))  # the model did re-rank
     # A depth within the re-ranker's: the row retrieves the search's candidates (5), not the retrieval rows' 100.
+    asked = []
+    real = Searcher.search_many
+
+    def spy(self, queries, k=5, **kw):
+        asked.append((kw.get("rerank"), kw.get("candidates")))
+        return real(self, queries, k, **kw)
+
+    monkeypatch.setattr(Searcher, "search_many", spy)
     within = evaluate(str(BEIR), collection="depth3", db_uri=db_uri, modes="hybrid", cross_encoder=bad_reranker,
                       depth=3, settings_overrides={"candidates": 5})
-    assert within["details"]["rerank_depth"] == 5
+    assert within["details"]["rerank_depth"] == 5 and ("require", 5) in asked and (False, 100) in asked

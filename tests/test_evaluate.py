@@ -145,6 +145,20 @@ def test_a_split_without_relevant_judgments_is_refused_before_anything_is_indexe
         load_dataset(ds)
 
 
+def test_leading_zero_ids_merge_their_judgments_and_never_join_two_queries(tmp_path):
+    """A remap that replaced instead of merging lost judgments ("51 d1" and "051 d2": d1 gone)."""
+    topics = tmp_path / "topics.txt"
+    topics.write_text("<top>\n<num> Number: 051\n<title> Topic: airbus subsidies\n</top>\n")
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("51 0 d1 1\n051 0 d2 1\n")
+    assert load_dataset(tmp_path, queries=str(topics), qrels=str(qrels)).qrels == {"51": {"d1": 1, "d2": 1}}
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"_id": "1", "text": "a"}\n{"_id": "01", "text": "b"}\n')  # two queries, one number
+    qrels.write_text("001 0 d1 1\n")
+    with pytest.raises(DatasetFormatError, match="judged queries are not in"):
+        load_dataset(tmp_path, queries=str(queries), qrels=str(qrels))
+
+
 def test_trec_qrels_and_topics_match_with_or_without_leading_zeros(tmp_path):
     topics = tmp_path / "topics.txt"
     topics.write_text("<top>\n<num> Number: 051\n<title> Topic: airbus subsidies\n</top>\n")
@@ -248,7 +262,8 @@ def test_eval_cli_end_to_end(prefect_harness, db_uri, tmp_path, capsys):
     assert "eval-tiny-eval" in keys
 
 
-@pytest.mark.parametrize("folder", ["", "pages/"])  # an archive of one top-level folder scored every metric 0
+# An archive of one top-level folder scored every metric 0; a README beside the folder is no document of it.
+@pytest.mark.parametrize("folder", ["", "pages/", "pages/+readme"])
 def test_eval_html_archive_with_trec_files(prefect_harness, db_uri, tmp_path, monkeypatch, folder):
     """--corpus-html: a tar.gz of HTML pages is extracted and indexed as a directory; ids lose '.html'."""
     monkeypatch.setenv("CORPUS_SEARCH_CACHE", str(tmp_path / "cache"))
@@ -264,7 +279,10 @@ def test_eval_html_archive_with_trec_files(prefect_harness, db_uri, tmp_path, mo
         for name, (title, text) in pages.items():
             f = tmp_path / f"{name}.html"
             f.write_text(f"<html><pre>\n\n{title}\n\n{text}\n</pre></html>")
-            tf.add(f, arcname=folder + f.name)
+            tf.add(f, arcname=folder.removesuffix("+readme") + f.name)
+        if folder.endswith("+readme"):
+            (tmp_path / "README.md").write_text("# About\n\nThese pages come from a test collection of three.\n")
+            tf.add(tmp_path / "README.md", arcname="README.md")
     ds = tmp_path / "ds"
     ds.mkdir()
     topics = ds / "topics.txt"

@@ -24,6 +24,13 @@ def test_a_url_with_credentials_is_refused_not_fetched_without_them():
         classify_source("https://ann:secret@example.org/private")
     assert "secret" not in str(refused.value)
     assert classify_source("https://example.org/a@b").kind == "url"  # an @ in the path is no credential
+    assert classify_source("https://medium.com/@user/post").kind == "url"
+    assert classify_source("https://example.org:8080/a@b").kind == "url"  # a port is no password
+    # A password with an unencoded '/' ended the authority early: read as a host and a "port", it was quoted in
+    # the error ("Port could not be cast ... 'hun'") and the URL passed as one without credentials.
+    with pytest.raises(SourceError, match="a user name or password") as refused:
+        classify_source("https://ann:hun/ter2@example.com/p")
+    assert "hun" not in str(refused.value) and "ter2" not in str(refused.value)
     assert canonical_url("https://example.org") == "https://example.org/"
     assert canonical_url("http://127.0.0.1:8080/p") == "http://127.0.0.1:8080/p"
     assert url_origin("https://example.org/a/b") == "https://example.org/"
