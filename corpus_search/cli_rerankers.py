@@ -96,9 +96,14 @@ def cmd_rerankers(args: argparse.Namespace) -> int:
     else:
         print(f"  {'id':<36} {'signal':<16} {'dev retrieval':>13} {'dev re-ranked':>13} {'alpha':>5}  base")
         for m in result["models"]:
-            d = m["dev"]
-            print(f"{'*' if m['promoted'] else ' '} {m['id']:<36} {m['signal']:<16} {d['retrieval']['ndcg@10']:>13.4f} "
-                  f"{d['candidate']['ndcg@10']:>13.4f} {m['alpha']:>5}  {m['base']}"
+            d = m.get("dev") or {}  # an entry registered from Python may have no gate numbers
+
+            def score(key: str, d=d) -> str:
+                value = (d.get(key) or {}).get("ndcg@10")
+                return f"{value:>13.4f}" if isinstance(value, int | float) else f"{'-':>13}"
+
+            print(f"{'*' if m['promoted'] else ' '} {m['id']:<36} {m['signal']:<16} {score('retrieval')} "
+                  f"{score('candidate')} {m['alpha']:>5}  {m['base']}"
                   + ("  (its files are missing)" if m["missing"] else ""))
         print("(* promoted; dev = nDCG@10 on the held-out training queries)")
     if result["unregistered"]:

@@ -26,7 +26,7 @@ from flows.hooks import log_crash, log_failure
 from flows.index_corpus import index_corpus
 from flows.summary import artifact_key
 from query.errors import InvalidQueryError
-from query.settings import MODES, Settings, settings_with
+from query.settings import MODES, Settings, refuse_secret_overrides, settings_with
 from tasks.datasets import DatasetFormatError, html_doc_id, load_dataset
 from tasks.metrics import MEASURES, TTEST, compare_to_best, evaluate_per_query, holm, maxp, paired_ttest, write_trec_run
 
@@ -346,6 +346,7 @@ def evaluate(
         source, map_id = str(data.corpus), (lambda d: d)
     else:
         raise DatasetFormatError(f"{dataset}: no corpus.jsonl; give the documents with --corpus-html ARCHIVE_OR_DIR")
+    refuse_secret_overrides(settings_overrides)
     overrides = dict(settings_overrides or {})
     if cross_encoder:
         overrides["cross_encoder"] = cross_encoder

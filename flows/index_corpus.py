@@ -41,7 +41,7 @@ from flows.summary import (
 )
 from query.hits import whole_number
 from query.schema import validate_collection_name
-from query.settings import Settings, settings_with
+from query.settings import Settings, refuse_secret_overrides, settings_with
 from tasks import stages
 from tasks.fetch import (
     LOCAL_SUFFIXES,
@@ -194,6 +194,7 @@ def index_corpus(
     logger = get_run_logger()
     validate_collection_name(collection)  # before any file is touched
     batch_articles = whole_number("batch_articles", batch_articles, "articles per batch, e.g. 512")
+    refuse_secret_overrides(settings_overrides)
     overrides = dict(settings_overrides or {})
     overrides["collection"] = collection
     if db_uri:

@@ -147,6 +147,15 @@ def _store_error(doing: str, rel_path: str, db_uri: str, exc: OSError) -> Rerank
                                  f"{redact(str(exc)).splitlines()[0]}")
 
 
+def model_prefix_taken(db_uri: str, rel_path: str) -> bool:
+    """Whether ``<db>/<rel_path>/`` on object storage already holds files (another machine's model)."""
+    fs, base = _s3_filesystem(db_uri)
+    try:
+        return _is_dir(fs, f"{base}/{rel_path.strip('/')}")
+    except OSError as exc:
+        raise _store_error("look up", rel_path, db_uri, exc) from None
+
+
 def upload_model(db_uri: str, directory: str | Path, rel_path: str) -> str:
     """Copy a saved model ``directory`` to ``<db>/<rel_path>/`` on object storage; returns ``rel_path``
     (what the registry records as the entry's ``path``)."""
@@ -160,7 +169,8 @@ def upload_model(db_uri: str, directory: str | Path, rel_path: str) -> str:
 def cache_root(db_uri: str) -> Path:
     """Local cache of one object-store database's models (``$XDG_CACHE_HOME/corpus-search/rerankers/...``)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
-    return base / "corpus-search" / "rerankers" / hashlib.sha256(db_uri.encode()).hexdigest()[:16]
+    # A trailing slash names the same database: one cache, not a second download.
+    return base / "corpus-search" / "rerankers" / hashlib.sha256(db_uri.rstrip("/").encode()).hexdigest()[:16]
 
 
 def _fetch(db_uri: str, rel_path: str) -> Path:
@@ -181,8 +191,12 @@ def _fetch(db_uri: str, rel_path: str) -> Path:
             copy_files(remote, tmp, source_filesystem=fs)
             (Path(tmp) / COMPLETE_MARKER).touch()
             if not target.exists():
-                os.replace(tmp, target)
-                os.makedirs(tmp)  # TemporaryDirectory removes what it created
+                try:
+                    os.replace(tmp, target)
+                except OSError:  # another reader's download landed first: theirs is the same model
+                    if not (target / COMPLETE_MARKER).exists():
+                        raise
+                os.makedirs(tmp, exist_ok=True)  # TemporaryDirectory removes what it created
     except OSError as exc:
         raise _store_error("download", rel_path, db_uri, exc) from None
     return target

@@ -184,6 +184,20 @@ class Settings(BaseSettings):
 #: Settings that hold credentials: never a flow or deployment parameter (Prefect stores and shows those).
 SECRET_SETTINGS = frozenset({"storage_options"})
 
+
+def refuse_secret_overrides(overrides: Mapping[str, Any] | None) -> None:
+    """A flow's ``settings_overrides`` naming a credential setting is refused: give it by the environment.
+
+    The CLI and the deployments config refuse it before any run exists; a flow called from Python can only
+    refuse it here (its parameters are already stored), rather than run with credentials its writer lock and
+    model uploads, which read the environment's settings, would not have.
+    """
+    from query.errors import InvalidQueryError
+
+    if overrides and (named := sorted(k for k in overrides if str(k).lower() in SECRET_SETTINGS)):
+        raise InvalidQueryError(f"settings_overrides {named[0]!r}: credentials are never a flow parameter (Prefect "
+                                "stores and shows those): set AWS_* or CORPUS_SEARCH_STORAGE_OPTIONS in the environment")
+
 #: The torch devices the ``device`` setting accepts (``auto`` picks one): types torch names, an optional index.
 DEVICE_PATTERN = (r"auto|(cpu|mps|meta|cuda|xpu|hpu|npu|mtia|xla|ipu|hip|ve|maia|fpga|vulkan|lazy|mkldnn|opengl|"
                   r"opencl|ideep|privateuseone)(:\d+)?")

@@ -42,6 +42,11 @@ def check_db_uri(db_uri: str, *, write: bool = False, must_exist: bool = False) 
     if "\x00" in db_uri:
         raise DatabaseLocationError(f"the database URI {db_uri!r} contains a NUL character: {_HINT}")
     if not is_local_uri(db_uri):
+        if bad := sorted({c for c in db_uri.split("://", 1)[1] if c in "#?%"}):
+            # LanceDB reads '#' as a fragment (every table in one dataset), '?' as a query and '%' as an escape,
+            # where the re-rankers' uploads take them literally: a database the two would place apart.
+            raise DatabaseLocationError(f"the database URI {db_uri!r} has {' '.join(bad)} in its path: object-store "
+                                        f"prefixes here use letters, digits and - _ . / only. {_HINT}")
         if write:
             connect(db_uri)  # lists the database's manifest: fails with a DatabaseLocationError that says what to set
         return db_uri
@@ -179,6 +184,12 @@ def connect(db_uri: str, settings=None, **kwargs):
     if is_local_uri(db_uri):
         return lancedb.connect(db_uri, **kwargs)
     options = storage_options(settings)
+    endpoint = _endpoint(options)
+    if endpoint != "the default AWS endpoint" and not endpoint.lower().startswith(("http://", "https://")):
+        # Without a scheme the object store panicked in Rust (42 lines, exit 1).
+        raise DatabaseLocationError(f"the object store endpoint {endpoint!r} of {db_uri!r} has no scheme: set "
+                                    "AWS_ENDPOINT (or AWS_ENDPOINT_URL, or storage option endpoint) to "
+                                    "http://HOST:PORT or https://HOST")
     try:
         # Connecting lists the database's manifest: a missing bucket, a wrong endpoint or rejected
         # credentials show here, before any task has done work.

@@ -41,9 +41,15 @@ class WriterBusyError(CorpusSearchError, RuntimeError):
     """Another writer holds the collection and did not release it in time."""
 
 
-def lock_name(collection: str) -> str:
-    """Name of the Prefect concurrency limit guarding ``collection``."""
-    return f"corpus-search-writer-{collection}"
+def lock_name(collection: str, db_uri: str | None = None) -> str:
+    """Name of the Prefect concurrency limit guarding ``collection`` (of the database ``db_uri``: collections of
+    one name in two databases are two writers, which waited for each other and shared one heartbeat record)."""
+    return f"corpus-search-writer-{collection}" + (f"-{_db_key(db_uri)}" if db_uri else "")
+
+
+def _db_key(db_uri: str) -> str:
+    """A short, stable key of a database URI (a trailing slash names the same database)."""
+    return f"{zlib.crc32(db_uri.rstrip('/').encode()):08x}"
 
 
 def _logger():
@@ -80,7 +86,7 @@ def writer_lock(db_uri: str, collection: str, *, timeout_s: float = 3600.0, poll
     validate_collection_name(collection)
     check_db_uri(db_uri, write=True)
     if not is_local_uri(db_uri):
-        with _object_store_lock(collection, timeout_s=timeout_s, poll_s=poll_s):
+        with _object_store_lock(collection, timeout_s=timeout_s, poll_s=poll_s, db_uri=db_uri):
             yield
         return
     root = local_path(db_uri)
@@ -122,12 +128,13 @@ def writer_lock(db_uri: str, collection: str, *, timeout_s: float = 3600.0, poll
 # --------------------------------------------------------------------------- object stores: a Prefect limit
 
 
-def record_name(collection: str) -> str:
-    """Name of the Prefect variable that holds the heartbeat of ``collection``'s writer.
+def record_name(collection: str, db_uri: str | None = None) -> str:
+    """Name of the Prefect variable that holds the heartbeat of ``collection``'s writer (of ``db_uri``).
 
     Variable names allow letters, digits, '-' and '_' only; the checksum keeps 'a.b' and 'a_b' apart.
     """
-    return f"corpus_search_writer_{re.sub(r'[^A-Za-z0-9_-]', '_', collection)}_{zlib.crc32(collection.encode()):08x}"
+    return (f"corpus_search_writer_{re.sub(r'[^A-Za-z0-9_-]', '_', collection)}_{zlib.crc32(collection.encode()):08x}"
+            + (f"_{_db_key(db_uri)}" if db_uri else ""))
 
 
 def _status(exc: BaseException) -> int | None:
@@ -265,7 +272,8 @@ def _acquire(client, limit: str, lease_s: float, holder):
 
 
 @contextlib.contextmanager
-def _object_store_lock(collection: str, *, timeout_s: float, poll_s: float) -> Iterator[None]:
+def _object_store_lock(collection: str, *, timeout_s: float, poll_s: float,
+                       db_uri: str | None = None) -> Iterator[None]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 
@@ -274,7 +282,7 @@ def _object_store_lock(collection: str, *, timeout_s: float, poll_s: float) -> I
     settings = get_settings()
     lease_s = max(60.0, settings.writer_lease_s)  # Prefect refuses leases under a minute
     interval_s = settings.writer_heartbeat_s
-    limit, key = lock_name(collection), record_name(collection)
+    limit, key = lock_name(collection, db_uri), record_name(collection, db_uri)
     me = uuid.uuid4().hex
     ensure_global_limit(limit)
     holder = None

@@ -131,7 +131,16 @@ def publish(db_uri: str, collection: str, model_id: str, directory: str | Path) 
     ``<db>/_rerankers/<collection>/<model_id>/`` (from any local directory, ``--out`` included)."""
     if is_local_uri(db_uri):
         return stored_path(db_uri, directory)
-    rel = upload_model(db_uri, directory, f"{rel_models_root(collection)}/{model_id}")
+    from query.registry import model_prefix_taken
+
+    # Ids are unique on this machine (claim_model_dir), not across machines: another machine's run of the same
+    # second uploaded into the same prefix, and removing either model deleted both. Never into a taken one.
+    rel = f"{rel_models_root(collection)}/{model_id}"
+    n = 1
+    while model_prefix_taken(db_uri, rel):
+        n += 1
+        rel = f"{rel_models_root(collection)}/{model_id}-m{n}"
+    rel = upload_model(db_uri, directory, rel)
     if Path(directory).resolve() == (models_root(db_uri, collection) / model_id).resolve():
         (Path(directory) / COMPLETE_MARKER).touch()  # trained in the cache: this reader need not download it
     return rel
@@ -164,6 +173,9 @@ def record(db_uri: str, collection: str, entry: RerankerEntry, promote: bool,
     with writer_lock(db_uri, collection):
         table = _open(db_uri, collection)
         reg = read_registry(table)
+        if entry.path in {e.path for e in reg.models}:  # two entries, one model's files: removing one lost both
+            raise RerankerRegistryError(f"re-ranker files {entry.path!r} are already registered as another model; "
+                                        "train again (a new run uploads under a new prefix)")
         taken = {e.id for e in reg.models}
         if entry.id in taken:
             entry = replace(entry, id=next(f"{entry.id}-{n}" for n in range(2, 10_000) if f"{entry.id}-{n}" not in taken))

@@ -80,8 +80,8 @@ _CONNECTIONS: dict[tuple[str, tuple], object] = {}
 
 
 def _db(settings: Settings):
-    """This process's connection to the settings' database, opened once per (URI, storage options): options
-    given only as a flow's settings overrides must reach the object store too."""
+    """This process's connection to the settings' database, opened once per (URI, storage options): a Dask
+    worker's settings carry the options of the process that sent them."""
     from query.storage import storage_options
 
     key = (settings.db_uri, tuple(sorted(storage_options(settings).items())))

@@ -180,11 +180,11 @@ def test_a_slot_whose_lease_died_with_a_temporary_prefect_server_is_freed_once(p
 
     from tasks.lock import _write_record, ensure_global_limit, lock_name, record_name, writer_lock
 
-    limit = lock_name("orphaned")
+    limit = lock_name("orphaned", s3_db)
     ensure_global_limit(limit)
     with get_client(sync_client=True) as client:
         client.increment_concurrency_slots([limit], 1, "concurrency")  # taken, with no lease on this server
-        _write_record(client, record_name("orphaned"), {"owner": "dead", "lease_id": str(uuid.uuid4()), "beats": 3,
+        _write_record(client, record_name("orphaned", s3_db), {"owner": "dead", "lease_id": str(uuid.uuid4()), "beats": 3,
                                                         "interval_s": 0.5, "host": "elsewhere", "pid": 1})
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="tasks.lock"), writer_lock(s3_db, "orphaned", timeout_s=60):
@@ -387,3 +387,50 @@ def test_train_reranker_on_an_s3_collection_uploads_the_model_and_drop_removes_i
     # (pyarrow keeps an empty "lancedb/_rerankers/" directory marker; no model object is left)
     assert [k for k in s3_server.keys(bucket) if k.startswith("lancedb/_rerankers/notes")] == []
     assert not (cache_root(s3_db) / "_rerankers" / "notes").exists()
+
+
+def test_two_machines_training_in_one_second_never_share_a_prefix_nor_an_entrys_files(run_index, s3_server, s3_db,
+                                                                                        tmp_path, monkeypatch):
+    """Ids are unique per machine only: another machine's run of the same second uploaded into the same prefix,
+    and removing its entry deleted the promoted model's files."""
+    from query.registry import RerankerEntry, RerankerRegistryError
+    from tasks.rerank_registry import publish, record
+    from tests._models import build_cross_encoder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run_index([NOTES], collection="notes", db=s3_db)
+    build_cross_encoder(tmp_path / "model", body="tiny-bert")
+    first = publish(s3_db, "notes", "20261207-120000-judgments", tmp_path / "model")
+    second = publish(s3_db, "notes", "20261207-120000-judgments", tmp_path / "model")  # the other machine's
+    assert first == "_rerankers/notes/20261207-120000-judgments" and second == first + "-m2"
+    entry = RerankerEntry(id="a", path=first, created="2026-12-07T12:00:00Z", base="tiny-bert", signal="judgments",
+                          fingerprint="0", alpha=1.0)
+    record(s3_db, "notes", entry, promote=True)
+    with pytest.raises(RerankerRegistryError, match="already registered as another model"):
+        record(s3_db, "notes", RerankerEntry(**{**entry.__dict__, "id": "b"}), promote=False)
+
+
+def test_object_store_uris_and_endpoints_a_store_would_misread_are_refused_in_one_line(s3_server, monkeypatch):
+    from query.errors import DatabaseLocationError
+    from query.storage import check_db_uri, connect
+    from tasks.lock import lock_name, record_name
+
+    for uri in ("s3://bucket/h#x", "s3://bucket/q?x=1", "s3://bucket/pct%20x"):
+        with pytest.raises(DatabaseLocationError, match="in its path"):
+            check_db_uri(uri)
+    monkeypatch.setenv("AWS_ENDPOINT", "127.0.0.1:9")  # no scheme: the store panicked in Rust (exit 1)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with pytest.raises(DatabaseLocationError, match="has no scheme"):
+        connect("s3://bucket/db")
+    # One collection name in two databases is two writers; a trailing slash names the same database.
+    assert lock_name("c", "s3://a/db") != lock_name("c", "s3://b/db") == lock_name("c", "s3://b/db/")
+    assert record_name("c", "s3://a/db") != record_name("c", "s3://b/db")
+
+
+def test_a_flow_refuses_credentials_in_its_settings_overrides():
+    from query.errors import InvalidQueryError
+    from query.settings import refuse_secret_overrides
+
+    with pytest.raises(InvalidQueryError, match="credentials are never a flow parameter"):
+        refuse_secret_overrides({"storage_options": {"aws_secret_access_key": "x"}})
+    refuse_secret_overrides({"min_paragraph_chars": 10})
