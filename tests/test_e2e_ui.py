@@ -130,7 +130,9 @@ def test_reindex_run_and_its_summary_artifact_render_in_the_prefect_ui(tmp_path)
                 page = context.new_page()
                 page.set_default_timeout(45_000)
                 page.goto(f"{ui}/runs/flow-run/{run.id}")
-                expect(page.get_by_text(run.name).first).to_be_visible()
+                # The name the run took when it started (index-<collection>), not the one it was created with.
+                assert final.name == f"index-{COLLECTION}"
+                expect(page.get_by_text(final.name).filter(visible=True).first).to_be_visible()
                 expect(page.get_by_text("Completed").first).to_be_visible()
                 expect(page.get_by_text("index-corpus").first).to_be_visible()
                 page.screenshot(path=str(tmp_path / "flow-run.png"), full_page=True)
