@@ -96,6 +96,14 @@ _YEAR = re.compile(r"\b\d{4}\b")
 _EPOCH_MIN, _EPOCH_MS, _EPOCH_MAX = 1e8, 1e11, 1e14
 
 
+#: Zone abbreviations a written date uses, as UTC offsets in seconds: dateutil knows none (it warned, and read
+#: "10:00 EST" as 10:00 UTC, five hours off). Only unambiguous ones: IST, BST or CST-as-China stay unknown.
+_ZONE_ABBREVIATIONS = {name: hours * 3600 for name, hours in {
+    "UT": 0, "UTC": 0, "GMT": 0, "WET": 0, "WEST": 1, "CET": 1, "CEST": 2, "EET": 2, "EEST": 3, "MSK": 3,
+    "EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7, "AKST": -9,
+    "AKDT": -8, "HST": -10, "JST": 9, "KST": 9, "AEST": 10, "AEDT": 11, "NZST": 12, "NZDT": 13}.items()}
+
+
 def parse_published(value: object) -> datetime | None:
     """A timezone-aware UTC datetime from ISO 8601, RFC 2822, a date, an epoch number or a common written date.
 
@@ -138,16 +146,17 @@ def _parse_published(value: object) -> datetime | None:
     if re.fullmatch(r"\d{4}-\d{2}", text):
         year, month = text.split("-")
         return _utc(datetime(int(year), int(month), 1, tzinfo=UTC))
-    try:
-        return _utc(parsedate_to_datetime(text))  # RFC 2822: "Tue, 05 Mar 2024 10:00:00 +0100"
-    except (TypeError, ValueError, IndexError):
-        pass
+    if text.rsplit(" ", 1)[-1].upper() not in _ZONE_ABBREVIATIONS:  # email reads "10:00 CET" as 10:00 UTC
+        try:
+            return _utc(parsedate_to_datetime(text))  # RFC 2822: "Tue, 05 Mar 2024 10:00:00 +0100"
+        except (TypeError, ValueError, IndexError):
+            pass
     if not _YEAR.search(text):  # dateutil would fill a missing year (or everything) from today
         return None
     from dateutil import parser as dateutil_parser
 
     default = datetime(1, 1, 1)
-    parsed = dateutil_parser.parse(text, default=default)
+    parsed = dateutil_parser.parse(text, default=default, tzinfos=_ZONE_ABBREVIATIONS)
     if parsed.year == 1:
         return None
     return _utc(parsed)

@@ -274,3 +274,19 @@ def test_placeholder_dates_and_profile_urls_give_way_to_better_sources():
     assert doc.metadata["published"] == "2019-11-19T08:00:00Z"
     assert doc.metadata["author"] == "Meg James"
     assert parse_published("9999-12-31T23:59:59") is None
+
+
+@pytest.mark.parametrize(("text", "utc"), [
+    ("March 5, 2024 10:00 EST", "2024-03-05T15:00:00+00:00"),  # read as 10:00 UTC, five hours off
+    ("5 March 2024 10:00 CET", "2024-03-05T09:00:00+00:00"),  # RFC 2822's parser took CET for UTC
+    ("Tue, 05 Mar 2024 10:00:00 PDT", "2024-03-05T17:00:00+00:00"),
+    ("Tue, 05 Mar 2024 10:00:00 +0100", "2024-03-05T09:00:00+00:00"),  # RFC 2822 as before
+])
+def test_a_written_date_with_a_zone_abbreviation_is_read_in_that_zone(text, utc):
+    import warnings
+
+    from tasks.meta import parse_published
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # dateutil warned of each unknown zone name
+        assert parse_published(text).isoformat() == utc
