@@ -33,7 +33,7 @@ def _parse_set(items: list[str] | None) -> dict:
     return out
 
 
-def _check_before_the_flow(args: argparse.Namespace) -> None:
+def _check_before_the_flow(args: argparse.Namespace, overrides: dict) -> None:
     """The usage errors the flow would find, found before it starts: inside it each printed a Prefect traceback
     and a failure report saying that indexed rows stay, where nothing was indexed."""
     from flows.evaluate import UNITS
@@ -52,7 +52,7 @@ def _check_before_the_flow(args: argparse.Namespace) -> None:
         check_tag_name(args.tag)
     from query.settings import settings_with
 
-    settings_with(_parse_set(args.set))  # a bad --set value, before Prefect stores it
+    settings_with(overrides)  # a bad --set value, before Prefect stores it
     if args.corpus_html and not Path(args.corpus_html).exists():
         raise InvalidQueryError(f"--corpus-html {args.corpus_html}: no such archive or directory")
     data = load_dataset(args.dataset, split=args.split, queries=args.queries, qrels=args.qrels)  # not the corpus
@@ -68,9 +68,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     modes = parse_modes(args.modes)  # fail on a typo before Prefect starts
     overrides = _parse_set(args.set)
-    _check_before_the_flow(args)
     if args.bi_encoder:
         overrides["bi_encoder"] = args.bi_encoder
+    _check_before_the_flow(args, overrides)
     result = evaluate(
         args.dataset,
         collection=args.collection,

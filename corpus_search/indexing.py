@@ -58,12 +58,9 @@ def index(sources: str | Iterable[str], collection: str, db_uri: str | None = No
     sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
     if bad := [s for s in sources if not isinstance(s, str)]:
         raise InvalidQueryError(f"a source is a path or URL (text or pathlib.Path), got {bad[0]!r}")
-    from tasks.fetch import classify_source
-    from tasks.urls import has_credentials
+    from tasks.fetch import refuse_credential_urls
 
-    for s in sources:
-        if "://" in s and has_credentials(s):  # passed on, the password would reach the run's parameters and logs
-            classify_source(s)  # raises its SourceError, which names the URL without it
+    refuse_credential_urls(sources)
     overrides: dict[str, Any] = {}
     if dask_address is not None:
         overrides["dask_address"] = dask_address

@@ -14,6 +14,7 @@ This module does not import Prefect (cron strings are checked with a lazy import
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import tomllib
@@ -90,23 +91,17 @@ def _check_block(v: str | None) -> str | None:
     return v
 
 
-class _GivenSettings:
+@functools.cache
+def _given_settings() -> type:
     """``Settings`` built from its arguments alone (no environment, no ``.env``): to check a config's values."""
+    from query.settings import Settings
 
-    _cls: type | None = None
+    class Given(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):
+            return (init_settings,)
 
-    @classmethod
-    def of(cls) -> type:
-        if cls._cls is None:
-            from query.settings import Settings
-
-            class Given(Settings):
-                @classmethod
-                def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):
-                    return (init_settings,)
-
-            cls._cls = Given
-        return cls._cls
+    return Given
 
 
 class _Strict(BaseModel):
@@ -183,12 +178,12 @@ class CollectionSpec(_Scheduled):
             raise ValueError("sources is empty: list at least one URL, file, directory or JSONL dump")
         if any(not s for s in v):
             raise ValueError("sources contains an empty string")
-        from tasks.urls import has_credentials, without_credentials
+        from tasks.fetch import SourceError, refuse_credential_urls
 
-        if secret := next((s for s in v if "://" in s and has_credentials(s)), None):
-            # Deployment parameters show in the Prefect UI and its logs: a password must never be one.
-            raise ValueError(f"source {without_credentials(secret)!r}: a user name or password in a URL is not sent "
-                             "(nor stored): corpus-search fetches public pages only")
+        try:  # deployment parameters show in the Prefect UI and its logs: a password must never be one
+            refuse_credential_urls(v)
+        except SourceError as exc:
+            raise ValueError(str(exc)) from None
         return v
 
     @field_validator("settings")
@@ -210,7 +205,7 @@ class CollectionSpec(_Scheduled):
         try:
             # The values too, here rather than in the first run at 03:00: those given only, never this shell's
             # CORPUS_SEARCH_* or .env (a bad one there is not the config's fault).
-            _GivenSettings.of()(**v)
+            _given_settings()(**v)
         except ValidationError as exc:
             bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"invalid settings: {bad}") from None

@@ -27,7 +27,7 @@ from flows.index_corpus import index_corpus
 from flows.summary import artifact_key
 from query.errors import InvalidQueryError
 from query.settings import MODES, Settings, refuse_secret_overrides, settings_with
-from tasks.datasets import DatasetFormatError, html_doc_id, load_dataset
+from tasks.datasets import DatasetFormatError, default_collection, html_doc_id, load_dataset
 from tasks.metrics import MEASURES, TTEST, compare_to_best, evaluate_per_query, holm, maxp, paired_ttest, write_trec_run
 
 #: The retrieval modes (query.settings.MODES), in report order: the lexical (BM25) baseline first.
@@ -129,10 +129,6 @@ def parse_modes(modes: str | Sequence[str] | None) -> list[str]:
     if bad or not items:
         raise InvalidQueryError(f"--modes {','.join(items)!r}: choose from {', '.join(BASE_MODES)} (comma-separated)")
     return list(dict.fromkeys(items))
-
-
-def default_collection(dataset_name: str, unit: str) -> str:
-    return f"eval-{dataset_name}" + ("-document" if unit == "document" else "")
 
 
 def format_table(result: dict) -> str:

@@ -80,11 +80,12 @@ def summary(flow: Any, flow_run: Any, state: Any) -> str:
     collection = params.get("collection")
     if collection is None:
         collection = next((t[len(COLLECTION_TAG):] for t in flow_run.tags or [] if t.startswith(COLLECTION_TAG)), None)
-    if collection is None and params.get("dataset"):  # an evaluation's default (flows.evaluate.default_collection)
+    if collection is None and params.get("dataset"):  # an evaluation's default
         from pathlib import Path
 
-        suffix = "-document" if params.get("unit") == "document" else ""
-        collection = f"eval-{Path(str(params['dataset'])).resolve().name}{suffix}"
+        from tasks.datasets import default_collection
+
+        collection = default_collection(Path(str(params["dataset"])).resolve().name, params.get("unit") or "paragraph")
     collection = collection if collection is not None else "?"
     state_name = getattr(state, "name", None) or str(getattr(state, "type", "FAILED"))
     lines = [

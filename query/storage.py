@@ -135,9 +135,15 @@ def redact(text: str, options: dict[str, str] | None = None) -> str:
     return text
 
 
-def _endpoint(options: dict[str, str]) -> str:
+def _endpoint_setting(options: dict[str, str]) -> str | None:
+    """The object-store endpoint configured (storage options over the AWS_* environment), None: AWS's own."""
     return (options.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint")
+            or os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+def _endpoint(options: dict[str, str]) -> str:
+    """The endpoint as an error names it."""
+    return _endpoint_setting(options) or "the default AWS endpoint"
 
 
 def _bucket(db_uri: str) -> str:
@@ -184,8 +190,8 @@ def connect(db_uri: str, settings=None, **kwargs):
     if is_local_uri(db_uri):
         return lancedb.connect(db_uri, **kwargs)
     options = storage_options(settings)
-    endpoint = _endpoint(options)
-    if endpoint != "the default AWS endpoint" and not endpoint.lower().startswith(("http://", "https://")):
+    endpoint = _endpoint_setting(options)
+    if endpoint is not None and not endpoint.lower().startswith(("http://", "https://")):
         # Without a scheme the object store panicked in Rust (42 lines, exit 1).
         raise DatabaseLocationError(f"the object store endpoint {endpoint!r} of {db_uri!r} has no scheme: set "
                                     "AWS_ENDPOINT (or AWS_ENDPOINT_URL, or storage option endpoint) to "

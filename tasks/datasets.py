@@ -334,6 +334,11 @@ def load_dataset(
     return EvalDataset(root.resolve().name, root, corpus, kept, judged, split, len(all_queries) - len(kept))
 
 
+def default_collection(dataset_name: str, unit: str) -> str:
+    """The collection ``eval`` indexes a dataset into when none is given (the failure hook names it too)."""
+    return f"eval-{dataset_name}" + ("-document" if unit == "document" else "")
+
+
 def html_doc_id(doc_id: str) -> str:
     """Directory-source doc id (relative path) → the collection's own id: ``CACM-0001.html`` → ``CACM-0001``."""
     from tasks.fetch import LOCAL_SUFFIXES

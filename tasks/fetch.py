@@ -71,6 +71,14 @@ def _bad_host(url: str) -> str | None:
     return None
 
 
+def refuse_credential_urls(sources: Iterable[str]) -> None:
+    """Raise ``classify_source``'s ``SourceError`` for the first URL with a user name or password: passed on to
+    a flow, the password would reach its stored parameters, its logs and its notifications."""
+    for s in sources:
+        if "://" in s and has_credentials(s):
+            classify_source(s)  # raises, naming the URL without them
+
+
 def classify_source(spec: str) -> SourceSpec:
     """Say what kind of source ``spec`` is. Unknown URL schemes and missing paths are clear errors."""
     if "://" in spec:
