@@ -349,11 +349,9 @@ def train_cross_encoder(
         """Stops training when one more step and the scorings after it would pass the time budget; reports
         progress at each of the trainer's log steps."""
 
-        def on_step_end(self, args, st, control, **kw):
-            now = time.monotonic()
+        def over_budget(self, now: float) -> tuple[bool, float]:
+            """Whether one more step and the scorings after it would pass the budget, and their reserve."""
             ends = state["step_ends"]
-            ends.append(now)
-            elapsed = now - t0
             # The first step pays for lazy initialisation: speeds are read from the steps after it. A machine
             # that got busier makes what is left slower than the run's past: the step and the scorings to come
             # cost what steps cost now, and past scorings that many times more.
@@ -363,6 +361,19 @@ def train_cross_encoder(
             if scored:  # while training, the evaluator scores only at epoch ends: one scoring per epoch
                 reserve = scoring_reserve([t * slower for t in evaluator.seconds], dev_pairs, pairs_per_s,
                                           len(evaluator.seconds))
+            return now - t0 + step_s + reserve > time_budget_s, reserve
+
+        def stop(self, control, now: float, reserve: float):
+            state["stopped"] = True
+            control.should_training_stop = True
+            if reserve:
+                log(f"time budget: training stops at {now - t0:.0f} s, leaving {reserve:.0f} s to score the last "
+                    f"epoch and try the soup")
+
+        def on_step_end(self, args, st, control, **kw):
+            now = time.monotonic()
+            state["step_ends"].append(now)
+            elapsed = now - t0
             logs_now = args.logging_steps and st.global_step % args.logging_steps == 0  # on_log has it, loss too
             if not logs_now and (st.global_step == 1 or now - state.get("logged", t0) >= PROGRESS_EVERY_S):
                 # By time too: a short run on a slow CPU made 2 steps, fewer than log_every, and logged nothing
@@ -371,12 +382,9 @@ def train_cross_encoder(
                 pairs = pairs_trained(st.global_step, len(dataset))
                 log(f"train step {st.global_step}/{st.max_steps}: {pairs} pairs, {pairs / max(elapsed, 1e-9):.1f} "
                     f"pairs/s, {elapsed:.0f}/{time_budget_s:.0f} s")
-            if elapsed + step_s + reserve > time_budget_s:
-                state["stopped"] = True
-                control.should_training_stop = True
-                if reserve:
-                    log(f"time budget: training stops at {elapsed:.0f} s, leaving {reserve:.0f} s to score the last "
-                        f"epoch and try the soup")
+            over, reserve = self.over_budget(now)
+            if over:
+                self.stop(control, now, reserve)
             return control
 
         def on_log(self, args, st, control, logs=None, **kw):
@@ -393,6 +401,16 @@ def train_cross_encoder(
                 best = st.best_metric if st.best_metric is not None else metrics[DEV_METRIC]
                 log(f"epoch {st.epoch:.2f}: dev nDCG@10 of the re-ranker alone {metrics[DEV_METRIC]:.4f} "
                     f"(best so far {max(best, metrics[DEV_METRIC]):.4f}), {time.monotonic() - t0:.0f}/{time_budget_s:.0f} s")
+                # The check again, after the scoring: the step-end check before it could only estimate what the
+                # scoring would cost, and a machine that got busier made it cost more. Stopping here, at an
+                # epoch end already scored, leaves no cut epoch to score (a run under load passed an 8 s budget
+                # by 2.6 s: one more step, then its scoring).
+                if not state["stopped"]:
+                    now = time.monotonic()
+                    over, reserve = self.over_budget(now)
+                    if over:
+                        self.stop(control, now, reserve)
+                return control
 
     scored = bool(dev_samples)
     args = CrossEncoderTrainingArguments(
