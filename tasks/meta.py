@@ -104,18 +104,40 @@ _ZONE_ABBREVIATIONS = {name: hours * 3600 for name, hours in {
     "AKDT": -8, "HST": -10, "JST": 9, "KST": 9, "AEST": 10, "AEDT": 11, "NZST": 12, "NZDT": 13}.items()}
 
 
-def parse_published(value: object) -> datetime | None:
+#: A numeric day, month and year (``5.3.2024``, ``05/03/24``): the first two are in the writer's order.
+_NUMERIC_DMY = re.compile(r"(?<![\d./-])\d{1,2}([./-])\d{1,2}\1(?:\d{4}|\d{2})(?![\d./-])")
+#: Languages that write a numeric date month first; "en" without a region is read so too (the old default).
+_MONTH_FIRST_LANGUAGES = frozenset({"en", "en-us", "en-ph", "en-ca", "en-as", "en-gu", "en-pr", "en-vi", "en-um"})
+
+
+def day_first(text: str, language: str | None = None) -> bool:
+    """Whether the numeric date in ``text`` gives its day before its month.
+
+    With dots (``5.3.2024``) always: no language writes month.day.year. With slashes or dashes, by the
+    page's ``language`` (``de``, ``en-GB``, ``fr_FR``), month first where it is unknown or US English.
+    A year-first date (``2024/03/05``) is never read day first.
+    """
+    if not (found := _NUMERIC_DMY.search(text)):
+        return False
+    if found.group(1) == ".":
+        return True
+    lang = (language or "").strip().lower().replace("_", "-").split(",")[0].strip()
+    return bool(lang) and lang not in _MONTH_FIRST_LANGUAGES
+
+
+def parse_published(value: object, language: str | None = None) -> datetime | None:
     """A timezone-aware UTC datetime from ISO 8601, RFC 2822, a date, an epoch number or a common written date.
 
-    A date without time is midnight UTC; a time without zone is taken as UTC. Anything else → None (never raises).
+    A date without time is midnight UTC; a time without zone is taken as UTC. A numeric date is read in the
+    order of ``language`` (:func:`day_first`). Anything else → None (never raises).
     """
     try:
-        return _parse_published(value)
+        return _parse_published(value, language)
     except (ValueError, TypeError, OverflowError, OSError):
         return None
 
 
-def _parse_published(value: object) -> datetime | None:
+def _parse_published(value: object, language: str | None) -> datetime | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, datetime):
@@ -156,7 +178,8 @@ def _parse_published(value: object) -> datetime | None:
     from dateutil import parser as dateutil_parser
 
     default = datetime(1, 1, 1)
-    parsed = dateutil_parser.parse(text, default=default, tzinfos=_ZONE_ABBREVIATIONS)
+    parsed = dateutil_parser.parse(text, default=default, tzinfos=_ZONE_ABBREVIATIONS,
+                                   dayfirst=day_first(text, language))
     if parsed.year == 1:
         return None
     return _utc(parsed)
@@ -174,8 +197,9 @@ _FIRST_YEAR, _LAST_YEAR = 1000, 2200
 def published_from(metadata: Mapping[str, object]) -> datetime | None:
     """The first parseable value among :data:`PUBLISHED_KEYS` (keys compared lower-case)."""
     lowered = {str(k).lower(): v for k, v in metadata.items()}
+    language = next((str(lowered[k]) for k in ("language", "lang", "locale", "inlanguage") if lowered.get(k)), None)
     for key in PUBLISHED_KEYS:
-        if key in lowered and (when := parse_published(lowered[key])) is not None:
+        if key in lowered and (when := parse_published(lowered[key], language)) is not None:
             return when
     return None
 
@@ -370,7 +394,7 @@ def _html_metadata(tree) -> tuple[dict[str, str], datetime | None]:
     candidates += [v for v in (json_ld.get("published"), _first_time(tree)) if v]
     published = None
     for value in candidates:  # the first that parses; its text is the metadata's (a placeholder is not)
-        if (published := parse_published(value)) is not None:
+        if (published := parse_published(value, metadata.get("language"))) is not None:
             metadata["published"] = value
             break
     return clean_metadata(metadata.items()), published

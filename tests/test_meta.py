@@ -290,3 +290,31 @@ def test_a_written_date_with_a_zone_abbreviation_is_read_in_that_zone(text, utc)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # dateutil warned of each unknown zone name
         assert parse_published(text).isoformat() == utc
+
+
+@pytest.mark.parametrize(("text", "language", "expected"), [
+    ("5.3.2024", None, "2024-03-05"),  # dots: day first in every language that writes them (was May 3)
+    ("05.03.2024", "en", "2024-03-05"),
+    ("5.3.2024 10:00", "de", "2024-03-05"),
+    ("05/03/2024", "en-GB", "2024-03-05"),  # slashes: the page's language decides
+    ("05/03/2024", "fr_FR", "2024-03-05"),
+    ("05/03/2024", "en-US", "2024-05-03"),
+    ("05/03/2024", "en", "2024-05-03"),  # no region: month first, as before
+    ("05/03/2024", None, "2024-05-03"),
+    ("2024/03/05", "de", "2024-03-05"),  # year first is never read day first
+    ("2024-03-05", "fr", "2024-03-05"),
+    ("13/03/2024", "en-US", "2024-03-13"),  # only one reading exists
+])
+def test_a_numeric_date_is_read_in_the_order_its_language_writes_it(text, language, expected):
+    assert parse_published(text, language).date().isoformat() == expected
+
+
+def test_a_pages_language_orders_its_numeric_dates():
+    import lxml.html
+
+    from tasks.meta import html_metadata, published_from
+
+    page = '<html lang="de-DE"><head><meta name="date" content="05/03/2024"></head><body><p>x</p></body></html>'
+    assert html_metadata(lxml.html.fromstring(page))[1].date().isoformat() == "2024-03-05"
+    assert published_from({"date": "05/03/2024", "language": "en-GB"}).date().isoformat() == "2024-03-05"
+    assert published_from({"date": "05/03/2024"}).date().isoformat() == "2024-05-03"
