@@ -146,7 +146,9 @@ def register(sub, common) -> None:
                        "an id found under several roots deletes nothing unless --origin says which")
     which.add_argument("--source", action="append", metavar="PATH|URL",
                        help="a document's source (file path or URL), exactly; a directory (trailing '/' or an "
-                       "existing local directory) deletes every document under it (repeatable)")
+                       "existing local directory) deletes every document under it; 'DIR/*' only the documents under "
+                       "it. A URL ending in '/' that is itself an indexed page with pages under it is refused: "
+                       "say --doc-id URL or --source 'URL*' (repeatable)")
     de.add_argument("--origin", metavar="ROOT", default=None,
                     help="with --doc-id: only the documents indexed through this root (a directory, dump, site "
                     "URL or records origin, as `search --json` shows in origin)")

@@ -196,7 +196,8 @@ def source_predicate(source: str) -> str:
     """SQL matching the rows of one ``--source`` value, bound safely.
 
     The value matches the ``source`` column exactly (a file path or URL). A directory -- a value ending
-    in '/' or an existing local directory -- also matches every document under it, by prefix. Local
+    in '/' or an existing local directory -- also matches every document under it, by prefix; a value
+    ending in '/*' matches only the documents under it (not a page at the directory URL itself). Local
     paths match as given and as the indexer records them (absolute, symlinks resolved); URLs as given
     and in the indexer's canonical form (no fragment, lower-case scheme and host).
     """
@@ -204,6 +205,9 @@ def source_predicate(source: str) -> str:
 
     if not isinstance(source, str) or not source:
         raise InvalidQueryError(f"a source to delete must be a non-empty path or URL, got {source!r}")
+    # 'https://site/blog/*': every document under it, never the page 'https://site/blog/' itself.
+    under_only = source.endswith("/*")
+    source = source[:-1] if under_only else source
     exact = [source]
     prefixes = [source] if source.endswith("/") else []
     if source.lower().startswith(("http://", "https://")):
@@ -221,8 +225,11 @@ def source_predicate(source: str) -> str:
         if source.endswith("/") or path.is_dir():
             prefixes.append(resolved.rstrip("/") + "/")
     try:
-        clauses = [f"source = {sql_literal(v)}" for v in dict.fromkeys(exact)]
-        clauses += [f"starts_with(source, {sql_literal(p)})" for p in dict.fromkeys(prefixes)]
+        prefixes = list(dict.fromkeys(prefixes))
+        under = [f"starts_with(source, {sql_literal(p)})" for p in prefixes]
+        if under_only:  # the directory page itself ('https://site/blog/') is not under it
+            return f"(({' OR '.join(under)}) AND source NOT IN ({', '.join(sql_literal(p) for p in prefixes)}))"
+        clauses = [f"source = {sql_literal(v)}" for v in dict.fromkeys(exact)] + under
     except ValueError as exc:  # a NUL character
         raise InvalidQueryError(f"source {source!r}: {exc}") from exc
     return "(" + " OR ".join(clauses) + ")"
@@ -239,6 +246,23 @@ def origin_predicate(origin: str) -> str:
     if "://" not in origin:
         values.append(str(Path(origin).expanduser().resolve()))
     return "(" + " OR ".join(f"origin = {sql_literal(v)}" for v in dict.fromkeys(values)) + ")"
+
+
+def _refuse_page_and_site(table, sources: Sequence[str]) -> None:
+    """Refuse a directory URL ('https://site/', 'https://site/docs/') that is both an indexed page and the
+    root of other indexed pages: a user naming a site's home page deleted the whole site. Either reading is
+    one explicit flag away, so nothing is guessed."""
+    from query.filters import sql_literal
+
+    for source in dict.fromkeys(sources):
+        if not (source.lower().startswith(("http://", "https://")) and source.endswith("/")):
+            continue
+        forms = ", ".join(sql_literal(v) for v in dict.fromkeys([source, _canonical_if_url(source)]))
+        if table.count_rows(f"source IN ({forms})") and (under := table.count_rows(source_predicate(source + "*"))):
+            raise InvalidQueryError(
+                f"{source} is an indexed page and the root of other pages ({under} paragraphs under it): say "
+                f"which to delete, --doc-id {_canonical_if_url(source)} for that page alone (doc_ids=), or "
+                f"--source '{source}*' for every page under it, or both")
 
 
 def _canonical_if_url(value: str) -> str:
@@ -366,6 +390,7 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
         cols = ["id", "source", "doc_id"] + (["origin"] if has_origin else [])
         if has_origin and doc_ids and origin is None:
             _refuse_ambiguous_doc_ids(table, by_id)
+        _refuse_page_and_site(table, sources)
         pairs: set[tuple[str, str]] = set()
         row_ids: set[str] = set()  # predicates may overlap (a doc id and its folder): each row counts once
         matching = []

@@ -490,3 +490,26 @@ def test_a_row_matched_by_two_delete_predicates_counts_once(run_index, db_uri, t
     rows = len(table_rows(db_uri))
     result = delete_documents("test", doc_ids=["d1.md"], sources=[str(notes)], db_uri=db_uri)
     assert rows and result["rows_deleted"] == rows and not table_rows(db_uri)
+
+
+def test_a_site_root_that_is_also_a_page_is_deleted_only_as_the_reading_the_user_names(run_index, db_uri, site,
+                                                                                       capsys):
+    from tests.conftest import html_page
+
+    # The home page 'URL/' is a page and the root of the others: `--source URL/` deleted the whole site.
+    home = site.page("/", html_page("Home", ["Welcome to the volcano society, where members meet every month."]))
+    pages = [site.page(f"/p{i}", html_page(f"Page {i}", [f"Page {i} tells of eruption number {i} in some detail."]))
+             for i in range(2)]
+    run_index([home, *pages], collection="site", db=db_uri)
+    before = table_rows(db_uri, "site")
+    assert {r["source"] for r in before} == {home, *pages}
+
+    code, _, err = main_(capsys, "delete", "site", "--source", home, "--db", db_uri)
+    assert code == 2 and "is an indexed page and the root of other pages" in err
+    assert f"--doc-id {home}" in err and f"--source '{home}*'" in err
+    assert len(table_rows(db_uri, "site")) == len(before)  # nothing deleted
+
+    code, _, _ = main_(capsys, "delete", "site", "--source", home + "*", "--db", db_uri)
+    assert code == 0 and {r["source"] for r in table_rows(db_uri, "site")} == {home}  # the pages under it, not it
+    code, _, _ = main_(capsys, "delete", "site", "--source", home, "--db", db_uri)
+    assert code == 0 and table_rows(db_uri, "site") == []  # nothing under it now: the page alone, no refusal
