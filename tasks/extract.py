@@ -23,7 +23,41 @@ from tasks.text import normalize_ws
 # log the line would only read as lost data. Set once here, not per page: setLevel clears every logger's cache.
 logging.getLogger("trafilatura.core").setLevel(logging.ERROR)
 
-__all__ = ["heading_level", "parse_html", "trafilatura_blocks", "trafilatura_levelled_blocks"]
+__all__ = ["ROW_CELL_CHARS", "definition_text", "heading_level", "parse_html", "row_text", "trafilatura_blocks",
+           "trafilatura_levelled_blocks"]
+
+#: A table row whose every cell is shorter than this is one block ("Pinatubo; Philippines; 1991"): one block
+#: per cell left each under the minimum paragraph length, and the indexer dropped the whole table. A row
+#: with a longer cell (a layout table, a cell of prose) keeps one block per cell, as before.
+ROW_CELL_CHARS = 100
+
+
+def row_text(cells: list[str], row_header: bool = False) -> str:
+    """One table row as one block, its cells in order: after the row's own header cell where it starts with
+    one (an infobox's "Born: 1 May 1900"), else joined ("Pinatubo; Philippines; 1991").
+
+    Column headers are not repeated into each row: the header row stays a block of its own (the heading
+    above the table is each row's context), and the page's words keep their order. Labelled rows ("Name:
+    Pinatubo; Year: 1991") cost 0.001 of F1, P and R on the extraction benchmark, whose 4-word shingles
+    they break (benchmarks/RESULTS.md, stop 42).
+    """
+    kept = [cell for cell in cells if cell]
+    if row_header and cells[0] and len(kept) > 1:
+        return f"{kept[0]}: " + "; ".join(kept[1:])
+    return "; ".join(kept)
+
+
+def joinable_row(cells: list[str]) -> bool:
+    """Whether a row's cells make one block (:data:`ROW_CELL_CHARS`): two or more, all short."""
+    return len(cells) > 1 and all(len(cell) < ROW_CELL_CHARS for cell in cells)
+
+
+def definition_text(terms: list[str], definitions: list[str]) -> str:
+    """A ``<dt>`` and its ``<dd>`` as one block ("Magma: Molten rock below the surface."): apart, a definition
+    lost the term it defines, and the term alone was too short to be kept."""
+    head = ", ".join(t for t in terms if t)
+    body = " ".join(d for d in definitions if d)
+    return f"{head}: {body}" if head and body else head or body
 
 # Structural elements of trafilatura's XML that form one block each.
 _BLOCK_ELEMENTS = frozenset({"head", "p", "item", "row", "quote", "code", "graphic"})
@@ -58,12 +92,61 @@ def heading_level(element: etree._Element) -> int:
     return int(rend[1]) if len(rend) == 2 and rend[0] == "h" and rend[1] in "123456" else 2
 
 
+def _table_rows(table: etree._Element, out: list[str], levels: list[int]) -> bool:
+    """A table of rows as blocks, a short row as one (:func:`row_text`); False (nothing added) for any other
+    shape, which the generic walk handles."""
+    rows = [child for child in table if isinstance(child.tag, str)]
+    if not rows or any(row.tag != "row" for row in rows):
+        return False
+    for row in rows:
+        cells = [cell for cell in row if isinstance(cell.tag, str)]
+        texts = [_text(cell) for cell in cells]
+        kept = [text for text in texts if text]
+        if joinable_row(texts) and len(kept) > 1:
+            heads = [cell.get("role") == "head" for cell in cells]
+            out.append(row_text(texts, heads[0] and not all(heads)))  # a header row is no row header
+            levels.append(0)
+        else:
+            out.extend(kept)
+            levels.extend([0] * len(kept))
+    return True
+
+
+def _definition_list(items: list[etree._Element], out: list[str], levels: list[int]) -> bool:
+    """A ``<dl>``'s terms each with its definitions (:func:`definition_text`); False for any other list."""
+    kinds = [str(item.get("rend") or "").split("-")[0] for item in items]
+    if not items or any(item.tag != "item" or kind not in ("dt", "dd") for item, kind in zip(items, kinds)) or any(
+            c.tag in {"p", "list"} for item in items for c in item):
+        return False
+    terms: list[str] = []
+    definitions: list[str] = []
+
+    def flush() -> None:
+        if text := definition_text(terms, definitions):
+            out.append(text)
+            levels.append(0)
+        terms.clear()
+        definitions.clear()
+
+    for item, kind in zip(items, kinds):
+        if kind == "dt" and definitions:
+            flush()
+        (terms if kind == "dt" else definitions).append(_text(item))
+    flush()
+    return True
+
+
 def _walk(element: etree._Element, out: list[str], levels: list[int]) -> None:
     """Append the text of every block element under ``element`` in document order (``levels``: its heading level)."""
     for child in element:
         if not isinstance(child.tag, str):
             continue  # comments / processing instructions
-        if child.tag in _CONTAINERS or (child.tag in {"quote", "item"}
+        if child.tag == "table" and not (child.text or "").strip() and _table_rows(child, out, levels):
+            pass
+        elif child.tag == "list" and child.get("rend") == "dl" and not (child.text or "").strip() and \
+                _definition_list([c for c in child if isinstance(c.tag, str)], out, levels):
+            pass
+        elif child.tag in _CONTAINERS or (child.tag in {"quote", "item"}
                                         and any(c.tag in {"p", "list"} for c in child)):
             # Nested structure (a list in a quote, paragraphs in an item): recurse so text is
             # neither merged into one block nor duplicated.

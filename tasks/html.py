@@ -28,7 +28,7 @@ from bs4.dammit import EncodingDetector
 from bs4.element import PreformattedString
 from lxml.html import HtmlElement
 
-from tasks.extract import parse_html, trafilatura_levelled_blocks
+from tasks.extract import definition_text, joinable_row, parse_html, row_text, trafilatura_levelled_blocks
 from tasks.meta import html_metadata
 from tasks.text import normalize_ws
 
@@ -293,6 +293,43 @@ def _blocks(root: Tag) -> list[_Block]:
         stack.extend((child, False) for child in reversed(node.contents))
     flush()
     return blocks
+
+
+def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
+    """A short table row as one block, and a ``<dt>`` with its ``<dd>``, as the trafilatura path makes them
+    (``tasks.extract.row_text``, ``definition_text``); other blocks as they are."""
+    out: list[_Block] = []
+    i = 0
+    while i < len(blocks):
+        block = blocks[i]
+        name = block.element.name
+        if name in ("td", "th") and (row := block.element.parent) is not None and row.name == "tr":
+            j = i
+            while j < len(blocks) and blocks[j].element.name in ("td", "th") and blocks[j].element.parent is row:
+                j += 1
+            group = blocks[i:j]
+            cells = [b.text for b in group]
+            if joinable_row(cells) and len(cells) > 1:
+                heads = [b.element.name == "th" for b in group]
+                text = row_text(cells, heads[0] and not all(heads))  # a header row is no row header
+                out.append(_Block(text, block.element, min(sum(b.link_chars for b in group), len(text))))
+            else:
+                out.extend(group)
+            i = j
+        elif name in ("dt", "dd") and (dl := block.element.parent) is not None and dl.name == "dl":
+            j = i
+            while j < len(blocks) and blocks[j].element.name in ("dt", "dd") and blocks[j].element.parent is dl \
+                    and not (blocks[j].element.name == "dt" and j > i and blocks[j - 1].element.name == "dd"):
+                j += 1
+            group = blocks[i:j]
+            text = definition_text([b.text for b in group if b.element.name == "dt"],
+                                   [b.text for b in group if b.element.name == "dd"])
+            out.append(_Block(text, block.element, min(sum(b.link_chars for b in group), len(text))))
+            i = j
+        else:
+            out.append(block)
+            i += 1
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -676,7 +713,7 @@ def extract_html(
                 return trafilatura_document(found)
     soup = _parse(text)
     _drop_boilerplate_tags(soup)
-    blocks = _blocks(soup)
+    blocks = _rows_and_terms(_blocks(soup))
     if main_content:
         blocks = _main_content(blocks)
         if found and _chars(found[0]) >= _SCORER_SHARE * _chars(b.text for b in blocks):

@@ -42,8 +42,8 @@ def test_block_tags_each_become_a_block_in_document_order():
     <blockquote>Quote</blockquote><table><tr><th>H</th><td>cell</td></tr></table>
     <dl><dt>term</dt><dd>definition</dd></dl>
     <figure><img src="x"><figcaption>Caption</figcaption></figure></body>"""
-    assert blocks(html) == ["Head", "Para", "one", "two", "Quote", "H", "cell", "term",
-                            "definition", "Caption"]
+    # A short table row is one block, its header cell first; a term is one block with its definition.
+    assert blocks(html) == ["Head", "Para", "one", "two", "Quote", "H: cell", "term: definition", "Caption"]
 
 
 def test_text_directly_in_containers_becomes_blocks():
@@ -336,10 +336,29 @@ def _news_page(body: str) -> str:
             f"<article><h1>Story</h1>{story}{body}</article><footer>Footer</footer></body></html>")
 
 
-def test_table_cells_of_the_article_are_one_block_each():
+def test_a_short_table_row_of_the_article_is_one_block_its_cells_in_order():
+    # One block per cell left "Tambora" and "1815" under the minimum paragraph length: the table was lost.
     doc = extract_html(_news_page(
-        "<table><tr><th>Volcano</th><th>Year</th></tr><tr><td>Tambora</td><td>1815</td></tr></table>"))
-    assert doc.blocks[-4:] == ["Volcano", "Year", "Tambora", "1815"]
+        "<table><tr><th>Volcano</th><th>Year</th></tr><tr><td>Tambora</td><td>1815</td></tr>"
+        "<tr><td>Krakatoa</td><td>1883</td></tr></table>"))
+    assert doc.blocks[-3:] == ["Volcano; Year", "Tambora; 1815", "Krakatoa; 1883"]
+
+
+@pytest.mark.parametrize("extractor", ["trafilatura", "scorer"])
+def test_rows_terms_and_long_cells_come_out_alike_from_both_extractors(extractor):
+    long_cell = "A cell of prose that runs long enough to be a paragraph of its own, well past one hundred characters."
+    doc = extract_html(_news_page(
+        "<table><tr><th>Name</th><th>Country</th></tr><tr><td>Pinatubo</td><td>Philippines</td></tr></table>"
+        "<table><tr><th>Born</th><td>1 May 1900</td></tr></table>"
+        f"<table><tr><td>Note</td><td>{long_cell}</td></tr></table>"
+        "<dl><dt>Magma</dt><dd>Molten rock below the surface.</dd><dt>Lava</dt><dt>Flow</dt><dd>Magma above it.</dd></dl>"),
+        extractor=extractor)
+    blocks_ = doc.blocks
+    assert "Pinatubo; Philippines" in blocks_ and "Name; Country" in blocks_
+    assert "Born: 1 May 1900" in blocks_  # a row's own header cell
+    assert long_cell in blocks_ and "Note" in blocks_  # a row with a long cell: one block per cell, as before
+    assert "Magma: Molten rock below the surface." in blocks_
+    assert "Lava, Flow: Magma above it." in blocks_
 
 
 def test_related_story_links_inside_the_article_are_dropped():
