@@ -21,7 +21,7 @@ DEFAULT_RECORDS_ORIGIN = "records"
 
 
 class RecordError(CorpusSearchError, ValueError):
-    """A record that ``index_records`` cannot take (not text or a mapping, no text)."""
+    """A record that ``index_records`` cannot take (not text or a mapping, no text): that record's failure."""
 
 
 def _run_flow(**kwargs: Any) -> dict:
@@ -99,8 +99,25 @@ def record_line(record: Any, number: int) -> dict:
                                  json.dumps(line.get("paragraphs"), default=_json_default))
     elif line.get("id") is None:
         line["id"] = line.pop("_id")
-    line["id"] = str(line["id"])
-    return line
+    return line  # the id is checked where every dump's is (tasks.fetch.record_id)
+
+
+def _dump_line(record: Any, number: int) -> str:
+    """The record's dump line, or a line that fails as that record (keyed by its id when it has one)."""
+    from tasks.fetch import RECORD_ERROR_KEY
+
+    try:
+        # ASCII: a lone surrogate (a broken export's "\udce9") reaches the reader, which names its field,
+        # instead of failing this file's write.
+        return json.dumps(record_line(record, number), ensure_ascii=True, default=_json_default)
+    except (RecordError, TypeError, ValueError, RecursionError) as exc:
+        error = str(exc) if isinstance(exc, RecordError) else f"record {number} cannot be written as JSON: {exc}"
+        line: dict[str, Any] = {RECORD_ERROR_KEY: error}
+        if isinstance(record, Mapping):
+            for name in ("id", "_id"):
+                if isinstance(record.get(name), str | int) and not isinstance(record.get(name), bool):
+                    line[name] = record[name]
+        return json.dumps(line, ensure_ascii=True)
 
 
 def index_records(records: Iterable[Any], collection: str, db_uri: str | None = None, complete: bool = False,
@@ -118,7 +135,11 @@ def index_records(records: Iterable[Any], collection: str, db_uri: str | None = 
     of records apart (``complete=True`` only ever deletes records of its own origin).
 
     ``records`` may be any iterable, a generator too: it is streamed to a temporary dump file, so a big
-    corpus never has to fit in memory twice. Returns the summary of ``index --json``.
+    corpus never has to fit in memory twice. Returns the summary of ``index --json``. A record that cannot
+    be indexed (no text, an empty id, a field no text can hold) is that record's failure in ``failures``,
+    named by its id when it has one; the others are indexed, and with ``complete=True`` the records gone
+    are still deleted. A record without ``id`` is named by a hash of its title and text: an edited one is
+    a new record (the old version stays unless ``complete=True``), so give records their own ids.
     """
     if not isinstance(origin, str) or not origin.strip() or "://" in origin:
         raise RecordError(f"origin must be a short name like 'records' or 'crm-notes', got {origin!r}")
@@ -129,7 +150,7 @@ def index_records(records: Iterable[Any], collection: str, db_uri: str | None = 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for number, record in enumerate(records, start=1):
-                fh.write(json.dumps(record_line(record, number), ensure_ascii=False, default=_json_default))
+                fh.write(_dump_line(record, number))
                 fh.write("\n")
         return _run_flow(sources=[], collection=collection, db_uri=db_uri, records_path=path,
                          records_origin=origin, complete_records=complete, allow_empty_source=allow_empty_source,

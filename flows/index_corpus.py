@@ -357,10 +357,16 @@ def index_corpus(
                 drain(window, seen)  # the batches read before the break are written, as without pipelining
                 summary.fail(spec.spec, f"cannot read source {printable(spec.spec)!r}: {exc}; its indexed articles are kept")
                 continue
-            if not complete:
-                logger.warning("%s: some records could not be read, so no article of it is treated as deleted", source)
-                continue
             if spec.origin and not complete_records:  # records: only a complete set says what vanished
+                continue
+            if not complete:
+                # In the summary, not only the log: a nightly dump that keeps one unreadable line would
+                # otherwise never delete a withdrawn record again, and nobody would know why.
+                said = (f"{printable(spec.origin or source)}: some of it could not be read (a line that is not a JSON record, "
+                        "or a batch that failed), so no article of it was taken for deleted this run: fix what "
+                        "`failures` lists, and the next run deletes what is gone")
+                logger.warning(said)
+                summary.notices.append(said)
                 continue
             # What could not be listed is unknown, not gone: its articles are kept, and it is a failure.
             hidden_from_us = [f"{source.rstrip('/')}/{printable(rel)}" for rel in unreadable]

@@ -262,34 +262,86 @@ def iter_directory(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
 # --------------------------------------------------------------------------- JSONL dumps
 
 
+#: The key of a line that stands for a record ``corpus_search.index_records`` could not take: read as that
+#: record's failure (:func:`parse_dump_lines`, records only), so one bad record never aborts the call.
+RECORD_ERROR_KEY = "__corpus_search_record_error__"
+
+
+def record_id(obj: Mapping) -> str | None:
+    """A record's id: the first of ``id`` and ``_id`` that is given (not None), as text; None when neither is.
+
+    One rule for both formats (the text format preferred ``_id``, the paragraphs one ``id``, and a 0 or a null
+    counted as missing). A number is its text (``1`` and ``"1"`` are one id); MongoDB's ``{"$oid": ...}`` is
+    its value. Raises ``ValueError`` for an id that cannot name a record: empty, blank, with NUL, or another
+    type.
+    """
+    for name in ("id", "_id"):
+        value = obj.get(name)
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and set(value) == {"$oid"}:
+            value = value["$oid"]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(f"'{name}' must be text or a number, not {type(value).__name__}")
+        text = str(value)
+        if not text.strip() or "\x00" in text:
+            raise ValueError(f"'{name}' {text!r} cannot name a record: give it a non-empty '{name}'")
+        return text
+    return None
+
+
+def _refuse_lone_surrogates(obj: object, where: str = "") -> None:
+    """Raise ``ValueError`` naming the field that holds a lone surrogate (JSON's ``"\\udce9"``, a byte a
+    broken export escaped): no UTF-8 can hold it, so the write of its whole batch failed."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{where or 'a field'} holds {obj[exc.start:exc.end]!r}, half of a UTF-16 pair that "
+                             "no text can hold (a broken export?): fix that field") from None
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            _refuse_lone_surrogates(key, f"a key of {where or 'the record'}")
+            _refuse_lone_surrogates(value, f"'{key}'" if not where else f"{where}.{key}")
+    elif isinstance(obj, list):
+        for value in obj:
+            _refuse_lone_surrogates(value, where)
+
+
 def parse_dump_line(obj: Mapping, *, source: str) -> Article:
     """One JSONL record → Article. Two formats: Simple-Wikipedia (title, paragraphs) and BEIR (_id, title, text).
 
     Every other top-level field of the record becomes the article's metadata (text; lists joined, other values
     as JSON), a BEIR ``metadata`` object's keys included; ``published`` / ``date`` give the publication time.
+    The id is :func:`record_id`'s.
     """
+    doc_id = record_id(obj)
     if "paragraphs" in obj:
         paragraphs = obj["paragraphs"]
         if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
             raise ValueError("'paragraphs' must be a list of strings")
         title = str(obj.get("title") or "")
-        doc_id = str(obj.get("id") or obj.get("_id") or title)
-        if not doc_id:
+        doc_id = doc_id if doc_id is not None else title
+        if not doc_id.strip():
             raise ValueError("a record needs 'id' or 'title'")
         article = Article(doc_id, source, title, "\n\n".join(paragraphs), "paragraphs", paragraphs=list(paragraphs))
-    elif "text" in obj and ("_id" in obj or "id" in obj):
-        doc_id = str(obj.get("_id", obj.get("id")))
+    elif "text" in obj:
+        if doc_id is None:
+            raise ValueError("the record has 'text' but no 'id' or '_id': give it one (ids say which record a "
+                             "later version replaces)")
         text = obj["text"]
         if not isinstance(text, str):
             raise ValueError("'text' must be a string")
         article = Article(doc_id, source, str(obj.get("title") or ""), text, "text")
     else:
         raise ValueError(
-            "unknown record format: expected {'title', 'paragraphs': [...]} (Simple Wikipedia) "
-            "or {'_id', 'title', 'text'} (BEIR corpus.jsonl)"
+            "unknown record format: expected {'id', 'title', 'text'} (BEIR corpus.jsonl: '_id') or "
+            "{'id', 'title', 'paragraphs': [...]} (Simple Wikipedia)"
         )
     from tasks.meta import record_metadata
 
+    # Checked on the record as read, so the message names the field; metadata values are made from it.
+    _refuse_lone_surrogates(obj)
     article.metadata, article.published = record_metadata(obj, exclude=("id", "_id", "title", "text", "paragraphs"))
     article.title_from_id = False  # a record without a title has none: its id is no title
     return article
@@ -299,7 +351,11 @@ def parse_dump_lines(
     spec: SourceSpec, lines: Iterable[tuple[int, str]], *, max_bytes: int | None = None
 ) -> list[Article | FetchFailure]:
     """Parse numbered JSONL lines of a dump; a malformed, oversized or too deeply nested line becomes a
-    failure naming file:line, never an exception (the other lines are still indexed)."""
+    failure naming file:line, never an exception (the other lines are still indexed).
+
+    A record that parsed and has an id fails under that id (``keyed``): its indexed rows are kept, and the
+    rest of the dump is still compared with the table, so records gone from it are deleted.
+    """
     path = Path(spec.root)
     limit = _setting("fetch_max_bytes") if max_bytes is None else max_bytes
     out: list[Article | FetchFailure] = []
@@ -307,13 +363,21 @@ def parse_dump_lines(
         # Records given to index_records are named by their number, not by the temporary dump holding them.
         where = f"record {lineno}" if spec.origin else f"{path}:{lineno}"
         label = where if spec.origin else f"{path.name}:{lineno}"
+        known: str | None = None
         try:
             if len(line) > limit:  # characters >= bytes/4: cheap, and a fair bound on work
-                raise ValueError(f"line of {len(line)} characters is over the limit of {limit} "
-                                 "(CORPUS_SEARCH_FETCH_MAX_BYTES)")
+                raise ValueError(f"line longer than the limit of {limit} characters (CORPUS_SEARCH_FETCH_MAX_BYTES): "
+                                 "raise it to index this record")
             obj = json.loads(line)
             if not isinstance(obj, Mapping):
                 raise ValueError(f"a record must be a JSON object, not {type(obj).__name__}")
+            try:
+                known = record_id(obj)
+                _refuse_lone_surrogates(known, "its id")
+            except ValueError:
+                known = None
+            if spec.origin and isinstance(error := obj.get(RECORD_ERROR_KEY), str):
+                raise ValueError(error.removeprefix(f"{where}: ").removeprefix(f"{where} "))
             article = parse_dump_line(obj, source=spec.root)
             # The dump (or the records' origin) is the identity; what a user opens is the record's own
             # URL or source when it names one, else the dump itself.
@@ -324,7 +388,10 @@ def parse_dump_lines(
         except RecursionError:
             out.append(FetchFailure(label, spec.origin or spec.root, f"{where}: JSON nested too deeply"))
         except Exception as exc:  # noqa: BLE001 - one bad line never aborts the dump
-            out.append(FetchFailure(label, spec.origin or spec.root, f"{where}: {exc}"))
+            if known is not None:
+                out.append(FetchFailure(known, spec.origin or spec.root, f"{where} (id {known!r}): {exc}", keyed=True))
+            else:
+                out.append(FetchFailure(label, spec.origin or spec.root, f"{where}: {exc}"))
     return out
 
 

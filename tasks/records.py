@@ -96,6 +96,10 @@ class FetchFailure(_Keyed):
     doc_id: str
     source: str
     error: str
+    #: The failure is one known article's (a dump record that parsed, with its id): its key keeps that
+    #: article's rows, and the rest of its source is still judged for deletions. Else the source's reading
+    #: is incomplete, and nothing of it is taken for deleted.
+    keyed: bool = False
 
 
 @dataclass(frozen=True)

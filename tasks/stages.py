@@ -527,7 +527,7 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
     articles: list[Article] = []
     outcomes, states = load_units(spec, work.units, settings)
     for o in outcomes:
-        if isinstance(o, FetchFailure):
+        if isinstance(o, FetchFailure) and not o.keyed:
             out.any_failed = True
         if spec.kind == "jsonl" and (o.key in seen or o.key in skip_keys):
             out.duplicates.append(o.doc_id)

@@ -274,21 +274,43 @@ def test_index_records_updates_changed_records_and_deletes_vanished_only_when_co
     assert summary["articles_deleted"] == 3
 
 
-def test_index_records_refuses_what_is_not_a_record(prefect_harness, db_uri):
+def test_a_record_index_records_cannot_take_is_that_records_failure_and_the_others_are_indexed(prefect_harness,
+                                                                                                db_uri):
     from corpus_search import index_records
     from corpus_search.indexing import RecordError
 
-    with pytest.raises(RecordError, match="record 2"):
-        index_records(["fine text", 42], "recs", db_uri=db_uri)
-    with pytest.raises(RecordError, match="no 'text'"):
-        index_records([{"id": "x", "title": "only a title"}], "recs", db_uri=db_uri)
-    with pytest.raises(RecordError, match="not int"):
+    with pytest.raises(RecordError, match="not int"):  # the call's own argument: refused whole
         index_records(5, "recs", db_uri=db_uri)
-    # A record the dump reader refuses is named by its number, never by the temporary file that carried it.
-    summary = index_records(["fine text about the tides and the moon", {"id": "p", "paragraphs": [1, None]}],
-                            "recs", db_uri=db_uri)
-    [failure] = summary["failures"]
-    assert failure["doc_id"] == "record 2" and failure["error"].startswith("record 2: 'paragraphs' must be a list")
+    fed: list[int] = []
+
+    def records():  # a generator cannot be replayed: a raise after record 3 lost the call (it raised before)
+        for i, record in enumerate([
+            {"id": "a", "text": "The tides rise and fall twice a day with the pull of the moon."},
+            42,
+            {"id": "x", "title": "only a title"},
+            {"id": "nul", "text": None},  # a database NULL
+            {"id": "s", "text": "A broken export.", "author": "Jos\udce9"},  # a lone surrogate
+            {(1, 2): "a tuple key", "text": "Not JSON at all."},
+            {"id": "b", "text": "Glaciers carve valleys as they move slowly down the mountain side."},
+        ]):
+            fed.append(i)
+            yield record
+
+    summary = index_records(records(), "recs", db_uri=db_uri)
+    assert fed == list(range(7)) and summary["articles_fetched"] == 2
+    failures = {f["doc_id"]: f["error"] for f in summary["failures"]}
+    assert failures["record 2"].startswith("record 2: ") and "is a int" in failures["record 2"]
+    assert "record 3 (id 'x')" in failures["x"] and "no 'text'" in failures["x"]
+    assert "no 'text'" in failures["nul"]
+    assert "'author' holds '\\udce9'" in failures["s"]
+    assert "cannot be written as JSON" in failures["record 6"]
+    # A record the dump reader refuses is named by its id, or its number, never by the temporary file.
+    summary = index_records(["fine text about the tides and the moon", {"id": "p", "paragraphs": [1, None]},
+                             {"paragraphs": [1]}], "recs", db_uri=db_uri)
+    failures = {f["doc_id"]: f["error"] for f in summary["failures"]}
+    assert failures["p"].startswith("record 2 (id 'p'): 'paragraphs' must be a list")
+    [hashed] = [error for error in failures.values() if error.startswith("record 3 (id '")]  # named by its hash
+    assert "'paragraphs' must be a list" in hashed
     assert "corpus-search-records" not in json.dumps(summary)
 
 

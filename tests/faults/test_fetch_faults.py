@@ -458,7 +458,7 @@ def test_an_oversized_dump_line_is_a_failure_naming_the_setting(tmp_path):
     spec = _dump(tmp_path)
     line = '{"_id": "big", "text": "' + "x" * 5000 + '"}'
     [out] = parse_dump_lines(spec, [(7, line)], max_bytes=1024)
-    assert failed(out, "dump.jsonl:7", "over the limit of 1024", "CORPUS_SEARCH_FETCH_MAX_BYTES")
+    assert failed(out, "dump.jsonl:7", "longer than the limit of 1024 characters", "CORPUS_SEARCH_FETCH_MAX_BYTES")
 
 
 @pytest.mark.parametrize("line", ["[1, 2]", "42", '"text"', "null", '{"_id": 1, "text": ["not", "a", "string"]}'])
