@@ -262,12 +262,25 @@ def apply_batch(table, plan: BatchPlan, new_vectors: np.ndarray, dim: int) -> No
             table.delete(in_list("id", chunk))
 
 
+#: What an article state says while its rows are being deleted: matches no stamp and no fingerprint.
+DELETING = "deleting"
+
+
 def delete_articles(table, articles, origin: str, doc_ids: Sequence[str]) -> int:
-    """Delete every row of these articles of ``origin`` (articles that vanished from their source)."""
+    """Delete every row of these articles of ``origin`` (articles that vanished from their source).
+
+    Three steps, each safe to be the last: the states are marked first (no stamp, fingerprint or
+    validator matches them), then the rows go, then the states. A run killed between the rows and the
+    states left states that said "unchanged": a file restored with its old size and time (``cp -p``,
+    ``rsync -a``, a snapshot) was skipped unread by every later run, its rows gone. Marked, it is read
+    again; and a state whose article stays gone is still found gone by the next run, which finishes.
+    """
     removed = 0
     for chunk in chunks(list(doc_ids)):
         where = f"origin = {sql_literal(origin)} AND {in_list('doc_id', chunk)}"
         if table is not None:
+            articles.update(where=where, values={"body_hash": DELETING, "file_stamp": None, "etag": None,
+                                                 "last_modified": None})
             removed += table.count_rows(where)
             table.delete(where)
         articles.delete(where)

@@ -513,3 +513,41 @@ def test_a_site_root_that_is_also_a_page_is_deleted_only_as_the_reading_the_user
     assert code == 0 and {r["source"] for r in table_rows(db_uri, "site")} == {home}  # the pages under it, not it
     code, _, _ = main_(capsys, "delete", "site", "--source", home, "--db", db_uri)
     assert code == 0 and table_rows(db_uri, "site") == []  # nothing under it now: the page alone, no refusal
+
+
+def test_a_run_killed_between_deleting_a_vanished_files_rows_and_its_state_reads_it_again_when_it_returns(
+        run_index, db_uri, tmp_path, monkeypatch):
+    """The rows went, the state stayed and said "unchanged": a file restored with its old size and time
+    (cp -p, rsync -a, a snapshot) was skipped unread by every later run, and lost to search for good."""
+    import os
+
+    import lancedb.table
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for name in ("d1", "d2"):
+        (notes / f"{name}.md").write_text(f"# {name}\n\nNote {name} is about violins, their strings and bows.")
+    run_index([notes])
+    kept = (notes / "d1.md").read_bytes(), os.stat(notes / "d1.md")
+    (notes / "d1.md").unlink()
+    real = lancedb.table.LanceTable.delete
+
+    def killed_after_the_rows(self, where):
+        if self.name == "test__articles" and "d1.md" in where:
+            raise KeyboardInterrupt  # the process dies after the rows went, before the state
+        return real(self, where)
+
+    monkeypatch.setattr(lancedb.table.LanceTable, "delete", killed_after_the_rows)
+    with pytest.raises(BaseException):  # noqa: B017 - the run dies here, however Prefect wraps it
+        run_index([notes])
+    monkeypatch.undo()
+    assert {r["doc_id"] for r in table_rows(db_uri)} == {"d2.md"}
+    (notes / "d1.md").write_bytes(kept[0])
+    os.utime(notes / "d1.md", ns=(kept[1].st_atime_ns, kept[1].st_mtime_ns))  # restored as it was
+    summary = run_index([notes])
+    assert summary["articles_fetched"] == 1 and {r["doc_id"] for r in table_rows(db_uri)} == {"d1.md", "d2.md"}
+    # Gone for good instead: the next run finishes the delete.
+    (notes / "d1.md").unlink()
+    run_index([notes])
+    assert {r["doc_id"] for r in table_rows(db_uri)} == {"d2.md"}
+    assert run_index([notes])["articles_deleted"] == 0
