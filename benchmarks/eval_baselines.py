@@ -88,12 +88,11 @@ def dense_rankings(corpus, queries, depth: int, model_name: str, cache: Path | N
     texts = [f"{t} {x}" if t else x for t, x in (corpus[i] for i in ids)]
     if from_index:
         ids, matrix = lancedb_vectors(from_index)
-        if not set(ids) & set(corpus):  # an index of HTML files keys A-1.html where the corpus says A-1
-            from tasks.datasets import html_doc_id
+        if not set(ids) & set(corpus):  # an index of HTML files keys A-1.html (or pages/A-1.html): the corpus A-1
+            from tasks.datasets import judged_id
 
-            ids = [html_doc_id(d) for d in ids]
-            if not set(ids) & set(corpus):  # an archive's one folder (pages/A-1) is no part of the judged ids
-                ids = [d.split("/", 1)[-1] for d in ids]
+            known = set(corpus)
+            ids = [judged_id(d, known) for d in ids]
     elif cache is not None and cache.is_file():
         matrix = np.load(cache)
     else:

@@ -104,12 +104,17 @@ def main() -> None:
         summary = run_pipeline(dump, str(work / "db"))
     raw_after = raw()
     raw_rate = (raw_before + raw_after) / 2
-    pipe_rate = summary["paragraphs_encoded"] / summary["seconds"]
+    # End to end is the flow call's wall time: the summary's "seconds" leave out the run's start and finish,
+    # its run record and its report (about 4 % of a 56 s run).
+    wall = summary["flow_wall"]
+    pipe_rate = summary["paragraphs_encoded"] / wall
+    inner_rate = summary["paragraphs_encoded"] / summary["seconds"]
     encode_only = summary["paragraphs_encoded"] / summary["encode_seconds"]
     print(f"raw model.encode:            {raw_rate:8.1f} paragraphs/s (before {raw_before:.1f}, after {raw_after:.1f})")
     print(f"pipeline encode stage:       {encode_only:8.1f} paragraphs/s")
-    print(f"pipeline end to end:         {pipe_rate:8.1f} paragraphs/s, {args.docs / summary['seconds']:.1f} docs/s "
-          f"(flow {summary['seconds']:.1f} s: fetch, split, encode, write, FTS index, compact)")
+    print(f"pipeline end to end:         {pipe_rate:8.1f} paragraphs/s, {args.docs / wall:.1f} docs/s "
+          f"(flow call {wall:.1f} s: run start, fetch, split, encode, write, FTS index, compact, run record; "
+          f"the summary's {summary['seconds']:.1f} s without the run's start and finish: {inner_rate:.1f}/s)")
     print(f"ratio end to end / raw:      {pipe_rate / raw_rate:8.3f}   (target >= 0.90)")
 
     sizes = [args.docs, args.docs * args.scale]

@@ -15,7 +15,7 @@ not scored). The variants are computed exactly as ``Searcher`` does (same functi
 computed once per pair; no timing here (see ``benchmarks/query_latency.py``).
 
     python benchmarks/rerank_fidelity.py ../shared/data/scifact --collection scifact-eval --db DB \\
-        --model 20261127-220130-judgments --backends onnx:fp32 onnx:int8 --scores /tmp/fidelity.npz
+        --model 20261127-220130-judgments --backends onnx:fp32 onnx:int8 --scores fidelity-scores.npz
 
 ``--scores`` keeps the computed scores, so a rerun with other options costs no model call.
 """
@@ -59,11 +59,10 @@ def main() -> int:
 
     from dataclasses import replace
 
-    from flows.evaluate import html_doc_id
     from query.models import load_reranker
     from query.registry import model_path, read_registry
     from query.searcher import Searcher, passage_text
-    from tasks.datasets import load_dataset
+    from tasks.datasets import judged_id, load_dataset
     from tasks.metrics import maxp, per_query
 
     data = load_dataset(args.dataset, split=args.split)
@@ -74,7 +73,8 @@ def main() -> int:
     alpha = entry.alpha if entry else (args.alpha if args.alpha is not None else 1.0)
     hits = searcher.search_many([data.queries[q] for q in qids], k=args.depth, mode="hybrid",
                                 candidates=args.depth, rerank=False)
-    hits = [[replace(h, doc_id=html_doc_id(h.doc_id)) for h in hs] for hs in hits]
+    known = {d for q in qids for d in data.qrels[q]}
+    hits = [[replace(h, doc_id=judged_id(h.doc_id, known)) for h in hs] for hs in hits]
     enc = searcher.meta.encode_title
     passages = [[passage_text(h.title, h.text, enc) for h in hs] for hs in hits]
     retrieval = [np.array([h.retrieval_score for h in hs]) for hs in hits]
@@ -82,8 +82,14 @@ def main() -> int:
     store = dict(np.load(args.scores)) if args.scores and Path(args.scores).is_file() else {}
     variants = ["torch:fp32", *args.backends]
     speed = {}
+    # What the scores are of: the model, the collection's version, the dataset and split (a key of the variant,
+    # queries and depth alone served one model's cached scores as another's).
+    from tasks.records import stable_hash
+
+    of = stable_hash(path, args.db, args.collection, str(searcher.table.version), str(Path(args.dataset).resolve()),
+                     args.split)
     for v in variants:
-        key = f"{v}|{len(qids)}|{args.depth}"
+        key = f"{v}|{len(qids)}|{args.depth}|{of}"
         if key in store:
             continue
         backend, precision = v.split(":")

@@ -37,19 +37,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def test_set(searcher, data, qids: list[str], depth: int):
     """The test queries' hybrid top ``depth`` as a ``tasks.rerank_gate.DevSet``, scored as the gate scores dev.
 
-    html_doc_id: an HTML corpus's doc ids are file names (CACM-0001.html); the judgments use CACM-0001.
+    ``judged_id``: an HTML corpus's doc ids are file names (CACM-0001.html, or pages/A-1.html in an archive's
+    one folder); the judgments use CACM-0001.
     """
     from dataclasses import replace
 
-    from flows.evaluate import html_doc_id
     from query.searcher import passage_text
+    from tasks.datasets import judged_id
     from tasks.rerank_gate import DevSet
+
+    known = {d for q in qids for d in data.qrels[q]}
 
     hits = searcher.search_many([data.queries[q] for q in qids], k=depth, mode="hybrid", candidates=depth,
                                 rerank=False, distinct=False)  # as `corpus-search eval`: judgments name each copy
     enc = searcher.meta.encode_title
     return DevSet(qids, [data.queries[q] for q in qids], {q: data.qrels[q] for q in qids},
-                  [[replace(h, doc_id=html_doc_id(h.doc_id)) for h in hs] for hs in hits],
+                  [[replace(h, doc_id=judged_id(h.doc_id, known)) for h in hs] for hs in hits],
                   [[passage_text(h.title, h.text, enc) for h in hs] for hs in hits])
 
 

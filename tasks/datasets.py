@@ -347,6 +347,21 @@ def html_doc_id(doc_id: str) -> str:
     return str(p.with_suffix("")) if p.suffix.lower() in LOCAL_SUFFIXES else doc_id
 
 
+def judged_id(doc_id: str, known: set[str] | frozenset[str]) -> str:
+    """The dataset id a collection's ``doc_id`` names, for scoring against judgments that use ``known`` ids:
+    itself, or its file name without the extension (``CACM-0001.html``), or that under fewer folders
+    (``pages/A-1.html`` of an archive's one folder: ``A-1``). An id that names none of them is returned as
+    ``html_doc_id`` gives it: unjudged, so not relevant, whatever it is called."""
+    if doc_id in known:
+        return doc_id
+    stem = html_doc_id(doc_id)
+    parts = stem.split("/")
+    for i in range(len(parts)):
+        if (tail := "/".join(parts[i:])) in known:
+            return tail
+    return stem
+
+
 def judged_as_collection(qrels: dict[str, dict[str, int]], doc_ids: set[str]) -> dict[str, dict[str, int]]:
     """``qrels`` keyed by the collection's own doc ids: a corpus indexed from a folder of files keys its
     documents by file name (``CACM-0001.html``) where its judgments name ``CACM-0001``, as ``eval

@@ -312,3 +312,14 @@ def test_an_eval_that_fails_writing_its_run_files_leaves_no_tag_behind(prefect_h
         evaluate(str(ds), collection="spaced", db_uri=db_uri, modes="lexical", rerank=False, tag="t1",
                  run_dir=str(tmp_path / "runs"))
     assert not any(v.get("tags") for v in list_versions(db_uri, "spaced"))
+
+
+def test_a_collection_doc_id_is_scored_as_the_judged_id_it_names():
+    from tasks.datasets import judged_id
+
+    known = {"A-1", "CACM-0001", "blog/raft"}
+    assert judged_id("A-1", known) == "A-1"
+    assert judged_id("CACM-0001.html", known) == "CACM-0001"
+    assert judged_id("pages/A-1.html", known) == "A-1"  # an archive's one folder (the benchmarks scored it 0)
+    assert judged_id("site/blog/raft.md", known) == "blog/raft"
+    assert judged_id("pages/B-2.html", known) == "pages/B-2"  # unjudged: not relevant, whatever it is called
