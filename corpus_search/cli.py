@@ -75,7 +75,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     prefect_environment()
     from corpus_search.ephemeral import guard_temporary_server
     from flows.index_corpus import index_corpus
-    from flows.summary import EXIT_CODES, JSON_KEYS, IndexSummary, NothingIndexedError
+    from flows.summary import EXIT_CODES, EXIT_STOPPED, JSON_KEYS, IndexSummary, NothingIndexedError
+    from tasks.records import printable
 
     from query.schema import validate_collection_name
     from query.storage import check_db_uri
@@ -119,6 +120,15 @@ def cmd_index(args: argparse.Namespace) -> int:
         )
     except NothingIndexedError as exc:
         result = exc.summary
+    except CorpusSearchError:
+        raise  # a user error: one line, exit 2
+    except Exception as exc:  # noqa: BLE001 - the run's own record has the traceback
+        # An object store that went away, a Dask scheduler that died, a commit conflict: a cron job gets
+        # its own exit status and one line, not a page of traceback (the run's logs keep that).
+        print(f"corpus-search: error: the run stopped part-way: {type(exc).__name__}: {printable(str(exc))[:500]}\n"
+              "corpus-search: what it wrote stays, and the next run resumes (only changed articles are encoded); "
+              "the run's logs (above, and in the Prefect UI) have the traceback", file=sys.stderr)
+        return EXIT_STOPPED
     if args.json:
         print(json.dumps({**{k: result[k] for k in JSON_KEYS}, "outcome": result["outcome"],
                           "failures": result["failures"], "notices": result.get("notices", [])}, ensure_ascii=False))

@@ -39,6 +39,7 @@ from flows.summary import (
     artifact_key,
     printable,
 )
+from query.errors import DatabaseLocationError
 from query.hits import whole_number
 from query.schema import validate_collection_name
 from query.settings import Settings, refuse_secret_overrides, settings_with
@@ -241,6 +242,12 @@ def index_corpus(
             """
             prepared, encoded = batch.prepared.result(), batch.encoded.result()
             batch.results += [prepared, encoded]
+            if states and not prepared.saw_articles_table:
+                # Every batch would be planned as new: all re-encoded, no stale paragraph ever deleted.
+                raise DatabaseLocationError(
+                    f"a Dask worker cannot see the database {printable(settings.db_uri)!r} (its collection "
+                    f"{settings.collection!r} is missing there): every worker must reach the database at the same "
+                    "path, a shared filesystem or an object store (s3://...), or index without --dask-address")
             if batch.spec.kind == "jsonl":
                 again = frozenset(k for k in prepared.keys if k in seen)
                 if again:  # a dump repeats an id of an earlier batch (rare): prepare it again without those
@@ -290,6 +297,8 @@ def index_corpus(
             try:
                 work()
                 return True
+            except DatabaseLocationError:
+                raise  # no batch of this run can be right: stop it, with the fix
             except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the run
                 logger.warning("a batch of %s failed: %s: %s", printable(spec.spec), type(exc).__name__, exc)
                 for u in unit:
@@ -353,6 +362,8 @@ def index_corpus(
                     if files:
                         launch(window, seen, spec, unit, files)
                 complete = drain(window, seen) and complete
+            except DatabaseLocationError:
+                raise  # the database's, not the source's (an OSError too)
             except READ_ERRORS as exc:  # unreadable root, or a dump that breaks mid-stream (a truncated .gz)
                 drain(window, seen)  # the batches read before the break are written, as without pipelining
                 summary.fail(spec.spec, f"cannot read source {printable(spec.spec)!r}: {exc}; its indexed articles are kept")

@@ -19,9 +19,13 @@ Outcome = Literal["ok", "partial", "failed"]
 
 #: Exit codes of ``corpus-search index`` (documented in its --help and the README).
 EXIT_CODES: dict[Outcome, int] = {"ok": 0, "partial": 3, "failed": 4}
+#: A run stopped part-way by an error of what it runs on (an object store gone away, a Dask scheduler that
+#: died, a commit conflict): what it wrote stays, and a rerun resumes.
+EXIT_STOPPED = 5
 EXIT_HELP = (
     "exit codes: 0 every source was indexed; 3 some sources or articles failed and the rest were written; "
-    "4 nothing could be indexed (the Prefect run ends Failed); 2 bad arguments or user errors."
+    "4 nothing could be indexed (the Prefect run ends Failed); 5 the run stopped part-way on an error of its "
+    "database, object store or cluster (what it wrote stays; rerun); 2 bad arguments or user errors."
 )
 
 

@@ -426,6 +426,9 @@ class PreparedBatch:
         self.duplicates: list[str] = []  # doc ids of later copies of an article already in this batch
         self.failed: list[tuple[str, str]] = []  # (doc id, error): unreadable units, unsplittable articles
         self.unchanged = 0  # not modified (HTTP 304, stamp) or same fingerprint
+        #: Whether the process that prepared it saw the collection's article table: a Dask worker on another
+        #: machine, given a local ``--db`` path, sees none, and would re-encode everything and delete nothing.
+        self.saw_articles_table = False
         self.split = SplitResult()
         self.plan = store.BatchPlan()
 
@@ -523,6 +526,7 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
     """
     spec, skip_keys = work.spec, work.skip_keys
     out = PreparedBatch()
+    out.saw_articles_table = articles_table_name(settings.collection) in table_names(_db(settings))
     seen: set[str] = set()
     articles: list[Article] = []
     outcomes, states = load_units(spec, work.units, settings)

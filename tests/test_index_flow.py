@@ -464,3 +464,51 @@ def test_log_lines_of_the_fetch_pool_reach_the_runs_logs_in_prefect(prefect_harn
             messages = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))]
             time.sleep(0.5)
     assert any(m.startswith("retrying " + site.url("/flaky.html")) for m in messages), messages
+
+
+def test_a_run_whose_worker_cannot_see_the_database_stops_with_the_fix_and_changes_nothing(run_index, db_uri,
+                                                                                            tmp_path, monkeypatch):
+    """A Dask worker on another machine given a local --db path saw no collection: it planned every article as
+    new, so edited articles kept their old paragraphs beside the new ones, for good. The run stops instead."""
+    from query.errors import DatabaseLocationError
+    from tasks import stages
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# A\n\nThe violin has four strings tuned in perfect fifths, G D A E.")
+    run_index([notes])
+    before = table_rows(db_uri)
+    (notes / "a.md").write_text("# A\n\nThe viola has four strings tuned in perfect fifths, C G D A.")
+    monkeypatch.setattr(stages, "table_names", lambda db: [])  # what the blind worker sees
+    with pytest.raises(DatabaseLocationError, match="a Dask worker cannot see the database .* same path"):
+        run_index([notes])
+    monkeypatch.undo()
+    assert table_rows(db_uri) == before
+    assert run_index([notes])["articles_fetched"] == 1 and [r["text"] for r in table_rows(db_uri)] == [
+        "The viola has four strings tuned in perfect fifths, C G D A."]
+
+
+def test_a_run_stopped_by_its_store_exits_5_with_one_line_and_the_next_run_resumes(prefect_harness, db_uri, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """An object store that went away mid-run ended in a page of traceback and exit 1, outside the exit codes
+    that cron jobs read."""
+    from corpus_search.cli import main
+    from tasks import stages
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# A\n\nThe violin has four strings tuned in perfect fifths, G D A E.")
+
+    def store_gone(settings):
+        raise RuntimeError("lance error: LanceError(IO): Generic S3 error: error sending request, after 3 retries")
+
+    monkeypatch.setattr(stages, "refresh_indexes", store_gone)
+    code = main(["index", str(notes), "--collection", "test", "--db", db_uri])
+    err = capsys.readouterr().err
+    assert code == 5, err
+    last = err.strip().splitlines()[-2:]  # the last word is ours: what stopped it, and what to do
+    assert last[0].startswith("corpus-search: error: the run stopped part-way: RuntimeError: lance error")
+    assert "the next run resumes" in last[1]
+    monkeypatch.undo()
+    assert main(["index", str(notes), "--collection", "test", "--db", db_uri]) == 0
+    assert [r["doc_id"] for r in table_rows(db_uri)] == ["a.md"]
