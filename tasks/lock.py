@@ -78,6 +78,19 @@ def ensure_global_limit(name: str, limit: int = 1) -> None:
 
 
 @contextlib.contextmanager
+def _warn_if_machine_local_server() -> None:
+    """Say so when an object-store lock is held by a temporary Prefect server: it excludes only the writers
+    of this machine that share its ``PREFECT_HOME``. Two machines writing one ``s3://`` collection, each
+    through its own temporary server, both held the lock at once (a commit conflict stopped one)."""
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        _logger().warning(
+            "the writer lock of an object-store database is held by the Prefect server, and this run has a "
+            "temporary one (no PREFECT_API_URL): it keeps out the writers of this machine only. Where several "
+            "machines write this database, point them all at one Prefect server (PREFECT_API_URL)")
+
+
 def writer_lock(db_uri: str, collection: str, *, timeout_s: float = 3600.0, poll_s: float = 0.2) -> Iterator[None]:
     """Hold the collection's writer lock; wait up to ``timeout_s`` for another writer, then fail clearly.
 
@@ -86,6 +99,7 @@ def writer_lock(db_uri: str, collection: str, *, timeout_s: float = 3600.0, poll
     validate_collection_name(collection)
     check_db_uri(db_uri, write=True)
     if not is_local_uri(db_uri):
+        _warn_if_machine_local_server()
         with _object_store_lock(collection, timeout_s=timeout_s, poll_s=poll_s, db_uri=db_uri):
             yield
         return

@@ -55,3 +55,19 @@ def test_a_busy_collection_times_out_with_a_clear_error(tmp_path):
     finally:
         release.set()
         t.join()
+
+
+def test_an_object_store_lock_on_a_temporary_server_warns_that_it_keeps_out_this_machines_writers_only(caplog):
+    import logging
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.lock import _warn_if_machine_local_server
+
+    with temporary_settings(updates={PREFECT_API_URL: None}), caplog.at_level(logging.WARNING):
+        _warn_if_machine_local_server()
+    assert "keeps out the writers of this machine only" in caplog.text and "PREFECT_API_URL" in caplog.text
+    caplog.clear()
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}), caplog.at_level(logging.WARNING):
+        _warn_if_machine_local_server()
+    assert "machine only" not in caplog.text
