@@ -77,7 +77,6 @@ def ensure_global_limit(name: str, limit: int = 1) -> None:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
 
 
-@contextlib.contextmanager
 def _warn_if_machine_local_server() -> None:
     """Say so when an object-store lock is held by a temporary Prefect server: it excludes only the writers
     of this machine that share its ``PREFECT_HOME``. Two machines writing one ``s3://`` collection, each
@@ -91,6 +90,7 @@ def _warn_if_machine_local_server() -> None:
             "machines write this database, point them all at one Prefect server (PREFECT_API_URL)")
 
 
+@contextlib.contextmanager
 def writer_lock(db_uri: str, collection: str, *, timeout_s: float = 3600.0, poll_s: float = 0.2) -> Iterator[None]:
     """Hold the collection's writer lock; wait up to ``timeout_s`` for another writer, then fail clearly.
 
