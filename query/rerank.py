@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -41,11 +42,21 @@ from query.settings import RerankPrecision
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import CrossEncoder
 
+log = logging.getLogger(__name__)
+
 Precision = RerankPrecision  # the one definition lives in query.settings
 
 #: The cascade assumes bf16 moves a relevance logit by at most this much (measured: <= 0.37 on the
 #: MiniLM-L6 stand-in); it widens the margin by itself when the re-scored passages show a larger error.
 CASCADE_LOGIT_ERROR = 0.5
+#: The cascade pays only while it re-scores few candidates: its bf16 pass costs about 0.6 of an fp32 pass
+#: on a CPU with native bf16 (1.35 s against 2.2 s for 30 SciFact abstracts, AMD EPYC with AVX-512 BF16), so
+#: re-scoring more than about 0.4 of them costs more than fp32 alone. A self-supervised MiniLM-L6 re-ranker
+#: trained here had every candidate re-scored (its top scores lie within the margin), and the cascade ran at
+#: 0.64x of fp32 (benchmarks/RESULTS.md, stop 42). After ``CASCADE_PROBE_QUERIES`` queries, a re-ranker
+#: whose cascade re-scored more than this share of their candidates scores in fp32 alone from then on.
+CASCADE_MAX_RESCORED = 0.4
+CASCADE_PROBE_QUERIES = 3
 
 # Tokens per batch that keep a CPU batch in cache-friendly territory; see Reranker._batches.
 _CPU_TOKENS_PER_BATCH = 2048
@@ -134,6 +145,8 @@ class Reranker:
             self.backend, self.precision, self._engine, self.backend_report = backends.choose(self, backend, precision)
             self._set_coarse_model()
         self.cache = ScoreCache(cache_size)
+        #: The cascade's record so far: queries, candidates scored in bf16, and of them re-scored in fp32.
+        self.cascade_record = [0, 0, 0]
 
     def _set_coarse_model(self) -> None:
         # The cascade's coarse pass only has to find the best passages, so it runs a bf16 copy of the
@@ -177,7 +190,18 @@ class Reranker:
                 self.cache.store([keys[i] for i in todo], rel[todo])
         else:
             rel = self._cascade_logits(query, passages, k, rel, exact, keys)
+            self._judge_cascade()
         return logits_to_scores(rel[:, None])
+
+    def _judge_cascade(self) -> None:
+        """Turn the cascade off for this re-ranker once it has shown that it re-scores most candidates
+        (:data:`CASCADE_MAX_RESCORED`): fp32 alone is then faster, and gives the same scores."""
+        queries, coarse, rescored = self.cascade_record
+        if queries >= CASCADE_PROBE_QUERIES and coarse and rescored > CASCADE_MAX_RESCORED * coarse:
+            log.info("the bf16+fp32 cascade re-scored %d of %d candidates in fp32 over %d queries: this re-ranker "
+                     "scores in fp32 alone from now on (faster, the same scores)", rescored, coarse, queries)
+            self.precision = "fp32"
+            self._coarse_model = None
 
     def _cascade_logits(self, query: str, passages: list[str], k: int, est: np.ndarray, exact: np.ndarray,
                         keys: list) -> np.ndarray:
@@ -199,6 +223,8 @@ class Reranker:
             kth = np.partition(est, len(est) - k)[len(est) - k]
             new = np.flatnonzero((est >= kth - 2 * eps) & ~exact)
             if new.size == 0:
+                record = self.cascade_record
+                record[0], record[1], record[2] = record[0] + 1, record[1] + todo.size, record[2] + int(measured.sum())
                 return est
             est[new] = _relevance(self.logits(query, [passages[i] for i in new], precision="fp32"))
             self.cache.store([keys[i] for i in new], est[new])

@@ -285,3 +285,32 @@ def test_a_model_asked_for_by_two_threads_at_once_is_loaded_once():
     for t in threads:
         t.join()
     assert loads == ["m"] and got[0] is got[1] and load.cache_info().misses == 1
+
+
+def test_a_cascade_that_rescores_most_candidates_turns_itself_off_and_scores_in_fp32(loaded):
+    """A trained self-supervised re-ranker had every candidate re-scored in fp32 after its bf16 pass: the
+    cascade ran at 0.64x of fp32 alone. After a few such queries, it scores in fp32 alone."""
+    from query.rerank import CASCADE_MAX_RESCORED, CASCADE_PROBE_QUERIES
+
+    ce = loaded("minilm", 1)
+    passages = [f"{p} (note {i})" for i in range(5) for p in PASSAGES]
+    fp32 = Reranker(ce, precision="fp32").score(QUERY, passages)
+    cascade = Reranker(ce, precision="bf16+fp32")
+    cascade.cascade_record = [0, 0, 0]
+    for i in range(CASCADE_PROBE_QUERIES):
+        got = cascade.score(f"{QUERY} {i}", passages, top_k=len(passages) // 2 - 1)
+    queries, coarse, rescored = cascade.cascade_record
+    assert queries == CASCADE_PROBE_QUERIES and coarse == CASCADE_PROBE_QUERIES * len(passages)
+    if rescored > CASCADE_MAX_RESCORED * coarse:
+        assert cascade.precision == "fp32" and cascade._coarse_model is None
+        np.testing.assert_allclose(cascade.score(QUERY, passages, top_k=3), fp32, atol=1e-5)
+    else:  # this tiny model's bf16 error is small enough: the cascade pays and stays
+        assert cascade.precision == "bf16+fp32" and got.shape == fp32.shape
+    # A cascade that re-scores few stays on.
+    kept = Reranker(ce, precision="bf16+fp32")
+    kept.cascade_record = [CASCADE_PROBE_QUERIES, 100, 10]
+    kept._judge_cascade()
+    assert kept.precision == "bf16+fp32"
+    kept.cascade_record = [CASCADE_PROBE_QUERIES, 100, 90]
+    kept._judge_cascade()
+    assert kept.precision == "fp32"
