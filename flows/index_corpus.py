@@ -270,6 +270,7 @@ def index_corpus(
             summary.tally("undated", [f"{doc} ({raw[:80]})" for doc, raw in split.undated])
             summary.tally("empty", split.empty)
             summary.tally("error_page", split.error_pages)
+            summary.tally("not_utf8", prepared.not_utf8)
             if split.changed:
                 plan = prepared.plan
                 stages.write_batch(quote(plan), quote(encoded.vectors), quote(split.changed), settings, encoded.meta)

@@ -56,6 +56,8 @@ NOTICES = {
     "error_page": "look like a server's error or sign-in page, not an article, e.g. {examples}: they are indexed as "
                   "they are (new pages; an indexed page that turns into one keeps its rows). Check that they are "
                   "public, or index the pages they stand for",
+    "not_utf8": "of a dump held bytes that are not UTF-8, e.g. {examples}: they are indexed with U+FFFD (�) in "
+                "their place. Convert the dump to UTF-8 (e.g. iconv -f cp1252 -t utf-8) and index it again",
 }
 
 

@@ -384,6 +384,7 @@ def parse_dump_lines(
             article.origin = spec.origin or spec.root
             named = obj.get("url") or obj.get("source")
             article.source = named.strip() if isinstance(named, str) and named.strip() else article.origin
+            article.replaced_bytes = "\ufffd" in line  # the dump is read with errors="replace"
             out.append(article)
         except RecursionError:
             out.append(FetchFailure(label, spec.origin or spec.root, f"{where}: JSON nested too deeply"))

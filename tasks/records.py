@@ -87,6 +87,8 @@ class Article(_Keyed):
     #: Whether a missing title may be made from ``doc_id`` (a file or page name says what it holds; a
     #: record id such as "8841823" does not, and would be encoded in front of every passage).
     title_from_id: bool = True
+    #: A dump line whose bytes were not all UTF-8: read with U+FFFD in their place (a notice says so).
+    replaced_bytes: bool = False
 
 
 @dataclass(frozen=True)

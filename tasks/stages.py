@@ -429,6 +429,8 @@ class PreparedBatch:
         #: Whether the process that prepared it saw the collection's article table: a Dask worker on another
         #: machine, given a local ``--db`` path, sees none, and would re-encode everything and delete nothing.
         self.saw_articles_table = False
+        #: Doc ids of dump records read with U+FFFD for bytes that were not UTF-8.
+        self.not_utf8: list[str] = []
         self.split = SplitResult()
         self.plan = store.BatchPlan()
 
@@ -544,6 +546,7 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
             out.unchanged += 1
         else:
             articles.append(o)
+    out.not_utf8 = [a.doc_id for a in articles if a.replaced_bytes]
     if not articles:
         return out
     if states is None:

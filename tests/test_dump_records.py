@@ -87,3 +87,15 @@ def test_a_dump_with_a_bad_record_still_deletes_what_it_no_longer_holds(prefect_
     assert summary["articles_deleted"] == 0 and {r["doc_id"] for r in table_rows(db_uri, "dump")} == {"r0", "r1", "r2"}
     [notice] = summary["notices"]
     assert "no article of it was taken for deleted" in notice and str(dump) in notice
+
+
+def test_a_dump_with_bytes_that_are_not_utf8_says_so_in_a_notice(prefect_harness, run_index, db_uri, tmp_path):
+    # Read with U+FFFD in their place, silently: ids and texts changed with nothing to say why.
+    dump = tmp_path / "latin1.jsonl"
+    dump.write_bytes(json.dumps({"id": "ok", "text": "Plain text about rivers and their floods in spring."}).encode()
+                     + b"\n" + '{"id": "cafe", "text": "Caf\xe9 au lait is served in the morning by the river."}\n'
+                     .encode("latin-1"))
+    summary = run_index([dump], collection="latin")
+    [notice] = summary["notices"]
+    assert notice.startswith("1 article(s) of a dump held bytes that are not UTF-8, e.g. cafe") and "iconv" in notice
+    assert summary["articles_fetched"] == 2 and not summary["failures"]
