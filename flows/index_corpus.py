@@ -224,7 +224,7 @@ def index_corpus(
     bar = _progress(progress)
 
     runner = task_runner(settings)  # a bad --dask-address fails here, before anything is written
-    with writer_lock(settings.db_uri, collection), api_for_workers(runner), (runner or contextlib.nullcontext()), \
+    with writer_lock(settings.db_uri, collection), api_for_workers(runner, settings.dask_address), (runner or contextlib.nullcontext()), \
             _published_if_aborted(summary, collection, logger, started):
         shards = Shards(settings, runner)
         logger.info("index run: %s, %d batches in flight", shards.where, shards.depth)

@@ -18,6 +18,7 @@ variables) all get the same behaviour without choosing a runner themselves.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -175,12 +176,14 @@ def _wants_gpu_cluster(settings: Settings) -> bool:
 
 
 @contextlib.contextmanager
-def api_for_workers(runner) -> Iterator[None]:
+def api_for_workers(runner, address: str | None = None) -> Iterator[None]:
     """Within this block, task runs sent to Dask workers report to this run's Prefect API.
 
     Without ``PREFECT_API_URL`` Prefect starts a temporary server in the flow's process; workers get the
     flow's settings with each task, and would each start a server of their own (seconds per worker, and
     their task runs recorded nowhere the run can be seen). So the temporary server's address is named.
+    That address is this machine's loopback: a cluster at a scheduler ``address`` on another host gets a
+    warning that its workers need a server they can reach.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -191,6 +194,19 @@ def api_for_workers(runner) -> Iterator[None]:
 
     server = SubprocessASGIServer()
     server.start()  # already running for this flow run: returns at once
+    host = urlsplit(address if address and "://" in address else f"tcp://{address}").hostname if address else None
+    if host and host not in ("localhost", "::1") and not host.startswith("127."):
+        from prefect.exceptions import MissingContextError
+        from prefect.logging import get_run_logger
+
+        try:
+            logger = get_run_logger()
+        except MissingContextError:
+            logger = logging.getLogger(__name__)
+        logger.warning(
+            "the Dask workers report to this run's temporary Prefect server at %s, on this machine's loopback: "
+            "workers on other machines cannot reach it. Set PREFECT_API_URL to a Prefect server they can reach "
+            "(`prefect server start --host 0.0.0.0`)", server.api_url)
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         yield
 

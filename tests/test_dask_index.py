@@ -303,3 +303,21 @@ def test_a_worker_whose_trim_threshold_is_set_serves_tensor_sized_blocks_from_th
     if env:  # a set threshold fixes glibc's mmap threshold: a 1 MiB block is its own mmap ...
         assert before == 1
         assert after == (0 if changed else 1)  # ... until the call puts it back in the heap; a user's own stays
+
+
+def test_workers_of_a_scheduler_on_another_host_are_warned_that_a_temporary_server_is_out_of_their_reach(caplog):
+    """Without PREFECT_API_URL the workers are given this machine's loopback address of the run's temporary
+    server: workers on another host cannot reach it."""
+    import logging
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.runners import api_for_workers
+
+    with temporary_settings(updates={PREFECT_API_URL: None}), caplog.at_level(logging.WARNING):
+        with api_for_workers(object(), "tcp://127.0.0.1:8786"):
+            pass
+        assert "cannot reach it" not in caplog.text  # a scheduler on this machine: its workers can
+        with api_for_workers(object(), "tcp://10.1.2.3:8786"):
+            pass
+    assert "workers on other machines cannot reach it. Set PREFECT_API_URL" in caplog.text
