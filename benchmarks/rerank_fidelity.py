@@ -88,9 +88,12 @@ def main() -> int:
 
     of = stable_hash(path, args.db, args.collection, str(searcher.table.version), str(Path(args.dataset).resolve()),
                      args.split)
+
+    def key(v: str) -> str:
+        return f"{v}|{len(qids)}|{args.depth}|{of}"
+
     for v in variants:
-        key = f"{v}|{len(qids)}|{args.depth}|{of}"
-        if key in store:
+        if key(v) in store:
             continue
         backend, precision = v.split(":")
         model = load_reranker(path, backend=backend, precision=precision)
@@ -98,13 +101,13 @@ def main() -> int:
         t = time.perf_counter()
         flat = [model.score(data.queries[q], ps, top_k=len(ps)) for q, ps in zip(qids, passages, strict=True)]
         speed[v] = sum(map(len, passages)) / (time.perf_counter() - t)
-        store[key] = np.concatenate(flat)
+        store[key(v)] = np.concatenate(flat)
         if args.scores:
             np.savez(args.scores, **store)
     bounds = np.cumsum([0, *map(len, passages)])
 
     def ce(v: str) -> list[np.ndarray]:
-        flat = store[f"{v}|{len(qids)}|{args.depth}"]
+        flat = store[key(v)]
         return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def run(v: str, a: float, adaptive: bool) -> tuple[dict[str, list[str]], list[list[int]], float]:

@@ -30,6 +30,9 @@ __all__ = ["ROW_CELL_CHARS", "definition_text", "heading_level", "parse_html", "
 #: per cell left each under the minimum paragraph length, and the indexer dropped the whole table. A row
 #: with a longer cell (a layout table, a cell of prose) keeps one block per cell, as before.
 ROW_CELL_CHARS = 100
+#: A table of more rows keeps one block per cell (which the indexer's length filter drops, as before): a
+#: 2,000-row table of measurements made 2,000 passages of numbers, each encoded and returned by searches.
+MAX_JOINED_ROWS = 50
 
 
 def row_text(cells: list[str], row_header: bool = False) -> str:
@@ -43,19 +46,29 @@ def row_text(cells: list[str], row_header: bool = False) -> str:
     """
     kept = [cell for cell in cells if cell]
     if row_header and cells[0] and len(kept) > 1:
-        return f"{kept[0]}: " + "; ".join(kept[1:])
+        return f"{_label(kept[0])}: " + "; ".join(kept[1:])
     return "; ".join(kept)
 
 
-def joinable_row(cells: list[str]) -> bool:
-    """Whether a row's cells make one block (:data:`ROW_CELL_CHARS`): two or more, all short."""
-    return len(cells) > 1 and all(len(cell) < ROW_CELL_CHARS for cell in cells)
+def _label(text: str) -> str:
+    """A header or term without its own colon ("Born:" → "Born"), so that joining it adds only one."""
+    return text.rstrip().rstrip(":：").rstrip() or text
+
+
+def joinable_row(cells: list[str], links: list[bool] | None = None) -> bool:
+    """Whether a row's cells make one block (:data:`ROW_CELL_CHARS`): two or more, all short, and not all
+    links (``links``: whether each cell is wholly a link's text): an A-Z index, a pager or a menu laid out as
+    a table is no passage."""
+    kept = [i for i, cell in enumerate(cells) if cell]
+    if len(cells) < 2 or any(len(cell) >= ROW_CELL_CHARS for cell in cells):
+        return False
+    return not (links and kept and all(links[i] for i in kept))
 
 
 def definition_text(terms: list[str], definitions: list[str]) -> str:
     """A ``<dt>`` and its ``<dd>`` as one block ("Magma: Molten rock below the surface."): apart, a definition
     lost the term it defines, and the term alone was too short to be kept."""
-    head = ", ".join(t for t in terms if t)
+    head = ", ".join(_label(t) for t in terms if t)
     body = " ".join(d for d in definitions if d)
     return f"{head}: {body}" if head and body else head or body
 
@@ -92,19 +105,25 @@ def heading_level(element: etree._Element) -> int:
     return int(rend[1]) if len(rend) == 2 and rend[0] == "h" and rend[1] in "123456" else 2
 
 
-def _table_rows(table: etree._Element, out: list[str], levels: list[int]) -> bool:
+def _table_rows(table: etree._Element, out: list[str], levels: list[int], links: frozenset[str]) -> bool:
     """A table of rows as blocks, a short row as one (:func:`row_text`); False (nothing added) for any other
-    shape, which the generic walk handles."""
+    shape, which the generic walk handles. ``links``: the page's link texts (a row of links stays apart)."""
     rows = [child for child in table if isinstance(child.tag, str)]
     if not rows or any(row.tag != "row" for row in rows):
         return False
+    first = [cell.get("role") == "head" for cell in rows[0] if isinstance(cell.tag, str)]
+    # trafilatura marks header cells in the first row only: a first row that starts with a header cell and
+    # goes on with data ("Born | 1 May 1900") makes the first column the rows' headers (an infobox).
+    header_column = bool(first) and first[0] and not all(first)
+    joining = len(rows) <= MAX_JOINED_ROWS
     for row in rows:
         cells = [cell for cell in row if isinstance(cell.tag, str)]
         texts = [_text(cell) for cell in cells]
         kept = [text for text in texts if text]
-        if joinable_row(texts) and len(kept) > 1:
+        if joining and len(kept) > 1 and joinable_row(texts, [text in links for text in texts]):
             heads = [cell.get("role") == "head" for cell in cells]
-            out.append(row_text(texts, heads[0] and not all(heads)))  # a header row is no row header
+            row_header = header_column or (heads[0] and not all(heads))  # a header row is no row header
+            out.append(row_text(texts, row_header))
             levels.append(0)
         else:
             out.extend(kept)
@@ -136,12 +155,13 @@ def _definition_list(items: list[etree._Element], out: list[str], levels: list[i
     return True
 
 
-def _walk(element: etree._Element, out: list[str], levels: list[int]) -> None:
-    """Append the text of every block element under ``element`` in document order (``levels``: its heading level)."""
+def _walk(element: etree._Element, out: list[str], levels: list[int], links: frozenset[str] = frozenset()) -> None:
+    """Append the text of every block element under ``element`` in document order (``levels``: its heading level;
+    ``links``: the page's link texts)."""
     for child in element:
         if not isinstance(child.tag, str):
             continue  # comments / processing instructions
-        if child.tag == "table" and not (child.text or "").strip() and _table_rows(child, out, levels):
+        if child.tag == "table" and not (child.text or "").strip() and _table_rows(child, out, levels, links):
             pass
         elif child.tag == "list" and child.get("rend") == "dl" and not (child.text or "").strip() and \
                 _definition_list([c for c in child if isinstance(c.tag, str)], out, levels):
@@ -153,7 +173,7 @@ def _walk(element: etree._Element, out: list[str], levels: list[int]) -> None:
             if child.text and (text := _normalise(child.text)):
                 out.append(text)
                 levels.append(0)
-            _walk(child, out, levels)
+            _walk(child, out, levels, links)
         elif child.tag in _BLOCK_ELEMENTS:
             if child.tag == "row":
                 # One block per cell, as our own parser does for <td>/<th>: a row joined into
@@ -199,7 +219,10 @@ def trafilatura_levelled_blocks(html: str | HtmlElement, **options: object) -> t
         return None
     blocks: list[str] = []
     levels: list[int] = []
-    _walk(document.body, blocks, levels)
+    # Link texts of the page, to keep a table row of links apart (trafilatura's XML no longer marks them).
+    links = frozenset(_normalise(a.text_content()) for a in html.iter("a")) if isinstance(html, HtmlElement) \
+        else frozenset()
+    _walk(document.body, blocks, levels, links)
     return (blocks, levels) if blocks else None
 
 

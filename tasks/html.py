@@ -28,7 +28,14 @@ from bs4.dammit import EncodingDetector
 from bs4.element import PreformattedString
 from lxml.html import HtmlElement
 
-from tasks.extract import definition_text, joinable_row, parse_html, row_text, trafilatura_levelled_blocks
+from tasks.extract import (
+    MAX_JOINED_ROWS,
+    definition_text,
+    joinable_row,
+    parse_html,
+    row_text,
+    trafilatura_levelled_blocks,
+)
 from tasks.meta import html_metadata
 from tasks.text import normalize_ws
 
@@ -299,6 +306,7 @@ def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
     """A short table row as one block, and a ``<dt>`` with its ``<dd>``, as the trafilatura path makes them
     (``tasks.extract.row_text``, ``definition_text``); other blocks as they are."""
     out: list[_Block] = []
+    rows_in: dict[int, int] = {}  # id(table) → its rows
     i = 0
     while i < len(blocks):
         block = blocks[i]
@@ -309,7 +317,11 @@ def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
                 j += 1
             group = blocks[i:j]
             cells = [b.text for b in group]
-            if joinable_row(cells) and len(cells) > 1:
+            table = row.find_parent("table")
+            if table is not None and id(table) not in rows_in:
+                rows_in[id(table)] = len(table.find_all("tr"))
+            if (rows_in.get(id(table), 0) <= MAX_JOINED_ROWS and len(cells) > 1
+                    and joinable_row(cells, [b.link_chars >= len(b.text) for b in group])):
                 heads = [b.element.name == "th" for b in group]
                 text = row_text(cells, heads[0] and not all(heads))  # a header row is no row header
                 out.append(_Block(text, block.element, min(sum(b.link_chars for b in group), len(text))))

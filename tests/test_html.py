@@ -497,3 +497,19 @@ def test_the_title_is_the_pages_own_not_its_sites_logo_or_name():
     assert extract_html(only_site).title == "Deportees return home"
     no_title = "<html><head><meta property='og:title' content='Understanding Raft'></head><body><p>x</p></body></html>"
     assert extract_html(no_title).title == "Understanding Raft"
+
+
+@pytest.mark.parametrize("extractor", ["trafilatura", "scorer"])
+def test_rows_of_links_big_tables_and_colons_stay_as_they_were(extractor):
+    letters = "".join(f'<td><a href="/az/{c}">{c}</a></td>' for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    pager = "".join(f'<td><a href="/p/{i}">{i}</a></td>' for i in range(1, 16)) + '<td><a href="/p/2">Next</a></td>'
+    big = "".join(f"<tr><td>2024-01-{i % 28 + 1:02d}</td><td>{i}.5</td><td>station {i}</td></tr>" for i in range(60))
+    doc = extract_html(_news_page(
+        f"<table><tr>{letters}</tr></table><table><tr>{pager}</tr></table><table>{big}</table>"
+        "<table><tr><th>Born:</th><td>1 May 1900</td></tr><tr><th>Died</th><td>3 June 1980</td></tr></table>"
+        "<dl><dt>Photo:</dt><dd>Reuters archive picture</dd></dl>"), extractor=extractor)
+    joined = [b for b in doc.blocks if "; " in b]
+    assert not any(b.startswith(("A; B", "1; 2")) for b in joined)  # an A-Z index or a pager is no passage
+    assert not any("station" in b for b in joined)  # past MAX_JOINED_ROWS rows: one block per cell, as before
+    assert "Born: 1 May 1900" in doc.blocks and "Died: 3 June 1980" in doc.blocks  # every row of an infobox
+    assert "Photo: Reuters archive picture" in doc.blocks  # one colon

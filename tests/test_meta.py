@@ -304,6 +304,11 @@ def test_a_written_date_with_a_zone_abbreviation_is_read_in_that_zone(text, utc)
     ("2024/03/05", "de", "2024-03-05"),  # year first is never read day first
     ("2024-03-05", "fr", "2024-03-05"),
     ("13/03/2024", "en-US", "2024-03-13"),  # only one reading exists
+    ("05/03/2024", "eng", "2024-05-03"),  # ISO 639-2 for English
+    ("05/03/2024", "English", "2024-05-03"),  # a name is no language tag: the old reading stays
+    ("05/03/2024", "English (United States)", "2024-05-03"),
+    ("05/03/2024", "deu", "2024-03-05"),
+    ("05/03/2024", "en-GB,en;q=0.9", "2024-03-05"),
 ])
 def test_a_numeric_date_is_read_in_the_order_its_language_writes_it(text, language, expected):
     assert parse_published(text, language).date().isoformat() == expected
