@@ -50,6 +50,23 @@ def row_text(cells: list[str], row_header: bool = False) -> str:
     return "; ".join(kept)
 
 
+#: Consecutive short rows of one table are packed into blocks of about this many characters ("Vesuvius; Italy;
+#: AD 79; 5 | Tambora; Indonesia; 1815; 7 | ..."): one block per row left most rows under the minimum paragraph
+#: length too, so a table kept only its longest rows.
+TABLE_BLOCK_CHARS = 400
+
+
+def pack_rows(rows: list[str]) -> list[str]:
+    """Rows (each one :func:`row_text`) packed in order into blocks of up to :data:`TABLE_BLOCK_CHARS`."""
+    out: list[str] = []
+    for row in rows:
+        if out and len(out[-1]) + 3 + len(row) <= TABLE_BLOCK_CHARS:
+            out[-1] = f"{out[-1]} | {row}"
+        else:
+            out.append(row)
+    return out
+
+
 def _label(text: str) -> str:
     """A header or term without its own colon ("Born:" → "Born"), so that joining it adds only one."""
     return text.rstrip().rstrip(":：").rstrip() or text
@@ -106,28 +123,43 @@ def heading_level(element: etree._Element) -> int:
 
 
 def _table_rows(table: etree._Element, out: list[str], levels: list[int], links: frozenset[str]) -> bool:
-    """A table of rows as blocks, a short row as one (:func:`row_text`); False (nothing added) for any other
-    shape, which the generic walk handles. ``links``: the page's link texts (a row of links stays apart)."""
+    """A table of rows as blocks, short rows packed (:func:`row_text`, :func:`pack_rows`); False (nothing
+    added) for any other shape, which the generic walk handles. ``links``: the page's link texts (a row of
+    links stays apart)."""
     rows = [child for child in table if isinstance(child.tag, str)]
     if not rows or any(row.tag != "row" for row in rows):
         return False
-    first = [cell.get("role") == "head" for cell in rows[0] if isinstance(cell.tag, str)]
+    first = [(cell.get("role") == "head", bool(_text(cell))) for cell in rows[0] if isinstance(cell.tag, str)]
     # trafilatura marks header cells in the first row only: a first row that starts with a header cell and
-    # goes on with data ("Born | 1 May 1900") makes the first column the rows' headers (an infobox).
-    header_column = bool(first) and first[0] and not all(first)
+    # goes on with data ("Born | 1 May 1900") makes the first column the rows' headers (an infobox). A
+    # caption comes as a first row of one header cell and empty ones: no such row.
+    header_column = len(first) > 1 and first[0] == (True, True) and any(not h and t for h, t in first[1:])
     joining = len(rows) <= MAX_JOINED_ROWS
+    pending: list[str] = []
+
+    def flush() -> None:
+        packed = pack_rows(pending)
+        out.extend(packed)
+        levels.extend([0] * len(packed))
+        pending.clear()
+
     for row in rows:
         cells = [cell for cell in row if isinstance(cell.tag, str)]
         texts = [_text(cell) for cell in cells]
         kept = [text for text in texts if text]
+        heads = [cell.get("role") == "head" for cell in cells]
         if joining and len(kept) > 1 and joinable_row(texts, [text in links for text in texts]):
-            heads = [cell.get("role") == "head" for cell in cells]
-            row_header = header_column or (heads[0] and not all(heads))  # a header row is no row header
-            out.append(row_text(texts, row_header))
-            levels.append(0)
+            if all(heads):  # a header row is a block of its own, before the rows it heads
+                flush()
+                out.append(row_text(texts))
+                levels.append(0)
+            else:
+                pending.append(row_text(texts, header_column or heads[0]))
         else:
+            flush()
             out.extend(kept)
             levels.extend([0] * len(kept))
+    flush()
     return True
 
 

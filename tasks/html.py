@@ -32,6 +32,7 @@ from tasks.extract import (
     MAX_JOINED_ROWS,
     definition_text,
     joinable_row,
+    pack_rows,
     parse_html,
     row_text,
     trafilatura_levelled_blocks,
@@ -303,10 +304,25 @@ def _blocks(root: Tag) -> list[_Block]:
 
 
 def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
-    """A short table row as one block, and a ``<dt>`` with its ``<dd>``, as the trafilatura path makes them
-    (``tasks.extract.row_text``, ``definition_text``); other blocks as they are."""
+    """Short table rows as blocks, packed, and a ``<dt>`` with its ``<dd>``, as the trafilatura path makes
+    them (``tasks.extract.row_text``, ``pack_rows``, ``definition_text``); other blocks as they are."""
     out: list[_Block] = []
     rows_in: dict[int, int] = {}  # id(table) → its rows
+    pending: list[_Block] = []  # joined rows of one table, to pack
+    pending_table: list[object] = [None]
+
+    def flush() -> None:
+        if pending:
+            texts = pack_rows([b.text for b in pending])
+            # Each packed block keeps the element of its first row, and the link characters of its rows.
+            start = 0
+            for text in texts:
+                n = text.count(" | ") + 1
+                group = pending[start:start + n]
+                out.append(_Block(text, group[0].element, min(sum(b.link_chars for b in group), len(text))))
+                start += n
+            pending.clear()
+
     i = 0
     while i < len(blocks):
         block = blocks[i]
@@ -320,15 +336,27 @@ def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
             table = row.find_parent("table")
             if table is not None and id(table) not in rows_in:
                 rows_in[id(table)] = len(table.find_all("tr"))
+            if table is not pending_table[0]:
+                flush()
+                pending_table[0] = table
             if (rows_in.get(id(table), 0) <= MAX_JOINED_ROWS and len(cells) > 1
                     and joinable_row(cells, [b.link_chars >= len(b.text) for b in group])):
                 heads = [b.element.name == "th" for b in group]
                 text = row_text(cells, heads[0] and not all(heads))  # a header row is no row header
-                out.append(_Block(text, block.element, min(sum(b.link_chars for b in group), len(text))))
+                joined = _Block(text, block.element, min(sum(b.link_chars for b in group), len(text)))
+                if all(heads):  # a header row is a block of its own, before the rows it heads
+                    flush()
+                    out.append(joined)
+                else:
+                    pending.append(joined)
             else:
+                flush()
                 out.extend(group)
             i = j
-        elif name in ("dt", "dd") and (dl := block.element.parent) is not None and dl.name == "dl":
+            continue
+        flush()
+        pending_table[0] = None
+        if name in ("dt", "dd") and (dl := block.element.parent) is not None and dl.name == "dl":
             j = i
             while j < len(blocks) and blocks[j].element.name in ("dt", "dd") and blocks[j].element.parent is dl \
                     and not (blocks[j].element.name == "dt" and j > i and blocks[j - 1].element.name == "dd"):
@@ -341,6 +369,7 @@ def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
         else:
             out.append(block)
             i += 1
+    flush()
     return out
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from tasks.html import HtmlDocument, decode_body, extract_html
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def blocks(html: str | bytes, **kwargs) -> list[str]:
@@ -341,7 +344,8 @@ def test_a_short_table_row_of_the_article_is_one_block_its_cells_in_order():
     doc = extract_html(_news_page(
         "<table><tr><th>Volcano</th><th>Year</th></tr><tr><td>Tambora</td><td>1815</td></tr>"
         "<tr><td>Krakatoa</td><td>1883</td></tr></table>"))
-    assert doc.blocks[-3:] == ["Volcano; Year", "Tambora; 1815", "Krakatoa; 1883"]
+    # The rows packed into one block: one block per row left most rows under the minimum length too.
+    assert doc.blocks[-2:] == ["Volcano; Year", "Tambora; 1815 | Krakatoa; 1883"]
 
 
 @pytest.mark.parametrize("extractor", ["trafilatura", "scorer"])
@@ -511,5 +515,20 @@ def test_rows_of_links_big_tables_and_colons_stay_as_they_were(extractor):
     joined = [b for b in doc.blocks if "; " in b]
     assert not any(b.startswith(("A; B", "1; 2")) for b in joined)  # an A-Z index or a pager is no passage
     assert not any("station" in b for b in joined)  # past MAX_JOINED_ROWS rows: one block per cell, as before
-    assert "Born: 1 May 1900" in doc.blocks and "Died: 3 June 1980" in doc.blocks  # every row of an infobox
+    assert "Born: 1 May 1900 | Died: 3 June 1980" in doc.blocks  # every row of an infobox, packed
     assert "Photo: Reuters archive picture" in doc.blocks  # one colon
+
+
+@pytest.mark.parametrize("extractor", ["trafilatura", "scorer"])
+def test_every_row_of_a_short_table_reaches_the_index_packed_with_its_neighbours(extractor):
+    from tasks.extract import TABLE_BLOCK_CHARS
+
+    page = (EXAMPLES / "articles" / "volcanoes.html").read_text()
+    doc = extract_html(page, extractor=extractor)
+    [rows] = [b for b in doc.blocks if "Vesuvius" in b]
+    assert rows.startswith("Vesuvius; Italy; AD 79; 5 | Tambora") and rows.endswith("Pinatubo; Philippines; 1991; 6")
+    assert "Volcano; Country; Year; VEI" in doc.blocks  # the header row, apart: not a row header of the caption
+    many = "".join(f"<tr><td>Row {i} name</td><td>value {i}</td></tr>" for i in range(40))
+    packed = [b for b in extract_html(_news_page(f"<table>{many}</table>"), extractor=extractor).blocks if "Row" in b]
+    assert len(packed) > 1 and all(len(b) <= TABLE_BLOCK_CHARS for b in packed)
+    assert " | ".join(packed).count("Row ") == 40
