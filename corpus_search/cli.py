@@ -75,6 +75,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     prefect_environment()
     from corpus_search.ephemeral import guard_temporary_server
     from flows.index_corpus import index_corpus
+    from concurrent.futures import CancelledError
+
     from flows.summary import EXIT_CODES, EXIT_STOPPED, JSON_KEYS, IndexSummary, NothingIndexedError
     from tasks.records import printable
 
@@ -107,6 +109,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 
         check_dask_address(address)  # an unreachable scheduler: exit 2 before Prefect starts
     guard_temporary_server()
+    # What a store, a cluster or a write conflict raises (lance's errors are RuntimeErrors and OSErrors); a
+    # bug (TypeError, AttributeError...) keeps its traceback and exit 1.
+    stopped: tuple[type[BaseException], ...] = (OSError, RuntimeError, CancelledError)
+    if address or overrides.get("workers") or settings.workers:
+        from distributed.client import ClosedClientError  # a Dask scheduler that died
+
+        stopped += (ClosedClientError,)
     try:
         result = index_corpus(
             list(args.sources),
@@ -122,7 +131,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         result = exc.summary
     except CorpusSearchError:
         raise  # a user error: one line, exit 2
-    except Exception as exc:  # noqa: BLE001 - the run's own record has the traceback
+    except stopped as exc:
         # An object store that went away, a Dask scheduler that died, a commit conflict: a cron job gets
         # its own exit status and one line, not a page of traceback (the run's logs keep that).
         print(f"corpus-search: error: the run stopped part-way: {type(exc).__name__}: {printable(str(exc))[:500]}\n"

@@ -99,7 +99,9 @@ def record_line(record: Any, number: int) -> dict:
                                  json.dumps(line.get("paragraphs"), default=_json_default))
     elif line.get("id") is None:
         line["id"] = line.pop("_id")
-    return line  # the id is checked where every dump's is (tasks.fetch.record_id)
+    if line.get("id") is not None and not isinstance(line["id"], str):
+        line["id"] = str(line["id"])  # as every version wrote it (a datetime id keeps its form)
+    return line  # checked where every dump's id is (tasks.fetch.record_id)
 
 
 def _dump_line(record: Any, number: int) -> str:
@@ -115,8 +117,8 @@ def _dump_line(record: Any, number: int) -> str:
         line: dict[str, Any] = {RECORD_ERROR_KEY: error}
         if isinstance(record, Mapping):
             for name in ("id", "_id"):
-                if isinstance(record.get(name), str | int) and not isinstance(record.get(name), bool):
-                    line[name] = record[name]
+                if record.get(name) is not None:
+                    line[name] = str(record[name])
         return json.dumps(line, ensure_ascii=True)
 
 

@@ -267,23 +267,21 @@ def iter_directory(spec: SourceSpec) -> Iterator[Article | FetchFailure]:
 RECORD_ERROR_KEY = "__corpus_search_record_error__"
 
 
-def record_id(obj: Mapping) -> str | None:
-    """A record's id: the first of ``id`` and ``_id`` that is given (not None), as text; None when neither is.
+def record_id(obj: Mapping, names: tuple[str, ...] = ("_id", "id"), *, truthy: bool = False) -> str | None:
+    """A record's id: the first of ``names`` that is given, as text (``str()``, as every version before wrote
+    it, so a collection's ids stay what they are); None when none is.
 
-    One rule for both formats (the text format preferred ``_id``, the paragraphs one ``id``, and a 0 or a null
-    counted as missing). A number is its text (``1`` and ``"1"`` are one id); MongoDB's ``{"$oid": ...}`` is
-    its value. Raises ``ValueError`` for an id that cannot name a record: empty, blank, with NUL, or another
-    type.
+    The text format (BEIR) reads ``_id`` before ``id``, the paragraphs format (Simple Wikipedia) ``id``
+    before ``_id`` with ``truthy`` (a 0 or an empty id is no id there, and the title names the record):
+    the rules of the versions that indexed the collections in use (taking ``id`` first re-keyed every record
+    of a dump that has both, and deleted what it took for gone). A null is no id (it was the text "None",
+    one id for every such record). Raises ``ValueError`` for an empty, blank or NUL-holding id.
     """
-    for name in ("id", "_id"):
+    for name in names:
         value = obj.get(name)
-        if value is None:
+        if value is None or (truthy and not value):
             continue
-        if isinstance(value, Mapping) and set(value) == {"$oid"}:
-            value = value["$oid"]
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ValueError(f"'{name}' must be text or a number, not {type(value).__name__}")
-        text = str(value)
+        text = value if isinstance(value, str) else str(value)
         if not text.strip() or "\x00" in text:
             raise ValueError(f"'{name}' {text!r} cannot name a record: give it a non-empty '{name}'")
         return text
@@ -313,10 +311,10 @@ def parse_dump_line(obj: Mapping, *, source: str) -> Article:
 
     Every other top-level field of the record becomes the article's metadata (text; lists joined, other values
     as JSON), a BEIR ``metadata`` object's keys included; ``published`` / ``date`` give the publication time.
-    The id is :func:`record_id`'s.
+    The id is :func:`record_id`'s, by each format's rule.
     """
-    doc_id = record_id(obj)
     if "paragraphs" in obj:
+        doc_id = record_id(obj, ("id", "_id"), truthy=True)
         paragraphs = obj["paragraphs"]
         if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
             raise ValueError("'paragraphs' must be a list of strings")
@@ -326,7 +324,7 @@ def parse_dump_line(obj: Mapping, *, source: str) -> Article:
             raise ValueError("a record needs 'id' or 'title'")
         article = Article(doc_id, source, title, "\n\n".join(paragraphs), "paragraphs", paragraphs=list(paragraphs))
     elif "text" in obj:
-        if doc_id is None:
+        if (doc_id := record_id(obj)) is None:
             raise ValueError("the record has 'text' but no 'id' or '_id': give it one (ids say which record a "
                              "later version replaces)")
         text = obj["text"]
@@ -372,7 +370,7 @@ def parse_dump_lines(
             if not isinstance(obj, Mapping):
                 raise ValueError(f"a record must be a JSON object, not {type(obj).__name__}")
             try:
-                known = record_id(obj)
+                known = record_id(obj, ("id", "_id"), truthy=True) if "paragraphs" in obj else record_id(obj)
                 _refuse_lone_surrogates(known, "its id")
             except ValueError:
                 known = None

@@ -538,7 +538,8 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
         if spec.kind == "jsonl" and (o.key in seen or o.key in skip_keys):
             out.duplicates.append(o.doc_id)
             continue
-        seen.add(o.key)
+        if not (isinstance(o, FetchFailure) and o.keyed):  # a failed copy does not hide a later good one
+            seen.add(o.key)
         out.keys.append(o.key)
         if isinstance(o, FetchFailure):
             out.failed.append((o.doc_id, o.error))

@@ -280,7 +280,7 @@ def delete_articles(table, articles, origin: str, doc_ids: Sequence[str]) -> int
         where = f"origin = {sql_literal(origin)} AND {in_list('doc_id', chunk)}"
         if table is not None:
             articles.update(where=where, values={"body_hash": DELETING, "file_stamp": None, "etag": None,
-                                                 "last_modified": None})
+                                                 "last_modified": None, "paragraphs": 0})
             removed += table.count_rows(where)
             table.delete(where)
         articles.delete(where)

@@ -542,6 +542,12 @@ def test_a_run_killed_between_deleting_a_vanished_files_rows_and_its_state_reads
         run_index([notes])
     monkeypatch.undo()
     assert {r["doc_id"] for r in table_rows(db_uri)} == {"d2.md"}
+    # The state left behind counts no paragraphs (a file back empty is not "held" with rows it has not).
+    import lancedb
+
+    states = lancedb.connect(db_uri).open_table("test__articles").to_lance().to_table().to_pylist()
+    [state] = [r for r in states if r["doc_id"] == "d1.md"]
+    assert state["paragraphs"] == 0 and state["body_hash"] == "deleting" and state["file_stamp"] is None
     (notes / "d1.md").write_bytes(kept[0])
     os.utime(notes / "d1.md", ns=(kept[1].st_atime_ns, kept[1].st_mtime_ns))  # restored as it was
     summary = run_index([notes])

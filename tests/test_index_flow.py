@@ -509,6 +509,13 @@ def test_a_run_stopped_by_its_store_exits_5_with_one_line_and_the_next_run_resum
     last = err.strip().splitlines()[-2:]  # the last word is ours: what stopped it, and what to do
     assert last[0].startswith("corpus-search: error: the run stopped part-way: RuntimeError: lance error")
     assert "the next run resumes" in last[1]
+
+    def bug(settings):
+        raise TypeError("a bug of ours")
+
+    monkeypatch.setattr(stages, "refresh_indexes", bug)
+    with pytest.raises(TypeError):  # a bug keeps its traceback (exit 1), never "rerun"
+        main(["index", str(notes), "--collection", "test", "--db", db_uri])
     monkeypatch.undo()
     assert main(["index", str(notes), "--collection", "test", "--db", db_uri]) == 0
     assert [r["doc_id"] for r in table_rows(db_uri)] == ["a.md"]
