@@ -56,15 +56,24 @@ def row_text(cells: list[str], row_header: bool = False) -> str:
 TABLE_BLOCK_CHARS = 400
 
 
-def pack_rows(rows: list[str]) -> list[str]:
-    """Rows (each one :func:`row_text`) packed in order into blocks of up to :data:`TABLE_BLOCK_CHARS`."""
-    out: list[str] = []
-    for row in rows:
-        if out and len(out[-1]) + 3 + len(row) <= TABLE_BLOCK_CHARS:
-            out[-1] = f"{out[-1]} | {row}"
+def row_groups(rows: list[str]) -> list[list[int]]:
+    """The rows (each one :func:`row_text`) of each packed block, in order: up to :data:`TABLE_BLOCK_CHARS`
+    joined by " | "."""
+    groups: list[list[int]] = []
+    size = 0
+    for i, row in enumerate(rows):
+        if groups and size + 3 + len(row) <= TABLE_BLOCK_CHARS:
+            groups[-1].append(i)
+            size += 3 + len(row)
         else:
-            out.append(row)
-    return out
+            groups.append([i])
+            size = len(row)
+    return groups
+
+
+def pack_rows(rows: list[str]) -> list[str]:
+    """Rows packed in order into blocks (:func:`row_groups`)."""
+    return [" | ".join(rows[i] for i in group) for group in row_groups(rows)]
 
 
 def _label(text: str) -> str:

@@ -32,8 +32,8 @@ from tasks.extract import (
     MAX_JOINED_ROWS,
     definition_text,
     joinable_row,
-    pack_rows,
     parse_html,
+    row_groups,
     row_text,
     trafilatura_levelled_blocks,
 )
@@ -313,14 +313,11 @@ def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
 
     def flush() -> None:
         if pending:
-            texts = pack_rows([b.text for b in pending])
             # Each packed block keeps the element of its first row, and the link characters of its rows.
-            start = 0
-            for text in texts:
-                n = text.count(" | ") + 1
-                group = pending[start:start + n]
+            for members in row_groups([b.text for b in pending]):
+                group = [pending[i] for i in members]
+                text = " | ".join(b.text for b in group)
                 out.append(_Block(text, group[0].element, min(sum(b.link_chars for b in group), len(text))))
-                start += n
             pending.clear()
 
     i = 0

@@ -532,3 +532,12 @@ def test_every_row_of_a_short_table_reaches_the_index_packed_with_its_neighbours
     packed = [b for b in extract_html(_news_page(f"<table>{many}</table>"), extractor=extractor).blocks if "Row" in b]
     assert len(packed) > 1 and all(len(b) <= TABLE_BLOCK_CHARS for b in packed)
     assert " | ".join(packed).count("Row ") == 40
+
+
+def test_a_cell_that_holds_the_row_separator_is_packed_with_its_own_row():
+    # The bs4 extractor counted " | " in the packed text to find each block's rows: a cell holding one
+    # made it run past the rows it had.
+    rows = "".join(f"<tr><td>Plan {i} | basic</td><td>price {i}</td></tr>" for i in range(30))
+    doc = extract_html(_news_page(f"<table>{rows}</table>"), extractor="scorer")
+    packed = [b for b in doc.blocks if "Plan" in b]
+    assert " | ".join(packed).count("Plan ") == 30
