@@ -288,6 +288,12 @@ def record_id(obj: Mapping, names: tuple[str, ...] = ("_id", "id"), *, truthy: b
     return None
 
 
+def _format_id(obj: Mapping) -> str | None:
+    """:func:`record_id` by the rule of the record's format: ``id`` (truthy) before ``_id`` for the paragraphs
+    format, ``_id`` before ``id`` for the text format."""
+    return record_id(obj, ("id", "_id"), truthy=True) if "paragraphs" in obj else record_id(obj)
+
+
 def _refuse_lone_surrogates(obj: object, where: str = "") -> None:
     """Raise ``ValueError`` naming the field that holds a lone surrogate (JSON's ``"\\udce9"``, a byte a
     broken export escaped): no UTF-8 can hold it, so the write of its whole batch failed."""
@@ -313,8 +319,8 @@ def parse_dump_line(obj: Mapping, *, source: str) -> Article:
     as JSON), a BEIR ``metadata`` object's keys included; ``published`` / ``date`` give the publication time.
     The id is :func:`record_id`'s, by each format's rule.
     """
+    doc_id = _format_id(obj)
     if "paragraphs" in obj:
-        doc_id = record_id(obj, ("id", "_id"), truthy=True)
         paragraphs = obj["paragraphs"]
         if not isinstance(paragraphs, list) or not all(isinstance(p, str) for p in paragraphs):
             raise ValueError("'paragraphs' must be a list of strings")
@@ -324,7 +330,7 @@ def parse_dump_line(obj: Mapping, *, source: str) -> Article:
             raise ValueError("a record needs 'id' or 'title'")
         article = Article(doc_id, source, title, "\n\n".join(paragraphs), "paragraphs", paragraphs=list(paragraphs))
     elif "text" in obj:
-        if (doc_id := record_id(obj)) is None:
+        if doc_id is None:
             raise ValueError("the record has 'text' but no 'id' or '_id': give it one (ids say which record a "
                              "later version replaces)")
         text = obj["text"]
@@ -370,7 +376,7 @@ def parse_dump_lines(
             if not isinstance(obj, Mapping):
                 raise ValueError(f"a record must be a JSON object, not {type(obj).__name__}")
             try:
-                known = record_id(obj, ("id", "_id"), truthy=True) if "paragraphs" in obj else record_id(obj)
+                known = _format_id(obj)
                 _refuse_lone_surrogates(known, "its id")
             except ValueError:
                 known = None

@@ -305,11 +305,11 @@ def _blocks(root: Tag) -> list[_Block]:
 
 def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
     """Short table rows as blocks, packed, and a ``<dt>`` with its ``<dd>``, as the trafilatura path makes
-    them (``tasks.extract.row_text``, ``pack_rows``, ``definition_text``); other blocks as they are."""
+    them (``tasks.extract.row_text``, ``row_groups``, ``definition_text``); other blocks as they are."""
     out: list[_Block] = []
     rows_in: dict[int, int] = {}  # id(table) → its rows
     pending: list[_Block] = []  # joined rows of one table, to pack
-    pending_table: list[object] = [None]
+    pending_table = None  # the table they are of
 
     def flush() -> None:
         if pending:
@@ -333,9 +333,9 @@ def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
             table = row.find_parent("table")
             if table is not None and id(table) not in rows_in:
                 rows_in[id(table)] = len(table.find_all("tr"))
-            if table is not pending_table[0]:
+            if table is not pending_table:
                 flush()
-                pending_table[0] = table
+                pending_table = table
             if (rows_in.get(id(table), 0) <= MAX_JOINED_ROWS and len(cells) > 1
                     and joinable_row(cells, [b.link_chars >= len(b.text) for b in group])):
                 heads = [b.element.name == "th" for b in group]
@@ -352,7 +352,7 @@ def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
             i = j
             continue
         flush()
-        pending_table[0] = None
+        pending_table = None
         if name in ("dt", "dd") and (dl := block.element.parent) is not None and dl.name == "dl":
             j = i
             while j < len(blocks) and blocks[j].element.name in ("dt", "dd") and blocks[j].element.parent is dl \

@@ -106,9 +106,9 @@ _ZONE_ABBREVIATIONS = {name: hours * 3600 for name, hours in {
 
 #: A numeric day, month and year (``5.3.2024``, ``05/03/24``): the first two are in the writer's order.
 _NUMERIC_DMY = re.compile(r"(?<![\d./-])\d{1,2}([./-])\d{1,2}\1(?:\d{4}|\d{2})(?![\d./-])")
-#: Languages that write a numeric date month first; "en" without a region is read so too (the old default).
 #: Three-letter codes of the month-first languages' two-letter ones (``eng`` is ``en``).
-_ISO_639_2 = {"eng": "en", "fil": "fil"}
+_ISO_639_2 = {"eng": "en"}
+#: Languages that write a numeric date month first; "en" without a region is read so too (the old default).
 _MONTH_FIRST_LANGUAGES = frozenset({"en", "en-us", "en-ph", "en-ca", "en-as", "en-gu", "en-pr", "en-vi", "en-um"})
 
 
@@ -128,7 +128,8 @@ def day_first(text: str, language: str | None = None) -> bool:
     # evidence, and the old month-first reading stays.
     if not re.fullmatch(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*", lang):
         return False
-    lang = _ISO_639_2.get(lang.split("-")[0], lang.split("-")[0]) + lang[len(lang.split("-")[0]):]
+    base, _, region = lang.partition("-")
+    lang = _ISO_639_2.get(base, base) + (f"-{region}" if region else "")
     return lang not in _MONTH_FIRST_LANGUAGES
 
 
