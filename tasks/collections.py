@@ -252,13 +252,12 @@ def _refuse_page_and_site(table, sources: Sequence[str]) -> None:
     """Refuse a directory URL ('https://site/', 'https://site/docs/') that is both an indexed page and the
     root of other indexed pages: a user naming a site's home page deleted the whole site. Either reading is
     one explicit flag away, so nothing is guessed."""
-    from query.filters import sql_literal
-
     for source in dict.fromkeys(sources):
         if not (source.lower().startswith(("http://", "https://")) and source.endswith("/")):
             continue
-        forms = ", ".join(sql_literal(v) for v in dict.fromkeys([source, _canonical_if_url(source)]))
-        if table.count_rows(f"source IN ({forms})") and (under := table.count_rows(source_predicate(source + "*"))):
+        # What the source matches is the page and what is under it: more than what is under it is the page.
+        if (under := table.count_rows(source_predicate(source + "*"))) and \
+                table.count_rows(source_predicate(source)) > under:
             raise InvalidQueryError(
                 f"{source} is an indexed page and the root of other pages ({under} paragraphs under it): say "
                 f"which to delete, --doc-id {_canonical_if_url(source)} for that page alone (doc_ids=), or "

@@ -456,15 +456,22 @@ class Encoded:
         self.vectors = np.empty((0, 0), dtype=np.float32)
 
 
-def stored_states(settings: Settings, column: str, values: list[str]) -> dict[str, ArticleState]:
+def articles_table_present(settings: Settings) -> bool:
+    """Whether this process sees the collection's article table (one listing of the database)."""
+    return articles_table_name(settings.collection) in table_names(_db(settings))
+
+
+def stored_states(settings: Settings, column: str, values: list[str], present: bool | None = None
+                  ) -> dict[str, ArticleState]:
     """The remembered state of some articles only (``column``: ``key``, or ``doc_id`` for URLs), by article key.
 
     A shard reads what it needs from the table instead of receiving the whole collection's state: on a
-    Dask cluster, every batch would otherwise ship it to a worker.
+    Dask cluster, every batch would otherwise ship it to a worker. ``present``: what
+    :func:`articles_table_present` said, when the caller already asked.
     """
     db = _db(settings)
     name = articles_table_name(settings.collection)
-    if not values or name not in table_names(db):
+    if not values or not (articles_table_present(settings) if present is None else present):
         return {}
     table = db.open_table(name)
     out: dict[str, ArticleState] = {}
@@ -474,7 +481,8 @@ def stored_states(settings: Settings, column: str, values: list[str]) -> dict[st
     return out
 
 
-def load_units(spec: SourceSpec, units: list, settings: Settings) -> tuple[list, dict[str, ArticleState] | None]:
+def load_units(spec: SourceSpec, units: list, settings: Settings, present: bool | None = None
+               ) -> tuple[list, dict[str, ArticleState] | None]:
     """Fetch, read or parse one batch of work units (URLs, ``FileUnit`` s, dump lines) into outcomes.
 
     Also returns the stored states of the batch's articles when loading needed them (None for a dump,
@@ -482,7 +490,7 @@ def load_units(spec: SourceSpec, units: list, settings: Settings) -> tuple[list,
     """
     if spec.kind == "url":
         # A URL article's doc id is its URL (its key also names its origin, which only fetching tells).
-        states = stored_states(settings, "doc_id", list(units))
+        states = stored_states(settings, "doc_id", list(units), present)
         stamp = url_stamp(settings)
         # Validators are sent only for pages split under these settings: a 304 would skip their new split.
         outcomes = fetch_urls(units, {k: s for k, s in states.items() if stamp_settings(s.file_stamp) == stamp},
@@ -494,7 +502,7 @@ def load_units(spec: SourceSpec, units: list, settings: Settings) -> tuple[list,
     if spec.kind == "jsonl":
         named = SourceSpec(spec.spec, spec.kind, printable(spec.root), spec.origin)
         return parse_dump_lines(named, units, max_bytes=settings.fetch_max_bytes), None
-    states = stored_states(settings, "key", [article_key(u.origin, u.doc_id) for u in units])
+    states = stored_states(settings, "key", [article_key(u.origin, u.doc_id) for u in units], present)
     return read_files(spec, units, {k: s.file_stamp for k, s in states.items() if s.file_stamp}, settings), states
 
 
@@ -528,10 +536,10 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
     """
     spec, skip_keys = work.spec, work.skip_keys
     out = PreparedBatch()
-    out.saw_articles_table = articles_table_name(settings.collection) in table_names(_db(settings))
+    out.saw_articles_table = articles_table_present(settings)  # one listing serves the states' reads too
     seen: set[str] = set()
     articles: list[Article] = []
-    outcomes, states = load_units(spec, work.units, settings)
+    outcomes, states = load_units(spec, work.units, settings, out.saw_articles_table)
     for o in outcomes:
         if isinstance(o, FetchFailure) and not o.keyed:
             out.any_failed = True
@@ -551,7 +559,7 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
     if not articles:
         return out
     if states is None:
-        states = stored_states(settings, "key", [a.key for a in articles])
+        states = stored_states(settings, "key", [a.key for a in articles], out.saw_articles_table)
     split = split_articles(articles, states, settings)
     out.split, out.unchanged = split, out.unchanged + split.unchanged
     out.failed += [(f.doc_id, f.error) for f in split.failed]
