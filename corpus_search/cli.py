@@ -137,6 +137,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(f"corpus-search: error: the run stopped part-way: {type(exc).__name__}: {printable(str(exc))[:500]}\n"
               "corpus-search: what it wrote stays, and the next run resumes (only changed articles are encoded); "
               "the run's logs (above, and in the Prefect UI) have the traceback", file=sys.stderr)
+        if args.json:  # a script that parses stdout still gets its one object: what is known, and why it stopped
+            print(json.dumps({**dict.fromkeys(JSON_KEYS), "collection": settings.collection, "outcome": "stopped",
+                              "failures": [], "notices": [],
+                              "error": f"{type(exc).__name__}: {printable(str(exc))[:500]}"}, ensure_ascii=False))
         return EXIT_STOPPED
     if args.json:
         print(json.dumps({**{k: result[k] for k in JSON_KEYS}, "outcome": result["outcome"],

@@ -509,6 +509,11 @@ def test_a_run_stopped_by_its_store_exits_5_with_one_line_and_the_next_run_resum
     last = err.strip().splitlines()[-2:]  # the last word is ours: what stopped it, and what to do
     assert last[0].startswith("corpus-search: error: the run stopped part-way: RuntimeError: lance error")
     assert "the next run resumes" in last[1]
+    # A script that parses --json gets one object, not an empty stdout (it got nothing before).
+    assert main(["index", str(notes), "--collection", "test", "--db", db_uri, "--json"]) == 5
+    stopped = json.loads(capsys.readouterr().out)
+    assert stopped["outcome"] == "stopped" and stopped["error"].startswith("RuntimeError: lance error")
+    assert stopped["collection"] == "test" and stopped["rows"] is None and stopped["failures"] == []
 
     def bug(settings):
         raise TypeError("a bug of ours")
