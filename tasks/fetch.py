@@ -109,10 +109,36 @@ def classify_source(spec: str) -> SourceSpec:
         return SourceSpec(spec, "jsonl", root)
     if path.suffix.lower() in LOCAL_SUFFIXES:
         return SourceSpec(spec, "file", root)
+    if path.suffix.lower() == ".json":
+        _refuse_unless_json_lines(spec, path)
+        return SourceSpec(spec, "jsonl", root)
     raise SourceError(
         f"source {spec!r}: unsupported file type {path.suffix!r}; "
-        f"supported: {', '.join(sorted(LOCAL_SUFFIXES))}, .jsonl, .jsonl.gz"
+        f"supported: {', '.join(sorted(LOCAL_SUFFIXES))}, .jsonl, .jsonl.gz, .ndjson, .json (one record per line)"
     )
+
+
+def _refuse_unless_json_lines(spec: str, path: Path) -> None:
+    """A ``.json`` file is a dump when it holds one JSON record per line (many exports name theirs so).
+
+    A JSON array, or one record spread over lines, would be read as nothing but broken lines: refused up
+    front, saying how to convert it, rather than indexed as one failure per line."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20)
+    except OSError as exc:
+        raise SourceError(f"source {spec!r} cannot be read: {exc.strerror or exc}") from exc
+    first = next((line for line in head.splitlines() if line.strip()), b"")
+    try:
+        record = json.loads(first) if first.lstrip().startswith(b"{") else None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        kind = "a JSON array" if head.lstrip().startswith(b"[") else "not one JSON record per line"
+        raise SourceError(
+            f"source {spec!r}: a .json file is indexed as a dump of one JSON record per line, and this one is {kind}. "
+            "Convert it, e.g. jq -c '.[]' in.json > out.jsonl (an array) or jq -c . in.json > out.jsonl, "
+            "and index the .jsonl")
 
 
 # --------------------------------------------------------------------------- local files

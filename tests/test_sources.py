@@ -56,6 +56,18 @@ def test_sources_are_classified_by_kind(tmp_path):
         classify_source(str(tmp_path / "x.pdf"))
 
 
+def test_a_json_file_of_one_record_per_line_is_a_dump_and_an_array_is_refused_with_its_conversion(tmp_path):
+    """A .json source was refused outright, though many exports name their JSON lines so."""
+    (tmp_path / "lines.json").write_text('\n{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n')
+    assert classify_source(str(tmp_path / "lines.json")).kind == "jsonl"
+    (tmp_path / "array.json").write_text('[{"id": "a", "text": "x"}]')
+    with pytest.raises(ValueError, match=r"a JSON array.*jq -c '\.\[\]'"):
+        classify_source(str(tmp_path / "array.json"))
+    (tmp_path / "pretty.json").write_text('{\n  "id": "a",\n  "text": "x"\n}\n')
+    with pytest.raises(ValueError, match="not one JSON record per line.*jq -c \\."):
+        classify_source(str(tmp_path / "pretty.json"))
+
+
 def test_directories_yield_supported_files_with_relative_ids_and_skip_hidden(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / ".git").mkdir()
