@@ -102,6 +102,8 @@ def definition_text(terms: list[str], definitions: list[str]) -> str:
 _BLOCK_ELEMENTS = frozenset({"head", "p", "item", "row", "quote", "code", "graphic"})
 # Containers whose children are the blocks.
 _CONTAINERS = frozenset({"main", "list", "table", "div", "body", "doc"})
+# Elements whose text is never one word with what is beside it (not inline <code>, <hi>, <ref>).
+_WORD_BREAKS = frozenset({"head", "p", "item", "row", "cell", "quote", "list", "table", "div", "main"})
 
 
 def _normalise(text: str) -> str:
@@ -117,9 +119,14 @@ def _text(element: etree._Element) -> str:
     parts: list[str] = []
     for event, node in etree.iterwalk(element, events=("start", "end")):
         if event == "start":
-            parts.append(" " if node.tag == "lb" else node.text or "")
-        elif node is not element and node.tail:
-            parts.append(node.tail)
+            # Blocks inside the element (a cell's <p>s) are words apart too: "Philippines" "Luzon".
+            gap = node is not element and node.tag in _WORD_BREAKS
+            parts.append(" " if node.tag == "lb" else (" " if gap else "") + (node.text or ""))
+        elif node is not element:
+            if node.tag in _WORD_BREAKS:
+                parts.append(" ")
+            if node.tail:
+                parts.append(node.tail)
     return _normalise("".join(parts))
 
 
@@ -166,8 +173,16 @@ def _table_rows(table: etree._Element, out: list[str], levels: list[int], links:
                 pending.append(row_text(texts, header_column or heads[0]))
         else:
             flush()
-            out.extend(kept)
-            levels.extend([0] * len(kept))
+            for cell, text in zip(cells, texts):
+                if len(text) > ROW_CELL_CHARS and any(c.tag in _BLOCK_ELEMENTS or c.tag in _CONTAINERS for c in cell):
+                    # A layout cell that holds an article: its paragraphs stay paragraphs, not one block.
+                    if cell.text and (lead := _normalise(cell.text)):
+                        out.append(lead)
+                        levels.append(0)
+                    _walk(cell, out, levels, links)
+                elif text:
+                    out.append(text)
+                    levels.append(0)
     flush()
     return True
 

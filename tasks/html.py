@@ -30,6 +30,7 @@ from lxml.html import HtmlElement
 
 from tasks.extract import (
     MAX_JOINED_ROWS,
+    ROW_CELL_CHARS,
     definition_text,
     joinable_row,
     parse_html,
@@ -303,9 +304,51 @@ def _blocks(root: Tag) -> list[_Block]:
     return blocks
 
 
+def _short_cells(blocks: list[_Block]) -> list[_Block]:
+    """The blocks of one short table cell (``<td><p>1815</p></td>``) as one block of the cell, so that its
+    row is judged and joined as a row of bare cells is.
+
+    A cell whose text is long (a layout table holding an article) or that holds a heading or ``<pre>``
+    keeps its blocks: merging them would glue the article's paragraphs into one."""
+    out: list[_Block] = []
+    i = 0
+    while i < len(blocks):
+        cell = _cell_of(blocks[i].element)
+        j = i + 1
+        while cell is not None and j < len(blocks) and _cell_of(blocks[j].element) is cell:
+            j += 1
+        group = blocks[i:j]
+        text = " ".join(b.text for b in group)
+        if (cell is not None and any(b.element is not cell for b in group) and len(text) <= ROW_CELL_CHARS
+                and not any(b.element.name in _HEADINGS or b.element.name == "pre" for b in group)):
+            out.append(_Block(text, cell, min(sum(b.link_chars for b in group), len(text))))
+        else:
+            out.extend(group)
+        i = j
+    return out
+
+
+def _cell_of(element: Tag) -> Tag | None:
+    """The innermost ``<td>``/``<th>`` of a row that holds ``element`` (itself included), else None."""
+    cell = element if element.name in ("td", "th") else element.find_parent(("td", "th"))
+    return cell if cell is not None and cell.parent is not None and cell.parent.name == "tr" else None
+
+
+def _term_group(element: Tag) -> Tag | None:
+    """The ``<dl>``, or the ``<div>`` inside one (HTML's way to group a term with its definitions), that
+    holds a ``<dt>``/``<dd>``; None for any other element."""
+    parent = element.parent
+    if element.name not in ("dt", "dd") or parent is None:
+        return None
+    if parent.name == "dl" or (parent.name == "div" and parent.parent is not None and parent.parent.name == "dl"):
+        return parent
+    return None
+
+
 def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
     """Short table rows as blocks, packed, and a ``<dt>`` with its ``<dd>``, as the trafilatura path makes
     them (``tasks.extract.row_text``, ``row_groups``, ``definition_text``); other blocks as they are."""
+    blocks = _short_cells(blocks)
     out: list[_Block] = []
     rows_in: dict[int, int] = {}  # id(table) → its rows
     pending: list[_Block] = []  # joined rows of one table, to pack
@@ -353,9 +396,9 @@ def _rows_and_terms(blocks: list[_Block]) -> list[_Block]:
             continue
         flush()
         pending_table = None
-        if name in ("dt", "dd") and (dl := block.element.parent) is not None and dl.name == "dl":
+        if (dl := _term_group(block.element)) is not None:
             j = i
-            while j < len(blocks) and blocks[j].element.name in ("dt", "dd") and blocks[j].element.parent is dl \
+            while j < len(blocks) and _term_group(blocks[j].element) is dl \
                     and not (blocks[j].element.name == "dt" and j > i and blocks[j - 1].element.name == "dd"):
                 j += 1
             group = blocks[i:j]

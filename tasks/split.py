@@ -44,7 +44,7 @@ _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 #: The version of the rules that split structured bodies (headings as context, metadata from the body).
 #: Part of every local file's stamp and of HTML and markdown fingerprints, so a rule change makes the
 #: next run read and re-split them (only paragraphs whose text changed are encoded again).
-SPLIT_RULES = "headings-as-context-1;short-documents-1;review-41;rows-and-terms-42"
+SPLIT_RULES = "headings-as-context-1;short-documents-1;review-41;rows-and-terms-42;cells-43"
 # 41: fenced code, titles, charsets, CJK. 42: a short table row and a term with its definition are one block each,
 # numeric dates in the page language's order.
 #: Marks the fingerprint of a plain-text article or record whose every line is shorter than the minimum

@@ -365,6 +365,23 @@ def test_rows_terms_and_long_cells_come_out_alike_from_both_extractors(extractor
     assert "Lava, Flow: Magma above it." in blocks_
 
 
+@pytest.mark.parametrize("extractor", ["trafilatura", "scorer"])
+def test_cells_that_wrap_their_text_and_grouped_terms_come_out_as_bare_ones_do(extractor):
+    # The bs4 extractor kept one block per <p> of a cell, and per <dt>/<dd> of a <div> group: under the
+    # minimum paragraph length, they were lost. A layout cell's paragraphs stay paragraphs.
+    story = "".join(f"<p>Paragraph {i} of a page laid out in a table, long enough to stand as a passage.</p>"
+                    for i in range(3))
+    doc = extract_html(_news_page(
+        "<table><tr><th><p>Name</p></th><th><p>Country</p></th></tr>"
+        "<tr><td><p>Pinatubo</p></td><td><p>Philippines</p><p>Luzon</p></td></tr></table>"
+        "<dl><div><dt>Magma</dt><dd>Molten rock below the surface.</dd></div>"
+        "<div><dt>Lava</dt><dd>Magma above it.</dd></div></dl>"
+        f"<table><tr><td>{story}</td></tr></table>"), extractor=extractor)
+    assert "Name; Country" in doc.blocks and "Pinatubo; Philippines Luzon" in doc.blocks
+    assert "Magma: Molten rock below the surface." in doc.blocks and "Lava: Magma above it." in doc.blocks
+    assert all(f"Paragraph {i} of a page" in b for i, b in zip(range(3), doc.blocks[-3:]))
+
+
 def test_related_story_links_inside_the_article_are_dropped():
     related = ('<p><a href="/a">Council approves a new budget for road repairs</a><br>'
                '<a href="/b">Traffic chaos expected during the bridge closure</a></p>'
