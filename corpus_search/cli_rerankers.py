@@ -35,10 +35,10 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     if args.split and not args.judgments:
         raise InvalidQueryError("--split goes with --judgments (the qrels file qrels/<split>.tsv)")
     # Every cheap check before Prefect starts: a mistyped option is one line, not a failed flow run's traceback.
+    collection, db_uri = _collection(args), _db_uri(args)
     check_training_args(judgments=args.judgments, self_supervised=args.self_supervised, split=args.split or "train",
                         promote=args.promote, time_budget=args.time_budget, max_length=args.max_length,
-                        train_layers=args.train_layers, out=args.out)
-    collection, db_uri = _collection(args), _db_uri(args)
+                        train_layers=args.train_layers, out=args.out, db_uri=db_uri)
     from query.searcher import Searcher
 
     Searcher(db_uri=db_uri, collection=collection)  # a missing collection is a usage error before Prefect starts
@@ -77,6 +77,13 @@ def cmd_rerankers(args: argparse.Namespace) -> int:
     if args.promote is not None and args.promote in (args.remove or []):  # refused before either one acts
         raise UsageError(f"--promote {args.promote} --remove {args.promote}: a re-ranker cannot be promoted and "
                          "removed at once; promote another one, or remove it alone")
+    if args.remove and (args.promote is not None or args.unpromote):
+        # Checked before the promotion commits: a mistyped id must change nothing, not half the command.
+        known = listing(db_uri, collection)
+        ids = {m["id"] for m in known["models"]} | {Path(d["path"]).name for d in known["unregistered"]}
+        if unknown := [i for i in args.remove if i not in ids]:
+            raise UsageError(f"no re-ranker {', '.join(map(repr, unknown))} in collection {collection!r} (see "
+                             f"corpus-search rerankers --collection {collection}); nothing was changed")
     if args.promote is not None or args.unpromote:
         entry = promote(db_uri, collection, None if args.unpromote else args.promote)
         if not args.json:

@@ -9,6 +9,7 @@ model and its numbers recorded in the collection's registry, promoted only when 
 from __future__ import annotations
 
 import math
+import os
 import random
 import statistics
 import time
@@ -311,7 +312,8 @@ def register(db_uri: str, collection: str, entry: RerankerEntry, promote: bool,
 
 
 def check_training_args(*, judgments: str | None, self_supervised: bool, split: str, promote: str,
-                        time_budget: float, max_length: int | None, train_layers: int | None, out: str | None) -> str:
+                        time_budget: float, max_length: int | None, train_layers: int | None, out: str | None,
+                        db_uri: str | None = None) -> str:
     """Every check of the arguments that needs no model and no data; the training signal.
 
     The flow runs it first, and the CLI before Prefect even starts, so a mistyped option is one line.
@@ -330,16 +332,31 @@ def check_training_args(*, judgments: str | None, self_supervised: bool, split: 
         raise InvalidQueryError(f"--train-layers must be 0 (the head only) or more, got {train_layers}")
     if judgments:
         judgment_files(judgments, split)
-    check_out_dir(out)
+    check_out_dir(out, db_uri)
     return signal
 
 
-def check_out_dir(out: str | None) -> None:
+def check_out_dir(out: str | None, db_uri: str | None = None) -> None:
     """``--out`` must be a new or empty directory: a trained model is never written over other files (a
-    previous model, perhaps the promoted one, or anything else the user keeps there)."""
+    previous model, perhaps the promoted one, or anything else the user keeps there). It must be one this
+    run can create, and never inside the database's own models folder (``db_uri``), whose directories
+    belong to the collections: a model saved there under another collection's name was deleted with it."""
     if not out:
         return
     path = Path(out).expanduser()
+    if db_uri:
+        from query.registry import RERANKERS_DIR, models_root
+
+        owned = models_root(db_uri, "-").parent  # <db>/_rerankers (an object store's: its local cache)
+        if path.resolve().is_relative_to(owned.resolve()):
+            raise InvalidQueryError(f"--out {out} is inside the database's models folder {owned}, whose directories "
+                                    f"belong to its collections' re-rankers ({RERANKERS_DIR}/<collection>/<id>): "
+                                    "leave --out out (models are saved there under a new id) or choose a directory "
+                                    "outside it")
+    ancestor = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if ancestor is not None and (not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK)):
+        raise InvalidQueryError(f"--out {out} cannot be created: {ancestor} is "
+                                + ("not a directory" if not ancestor.is_dir() else "not writable by this user"))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         kept = path / INTERRUPTED_DIR
         hint = (f" (the weights of an interrupted run are in {kept}: --base {kept} continues from them, with a new "
@@ -389,7 +406,8 @@ def train_reranker(
     s = get_settings()
     db_uri = db_uri or s.db_uri
     signal = check_training_args(judgments=judgments, self_supervised=self_supervised, split=split, promote=promote,
-                                 time_budget=time_budget, max_length=max_length, train_layers=train_layers, out=out)
+                                 time_budget=time_budget, max_length=max_length, train_layers=train_layers, out=out,
+                                 db_uri=db_uri)
     _searcher(db_uri, collection)  # a missing collection fails here, before any model loads
     if judgments and split == "test":
         log.warning("training on the judgments' test split: an evaluation on those test queries (corpus-search "
@@ -412,27 +430,30 @@ def train_reranker(
         # The promoted id the gate compares with (a promoted model whose folder is gone scores as none).
         promoted_before = registry_or_empty(_searcher(db_uri, collection).table).promoted
         dev = gate(db_uri, collection, devset, out_dir, depth)
-    finally:
-        release_model_dir(out_dir)  # done with it, whatever ended the run (an interruption included)
-    prev = dev["previous"]["ndcg@10"] if dev["previous"] else None
-    promoted, why = decide(promote, dev["retrieval"]["ndcg@10"], prev, dev["candidate"]["ndcg@10"],
-                           dev["candidate"]["p"])
-    entry = RerankerEntry(
-        id=model_id, path=publish_model(db_uri, collection, model_id, out_dir),
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        base=base, signal=signal, fingerprint=fingerprint(train_ex, seed), alpha=dev["candidate"]["alpha"], depth=depth, dev=dev,
-        train={"queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
-               "seconds": trained["seconds"], "precision": trained["precision"], "seed": seed,
-               "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "dev_curve": trained["dev_curve"],
-               "soup": trained["soup"], "measured_queries_per_s": round(speed, 3) if speed else None},
-    )
-    from tasks.rerank_registry import UNGATED
+        prev = dev["previous"]["ndcg@10"] if dev["previous"] else None
+        promoted, why = decide(promote, dev["retrieval"]["ndcg@10"], prev, dev["candidate"]["ndcg@10"],
+                               dev["candidate"]["p"])
+        entry = RerankerEntry(
+            id=model_id, path=publish_model(db_uri, collection, model_id, out_dir),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            base=base, signal=signal, fingerprint=fingerprint(train_ex, seed), alpha=dev["candidate"]["alpha"], depth=depth, dev=dev,
+            train={"queries": len(train_ex), "pairs": trained["pairs"], "steps": trained["steps"],
+                   "seconds": trained["seconds"], "precision": trained["precision"], "seed": seed,
+                   "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "dev_curve": trained["dev_curve"],
+                   "soup": trained["soup"], "measured_queries_per_s": round(speed, 3) if speed else None},
+        )
+        from tasks.rerank_registry import UNGATED
 
-    gated_against = promoted_before if promote == "auto" else UNGATED
-    entry, kept = register(db_uri, collection, entry, promoted, gated_against)
-    if promoted and not kept:
-        why = (f"not promoted: another run promoted a re-ranker while this one was gated against "
-               f"{gated_against or 'retrieval alone'}; compare them with corpus-search rerankers")
+        gated_against = promoted_before if promote == "auto" else UNGATED
+        entry, kept = register(db_uri, collection, entry, promoted, gated_against)
+        if promoted and not kept:
+            why = (f"not promoted: another run promoted a re-ranker while this one was gated against "
+                   f"{gated_against or 'retrieval alone'}; compare them with corpus-search rerankers")
+    finally:
+        # Done with it, whatever ended the run (an interruption included), but only once it is registered:
+        # released before, `rerankers` listed it as a leftover that --remove deleted, and the run then
+        # registered (and could promote) a model without its files.
+        release_model_dir(out_dir)
     promoted, model_id = kept, entry.id
     log.info("re-ranker %s: %s", model_id, why)
     result = {

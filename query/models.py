@@ -165,11 +165,14 @@ def load_reranker(
     trust_remote_code: bool = False,
     backend: str = "auto",
     cache_size: int = 0,
+    revision: str = "",
 ):
     """Load (once per process) the cross-encoder ``name`` wrapped in a 0..1-scoring ``Reranker``.
 
     ``backend`` (torch, onnx, openvino, auto) and the int8 precision: see :mod:`query.backends`;
-    ``cache_size``: (query, passage) scores remembered (0: none).
+    ``cache_size``: (query, passage) scores remembered (0: none); ``revision``: which model the directory
+    ``name`` holds (a registry id), part of the once-per-process key only: a directory a user reused for
+    another trained model is loaded again, not served from the cache with the old weights.
     """
     # rerank imports this module (re-exports), so not at the top
     from query.rerank import Reranker

@@ -193,7 +193,7 @@ class Searcher:
             if promoted is not None:
                 entry, path = promoted
                 alpha = entry.alpha if s.rerank_fusion else 1.0
-                model = load_reranker(str(path), **reranker_options(s)) if alpha > 0.0 else None
+                model = load_reranker(str(path), **reranker_options(s), revision=entry.id) if alpha > 0.0 else None
                 return ActiveReranker(model, f"{self.collection} re-ranker {entry.id}", alpha, entry.depth)
             if (missing := registry_or_empty(self.table).promoted) is not None:
                 # Its files are gone (removed by hand, or a rollback restored a promotion of a removed model).

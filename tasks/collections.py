@@ -174,6 +174,12 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
     with writer_lock(db_uri, name):
         db = connect_existing(db_uri)
         names = require_collection(db, name)  # again, under the lock: another drop may have won
+        from query.registry import RerankerRegistryError
+        from tasks.rerank_registry import training_runs
+
+        if running := training_runs(db_uri, name):  # its model directory would go from under it
+            raise RerankerRegistryError(f"collection {name!r} has a train-reranker run in progress (training into "
+                                       f"{running[0]}): let it finish, or stop it, then drop the collection")
         table = db.open_table(name)
         rows = table.count_rows()
         stored = _stored_rerankers(table, name)

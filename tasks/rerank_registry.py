@@ -176,6 +176,9 @@ def record(db_uri: str, collection: str, entry: RerankerEntry, promote: bool,
         if entry.path in {e.path for e in reg.models}:  # two entries, one model's files: removing one lost both
             raise RerankerRegistryError(f"re-ranker files {entry.path!r} are already registered as another model; "
                                         "train again (a new run uploads under a new prefix)")
+        if not model_exists(db_uri, entry):  # deleted while this run waited for the lock: never register none
+            raise RerankerRegistryError(f"the trained model at {model_location(db_uri, entry)} is gone (deleted "
+                                        "before it was registered): nothing was registered; train again")
         taken = {e.id for e in reg.models}
         if entry.id in taken:
             entry = replace(entry, id=next(f"{entry.id}-{n}" for n in range(2, 10_000) if f"{entry.id}-{n}" not in taken))
@@ -198,6 +201,8 @@ def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry
         entry = reg.get(model_id) if model_id else None
         if entry is not None and not model_exists(db_uri, entry):
             raise RerankerRegistryError(f"re-ranker {model_id!r} has no saved model at {model_location(db_uri, entry)}")
+        if reg.promoted == model_id:
+            return entry  # nothing changes: no new table version, no run-log line
         reg.promoted = model_id
         write_registry(table, reg)
         record_run(db_uri, collection, {"promoted": model_id}, kind="reranker")
@@ -238,6 +243,10 @@ def remove(db_uri: str, collection: str, model_ids: Sequence[str]) -> list[str]:
         if reg.promoted in ids:
             raise RerankerRegistryError(f"re-ranker {reg.promoted!r} is the promoted one: promote another "
                                         "(--promote ID) or none (--unpromote) before removing it")
+        if held := _promoted_by_tags(table, ids):  # rollback --to TAG would restore a promotion without files
+            raise RerankerRegistryError("; ".join(f"re-ranker {i!r} is the promoted one of tag(s) {', '.join(tags)}"
+                                                  for i, tags in held.items())
+                                        + ": a rollback to a tag needs its model, so it is kept while the tag is")
         reg.models = [e for e in reg.models if e.id not in ids]
         write_registry(table, reg)
         record_run(db_uri, collection, {"removed": ids, "promoted": reg.promoted}, kind="reranker")
@@ -278,6 +287,20 @@ def unregistered_dirs(db_uri: str, collection: str, reg, table) -> list[dict]:
              "versions": sorted(v for v, paths in by_version.items() if d.resolve() in paths)} for d in dirs]
 
 
+def _promoted_by_tags(table, ids: Sequence[str]) -> dict[str, list[str]]:
+    """Which of ``ids`` a tagged version of ``table`` promotes, with those tags (one manifest read per tag)."""
+    tags = table.tags.list()
+    if not tags:
+        return {}
+    ds = table.to_lance()
+    held: dict[str, list[str]] = {}
+    for name, info in sorted(tags.items()):
+        promoted = parsed_or_empty(ds.checkout_version(int(info["version"])).metadata.get(REGISTRY_KEY)).promoted
+        if promoted in ids:
+            held.setdefault(promoted, []).append(f"{name} (version {info['version']})")
+    return held
+
+
 def _named_by_versions(db_uri: str, table) -> dict[int, set[Path]]:
     """The model directories each kept version of ``table`` names in its registry (one manifest read each)."""
     ds, root = table.to_lance(), local_db_root(db_uri)
@@ -286,6 +309,16 @@ def _named_by_versions(db_uri: str, table) -> dict[int, set[Path]]:
         registry = parsed_or_empty(ds.checkout_version(v["version"]).metadata.get(REGISTRY_KEY))
         out[int(v["version"])] = {(root / e.path).resolve() for e in registry.models}
     return out
+
+
+def training_runs(db_uri: str, collection: str) -> list[Path]:
+    """The model directories of ``collection`` that a live train-reranker run holds (local databases, and
+    an object store's runs on this machine)."""
+    root = models_root(db_uri, collection)
+    if not root.is_dir():
+        return []
+    return [d for d in sorted(root.iterdir())
+            if d.is_dir() and (d / CLAIM_MARKER).exists() and not _claimable(d / CLAIM_MARKER)]
 
 
 def _claimable(marker: Path) -> bool:

@@ -615,6 +615,8 @@ def test_a_registered_id_is_never_replaced_and_a_promotion_gated_against_another
     def registry():
         return registry_or_empty(Searcher(db_uri=db, collection="sample").table)
 
+    for name in ("outA", "outB", "outC", "outD", "outE"):
+        (tmp_path / "db" / name).mkdir()
     a, promoted = record(db, "sample", entry("outA"), True, None)
     b, refused = record(db, "sample", entry("outB"), False, None)
     assert (a.id, promoted, b.id, refused) == (same, True, same + "-2", False)
@@ -668,6 +670,102 @@ def test_rerankers_lists_model_directories_the_registry_does_not_name(sample_db)
         assert not killed.exists() and str(killed) not in {u["path"] for u in listing(sample_db, "sample")["unregistered"]}
     finally:
         shutil.rmtree(held, ignore_errors=True)
+
+
+def _registered(db: str, model_id: str, promote: bool = False):
+    """A registered model directory (any files will do: nothing here loads it)."""
+    from query.registry import RerankerEntry
+    from tasks.rerank_registry import default_out_dir, record, stored_path
+
+    home = default_out_dir(db, "sample", model_id)
+    home.mkdir(parents=True)
+    (home / "config.json").write_text("{}")
+    entry = RerankerEntry(id=model_id, path=stored_path(db, home), created="2026-12-07T00:00:00+00:00", base="b",
+                          signal="self-supervised", fingerprint="0", alpha=1.0)
+    return record(db, "sample", entry, promote)[0], home
+
+
+def test_a_model_that_a_tag_promotes_is_not_removed_and_a_failed_command_changes_nothing(sample_db, tmp_path, capsys):
+    """--remove deleted a model that a tagged version still promoted (rollback --to TAG then restored a promotion
+    without files); and --unpromote --remove TYPO committed the unpromotion before failing on the typo."""
+    import shutil
+
+    from corpus_search.cli import main
+    from tasks.rerank_registry import promote, remove
+    from tasks.versions import tag_version
+
+    db = str(tmp_path / "db")
+    shutil.copytree(sample_db, db)
+    a, a_dir = _registered(db, "20261207-000001-self-supervised", promote=True)
+    tag_version(db, "sample", "prod")
+    b, _ = _registered(db, "20261207-000002-self-supervised", promote=True)
+    with pytest.raises(Exception, match=f"{a.id}.*promoted one of tag\\(s\\) prod .*kept while the tag is"):
+        remove(db, "sample", [a.id])
+    assert a_dir.is_dir()
+
+    assert main(["rerankers", "-c", "sample", "--db", db, "--unpromote", "--remove", "no-such-id"]) == 2
+    assert "nothing was changed" in capsys.readouterr().err
+    from query.registry import registry_or_empty
+    from query.searcher import Searcher
+
+    table = Searcher(db_uri=db, collection="sample").table
+    assert registry_or_empty(table).promoted == b.id
+    version = table.version
+    promote(db, "sample", b.id)  # promoting the promoted one changes nothing: no new version
+    assert Searcher(db_uri=db, collection="sample").table.version == version
+
+
+def test_an_out_directory_inside_the_models_folder_or_one_that_cannot_be_made_is_refused(sample_db, tmp_path):
+    """Another collection's model saved by --out under _rerankers/<other> was deleted when this one was dropped;
+    an --out that cannot be created failed after the training data was built, with a traceback."""
+    from flows.train_reranker import check_out_dir
+    from query.errors import InvalidQueryError
+
+    with pytest.raises(InvalidQueryError, match="inside the database's models folder"):
+        check_out_dir(f"{sample_db}/_rerankers/other", sample_db)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InvalidQueryError, match="cannot be created: .*file is not a directory"):
+        check_out_dir(str(tmp_path / "file" / "model"), sample_db)
+    check_out_dir(str(tmp_path / "new" / "model"), sample_db)  # a new directory anywhere else is fine
+
+
+def test_a_model_deleted_before_it_is_registered_is_not_registered_and_drop_waits_for_a_training_run(sample_db,
+                                                                                                    tmp_path):
+    import shutil
+
+    from query.registry import RerankerEntry
+    from tasks.collections import drop_collection
+    from tasks.rerank_registry import claim_model_dir, record, release_model_dir, stored_path
+
+    db = str(tmp_path / "db")
+    shutil.copytree(sample_db, db)
+    gone = RerankerEntry(id="20261207-000003-self-supervised", path="_rerankers/sample/20261207-000003-self-supervised",
+                         created="2026-12-07T00:00:00+00:00", base="b", signal="self-supervised", fingerprint="0",
+                         alpha=1.0)
+    with pytest.raises(Exception, match="is gone .*nothing was registered"):
+        record(db, "sample", gone, True)
+    _, held = claim_model_dir(db, "sample", "self-supervised")  # a run in progress (this process)
+    with pytest.raises(Exception, match="train-reranker run in progress"):
+        drop_collection("sample", db)
+    assert held.is_dir() and stored_path(db, held)
+    release_model_dir(held)
+    assert drop_collection("sample", db)["collection"] == "sample"
+
+
+def test_a_directory_reused_for_another_promoted_model_is_loaded_again_not_served_from_the_cache(tiny_base, tmp_path):
+    from query import models
+
+    calls = []
+    real = models.load_cross_encoder
+    models.load_reranker.cache_clear()
+    try:
+        models.load_cross_encoder = lambda *a, **k: calls.append(a) or real(*a, **k)
+        first = models.load_reranker(tiny_base, revision="A")
+        assert models.load_reranker(tiny_base, revision="A") is first
+        assert models.load_reranker(tiny_base, revision="B") is not first and len(calls) == 2
+    finally:
+        models.load_cross_encoder = real
+        models.load_reranker.cache_clear()
 
 
 def test_rerankers_refuses_promoting_one_and_none_at_once(sample_db, capsys):
