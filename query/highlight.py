@@ -3,7 +3,8 @@
 LanceDB's full-text index (``tasks/store.py``: ``FTS(stem=True, remove_stop_words=True, ascii_folding=True)``)
 analyses text with Lance's tantivy-derived pipeline, in this order:
 
-1. the "simple" tokenizer: maximal runs of Unicode letters and digits;
+1. the "simple" tokenizer: maximal runs of Unicode Alphabetic or numeric characters (Rust's
+   ``char::is_alphanumeric``: letters, and also the vowel signs of Devanagari, Thai...; not a virama);
 2. tokens of 40 bytes (UTF-8) or more are dropped;
 3. lower case;
 4. the English Snowball stemmer (Porter2);
@@ -20,11 +21,11 @@ standard library, and never imports torch.
 
 from __future__ import annotations
 
-import re
 import threading
 import unicodedata
 from functools import lru_cache
 
+import regex
 import snowballstemmer
 
 #: Lance's English stop words: NLTK's English list (the words without an apostrophe, since a token never
@@ -45,8 +46,9 @@ ENGLISH_STOP_WORDS = frozenset(_NLTK_ENGLISH.split())
 #: tantivy's RemoveLongFilter(40): tokens of this many UTF-8 bytes or more are not indexed.
 MAX_TOKEN_BYTES = 40
 
-#: The simple tokenizer's tokens: runs of alphanumeric characters (``\w`` without the underscore).
-_TOKEN = re.compile(r"[^\W_]+")
+#: The simple tokenizer's tokens: runs of Alphabetic or numeric characters. The standard ``re``'s ``\w`` split
+#: "हिन्दी" at its vowel signs into single letters, which then marked letters inside unrelated words.
+_TOKEN = regex.compile(r"[\p{Alphabetic}\p{N}]+")
 
 #: Letters that Unicode does not decompose but ASCII folding maps (the common ones of Lucene's table).
 _FOLD_EXTRA = str.maketrans({
