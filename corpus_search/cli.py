@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--where", action="append", metavar="KEY<op>VALUE",
         help="filter (repeatable, ANDed; one key given '=' twice means either value). op: = != < <= > >= ^= "
         "(starts with). KEY: a column (source, doc_id, origin, title, position, published, indexed_at...) or "
-        "metadata.FIELD. Quote a filter with < or > (the shell reads them as redirections). E.g. "
+        "metadata.FIELD. A date without a time is its whole UTC day. Quote a filter with < or > (the shell reads "
+        "them as redirections). E.g. "
         "--where 'published>=2024-01-01' --where source^=/home/me/notes/ --where metadata.author=Ann",
     )
     _paging(se, "in 0..1 when re-ranked: the cross-encoder's relevance, or, fused with retrieval (a trained "

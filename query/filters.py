@@ -10,7 +10,8 @@ A filter is a mapping from a key to a condition:
 
 ``!=`` and ``not in`` also match rows without a value (no ``published`` date, no such metadata
 key), as a reader of "author is not Smith" expects. Dates are ISO 8601 text, ``datetime`` or
-``date`` (a naive one is UTC). A metadata value is text: a number given as the value compares
+``date`` (a naive one is UTC). A date without a time on a date column is its whole (UTC) day:
+``published=2024-03-05`` matches that day, ``<=`` includes it and ``>`` starts after it. A metadata value is text: a number given as the value compares
 numerically (``{"metadata.year": {">=": 2020}}``), text compares as text (ISO dates sort correctly).
 """
 
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -168,6 +170,29 @@ def _operand(key: str) -> tuple[str, str | None]:
     )
 
 
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _day(column: str | None, value: Any) -> tuple[str, str | None] | None:
+    """A date without a time on a timestamp column as its UTC day's (start, end) literals (end None past
+    year 9999), else None: ``published=2024-03-05`` means that day, not its first instant."""
+    if column is None or not pa.types.is_timestamp(COLUMN_TYPES[column]) or isinstance(value, datetime):
+        return None
+    if not (isinstance(value, date) or (isinstance(value, str) and _DATE_ONLY.fullmatch(value.strip()))):
+        return None
+    start = parse_timestamp(value, key=column)
+    try:
+        end = sql_literal(start + timedelta(days=1))
+    except OverflowError:
+        end = None
+    return sql_literal(start), end
+
+
+def _on_day(expr: str, day: tuple[str, str | None]) -> str:
+    start, end = day
+    return f"({expr} >= {start} AND {expr} < {end})" if end else f"{expr} >= {start}"
+
+
 def _condition(key: str, op: str, value: Any) -> str:
     expr, column = _operand(key)
     nullable = column is None or column in NULLABLE
@@ -177,6 +202,15 @@ def _condition(key: str, op: str, value: Any) -> str:
         if op == "!=":
             return f"{expr} IS NOT NULL"
         raise InvalidQueryError(f"filter on {key!r}: {op!r} needs a value, not None")
+    if op in ("=", "!=", "<=", ">") and (day := _day(column, value)) is not None:
+        start, end = day
+        if op == "=":
+            return _on_day(expr, day)
+        if op == "!=":
+            return f"({_on_day(expr, day)}) IS NOT TRUE"  # a row without a date is not on that day either
+        if op == "<=":
+            return f"{expr} < {end}" if end else f"{expr} IS NOT NULL"
+        return f"{expr} >= {end}" if end else "FALSE"  # ">": from the next day on
 
     def one(v: Any) -> tuple[str, str]:  # (operand expression, literal) for one value
         if column is not None:
@@ -195,6 +229,10 @@ def _condition(key: str, op: str, value: Any) -> str:
                                     f"{len(values):,}; filter on a shared prefix or metadata value instead")
         if not values:
             return "FALSE" if op == "in" else "TRUE"
+        if any(_day(column, v) for v in values):  # each date its whole day
+            clause = "(" + " OR ".join(_on_day(expr, d) if (d := _day(column, v)) else f"{expr} = {one(v)[1]}"
+                                       for v in values) + ")"
+            return clause if op == "in" else f"{clause} IS NOT TRUE"
         pairs = [one(v) for v in values]
         # Mixed numeric/text metadata values: one comparison per value, ORed.
         if len({e for e, _ in pairs}) == 1:
@@ -275,8 +313,8 @@ def _number(text: str) -> int | float | str:
     return text
 
 
-#: ``--where`` operators, longest first so that ``>=`` is not read as ``>``.
-_CLI_OPS = ("!=", ">=", "<=", "^=", "=", "<", ">")
+#: ``--where`` operators, longest first so that ``>=`` is not read as ``>`` (``<>`` is ``!=``, as in SQL).
+_CLI_OPS = ("!=", ">=", "<=", "<>", "^=", "=", "<", ">")
 
 
 def parse_cli_conditions(items: Iterable[str]) -> dict[str, Any] | None:
@@ -298,7 +336,9 @@ def parse_cli_conditions(items: Iterable[str]) -> dict[str, Any] | None:
                 f"--where {item!r}: use KEY<op>VALUE with op one of = != < <= > >= ^= (starts with){shell}, e.g. "
                 "--where source^=/home/me/notes/ --where 'published>=2024-01-01' --where metadata.author=Ann"
             )
-        value = item[cut + len(op):]
+        # Spaces around the operator are layout ('title = Coffee'), as they are around the key.
+        value = item[cut + len(op):].strip()
+        op = "!=" if op == "<>" else op
         conds = where.setdefault(key, {})
         if op == "=":
             conds.setdefault("in", []).append(value)

@@ -98,6 +98,33 @@ def test_filters_agree_on_real_rows_not_in_with_not_equal_and_dates_before_year_
     assert ids({"published": {">=": "0999-01-01", "<": "1600-01-01"}}) == ["a", "d"]
 
 
+def test_a_date_without_a_time_is_its_whole_day_on_real_rows(tmp_path):
+    """published=2023-05-04 matched only midnight UTC, so a page of that afternoon was never found, and
+    published<=2023-05-04 left that whole day out."""
+    import pyarrow as pa
+    from datetime import date
+
+    table = lancedb.connect(str(tmp_path)).create_table("t", pa.table({
+        "id": ["midnight", "afternoon", "next", "undated"],
+        "published": pa.array([datetime(2023, 5, 4, tzinfo=UTC), datetime(2023, 5, 4, 15, 30, tzinfo=UTC),
+                               datetime(2023, 5, 5, tzinfo=UTC), None], type=pa.timestamp("us", tz="UTC")),
+    }))
+
+    def ids(where) -> list[str]:
+        return sorted(table.search().where(where_sql(where)).to_arrow()["id"].to_pylist())
+
+    assert ids(parse_cli_conditions(["published=2023-05-04"])) == ids({"published": date(2023, 5, 4)}) == [
+        "afternoon", "midnight"]
+    assert ids(parse_cli_conditions(["published!=2023-05-04"])) == ["next", "undated"]
+    assert ids(parse_cli_conditions(["published<=2023-05-04"])) == ["afternoon", "midnight"]
+    assert ids(parse_cli_conditions(["published>2023-05-04"])) == ["next"]
+    assert ids(parse_cli_conditions(["published<2023-05-04"])) == []
+    assert ids({"published": {"in": ["2023-05-05", "2023-05-04T15:30:00Z"]}}) == ["afternoon", "next"]
+    assert ids({"published": {"not in": ["2023-05-04"]}}) == ["next", "undated"]
+    assert ids({"published": "2023-05-04T00:00:00Z"}) == ["midnight"]  # a time given is that instant
+    assert ids(parse_cli_conditions(["published<=9999-12-31"])) == ["afternoon", "midnight", "next"]
+
+
 def test_cli_conditions_parse_operators_ranges_and_repeated_equalities():
     assert parse_cli_conditions(["source=a", "source=b", "published>=2024-01-01", "published<2025-01-01",
                                  "metadata.year>=2020", "doc_id^=blog/", "title!=x"]) == {
@@ -106,6 +133,9 @@ def test_cli_conditions_parse_operators_ranges_and_repeated_equalities():
     }
     with pytest.raises(InvalidQueryError, match="KEY<op>VALUE"):
         parse_cli_conditions([">=3"])
+    # Spaces around the operator are layout, and SQL's <> is !=: both gave no hits, silently.
+    assert parse_cli_conditions(["title = Coffee", "metadata.author <> Zoë"]) == {
+        "title": "Coffee", "metadata.author": {"!=": "Zoë"}}
 
 
 # --------------------------------------------------------------------------- files: source, origin, overlap
