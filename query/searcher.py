@@ -465,7 +465,8 @@ def rank_passages(
 ) -> Hits:
     """Score every passage with the cross-encoder (no retrieval: for one document or a short list).
 
-    ``passages`` are strings, or mappings with ``text`` and optional ``title``, ``id``, ``doc_id``, ``source``.
+    ``passages`` are strings, or mappings with ``text`` and optional ``title``, ``id``, ``doc_id``, ``source``;
+    a passage whose title and text repeat an earlier one's (whitespace aside) is ranked once, as the first.
     ``offset`` and ``score_threshold`` page and filter as in :meth:`Searcher.search` (scores are 0..1).
     ``rerank`` as in :meth:`Searcher.search`: when no cross-encoder loads (or with ``False``), the passages
     are ranked by the bi-encoder's cosine similarity instead, marked ``reranked: false`` (with one
@@ -479,6 +480,14 @@ def rank_passages(
     score_threshold = check_score_threshold(score_threshold)
     check_rerank(rerank)
     rows = passage_rows(passages)
+    # A paragraph repeated in the document (a pull quote, a boilerplate line) is one answer, scored once, as a
+    # search returns it once (hits.distinct_passages): the first copy stands for it.
+    # Each kept row remembers its place in ``passages``: its default id and position.
+    firsts: dict[tuple[str, str], int] = {}
+    for i, r in enumerate(rows):
+        firsts.setdefault((" ".join(str(r.get("title") or "").split()), " ".join(r["text"].split())), i)
+    places = sorted(firsts.values())
+    rows = [rows[i] for i in places]
     if not rows:
         return Hits(query=query, mode="document", timings=Timings(stages=["document"]))
     reranker = reranker_or_fallback(lambda: reranker_from_settings(s, cross_encoder), rerank,
@@ -494,10 +503,11 @@ def rank_passages(
     terms = query_terms(query)
     out = []
     for rank, i in enumerate(rank_order(scores)[offset:offset + k], start=offset + 1):
-        r = rows[int(i)]
-        out.append(Hit(rank, float(scores[i]), 0.0 if reranker is not None else float(scores[i]), str(r.get("id", i)),
-                       str(r.get("doc_id", "")), r.get("title") or "", r["text"], str(r.get("source", "")),
-                       int(r.get("position", i)), reranked=reranker is not None, highlights=highlight(r["text"], terms)))
+        r, place = rows[int(i)], places[int(i)]
+        out.append(Hit(rank, float(scores[i]), 0.0 if reranker is not None else float(scores[i]),
+                       str(r.get("id", place)), str(r.get("doc_id", "")), r.get("title") or "", r["text"],
+                       str(r.get("source", "")), int(r.get("position", place)), reranked=reranker is not None,
+                       highlights=highlight(r["text"], terms)))
     return Hits(above_threshold(out, score_threshold), query=query, mode="document", timings=timings)
 
 

@@ -207,6 +207,17 @@ def test_rank_passages_scores_every_passage_with_the_cross_encoder(cross_encoder
     assert all(h.reranked for h in hits) and hits.timings.reranker == cross_encoder_path
 
 
+def test_rank_passages_ranks_a_repeated_paragraph_once_keeping_each_passages_own_position(cross_encoder_path):
+    """search-document returned one paragraph twice, at ranks 1 and 2, when the document repeated it."""
+    from query import rank_passages
+
+    passages = ["Glaciers form from compacted snow.", "Bees make honey.", "Glaciers  form from compacted snow.",
+                "Paris is in France."]
+    hits = rank_passages("How do glaciers form?", passages, k=4, cross_encoder=cross_encoder_path)
+    assert sorted(h.position for h in hits) == [0, 1, 3] and len({h.text for h in hits}) == 3
+    assert {h.position: h.text for h in hits}[3] == "Paris is in France."
+
+
 def test_rank_passages_without_a_cross_encoder_ranks_by_bi_encoder_cosine_with_one_warning(tmp_path):
     from query import rank_passages
     from query.errors import ModelUnavailableError
