@@ -53,6 +53,7 @@ from tasks.fetch import (
     open_text,
 )
 from tasks.lock import writer_lock
+from tasks.store import storage_exhausted
 from tasks.records import ArticleState, article_key
 from tasks.text import READ_ERRORS
 from tasks.urls import without_credentials
@@ -301,6 +302,8 @@ def index_corpus(
             except DatabaseLocationError:
                 raise  # no batch of this run can be right: stop it, with the fix
             except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the run
+                if storage_exhausted(exc):  # a full disk is no article's failure: every later batch would fail too
+                    raise
                 logger.warning("a batch of %s failed: %s: %s", printable(spec.spec), type(exc).__name__, exc)
                 for u in unit:
                     summary.fail(_unit_label(spec, u), f"{type(exc).__name__}: {exc}")

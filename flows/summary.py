@@ -25,7 +25,7 @@ EXIT_STOPPED = 5
 EXIT_HELP = (
     "exit codes: 0 every source was indexed; 3 some sources or articles failed and the rest were written; "
     "4 nothing could be indexed (the Prefect run ends Failed); 5 the run stopped part-way on an error of its "
-    "database, object store or cluster (what it wrote stays; rerun); 2 bad arguments or user errors."
+    "database (a full disk), object store or cluster (what it wrote stays; rerun); 2 bad arguments or user errors."
 )
 
 

@@ -6,6 +6,7 @@ that uses it and is never passed between Prefect tasks.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 from collections.abc import Iterable, Sequence
@@ -395,3 +396,23 @@ def refresh_indexes(table, *, ann_min_rows: int, ann_index_type: str = "IVF_SQ",
     cleaned = cleanup(table, days)
     return {"rows": rows, "created": created, "fts_unindexed": fts_unindexed_rows(table) if rows else 0,
             "versions_removed": cleaned["old_versions"]}
+
+
+#: What a database's disk says when it cannot take more: every later write of the run would fail the same way.
+_EXHAUSTED_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS})
+#: The same, as lance's Rust errors carry them in their text (they are RuntimeErrors and OSErrors without errno).
+_EXHAUSTED_TEXT = tuple(f"os error {n})" for n in sorted(_EXHAUSTED_ERRNOS)) + (
+    "No space left on device", "File too large", "Disk quota exceeded", "Read-only file system")
+
+
+def storage_exhausted(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database's storage is full, over a size limit or read-only:
+    no article's fault, so a run stops on it (exit 5) instead of failing every article after it."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _EXHAUSTED_ERRNOS:
+            return True
+        if isinstance(exc, OSError | RuntimeError) and any(t in str(exc) for t in _EXHAUSTED_TEXT):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False

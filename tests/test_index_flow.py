@@ -488,6 +488,52 @@ def test_a_run_whose_worker_cannot_see_the_database_stops_with_the_fix_and_chang
         "The viola has four strings tuned in perfect fifths, C G D A."]
 
 
+def test_a_full_disk_stops_the_run_with_exit_5_instead_of_failing_every_article_after_it(prefect_harness, db_uri,
+                                                                                        tmp_path, monkeypatch, capsys):
+    """ENOSPC in a batch's write was that batch's articles' failure: the run went on writing to a full disk,
+    failed every later article and ended Completed with exit 3 (exit 4 when nothing had been written)."""
+    import errno
+
+    from corpus_search.cli import main
+    from tasks import stages
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(6):
+        (notes / f"n{i}.md").write_text(f"# Note {i}\n\nThe violin number {i} has four strings tuned in perfect fifths.")
+    real, calls = stages.write_batch, []
+
+    def disk_fills(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "write_batch", disk_fills)
+    code = main(["index", str(notes), "--collection", "test", "--db", db_uri, "--batch-articles", "2"])
+    err = capsys.readouterr().err
+    assert code == 5 and "the run stopped part-way: OSError: [Errno 28] No space left on device" in err, err[-2000:]
+    assert "n5.md" not in err  # no article was failed for it
+    monkeypatch.undo()
+    assert len(table_rows(db_uri)) == 2  # the first batch's rows stay
+    assert main(["index", str(notes), "--collection", "test", "--db", db_uri]) == 0 and len(table_rows(db_uri)) == 6
+
+
+def test_storage_errors_are_told_from_an_articles_own_as_lance_and_the_os_word_them():
+    import errno
+
+    from tasks.store import storage_exhausted
+
+    assert storage_exhausted(OSError(errno.ENOSPC, "No space left on device"))
+    assert storage_exhausted(RuntimeError("lance error: LanceError(IO): File too large (os error 27), rust/lance/..."))
+    assert storage_exhausted(ValueError("wrapped").with_traceback(None)) is False
+    wrapped = ValueError("while writing")
+    wrapped.__cause__ = OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert storage_exhausted(wrapped)
+    assert not storage_exhausted(RuntimeError("lance error: Invalid user input: a bad value"))
+    assert not storage_exhausted(OSError(errno.ENOENT, "No such file or directory"))
+
+
 def test_a_run_stopped_by_its_store_exits_5_with_one_line_and_the_next_run_resumes(prefect_harness, db_uri, tmp_path,
                                                                                    monkeypatch, capsys):
     """An object store that went away mid-run ended in a page of traceback and exit 1, outside the exit codes
