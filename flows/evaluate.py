@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.hooks import log_crash, log_failure
+from flows.hooks import log_cancellation, log_crash, log_failure
 from flows.index_corpus import index_corpus
 from flows.summary import artifact_key
 from query.errors import InvalidQueryError
@@ -281,7 +281,7 @@ def _run_name() -> str:
     return f"evaluate-{Path(dataset).name or 'dataset'}"
 
 
-@flow(name="evaluate", flow_run_name=_run_name, log_prints=True, on_failure=[log_failure], on_crashed=[log_crash])
+@flow(name="evaluate", flow_run_name=_run_name, log_prints=True, on_failure=[log_failure], on_crashed=[log_crash], on_cancellation=[log_cancellation])
 def evaluate(
     dataset: str,
     collection: str | None = None,

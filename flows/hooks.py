@@ -1,6 +1,7 @@
 """State-change hooks of the index, evaluation and training flows: a clear summary when a run fails or crashes.
 
-Attach to a flow with ``@flow(..., on_failure=[log_failure], on_crashed=[log_crash])``. The hook logs
+Attach to a flow with ``@flow(..., on_failure=[log_failure], on_crashed=[log_crash],
+on_cancellation=[log_cancellation])``. The hook logs
 one summary into the run's own logs (visible in the Prefect UI, beside the Failed/Crashed state and
 its error), and, when the run carries a ``notify:<block-type-slug>/<block-name>`` tag (the reindex
 deployments add it from ``notify_block`` in the collections config), sends the same summary through
@@ -177,4 +178,10 @@ def log_failure(flow: Any, flow_run: Any, state: Any) -> None:
 
 def log_crash(flow: Any, flow_run: Any, state: Any) -> None:
     """``on_crashed`` hook: the process died or was interrupted; the run is Crashed."""
+    report(flow, flow_run, state)
+
+
+def log_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
+    """``on_cancellation`` hook: the run was cancelled (from the UI, or by a ``serve`` that shut down while it
+    ran): it stopped part-way, so it is reported as a failure is, not left as a Cancelled state alone."""
     report(flow, flow_run, state)

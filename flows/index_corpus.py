@@ -30,7 +30,7 @@ from prefect.states import Completed, Failed, State
 # in search of futures to resolve (seconds per run on a few thousand articles).
 from prefect.utilities.annotations import quote
 
-from flows.hooks import log_crash, log_failure, report_partial
+from flows.hooks import log_cancellation, log_crash, log_failure, report_partial
 from flows.runners import Shards, api_for_workers, task_runner
 from flows.summary import (
     IndexSummary,
@@ -170,7 +170,7 @@ def local_order(specs: list[SourceSpec]) -> list[SourceSpec]:
 
 
 @flow(name="index-corpus", flow_run_name="index-{collection}", log_prints=True, on_failure=[log_failure],
-      on_crashed=[log_crash])
+      on_crashed=[log_crash], on_cancellation=[log_cancellation])
 def index_corpus(
     sources: list[str],
     collection: str = "default",

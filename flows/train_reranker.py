@@ -21,7 +21,7 @@ from typing import Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.hooks import log_crash, log_failure
+from flows.hooks import log_cancellation, log_crash, log_failure
 from flows.summary import artifact_key
 from query.errors import InvalidQueryError
 from query.registry import RerankerEntry, registry_or_empty
@@ -379,7 +379,7 @@ def default_base(cross_encoder: str) -> str:
 
 
 @flow(name="train-reranker", flow_run_name="train-reranker-{collection}", on_failure=[log_failure],
-      on_crashed=[log_crash])
+      on_crashed=[log_crash], on_cancellation=[log_cancellation])
 def train_reranker(
     collection: str,
     db_uri: str | None = None,
