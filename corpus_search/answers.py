@@ -161,9 +161,13 @@ def _why_no_hits(stages: str) -> str:
     if "(0 paragraphs)" in stages:
         return "the document has no text to rank"
     reasons = []
-    if "score >=" in stages:
+    paged, threshold = "→ hits " in stages, "score >=" in stages
+    if paged and threshold:  # either one can empty the page: the stages line cannot tell which
+        reasons.append("every hit on the page asked for scored below the score threshold, or the page starts past "
+                       "the last hit")
+    elif threshold:
         reasons.append("every hit scored below the score threshold")
-    if "→ hits " in stages:
+    elif paged:
         reasons.append("the page asked for starts past the last hit")
     if ", filtered)" in stages:
         reasons.append("the filters (--where) matched no paragraph: their values are compared exactly as stored")

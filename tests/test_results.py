@@ -358,5 +358,8 @@ def test_an_empty_answer_says_in_text_what_most_likely_left_it_empty():
     assert "no paragraph contains the query's words" in text("retrieve (lexical, 100 candidates)")  # no filter given
     assert "every hit scored below the score threshold" in text("retrieve (hybrid, 30 candidates) → score >= 0.5")
     assert "starts past the last hit" in text("retrieve (hybrid, 30 candidates) → hits 11..20")
+    # Either can empty a page with both: said as one or the other, not as two facts (the page was not past the end).
+    assert text("retrieve (hybrid, 30 candidates) → hits 11..20, score >= 0.5").endswith(
+        "no hits: every hit on the page asked for scored below the score threshold, or the page starts past the last hit")
     assert text("fetch + split (0 paragraphs) → cross-encoder only").endswith("no hits: the document has no text to rank")
     assert json.loads(answer_text(Answer({"hits": []}, "x"), True)) == {"hits": []}  # --json stays the payload
