@@ -21,6 +21,8 @@ def fetch_document(source: str, settings: Settings) -> Article:
     """Fetch one URL or read one local file; a failure is a clear error."""
     from pathlib import Path
 
+    if "://" not in source and not Path(source).expanduser().exists():  # classify_source would offer dumps too
+        raise SourceError(f"source {source!r} does not exist: search-document takes one URL or one file")
     spec = classify_source(source)
     if spec.kind == "url":
         outcome = fetch_urls([spec.spec], {}, HttpOptions.from_settings(settings))[0]
