@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     ValidationError,
     field_validator,
@@ -146,7 +147,7 @@ class EvaluationSpec(_Scheduled):
     notify_block: str | None = None
     deployment: str | None = Field(None, description="deployment name; default 'evaluate-<name>'")
     parameters: dict[str, Any] = Field(default_factory=dict, description="more parameters of the evaluate flow")
-    paused: bool = False
+    paused: StrictBool = False  # strict: "yes" is a typo, not true
 
     @field_validator("parameters")
     @classmethod
@@ -168,7 +169,7 @@ class CollectionSpec(_Scheduled):
     deployment: str | None = Field(None, description="deployment name; default 'reindex-<collection>'")
     batch_articles: StrictInt = Field(512, ge=1)  # strict: `true` is no batch size
     settings: dict[str, Any] = Field(default_factory=dict, description="Settings overrides, e.g. bi_encoder")
-    paused: bool = False
+    paused: StrictBool = False  # strict: "yes" is a typo, not true
 
     @field_validator("sources")
     @classmethod

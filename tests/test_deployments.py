@@ -87,6 +87,7 @@ def test_the_shipped_config_loads_and_resolves_paths_under_base_dir():
          "deployment name 'nightly/news': Prefect refuses"),
         (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\nbatch_articles = true\n',
          "collections.news.batch_articles"),
+        (f'[collections.news]\nsources = ["a"]\ncron = "{CRON}"\npaused = "yes"\n', "collections.news.paused"),
         ('[collections.news\nsources = ["a"]\n', "not valid TOML"),
     ],
 )
