@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"LanceDB URI: a directory or s3://... (default: {setting_default('db_uri')!r}, "
                         "the CORPUS_SEARCH_DB_URI setting)")
         sp.add_argument("--json", action="store_true",
-                        help="print one JSON document (an object, or a list for the listing commands)")
+                        help="print one JSON document instead of text (collections and versions: a list; rerankers: an object "
+                             "with its models)")
 
     from flows.summary import EXIT_HELP
 
