@@ -39,7 +39,7 @@ from flows.summary import (
     artifact_key,
     printable,
 )
-from query.errors import DatabaseLocationError
+from query.errors import DatabaseLocationError, ModelUnavailableError
 from query.hits import whole_number
 from query.schema import validate_collection_name
 from query.settings import Settings, refuse_secret_overrides, settings_with
@@ -299,8 +299,10 @@ def index_corpus(
             try:
                 work()
                 return True
-            except DatabaseLocationError:
-                raise  # no batch of this run can be right: stop it, with the fix
+            except (DatabaseLocationError, ModelUnavailableError):
+                # No batch of this run can be right (a Dask worker that cannot see the database, or load the
+                # model, fails its share of every run): stop it, with the fix.
+                raise
             except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the run
                 if storage_exhausted(exc):  # a full disk is no article's failure: every later batch would fail too
                     raise

@@ -519,6 +519,29 @@ def test_a_full_disk_stops_the_run_with_exit_5_instead_of_failing_every_article_
     assert main(["index", str(notes), "--collection", "test", "--db", db_uri]) == 0 and len(table_rows(db_uri)) == 6
 
 
+def test_a_worker_that_cannot_load_the_model_stops_the_run_with_the_fix_not_one_batch_after_another(
+        prefect_harness, db_uri, tmp_path, monkeypatch, capsys):
+    """A Dask worker without the model failed its share of the batches, every run, each as its articles'
+    failures (exit 3 each night)."""
+    from corpus_search.cli import main
+    from query.errors import ModelUnavailableError
+    from tasks import stages
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(4):
+        (notes / f"n{i}.md").write_text(f"# Note {i}\n\nThe violin number {i} has four strings tuned in perfect fifths.")
+
+    def no_model(settings):
+        raise ModelUnavailableError("bi-encoder 'x' is unavailable: no such local directory on this worker")
+
+    monkeypatch.setattr(stages, "bi_encoder_from_settings", no_model)  # what an encode shard loads
+    code = main(["index", str(notes), "--collection", "test", "--db", db_uri, "--batch-articles", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.rstrip().endswith("no such local directory on this worker"), err[-2000:]
+    assert "failed: n" not in err  # no article was failed for it
+
+
 def test_storage_errors_are_told_from_an_articles_own_as_lance_and_the_os_word_them():
     import errno
 
