@@ -371,6 +371,8 @@ def index_corpus(
             except DatabaseLocationError:
                 raise  # the database's, not the source's (an OSError too)
             except READ_ERRORS as exc:  # unreadable root, or a dump that breaks mid-stream (a truncated .gz)
+                if storage_exhausted(exc):  # a batch's write on a full disk, re-raised by guarded: no read error
+                    raise
                 drain(window, seen)  # the batches read before the break are written, as without pipelining
                 summary.fail(spec.spec, f"cannot read source {printable(spec.spec)!r}: {exc}; its indexed articles are kept")
                 continue

@@ -85,6 +85,10 @@ def parse_timestamp(value: Any, *, key: str = "") -> datetime:
         moment = datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
         text = value.strip()
+        if _ZONED_DATE.fullmatch(text):  # Python reads "2023-05-04+02:00" as 02:00 that day: never what was meant
+            raise InvalidQueryError(
+                f"filter on {key!r}: {value!r} is a date with a time zone but no time: give the date alone (its whole "
+                f"UTC day), or a time with its zone, e.g. '{key}>={text[:10]}T00:00{text[10:]}'")
         try:
             moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
         except ValueError:
@@ -170,7 +174,8 @@ def _operand(key: str) -> tuple[str, str | None]:
     )
 
 
-_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: A date with a zone and no time: ambiguous, refused (see parse_timestamp).
+_ZONED_DATE = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[Zz]|[+-]\d{2}(?::?\d{2})?)")
 
 
 def _day(column: str | None, value: Any) -> tuple[str, str | None] | None:
@@ -178,7 +183,12 @@ def _day(column: str | None, value: Any) -> tuple[str, str | None] | None:
     year 9999), else None: ``published=2024-03-05`` means that day, not its first instant."""
     if column is None or not pa.types.is_timestamp(COLUMN_TYPES[column]) or isinstance(value, datetime):
         return None
-    if not (isinstance(value, date) or (isinstance(value, str) and _DATE_ONLY.fullmatch(value.strip()))):
+    if isinstance(value, str):
+        try:
+            date.fromisoformat(value.strip())  # 2023-05-04, 20230504, 2023-W18-4: a date, no time
+        except ValueError:
+            return None
+    elif not isinstance(value, date):
         return None
     start = parse_timestamp(value, key=column)
     try:

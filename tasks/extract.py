@@ -102,6 +102,8 @@ def definition_text(terms: list[str], definitions: list[str]) -> str:
 _BLOCK_ELEMENTS = frozenset({"head", "p", "item", "row", "quote", "code", "graphic"})
 # Containers whose children are the blocks.
 _CONTAINERS = frozenset({"main", "list", "table", "div", "body", "doc"})
+# A cell's children that make it a layout cell of paragraphs (inline <code>, <hi>, <ref> do not).
+_CELL_BLOCKS = frozenset({"head", "p", "item", "quote", "list", "table", "div", "main"})
 # Elements whose text is never one word with what is beside it (not inline <code>, <hi>, <ref>).
 _WORD_BREAKS = frozenset({"head", "p", "item", "row", "cell", "quote", "list", "table", "div", "main"})
 
@@ -174,7 +176,7 @@ def _table_rows(table: etree._Element, out: list[str], levels: list[int], links:
         else:
             flush()
             for cell, text in zip(cells, texts):
-                if len(text) > ROW_CELL_CHARS and any(c.tag in _BLOCK_ELEMENTS or c.tag in _CONTAINERS for c in cell):
+                if len(text) > ROW_CELL_CHARS and any(c.tag in _CELL_BLOCKS for c in cell):
                     # A layout cell that holds an article: its paragraphs stay paragraphs, not one block.
                     if cell.text and (lead := _normalise(cell.text)):
                         out.append(lead)

@@ -21,7 +21,7 @@ from query.errors import CorpusSearchError
 from tasks.http_fetch import HTML_TYPES, RETRY_STATUS, TEXT_TYPES, FetchOutcome, HttpOptions, fetch_url, fetch_urls
 from tasks.records import Article, FetchFailure
 from tasks.sniff import binary_reason, binary_signature
-from tasks.text import open_text
+from tasks.text import READ_ERRORS, open_text
 from tasks.urls import canonical_url, has_credentials, url_origin, without_credentials
 
 log = logging.getLogger(__name__)
@@ -122,19 +122,29 @@ def _refuse_unless_json_lines(spec: str, path: Path) -> None:
     """A ``.json`` file is a dump when it holds one JSON record per line (many exports name theirs so).
 
     A JSON array, or one record spread over lines, would be read as nothing but broken lines: refused up
-    front, saying how to convert it, rather than indexed as one failure per line."""
+    front, saying how to convert it, rather than indexed as one failure per line. Its first record is read as
+    a dump's would be (a byte-order mark dropped), however long; an empty file is an empty dump."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 20)
-    except OSError as exc:
-        raise SourceError(f"source {spec!r} cannot be read: {exc.strerror or exc}") from exc
-    first = next((line for line in head.splitlines() if line.strip()), b"")
+        with open(path, "rb") as raw:
+            if raw.read(2) == b"\x1f\x8b":
+                raise SourceError(f"source {spec!r} is gzip-compressed: name it {path.name}.gz (or .jsonl.gz) to index it "
+                                  "as a compressed dump")
+        with open_text(path) as fh:
+            lead = fh.read(1)
+            while lead.isspace():
+                lead = fh.read(1)
+            # A minified array is one line of the whole file: refused on its first character, not read whole.
+            first = "" if lead in ("", "[") else lead + fh.readline()
+    except READ_ERRORS as exc:
+        raise SourceError(f"source {spec!r} cannot be read: {exc}") from exc
+    if not lead:
+        return
     try:
-        record = json.loads(first) if first.lstrip().startswith(b"{") else None
+        record = json.loads(first) if lead == "{" else None
     except ValueError:
         record = None
     if not isinstance(record, dict):
-        kind = "a JSON array" if head.lstrip().startswith(b"[") else "not one JSON record per line"
+        kind = "a JSON array" if lead == "[" else "not one JSON record per line"
         raise SourceError(
             f"source {spec!r}: a .json file is indexed as a dump of one JSON record per line, and this one is {kind}. "
             "Convert it, e.g. jq -c '.[]' in.json > out.jsonl (an array) or jq -c . in.json > out.jsonl, "

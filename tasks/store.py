@@ -410,9 +410,10 @@ def storage_exhausted(exc: BaseException) -> bool:
     no article's fault, so a run stops on it (exit 5) instead of failing every article after it."""
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in _EXHAUSTED_ERRNOS:
-            return True
-        if isinstance(exc, OSError | RuntimeError) and any(t in str(exc) for t in _EXHAUSTED_TEXT):
+        if isinstance(exc, OSError) and exc.errno is not None:
+            if exc.errno in _EXHAUSTED_ERRNOS:  # the OS's own word; its text may name a file ("Read-only file system.md")
+                return True
+        elif isinstance(exc, OSError | RuntimeError) and any(t in str(exc) for t in _EXHAUSTED_TEXT):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False

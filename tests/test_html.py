@@ -380,6 +380,11 @@ def test_cells_that_wrap_their_text_and_grouped_terms_come_out_as_bare_ones_do(e
     assert "Name; Country" in doc.blocks and "Pinatubo; Philippines Luzon" in doc.blocks
     assert "Magma: Molten rock below the surface." in doc.blocks and "Lava: Magma above it." in doc.blocks
     assert all(f"Paragraph {i} of a page" in b for i, b in zip(range(3), doc.blocks[-3:]))
+    # A long cell of prose with inline code is one block, not cut at the code.
+    prose = ("Reads the file in order, one line at a time, until it ends or the reader stops asking for lines; "
+             "see <code>read_all</code> for the variant.")
+    doc = extract_html(_news_page(f"<table><tr><td>read</td><td>{prose}</td></tr></table>"), extractor=extractor)
+    assert any(b.startswith("Reads the file") and b.endswith("see read_all for the variant.") for b in doc.blocks)
 
 
 def test_related_story_links_inside_the_article_are_dropped():

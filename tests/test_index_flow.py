@@ -516,6 +516,14 @@ def test_a_full_disk_stops_the_run_with_exit_5_instead_of_failing_every_article_
     assert "n5.md" not in err  # no article was failed for it
     monkeypatch.undo()
     assert len(table_rows(db_uri)) == 2  # the first batch's rows stay
+    # A source of one batch (its last batch) stopped nothing: the error was taken for the source's read error.
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.md").write_text("# A\n\nThe viola has four strings tuned in perfect fifths, C G D A.")
+    monkeypatch.setattr(stages, "write_batch", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    assert main(["index", str(one), "--collection", "test", "--db", db_uri]) == 5
+    assert "cannot read source" not in capsys.readouterr().err
+    monkeypatch.undo()
     assert main(["index", str(notes), "--collection", "test", "--db", db_uri]) == 0 and len(table_rows(db_uri)) == 6
 
 
@@ -555,6 +563,7 @@ def test_storage_errors_are_told_from_an_articles_own_as_lance_and_the_os_word_t
     assert storage_exhausted(wrapped)
     assert not storage_exhausted(RuntimeError("lance error: Invalid user input: a bad value"))
     assert not storage_exhausted(OSError(errno.ENOENT, "No such file or directory"))
+    assert not storage_exhausted(FileNotFoundError(errno.ENOENT, "No such file", "/notes/Read-only file system.md"))
 
 
 def test_a_run_stopped_by_its_store_exits_5_with_one_line_and_the_next_run_resumes(prefect_harness, db_uri, tmp_path,

@@ -123,6 +123,10 @@ def test_a_date_without_a_time_is_its_whole_day_on_real_rows(tmp_path):
     assert ids({"published": {"not in": ["2023-05-04"]}}) == ["next", "undated"]
     assert ids({"published": "2023-05-04T00:00:00Z"}) == ["midnight"]  # a time given is that instant
     assert ids(parse_cli_conditions(["published<=9999-12-31"])) == ["afternoon", "midnight", "next"]
+    assert ids(parse_cli_conditions(["published=20230504"])) == ids({"published": "2023-W18-4"}) == [
+        "afternoon", "midnight"]  # ISO's other date forms too
+    with pytest.raises(InvalidQueryError, match="a date with a time zone but no time"):
+        where_sql(parse_cli_conditions(["published=2023-05-04+02:00"]))  # Python reads it as 02:00: no row matched
 
 
 def test_cli_conditions_parse_operators_ranges_and_repeated_equalities():

@@ -66,6 +66,15 @@ def test_a_json_file_of_one_record_per_line_is_a_dump_and_an_array_is_refused_wi
     (tmp_path / "pretty.json").write_text('{\n  "id": "a",\n  "text": "x"\n}\n')
     with pytest.raises(ValueError, match="not one JSON record per line.*jq -c \\."):
         classify_source(str(tmp_path / "pretty.json"))
+    # Read as a dump reads it: a byte-order mark dropped, a first record of any length; an empty one is empty.
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + b'{"id": "a", "text": "' + b"x" * (2 << 20) + b'"}\n')
+    (tmp_path / "empty.json").write_bytes(b"")
+    assert classify_source(str(tmp_path / "bom.json")).kind == classify_source(str(tmp_path / "empty.json")).kind == "jsonl"
+    import gzip
+
+    (tmp_path / "packed.json").write_bytes(gzip.compress(b'{"id": "a", "text": "x"}\n'))
+    with pytest.raises(ValueError, match="gzip-compressed: name it packed.json.gz"):
+        classify_source(str(tmp_path / "packed.json"))
 
 
 def test_directories_yield_supported_files_with_relative_ids_and_skip_hidden(tmp_path):
