@@ -71,19 +71,20 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
 
 
 def cmd_rerankers(args: argparse.Namespace) -> int:
-    from tasks.rerank_registry import listing, promote, remove
+    from query.errors import CorpusSearchError
+    from tasks.rerank_registry import check_removable, listing, promote, remove
 
     collection, db_uri = _collection(args), _db_uri(args)
     if args.promote is not None and args.promote in (args.remove or []):  # refused before either one acts
         raise UsageError(f"--promote {args.promote} --remove {args.promote}: a re-ranker cannot be promoted and "
                          "removed at once; promote another one, or remove it alone")
     if args.remove and (args.promote is not None or args.unpromote):
-        # Checked before the promotion commits: a mistyped id must change nothing, not half the command.
-        known = listing(db_uri, collection)
-        ids = {m["id"] for m in known["models"]} | {Path(d["path"]).name for d in known["unregistered"]}
-        if unknown := [i for i in args.remove if i not in ids]:
-            raise UsageError(f"no re-ranker {', '.join(map(repr, unknown))} in collection {collection!r} (see "
-                             f"corpus-search rerankers --collection {collection}); nothing was changed")
+        # Checked before the promotion commits: a removal refused (a mistyped id, a model a tag promotes) must
+        # change nothing, not half the command.
+        try:
+            check_removable(db_uri, collection, args.remove, None if args.unpromote else args.promote)
+        except CorpusSearchError as exc:
+            raise UsageError(f"{exc}; nothing was changed") from exc
     if args.promote is not None or args.unpromote:
         entry = promote(db_uri, collection, None if args.unpromote else args.promote)
         if not args.json:

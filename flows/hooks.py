@@ -60,7 +60,8 @@ def _error_of(state: Any) -> str:
     try:
         exc = state.result(raise_on_failure=False)
     except Exception as err:  # noqa: BLE001 - result unavailable (crash, no persistence): use the message
-        exc = err if not isinstance(err, (KeyError, AttributeError)) else None
+        # A Cancelling state (what on_cancellation hooks get) has no result yet: its message says why.
+        exc = err if not isinstance(err, (KeyError, AttributeError)) and type(err).__name__ != "UnfinishedRun" else None
     if isinstance(exc, BaseException) and str(exc).strip():
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, BaseException):  # an interrupt carries no text: the state's message says what happened
@@ -89,6 +90,7 @@ def summary(flow: Any, flow_run: Any, state: Any) -> str:
         collection = default_collection(Path(str(params["dataset"])).resolve().name, params.get("unit") or "paragraph")
     collection = collection if collection is not None else "?"
     state_name = getattr(state, "name", None) or str(getattr(state, "type", "FAILED"))
+    state_name = "Cancelled" if state_name == "Cancelling" else state_name  # the hook runs as it ends so
     lines = [
         f"corpus-search: {flow.name} run {flow_run.name!r} of collection {collection!r} ended {state_name}",
         f"  error:   {_error_of(state)}",

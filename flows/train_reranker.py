@@ -270,7 +270,7 @@ def train(examples: list, base: str, out_dir: str, time_budget_s: float, seed: i
 
 
 @task(name="gate")
-def gate(db_uri: str, collection: str, devset, model_dir: str, depth: int) -> dict:
+def gate(db_uri: str, collection: str, devset, model_dir: str, depth: int, model_id: str = "") -> dict:
     """Dev nDCG@10 of retrieval alone, the current re-ranker and the candidate (see tasks.rerank_gate)."""
     from query.models import load_reranker, reranker_options
     from query.registry import promoted_model
@@ -279,9 +279,10 @@ def gate(db_uri: str, collection: str, devset, model_dir: str, depth: int) -> di
     s = get_settings()
     searcher = _searcher(db_uri, collection)
 
-    def scores(path: str):
-        # Scored as queries will be (same backend and precision), so the gate judges what will be served.
-        return rg.rerank_scores(load_reranker(path, **reranker_options(s)), devset)
+    def scores(path: str, revision: str):
+        # Scored as queries will be (same backend and precision, and the same once-per-process model a search
+        # of that registry id loads), so the gate judges what will be served.
+        return rg.rerank_scores(load_reranker(path, **reranker_options(s), revision=revision), devset)
 
     retrieval = round(rg.ndcg10(devset, None, 0.0), 4)
     previous = None
@@ -289,8 +290,8 @@ def gate(db_uri: str, collection: str, devset, model_dir: str, depth: int) -> di
     if current is not None:
         entry, path = current
         previous = {"id": entry.id, "alpha": entry.alpha,
-                    "ndcg@10": round(rg.ndcg10(devset, scores(str(path)), entry.alpha), 4)}
-    candidate = rg.choose_alpha(devset, scores(model_dir))
+                    "ndcg@10": round(rg.ndcg10(devset, scores(str(path), entry.id), entry.alpha), 4)}
+    candidate = rg.choose_alpha(devset, scores(model_dir, model_id))
     return {"queries": len(devset.qids), "depth": depth, "retrieval": {"ndcg@10": retrieval}, "previous": previous,
             "candidate": candidate}
 
@@ -423,13 +424,13 @@ def train_reranker(
     model_id, claimed = claim_model_dir(db_uri, collection, signal, out)
     out_dir = str(claimed if not out else Path(out))
     depth = dev_depth or DEV_DEPTH
-    devset = dev_candidates(db_uri, collection, dev_ex, depth)
-    try:
+    try:  # from the claim on: whatever ends the run gives it back (below)
+        devset = dev_candidates(db_uri, collection, dev_ex, depth)
         trained = train(train_ex, base, out_dir, time_budget, seed, max_length or MAX_LENGTH, train_layers,
                         evaluator_samples(devset))
         # The promoted id the gate compares with (a promoted model whose folder is gone scores as none).
         promoted_before = registry_or_empty(_searcher(db_uri, collection).table).promoted
-        dev = gate(db_uri, collection, devset, out_dir, depth)
+        dev = gate(db_uri, collection, devset, out_dir, depth, model_id)
         prev = dev["previous"]["ndcg@10"] if dev["previous"] else None
         promoted, why = decide(promote, dev["retrieval"]["ndcg@10"], prev, dev["candidate"]["ndcg@10"],
                                dev["candidate"]["p"])

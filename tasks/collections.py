@@ -175,11 +175,12 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
         db = connect_existing(db_uri)
         names = require_collection(db, name)  # again, under the lock: another drop may have won
         from query.registry import RerankerRegistryError
-        from tasks.rerank_registry import training_runs
+        from tasks.rerank_registry import CLAIM_MARKER, training_runs
 
         if running := training_runs(db_uri, name):  # its model directory would go from under it
             raise RerankerRegistryError(f"collection {name!r} has a train-reranker run in progress (training into "
-                                       f"{running[0]}): let it finish, or stop it, then drop the collection")
+                                       f"{running[0]}): let it finish, or stop it, then drop the collection (if "
+                                       f"no run is training, delete {running[0] / CLAIM_MARKER})")
         table = db.open_table(name)
         rows = table.count_rows()
         stored = _stored_rerankers(table, name)

@@ -95,9 +95,18 @@ def _claim(marker: Path) -> bool:
             marker.unlink(missing_ok=True)  # a dead run's claim: take it over
             continue
         with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+            f.write(f"{os.getpid()} {_started(os.getpid())}")
         return True
     return False
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (Linux), else "": with the pid, it tells the
+    run that wrote a claim from a later process given the same pid (a container's every run is pid 1)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def release_model_dir(path: str | Path) -> None:
@@ -222,35 +231,49 @@ def remove(db_uri: str, collection: str, model_ids: Sequence[str]) -> list[str]:
     with writer_lock(db_uri, collection):
         table = _open(db_uri, collection)
         reg = read_registry(table)
-        # A directory no kept version's registry names (a run killed before it registered its model) goes
-        # by its id too: nothing else would ever remove it.
-        unknown = [i for i in ids if reg.find(i) is None]
-        leftovers = {Path(d["path"]).name: d for d in unregistered_dirs(db_uri, collection, reg, table)} if unknown else {}
-        loose = [i for i in unknown if i in leftovers]
-        for model_id in loose:
-            d = leftovers[model_id]
-            if d["training"]:
-                raise RerankerRegistryError(f"{d['path']} is the directory of a train-reranker run in progress: "
-                                            "let it finish, or stop it, first")
-            if d["versions"]:
-                raise RerankerRegistryError(
-                    f"{d['path']} is not in this version's registry, but version(s) {', '.join(map(str, d['versions']))} "
-                    "of the collection name it: a rollback there needs it. It goes once retention removes them")
-        ids = [i for i in ids if i not in loose]
-        entries = [reg.get(model_id) for model_id in ids]  # an unknown id fails here, before anything changes
+        ids, entries, loose = _removal(db_uri, collection, table, reg, ids, reg.promoted)
         if not ids:
             return remove_models(db_uri, [f"{rel_models_root(collection)}/{i}" for i in loose])
-        if reg.promoted in ids:
-            raise RerankerRegistryError(f"re-ranker {reg.promoted!r} is the promoted one: promote another "
-                                        "(--promote ID) or none (--unpromote) before removing it")
-        if held := _promoted_by_tags(table, ids):  # rollback --to TAG would restore a promotion without files
-            raise RerankerRegistryError("; ".join(f"re-ranker {i!r} is the promoted one of tag(s) {', '.join(tags)}"
-                                                  for i, tags in held.items())
-                                        + ": a rollback to a tag needs its model, so it is kept while the tag is")
         reg.models = [e for e in reg.models if e.id not in ids]
         write_registry(table, reg)
         record_run(db_uri, collection, {"removed": ids, "promoted": reg.promoted}, kind="reranker")
         return remove_models(db_uri, [e.path for e in entries] + [f"{rel_models_root(collection)}/{i}" for i in loose])
+
+
+def check_removable(db_uri: str, collection: str, model_ids: Sequence[str], promoted: str | None) -> None:
+    """Raise what :func:`remove` would raise for ``model_ids`` once ``promoted`` is the promoted one (the CLI's
+    ``--promote B --remove A`` checks both before either commits)."""
+    table = _open(db_uri, collection)
+    _removal(db_uri, collection, table, read_registry(table), list(dict.fromkeys(model_ids)), promoted)
+
+
+def _removal(db_uri: str, collection: str, table, reg, ids: list[str],
+             promoted: str | None) -> tuple[list[str], list[RerankerEntry], list[str]]:
+    """(registered ids, their entries, leftover directories' ids) to remove; raises for any that must stay."""
+    # A directory no kept version's registry names (a run killed before it registered its model) goes
+    # by its id too: nothing else would ever remove it.
+    unknown = [i for i in ids if reg.find(i) is None]
+    leftovers = {Path(d["path"]).name: d for d in unregistered_dirs(db_uri, collection, reg, table)} if unknown else {}
+    loose = [i for i in unknown if i in leftovers]
+    for model_id in loose:
+        d = leftovers[model_id]
+        if d["training"]:
+            raise RerankerRegistryError(f"{d['path']} is the directory of a train-reranker run in progress: "
+                                        "let it finish, or stop it, first")
+        if d["versions"]:
+            raise RerankerRegistryError(
+                f"{d['path']} is not in this version's registry, but version(s) {', '.join(map(str, d['versions']))} "
+                "of the collection name it: a rollback there needs it. It goes once retention removes them")
+    ids = [i for i in ids if i not in loose]
+    entries = [reg.get(model_id) for model_id in ids]  # an unknown id fails here, before anything changes
+    if promoted in ids:
+        raise RerankerRegistryError(f"re-ranker {promoted!r} is the promoted one: promote another "
+                                    "(--promote ID) or none (--unpromote) before removing it")
+    if ids and (held := _promoted_by_tags(table, ids)):  # rollback --to TAG would restore a promotion without files
+        raise RerankerRegistryError("; ".join(f"re-ranker {i!r} is the promoted one of tag(s) {', '.join(tags)}"
+                                              for i, tags in held.items())
+                                    + ": a rollback to a tag needs its model, so it is kept while the tag is")
+    return ids, entries, loose
 
 
 def listing(db_uri: str, collection: str) -> dict:
@@ -321,14 +344,25 @@ def training_runs(db_uri: str, collection: str) -> list[Path]:
             if d.is_dir() and (d / CLAIM_MARKER).exists() and not _claimable(d / CLAIM_MARKER)]
 
 
+#: An empty claim older than this was left by a run that died between creating it and writing its pid.
+EMPTY_CLAIM_GRACE_S = 10.0
+
+
 def _claimable(marker: Path) -> bool:
     """Whether the run that holds ``marker`` is gone (its claim could be taken over)."""
     import os
+    import time
 
     try:
-        os.kill(int(marker.read_text() or 0), 0)
-        return False
+        text = marker.read_text().split()
+        if not text:  # pid 0 would signal our own process group: "alive" for ever
+            return time.time() - marker.stat().st_mtime > EMPTY_CLAIM_GRACE_S
+        pid, started = int(text[0]), text[1] if len(text) > 1 else ""
+        if pid <= 0:
+            return True
+        os.kill(pid, 0)
     except (ValueError, ProcessLookupError, FileNotFoundError):
         return True
     except PermissionError:  # alive, another user's
-        return False
+        pass
+    return bool(started) and _started(pid) not in ("", started)  # alive, unless the pid now names another process

@@ -705,6 +705,8 @@ def test_a_model_that_a_tag_promotes_is_not_removed_and_a_failed_command_changes
 
     assert main(["rerankers", "-c", "sample", "--db", db, "--unpromote", "--remove", "no-such-id"]) == 2
     assert "nothing was changed" in capsys.readouterr().err
+    assert main(["rerankers", "-c", "sample", "--db", db, "--unpromote", "--remove", a.id]) == 2  # the tag holds A
+    assert "kept while the tag is; nothing was changed" in capsys.readouterr().err
     from query.registry import registry_or_empty
     from query.searcher import Searcher
 
@@ -727,6 +729,28 @@ def test_an_out_directory_inside_the_models_folder_or_one_that_cannot_be_made_is
     with pytest.raises(InvalidQueryError, match="cannot be created: .*file is not a directory"):
         check_out_dir(str(tmp_path / "file" / "model"), sample_db)
     check_out_dir(str(tmp_path / "new" / "model"), sample_db)  # a new directory anywhere else is fine
+
+
+def test_a_claim_left_empty_or_by_a_process_whose_pid_was_reused_is_taken_over(tmp_path):
+    """An empty claim (a run killed between creating it and writing its pid) read as pid 0, which signals our
+    own process group: alive for ever, so drop refused the collection for good. So did a pid reused."""
+    import os
+    import time
+
+    from tasks.rerank_registry import EMPTY_CLAIM_GRACE_S, _claim, _claimable
+
+    marker = tmp_path / ".corpus-search-training"
+    marker.write_text("")
+    assert not _claimable(marker)  # a claim being written right now
+    old = time.time() - EMPTY_CLAIM_GRACE_S - 1
+    os.utime(marker, (old, old))
+    assert _claimable(marker)
+    marker.write_text(f"{os.getpid()} 1")  # this pid, but a process started at another time
+    assert _claimable(marker)
+    marker.unlink()
+    assert _claim(marker) and not _claimable(marker)  # our own live claim
+    marker.write_text(str(os.getpid()))  # an older version's claim: the pid alone
+    assert not _claimable(marker)
 
 
 def test_a_model_deleted_before_it_is_registered_is_not_registered_and_drop_waits_for_a_training_run(sample_db,
