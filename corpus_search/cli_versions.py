@@ -60,6 +60,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print(f"collection {args.collection}: version {result['rolled_back_to']} restored as new version "
               f"{result['version']} ({result['rows']} rows, {result['articles']} articles); "
               f"undo with: corpus-search rollback {args.collection} --to {result['from_version']}")
+        if result.get("migrated_from"):
+            print(f"collection {args.collection}: that version used index schema v{result['migrated_from']}; it was "
+                  "upgraded in place (as corpus-search migrate does), keeping every vector")
     return 0
 
 

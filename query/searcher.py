@@ -43,6 +43,7 @@ from query.models import BiEncoder, bi_encoder_from_settings, canonical_model_na
 from query.registry import promoted_model, registry_or_empty
 from query.schema import (
     IndexContractError,
+    SCHEMA_VERSION,
     IndexMetadata,
     check_schema_version,
     is_internal_table,
@@ -138,6 +139,14 @@ class Searcher:
         # checkout() turns off the read-consistency re-check: the pinned version is what every query sees.
         self.pinned_version = None if version is None else checkout(self.table, version, collection=self.collection)
         self.meta = IndexMetadata.from_schema(self.table.schema, table=self.collection)
+        if self.pinned_version is not None and self.meta.schema_version < SCHEMA_VERSION:
+            # migrate upgrades the latest version only: "run migrate" would be advice that changes nothing.
+            raise IndexContractError(
+                f"version {version!r} of collection {self.collection!r} was written with index schema "
+                f"v{self.meta.schema_version}, before the collection was upgraded; this corpus-search reads "
+                f"v{SCHEMA_VERSION} only. Search the latest version or one tagged since, or make that version the "
+                f"latest again: corpus-search rollback {self.collection} --to {version} (it is upgraded as it is "
+                "restored)")
         check_schema_version(self.meta, collection=self.collection,
                              db_uri=self.settings.db_uri if self.settings.db_uri != get_settings().db_uri else None)
         self.fts_columns = retrieve.fts_columns(self.table)

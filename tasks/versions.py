@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from query.errors import CollectionNotFoundError
-from query.schema import articles_table_name, validate_collection_name
+from query.schema import SCHEMA_VERSION, IndexMetadata, articles_table_name, validate_collection_name
 from query.versions import (
     VersionNotFoundError,
     check_tag_name,
@@ -291,8 +291,17 @@ def rollback(db_uri: str, collection: str, to: int | str) -> dict:
         }
         paragraph_version, new_articles_version = current_versions(db, collection)
         _log_run(db, collection, "rollback", paragraph_version, new_articles_version, summary=summary)
-    return {"collection": collection, "version": paragraph_version, "articles_version": new_articles_version,
-            "restored_articles_version": articles_version, **summary}
+        restored_schema = IndexMetadata.from_schema(table.schema, table=collection).schema_version
+    result = {"collection": collection, "version": paragraph_version, "articles_version": new_articles_version,
+              "restored_articles_version": articles_version, **summary}
+    if restored_schema < SCHEMA_VERSION:
+        # A version from before `migrate` left a collection no search could read until migrate ran again:
+        # upgraded now, keeping every vector (a rollback of this rollback is one step back).
+        from tasks.migrate import migrate_collection
+
+        migrated = migrate_collection(db_uri, collection)
+        result.update(migrated_from=migrated["from_version"], version=current_versions(_connect(db_uri), collection)[0])
+    return result
 
 
 def cleanup(table, retention_days: float) -> dict:

@@ -376,6 +376,27 @@ def _downgrade_to_v1(db_uri: str, collection: str, old_uri: str) -> None:
     old.create_table(f"{collection}__articles", a)
 
 
+def test_a_version_from_before_the_migration_says_so_and_a_rollback_to_it_is_upgraded(run_index, db_uri, tmp_path):
+    """A tag made before `migrate` was refused with "run migrate", which changed nothing; a rollback to it made
+    the whole collection unreadable until migrate ran again."""
+    from query import Searcher
+    from tasks.migrate import migrate_collection
+    from tasks.versions import rollback, tag_version
+
+    root = _tree(tmp_path / "notes")
+    run_index([root])
+    old_uri = str(tmp_path / "old")
+    _downgrade_to_v1(db_uri, "test", old_uri)
+    tag_version(old_uri, "test", "oldprod")
+    migrate_collection(old_uri, "test")
+    with pytest.raises(IndexContractError, match="before the collection was upgraded.*rollback test --to oldprod"):
+        Searcher(db_uri=old_uri, collection="test", version="oldprod")
+    result = rollback(old_uri, "test", "oldprod")
+    assert result["migrated_from"] == 1
+    hits = Searcher(db_uri=old_uri, collection="test").search("leader election", k=1, rerank=False)
+    assert hits[0].source == str(root.resolve() / "blog" / "raft.md")
+
+
 def test_a_v1_collection_is_refused_with_the_migration_command_and_migrates_in_place(run_index, db_uri, tmp_path):
     from query import Searcher
     from tasks.migrate import migrate_collection
