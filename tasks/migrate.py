@@ -112,4 +112,12 @@ def migrate_collection(db_uri: str, collection: str) -> dict:
         data = json.loads(table.schema.metadata[METADATA_KEY])
         data["schema_version"] = SCHEMA_VERSION
         table.to_lance().update_schema_metadata({METADATA_KEY.decode(): json.dumps(data, sort_keys=True)})
+        # Every row was rewritten, so the full-text and vector indexes covered none of them: lexical search
+        # scanned the whole table until the next index run. Brought up to date here (versions are kept).
+        from query.settings import get_settings
+        from tasks.store import refresh_indexes
+
+        table.checkout_latest()
+        refresh_indexes(table, ann_min_rows=get_settings().ann_min_rows,
+                        ann_index_type=get_settings().ann_index_type, retention_days=0)
         return result

@@ -410,6 +410,10 @@ def test_a_v1_collection_is_refused_with_the_migration_command_and_migrates_in_p
     result = migrate_collection(old_uri, "test")
     assert (result["from_version"], result["to_version"], result["sources_updated"]) == (1, 2, result["rows"])
     assert migrate_collection(old_uri, "test")["sources_updated"] == 0  # a second run has nothing to do
+    from tasks.store import fts_unindexed_rows
+
+    # Every row was rewritten: the full-text index is brought up to them, not left for the next index run.
+    assert fts_unindexed_rows(lancedb.connect(old_uri).open_table("test")) == 0
     key = lambda r: r["id"]  # noqa: E731
     cols = ("id", "doc_id", "source", "origin", "vector")
     assert sorted(_rows(old_uri, "test", cols), key=key) == sorted(_rows(db_uri, "test", cols), key=key)
