@@ -398,7 +398,11 @@ class Searcher:
         offset: int = 0,
         distinct: bool = True,
     ) -> list[Hits]:
-        """``search`` for several queries (one :class:`Hits` each); their embeddings are computed in one batch."""
+        """``search`` for several queries (one :class:`Hits` each); their embeddings are computed in one batch.
+
+        Every returned ``Hits`` shares one ``timings``: the batch's totals (its encode is one call for all the
+        queries), not each query's own.
+        """
         if isinstance(queries, str):
             raise InvalidQueryError("search_many takes a list of queries; use search() for one query")
         check_rerank(rerank)
