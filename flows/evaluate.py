@@ -281,7 +281,8 @@ def _run_name() -> str:
     return f"evaluate-{Path(dataset).name or 'dataset'}"
 
 
-@flow(name="evaluate", flow_run_name=_run_name, log_prints=True, on_failure=[log_failure], on_crashed=[log_crash], on_cancellation=[log_cancellation])
+@flow(name="evaluate", flow_run_name=_run_name, log_prints=True, on_failure=[log_failure], on_crashed=[log_crash],
+      on_cancellation=[log_cancellation])
 def evaluate(
     dataset: str,
     collection: str | None = None,

@@ -11,8 +11,9 @@ A filter is a mapping from a key to a condition:
 ``!=`` and ``not in`` also match rows without a value (no ``published`` date, no such metadata
 key), as a reader of "author is not Smith" expects. Dates are ISO 8601 text, ``datetime`` or
 ``date`` (a naive one is UTC). A date without a time on a date column is its whole (UTC) day:
-``published=2024-03-05`` matches that day, ``<=`` includes it and ``>`` starts after it. A metadata value is text: a number given as the value compares
-numerically (``{"metadata.year": {">=": 2020}}``), text compares as text (ISO dates sort correctly).
+``published=2024-03-05`` matches that day, ``<=`` includes it and ``>`` starts after it. A metadata
+value is text: a number given as the value compares numerically (``{"metadata.year": {">=": 2020}}``),
+text compares as text (ISO dates sort correctly).
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def _condition(key: str, op: str, value: Any) -> str:
             return f"{expr} IS NOT NULL"
         raise InvalidQueryError(f"filter on {key!r}: {op!r} needs a value, not None")
     if op in ("=", "!=", "<=", ">") and (day := _day(column, value)) is not None:
-        start, end = day
+        end = day[1]
         if op == "=":
             return _on_day(expr, day)
         if op == "!=":

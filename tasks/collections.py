@@ -164,9 +164,10 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
     ``collection``, ``rows``, ``tables_dropped`` and ``rerankers_removed`` (directories, or ``s3://`` prefixes).
     Raises ``CollectionNotFoundError`` for an unknown collection.
     """
-    from query.registry import remove_models
+    from query.registry import RerankerRegistryError, remove_models
     from query.schema import validate_collection_name
     from tasks.lock import writer_lock
+    from tasks.rerank_registry import CLAIM_MARKER, training_runs
 
     validate_collection_name(name)
     db_uri = _resolve_db(db_uri)
@@ -174,9 +175,6 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
     with writer_lock(db_uri, name):
         db = connect_existing(db_uri)
         names = require_collection(db, name)  # again, under the lock: another drop may have won
-        from query.registry import RerankerRegistryError
-        from tasks.rerank_registry import CLAIM_MARKER, training_runs
-
         if running := training_runs(db_uri, name):  # its model directory would go from under it
             raise RerankerRegistryError(f"collection {name!r} has a train-reranker run in progress (training into "
                                        f"{running[0]}): let it finish, or stop it, then drop the collection (if "
