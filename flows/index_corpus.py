@@ -338,8 +338,12 @@ def index_corpus(
         # Local sources are fully enumerated, so articles that vanished from them are deleted (below).
         vanished: list[Vanished] = []
         judged_gone: set[str] = set()
+        dirs = [printable(s.root) for s in local if s.kind == "directory"]
         for spec in local_order(local):
             source = printable(spec.root)
+            # A directory given inside this one judges its own files (an empty one keeps them, as a source
+            # that holds no articles does): judged here, an unmounted inner disk's articles were deleted.
+            inner = [d for d in dirs if d != source and d.startswith(source.rstrip("/") + "/")]
             seen: set[str] = set()
             window: deque[Batch] = deque()
             complete, enumerated = True, 0
@@ -394,6 +398,7 @@ def index_corpus(
                                    "articles indexed from it are kept")
             gone_states = [s for k, s in states.items() if under(spec.origin or source, s) and k not in seen
                            and k not in judged_gone  # overlapping roots both see it gone: count it once
+                           and not any(under(d, s) for d in inner)
                            and not any(s.source == p or s.source.startswith(p + "/") for p in hidden_from_us)]
             judged_gone.update(s.key for s in gone_states)
             gone = [s.doc_id for s in gone_states]

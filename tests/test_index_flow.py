@@ -397,6 +397,29 @@ def test_a_file_gone_from_two_overlapping_roots_is_counted_once(run_index, db_ur
     assert len(table_rows(db_uri)) == 7
 
 
+@pytest.mark.parametrize("order", ["outer-first", "inner-first"])
+def test_an_inner_source_that_is_now_empty_keeps_its_articles_though_its_parent_is_indexed_too(run_index, db_uri,
+                                                                                           tmp_path, order):
+    """`index notes notes/mnt` with notes/mnt unmounted (empty): the parent judged the mount's files deleted and
+    deleted them, while the mount itself was reported as "nothing to index"."""
+    notes = tmp_path / "notes"
+    mnt = notes / "mnt"
+    mnt.mkdir(parents=True)
+    for i in range(6):
+        (notes / f"n{i}.txt").write_text(f"Note number {i} is about the history of bridges and their engineering.")
+    for i in range(2):
+        (mnt / f"m{i}.txt").write_text(f"Mounted note {i} is about cooking pasta with fresh tomatoes and basil.")
+    roots = [notes, mnt] if order == "outer-first" else [mnt, notes]
+    run_index(roots)
+    for f in mnt.iterdir():
+        f.unlink()
+    summary = run_index(roots)
+    assert summary["articles_deleted"] == 0 and len(table_rows(db_uri)) == 8
+    assert any("its 2 indexed articles are kept" in f["error"] for f in summary["failures"]), summary["failures"]
+    summary = run_index(roots, allow_empty_source=True)  # said so: now they go
+    assert summary["articles_deleted"] == 2 and len(table_rows(db_uri)) == 6
+
+
 def test_a_run_whose_every_source_fails_is_in_an_existing_collections_run_log(run_index, db_uri, tmp_path):
     from tasks.versions import load_runs
 
