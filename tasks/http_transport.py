@@ -86,9 +86,7 @@ class GuardedBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
         timeout = _bounded(timeout, httpcore.ConnectTimeout)
-        if self.policy.allow_private:
-            return _DeadlineStream(self._sync.connect_tcp(host, port, timeout, local_address, socket_options))
-        try:
+        try:  # with private addresses allowed too: the metadata service stays refused (netguard.never_fetched)
             addresses = resolve_checked(host, port, self.policy)  # raises Refused, never retried
         except OSError as exc:  # DNS failure: transient, like any connect error
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc

@@ -21,7 +21,9 @@ MAX_URL_CHARS = 64 * 1024
 ALLOWED_SCHEMES = ("http", "https")
 ALLOW_PRIVATE_HINT = "set CORPUS_SEARCH_FETCH_ALLOW_PRIVATE=true to fetch private addresses"
 
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+#: Cloud metadata services (AWS, GCP and Azure share the first; AWS IPv6; Alibaba Cloud).
+_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
+             ipaddress.ip_address("100.100.100.200")}
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")  # shared address space: neither private nor global
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -126,12 +128,25 @@ def resolve_checked(host: str, port: int, policy: FetchPolicy, resolve: Resolver
     connection may use any of them. DNS errors raise ``OSError`` (a transient failure, worth a retry)."""
     infos = resolve(host, port, type=socket.SOCK_STREAM)
     addresses = list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
-    if not policy.allow_private:
-        for addr in addresses:
-            if why := address_problem(addr):
-                shown = host if host == addr else f"{host} ({addr})"
-                raise Refused(f"refused: {shown} is {why}; {ALLOW_PRIVATE_HINT}")
+    for addr in addresses:
+        shown = host if host == addr else f"{host} ({addr})"
+        if why := never_fetched(addr):
+            raise Refused(f"refused: {shown} is {why}, never fetched (CORPUS_SEARCH_FETCH_ALLOW_PRIVATE opens an "
+                          "intranet's addresses, not this one)")
+        if not policy.allow_private and (why := address_problem(addr)):
+            raise Refused(f"refused: {shown} is {why}; {ALLOW_PRIVATE_HINT}")
     return addresses
+
+
+def never_fetched(ip: IPAddress | str) -> str | None:
+    """Why ``ip`` is refused even where private addresses are allowed, or None: the cloud metadata service
+    (an intranet page could redirect the fetcher to its credentials) and link-local addresses."""
+    ip = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+    if isinstance(ip, ipaddress.IPv6Address) and (v4 := _embedded_ipv4(ip)) is not None:
+        return never_fetched(v4)
+    if ip in _METADATA:
+        return "the cloud metadata address"
+    return "a link-local address" if ip.is_link_local else None
 
 
 def check_url(url: str, policy: FetchPolicy, resolve: Resolver = socket.getaddrinfo) -> None:
@@ -141,5 +156,4 @@ def check_url(url: str, policy: FetchPolicy, resolve: Resolver = socket.getaddri
     parts = urlsplit(url)
     host = parts.hostname or ""
     check_host(host, policy)
-    if not policy.allow_private:
-        resolve_checked(host, parts.port or (443 if parts.scheme.lower() == "https" else 80), policy, resolve)
+    resolve_checked(host, parts.port or (443 if parts.scheme.lower() == "https" else 80), policy, resolve)

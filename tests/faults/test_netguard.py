@@ -90,9 +90,20 @@ def test_a_public_name_resolving_to_a_private_address_is_refused():
         check_url("https://intranet.example.com/wiki", FetchPolicy(), resolve)
 
 
-def test_a_public_name_with_only_public_addresses_passes_and_allow_private_skips_dns():
+def test_a_public_name_with_only_public_addresses_passes_and_allow_private_opens_an_intranet():
     check_url("https://example.org/", FetchPolicy(), _resolver({"example.org": ["93.184.216.34"]}))
-    check_url("http://127.0.0.1/", FetchPolicy(allow_private=True), _resolver({}))  # never resolved
+    check_url("http://127.0.0.1/", FetchPolicy(allow_private=True), _resolver({"127.0.0.1": ["127.0.0.1"]}))
+    check_url("http://wiki.corp/", FetchPolicy(allow_private=True), _resolver({"wiki.corp": ["10.0.0.7"]}))
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254", "100.100.100.200",
+                                     "169.254.10.1", "fe80::1"])
+def test_the_metadata_service_and_link_local_addresses_stay_refused_where_private_ones_are_allowed(address):
+    """The switch meant for an intranet opened the cloud metadata address too: an indexed intranet page could
+    redirect the fetcher to the machine's credentials."""
+    resolve = _resolver({"meta.example": [address]})
+    with pytest.raises(Refused, match="never fetched"):
+        check_url("http://meta.example/latest/meta-data/", FetchPolicy(allow_private=True), resolve)
 
 
 def test_host_lists_apply_before_any_dns_lookup():
