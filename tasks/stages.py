@@ -221,11 +221,14 @@ ERROR_TITLES = frozenset({
     "not found", "page not found", "404 not found", "error", "access denied", "forbidden", "unauthorized",
     "sign in", "sign-in", "log in", "login", "log on", "please sign in", "please log in", "just a moment...",
     "attention required!", "service unavailable", "internal server error", "bad gateway", "site maintenance",
+    "service temporarily unavailable", "temporarily unavailable", "gateway timeout", "gateway time-out",
+    "too many requests", "under maintenance", "down for maintenance",
 })
 # "404", "Error 503", "503 Service Unavailable", "HTTP 404 - Not Found" (but not "500 Days of Summer")
 _STATUS_TITLE = re.compile(r"(?:error\s+|http\s+)?[45]\d\d(?:\s*(?:error|not found|forbidden|unauthori[sz]ed|gone|"
-                           r"bad request|bad gateway|gateway time-?out|service unavailable|internal server error|"
-                           r"too many requests|backend fetch failed)\b.*)?", re.I)
+                           r"bad request|bad gateway|gateway time-?out|service (?:temporarily )?unavailable|"
+                           r"internal server error|too many requests|backend fetch failed|request time-?out|"
+                           r"method not allowed|payload too large|request entity too large)\b.*)?", re.I)
 _TITLE_PARTS = re.compile(r"\s+[|\-–—:·•»]\s+")
 #: An error page is short: a real article about signing in, titled "Login | Docs", is longer than this.
 ERROR_PAGE_MAX_CHARS = 600

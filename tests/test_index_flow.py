@@ -127,7 +127,10 @@ def test_a_page_with_no_text_is_no_failure_but_the_run_says_so_once(run_index, s
 @pytest.mark.parametrize("title, error", [
     ("404", True), ("Error 503 - Backend fetch failed", True), ("Example – Sign in", True), ("Just a moment...", True),
     ("HTTP 404 - Not Found", True), ("500 Days of Summer", False), ("Error correction codes", False),
-    ("Sign in with Apple", False)])
+    ("Sign in with Apple", False),
+    # nginx's own error pages ("503 Service Temporarily Unavailable", 200 behind some proxies) replaced articles.
+    ("503 Service Temporarily Unavailable", True), ("504 Gateway Time-out", True),
+    ("Service Temporarily Unavailable", True), ("408 Request Timeout", True), ("Temporarily Unavailable Items", False)])
 def test_error_page_titles_are_whole_title_parts_or_status_lines(title, error):
     from tasks.records import Article, Paragraph
     from tasks.stages import error_page
