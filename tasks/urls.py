@@ -15,7 +15,25 @@ def canonical_url(url: str) -> str:
     port = parts.port
     if port and not ((parts.scheme == "http" and port == 80) or (parts.scheme == "https" and port == 443)):
         host = f"{host}:{port}"
-    return urlunsplit((parts.scheme.lower(), host, parts.path or "/", parts.query, ""))
+    return urlunsplit((parts.scheme.lower(), host, remove_dot_segments(parts.path or "/"), parts.query, ""))
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986's remove_dot_segments: ``/docs/./a/../b`` is ``/docs/b``, the resource httpx requests for it.
+    Kept, ``/docs/./`` and ``/docs/`` were two doc_ids of one page, indexed twice."""
+    segments = path.split("/")
+    if "." not in segments and ".." not in segments:
+        return path
+    out: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if len(out) > 1:  # never above the root (the leading "")
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments[-1] in (".", ".."):  # "/a/." names the directory: "/a/"
+        out.append("")
+    return "/".join(out) or "/"
 
 
 def page_stamp(settings_stamp: str, answered_by: str | None) -> str:

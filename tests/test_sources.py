@@ -12,6 +12,10 @@ from tasks.records import Article, FetchFailure
 
 def test_canonical_url_lowercases_host_and_drops_fragment_and_default_port():
     assert canonical_url("HTTP://Example.ORG:80/a/b?x=1#frag") == "http://example.org/a/b?x=1"
+    # Dot segments are the path the server is asked for: ./ and ../ were doc_ids of their own, indexed again.
+    assert canonical_url("https://x.org/docs/./?s=0") == canonical_url("https://x.org/docs/?s=0") == "https://x.org/docs/?s=0"
+    assert canonical_url("https://x.org/a/b/../c/.") == "https://x.org/a/c/"
+    assert canonical_url("https://x.org/../a/...") == "https://x.org/a/..."
     # An IPv6 literal keeps its brackets (its colons read as a port made every such URL fail).
     assert canonical_url("http://[::1]:8080/v6#x") == "http://[::1]:8080/v6"
     assert canonical_url("HTTPS://[FE80::1]:443/") == "https://[fe80::1]/"
