@@ -243,16 +243,26 @@ def record_metadata(record: Mapping, *, exclude: Iterable[str]) -> tuple[dict[st
 # --------------------------------------------------------------------------------------------
 
 _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+#: Hugo's and Zola's TOML front matter, between ``+++`` lines.
+_TOML_FRONT_MATTER = re.compile(r"\A\ufeff?\+\+\+[ \t]*\r?\n(.*?)^\+\+\+[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 
 
 def front_matter(body: str) -> tuple[dict[str, object], str]:
     """(YAML front matter as a mapping, the body after it); ({}, body) when there is none or it is not YAML.
+    TOML front matter between ``+++`` lines (Hugo, Zola) is read too.
 
     Plain values are read as YAML 1.2 reads them where PyYAML's YAML 1.1 surprises: ``title: No``,
     ``zip: 02134``, ``version: 1.10`` and ``time: 12:30`` stay those strings (not false, 1116, 1.1 and 750);
     ``draft: False``, ``depth: 3`` and ``date: 2024-03-05 10:00`` keep their types (false, 3, an ISO time).
     See :func:`_front_matter_loader`.
     """
+    if toml := _TOML_FRONT_MATTER.match(body):  # Hugo, Zola: +++ ... +++
+        import tomllib
+
+        try:
+            return tomllib.loads(toml.group(1).replace("\r\n", "\n")), body[toml.end():]
+        except tomllib.TOMLDecodeError:
+            return {}, body
     match = _FRONT_MATTER.match(body)
     if not match:
         return {}, body

@@ -189,6 +189,16 @@ def test_front_matter_is_metadata_and_never_a_paragraph_or_the_title_heading():
     assert paras[0].metadata["author"] == "Ann Lee"
 
 
+def test_hugos_toml_front_matter_is_metadata_too_and_a_broken_one_stays_text():
+    # It was indexed as a paragraph ("+++ title = ..."), with no title and no date.
+    doc = markdown_document('+++\r\ntitle = "Hugo Post"\r\ndate = 2024-03-05T10:00:00Z\r\ntags = ["ice", "snow"]\r\n'
+                            '+++\r\n\r\nGlaciers are slow rivers of ice that shape the valleys they fill.\r\n')
+    assert doc.title == "Hugo Post" and doc.published == datetime(2024, 3, 5, 10, tzinfo=UTC)
+    assert doc.metadata["tags"] == "ice, snow" and not any("+++" in b.text for b in doc.blocks)
+    broken = '+++\ntitle = "unclosed\n+++\nText after it.'
+    assert front_matter(broken) == ({}, broken)
+
+
 def test_a_dashed_rule_that_is_not_yaml_front_matter_stays_text():
     body = "---\n: [unbalanced\n---\nText after the rule is long enough."
     assert front_matter(body) == ({}, body)
