@@ -132,6 +132,8 @@ def decode_text(body: bytes) -> str:
     # characters was kept with U+FFFD, under the error rate). Real utf-8 with a few bad bytes has valid
     # multi-byte characters too, and stays utf-8 unless the bad bytes are many.
     legacy = errors > 0 and not any(ord(c) > 127 and c != "\ufffd" for c in text)
+    if legacy and (western := _western_text(body)) is not None:
+        return western
     if legacy or errors > _MAX_UTF8_ERROR_RATE * max(len(text), 1):
         try:
             from charset_normalizer import from_bytes
@@ -149,6 +151,29 @@ def decode_text(body: bytes) -> str:
                 return body.decode(best.encoding, errors="replace")
         except Exception:  # a guesser must never take the page down with it
             pass
+    return text
+
+
+#: A Latin-1 symbol (¡-¿, ×, ÷) between two letters: what cp1250's ż, ł, ą become in cp1252 ("Za¿ó³æ").
+_SYMBOL_IN_WORD = re.compile(r"[^\W\d_][\u00a1-\u00bf\u00d7\u00f7][^\W\d_]")
+
+
+def _western_text(body: bytes) -> str | None:
+    """Legacy bytes as cp1252 when they read as Western European text there, else None (the guesser decides).
+
+    charset_normalizer scored short cp1252 notes cleaner as cp1250, cp850 or cp1006 ("café’s" came back as
+    "cafÚÆs", "Über" as "ﻎber"). cp1252 is the WHATWG default for undeclared legacy text, and Western text
+    is told apart cheaply: most of its letters are ASCII, and its non-ASCII bytes are letters or typographic
+    punctuation. Cyrillic, Greek or Hebrew bytes read as cp1252 are nearly all non-ASCII letters
+    ("Ïðèâåò"), and Central European ones put symbols inside words ("Za¿ó³æ"): both go to the guesser.
+    """
+    try:
+        text = body.decode("cp1252")
+    except UnicodeDecodeError:  # bytes cp1252 leaves undefined (0x81, 0x8d, 0x8f, 0x90, 0x9d)
+        return None
+    letters = [c for c in text if c.isalpha()]
+    if not letters or sum(ord(c) > 127 for c in letters) > 0.3 * len(letters) or _SYMBOL_IN_WORD.search(text):
+        return None
     return text
 
 

@@ -156,6 +156,23 @@ def test_undeclared_short_latin1_is_read_as_windows_1252_not_a_baltic_guess():
     assert decode_body(body) == body.decode("cp1252")
 
 
+@pytest.mark.parametrize("text, codec, western", [
+    ("Meeting notes — “Q3 budget” review. We agreed that the café’s costs (€1,200) were fine.", "cp1252", True),
+    ("Informações sobre a reunião: não há café, mas há pão e manteiga.", "cp1252", True),
+    ("Über Straße", "cp1252", True),
+    ("Привет, как дела? Это заметка о встрече в понедельник.", "cp1251", False),
+    ("Καλημέρα, αυτή είναι μια σημείωση για τη συνάντηση.", "cp1253", False),
+    ("Zażółć gęślą jaźń. Spotkanie w środę o godzinie piętnastej.", "cp1250", False),
+])
+def test_undeclared_legacy_notes_read_as_windows_1252_when_they_read_as_western_text(text, codec, western):
+    # The guesser took short cp1252 notes for cp1250, cp850 or cp1006: "cafÚÆs", "Informaçőes", "ﻎber Straﻑe".
+    from tasks.html import decode_text
+
+    raw = text.encode(codec)
+    # Other scripts are left to the guesser (it reads them as it did before), never forced to cp1252.
+    assert decode_text(raw) == text if western else decode_text(raw) != raw.decode("cp1252")
+
+
 def test_a_byte_order_mark_wins_over_the_header_and_a_header_may_say_utf16():
     text = "<p>Penguins live on the Antarctic ice shelf.</p>"
     assert decode_body(text.encode("utf-16"), "text/html; charset=utf-16") == text
