@@ -354,16 +354,16 @@ def check_out_dir(out: str | None, db_uri: str | None = None) -> None:
                                     f"belong to its collections' re-rankers ({RERANKERS_DIR}/<collection>/<id>): "
                                     "leave --out out (models are saved there under a new id) or choose a directory "
                                     "outside it")
-    ancestor = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
-    if ancestor is not None and (not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK)):
-        raise InvalidQueryError(f"--out {out} cannot be created: {ancestor} is "
-                                + ("not a directory" if not ancestor.is_dir() else "not writable by this user"))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         kept = path / INTERRUPTED_DIR
         hint = (f" (the weights of an interrupted run are in {kept}: --base {kept} continues from them, with a new "
                 "--out)") if kept.is_dir() else ""
         raise InvalidQueryError(f"--out {out} is not an empty directory: a trained model is never written over "
                                 f"other files; choose a new or empty directory{hint}")
+    ancestor = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if ancestor is not None and (not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK)):
+        raise InvalidQueryError(f"--out {out} cannot be created: {ancestor} is "
+                                + ("not a directory" if not ancestor.is_dir() else "not writable by this user"))
 
 
 def default_base(cross_encoder: str) -> str:

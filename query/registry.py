@@ -162,7 +162,13 @@ def upload_model(db_uri: str, directory: str | Path, rel_path: str) -> str:
     from pyarrow.fs import copy_files
 
     fs, base = _s3_filesystem(db_uri)
-    copy_files(str(Path(directory).resolve()), f"{base}/{rel_path.strip('/')}", destination_filesystem=fs)
+    root = Path(directory).resolve()
+    for path in sorted(root.rglob("*")):
+        # This machine's bookkeeping stays here: an uploaded training claim named a live run to every reader
+        # on the machine that trained it (drop refused the collection).
+        if path.is_file() and not path.name.startswith(LOCAL_MARKER_PREFIX):
+            copy_files(str(path), f"{base}/{rel_path.strip('/')}/{path.relative_to(root).as_posix()}",
+                       destination_filesystem=fs)
     return rel_path.strip("/")
 
 
@@ -204,6 +210,9 @@ def _fetch(db_uri: str, rel_path: str) -> Path:
 
 #: Marks a finished download in the local cache.
 COMPLETE_MARKER = ".corpus-search-complete"
+#: The names of the markers a machine keeps in its model directories (a download complete, a run training):
+#: never part of the model, never uploaded.
+LOCAL_MARKER_PREFIX = ".corpus-search-"
 
 
 def models_root(db_uri: str, collection: str) -> Path:

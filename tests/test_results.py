@@ -232,6 +232,7 @@ def test_highlights_agree_with_lancedb_full_text_search_word_by_word(tmp_path):
              "happily", "happy", "x" * 41, "ångström", "angstrom", "connection", "connected", "ponies", "pony",
              "İstanbul", "istanbul", "Ørsted", "orsted", "caresses", "caress", "argued", "argue", "news",
              "heres", "here", "yourselves", "ourselves", "won", "wont", "2024", "π",
+             "not", "no", "nor", "don", "couldn", "re",  # lancedb 0.41 keeps negations and contraction pieces
              # Vowel signs are Alphabetic to the index ("हिन्दी" is हिन + दी, split at the virama): split at
              # them too, single letters were marked inside unrelated words ("न" in "किनारे").
              "हिन्दी", "हिन", "दी", "ह", "न", "किनारे", "के", "ภาษาไทย", "ไทย", "বাংলা", "ব"]

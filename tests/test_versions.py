@@ -388,24 +388,24 @@ def test_retention_cleans_the_internal_tables_but_keeps_every_article_state_a_ke
 
 def test_cleanup_skips_tagged_versions_where_lance_optimize_would_fail_the_run(tmp_path):
     """Lance refuses a cleanup that reaches a tagged version; our cleanup removes the rest and keeps the tag."""
-    from datetime import timedelta
-
     import lancedb
     import pyarrow as pa
 
-    from tasks.versions import cleanup
+    from tasks.versions import NO_CLEANUP, cleanup
 
     table = lancedb.connect(str(tmp_path / "db")).create_table("t", pa.table({"a": [1, 2]}))
     table.add(pa.table({"a": [3]}))
     table.tags.create("keep", table.version)
     table.add(pa.table({"a": [4]}))
     table.delete("a = 1")
+    # Lance's optimize(cleanup_older_than=...) refuses the whole cleanup once a tagged version is that old
+    # ("tagged version"), which failed refresh_indexes. Its refusal is the reason for cleanup(), not what is
+    # tested here (on a loaded machine it did not always come, stop 43): refresh_indexes compacts without it.
+    table.optimize(cleanup_older_than=NO_CLEANUP)  # compacts: one version or more past 4
+    before = {v["version"] for v in table.list_versions()}
     time.sleep(0.3)
-    with pytest.raises(RuntimeError, match="tagged version"):  # what refresh_indexes did once a tag grew old
-        table.optimize(cleanup_older_than=timedelta(seconds=0.1))
-    assert cleanup(table, 0.1 / 86400)["old_versions"] == 3
-    left = {v["version"] for v in table.list_versions()}
-    assert 2 in left and not left & {1, 3, 4} and table.version in left  # tagged and latest stay
+    assert cleanup(table, 0.1 / 86400)["old_versions"] == len(before - {2, table.version}) >= 3
+    assert {v["version"] for v in table.list_versions()} == {2, table.version}  # tagged and latest stay
     table.checkout("keep")
     assert table.count_rows() == 3
     assert cleanup(table, 0) == {"old_versions": 0, "bytes_removed": 0}  # 0 keeps every version
