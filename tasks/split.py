@@ -90,7 +90,7 @@ def markdown_document(body: str) -> ParsedArticle:
     line over the whole body: its lines are never headings (a ``# comment`` in a shell snippet, blank lines
     around it or not), its fence lines are dropped, and its text, like inline code, is kept as written.
     """
-    matter, body = front_matter(body)
+    matter, body = front_matter(_newlines(body))
     title = normalize_ws(str(matter.get("title") or "")) if not isinstance(matter.get("title"), dict | list) else ""
     blocks: list[Block] = []
     code: list[str] = []  # text kept as written: inline code and fenced lines, behind placeholders
@@ -209,7 +209,12 @@ def markdown_blocks(body: str) -> tuple[str, list[str]]:
 
 def text_blocks(body: str) -> list[str]:
     """Plain text → paragraphs separated by blank lines."""
-    return [b for b in (normalize_ws(p) for p in re.split(r"\n\s*\n", body)) if b]
+    return [b for b in (normalize_ws(p) for p in re.split(r"\n\s*\n", _newlines(body))) if b]
+
+
+def _newlines(body: str) -> str:
+    """Windows (CRLF) and old Mac (CR) line ends as ``\n``: a file of CR-only lines was one paragraph."""
+    return body.replace("\r\n", "\n").replace("\r", "\n") if "\r" in body else body
 
 
 def parse_article(article: Article, *, main_content: bool = True) -> ParsedArticle:

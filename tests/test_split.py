@@ -11,6 +11,7 @@ from tasks.split import (
     encoded_text,
     fit_to_budget,
     markdown_blocks,
+    markdown_document,
     normalize_ws,
     split_article,
     split_sentences,
@@ -39,6 +40,11 @@ def test_markdown_blocks_take_the_title_and_strip_light_syntax():
 
 def test_text_blocks_split_on_blank_lines():
     assert text_blocks("first para\nwraps here\n\n\nsecond") == ["first para wraps here", "second"]
+    # Windows and old Mac line ends: a file of CR-only lines was one paragraph, in plain text and markdown.
+    for end in ("\r\n", "\r"):
+        assert text_blocks(f"first para{end}wraps here{end}{end}second") == ["first para wraps here", "second"]
+        assert [b.text for b in markdown_document(f"# T{end}{end}first{end}{end}second{end}").blocks] == [
+            "T", "first", "second"]
 
 
 def test_sentences_split_at_terminal_punctuation():
