@@ -384,14 +384,19 @@ def test_a_hidden_file_or_folder_given_as_its_own_source_is_not_deleted_by_the_f
     assert run_index([notes])["articles_deleted"] == 0 and len(table_rows(db_uri)) == 3 + 2 + 1
 
 
-def test_a_file_gone_from_two_overlapping_roots_is_counted_once(run_index, db_uri, tmp_path):
+def _nested_roots(tmp_path, inner: str, files: int) -> tuple:
+    """``notes/`` with 6 notes, and ``notes/<inner>/`` inside it with ``files`` more: two overlapping roots."""
     notes = tmp_path / "notes"
-    blog = notes / "blog"
-    blog.mkdir(parents=True)
+    (notes / inner).mkdir(parents=True)
     for i in range(6):
         (notes / f"n{i}.txt").write_text(f"Note number {i} is about the history of bridges and their engineering.")
-    for i in range(4):
-        (blog / f"b{i}.txt").write_text(f"Blog post {i} is about cooking pasta with fresh tomatoes and basil.")
+    for i in range(files):
+        (notes / inner / f"b{i}.txt").write_text(f"Post {i} is about cooking pasta with fresh tomatoes and basil.")
+    return notes, notes / inner
+
+
+def test_a_file_gone_from_two_overlapping_roots_is_counted_once(run_index, db_uri, tmp_path):
+    notes, blog = _nested_roots(tmp_path, "blog", 4)
     run_index([notes, blog])
     for i in range(3):
         (blog / f"b{i}.txt").unlink()
@@ -405,13 +410,7 @@ def test_an_inner_source_that_is_now_empty_keeps_its_articles_though_its_parent_
                                                                                            tmp_path, order):
     """`index notes notes/mnt` with notes/mnt unmounted (empty): the parent judged the mount's files deleted and
     deleted them, while the mount itself was reported as "nothing to index"."""
-    notes = tmp_path / "notes"
-    mnt = notes / "mnt"
-    mnt.mkdir(parents=True)
-    for i in range(6):
-        (notes / f"n{i}.txt").write_text(f"Note number {i} is about the history of bridges and their engineering.")
-    for i in range(2):
-        (mnt / f"m{i}.txt").write_text(f"Mounted note {i} is about cooking pasta with fresh tomatoes and basil.")
+    notes, mnt = _nested_roots(tmp_path, "mnt", 2)
     roots = [notes, mnt] if order == "outer-first" else [mnt, notes]
     run_index(roots)
     for f in mnt.iterdir():
