@@ -73,10 +73,10 @@ def index_overrides(args: argparse.Namespace) -> dict:
 def cmd_index(args: argparse.Namespace) -> int:
     """Run the index flow; the exit code says how it went (``flows.summary.EXIT_CODES``)."""
     prefect_environment()
-    from corpus_search.ephemeral import guard_temporary_server
-    from flows.index_corpus import index_corpus
     from concurrent.futures import CancelledError
 
+    from corpus_search.ephemeral import guard_temporary_server
+    from flows.index_corpus import index_corpus
     from flows.summary import EXIT_CODES, EXIT_STOPPED, JSON_KEYS, IndexSummary, NothingIndexedError
     from tasks.records import printable
 

@@ -218,6 +218,11 @@ def above_threshold(hits: list[Hit], threshold: float | None) -> list[Hit]:
     return hits if threshold is None else [h for h in hits if h.score >= threshold]
 
 
+def passage_key(title: str | None, text: str | None) -> tuple[str, str]:
+    """What makes two passages the same answer: their title and text, whitespace aside."""
+    return " ".join((title or "").split()), " ".join((text or "").split())
+
+
 def distinct_passages(table: pa.Table) -> pa.Table:
     """The candidates without those whose title and text repeat a better-ranked one's (whitespace aside).
 
@@ -231,7 +236,7 @@ def distinct_passages(table: pa.Table) -> pa.Table:
     seen: set[tuple[str, str]] = set()
     keep = []
     for i, (title, text) in enumerate(zip(table["title"].to_pylist(), table["text"].to_pylist(), strict=True)):
-        key = (" ".join((title or "").split()), " ".join((text or "").split()))
+        key = passage_key(title, text)
         if key not in seen:
             seen.add(key)
             keep.append(i)

@@ -35,6 +35,7 @@ from query.hits import (  # noqa: F401 - MAX_RESULTS, Hit, Hits and Timings are 
     check_score_threshold,
     distinct_passages,
     hits_from_table,
+    passage_key,
     passage_text,
     whole_number,
 )
@@ -498,7 +499,7 @@ def rank_passages(
     # Each kept row remembers its place in ``passages``: its default id and position.
     firsts: dict[tuple[str, str], int] = {}
     for i, r in enumerate(rows):
-        firsts.setdefault((" ".join(str(r.get("title") or "").split()), " ".join(r["text"].split())), i)
+        firsts.setdefault(passage_key(str(r.get("title") or ""), r["text"]), i)
     places = sorted(firsts.values())
     rows = [rows[i] for i in places]
     if not rows:

@@ -121,9 +121,9 @@ def _text(element: etree._Element) -> str:
     parts: list[str] = []
     for event, node in etree.iterwalk(element, events=("start", "end")):
         if event == "start":
-            # Blocks inside the element (a cell's <p>s) are words apart too: "Philippines" "Luzon".
-            gap = node is not element and node.tag in _WORD_BREAKS
-            parts.append(" " if node.tag == "lb" else (" " if gap else "") + (node.text or ""))
+            if node is not element and node.tag in _WORD_BREAKS:  # a cell's <p>s are words apart too
+                parts.append(" ")
+            parts.append(" " if node.tag == "lb" else node.text or "")
         elif node is not element:
             if node.tag in _WORD_BREAKS:
                 parts.append(" ")

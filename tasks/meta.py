@@ -260,7 +260,7 @@ def front_matter(body: str) -> tuple[dict[str, object], str]:
         import tomllib
 
         try:
-            return tomllib.loads(toml.group(1).replace("\r\n", "\n")), body[toml.end():]
+            return tomllib.loads(toml.group(1)), body[toml.end():]
         except tomllib.TOMLDecodeError:
             return {}, body
     match = _FRONT_MATTER.match(body)

@@ -117,7 +117,8 @@ def migrate_collection(db_uri: str, collection: str) -> dict:
         from query.settings import get_settings
         from tasks.store import refresh_indexes
 
+        settings = get_settings()
         table.checkout_latest()
-        refresh_indexes(table, ann_min_rows=get_settings().ann_min_rows,
-                        ann_index_type=get_settings().ann_index_type, retention_days=0)
+        refresh_indexes(table, ann_min_rows=settings.ann_min_rows, ann_index_type=settings.ann_index_type,
+                        retention_days=0)
         return result

@@ -69,12 +69,12 @@ def address_problem(ip: IPAddress | str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and (v4 := _embedded_ipv4(ip)) is not None:
         inner = address_problem(v4)
         return f"{inner} (embedded in {ip})" if inner else None
+    if why := never_fetched(ip):  # the metadata service, link-local: refused where private ones are allowed too
+        return why
     # Most specific first, so that the message names what the address really is.
     checks: list[tuple[bool, str]] = [
-        (ip in _METADATA, "the cloud metadata address"),
         (ip.is_unspecified, "an unspecified address"),
         (ip.is_loopback, "a loopback address"),
-        (ip.is_link_local, "a link-local address"),
         (ip.is_multicast, "a multicast address"),
         (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT, "a carrier-grade NAT address"),
         (ip.is_reserved, "a reserved address"),  # before private: Python counts 240.0.0.0/4 as both
