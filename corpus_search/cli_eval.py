@@ -55,7 +55,17 @@ def _check_before_the_flow(args: argparse.Namespace, overrides: dict) -> None:
     settings_with(overrides)  # a bad --set value, before Prefect stores it
     if args.corpus_html and not Path(args.corpus_html).exists():
         raise InvalidQueryError(f"--corpus-html {args.corpus_html}: no such archive or directory")
+    if args.out and Path(args.out).is_dir():
+        raise InvalidQueryError(f"--out {args.out} is a directory: give the file to write, e.g. "
+                                f"{Path(args.out) / 'results.json'}")
+    if args.run_dir and Path(args.run_dir).exists() and not Path(args.run_dir).is_dir():
+        raise InvalidQueryError(f"--run-dir {args.run_dir} is a file: give a directory (made if missing) for the run files")
     data = load_dataset(args.dataset, split=args.split, queries=args.queries, qrels=args.qrels)  # not the corpus
+    if args.run_dir and (bad := next((q for q in data.queries if any(c.isspace() for c in q)), None)) is not None:
+        from tasks.metrics import RunFileError
+
+        raise RunFileError(f"query id {bad!r} contains whitespace: a TREC run file cannot hold it; evaluate without "
+                           "--run-dir, or give the queries ids without spaces")
     if data.corpus is None and not args.corpus_html:
         from tasks.datasets import DatasetFormatError
 

@@ -10,6 +10,7 @@ table artifact (key ``eval-<collection>``).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -28,7 +29,18 @@ from flows.summary import artifact_key
 from query.errors import InvalidQueryError
 from query.settings import MODES, Settings, refuse_secret_overrides, settings_with
 from tasks.datasets import DatasetFormatError, default_collection, html_doc_id, load_dataset
-from tasks.metrics import MEASURES, TTEST, compare_to_best, evaluate_per_query, holm, maxp, paired_ttest, write_trec_run
+from tasks.metrics import (
+    MEASURES,
+    TTEST,
+    RunFileError,
+    compare_to_best,
+    evaluate_per_query,
+    holm,
+    maxp,
+    paired_ttest,
+    trec_run_lines,
+    write_trec_run,
+)
 
 #: The retrieval modes (query.settings.MODES), in report order: the lexical (BM25) baseline first.
 BASE_MODES: tuple[str, ...] = ("lexical", *(m for m in MODES if m != "lexical"))
@@ -251,11 +263,15 @@ def reranked_then_retrieved(head: Sequence, retrieved: Sequence) -> tuple[list[s
 
 
 def indexed_doc_ids(db, collection: str, map_id) -> set[str]:
-    """The judged-id form (``map_id``) of every document the collection holds (its article table: one row each)."""
+    """The judged-id form (``map_id``) of every document the collection holds rows of (its article table: one
+    row each; a document with no text to index is remembered there with 0 paragraphs, and cannot be retrieved)."""
+    import pyarrow.compute as pc
+
     from query.schema import articles_table_name
 
     table = db.open_table(articles_table_name(collection))
-    return {map_id(d) for d in table.to_lance().to_table(columns=["doc_id"]).column("doc_id").to_pylist()}
+    held = table.to_lance().to_table(columns=["doc_id"], filter=pc.field("paragraphs") > 0)
+    return {map_id(d) for d in held.column("doc_id").to_pylist()}
 
 
 def unjudgeable(qrels: dict[str, dict[str, int]], indexed: set[str]) -> str | None:
@@ -268,7 +284,8 @@ def unjudgeable(qrels: dict[str, dict[str, int]], indexed: set[str]) -> str | No
     missing = relevant - indexed
     if not missing:
         return None
-    return (f"{len(missing)} of {len(relevant)} relevant judged documents are not in the collection "
+    return (f"{len(missing)} of {len(relevant)} relevant judged documents are not in the collection, or have no "
+            f"text to index "
             f"(e.g. {sorted(missing)[:3]}): they can never be retrieved"
             + ("; check that the qrels' corpus-ids are the corpus's _id values" if len(missing) > len(relevant) / 2 else ""))
 
@@ -333,7 +350,7 @@ def evaluate(
         check_tag_name(tag)  # before minutes of indexing
     base_modes = parse_modes(modes)
     data = load_dataset(dataset, split=split, queries=queries, qrels=qrels)
-    notes: list[str] = []
+    notes: list[str] = list(data.notes)
 
     # ------------------------------------------------------------------ what to index, and how
     if corpus_html:
@@ -455,6 +472,10 @@ def evaluate(
     warnings = data_warnings + warnings
     for w in warnings:
         logger.warning(w)
+    if depth < 100:  # the measures keep their names: say which of them the depth cuts short
+        cut = "Recall@100" + (", nDCG@10 and MRR@10" if depth < 10 else "")
+        notes.append(f"--depth {depth} scores {depth} documents per query, fewer than the cut-off of {cut}: "
+                     f"they are measured at {depth} here (use --depth 100 or more to compare with published numbers)")
     notes.append(
         f"MAP is over the top {depth} documents (trec_eval AP over what was retrieved); Anserini's "
         "regressions retrieve 1000 hits, so their MAP can be slightly higher on the same ranking"
@@ -490,16 +511,26 @@ def evaluate(
         },
     }
     result["details"]["version"] = evaluated
+    unwritable: RunFileError | None = None
     if run_dir is not None:
-        result["details"]["run_files"] = {
-            name: str(write_trec_run(Path(run_dir) / f"{name}.run", runs[name], tag=name)) for name in results
-        }
-        logger.info("TREC run files written to %s", run_dir)
+        try:  # every line checked before any file is written: all the run files or none, and the metrics kept
+            for name in results:
+                collections.deque(trec_run_lines(runs[name], tag=name), maxlen=0)
+        except RunFileError as exc:
+            unwritable = exc
+        else:
+            result["details"]["run_files"] = {
+                name: str(write_trec_run(Path(run_dir) / f"{name}.run", runs[name], tag=name)) for name in results
+            }
+            logger.info("TREC run files written to %s", run_dir)
     path = Path(out) if out else (Path(settings.db_uri).parent / "eval" / f"{collection}.json" if "://" not in settings.db_uri else None)
     if path is not None:
         result["details"]["out"] = str(path)  # before writing, so the file and --json hold the same details
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(public_json(result), indent=2, allow_nan=False) + "\n")
+    if unwritable is not None:
+        raise RunFileError(f"{unwritable}; no run file was written" + (f", and the metrics are in {path}" if path else "")
+                           + ". Evaluate without --run-dir, or give the documents ids without spaces")
     if tag is not None:  # last: a failure to write the run files or --out above leaves no tag behind
         from tasks.versions import tag_version
 

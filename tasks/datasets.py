@@ -14,6 +14,7 @@ Formats:
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -40,7 +41,33 @@ def _open(path: Path) -> io.TextIOBase:
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     with _open(path) as fh:
-        yield from enumerate(fh, start=1)
+        try:
+            yield from enumerate(fh, start=1)
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+
+
+def _head(path: Path, read) -> str:
+    """What ``read`` takes from the start of ``path`` (to tell its format), a decoding error said as such."""
+    with _open(path) as fh:
+        try:
+            return read(fh)
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+
+
+def _not_utf8(path: Path) -> DatasetFormatError:
+    """The error for a file that is not UTF-8, naming its first bad line (text is decoded in blocks, so the
+    line being read when decoding failed may be an earlier one: the file is read again, line by line)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return _fail(path, lineno, f"not UTF-8 (byte 0x{raw[exc.start]:02x}): convert the file, e.g. "
+                                           f"iconv -f latin1 -t utf-8 {path} > fixed && mv fixed {path}")
+    return DatasetFormatError(f"{path}: not UTF-8: convert it, e.g. with iconv -f latin1 -t utf-8")
 
 
 def _fail(path: Path, lineno: int, msg: str) -> DatasetFormatError:
@@ -99,31 +126,65 @@ def load_beir_queries(path: str | Path) -> dict[str, str]:
     return out
 
 
+_INTEGER = re.compile(r"-?\d+(\.0*)?")
+
+
 def _grade(path: Path, lineno: int, value: str) -> int:
-    if not re.fullmatch(r"-?\d+(\.0*)?", value):
+    if not _INTEGER.fullmatch(value):
         raise _fail(path, lineno, f"relevance {value!r} is not an integer")
     return int(float(value))
 
 
-def load_beir_qrels(path: str | Path) -> Qrels:
-    """``qrels/<split>.tsv`` (``query-id  corpus-id  score``, header optional) → {qid: {docid: grade}}."""
+class _Judgments:
+    """Qrels being read: a (query, document) pair judged twice keeps its higher grade, and the loader says so
+    (trec_eval's readers keep one of them, silently: a pair judged 2 then 0 scored as unjudged)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.qrels, self.lines = path, {}, {}
+        self.conflicts: list[str] = []
+
+    def add(self, qid: str, doc: str, grade: int, lineno: int) -> None:
+        docs = self.qrels.setdefault(qid, {})
+        if doc in docs and docs[doc] != grade:
+            self.conflicts.append(f"{qid} {doc}: {docs[doc]} on line {self.lines[qid, doc]}, {grade} on line {lineno}")
+            if grade < docs[doc]:
+                return
+        docs[doc] = grade
+        self.lines[qid, doc] = lineno
+
+    def done(self, notes: list[str] | None) -> Qrels:
+        if self.conflicts and notes is not None:
+            notes.append(f"{self.path}: {len(self.conflicts)} (query, document) pairs are judged twice with different "
+                         f"grades; the higher grade is kept (e.g. {'; '.join(self.conflicts[:3])})")
+        return self.qrels
+
+
+def _tab_fields(line: str) -> list[str]:
+    """A tab-separated line's fields, trailing empty ones (a tab at the end of the line) dropped."""
+    return line.rstrip("\r\n").rstrip("\t").split("\t")
+
+
+def load_beir_qrels(path: str | Path, notes: list[str] | None = None) -> Qrels:
+    """``qrels/<split>.tsv`` (``query-id  corpus-id  score``, header optional) → {qid: {docid: grade}}.
+
+    ``notes`` hears of pairs judged twice with different grades (the higher one is kept)."""
     path = Path(path)
-    qrels: Qrels = {}
+    judged = _Judgments(path)
     for lineno, line in _lines(path):
         if not line.strip():
             continue
-        parts = line.rstrip("\n").split("\t")
+        parts = _tab_fields(line)
         if len(parts) != 3:
             parts = line.split()
-        if lineno == 1 and parts[:2] == ["query-id", "corpus-id"]:
-            continue
+        if lineno == 1 and len(parts) == 3 and not _INTEGER.fullmatch(parts[2].strip()):
+            continue  # a header line, whatever it calls its columns ("query-id corpus-id score", "qid docid rel")
         if len(parts) != 3:
             raise _fail(path, lineno, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}")
         qid, doc, score = (p.strip() for p in parts)
         if not qid or not doc:
             raise _fail(path, lineno, "empty query-id or corpus-id")
-        qrels.setdefault(qid, {})[doc] = _grade(path, lineno, score)
-    return qrels
+        judged.add(qid, doc, _grade(path, lineno, score), lineno)
+    return judged.done(notes)
 
 
 # --------------------------------------------------------------------------- TREC
@@ -231,10 +292,10 @@ def _tsv_topics(path: Path, lines: list[tuple[int, str]]) -> dict[str, str]:
     return topics
 
 
-def load_trec_qrels(path: str | Path) -> Qrels:
-    """TREC qrels (``qid iter docid rel``) → {qid: {docid: grade}}."""
+def load_trec_qrels(path: str | Path, notes: list[str] | None = None) -> Qrels:
+    """TREC qrels (``qid iter docid rel``) → {qid: {docid: grade}} (``notes``: see ``load_beir_qrels``)."""
     path = Path(path)
-    qrels: Qrels = {}
+    judged = _Judgments(path)
     for lineno, line in _lines(path):
         parts = line.split()
         if not parts:
@@ -242,8 +303,8 @@ def load_trec_qrels(path: str | Path) -> Qrels:
         if len(parts) != 4:
             raise _fail(path, lineno, f"expected 4 columns 'qid iter docid rel', got {len(parts)}")
         qid, _, doc, rel = parts
-        qrels.setdefault(qid, {})[doc] = _grade(path, lineno, rel)
-    return qrels
+        judged.add(qid, doc, _grade(path, lineno, rel), lineno)
+    return judged.done(notes)
 
 
 # --------------------------------------------------------------------------- formats by sniffing
@@ -252,21 +313,19 @@ def load_trec_qrels(path: str | Path) -> Qrels:
 def load_queries(path: str | Path, *, field: str = "title") -> dict[str, str]:
     """Queries of any supported format: BEIR ``queries.jsonl`` or TREC topics."""
     path = Path(path)
-    with _open(path) as fh:
-        head = fh.read(4096).lstrip()
+    head = _head(path, lambda fh: fh.read(4096)).lstrip()
     return load_beir_queries(path) if head.startswith("{") else load_trec_topics(path, field=field)
 
 
-def load_qrels(path: str | Path) -> Qrels:
-    """Qrels of either format: BEIR tsv (3 columns) or TREC (4 columns)."""
+def load_qrels(path: str | Path, notes: list[str] | None = None) -> Qrels:
+    """Qrels of either format: BEIR tsv (3 columns) or TREC (4 columns) (``notes``: see ``load_beir_qrels``)."""
     path = Path(path)
-    with _open(path) as fh:
-        first = next((line for line in fh if line.strip()), "")
+    first = _head(path, lambda fh: next((line for line in fh if line.strip()), ""))
     # Tabs decide when there are any: a BEIR corpus-id may hold spaces ("doc 02"), which a split on
     # whitespace would count as a fourth column and read as TREC (every doc id then wrong, every metric 0).
-    tabbed = first.rstrip("\r\n").split("\t")
+    tabbed = _tab_fields(first)
     columns = len(tabbed) if len(tabbed) > 1 else len(first.split())
-    return load_trec_qrels(path) if columns == 4 else load_beir_qrels(path)
+    return load_trec_qrels(path, notes) if columns == 4 else load_beir_qrels(path, notes)
 
 
 @dataclass
@@ -302,19 +361,26 @@ def load_dataset(
     corpus = next((root / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (root / n).is_file()), None)
     qpath = Path(queries) if queries else root / "queries.jsonl"
     rpath = Path(qrels) if qrels else root / "qrels" / f"{split}.tsv"
+    if qrels and not rpath.is_file():
+        raise DatasetFormatError(f"{rpath}: no such file (given as the qrels)")
     if not rpath.is_file():
         have = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
         raise DatasetFormatError(f"{rpath}: no qrels for split {split!r}" + (f" (splits there: {', '.join(have)})" if have else ""))
     all_queries = load_queries(qpath)
-    judged = load_qrels(rpath)
+    notes: list[str] = []
+    judged = load_qrels(rpath, notes)
     if unmatched := set(judged) - set(all_queries):
         # TREC writes topic 51 as "Number: 051" in one file and "51" in the other, and either may keep the
         # zero: a judged id matches the query whose number is the same, when every unmatched one does, no two
-        # queries share a number, and the judgments merged into one query never disagree.
+        # queries share a number, and the judgments merged into one query never disagree. Numbers only: "0a1"
+        # and "a1" are two names.
+        def number(q: str) -> str:
+            return (q.lstrip("0") or q) if q.isdigit() else q
+
         numbers: dict[str, list[str]] = {}
         for q in all_queries:
-            numbers.setdefault(q.lstrip("0") or q, []).append(q)
-        same = {q: numbers.get(q.lstrip("0") or q, []) for q in unmatched}
+            numbers.setdefault(number(q), []).append(q)
+        same = {q: numbers.get(number(q), []) for q in unmatched}
         if all(len(v) == 1 for v in same.values()):
             merged: Qrels = {}
             agree = True
@@ -331,7 +397,7 @@ def load_dataset(
         # Every metric would be 0 or NaN, found only after indexing the whole corpus.
         raise DatasetFormatError(f"{rpath}: no relevant judgments (no line with a grade above 0) for split {split!r}")
     kept = {q: t for q, t in all_queries.items() if q in judged}
-    return EvalDataset(root.resolve().name, root, corpus, kept, judged, split, len(all_queries) - len(kept))
+    return EvalDataset(root.resolve().name, root, corpus, kept, judged, split, len(all_queries) - len(kept), notes)
 
 
 def default_collection(dataset_name: str, unit: str) -> str:

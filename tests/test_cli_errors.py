@@ -196,6 +196,9 @@ def test_checked_settings_still_know_which_were_given():
     (["eval", "examples/beir-sample", "--set", "candidatez=3"], "--set candidatez: no such setting"),
     (["eval", "examples/beir-sample", "--set", "candidates=abc"], "setting candidates"),
     (["eval", "examples/beir-sample", "--corpus-html", "no-such.tar.gz"], "no such archive or directory"),
+    (["eval", "examples/beir-sample", "--out", "examples"], "--out examples is a directory: give the file to write"),
+    (["eval", "examples/beir-sample", "--run-dir", "README.md"], "--run-dir README.md is a file: give a directory"),
+    (["eval", "examples/beir-sample", "--qrels", "no-such.tsv"], "no-such.tsv: no such file (given as the qrels)"),
 ])
 def test_eval_usage_errors_are_one_line_before_any_flow_starts(argv, fragment, tmp_path):
     """Inside the flow each printed a Prefect traceback and a report saying that indexed rows stay."""

@@ -94,6 +94,56 @@ def test_a_beir_qrels_file_whose_corpus_ids_hold_spaces_is_not_read_as_trec(tmp_
     assert load_qrels(qrels) == {"1": {"CACM-1410": 1}}  # and tab-separated
 
 
+def test_a_pair_judged_twice_with_two_grades_keeps_the_higher_and_the_dataset_says_so(tmp_path):
+    import shutil
+
+    shutil.copytree(BEIR, tmp_path / "d")
+    qrels = tmp_path / "d" / "qrels" / "test.tsv"
+    first = next(line for line in qrels.read_text().splitlines()[1:] if line.strip())
+    qid, doc, grade = first.split("\t")
+    qrels.write_text(qrels.read_text() + f"{qid}\t{doc}\t0\n{qid}\t{doc}\t{grade}\n")  # a 0, then the grade again
+    data = load_dataset(tmp_path / "d")
+    assert data.qrels == load_dataset(BEIR).qrels  # the higher grade, not the last line's
+    assert len(data.notes) == 1 and "judged twice with different grades; the higher grade is kept" in data.notes[0]
+    assert f"{qid} {doc}: {grade} on line 2, 0 on line" in data.notes[0]
+    assert not load_dataset(BEIR).notes
+
+
+def test_qrels_with_a_trailing_tab_or_another_header_are_read_as_beir(tmp_path):
+    qrels = tmp_path / "test.tsv"
+    qrels.write_text("q1\td1\t1\t\nq2\td2\t2\t\n")  # a tab at each line's end: still 3 columns
+    assert load_qrels(qrels) == {"q1": {"d1": 1}, "q2": {"d2": 2}}
+    qrels.write_text("qid\tdocid\trel\nq1\td1\t1\n")  # a header under other names
+    assert load_qrels(qrels) == {"q1": {"d1": 1}}
+
+
+@pytest.mark.parametrize("name", ["queries.jsonl", "qrels/test.tsv"])
+def test_a_dataset_file_that_is_not_utf8_names_its_file_line_and_the_fix(tmp_path, name):
+    import shutil
+
+    shutil.copytree(BEIR, tmp_path / "d")
+    path = tmp_path / "d" / name
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]) + lines[2].replace(b"\t", b"\xe9\t", 1).replace(b'"text": "', b'"text": "\xe9', 1)
+                     + b"".join(lines[3:]))
+    with pytest.raises(DatasetFormatError) as exc:
+        load_dataset(tmp_path / "d")
+    assert f"{path}:3: not UTF-8 (byte 0xe9)" in str(exc.value) and "iconv" in str(exc.value)
+
+
+def test_a_missing_qrels_file_given_by_name_is_said_to_be_missing(tmp_path):
+    with pytest.raises(DatasetFormatError, match="nope.tsv: no such file"):
+        load_dataset(BEIR, qrels=tmp_path / "nope.tsv")
+
+
+def test_ids_that_are_not_numbers_never_merge_by_leading_zeros(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "queries.jsonl").write_text('{"_id": "a1", "text": "x"}\n{"_id": "b2", "text": "y"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("0a1\td1\t1\n")
+    with pytest.raises(DatasetFormatError, match="judged queries are not in"):
+        load_dataset(tmp_path)
+
+
 @pytest.mark.parametrize("name", ["queries.jsonl", "corpus.jsonl", "qrels/test.tsv"])
 def test_a_utf8_byte_order_mark_at_the_start_of_a_dataset_file_is_read_past(tmp_path, name):
     import shutil
@@ -119,7 +169,7 @@ def test_eval_warns_when_relevant_judged_documents_are_not_in_the_collection():
     qrels = {"q1": {"d1": 1, "d9": 0}, "q2": {"d2": 2, "dX": 1}}
     assert unjudgeable(qrels, {"d1", "d2", "dX"}) is None  # d9 is judged not relevant: no matter
     few = unjudgeable(qrels, {"d1", "d2"})
-    assert few.startswith("1 of 3 relevant judged documents are not in the collection (e.g. ['dX'])")
+    assert few.startswith("1 of 3 relevant judged documents are not in the collection, or have no text to index (e.g. ['dX'])")
     assert "check that the qrels" not in few
     assert "check that the qrels' corpus-ids are the corpus's _id values" in unjudgeable(qrels, {"02"})
 
@@ -308,10 +358,14 @@ def test_an_eval_that_fails_writing_its_run_files_leaves_no_tag_behind(prefect_h
                                      '{"_id": "doc 02", "title": "Tides", "text": "The moon raises the tides."}\n')
     (ds / "queries.jsonl").write_text('{"_id": "q1", "text": "what carves valleys"}\n')
     (ds / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tdoc 01\t1\n")
-    with pytest.raises(CorpusSearchError, match="doc 01"):
+    with pytest.raises(CorpusSearchError, match="doc 01") as exc:
         evaluate(str(ds), collection="spaced", db_uri=db_uri, modes="lexical", rerank=False, tag="t1",
-                 run_dir=str(tmp_path / "runs"))
+                 run_dir=str(tmp_path / "runs"), out=str(tmp_path / "metrics.json"))
     assert not any(v.get("tags") for v in list_versions(db_uri, "spaced"))
+    # The metrics are kept (--out), no run file is half there, and the error says both.
+    assert "no run file was written, and the metrics are in" in str(exc.value)
+    assert json.loads((tmp_path / "metrics.json").read_text())["modes"]["lexical"]["ndcg@10"] == 1.0
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_a_collection_doc_id_is_scored_as_the_judged_id_it_names():
