@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 #: Deployment tags the hooks read (flow runs inherit their deployment's tags); ``deployments`` writes them.
@@ -32,7 +33,9 @@ AFTER_FAILURE = {
     "evaluate": "Rows its index step already wrote stay; the next run resumes (only changed articles are "
                 "re-encoded).",
     # the flow writes to the registry once, in its last step: a failed run changed nothing a search uses
-    "train-reranker": "The collection's re-rankers are unchanged: a run registers its model only as its last step.",
+    "train-reranker": "The collection's re-rankers are unchanged: a run registers its model only as its last step. "
+                      "The folder it was writing may remain: `corpus-search rerankers --collection C` lists it, "
+                      "and `--remove ID` deletes it.",
 }
 
 
@@ -76,8 +79,19 @@ def notify_block_of(flow_run: Any) -> str | None:
     return os.environ.get(NOTIFY_ENV) or None
 
 
-def summary(flow: Any, flow_run: Any, state: Any) -> str:
-    """One readable paragraph: what ran, on which collection, how it ended, why, where to look."""
+def _run_name(flow_run: Any) -> str:
+    """The run's name now: a flow renames its run as it starts (``index-<collection>``), and Prefect hands a crash
+    hook the run as it was read before that, under the name it was given first ('sassy-gibbon')."""
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(flow_run.id).name
+    except Exception:  # noqa: BLE001 - a hook never fails: the name it was given
+        return flow_run.name
+
+
+def _collection_of(flow_run: Any) -> str:
     params = dict(getattr(flow_run, "parameters", None) or {})
     collection = params.get("collection")
     if collection is None:
@@ -88,11 +102,21 @@ def summary(flow: Any, flow_run: Any, state: Any) -> str:
         from tasks.datasets import default_collection
 
         collection = default_collection(Path(str(params["dataset"])).resolve().name, params.get("unit") or "paragraph")
-    collection = collection if collection is not None else "?"
-    state_name = getattr(state, "name", None) or str(getattr(state, "type", "FAILED"))
-    state_name = "Cancelled" if state_name == "Cancelling" else state_name  # the hook runs as it ends so
+    return collection if collection is not None else "?"
+
+
+def _state_name(state: Any) -> str:
+    name = getattr(state, "name", None) or str(getattr(state, "type", "FAILED"))
+    return "Cancelled" if name == "Cancelling" else name  # the hook runs as it ends so
+
+
+def summary(flow: Any, flow_run: Any, state: Any) -> str:
+    """One readable paragraph: what ran, on which collection, how it ended, why, where to look."""
+    params = dict(getattr(flow_run, "parameters", None) or {})
+    collection = _collection_of(flow_run)
+    state_name = _state_name(state)
     lines = [
-        f"corpus-search: {flow.name} run {flow_run.name!r} of collection {collection!r} ended {state_name}",
+        f"corpus-search: {flow.name} run {_run_name(flow_run)!r} of collection {collection!r} ended {state_name}",
         f"  error:   {_error_of(state)}",
     ]
     if params.get("dataset"):  # an evaluation run
@@ -178,12 +202,37 @@ def log_failure(flow: Any, flow_run: Any, state: Any) -> None:
     report(flow, flow_run, state)
 
 
+def publish_ended(flow: Any, flow_run: Any, state: Any, text: str) -> None:
+    """An index run that crashed or was cancelled publishes no artifacts of its own, so the UI's latest summary
+    and failures were the previous run's, read as this one's: publish both, saying how it ended."""
+    if flow.name != "index-corpus":
+        return
+    try:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+        from flows.summary import artifact_key
+
+        collection, how = _collection_of(flow_run), _state_name(state)
+        # A crash hook runs in the runner, outside the run: Prefect warns of that, and the artifacts are still made.
+        warnings.filterwarnings("ignore", message="Artifact creation outside of a flow", category=FutureWarning)
+        create_table_artifact(
+            table=[{"metric": "outcome", "value": how.lower()}, {"metric": "flow_run", "value": _run_name(flow_run)}],
+            key=artifact_key("index-summary", collection),
+            description=f"corpus-search index run of collection {collection!r}: ended {how}, its counts unknown")
+        create_markdown_artifact(
+            markdown=f"# {collection}: the index run ended {how}\n\n```\n{text}\n```\n",
+            key=artifact_key("index-failures", collection),
+            description=f"the index run of {collection!r} ended {how}")
+    except Exception as exc:  # noqa: BLE001 - a hook never fails
+        log.warning("could not publish the %s run's artifacts: %s: %s", _state_name(state), type(exc).__name__, exc)
+
+
 def log_crash(flow: Any, flow_run: Any, state: Any) -> None:
     """``on_crashed`` hook: the process died or was interrupted; the run is Crashed."""
-    report(flow, flow_run, state)
+    publish_ended(flow, flow_run, state, report(flow, flow_run, state))
 
 
 def log_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
     """``on_cancellation`` hook: the run was cancelled (from the UI, or by a ``serve`` that shut down while it
     ran): it stopped part-way, so it is reported as a failure is, not left as a Cancelled state alone."""
-    report(flow, flow_run, state)
+    publish_ended(flow, flow_run, state, report(flow, flow_run, state))

@@ -423,6 +423,8 @@ def train_reranker(
     train_ex, dev_ex = training_examples(db_uri, collection, judgments, split, seed, n_pseudo)
     model_id, claimed = claim_model_dir(db_uri, collection, signal, out)
     out_dir = str(claimed if not out else Path(out))
+    # Said now: a run cancelled or killed from here on may leave this folder (`rerankers --remove` deletes it).
+    log.info("training re-ranker %s into %s", model_id, out_dir)
     depth = dev_depth or DEV_DEPTH
     try:  # from the claim on: whatever ends the run gives it back (below)
         devset = dev_candidates(db_uri, collection, dev_ex, depth)

@@ -453,7 +453,7 @@ def test_a_failed_evaluation_run_is_reported_by_the_same_failure_hook(prefect_ha
     assert f"dataset: {missing}" in summary and "DatasetFormatError" in summary
 
 
-def test_the_crash_hook_reports_a_crashed_run_and_survives_a_missing_block(prefect_harness, caplog):
+def test_the_crash_hook_reports_a_crashed_run_and_survives_a_missing_block(prefect_harness, caplog, capfd):
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
@@ -468,12 +468,19 @@ def test_the_crash_hook_reports_a_crashed_run_and_survives_a_missing_block(prefe
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
     run = run.model_copy(update={"tags": ["notify:custom-webhook/no-such-block"]})
+    with get_client(sync_client=True) as client:  # the flow renames its run once started; the hook's copy is older
+        client.update_flow_run(run.id, name="index-crashy")
     with caplog.at_level(logging.INFO):
         log_crash(fake, run, Crashed(message="Flow run process exited with code -9 (SIGKILL)"))
-    text = caplog.text
-    assert "collection 'crashy' ended Crashed" in text and "exited with code -9" in text
+    text = caplog.text + capfd.readouterr().err  # the run's logger: caught by caplog, or on stderr once Prefect set it up
+    assert "run 'index-crashy' of collection 'crashy' ended Crashed" in text and "exited with code -9" in text
     assert "sources: a, b, c and 1 more" in text
     assert "could not send the failure notice through block 'custom-webhook/no-such-block'" in text
+    # The UI's latest summary and failures say so: they were the previous run's, read as this one's.
+    with get_client(sync_client=True) as client:
+        latest = {a.key: a for a in client.read_latest_artifacts() if a.key.endswith("-crashy")}
+    assert "ended Crashed" in latest["index-failures-crashy"].data
+    assert "crashed" in str(latest["index-summary-crashy"].data)
 
 
 def test_a_run_cancelled_by_a_shutting_down_serve_is_reported_as_a_failure_is(prefect_harness, caplog, capfd):
