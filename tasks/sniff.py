@@ -72,6 +72,10 @@ def binary_signature(raw: bytes, *, wide: bool = False) -> str | None:
     wide = wide or head.startswith(_WIDE_BOMS)  # utf-16/32 text is full of NULs, legitimately
     if not wide and b"\x00" in head:
         return "NUL bytes"
+    if not wide and (tail := len(raw) - SNIFF_BYTES) > 0 and raw.count(b"\x00", SNIFF_BYTES) > max(8, tail // 1000):
+        # Text with binary data after it (a log with a core dump appended, two files concatenated): random bytes
+        # are 0.4 % NUL. A few stray NULs in a long text are a glitch, not binary. (C-speed: 1 ms for 10 MB.)
+        return f"NUL bytes after the first {SNIFF_BYTES // 1024} KB (binary data after the text?)"
     return None
 
 

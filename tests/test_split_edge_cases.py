@@ -341,3 +341,18 @@ def _fingerprint_parts(article, opts) -> list[str]:
     finally:
         split.stable_hash = real
     return seen
+
+
+def test_a_text_file_with_binary_data_after_its_first_8_kb_is_binary_and_stray_nuls_are_not(tmp_path):
+    import random
+
+    from tasks.fetch import read_local_file
+
+    text = ("Glaciers form where more snow falls each winter than melts in summer.\n\n" * 200).encode()  # 14 KB
+    tail = random.Random(0).randbytes(20_000)  # a core dump, a zip: random bytes are 0.4 % NUL
+    (tmp_path / "log.txt").write_bytes(text + tail)
+    failure = read_local_file(tmp_path / "log.txt", doc_id="log.txt", source=str(tmp_path / "log.txt"))
+    assert not isinstance(failure, Article) and "NUL bytes after the first 8 KB" in failure.error
+    (tmp_path / "glitch.txt").write_bytes(text + b"\x00" * 3 + text)  # three stray NULs in 28 KB of text
+    article = read_local_file(tmp_path / "glitch.txt", doc_id="glitch.txt", source=str(tmp_path / "glitch.txt"))
+    assert isinstance(article, Article)
