@@ -104,3 +104,31 @@ def test_encode_slices_tile_the_batch_near_equally_and_start_on_the_encoders_ste
     # Every cut on a step: each slice makes the encoder batches one process makes, so the vectors are equal.
     assert all(lo % step == 0 or lo == hi == n for lo, hi in bounds)
     assert all(hi - lo <= n / parts + step for lo, hi in bounds)  # and no slice more than a step over its share
+
+
+def test_a_batch_that_deletes_thousands_of_paragraphs_is_one_version_so_no_reader_sees_old_beside_new(tmp_path):
+    """Deletions past 1,000 ids were committed in chunks after the merge: the versions between held a changed
+    article's old paragraphs beside its new ones, and readers saw both."""
+    import lancedb
+    import numpy as np
+    import pyarrow as pa
+
+    from query.schema import IndexMetadata
+    from tasks import store
+    from tasks.records import Paragraph
+
+    def paragraphs(doc: str, n: int, gen: int) -> list[Paragraph]:
+        return [Paragraph(id=f"{doc}-{gen}-{i}", doc_id=doc, source="s", title="t", position=i, text=f"{doc} {gen} {i}",
+                          encoded=f"{doc} {gen} {i}", content_hash=f"h{doc}-{gen}-{i}", origin="o") for i in range(n)]
+
+    db = lancedb.connect(str(tmp_path / "db"))
+    table = store.open_paragraph_table(db, "c", IndexMetadata(encoder="e", dim=4, normalized=True, encode_title=True))
+    old = [p for d in range(3) for p in paragraphs(f"d{d}", 900, 0)]  # 2,700 rows
+    store.apply_batch(table, store.BatchPlan(new=old), np.ones((len(old), 4), np.float32), 4)
+    new = [p for d in range(3) for p in paragraphs(f"d{d}", 5, 1)]  # every article rewritten
+    plan = store.plan_batch(new, store.existing_rows(table, "o", ["d0", "d1", "d2"]), ["d0", "d1", "d2"])
+    assert len(plan.deleted_ids) == 2700 and len(plan.new) == 15
+    before = table.version
+    store.apply_batch(table, plan, np.ones((15, 4), np.float32), 4)
+    assert table.version == before + 1 and table.count_rows() == 15
+    assert pa.compute.min(table.to_arrow()["id"]).as_py().endswith("-1-0")  # no generation-0 row left
