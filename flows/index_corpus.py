@@ -53,7 +53,7 @@ from tasks.fetch import (
     open_text,
 )
 from tasks.lock import writer_lock
-from tasks.store import storage_exhausted
+from tasks.store import DatabaseWriteError, database_io_error, storage_exhausted
 from tasks.records import ArticleState, article_key
 from tasks.text import READ_ERRORS
 from tasks.urls import without_credentials
@@ -226,7 +226,7 @@ def index_corpus(
 
     runner = task_runner(settings)  # a bad --dask-address fails here, before anything is written
     with writer_lock(settings.db_uri, collection), api_for_workers(runner, settings.dask_address), (runner or contextlib.nullcontext()), \
-            _published_if_aborted(summary, collection, logger, started):
+            _published_if_aborted(summary, settings, logger, started):
         shards = Shards(settings, runner)
         logger.info("index run: %s, %d batches in flight", shards.where, shards.depth)
         states = stages.load_states(settings)
@@ -264,30 +264,36 @@ def index_corpus(
                                       "index_records by a hash of its text: give each record its own 'id')")
             seen.update(prepared.keys)
             split = prepared.split
-            if split.remember_max_tokens:
-                stages.remember_max_tokens(split.remember_max_tokens, settings)
-            if split.restamp:
-                stages.restamp_files(quote(split.restamp), settings)
+            with _database_writes(settings):
+                if split.remember_max_tokens:
+                    stages.remember_max_tokens(split.remember_max_tokens, settings)
+                if split.restamp:
+                    stages.restamp_files(quote(split.restamp), settings)
             summary.tally("undated", [f"{doc} ({raw[:80]})" for doc, raw in split.undated])
             summary.tally("empty", split.empty)
             summary.tally("error_page", split.error_pages)
             summary.tally("not_utf8", prepared.not_utf8)
+            summary.tally("gone", prepared.gone)
             if split.changed:
                 plan = prepared.plan
-                stages.write_batch(quote(plan), quote(encoded.vectors), quote(split.changed), settings, encoded.meta)
+                with _database_writes(settings):
+                    stages.write_batch(quote(plan), quote(encoded.vectors), quote(split.changed), settings, encoded.meta)
                 summary.articles_fetched += len(split.changed)
-                summary.paragraphs_encoded += len(plan.new)
+                encoded_n = len(plan.new) - plan.reused
+                summary.paragraphs_added += len(plan.new)
+                summary.paragraphs_encoded += encoded_n
+                summary.paragraphs_reused += plan.reused
                 summary.paragraphs_moved += len(plan.moved)
                 summary.paragraphs_deleted += len(plan.deleted_ids)
                 summary.encode_seconds += encoded.seconds
                 logger.info(
-                    "batch: %d articles changed, %d paragraphs encoded (%.0f/s), %d moved, %d deleted",
-                    len(split.changed), len(plan.new), len(plan.new) / encoded.seconds if encoded.seconds else 0,
-                    len(plan.moved), len(plan.deleted_ids),
+                    "batch: %d articles changed, %d paragraphs encoded (%.0f/s), %d reused, %d moved, %d deleted",
+                    len(split.changed), encoded_n, encoded_n / encoded.seconds if encoded.seconds else 0,
+                    plan.reused, len(plan.moved), len(plan.deleted_ids),
                 )
                 if bar is not None and shards.remote:  # in this process, the encode shard moves the bar itself
-                    bar.planned(len(plan.new))
-                    bar.encoded(len(plan.new))
+                    bar.planned(encoded_n)
+                    bar.encoded(encoded_n)
             summary.articles_unchanged += prepared.unchanged
             for doc, err in prepared.failed:
                 summary.fail(doc, err)
@@ -299,9 +305,9 @@ def index_corpus(
             try:
                 work()
                 return True
-            except (DatabaseLocationError, ModelUnavailableError):
+            except (DatabaseLocationError, ModelUnavailableError, DatabaseWriteError):
                 # No batch of this run can be right (a Dask worker that cannot see the database, or load the
-                # model, fails its share of every run): stop it, with the fix.
+                # model, fails its share of every run; a database that refuses writes): stop it, with the fix.
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the run
                 if storage_exhausted(exc):  # a full disk is no article's failure: every later batch would fail too
@@ -372,8 +378,8 @@ def index_corpus(
                     if files:
                         launch(window, seen, spec, unit, files)
                 complete = drain(window, seen) and complete
-            except DatabaseLocationError:
-                raise  # the database's, not the source's (an OSError too)
+            except (DatabaseLocationError, DatabaseWriteError):
+                raise  # the database's, not the source's
             except READ_ERRORS as exc:  # unreadable root, or a dump that breaks mid-stream (a truncated .gz)
                 if storage_exhausted(exc):  # a batch's write on a full disk, re-raised by guarded: no read error
                     raise
@@ -429,12 +435,20 @@ def index_corpus(
                 v.rows = stages.count_vanished_rows(v.origin, quote(v.doc_ids), settings)
             unconfirmed = sum(v.rows for v in vanished if not v.confirmed)
             limit = settings.max_delete_fraction * rows_before
+            kept = 0
+            if unconfirmed > limit and not allow_mass_delete:
+                # A renamed or moved folder: its text is indexed under the new names now, so deleting the old
+                # rows loses nothing, and the guard against losing text has nothing to guard.
+                kept = sum(k for v, k in zip(vanished, stages.count_text_kept(
+                    [(v.origin, v.doc_ids) for v in vanished], settings), strict=True) if not v.confirmed)
+                unconfirmed -= kept
             if unconfirmed > limit and not allow_mass_delete:
                 share = unconfirmed / rows_before if rows_before else 1.0
+                elsewhere = f" (not counting {kept} whose text stays indexed under another name)" if kept else ""
                 summary.fail(
                     collection,
                     f"this run would delete {unconfirmed} of {rows_before} rows ({share:.0%}) of articles that "
-                    f"vanished from their sources, more than CORPUS_SEARCH_MAX_DELETE_FRACTION="
+                    f"vanished from their sources{elsewhere}, more than CORPUS_SEARCH_MAX_DELETE_FRACTION="
                     f"{settings.max_delete_fraction:g}; nothing was deleted. If that is intended, rerun with "
                     "--allow-mass-delete (allow_mass_delete=True).",
                     article=False,
@@ -458,13 +472,18 @@ def index_corpus(
 
 
 @contextlib.contextmanager
-def _published_if_aborted(summary: IndexSummary, collection: str, logger, started: float):
+def _published_if_aborted(summary: IndexSummary, settings, logger, started: float):
     """On an exception that ends the run (a full disk, a lost connection), log and publish what it did so far
     before the exception fails it: its failures and partial summary were lost, though rows had been written."""
     try:
         yield
     except Exception as exc:
-        summary.seconds = time.perf_counter() - started
+        collection = settings.collection
+        summary.seconds, summary.stopped = time.perf_counter() - started, True
+        try:  # the artifact's rows must not read 0 (a wiped collection) when the run never counted them
+            summary.rows = stages.count_rows(settings)
+        except Exception:  # noqa: BLE001 - the database may be what failed
+            summary.rows = None
         # A run-level failure, so that the artifacts (the UI's latest) do not read as a clean run's.
         summary.fail(collection, f"the run stopped early ({type(exc).__name__}: {exc}): what it wrote stays, and the "
                      "next run resumes", article=False)
@@ -473,6 +492,24 @@ def _published_if_aborted(summary: IndexSummary, collection: str, logger, starte
         except Exception:  # noqa: BLE001 - never mask the run's own error
             logger.exception("could not publish the stopped run's summary")
         raise
+
+
+@contextlib.contextmanager
+def _database_writes(settings):
+    """Writes of the collection's tables: a storage error there (permission denied, an I/O error) is the
+    database's, raised as ``DatabaseWriteError`` so that the run stops, instead of failing each article of
+    every later batch. A full disk stays what it is (``storage_exhausted``: its own message)."""
+    try:
+        yield
+    except DatabaseWriteError:
+        raise
+    except Exception as exc:
+        if storage_exhausted(exc) or not database_io_error(exc):
+            raise
+        raise DatabaseWriteError(
+            f"cannot write collection {settings.collection!r} in {printable(settings.db_uri)!r}: {type(exc).__name__}: "
+            f"{exc}. Check that this user may write the database's files (or the object store's credentials); "
+            "what earlier batches wrote stays, and the next run resumes") from exc
 
 
 def _report(summary: IndexSummary, collection: str, logger) -> dict | State:

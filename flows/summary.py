@@ -15,13 +15,13 @@ from typing import Literal
 from query.errors import CorpusSearchError
 from tasks.records import printable
 
-Outcome = Literal["ok", "partial", "failed"]
+Outcome = Literal["ok", "partial", "failed", "stopped"]
 
-#: Exit codes of ``corpus-search index`` (documented in its --help and the README).
-EXIT_CODES: dict[Outcome, int] = {"ok": 0, "partial": 3, "failed": 4}
 #: A run stopped part-way by an error of what it runs on (an object store gone away, a Dask scheduler that
 #: died, a commit conflict): what it wrote stays, and a rerun resumes.
 EXIT_STOPPED = 5
+#: Exit codes of ``corpus-search index`` (documented in its --help and the README).
+EXIT_CODES: dict[Outcome, int] = {"ok": 0, "partial": 3, "failed": 4, "stopped": EXIT_STOPPED}
 EXIT_HELP = (
     "exit codes: 0 every source was indexed; 3 some sources or articles failed and the rest were written; "
     "4 nothing could be indexed (the Prefect run ends Failed); 5 the run stopped part-way on an error of its "
@@ -40,6 +40,7 @@ JSON_KEYS = (
     "paragraphs_moved",
     "paragraphs_deleted",
     "paragraphs_encoded",
+    "paragraphs_reused",
     "rows",
     "seconds",
 )
@@ -56,6 +57,8 @@ NOTICES = {
     "error_page": "look like a server's error or sign-in page, not an article, e.g. {examples}: they are indexed as "
                   "they are (new pages; an indexed page that turns into one keeps its rows). Check that they are "
                   "public, or index the pages they stand for",
+    "gone": "were removed while the run read their folder, e.g. {examples}: nothing was indexed from them, and "
+            "rows indexed from them before stay until a run no longer finds them",
     "not_utf8": "of a dump held bytes that are not UTF-8, e.g. {examples}: they are indexed with U+FFFD (�) in "
                 "their place. Convert the dump to UTF-8 (e.g. iconv -f cp1252 -t utf-8) and index it again",
 }
@@ -68,10 +71,14 @@ class IndexSummary:
     articles_unchanged: int = 0
     articles_failed: int = 0
     articles_deleted: int = 0
+    #: New paragraphs written: each one ``encoded``, or ``reused`` (its vector copied from a row of the
+    #: collection with the same encoded text: a renamed or moved file, a paragraph repeated elsewhere).
+    paragraphs_added: int = 0
     paragraphs_moved: int = 0
     paragraphs_deleted: int = 0
     paragraphs_encoded: int = 0
-    rows: int = 0
+    paragraphs_reused: int = 0
+    rows: int | None = 0  # None: a stopped run that could not count them
     seconds: float = 0.0
     encode_seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (doc_id, error)
@@ -79,20 +86,13 @@ class IndexSummary:
     notices: list[str] = field(default_factory=list)
     # Articles counted for a notice, by kind (see NOTICES): how many, and a few of them as examples.
     tallies: dict[str, tuple[int, list[str]]] = field(default_factory=dict, repr=False)
-
-    @property
-    def paragraphs_added(self) -> int:
-        """New paragraphs written: an alias of ``paragraphs_encoded``, kept because scripts read the key.
-
-        Every new paragraph is encoded and nothing else is (moved and unchanged ones keep their
-        vectors), so the two counts are one number with one source.
-        """
-        return self.paragraphs_encoded
+    #: The run was stopped part-way by an error of the database or the machine (its counts are what it did so far).
+    stopped: bool = field(default=False, repr=False)
 
     @classmethod
     def from_result(cls, result: dict) -> IndexSummary:
         """The summary back from :meth:`result` (what the flow returns), e.g. to print it as text."""
-        fields = {k: result[k] for k in JSON_KEYS if k != "paragraphs_added"}
+        fields = {k: result[k] for k in JSON_KEYS if k in result}  # a run recorded before a key was added lacks it
         return cls(**fields, encode_seconds=result["encode_seconds"],
                    failures=[(f["doc_id"], f["error"]) for f in result["failures"]],
                    notices=list(result.get("notices", [])))
@@ -104,7 +104,10 @@ class IndexSummary:
 
     @property
     def outcome(self) -> Outcome:
-        """ok: nothing failed; partial: something failed and the rest was written; failed: nothing indexed."""
+        """ok: nothing failed; partial: something failed and the rest was written; failed: nothing indexed;
+        stopped: an error of the database or the machine ended the run part-way."""
+        if self.stopped:
+            return "stopped"
         if not self.failures and not self.articles_failed:
             return "ok"
         if self.articles_fetched + self.articles_unchanged == 0:
@@ -120,7 +123,6 @@ class IndexSummary:
     def to_json(self) -> dict:
         data = asdict(self)
         data["seconds"] = round(self.seconds, 3)
-        data["paragraphs_added"] = self.paragraphs_added
         return {k: data[k] for k in JSON_KEYS}
 
     def result(self) -> dict:
@@ -146,11 +148,12 @@ class IndexSummary:
 
     def to_text(self) -> str:
         return (
-            f"collection {self.collection}: {self.rows} rows\n"
+            f"collection {self.collection}: {'an unknown number of' if self.rows is None else self.rows} rows\n"
             f"articles:   {self.articles_fetched} fetched / {self.articles_unchanged} unchanged / "
             f"{self.articles_failed} failed / {self.articles_deleted} deleted\n"
             f"paragraphs: {self.paragraphs_added} added / {self.paragraphs_moved} moved / "
-            f"{self.paragraphs_deleted} deleted / {self.paragraphs_encoded} re-encoded\n"
+            f"{self.paragraphs_deleted} deleted / {self.paragraphs_encoded} re-encoded"
+            + (f" / {self.paragraphs_reused} vectors reused" if self.paragraphs_reused else "") + "\n"
             f"time:       {self.seconds:.1f} s wall, {self.encode_rate:.1f} paragraphs/s encoding"
             + "".join(f"\nfailed: {doc}: {err}" for doc, err in self.failures[:20])
             + (f"\n... and {len(self.failures) - 20} more failures" if len(self.failures) > 20 else "")
@@ -158,7 +161,8 @@ class IndexSummary:
         )
 
     def artifact_rows(self) -> list[dict]:
-        rows = [{"metric": k, "value": v} for k, v in self.to_json().items()]
+        rows = [{"metric": "outcome", "value": self.outcome}]
+        rows += [{"metric": k, "value": v} for k, v in self.to_json().items()]
         rows.append({"metric": "paragraphs_per_second_encoding", "value": round(self.encode_rate, 1)})
         return rows
 

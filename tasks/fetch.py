@@ -276,6 +276,15 @@ def list_directory(root: Path, *, follow_symlinks: bool | None = None,
 _GONE = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP}
 
 
+def vanished(path: Path) -> bool:
+    """Whether nothing is at ``path`` any more (removed, or a link that now leads nowhere)."""
+    try:
+        path.stat()
+    except OSError as exc:
+        return exc.errno in _GONE
+    return False
+
+
 def _note(unreadable: list[str] | None, rel: Path) -> None:
     if unreadable is not None:
         unreadable.append(rel.as_posix())

@@ -110,6 +110,9 @@ class NotModified(_Keyed):
 
     doc_id: str
     source: str
+    #: A file listed, then removed before it was read (an editor's temporary file, a sync in progress): no
+    #: failure and nothing to index; its rows, if any, stay until a run no longer lists it.
+    gone: bool = False
 
 
 @dataclass(frozen=True)

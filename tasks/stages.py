@@ -32,6 +32,7 @@ from tasks.fetch import (
     fetch_urls,
     parse_dump_lines,
     read_local_file,
+    vanished,
 )
 from tasks.records import (
     Article,
@@ -178,6 +179,11 @@ def read_files(spec: SourceSpec, units: list[FileUnit], stamps: dict[str, str], 
             out.append(NotModified(unit.doc_id, unit.origin))
             continue
         outcome = read_local_file(path, doc_id=unit.doc_id, source=unit.source, max_bytes=cap, origin=unit.origin)
+        if isinstance(outcome, FetchFailure) and spec.kind == "directory" and vanished(path) and not vanished(root):
+            # Removed since the folder was listed: gone, not broken (a cron job must not hear "failed" for
+            # an editor's temporary file). A file given by name is a source, and a root that went away an
+            # unmounted disk: their absence stays a failure.
+            outcome = NotModified(unit.doc_id, unit.origin, gone=True)
         if isinstance(outcome, Article):
             outcome.file_stamp = stamp
         out.append(outcome)
@@ -378,7 +384,8 @@ def counting_tokenizer(settings: Settings):
 
 
 def plan_paragraphs(paragraphs: list[Paragraph], changed: list[dict], settings: Settings) -> store.BatchPlan:
-    """Which paragraphs are new (to encode), moved (update position only) or vanished (delete).
+    """Which paragraphs are new (to insert: encoded, or their vector copied), moved (update position only)
+    or vanished (delete).
 
     Reads the table (when there is one) and writes nothing: every paragraph of a new collection is new.
     """
@@ -386,6 +393,7 @@ def plan_paragraphs(paragraphs: list[Paragraph], changed: list[dict], settings: 
     plan = store.BatchPlan()
     if table is None:
         plan.new = list(paragraphs)
+        plan.settle({})
         return plan
     by_origin: dict[str, list[str]] = {}
     for row in changed:
@@ -397,6 +405,8 @@ def plan_paragraphs(paragraphs: list[Paragraph], changed: list[dict], settings: 
         plan.moved += part.moved
         plan.deleted_ids += part.deleted_ids
         plan.unchanged += part.unchanged
+    # A renamed or moved file, or a paragraph another article holds too: its vector is in the table already.
+    plan.settle(store.vectors_by_content(table, (p.content_hash for p in plan.new)))
     return plan
 
 
@@ -434,13 +444,15 @@ class PreparedBatch:
         self.saw_articles_table = False
         #: Doc ids of dump records read with U+FFFD for bytes that were not UTF-8.
         self.not_utf8: list[str] = []
+        #: Doc ids of files removed between the folder's listing and their reading.
+        self.gone: list[str] = []
         self.split = SplitResult()
         self.plan = store.BatchPlan()
 
     @property
     def texts(self) -> list[str]:
-        """What the encode shard encodes: the new paragraphs' texts."""
-        return [p.encoded for p in self.plan.new]
+        """What the encode shard encodes: the texts of the new paragraphs whose vectors are not copied."""
+        return [p.encoded for p in self.plan.to_encode()]
 
     def release(self) -> None:
         """Drop the paragraphs once the batch is written (see ``release_batch``)."""
@@ -554,6 +566,8 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
         out.keys.append(o.key)
         if isinstance(o, FetchFailure):
             out.failed.append((o.doc_id, o.error))
+        elif isinstance(o, NotModified) and o.gone:
+            out.gone.append(o.doc_id)
         elif isinstance(o, NotModified):
             out.unchanged += 1
         else:
@@ -588,6 +602,8 @@ def encode_prepared(prepared: PreparedBatch, settings: Settings, part: int = 0, 
     if not prepared.split.changed:
         return Encoded(np.empty((0, 0), dtype=np.float32), 0.0, None)
     texts = prepared.texts
+    if not texts:  # every new paragraph's vector is copied (a renamed file): no model call
+        return Encoded(np.empty((0, 0), dtype=np.float32), 0.0, None)
     if parts > 1:
         lo, hi = slice_bounds(len(texts), part, parts, encode_step(settings.batch_size, settings.encode_chunk_size))
         texts = texts[lo:hi]
@@ -618,8 +634,13 @@ def write_batch(plan: store.BatchPlan, vectors: np.ndarray, changed: list[dict],
                 meta: IndexMetadata | None = None) -> None:
     """Apply one batch: one merge_insert for the paragraphs, then remember the articles' state.
 
-    ``meta``: the encoder's metadata as the encode shard reported it (else the encoder is loaded here).
+    ``meta``: the encoder's metadata as the encode shard reported it. None when it encoded nothing (every
+    vector copied, or only moved rows): then the table's own metadata, under the settings' ``encode_title``,
+    so that such a batch loads no model (an empty collection's table is made from the encoder, loaded here).
     """
+    if meta is None and (table := existing_table(settings)) is not None:  # its encoder checked against the settings
+        meta = replace(IndexMetadata.from_schema(table.schema, table=settings.collection),
+                       encode_title=settings.encode_title)
     table = paragraph_table(settings, meta)
     store.apply_batch(table, plan, vectors, table.schema.field("vector").type.list_size)
     store.upsert_article_states(store.open_articles_table(_db(settings), settings.collection), changed)
@@ -652,6 +673,14 @@ def count_vanished_rows(origin: str, doc_ids: list[str], settings: Settings) -> 
     """How many rows deleting these vanished articles would remove (checked before deleting anything)."""
     table = existing_table(settings)
     return store.count_article_rows(table, origin, doc_ids) if table is not None else 0
+
+
+@stage(name="count-rows-kept")
+def count_text_kept(groups: list[tuple[str, list[str]]], settings: Settings) -> list[int]:
+    """Per group of vanished articles: their rows whose text other rows of the collection still hold
+    (see ``store.rows_whose_text_stays``)."""
+    table = existing_table(settings)
+    return store.rows_whose_text_stays(table, groups) if table is not None else [0] * len(groups)
 
 
 @stage(name="count-rows")

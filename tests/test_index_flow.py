@@ -67,6 +67,62 @@ def test_editing_a_page_reencodes_only_its_new_paragraphs_and_moves_the_rest(run
     assert after[PARIS[1]] == (before[PARIS[1]][0], 2)
 
 
+def _vectors(db_uri: str) -> dict[tuple[str, str], list[float]]:
+    t = lancedb.connect(db_uri).open_table("test")
+    return {(r["doc_id"], r["text"]): r["vector"] for r in t.search().limit(None).to_list()}
+
+
+def test_a_renamed_or_moved_file_copies_its_stored_vectors_and_encodes_nothing(run_index, db_uri, tmp_path):
+    notes = tmp_path / "notes"
+    (notes / "old").mkdir(parents=True)
+    (notes / "old" / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
+    (notes / "paris.md").write_text("# Paris\n\n" + "\n\n".join(PARIS))
+    run_index([notes])
+    before = _vectors(db_uri)
+    (notes / "old").rename(notes / "new")  # a folder renamed
+    (notes / "paris.md").rename(notes / "france.md")  # a file renamed
+    summary = run_index([notes])
+    assert summary["paragraphs_added"] == 5 and summary["paragraphs_reused"] == 5
+    assert summary["paragraphs_encoded"] == 0 and summary["encode_seconds"] == 0
+    assert summary["articles_deleted"] == 2 and summary["rows"] == 5
+    after = _vectors(db_uri)
+    assert {d for d, _ in after} == {"new/glacier.md", "france.md"}
+    for (doc, text), vector in after.items():
+        old_doc = {"new/glacier.md": "old/glacier.md", "france.md": "paris.md"}[doc]
+        assert vector == before[(old_doc, text)]  # the very vector, copied
+
+
+def test_the_mass_delete_guard_counts_only_rows_whose_text_is_indexed_nowhere_else(run_index, db_uri, tmp_path):
+    notes = tmp_path / "notes"
+    (notes / "old").mkdir(parents=True)
+    (notes / "old" / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
+    (notes / "paris.md").write_text("# Paris\n\n" + "\n\n".join(PARIS))
+    run_index([notes])
+    (notes / "old").rename(notes / "new")  # 2 rows: their text is indexed again, under the new name
+    (notes / "paris.md").unlink()  # 3 of 5 rows gone for good: over the 50 % limit
+    summary = run_index([notes])
+    [(_, error)] = [(f["doc_id"], f["error"]) for f in summary["failures"]]
+    assert "would delete 3 of 5 rows (60%)" in error and "not counting 2 whose text stays indexed" in error
+    assert summary["articles_deleted"] == 0 and summary["rows"] == 7  # nothing deleted: the new rows are added
+
+
+def test_a_paragraph_two_files_share_is_encoded_once_and_both_rows_get_its_vector(run_index, db_uri, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    # The same title (a title is encoded with each paragraph) and the same first paragraph.
+    (notes / "a.md").write_text("\n\n".join(["# Notes", GLACIER[0], PARIS[0]]))
+    (notes / "b.md").write_text("\n\n".join(["# Notes", GLACIER[0], PARIS[1]]))
+    first = run_index([notes])
+    assert first["paragraphs_added"] == 4 and first["paragraphs_encoded"] == 3 and first["paragraphs_reused"] == 1
+    vectors = _vectors(db_uri)
+    assert vectors[("a.md", GLACIER[0])] == vectors[("b.md", GLACIER[0])]
+    # A new file later: its paragraph that the collection holds is copied; the new one alone is encoded.
+    (notes / "c.md").write_text("\n\n".join(["# Notes", PARIS[1], PARIS[2]]))
+    second = run_index([notes])
+    assert second["paragraphs_added"] == 2 and second["paragraphs_encoded"] == 1 and second["paragraphs_reused"] == 1
+    assert _vectors(db_uri)[("c.md", PARIS[1])] == vectors[("b.md", PARIS[1])]
+
+
 def test_a_page_split_under_other_settings_is_fetched_whole_once_though_its_server_would_answer_304(
         run_index, site, db_uri):
     """A 304 skips the split: conditional requests for pages split otherwise left them with the old paragraphs."""
@@ -550,6 +606,57 @@ def test_a_full_disk_stops_the_run_with_exit_5_instead_of_failing_every_article_
     assert "cannot read source" not in capsys.readouterr().err
     monkeypatch.undo()
     assert main(["index", str(notes), "--collection", "test", "--db", db_uri]) == 0 and len(table_rows(db_uri)) == 6
+
+
+def test_a_database_that_refuses_writes_stops_the_run_and_a_value_it_refuses_fails_only_that_batch(
+        prefect_harness, db_uri, tmp_path, monkeypatch, capsys):
+    """Permission denied on the table's files failed each batch's articles, unchanged ones included: a nightly
+    run ended Completed (exit 3) while writing nothing, or blamed every article."""
+    from corpus_search.cli import main
+    from tasks import stages
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(6):
+        (notes / f"n{i}.md").write_text(f"# Note {i}\n\nThe cello number {i} has four strings tuned in perfect fifths.")
+    real, calls = stages.write_batch, []
+
+    def refused(error):
+        def write(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > 1:  # what lance raised when the table's folder could not be written (chattr +i)
+                raise RuntimeError(error)
+            return real(*args, **kwargs)
+        return write
+
+    denied = ('lance error: LanceError(IO): Operation not permitted (os error 1) at path "db/test.lance/data/.tmp1", '
+              "rust/lance-io/src/object_store.rs:42")
+    monkeypatch.setattr(stages, "write_batch", refused(denied))
+    code = main(["index", str(notes), "--collection", "test", "--db", db_uri, "--batch-articles", "2"])
+    err = capsys.readouterr().err
+    assert code == 5 and "DatabaseWriteError: cannot write collection 'test'" in err and "may write the database" in err
+    assert "failed: n" not in err  # no article was blamed
+    assert len(table_rows(db_uri)) == 2  # the first batch's rows stay
+    # The UI's latest summary says the run stopped, and counts the rows there are (it read 0: a wiped collection).
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def latest():
+        async with get_client() as client:
+            return [a for a in await client.read_latest_artifacts() if a.key == "index-summary-test"]
+
+    [artifact] = asyncio.run(latest())
+    rows = {r["metric"]: r["value"] for r in (json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data)}
+    assert rows["outcome"] == "stopped" and rows["rows"] == 2
+    calls.clear()
+    monkeypatch.setattr(stages, "write_batch", refused("lance error: Invalid user input: a value the table refuses"))
+    for p in notes.iterdir():
+        p.write_text(p.read_text() + "\n\nA second paragraph, so that every note changed since the last run.")
+    code = main(["index", str(notes), "--collection", "test", "--db", db_uri, "--batch-articles", "2"])
+    assert code == 3  # the batches the table refused are their articles' failures; the first batch was written
+    monkeypatch.undo()
+    assert main(["index", str(notes), "--collection", "test", "--db", db_uri]) == 0
 
 
 def test_a_worker_that_cannot_load_the_model_stops_the_run_with_the_fix_not_one_batch_after_another(

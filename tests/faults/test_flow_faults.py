@@ -206,6 +206,31 @@ def test_a_batch_that_raises_keeps_the_rows_it_had(run_index, db_uri, tmp_path, 
     assert len(ids(db_uri)) == 8  # a failed read is never a deletion
 
 
+def test_a_file_removed_between_listing_and_reading_is_no_failure_and_keeps_its_rows_until_it_is_missed(
+        run_index, db_uri, tmp_path, monkeypatch):
+    import tasks.stages as stages
+
+    notes = write_notes(tmp_path / "notes", 3)
+    run_index([notes])
+    (notes / "glaciers.txt").write_text("Glaciers were rewritten today, just before an editor removed this file.\n")
+    (notes / "lakes.txt").write_text("A new note about lakes that its editor saved and removed again at once.\n")
+    real = stages.read_local_file
+
+    def removed_first(path, **kw):  # the file really goes away after the folder was listed, as it is read
+        if path.name in ("glaciers.txt", "lakes.txt"):
+            path.unlink()
+        return real(path, **kw)
+
+    monkeypatch.setattr(stages, "read_local_file", removed_first)
+    summary = run_index([notes])
+    assert summary["outcome"] == "ok" and summary["articles_failed"] == 0 and not summary["failures"]
+    assert any("2 article(s) were removed while the run read their folder" in n for n in summary["notices"])
+    assert len(ids(db_uri)) == 6  # glaciers.txt's rows stay this run
+    monkeypatch.undo()
+    again = run_index([notes])  # the next run does not find it: deleted as any vanished file
+    assert again["articles_deleted"] == 1 and {r["doc_id"] for r in table_rows(db_uri)} == {"volcanoes.txt", "rivers.txt"}
+
+
 def test_a_file_name_that_is_not_utf8_is_indexed_under_a_printable_name(run_index, db_uri, tmp_path):
     notes = write_notes(tmp_path / "notes", 2)
     raw = os.fsencode(notes) + b"/caf\xe9-notes.txt"
