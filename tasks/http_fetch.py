@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import socket
 import time
 import zlib
 from collections.abc import Iterable, Mapping
@@ -22,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from query.settings import Settings
-from tasks.http_transport import deadline, guarded_transport
+from tasks.http_transport import bounded_getaddrinfo, deadline, guarded_transport
 from tasks.netguard import FetchPolicy, Refused, Resolver, check_url
 from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
 from tasks.urls import validators_url
@@ -346,7 +345,7 @@ def _safe_origin(url: str) -> str:
 
 
 def fetch_url(client: httpx.Client, url: str, state: ArticleState | None, opts: HttpOptions,
-              *, resolve: Resolver = socket.getaddrinfo) -> FetchOutcome:
+              *, resolve: Resolver = bounded_getaddrinfo) -> FetchOutcome:
     """GET one URL conditionally within ``opts.deadline_s``; retries transport errors, 5xx and 429
     with exponential back-off (or the server's ``Retry-After``). Never raises."""
     source = _safe_origin(url)

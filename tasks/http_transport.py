@@ -8,14 +8,19 @@ Two holes a URL-level check leaves open are closed here:
 * Slow drips: httpx timeouts bound each read, not the whole response, so a server sending one
   byte every half second holds a fetch forever. Every read and connect is bounded by the time
   left before the current fetch's deadline (set per thread by the fetcher).
+* Slow DNS: ``getaddrinfo`` has no timeout of its own (a resolver that does not answer holds it for
+  the resolver's own retries, or longer); :func:`bounded_getaddrinfo` waits for it only until the deadline.
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
 import typing
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import httpcore
 import httpx
@@ -49,6 +54,30 @@ def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
     if left <= 0:
         raise error("the fetch deadline passed")
     return left if timeout is None else min(timeout, left)
+
+
+#: Threads that run DNS lookups for fetches with a deadline: a lookup that outlives its fetch finishes here,
+#: holding one of them, not the fetch's thread (so at most this many unanswered lookups wait at once).
+_dns = ThreadPoolExecutor(max_workers=16, thread_name_prefix="corpus-search-dns")
+
+
+def bounded_getaddrinfo(host, port, *args, **kwargs) -> list:
+    """``socket.getaddrinfo`` bounded by this thread's fetch deadline (unbounded outside one).
+
+    Raises ``OSError`` when the deadline passes first: a DNS failure, which the fetcher treats as transient
+    (retried while the deadline allows), as it does a resolver's own error.
+    """
+    at = getattr(_local, "deadline", None)
+    if at is None:
+        return socket.getaddrinfo(host, port, *args, **kwargs)
+    left = at - time.monotonic()
+    if left <= 0:
+        raise OSError(f"no time left for the DNS lookup of {host} within the fetch deadline")
+    job = _dns.submit(socket.getaddrinfo, host, port, *args, **kwargs)
+    try:
+        return job.result(timeout=left)
+    except FutureTimeout:
+        raise OSError(f"the DNS lookup of {host} did not answer within the fetch deadline") from None
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -87,7 +116,7 @@ class GuardedBackend(httpcore.NetworkBackend):
                     socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
         timeout = _bounded(timeout, httpcore.ConnectTimeout)
         try:  # with private addresses allowed too: the metadata service stays refused (netguard.never_fetched)
-            addresses = resolve_checked(host, port, self.policy)  # raises Refused, never retried
+            addresses = resolve_checked(host, port, self.policy, bounded_getaddrinfo)  # raises Refused, never retried
         except OSError as exc:  # DNS failure: transient, like any connect error
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         last: Exception | None = None
@@ -117,4 +146,4 @@ def guarded_transport(policy: FetchPolicy, limits: httpx.Limits) -> httpx.HTTPTr
     return transport
 
 
-__all__ = ["GuardedBackend", "deadline", "guarded_transport"]
+__all__ = ["GuardedBackend", "bounded_getaddrinfo", "deadline", "guarded_transport"]

@@ -276,6 +276,27 @@ def test_dns_rebinding_between_check_and_connect_is_refused(site):
 # --------------------------------------------------------------------------- retries, Retry-After, deadline
 
 
+def test_a_dns_lookup_that_never_answers_ends_at_the_fetch_deadline(monkeypatch):
+    """getaddrinfo has no timeout: a resolver that did not answer held the fetch for as long as it hung."""
+    import threading
+    import time
+
+    answer = threading.Event()
+
+    def hanging(*args, **kwargs):  # a blackholed DNS server
+        answer.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    started = time.monotonic()
+    try:
+        out = fetch("http://news.example.org/a", replace(OPTS, deadline_s=1.0, retries=3))
+    finally:
+        answer.set()  # let the lookup's thread go
+    assert time.monotonic() - started < 5
+    assert failed(out, "news.example.org") and "deadline" in out.error, out
+
+
 def test_5xx_is_retried_with_a_logged_backoff_and_404_is_not(site, caplog):
     err = site.page("/err", b"oops", status=500)
     gone = site.page("/gone", b"no", status=404)
