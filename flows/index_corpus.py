@@ -41,7 +41,7 @@ from flows.summary import (
 )
 from query.errors import DatabaseLocationError, ModelUnavailableError
 from query.hits import whole_number
-from query.schema import validate_collection_name
+from query.schema import IndexContractError, validate_collection_name
 from query.settings import Settings, refuse_secret_overrides, settings_with
 from tasks import stages
 from tasks.fetch import (
@@ -305,9 +305,10 @@ def index_corpus(
             try:
                 work()
                 return True
-            except (DatabaseLocationError, ModelUnavailableError, DatabaseWriteError):
+            except (DatabaseLocationError, ModelUnavailableError, DatabaseWriteError, IndexContractError):
                 # No batch of this run can be right (a Dask worker that cannot see the database, or load the
-                # model, fails its share of every run; a database that refuses writes): stop it, with the fix.
+                # model, fails its share of every run; a database that refuses writes; settings the collection
+                # was not indexed with): stop it, with the fix.
                 raise
             except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the run
                 if storage_exhausted(exc):  # a full disk is no article's failure: every later batch would fail too
@@ -318,12 +319,14 @@ def index_corpus(
                 return False
 
         def drain(window: deque[Batch], seen: set[str], keep: int = 0) -> bool:
-            """Commit the oldest batches in flight until ``keep`` remain; False if a dump batch failed."""
+            """Commit the oldest batches in flight until ``keep`` remain; False if a batch failed (or a dump
+            batch held a line that is no record): then nothing of its source is taken for deleted this run (a
+            renamed file's old name would go while its new name's batch failed, and its text with them)."""
             intact = True
             while len(window) > keep:
                 batch = window.popleft()
                 ok = guarded(batch.spec, batch.unit, lambda batch=batch: commit(batch, seen))
-                intact = intact and not ((not ok or batch.broken) and batch.spec.kind == "jsonl")
+                intact = intact and ok and not batch.broken
                 batch.release(shards)
             return intact
 
@@ -376,7 +379,7 @@ def index_corpus(
                             done.add(path)
                             files.append(stages.FileUnit(u, path, doc_id, origin))
                     if files:
-                        launch(window, seen, spec, unit, files)
+                        complete = launch(window, seen, spec, unit, files) and complete
                 complete = drain(window, seen) and complete
             except (DatabaseLocationError, DatabaseWriteError):
                 raise  # the database's, not the source's
@@ -491,6 +494,8 @@ def _published_if_aborted(summary: IndexSummary, settings, logger, started: floa
             _publish(summary, collection, logger)
         except Exception:  # noqa: BLE001 - never mask the run's own error
             logger.exception("could not publish the stopped run's summary")
+        with contextlib.suppress(Exception):  # what it did so far, for the caller (the CLI's --json prints it)
+            exc.index_summary = summary.result()
         raise
 
 

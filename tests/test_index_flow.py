@@ -92,6 +92,49 @@ def test_a_renamed_or_moved_file_copies_its_stored_vectors_and_encodes_nothing(r
         assert vector == before[(old_doc, text)]  # the very vector, copied
 
 
+def test_a_batch_that_fails_keeps_every_vanished_file_of_its_folder_so_a_renamed_file_keeps_its_text(
+        run_index, db_uri, tmp_path, monkeypatch):
+    """Only a dump's failed batch stopped deletions: in a folder, a renamed file's old name was deleted while the
+    batch of its new name failed, and its text was indexed nowhere."""
+    from tasks import stages
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
+    (notes / "paris.md").write_text("# Paris\n\n" + "\n\n".join(PARIS))
+    run_index([notes])
+    (notes / "paris.md").rename(notes / "france.md")
+    real = stages.write_batch
+
+    def refuses_france(plan, vectors, changed, settings, meta=None):  # a value the table refuses, in that batch only
+        if any(row["doc_id"] == "france.md" for row in changed.unquote()):
+            raise ValueError("a value the table refuses")
+        return real(plan, vectors, changed, settings, meta)
+
+    monkeypatch.setattr(stages, "write_batch", refuses_france)
+    summary = run_index([notes], batch_articles=1)
+    assert summary["articles_deleted"] == 0 and summary["outcome"] == "partial"
+    assert any("no article of it was taken for deleted this run" in n for n in summary["notices"])
+    assert {r["doc_id"] for r in table_rows(db_uri)} == {"glacier.md", "paris.md"}  # paris.md's text stays
+    monkeypatch.undo()
+    again = run_index([notes])  # fixed: the new name is written and the old one goes
+    assert again["articles_deleted"] == 1 and {r["doc_id"] for r in table_rows(db_uri)} == {"glacier.md", "france.md"}
+
+
+def test_settings_the_collection_was_not_indexed_with_stop_the_run_before_any_deletion(run_index, db_uri, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "paris.md").write_text("# Paris\n\n" + "\n\n".join(PARIS))
+    (notes / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
+    run_index([notes])
+    (notes / "paris.md").rename(notes / "france.md")
+    from query.schema import IndexContractError
+
+    with pytest.raises(IndexContractError, match="encode_title"):
+        run_index([notes], settings_overrides={"encode_title": False})
+    assert {r["doc_id"] for r in table_rows(db_uri)} == {"glacier.md", "paris.md"}
+
+
 def test_the_mass_delete_guard_counts_only_rows_whose_text_is_indexed_nowhere_else(run_index, db_uri, tmp_path):
     notes = tmp_path / "notes"
     (notes / "old").mkdir(parents=True)
@@ -632,9 +675,11 @@ def test_a_database_that_refuses_writes_stops_the_run_and_a_value_it_refuses_fai
     denied = ('lance error: LanceError(IO): Operation not permitted (os error 1) at path "db/test.lance/data/.tmp1", '
               "rust/lance-io/src/object_store.rs:42")
     monkeypatch.setattr(stages, "write_batch", refused(denied))
-    code = main(["index", str(notes), "--collection", "test", "--db", db_uri, "--batch-articles", "2"])
-    err = capsys.readouterr().err
+    code = main(["index", str(notes), "--collection", "test", "--db", db_uri, "--batch-articles", "2", "--json"])
+    out, err = capsys.readouterr()
     assert code == 5 and "DatabaseWriteError: cannot write collection 'test'" in err and "may write the database" in err
+    said = json.loads(out.strip().splitlines()[-1])  # what it did before it stopped, not nulls
+    assert said["outcome"] == "stopped" and said["articles_fetched"] == 2 and said["rows"] == 2
     assert "failed: n" not in err  # no article was blamed
     assert len(table_rows(db_uri)) == 2  # the first batch's rows stay
     # The UI's latest summary says the run stopped, and counts the rows there are (it read 0: a wiped collection).
