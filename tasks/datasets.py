@@ -159,6 +159,10 @@ class _Judgments:
         return self.qrels
 
 
+#: What a qrels header calls its grade column (a first line whose grade is any other word is an error, not a header).
+_GRADE_HEADERS = frozenset({"score", "rel", "relevance", "label", "grade", "judgment", "judgement", "qrel"})
+
+
 def _tab_fields(line: str) -> list[str]:
     """A tab-separated line's fields, trailing empty ones (a tab at the end of the line) dropped."""
     return line.rstrip("\r\n").rstrip("\t").split("\t")
@@ -176,8 +180,9 @@ def load_beir_qrels(path: str | Path, notes: list[str] | None = None) -> Qrels:
         parts = _tab_fields(line)
         if len(parts) != 3:
             parts = line.split()
-        if lineno == 1 and len(parts) == 3 and not _INTEGER.fullmatch(parts[2].strip()):
-            continue  # a header line, whatever it calls its columns ("query-id corpus-id score", "qid docid rel")
+        if lineno == 1 and len(parts) == 3 and (parts[:2] == ["query-id", "corpus-id"]
+                                               or parts[2].strip().lower() in _GRADE_HEADERS):
+            continue  # a header line: BEIR's, or another that names its grade column ("qid docid rel")
         if len(parts) != 3:
             raise _fail(path, lineno, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}")
         qid, doc, score = (p.strip() for p in parts)

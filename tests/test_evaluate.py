@@ -115,6 +115,10 @@ def test_qrels_with_a_trailing_tab_or_another_header_are_read_as_beir(tmp_path):
     assert load_qrels(qrels) == {"q1": {"d1": 1}, "q2": {"d2": 2}}
     qrels.write_text("qid\tdocid\trel\nq1\td1\t1\n")  # a header under other names
     assert load_qrels(qrels) == {"q1": {"d1": 1}}
+    for first in ("q1\td1\t1.5\n", "q1\td1\tyes\n"):  # a judgment with a bad grade is no header: refused
+        qrels.write_text(first + "q2\td2\t1\n")
+        with pytest.raises(DatasetFormatError, match=":1: relevance .* is not an integer"):
+            load_qrels(qrels)
 
 
 @pytest.mark.parametrize("name", ["queries.jsonl", "qrels/test.tsv"])
