@@ -138,8 +138,11 @@ def cmd_index(args: argparse.Namespace) -> int:
               "corpus-search: what it wrote stays, and the next run resumes (only changed articles are encoded); "
               "the run's logs (above, and in the Prefect UI) have the traceback", file=sys.stderr)
         if args.json:  # a script that parses stdout still gets its one object: what is known, and why it stopped
-            print(json.dumps({**dict.fromkeys(JSON_KEYS), "collection": settings.collection, "outcome": "stopped",
-                              "failures": [], "notices": [],
+            # The counts of what it did before it stopped, when the flow got to attach them (else unknown: null).
+            done = getattr(exc, "index_summary", None) or {}
+            print(json.dumps({**dict.fromkeys(JSON_KEYS), **{k: done[k] for k in JSON_KEYS if k in done},
+                              "collection": settings.collection, "outcome": "stopped",
+                              "failures": done.get("failures", []), "notices": done.get("notices", []),
                               "error": f"{type(exc).__name__}: {printable(str(exc))[:500]}"}, ensure_ascii=False))
         return EXIT_STOPPED
     if args.json:

@@ -49,7 +49,10 @@ def index(sources: str | Iterable[str], collection: str, db_uri: str | None = No
 
     Returns the summary (the keys of ``index --json``: ``outcome``, ``articles_fetched``,
     ``paragraphs_encoded``, ``failures``...). One bad source or article is listed in ``failures``; it
-    never raises unless the arguments themselves are wrong.
+    raises only when the arguments or the settings are wrong (``CorpusSearchError``: e.g. the collection was
+    indexed with another encoder), or when the run cannot go on, whatever the articles: a full or read-only
+    disk (``OSError``), a database that refuses writes (``tasks.store.DatabaseWriteError``). What it wrote
+    before stays, and the next call resumes.
     """
     if isinstance(sources, str | os.PathLike):
         sources = [sources]
