@@ -117,6 +117,7 @@ class Vanished:
     doc_ids: list[str]
     confirmed: bool = False
     rows: int = 0
+    gone_pages: bool = False  # pages whose server answered 410 Gone, not files missing from a listing
 
 
 @dataclass
@@ -235,6 +236,7 @@ def index_corpus(
         claimed = {s.source: (s.origin or s.source, s.doc_id) for s in states.values() if is_local_file_state(s)}
         done: set[str] = set()  # files already handled in this run (through an overlapping root)
         rows_before = stages.count_rows(settings)
+        removed: list[tuple[str, str]] = []  # (origin, URL) of indexed pages that answered 410 Gone
 
         def commit(batch: Batch, seen: set[str]) -> None:
             """Write one batch whose shards ran (in batch order; only the flow writes); counted once written.
@@ -274,6 +276,7 @@ def index_corpus(
             summary.tally("error_page", split.error_pages)
             summary.tally("not_utf8", prepared.not_utf8)
             summary.tally("gone", prepared.gone)
+            removed.extend(prepared.removed)
             if split.changed:
                 plan = prepared.plan
                 with _database_writes(settings):
@@ -433,6 +436,11 @@ def index_corpus(
             for origin, doc_ids in by_origin.items():
                 vanished.append(Vanished(origin, doc_ids, confirmed=allow_empty_source and enumerated == 0))
 
+        if removed:  # deleted as vanished files are, under the same guard (a server that answers 410 to everything)
+            by_site: dict[str, list[str]] = {}
+            for origin, url in dict.fromkeys(removed):
+                by_site.setdefault(origin, []).append(url)
+            vanished += [Vanished(origin, urls, gone_pages=True) for origin, urls in by_site.items()]
         if vanished:
             for v in vanished:
                 v.rows = stages.count_vanished_rows(v.origin, quote(v.doc_ids), settings)
@@ -460,6 +468,9 @@ def index_corpus(
             for v in vanished:
                 summary.paragraphs_deleted += stages.delete_vanished(v.origin, quote(v.doc_ids), settings)
                 summary.articles_deleted += len(v.doc_ids)
+            if pages := [u for v in vanished if v.gone_pages for u in v.doc_ids]:
+                summary.notices.append(f"{len(pages)} indexed page(s) answered HTTP 410 (gone: removed for good), e.g. "
+                                       f"{', '.join(printable(u) for u in pages[:3])}: their rows are deleted")
 
         if bar is not None:
             bar.close()  # encoding is over: the bar's final rate must not count the index refresh

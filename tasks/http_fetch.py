@@ -23,7 +23,7 @@ import httpx
 from query.settings import Settings
 from tasks.http_transport import bounded_getaddrinfo, deadline, guarded_transport
 from tasks.netguard import FetchPolicy, Refused, Resolver, check_url
-from tasks.records import Article, ArticleState, FetchFailure, NotModified, article_key
+from tasks.records import Article, ArticleState, FetchFailure, NotModified, Removed, article_key
 from tasks.urls import validators_url
 from tasks.sniff import binary_reason, binary_signature, wide_charset
 from tasks.urls import url_origin
@@ -36,7 +36,7 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 RETRY_AFTER_STATUS = {429, 503}
 REDIRECT_STATUS = {301, 302, 303, 307, 308}
 
-FetchOutcome = Article | NotModified | FetchFailure
+FetchOutcome = Article | NotModified | FetchFailure | Removed
 
 
 def _default(name: str):
@@ -91,6 +91,10 @@ class _Retryable(Exception):
 
 class _Failed(Exception):
     """A permanent failure of this URL (bad redirect, invalid URL, ...): retrying cannot help."""
+
+
+class _Gone(Exception):
+    """HTTP 410: the server says the page was removed for good (not retried)."""
 
 
 class _DeadlinePassed(Exception):
@@ -241,6 +245,8 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
     if code in RETRY_STATUS:
         after = parse_retry_after(resp.headers.get("retry-after")) if code in RETRY_AFTER_STATUS else None
         raise _Retryable(f"HTTP {code}{at}", retry_after=after)
+    if code == 410:
+        raise _Gone(f"HTTP 410 (gone){at}: the server says this page was removed")
     if code == 206:
         raise _Failed(f"HTTP 206 (partial content){at}: a part of the page, not the page; any rows indexed before "
                       "are kept")
@@ -358,6 +364,8 @@ def fetch_url(client: httpx.Client, url: str, state: ArticleState | None, opts: 
                 return _fetch_once(client, url, source, state, opts, until, resolve)
             except (Refused, _Failed) as exc:
                 return FetchFailure(url, source, str(exc))
+            except _Gone as exc:
+                return Removed(url, source, str(exc))
             except _DeadlinePassed:
                 return FetchFailure(url, source, expired)
             except _Retryable as exc:

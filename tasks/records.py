@@ -105,6 +105,16 @@ class FetchFailure(_Keyed):
 
 
 @dataclass(frozen=True)
+class Removed(_Keyed):
+    """A page its server says was removed for good (HTTP 410 Gone): its rows are deleted, under the run's
+    mass-delete guard (a 404 is no such word: it keeps them, as any failed fetch)."""
+
+    doc_id: str
+    source: str
+    error: str
+
+
+@dataclass(frozen=True)
 class NotModified(_Keyed):
     """An article the server says is unchanged (HTTP 304): no download, no encoding."""
 

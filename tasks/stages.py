@@ -40,6 +40,7 @@ from tasks.records import (
     FetchFailure,
     NotModified,
     Paragraph,
+    Removed,
     STATE_COLUMNS,
     article_key,
     printable,
@@ -446,6 +447,8 @@ class PreparedBatch:
         self.not_utf8: list[str] = []
         #: Doc ids of files removed between the folder's listing and their reading.
         self.gone: list[str] = []
+        #: (origin, doc id) of indexed pages whose server said they were removed for good (HTTP 410).
+        self.removed: list[tuple[str, str]] = []
         self.split = SplitResult()
         self.plan = store.BatchPlan()
 
@@ -566,6 +569,11 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
         out.keys.append(o.key)
         if isinstance(o, FetchFailure):
             out.failed.append((o.doc_id, o.error))
+        elif isinstance(o, Removed):
+            if states and o.key in states:  # an indexed page: deleted at the run's end (under its guard)
+                out.removed.append((o.source, o.doc_id))
+            else:
+                out.failed.append((o.doc_id, f"{o.error}; nothing of it is indexed"))
         elif isinstance(o, NotModified) and o.gone:
             out.gone.append(o.doc_id)
         elif isinstance(o, NotModified):

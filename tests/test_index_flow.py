@@ -166,6 +166,26 @@ def test_a_paragraph_two_files_share_is_encoded_once_and_both_rows_get_its_vecto
     assert _vectors(db_uri)[("c.md", PARIS[1])] == vectors[("b.md", PARIS[1])]
 
 
+def test_a_page_that_answers_410_gone_is_deleted_and_one_that_answers_404_keeps_its_rows(run_index, site, db_uri):
+    """An indexed page removed for good kept its rows forever, and failed every scheduled run (exit 3)."""
+    paris = site.page("/paris.html", html_page("Paris", PARIS))
+    glacier = site.page("/glacier.html", html_page("Glaciers", GLACIER))
+    lyon = site.page("/lyon.html", html_page("Lyon", [p.replace("Paris", "Lyon") for p in PARIS]))
+    run_index([paris, glacier, lyon])
+    site.page("/paris.html", b"gone", status=410, etag=False)
+    site.page("/glacier.html", b"not here", status=404, etag=False)
+    summary = run_index([paris, glacier, lyon])
+    assert summary["articles_deleted"] == 1 and summary["paragraphs_deleted"] == 3
+    assert [f["doc_id"] for f in summary["failures"]] == [glacier]  # a 404 is no word that it is gone for good
+    assert any("answered HTTP 410 (gone: removed for good)" in n and paris in n for n in summary["notices"])
+    assert {r["source"] for r in table_rows(db_uri)} == {glacier, lyon}
+    # A page never indexed that answers 410 is that URL's failure: nothing to delete.
+    new = site.page("/new.html", b"gone", status=410, etag=False)
+    with pytest.raises(NothingIndexedError, match=r"new.html: HTTP 410 \(gone\).*nothing of it is indexed"):
+        run_index([new])
+    assert len(table_rows(db_uri)) == 5
+
+
 def test_a_page_split_under_other_settings_is_fetched_whole_once_though_its_server_would_answer_304(
         run_index, site, db_uri):
     """A 304 skips the split: conditional requests for pages split otherwise left them with the old paragraphs."""

@@ -297,6 +297,13 @@ def test_a_dns_lookup_that_never_answers_ends_at_the_fetch_deadline(monkeypatch)
     assert failed(out, "news.example.org") and "deadline" in out.error, out
 
 
+def test_a_410_is_the_pages_removal_and_is_not_retried(site):
+    from tasks.records import Removed
+
+    out = fetch(site.page("/gone", b"removed", status=410), replace(OPTS, retries=2))
+    assert isinstance(out, Removed) and "HTTP 410 (gone)" in out.error and site.hits == {"/gone": 1}
+
+
 def test_5xx_is_retried_with_a_logged_backoff_and_404_is_not(site, caplog):
     err = site.page("/err", b"oops", status=500)
     gone = site.page("/gone", b"no", status=404)
