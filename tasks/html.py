@@ -39,6 +39,7 @@ from tasks.extract import (
     trafilatura_levelled_blocks,
 )
 from tasks.meta import html_metadata
+from tasks.sniff import utf16_without_bom
 from tasks.text import normalize_ws
 
 __all__ = ["HtmlDocument", "decode_body", "extract_html"]
@@ -126,6 +127,8 @@ def decode_text(body: bytes) -> str:
     stripped, bom_codec = EncodingDetector.strip_byte_order_mark(body)
     if bom_codec:
         return stripped.decode(bom_codec, errors="replace")
+    if wide := utf16_without_bom(body):  # as utf-8, every other character would be a NUL
+        return body.decode(wide, errors="replace")
     text = body.decode("utf-8", errors="replace")
     errors = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")  # replacements made, not ones in the text
     # Legacy text: every non-ASCII byte is invalid utf-8 (a cp1252 note with four curly quotes in 2,000

@@ -314,7 +314,8 @@ def test_a_page_declared_utf16_by_its_header_without_a_byte_order_mark_is_read(s
 def test_nul_bytes_without_a_wide_charset_are_still_binary(site):
     (failure,) = _fetch(site.page("/p.html", PAGE.encode("utf-16-le"), content_type="text/html; charset=utf-8"))
     assert not isinstance(failure, Article)
-    assert "NUL bytes" in failure.error
+    # The header's utf-8 wins over what the bytes look like (as in browsers): read so, it is half NULs.
+    assert "binary content" in failure.error and "control characters" in failure.error
 
 
 def test_plain_text_with_a_long_unspaced_run_is_split_again_once_and_other_text_keeps_its_fingerprint():
@@ -356,3 +357,24 @@ def test_a_text_file_with_binary_data_after_its_first_8_kb_is_binary_and_stray_n
     (tmp_path / "glitch.txt").write_bytes(text + b"\x00" * 3 + text)  # three stray NULs in 28 KB of text
     article = read_local_file(tmp_path / "glitch.txt", doc_id="glitch.txt", source=str(tmp_path / "glitch.txt"))
     assert isinstance(article, Article)
+
+
+@pytest.mark.parametrize(("name", "codec"), [("notes.txt", "utf-16-le"), ("page.html", "utf-16-be")])
+def test_a_utf16_file_without_a_byte_order_mark_is_read_as_text(tmp_path, name, codec):
+    """Every other byte is NUL: it was refused as binary ("NUL bytes")."""
+    from tasks.fetch import read_local_file
+
+    text = PAGE if name.endswith(".html") else "Raft elects a leader and replicates a log. Crème brûlée, naïveté.\n" * 3
+    (tmp_path / name).write_bytes(text.encode(codec))
+    article = read_local_file(tmp_path / name, doc_id=name, source=str(tmp_path / name))
+    assert isinstance(article, Article), article
+    assert article.body == text
+
+
+def test_nul_bytes_anywhere_else_are_still_binary(tmp_path):
+    import random
+
+    from tasks.fetch import read_local_file
+
+    (tmp_path / "blob.txt").write_bytes(random.Random(1).randbytes(4000))
+    assert not isinstance(read_local_file(tmp_path / "blob.txt", doc_id="b", source="b"), Article)
