@@ -72,12 +72,18 @@ def _vectors(db_uri: str) -> dict[tuple[str, str], list[float]]:
     return {(r["doc_id"], r["text"]): r["vector"] for r in t.search().limit(None).to_list()}
 
 
-def test_a_renamed_or_moved_file_copies_its_stored_vectors_and_encodes_nothing(run_index, db_uri, tmp_path):
+def _indexed_notes(run_index, tmp_path):
+    """notes/old/glacier.md (2 paragraphs) and notes/paris.md (3), indexed."""
     notes = tmp_path / "notes"
     (notes / "old").mkdir(parents=True)
     (notes / "old" / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
     (notes / "paris.md").write_text("# Paris\n\n" + "\n\n".join(PARIS))
     run_index([notes])
+    return notes
+
+
+def test_a_renamed_or_moved_file_copies_its_stored_vectors_and_encodes_nothing(run_index, db_uri, tmp_path):
+    notes = _indexed_notes(run_index, tmp_path)
     before = _vectors(db_uri)
     (notes / "old").rename(notes / "new")  # a folder renamed
     (notes / "paris.md").rename(notes / "france.md")  # a file renamed
@@ -136,11 +142,7 @@ def test_settings_the_collection_was_not_indexed_with_stop_the_run_before_any_de
 
 
 def test_the_mass_delete_guard_counts_only_rows_whose_text_is_indexed_nowhere_else(run_index, db_uri, tmp_path):
-    notes = tmp_path / "notes"
-    (notes / "old").mkdir(parents=True)
-    (notes / "old" / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
-    (notes / "paris.md").write_text("# Paris\n\n" + "\n\n".join(PARIS))
-    run_index([notes])
+    notes = _indexed_notes(run_index, tmp_path)
     (notes / "old").rename(notes / "new")  # 2 rows: their text is indexed again, under the new name
     (notes / "paris.md").unlink()  # 3 of 5 rows gone for good: over the 50 % limit
     summary = run_index([notes])
