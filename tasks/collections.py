@@ -19,6 +19,7 @@ from pathlib import Path
 from query.errors import CollectionNotFoundError, InvalidQueryError
 from query.schema import is_internal_table
 from query.versions import COMPANION_SUFFIXES
+from tasks.records import printable
 from tasks.store import chunks
 from query.storage import table_names
 
@@ -229,6 +230,8 @@ def source_predicate(source: str) -> str:
         exact.append(resolved)
         if source.endswith("/") or path.is_dir():
             prefixes.append(resolved.rstrip("/") + "/")
+    # As the indexer stores names that are not UTF-8 (a shell hands them over as surrogate escapes): \xNN.
+    exact, prefixes = [printable(v) for v in exact], [printable(v) for v in prefixes]
     try:
         prefixes = list(dict.fromkeys(prefixes))
         under = [f"starts_with(source, {sql_literal(p)})" for p in prefixes]
@@ -250,6 +253,7 @@ def origin_predicate(origin: str) -> str:
     values = [origin, origin.rstrip("/") or origin]
     if "://" not in origin:
         values.append(str(Path(origin).expanduser().resolve()))
+    values = [printable(v) for v in values]  # as the indexer stores a name that is not UTF-8
     return "(" + " OR ".join(f"origin = {sql_literal(v)}" for v in dict.fromkeys(values)) + ")"
 
 
@@ -289,8 +293,9 @@ def _predicates(doc_ids: Sequence[str], sources: Sequence[str], origin: str | No
         if not isinstance(d, str) or not d or "\x00" in d:
             raise InvalidQueryError(f"a doc id to delete must be non-empty text without NUL, got {d!r}")
     scope = f" AND {origin_predicate(origin)}" if origin is not None else ""
-    # A page's doc id is its canonical URL: the URL as it was given to index matches too.
-    named = [form for d in doc_ids for form in (d, _canonical_if_url(d))]
+    # A page's doc id is its canonical URL: the URL as it was given to index matches too. A file name that is
+    # not UTF-8 is stored as the indexer shows it (\xNN), which is also what the shell's form becomes here.
+    named = [form for d in map(printable, doc_ids) for form in (d, _canonical_if_url(d))]
     out = [f"({in_list('doc_id', chunk)}){scope}" for chunk in chunks(list(dict.fromkeys(named)), _CHUNK)]
     out += [" OR ".join(chunk) for chunk in chunks([source_predicate(s) for s in dict.fromkeys(sources)], 50)]
     return out
@@ -320,9 +325,15 @@ def _roots(table, doc_id_predicates: list[str]) -> dict[str, set[str]]:
     return roots
 
 
-def _refuse_ambiguous_doc_ids(table, doc_id_predicates: list[str]) -> None:
-    """Raise, before anything is deleted, when a doc id names documents under more than one root."""
-    ambiguous = {d: sorted(o) for d, o in _roots(table, doc_id_predicates).items() if len(o) > 1}
+def _refuse_ambiguous_doc_ids(tables: list, doc_id_predicates: list[str]) -> None:
+    """Raise, before anything is deleted, when a doc id names documents under more than one root, in the
+    paragraph table or the article states (a document with no text has a state and no rows: an unscoped
+    delete removed another root's state that nobody named)."""
+    roots: dict[str, set[str]] = {}
+    for table in tables:
+        for d, o in _roots(table, doc_id_predicates).items():
+            roots.setdefault(d, set()).update(o)
+    ambiguous = {d: sorted(o) for d, o in roots.items() if len(o) > 1}
     if ambiguous:
         shown = "; ".join(f"{d!r} under {', '.join(map(repr, o))}" for d, o in sorted(ambiguous.items())[:5])
         raise InvalidQueryError(
@@ -343,8 +354,15 @@ def _warn_nothing_deleted(table, doc_ids: list[str], origin: str | None, has_ori
         roots = sorted({o for os_ in elsewhere.values() for o in os_})
         hint = (f"under --origin {origin!r} there is none of them, but {len(elsewhere)} of them are under "
                 f"{', '.join(map(repr, roots[:5]))}: give one of those as --origin (origin=)")
+    elif sources := [d for d in doc_ids if table.count_rows(source_predicate(d))]:
+        hint = (f"{sources[0]!r} is a document's source (its full path or URL), not a doc id: delete it with "
+                f"--source {sources[0]} (sources=)")
     else:
-        sample = table.search().select(["doc_id", "source"]).limit(1).to_arrow().to_pylist()
+        # A sample of the kind of name given (a path, or a URL), so that the example shows what to type.
+        url = any("://" in d for d in doc_ids)
+        kind = "starts_with(doc_id, 'http')" if url else "NOT starts_with(doc_id, 'http')"
+        sample = (table.search().where(kind).select(["doc_id", "source"]).limit(1).to_arrow().to_pylist()
+                  or table.search().select(["doc_id", "source"]).limit(1).to_arrow().to_pylist())
         shape = ("" if not sample else
                  f" (a page's doc id is its URL, e.g. {sample[0]['doc_id']!r})" if "://" in sample[0]["doc_id"] else
                  f" (a doc id is a path under the root it was indexed through, e.g. {sample[0]['doc_id']!r} of "
@@ -393,7 +411,8 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
         has_origin = "origin" in table.schema.names
         cols = ["id", "source", "doc_id"] + (["origin"] if has_origin else [])
         if has_origin and doc_ids and origin is None:
-            _refuse_ambiguous_doc_ids(table, by_id)
+            states = [db.open_table(articles_table_name(collection))] if articles_table_name(collection) in names else []
+            _refuse_ambiguous_doc_ids([table, *states], by_id)
         _refuse_page_and_site(table, sources)
         pairs: set[tuple[str, str]] = set()
         row_ids: set[str] = set()  # predicates may overlap (a doc id and its folder): each row counts once

@@ -331,6 +331,9 @@ def test_a_doc_id_under_two_roots_deletes_nothing_until_origin_says_which(db, ru
     assert code == 0 and "deleted 0 rows" in out
     with pytest.warns(NothingDeletedWarning, match="holds no document with that id .*a doc id is a path under the root "
                       "it was indexed through, e.g. 'index.md'"):
+        main_(capsys, "delete", "gamma", "--doc-id", str(roots[1] / "nope.md"), "--db", db)
+    with pytest.warns(NothingDeletedWarning, match=f"'{roots[1] / 'index.md'}' is a document's source .*: delete it "
+                      f"with --source {roots[1] / 'index.md'}"):  # a full path given as a doc id
         main_(capsys, "delete", "gamma", "--doc-id", str(roots[1] / "index.md"), "--db", db)
     assert len(table_rows(db, "gamma")) == len(before) - 1
     # Only the work root's article state went: reindexing both brings back that one document alone.
@@ -338,6 +341,40 @@ def test_a_doc_id_under_two_roots_deletes_nothing_until_origin_says_which(db, ru
 
     code, _, err = main_(capsys, "delete", "gamma", "--source", str(roots[0]), "--origin", str(roots[0]), "--db", db)
     assert code == 2 and "--origin says which root a --doc-id is under" in err
+
+
+def test_a_doc_id_whose_other_root_holds_only_an_article_state_is_ambiguous_too(db, run_index, tmp_path, capsys):
+    """The check read the paragraph rows only: another root's empty index.md (a state, no rows) lost its state."""
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e2").mkdir()
+    (tmp_path / "e1" / "index.md").write_text("# E\n\nSome text about badgers and the setts they dig in woods.\n")
+    (tmp_path / "e2" / "index.md").write_text("")
+    (tmp_path / "e2" / "other.md").write_text("# F\n\nOther text about moles and the hills they leave in lawns.\n")
+    run_index([tmp_path / "e1", tmp_path / "e2"], collection="delta", db=db)
+    code, _, err = main_(capsys, "delete", "delta", "--doc-id", "index.md", "--db", db)
+    assert code == 2 and "under more than one root" in err and str(tmp_path / "e2") in err
+    code, out, _ = main_(capsys, "delete", "delta", "--doc-id", "index.md", "--origin", str(tmp_path / "e1"),
+                         "--db", db, "--json")
+    assert code == 0 and json.loads(out) == {"collection": "delta", "rows_deleted": 1, "articles_deleted": 1}
+
+
+def test_a_file_name_that_is_not_utf8_is_deleted_by_the_name_the_shell_gives(db, run_index, tmp_path, capsys):
+    import os
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    with open(os.fsencode(notes) + b"/bad\xff.md", "wb") as fh:
+        fh.write(b"# W\n\nOwls hunt at night over the fields and hedges of the valley.\n")
+    (notes / "good.md").write_text("# G\n\nGeese fly south in long skeins every autumn over the marsh.\n")
+    run_index([notes], collection="eps", db=db)
+    shell = os.fsdecode(b"bad\xff.md")  # what a shell (tab completion) hands over: a surrogate escape
+    code, out, _ = main_(capsys, "delete", "eps", "--doc-id", shell, "--db", db, "--json")
+    assert code == 0 and json.loads(out)["rows_deleted"] == 1
+    run_index([notes], collection="eps", db=db)
+    code, out, _ = main_(capsys, "delete", "eps", "--source", os.fsdecode(os.fsencode(notes) + b"/bad\xff.md"),
+                         "--db", db, "--json")
+    assert code == 0 and json.loads(out)["rows_deleted"] == 1
+    assert {r["doc_id"] for r in table_rows(db, "eps")} == {"good.md"}
 
 
 @pytest.mark.parametrize("slash", ["/", ""])
