@@ -126,17 +126,29 @@ FEW_DEV_QUERIES = 20
 
 
 def judged_split(searcher, judgments: str, split: str, seed: int) -> tuple[list, list]:
-    """Judged examples split into (train, dev) by a stable hash of the query id."""
+    """Judged examples split into (train, dev) by a stable hash of the query id; queries of one text (under
+    several ids) on one side, by the first of their ids, so that no dev query was trained on. Queries the
+    dataset's test split judges too (by id or text) are left out of both."""
     from tasks import rerank_data as rd
 
+    log = get_run_logger()
     queries, qrels = rd.judged_queries(judgments, split)
+    if leaked := rd.judged_in_test(judgments, split, queries):
+        log.warning("%d of the %d queries judged in split %r are test queries too (by id or text): left out, so that "
+                    "no test query is trained or gated on", len(leaked), len(queries), split)
+        queries = {q: t for q, t in queries.items() if q not in leaked}
+        qrels = {q: d for q, d in qrels.items() if q not in leaked}
     share = dev_share(len(queries))
+    first: dict[str, str] = {}
+    for qid in sorted(queries):
+        first.setdefault(rd.normalized_query(queries[qid]), qid)
+    dev = {q for q, t in queries.items() if rd.is_dev(first[rd.normalized_query(t)], share)}
     examples = rd.examples_from_judgments(searcher, queries, qrels, seed)
     if skipped := len(queries) - len(examples):
-        get_run_logger().warning(
+        log.warning(
             "%d of %d judged queries were skipped: none of their judged documents is in collection %r (do the "
             "judgments use its doc ids?)", skipped, len(queries), searcher.collection)
-    return [e for e in examples if not rd.is_dev(e.qid, share)], [e for e in examples if rd.is_dev(e.qid, share)]
+    return [e for e in examples if e.qid not in dev], [e for e in examples if e.qid in dev]
 
 
 def pseudo_dev(searcher, seed: int) -> list:
@@ -237,6 +249,12 @@ def training_examples(db_uri: str, collection: str, judgments: str | None, split
             f"no held-out dev queries could be made from collection {collection!r}: self-supervised training checks "
             "itself on documents of two paragraphs or more, and none of the sampled documents has two. Train it "
             "with judgments (--judgments DATASET_DIR), or index longer documents"
+        )
+    if (not train or not dev) and judgments:
+        raise rd.TrainingDataError(
+            f"only {len(train) + len(dev)} judged queries of split {split!r} have a judged document in collection "
+            f"{collection!r} ({len(train)} to train on, {len(dev)} held out to check the model): at least 3 are held "
+            "out, so give more judged queries (4 at the very least, dozens to learn anything), or another --split"
         )
     if not train or not dev:
         raise rd.TrainingDataError(

@@ -435,12 +435,14 @@ def judged_id(doc_id: str, known: set[str] | frozenset[str]) -> str:
 
 def judged_as_collection(qrels: dict[str, dict[str, int]], doc_ids: set[str]) -> dict[str, dict[str, int]]:
     """``qrels`` keyed by the collection's own doc ids: a corpus indexed from a folder of files keys its
-    documents by file name (``CACM-0001.html``) where its judgments name ``CACM-0001``, as ``eval
-    --corpus-html`` maps them. Ids the collection holds as they are stay unchanged."""
-    stems: dict[str, str] = {}
+    documents by file name (``CACM-0001.html``, or ``pages/CACM-0001.html`` under an archive's folder) where its
+    judgments name ``CACM-0001``: each collection id stands for the judged id ``judged_id`` finds for it, as
+    ``eval`` scores them. Ids the collection holds as they are stay unchanged."""
+    known = {d for docs in qrels.values() for d in docs}
+    to_collection: dict[str, str] = {}
     for d in doc_ids:
-        if (stem := html_doc_id(d)) != d:
-            stems.setdefault(stem, d)
-    if not stems:
+        if d not in known and (j := judged_id(d, known)) in known:
+            to_collection.setdefault(j, d)
+    if not to_collection:
         return qrels
-    return {q: {(d if d in doc_ids else stems.get(d, d)): g for d, g in docs.items()} for q, docs in qrels.items()}
+    return {q: {(d if d in doc_ids else to_collection.get(d, d)): g for d, g in docs.items()} for q, docs in qrels.items()}

@@ -35,7 +35,7 @@ from pathlib import Path
 from query.errors import CorpusSearchError, InvalidQueryError
 from query.filters import in_list
 from query.searcher import Hit, Searcher, passage_text
-from tasks.datasets import DatasetFormatError, judged_as_collection, load_beir_qrels, load_beir_queries
+from tasks.datasets import DatasetFormatError, judged_as_collection, load_dataset
 
 #: Hard negatives per training query; with the positive that is 1 + NEGATIVES passages per query. Not fewer
 #: to fit more queries in a budget: 3 negatives over 64 % more pseudo-queries, at the same compute, trained a
@@ -116,12 +116,34 @@ def judgment_files(dataset_dir: str | Path, split: str = "train") -> tuple[Path,
 
 
 def judged_queries(dataset_dir: str | Path, split: str = "train") -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    """A BEIR dataset's queries and the ``split`` judgments (relevant documents only, grade > 0)."""
-    queries_path, qrels_path = judgment_files(dataset_dir, split)
-    queries = load_beir_queries(queries_path)
-    qrels = {q: {d: g for d, g in docs.items() if g > 0} for q, docs in load_beir_qrels(qrels_path).items()}
-    qrels = {q: docs for q, docs in qrels.items() if docs and q in queries}
-    return {q: queries[q] for q in qrels}, qrels
+    """A dataset's queries and the ``split`` judgments (relevant documents only, grade > 0), read as ``eval``
+    reads them (``tasks.datasets.load_dataset``: BEIR or TREC qrels, judged queries that the queries file lacks
+    refused, TREC's zero-padded ids matched)."""
+    judgment_files(dataset_dir, split)  # the --judgments wording when a file is missing
+    data = load_dataset(dataset_dir, split=split)
+    qrels = {q: {d: g for d, g in docs.items() if g > 0} for q, docs in data.qrels.items()}
+    qrels = {q: docs for q, docs in qrels.items() if docs}
+    return {q: data.queries[q] for q in qrels}, qrels
+
+
+def normalized_query(text: str) -> str:
+    """A query's text as compared for duplicates: case and spacing aside."""
+    return " ".join(text.lower().split())
+
+
+def judged_in_test(dataset_dir: str | Path, split: str, queries: dict[str, str]) -> set[str]:
+    """Ids of ``queries`` (of ``split``) that the dataset's test split judges too, by id or by text: training on
+    them, or gating on them, would measure the model on what it was shown. Empty for the test split itself,
+    or when there is no ``qrels/test.tsv``."""
+    test_path = Path(dataset_dir) / "qrels" / "test.tsv"
+    if split == "test" or not test_path.is_file():
+        return set()
+    try:
+        test = load_dataset(dataset_dir, split="test")
+    except DatasetFormatError:  # a test split that cannot be read holds no query to keep apart
+        return set()
+    texts = {normalized_query(t) for t in test.queries.values()}
+    return {q for q, t in queries.items() if q in test.queries or normalized_query(t) in texts}
 
 
 def doc_paragraphs(searcher: Searcher, doc_ids: Sequence[str]) -> dict[str, list[dict]]:

@@ -69,7 +69,12 @@ def claim_model_dir(db_uri: str, collection: str, signal: str, out: str | None =
         if not out:
             return model_id, home
         path = Path(out).expanduser()
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # checked before training (check_out_dir), but a root user passes os.access
+            _release(home, remove_empty=True)
+            raise RerankerRegistryError(f"--out {out}: cannot create it ({exc.strerror or exc}); choose a directory "
+                                        "this user can write") from exc
         if path.resolve() == home.resolve() or _claim(path / CLAIM_MARKER):
             _RESERVED[path.resolve()] = home
             return model_id, path

@@ -1032,10 +1032,11 @@ def test_filler_negatives_are_never_a_positive_of_a_document_relevant_to_the_que
 def test_judgments_naming_documents_without_their_file_suffix_match_a_collection_of_html_files():
     from tasks.datasets import judged_as_collection
 
-    ids = {"CACM-0001.html", "CACM-0002.html", "notes/x.md", "42"}
-    qrels = {"1": {"CACM-0001": 1, "CACM-0002": 0}, "2": {"42": 2, "notes/x": 1, "gone": 1}}
+    ids = {"CACM-0001.html", "CACM-0002.html", "notes/x.md", "42", "pages/CACM-0003.html"}
+    qrels = {"1": {"CACM-0001": 1, "CACM-0002": 0}, "2": {"42": 2, "notes/x": 1, "gone": 1, "CACM-0003": 1}}
     assert judged_as_collection(qrels, ids) == {"1": {"CACM-0001.html": 1, "CACM-0002.html": 0},
-                                                "2": {"42": 2, "notes/x.md": 1, "gone": 1}}
+                                                "2": {"42": 2, "notes/x.md": 1, "gone": 1,
+                                                      "pages/CACM-0003.html": 1}}  # an archive's folder, as eval
     assert judged_as_collection(qrels, {"CACM-0001", "42"}) is qrels
 
 
@@ -1102,3 +1103,74 @@ def test_the_stable_draw_takes_a_paragraph_of_each_document_in_turn_so_no_long_o
     assert len(drawn) == 100 and len(per_doc) == 61 and per_doc["book"] <= 2  # 61 first paragraphs, then seconds
     assert [r["id"] for r in stable_paragraphs(SimpleNamespace(table=table, collection="t"), 100, seed=0)] == \
         [r["id"] for r in drawn]
+
+
+def _judged_copy(judgments_dir: str, tmp_path):
+    import shutil
+
+    root = tmp_path / "judged"
+    shutil.copytree(judgments_dir, root)
+    return root
+
+
+def test_queries_of_one_text_land_on_one_side_and_test_queries_are_never_trained_or_gated_on(
+        sample_db, judgments_dir, tmp_path):
+    """The split hashed query ids: a text judged under two ids was trained on and gated on, and a query judged in
+    both train and test was trained on (MS MARCO, Quora and FiQA repeat query texts)."""
+    from prefect import flow
+
+    from flows.train_reranker import judged_split
+    from query.searcher import Searcher
+
+    root = _judged_copy(judgments_dir, tmp_path)
+    queries = [json.loads(line) for line in (root / "queries.jsonl").read_text().splitlines()]
+    judged = (root / "qrels" / "train.tsv").read_text().splitlines()[1:]
+    # Every query again under a new id (same text, same judgment), and the first two judged in test too.
+    with open(root / "queries.jsonl", "a") as q, open(root / "qrels" / "train.tsv", "a") as qr:
+        for item, line in zip(queries, judged, strict=True):
+            q.write(json.dumps({"_id": "copy-" + item["_id"], "text": item["text"].upper()}) + "\n")
+            qr.write("copy-" + line + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(judged[:2]) + "\n")
+
+    @flow
+    def split():
+        return judged_split(Searcher(db_uri=sample_db, collection="sample"), str(root), "train", 0)
+
+    train, dev = split()
+    texts = lambda examples: {e.query.lower() for e in examples}  # noqa: E731
+    assert train and dev and not texts(train) & texts(dev)
+    tested = {queries[0]["text"].lower(), queries[1]["text"].lower()}
+    assert not tested & (texts(train) | texts(dev))
+
+
+def test_too_few_judged_queries_say_how_many_are_needed(sample_db, judgments_dir, tmp_path):
+    from flows.train_reranker import train_reranker
+    from tasks.rerank_data import TrainingDataError
+
+    root = _judged_copy(judgments_dir, tmp_path)
+    lines = (root / "qrels" / "train.tsv").read_text().splitlines()
+    (root / "qrels" / "train.tsv").write_text("\n".join(lines[:3]) + "\n")  # the header and 2 queries
+    with pytest.raises(TrainingDataError, match="only 2 judged queries of split 'train' .* at least 3 are held out"):
+        train_reranker("sample", db_uri=sample_db, judgments=str(root), time_budget=5, promote="never")
+
+
+def test_trec_qrels_are_judgments_too(sample_db, judgments_dir, tmp_path):
+    from tasks import rerank_data as rd
+
+    root = _judged_copy(judgments_dir, tmp_path)
+    beir = rd.judged_queries(root, "train")
+    lines = (root / "qrels" / "train.tsv").read_text().splitlines()[1:]
+    (root / "qrels" / "train.tsv").write_text("".join(f"{q} 0 {d} {g}\n" for q, d, g in (ln.split("\t") for ln in lines)))
+    assert rd.judged_queries(root, "train") == beir
+
+
+def test_an_out_directory_that_cannot_be_made_is_refused_and_leaves_no_claimed_folder(sample_db, tmp_path):
+    from query.registry import RerankerRegistryError
+    from tasks.rerank_registry import claim_model_dir, models_root
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    before = set(models_root(sample_db, "sample").glob("*")) if models_root(sample_db, "sample").exists() else set()
+    with pytest.raises(RerankerRegistryError, match="cannot create it"):
+        claim_model_dir(sample_db, "sample", "judgments", str(blocker / "model"))
+    assert set(models_root(sample_db, "sample").glob("*")) == before
