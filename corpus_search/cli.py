@@ -70,6 +70,19 @@ def index_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def _print_stopped(exc: BaseException, collection: str) -> None:
+    """``index --json``'s one object for a run that stopped part-way: the counts of what it did before (when the
+    flow attached them to ``exc``; else unknown: null), ``outcome: stopped`` and the error."""
+    from flows.summary import JSON_KEYS
+    from tasks.records import printable
+
+    done = getattr(exc, "index_summary", None) or {}
+    print(json.dumps({**dict.fromkeys(JSON_KEYS), **{k: done[k] for k in JSON_KEYS if k in done},
+                      "collection": collection, "outcome": "stopped",
+                      "failures": done.get("failures", []), "notices": done.get("notices", []),
+                      "error": f"{type(exc).__name__}: {printable(str(exc))[:500]}"}, ensure_ascii=False))
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     """Run the index flow; the exit code says how it went (``flows.summary.EXIT_CODES``)."""
     prefect_environment()
@@ -129,7 +142,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         )
     except NothingIndexedError as exc:
         result = exc.summary
-    except CorpusSearchError:
+    except CorpusSearchError as exc:
+        if args.json and getattr(exc, "index_summary", None):  # it stopped a run part-way: what it did, and why
+            _print_stopped(exc, settings.collection)
         raise  # a user error: one line, exit 2
     except stopped as exc:
         # An object store that went away, a Dask scheduler that died, a commit conflict: a cron job gets
@@ -138,12 +153,7 @@ def cmd_index(args: argparse.Namespace) -> int:
               "corpus-search: what it wrote stays, and the next run resumes (only changed articles are encoded); "
               "the run's logs (above, and in the Prefect UI) have the traceback", file=sys.stderr)
         if args.json:  # a script that parses stdout still gets its one object: what is known, and why it stopped
-            # The counts of what it did before it stopped, when the flow got to attach them (else unknown: null).
-            done = getattr(exc, "index_summary", None) or {}
-            print(json.dumps({**dict.fromkeys(JSON_KEYS), **{k: done[k] for k in JSON_KEYS if k in done},
-                              "collection": settings.collection, "outcome": "stopped",
-                              "failures": done.get("failures", []), "notices": done.get("notices", []),
-                              "error": f"{type(exc).__name__}: {printable(str(exc))[:500]}"}, ensure_ascii=False))
+            _print_stopped(exc, settings.collection)
         return EXIT_STOPPED
     if args.json:
         print(json.dumps({**{k: result[k] for k in JSON_KEYS}, "outcome": result["outcome"],

@@ -39,7 +39,7 @@ from flows.summary import (
     artifact_key,
     printable,
 )
-from query.errors import DatabaseLocationError, ModelUnavailableError
+from query.errors import CorpusSearchError, DatabaseLocationError, ModelUnavailableError
 from query.hits import whole_number
 from query.schema import IndexContractError, validate_collection_name
 from query.settings import Settings, refuse_secret_overrides, settings_with
@@ -436,11 +436,21 @@ def index_corpus(
             for origin, doc_ids in by_origin.items():
                 vanished.append(Vanished(origin, doc_ids, confirmed=allow_empty_source and enumerated == 0))
 
-        if removed:  # deleted as vanished files are, under the same guard (a server that answers 410 to everything)
+        if removed:  # deleted as vanished files are, under the same guard, and under one per site (below)
             by_site: dict[str, list[str]] = {}
             for origin, url in dict.fromkeys(removed):
                 by_site.setdefault(origin, []).append(url)
-            vanished += [Vanished(origin, urls, gone_pages=True) for origin, urls in by_site.items()]
+            for origin, urls in by_site.items():
+                pages = sum(1 for s in states.values() if (s.origin or s.source) == origin)
+                # A site that answers 410 to most of its pages at once (a broken deploy, a blocked crawler) is
+                # no evidence that they are gone: a collection of many sites would not notice it in its total.
+                if len(urls) > 1 and len(urls) > settings.max_delete_fraction * pages and not allow_mass_delete:
+                    summary.fail(origin, f"{len(urls)} of the {pages} indexed pages of {printable(origin)} answered HTTP "
+                                 f"410 (gone) in this run, more than CORPUS_SEARCH_MAX_DELETE_FRACTION="
+                                 f"{settings.max_delete_fraction:g} of them: nothing of them was deleted. If they are "
+                                 "gone, rerun with --allow-mass-delete (allow_mass_delete=True).", article=False)
+                    continue
+                vanished.append(Vanished(origin, urls, gone_pages=True))
         if vanished:
             for v in vanished:
                 v.rows = stages.count_vanished_rows(v.origin, quote(v.doc_ids), settings)
@@ -499,8 +509,10 @@ def _published_if_aborted(summary: IndexSummary, settings, logger, started: floa
         except Exception:  # noqa: BLE001 - the database may be what failed
             summary.rows = None
         # A run-level failure, so that the artifacts (the UI's latest) do not read as a clean run's.
-        summary.fail(collection, f"the run stopped early ({type(exc).__name__}: {exc}): what it wrote stays, and the "
-                     "next run resumes", article=False)
+        then = ("; fix that, and the next run resumes" if isinstance(exc, CorpusSearchError)  # settings: it would again
+                else ", and the next run resumes")
+        summary.fail(collection, f"the run stopped early ({type(exc).__name__}: {exc}): what it wrote stays{then}",
+                     article=False)
         try:
             _publish(summary, collection, logger)
         except Exception:  # noqa: BLE001 - never mask the run's own error

@@ -341,6 +341,17 @@ def _refuse_ambiguous_doc_ids(tables: list, doc_id_predicates: list[str]) -> Non
             "Say which with --origin ROOT (origin= from Python)")
 
 
+def _exact_source(value: str) -> str:
+    """SQL matching a document whose source is ``value`` itself (as given, resolved, or as a canonical URL),
+    never the documents under a folder: the hint that says "use --source" must not name a folder's worth."""
+    from query.filters import sql_literal
+
+    forms = [value, _canonical_if_url(value)]
+    if "://" not in value:
+        forms.append(str(Path(value).expanduser().resolve()))
+    return " OR ".join(f"source = {sql_literal(printable(f))}" for f in dict.fromkeys(forms))
+
+
 def _warn_nothing_deleted(table, doc_ids: list[str], origin: str | None, has_origin: bool) -> None:
     """Doc ids that matched nothing: say where those ids are (another root), or what a doc id looks like.
 
@@ -354,7 +365,7 @@ def _warn_nothing_deleted(table, doc_ids: list[str], origin: str | None, has_ori
         roots = sorted({o for os_ in elsewhere.values() for o in os_})
         hint = (f"under --origin {origin!r} there is none of them, but {len(elsewhere)} of them are under "
                 f"{', '.join(map(repr, roots[:5]))}: give one of those as --origin (origin=)")
-    elif sources := [d for d in doc_ids if table.count_rows(source_predicate(d))]:
+    elif sources := [d for d in doc_ids if table.count_rows(_exact_source(d))]:
         hint = (f"{sources[0]!r} is a document's source (its full path or URL), not a doc id: delete it with "
                 f"--source {sources[0]} (sources=)")
     else:

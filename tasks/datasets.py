@@ -159,8 +159,17 @@ class _Judgments:
         return self.qrels
 
 
-#: What a qrels header calls its grade column (a first line whose grade is any other word is an error, not a header).
-_GRADE_HEADERS = frozenset({"score", "rel", "relevance", "label", "grade", "judgment", "judgement", "qrel"})
+#: Words a qrels header's grade column is named with ("score", "relevance_score", "judged", "Grade").
+_GRADE_WORDS = ("score", "rel", "label", "grade", "judg", "qrel")
+
+
+def _is_header(parts: list[str]) -> bool:
+    """Whether a first line of three fields names columns: a grade column that is no number, and either a
+    grade word in its name or no digit anywhere (ids have them: "q1 d1 yes" is a judgment with a bad grade)."""
+    grade = parts[2].strip().lower()
+    if any(c.isdigit() for c in grade):
+        return False
+    return any(w in grade for w in _GRADE_WORDS) or not any(c.isdigit() for p in parts for c in p)
 
 
 def _tab_fields(line: str) -> list[str]:
@@ -180,9 +189,8 @@ def load_beir_qrels(path: str | Path, notes: list[str] | None = None) -> Qrels:
         parts = _tab_fields(line)
         if len(parts) != 3:
             parts = line.split()
-        if lineno == 1 and len(parts) == 3 and (parts[:2] == ["query-id", "corpus-id"]
-                                               or parts[2].strip().lower() in _GRADE_HEADERS):
-            continue  # a header line: BEIR's, or another that names its grade column ("qid docid rel")
+        if lineno == 1 and len(parts) == 3 and _is_header(parts):
+            continue  # a header line: BEIR's, or another that names its columns ("qid docid rel")
         if len(parts) != 3:
             raise _fail(path, lineno, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}")
         qid, doc, score = (p.strip() for p in parts)

@@ -246,7 +246,12 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
         after = parse_retry_after(resp.headers.get("retry-after")) if code in RETRY_AFTER_STATUS else None
         raise _Retryable(f"HTTP {code}{at}", retry_after=after)
     if code == 410:
-        raise _Gone(f"HTTP 410 (gone){at}: the server says this page was removed")
+        if (final and final != url) or resp.headers.get("retry-after"):
+            # Only the page's own word deletes it: a redirect elsewhere (temporary, or to another site) that ends
+            # in a 410 says nothing of this URL, and a 410 with Retry-After is no "gone for good".
+            raise _Failed(f"HTTP 410{at}" + (" with Retry-After" if resp.headers.get("retry-after") else "")
+                          + ": any rows indexed before are kept")
+        raise _Gone("HTTP 410 (gone): the server says this page was removed")
     if code == 206:
         raise _Failed(f"HTTP 206 (partial content){at}: a part of the page, not the page; any rows indexed before "
                       "are kept")

@@ -14,13 +14,12 @@ Two holes a URL-level check leaves open are closed here:
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 import threading
 import time
 import typing
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 
 import httpcore
 import httpx
@@ -56,28 +55,45 @@ def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-#: Threads that run DNS lookups for fetches with a deadline: a lookup that outlives its fetch finishes here,
-#: holding one of them, not the fetch's thread (so at most this many unanswered lookups wait at once).
-_dns = ThreadPoolExecutor(max_workers=16, thread_name_prefix="corpus-search-dns")
-
-
 def bounded_getaddrinfo(host, port, *args, **kwargs) -> list:
     """``socket.getaddrinfo`` bounded by this thread's fetch deadline (unbounded outside one).
 
-    Raises ``OSError`` when the deadline passes first: a DNS failure, which the fetcher treats as transient
-    (retried while the deadline allows), as it does a resolver's own error.
+    The lookup runs in a daemon thread of its own, and the fetch waits for it only until the deadline: a lookup
+    that never answers holds that thread (until the resolver gives up), never the fetch, nor other fetches (a
+    shared pool was filled by hung lookups, and then every fetch failed). An address needs no lookup. Raises
+    ``OSError`` when the deadline passes first: a DNS failure, which the fetcher treats as transient (retried
+    while the deadline allows), as it does a resolver's own error.
     """
     at = getattr(_local, "deadline", None)
-    if at is None:
+    if at is None or _is_address(host):
         return socket.getaddrinfo(host, port, *args, **kwargs)
     left = at - time.monotonic()
     if left <= 0:
         raise OSError(f"no time left for the DNS lookup of {host} within the fetch deadline")
-    job = _dns.submit(socket.getaddrinfo, host, port, *args, **kwargs)
+    done: dict[str, typing.Any] = {}
+    finished = threading.Event()
+
+    def lookup() -> None:
+        try:
+            done["result"] = socket.getaddrinfo(host, port, *args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting fetch
+            done["error"] = exc
+        finished.set()
+
+    threading.Thread(target=lookup, name=f"corpus-search-dns-{host}", daemon=True).start()
+    if not finished.wait(left):
+        raise OSError(f"the DNS lookup of {host} did not answer within the fetch deadline")
+    if "error" in done:
+        raise done["error"]
+    return done["result"]
+
+
+def _is_address(host: str) -> bool:
     try:
-        return job.result(timeout=left)
-    except FutureTimeout:
-        raise OSError(f"the DNS lookup of {host} did not answer within the fetch deadline") from None
+        ipaddress.ip_address(str(host).strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 class _DeadlineStream(httpcore.NetworkStream):

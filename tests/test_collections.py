@@ -335,6 +335,9 @@ def test_a_doc_id_under_two_roots_deletes_nothing_until_origin_says_which(db, ru
     with pytest.warns(NothingDeletedWarning, match=f"'{roots[1] / 'index.md'}' is a document's source .*: delete it "
                       f"with --source {roots[1] / 'index.md'}"):  # a full path given as a doc id
         main_(capsys, "delete", "gamma", "--doc-id", str(roots[1] / "index.md"), "--db", db)
+    with pytest.warns(NothingDeletedWarning) as said:  # a folder is no document's source: no --source hint for it
+        main_(capsys, "delete", "gamma", "--doc-id", str(roots[1]), "--db", db)
+    assert "is a document's source" not in str(said[0].message) and "a doc id is a path" in str(said[0].message)
     assert len(table_rows(db, "gamma")) == len(before) - 1
     # Only the work root's article state went: reindexing both brings back that one document alone.
     assert run_index(roots, collection="gamma", db=db)["articles_fetched"] == 1

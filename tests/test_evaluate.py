@@ -113,8 +113,9 @@ def test_qrels_with_a_trailing_tab_or_another_header_are_read_as_beir(tmp_path):
     qrels = tmp_path / "test.tsv"
     qrels.write_text("q1\td1\t1\t\nq2\td2\t2\t\n")  # a tab at each line's end: still 3 columns
     assert load_qrels(qrels) == {"q1": {"d1": 1}, "q2": {"d2": 2}}
-    qrels.write_text("qid\tdocid\trel\nq1\td1\t1\n")  # a header under other names
-    assert load_qrels(qrels) == {"q1": {"d1": 1}}
+    for header in ("qid\tdocid\trel", "query_id\tdoc_id\trelevance_score", "topic\tdocno\tjudged"):  # other names
+        qrels.write_text(f"{header}\nq1\td1\t1\n")
+        assert load_qrels(qrels) == {"q1": {"d1": 1}}, header
     for first in ("q1\td1\t1.5\n", "q1\td1\tyes\n"):  # a judgment with a bad grade is no header: refused
         qrels.write_text(first + "q2\td2\t1\n")
         with pytest.raises(DatasetFormatError, match=":1: relevance .* is not an integer"):

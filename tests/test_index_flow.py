@@ -139,6 +139,26 @@ def test_settings_the_collection_was_not_indexed_with_stop_the_run_before_any_de
     with pytest.raises(IndexContractError, match="encode_title"):
         run_index([notes], settings_overrides={"encode_title": False})
     assert {r["doc_id"] for r in table_rows(db_uri)} == {"glacier.md", "paris.md"}
+    # The CLI: exit 2 with the fix, and --json still prints its one object.
+    import contextlib
+    import io
+
+    from corpus_search.cli import main
+    from query.settings import get_settings
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CORPUS_SEARCH_ENCODE_TITLE", "false")
+        get_settings.cache_clear()  # read from the environment once per process
+        try:
+            code = main(["index", str(notes), "--collection", "test", "--db", db_uri, "--json"])
+        finally:
+            mp.delenv("CORPUS_SEARCH_ENCODE_TITLE")
+            get_settings.cache_clear()
+    said = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert code == 2 and said["outcome"] == "stopped" and "IndexContractError" in said["error"]
+    assert "CORPUS_SEARCH_ENCODE_TITLE" in err.getvalue()
 
 
 def test_the_mass_delete_guard_counts_only_rows_whose_text_is_indexed_nowhere_else(run_index, db_uri, tmp_path):
@@ -186,6 +206,24 @@ def test_a_page_that_answers_410_gone_is_deleted_and_one_that_answers_404_keeps_
     with pytest.raises(NothingIndexedError, match=r"new.html: HTTP 410 \(gone\).*nothing of it is indexed"):
         run_index([new])
     assert len(table_rows(db_uri)) == 5
+
+
+def test_a_site_that_answers_410_to_most_of_its_pages_deletes_none_though_the_collection_is_larger(
+        run_index, site, db_uri, tmp_path):
+    """The guard counted the whole collection: a site's every page went when local files outweighed it."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(4):
+        (notes / f"n{i}.md").write_text(f"# Note {i}\n\n" + "\n\n".join(GLACIER + PARIS))
+    urls = [site.page(f"/p{i}.html", html_page(f"Page {i}", [PARIS[i]])) for i in range(3)]
+    run_index([notes, *urls])
+    for i in range(2):
+        site.page(f"/p{i}.html", b"gone", status=410, etag=False)
+    summary = run_index([notes, *urls])
+    assert summary["articles_deleted"] == 0 and summary["outcome"] == "partial"
+    assert any("2 of the 3 indexed pages of" in f["error"] and "--allow-mass-delete" in f["error"]
+               for f in summary["failures"])
+    assert run_index([notes, *urls], allow_mass_delete=True)["articles_deleted"] == 2
 
 
 def test_a_page_split_under_other_settings_is_fetched_whole_once_though_its_server_would_answer_304(
@@ -790,7 +828,9 @@ def test_a_run_stopped_by_its_store_exits_5_with_one_line_and_the_next_run_resum
     assert main(["index", str(notes), "--collection", "test", "--db", db_uri, "--json"]) == 5
     stopped = json.loads(capsys.readouterr().out)
     assert stopped["outcome"] == "stopped" and stopped["error"].startswith("RuntimeError: lance error")
-    assert stopped["collection"] == "test" and stopped["rows"] is None and stopped["failures"] == []
+    # What it did before it stopped: the rows there are, and the stop itself as the run's failure.
+    assert stopped["collection"] == "test" and stopped["rows"] == 1
+    assert [f["error"][:30] for f in stopped["failures"]] == ["the run stopped early (Runtime"]
 
     def bug(settings):
         raise TypeError("a bug of ours")

@@ -378,3 +378,7 @@ def test_nul_bytes_anywhere_else_are_still_binary(tmp_path):
 
     (tmp_path / "blob.txt").write_bytes(random.Random(1).randbytes(4000))
     assert not isinstance(read_local_file(tmp_path / "blob.txt", doc_id="b", source="b"), Article)
+    # UTF-16 text, then binary data: the head alone looked like UTF-16, and the rest became garbage paragraphs.
+    head = ("The quick brown fox jumps over the lazy dog. " * 200).encode("utf-16-le")
+    (tmp_path / "tail.txt").write_bytes(head + random.Random(2).randbytes(200_000))
+    assert not isinstance(read_local_file(tmp_path / "tail.txt", doc_id="t", source="t"), Article)

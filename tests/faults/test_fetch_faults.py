@@ -297,11 +297,39 @@ def test_a_dns_lookup_that_never_answers_ends_at_the_fetch_deadline(monkeypatch)
     assert failed(out, "news.example.org") and "deadline" in out.error, out
 
 
+def test_lookups_that_hang_do_not_starve_the_fetches_after_them(monkeypatch, site):
+    """Hung lookups filled a shared pool of 16 threads, and then every fetch failed, IP addresses included."""
+    import threading
+
+    answer, real = threading.Event(), socket.getaddrinfo
+
+    def slow_for_some(host, *args, **kwargs):
+        if str(host).endswith(".slow.test"):
+            answer.wait(30)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_for_some)
+    try:
+        hung = fetch_urls([f"http://h{i}.slow.test/x" for i in range(20)], {}, replace(OPTS, deadline_s=0.5, concurrency=20))
+        assert all(failed(o, "did not answer within the fetch deadline") for o in hung)
+        port = site.server.server_address[1]
+        ok = fetch_urls([site.page("/p", PAGE), f"http://localhost:{port}/p"], {}, OPTS)
+        assert not any(isinstance(o, FetchFailure) for o in ok), ok
+    finally:
+        answer.set()
+
+
 def test_a_410_is_the_pages_removal_and_is_not_retried(site):
     from tasks.records import Removed
 
     out = fetch(site.page("/gone", b"removed", status=410), replace(OPTS, retries=2))
     assert isinstance(out, Removed) and "HTTP 410 (gone)" in out.error and site.hits == {"/gone": 1}
+    # Only the page's own word: a redirect that ends in a 410 elsewhere, or a 410 with Retry-After, keeps its rows.
+    site.page("/elsewhere-gone", b"removed", status=410)
+    moved = fetch(redirect(site, "/moved", "/elsewhere-gone", status=307))
+    assert failed(moved, "HTTP 410 from", "any rows indexed before are kept"), moved
+    later = fetch(site.page("/later", b"removed", status=410, headers={"Retry-After": "3600"}))
+    assert failed(later, "HTTP 410 with Retry-After", "kept"), later
 
 
 def test_5xx_is_retried_with_a_logged_backoff_and_404_is_not(site, caplog):
