@@ -163,13 +163,18 @@ def format_table(result: dict) -> str:
         if sig.get("reason"):
             lines.append(f"significance: not tested ({sig['reason']})")
         else:
-            lines.append(f"{SIG_MARK} differs significantly from the best mode ({sig['best']}, by nDCG@10): "
+            said = (f"{SIG_MARK} differs significantly from the best mode" if any(any(v.values()) for v in marked.values())
+                    else "no mode differs significantly from the best mode")  # a legend of no mark read as a claim
+            lines.append(f"{said} ({sig['best']}, by nDCG@10): "
                          f"{sig['test']} over {sig['queries']} queries, {sig['correction']}, alpha = {sig['alpha']}")
     if (name := result["details"].get("cross_encoder")) is not None and any("+rerank" in m for m in result["modes"]):
         alpha = result["details"].get("fusion_alpha")
         fused = f", fused with retrieval at weight {alpha:g}" if alpha is not None and alpha < 1 else ""
         lines.append(f"+rerank rows: {name}{fused}")
     lines.extend(f"note: {n}" for n in result["details"]["notes"])
+    if skipped := result["details"].get("unjudged_queries_skipped"):
+        lines.append(f"note: {skipped} queries of the queries file have no judgments in split "
+                     f"{result['details']['split']!r}: they were not run")
     lines.extend(f"WARNING: {w}" for w in result.get("warnings", []))
     return "\n".join(lines)
 

@@ -455,6 +455,12 @@ def delete_documents(collection: str, doc_ids: Sequence[str] | None = None, sour
         result = {"collection": collection, "rows_deleted": rows, "articles_deleted": articles_deleted}
         if not rows and not articles_deleted and doc_ids:
             _warn_nothing_deleted(table, doc_ids, origin, has_origin)
+        elif not rows and not articles_deleted:
+            import warnings
+
+            warnings.warn(f"nothing deleted: no document's source is {', '.join(map(repr, sources[:3]))} or under it: "
+                          "--source takes a file's path or a URL exactly, a folder (every document under it) or "
+                          "DIR/* (a shell pattern such as *.md is not one)", NothingDeletedWarning, stacklevel=2)
         if rows or articles_deleted:
             # Logged with both versions, so a rollback to this point restores the matching article state.
             articles_version = db.open_table(articles_table_name(collection)).version \

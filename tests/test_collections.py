@@ -597,3 +597,12 @@ def test_a_run_killed_between_deleting_a_vanished_files_rows_and_its_state_reads
     run_index([notes])
     assert {r["doc_id"] for r in table_rows(db_uri)} == {"d2.md"}
     assert run_index([notes])["articles_deleted"] == 0
+
+
+def test_a_source_that_matches_nothing_says_what_a_source_can_be(built, db, capsys):
+    from tasks.collections import NothingDeletedWarning, delete_documents
+
+    _, folders, _ = built
+    with pytest.warns(NothingDeletedWarning, match=r"no document's source is .*\*\.md.*a shell pattern such as \*\.md"):
+        result = delete_documents("alpha", sources=[str(folders["plain"]) + "/*.md"], db_uri=db)
+    assert result["rows_deleted"] == 0

@@ -294,3 +294,17 @@ def test_rerank_rows_rerank_as_many_candidates_as_a_search_and_keep_the_retrieva
     within = evaluate(str(BEIR), collection="depth3", db_uri=db_uri, modes="hybrid", cross_encoder=bad_reranker,
                       depth=3, settings_overrides={"candidates": 5})
     assert within["details"]["rerank_depth"] == 5 and ("require", 5) in asked and (False, 100) in asked
+
+
+def test_the_legend_says_when_no_mode_differs_and_the_report_counts_unrun_queries():
+    from flows.evaluate import format_table
+
+    metrics = {"ndcg@10": 0.5, "mrr@10": 0.5, "recall@100": 0.9, "map": 0.4, "queries_per_s": 10.0}
+    result = {"dataset": "d", "queries": 3, "modes": {"lexical": metrics, "dense": metrics}, "warnings": [],
+              "details": {"split": "test", "unit": "paragraph", "collection": "c", "wall_s": {"lexical": 1, "dense": 1},
+                          "notes": [], "unjudged_queries_skipped": 2,
+                          "significance": {"best": "lexical", "significant": {"dense": {"ndcg@10": False}},
+                                           "test": "t", "queries": 3, "correction": "holm", "alpha": 0.05}}}
+    report = format_table(result)
+    assert "no mode differs significantly from the best mode (lexical" in report
+    assert "note: 2 queries of the queries file have no judgments in split 'test': they were not run" in report
