@@ -25,18 +25,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_once(code: Path, source: list[str], collection: str, db: str) -> dict:
-    """One ``corpus-search index ... --json`` in a fresh process of the checkout ``code``."""
+def cli_index(code: Path, args: list[str], timeout: float = 3600) -> tuple[float, dict]:
+    """One ``corpus-search index ARGS --json`` in a fresh process of the checkout ``code`` (Prefect's temporary
+    server included: what a cron job pays): its wall seconds and its summary."""
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="noop-prefect-"))
+    env.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "corpus_search.cli", "index", *source, "-c", collection, "--db", db,
-                           "--json"], cwd=code, env=env, capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run([sys.executable, "-m", "corpus_search.cli", "index", *args, "--json"], cwd=code, env=env,
+                          capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - started
     line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
     if line is None:
         raise SystemExit(f"no summary from {code}: rc {proc.returncode}\n{proc.stderr[-2000:]}")
-    summary = json.loads(line)
+    return wall, json.loads(line)
+
+
+def run_once(code: Path, source: list[str], collection: str, db: str) -> dict:
+    """One no-op rerun: ``cli_index`` of ``source`` into ``collection``."""
+    wall, summary = cli_index(code, [*source, "-c", collection, "--db", db])
     return {"wall_s": wall, "flow_s": summary["seconds"], "encoded": summary["paragraphs_encoded"],
             "unchanged": summary["articles_unchanged"]}
 

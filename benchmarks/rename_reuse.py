@@ -14,31 +14,19 @@ and, with a baseline, baseline / current for the rename run.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from noop_rerun import cli_index
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def index(code: Path, root: Path, db: Path) -> dict:
     """One ``corpus-search index ROOT --json`` in a fresh process of the checkout ``code``."""
-    env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rename-prefect-"))
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "corpus_search.cli", "index", str(root), "-c", "bench", "--db", str(db),
-                           "--allow-mass-delete", "--json"], cwd=code, env=env, capture_output=True, text=True,
-                          timeout=7200)
-    wall = time.perf_counter() - started
-    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
-    if line is None:
-        raise SystemExit(f"no summary from {code}: rc {proc.returncode}\n{proc.stderr[-2000:]}")
-    s = json.loads(line)
+    wall, s = cli_index(code, [str(root), "-c", "bench", "--db", str(db), "--allow-mass-delete"], timeout=7200)
     return {"wall_s": wall, "flow_s": s["seconds"], "encoded": s["paragraphs_encoded"],
             "reused": s.get("paragraphs_reused", 0), "added": s["paragraphs_added"], "deleted": s["paragraphs_deleted"],
             "rows": s["rows"]}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -440,8 +440,9 @@ def index_corpus(
             by_site: dict[str, list[str]] = {}
             for origin, url in dict.fromkeys(removed):
                 by_site.setdefault(origin, []).append(url)
+            indexed = Counter(s.origin or s.source for s in states.values())  # pages per site
             for origin, urls in by_site.items():
-                pages = sum(1 for s in states.values() if (s.origin or s.source) == origin)
+                pages = indexed[origin]
                 # A site that answers 410 to most of its pages at once (a broken deploy, a blocked crawler) is
                 # no evidence that they are gone: a collection of many sites would not notice it in its total.
                 if len(urls) > 1 and len(urls) > settings.max_delete_fraction * pages and not allow_mass_delete:
@@ -529,8 +530,6 @@ def _database_writes(settings):
     every later batch. A full disk stays what it is (``storage_exhausted``: its own message)."""
     try:
         yield
-    except DatabaseWriteError:
-        raise
     except Exception as exc:
         if storage_exhausted(exc) or not database_io_error(exc):
             raise

@@ -213,7 +213,20 @@ def source_predicate(source: str) -> str:
         raise InvalidQueryError(f"a source to delete must be a non-empty path or URL, got {source!r}")
     # 'https://site/blog/*': every document under it, never the page 'https://site/blog/' itself.
     under_only = source.endswith("/*")
-    source = source[:-1] if under_only else source
+    exact, prefixes = _source_forms(source[:-1] if under_only else source)
+    try:
+        under = [f"starts_with(source, {sql_literal(p)})" for p in prefixes]
+        if under_only:  # the directory page itself ('https://site/blog/') is not under it
+            return f"(({' OR '.join(under)}) AND source NOT IN ({', '.join(sql_literal(p) for p in prefixes)}))"
+        clauses = [f"source = {sql_literal(v)}" for v in exact] + under
+    except ValueError as exc:  # a NUL character
+        raise InvalidQueryError(f"source {source!r}: {exc}") from exc
+    return "(" + " OR ".join(clauses) + ")"
+
+
+def _source_forms(source: str) -> tuple[list[str], list[str]]:
+    """The ``source`` values a ``--source`` value names: exactly (as given, resolved, canonical), and by prefix
+    (a directory: every document under it), each as the indexer stores it."""
     exact = [source]
     prefixes = [source] if source.endswith("/") else []
     if source.lower().startswith(("http://", "https://")):
@@ -231,16 +244,7 @@ def source_predicate(source: str) -> str:
         if source.endswith("/") or path.is_dir():
             prefixes.append(resolved.rstrip("/") + "/")
     # As the indexer stores names that are not UTF-8 (a shell hands them over as surrogate escapes): \xNN.
-    exact, prefixes = [printable(v) for v in exact], [printable(v) for v in prefixes]
-    try:
-        prefixes = list(dict.fromkeys(prefixes))
-        under = [f"starts_with(source, {sql_literal(p)})" for p in prefixes]
-        if under_only:  # the directory page itself ('https://site/blog/') is not under it
-            return f"(({' OR '.join(under)}) AND source NOT IN ({', '.join(sql_literal(p) for p in prefixes)}))"
-        clauses = [f"source = {sql_literal(v)}" for v in dict.fromkeys(exact)] + under
-    except ValueError as exc:  # a NUL character
-        raise InvalidQueryError(f"source {source!r}: {exc}") from exc
-    return "(" + " OR ".join(clauses) + ")"
+    return list(dict.fromkeys(map(printable, exact))), list(dict.fromkeys(map(printable, prefixes)))
 
 
 def origin_predicate(origin: str) -> str:
@@ -346,10 +350,7 @@ def _exact_source(value: str) -> str:
     never the documents under a folder: the hint that says "use --source" must not name a folder's worth."""
     from query.filters import sql_literal
 
-    forms = [value, _canonical_if_url(value)]
-    if "://" not in value:
-        forms.append(str(Path(value).expanduser().resolve()))
-    return " OR ".join(f"source = {sql_literal(printable(f))}" for f in dict.fromkeys(forms))
+    return " OR ".join(f"source = {sql_literal(v)}" for v in _source_forms(value)[0])
 
 
 def _warn_nothing_deleted(table, doc_ids: list[str], origin: str | None, has_origin: bool) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -274,16 +274,21 @@ def vectors_by_content(table, hashes: Iterable[str]) -> dict[str, np.ndarray]:
     hashes in 1M rows take 0.035 s, 2 % of encoding 1,000 paragraphs on a 2-core CPU; a BTREE index on the column
     made it no faster (``benchmarks/content_lookup.py``).
     """
-    import pyarrow.compute as pc
-
-    wanted = sorted(set(hashes))
-    if not wanted:
-        return {}
-    found = table.to_lance().to_table(columns=["content_hash", "vector"], filter=pc.field("content_hash").isin(wanted))
+    found = _rows_by_content(table, ["content_hash", "vector"], hashes)
     if not found.num_rows:
         return {}
     vecs = np.asarray(found["vector"].combine_chunks().flatten(), dtype=np.float32).reshape(found.num_rows, -1)
     return dict(zip(found["content_hash"].to_pylist(), vecs, strict=True))
+
+
+def _rows_by_content(table, columns: list[str], hashes: Iterable[str]) -> pa.Table:
+    """``columns`` of every row whose ``content_hash`` is one of ``hashes``: one scan, a set-membership filter."""
+    import pyarrow.compute as pc
+
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return table.to_lance().to_table(columns=columns, filter=pc.field("content_hash").isin(wanted))
 
 
 def apply_batch(table, plan: BatchPlan, new_vectors: np.ndarray, dim: int) -> None:
@@ -355,8 +360,6 @@ def rows_whose_text_stays(table, groups: Sequence[tuple[str, Sequence[str]]]) ->
     """For each group of articles (an origin and doc ids) about to be deleted together: how many of their
     rows hold an encoded text that a row outside every group holds too (a renamed or moved file, whose
     new name this run indexed): deleting those loses no text."""
-    import pyarrow.compute as pc
-
     hashes: list[list[str]] = []
     gone: set[str] = set()
     for origin, doc_ids in groups:
@@ -367,10 +370,7 @@ def rows_whose_text_stays(table, groups: Sequence[tuple[str, Sequence[str]]]) ->
             gone.update(rows["id"].to_pylist())
             mine += rows["content_hash"].to_pylist()
         hashes.append(mine)
-    wanted = sorted({h for mine in hashes for h in mine})
-    if not wanted:
-        return [0] * len(groups)
-    same = table.to_lance().to_table(columns=["id", "content_hash"], filter=pc.field("content_hash").isin(wanted))
+    same = _rows_by_content(table, ["id", "content_hash"], (h for mine in hashes for h in mine))
     staying = {h for i, h in zip(same["id"].to_pylist(), same["content_hash"].to_pylist(), strict=True) if i not in gone}
     return [sum(h in staying for h in mine) for mine in hashes]
 
@@ -494,26 +494,28 @@ class DatabaseWriteError(RuntimeError):
 _IO_TEXT = ("(os error ", "LanceError(IO)")
 
 
+def _causes(exc: BaseException | None, limit: int = 10) -> Iterator[BaseException]:
+    """``exc`` and what caused it (``__cause__``, else ``__context__``), at most ``limit`` deep."""
+    for _ in range(limit):
+        if exc is None:
+            return
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def database_io_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it), raised by a write to the database, is the storage's own error:
     an ``OSError``, or a lance error about I/O. A value the table refuses is neither: that is the batch's."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) or any(t in str(exc) for t in _IO_TEXT):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
+    return any(isinstance(e, OSError) or any(t in str(e) for t in _IO_TEXT) for e in _causes(exc))
+
+
+def _exhausted(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno in _EXHAUSTED_ERRNOS  # the OS's own word; its text may name a file ("Read-only file system.md")
+    return isinstance(exc, OSError | RuntimeError) and any(t in str(exc) for t in _EXHAUSTED_TEXT)
 
 
 def storage_exhausted(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) says the database's storage is full, over a size limit or read-only:
     no article's fault, so a run stops on it (exit 5) instead of failing every article after it."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            if exc.errno in _EXHAUSTED_ERRNOS:  # the OS's own word; its text may name a file ("Read-only file system.md")
-                return True
-        elif isinstance(exc, OSError | RuntimeError) and any(t in str(exc) for t in _EXHAUSTED_TEXT):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
+    return any(_exhausted(e) for e in _causes(exc))

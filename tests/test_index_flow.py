@@ -72,11 +72,11 @@ def _vectors(db_uri: str) -> dict[tuple[str, str], list[float]]:
     return {(r["doc_id"], r["text"]): r["vector"] for r in t.search().limit(None).to_list()}
 
 
-def _indexed_notes(run_index, tmp_path):
-    """notes/old/glacier.md (2 paragraphs) and notes/paris.md (3), indexed."""
+def _indexed_notes(run_index, tmp_path, glacier_in: str = "old"):
+    """notes/<glacier_in>/glacier.md (2 paragraphs) and notes/paris.md (3), indexed."""
     notes = tmp_path / "notes"
-    (notes / "old").mkdir(parents=True)
-    (notes / "old" / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
+    (notes / glacier_in).mkdir(parents=True)
+    (notes / glacier_in / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
     (notes / "paris.md").write_text("# Paris\n\n" + "\n\n".join(PARIS))
     run_index([notes])
     return notes
@@ -104,11 +104,7 @@ def test_a_batch_that_fails_keeps_every_vanished_file_of_its_folder_so_a_renamed
     batch of its new name failed, and its text was indexed nowhere."""
     from tasks import stages
 
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
-    (notes / "paris.md").write_text("# Paris\n\n" + "\n\n".join(PARIS))
-    run_index([notes])
+    notes = _indexed_notes(run_index, tmp_path, glacier_in="")
     (notes / "paris.md").rename(notes / "france.md")
     real = stages.write_batch
 
@@ -128,11 +124,7 @@ def test_a_batch_that_fails_keeps_every_vanished_file_of_its_folder_so_a_renamed
 
 
 def test_settings_the_collection_was_not_indexed_with_stop_the_run_before_any_deletion(run_index, db_uri, tmp_path):
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "paris.md").write_text("# Paris\n\n" + "\n\n".join(PARIS))
-    (notes / "glacier.md").write_text("# Glaciers\n\n" + "\n\n".join(GLACIER))
-    run_index([notes])
+    notes = _indexed_notes(run_index, tmp_path, glacier_in="")
     (notes / "paris.md").rename(notes / "france.md")
     from query.schema import IndexContractError
 
