@@ -87,7 +87,7 @@ def binary_signature(raw: bytes, *, wide: bool = False) -> str | None:
         stripped.startswith(b"RIFF") and stripped[8:12] in (b"WEBP", b"WAVE", b"AVI ")
     ):
         return "media container signature"
-    wide = wide or head.startswith(_WIDE_BOMS) or utf16_without_bom(raw) is not None  # NULs of utf-16/32 are text
+    wide = _wide(raw, wide)
     if not wide and b"\x00" in head:
         return "NUL bytes"
     if not wide and (tail := len(raw) - SNIFF_BYTES) > 0 and raw.count(b"\x00", SNIFF_BYTES) > max(8, tail // 1000):
@@ -95,6 +95,11 @@ def binary_signature(raw: bytes, *, wide: bool = False) -> str | None:
         # are 0.4 % NUL. A few stray NULs in a long text are a glitch, not binary. (C-speed: 1 ms for 10 MB.)
         return f"NUL bytes after the first {SNIFF_BYTES // 1024} KB (binary data after the text?)"
     return None
+
+
+def _wide(raw: bytes, declared: bool) -> bool:
+    """Whether ``raw`` is utf-16/32 text (declared, a byte-order mark, or the BOM-less pattern): its NULs are text."""
+    return declared or raw[:SNIFF_BYTES].startswith(_WIDE_BOMS) or utf16_without_bom(raw) is not None
 
 
 def binary_reason(raw: bytes, text: str | None = None, *, wide: bool = False) -> str | None:
@@ -106,6 +111,8 @@ def binary_reason(raw: bytes, text: str | None = None, *, wide: bool = False) ->
     """
     if why := binary_signature(raw, wide=wide):
         return why
+    if text is not None and _wide(raw, wide) and (why := _wide_tail(text)):
+        return why
     head = raw[:SNIFF_BYTES]
     sample = text[:SNIFF_BYTES] if text is not None else head.decode("utf-8", errors="replace")
     if not sample:
@@ -116,4 +123,15 @@ def binary_reason(raw: bytes, text: str | None = None, *, wide: bool = False) ->
         return f"{controls / len(sample):.0%} control characters"
     if bad / len(sample) > MAX_BAD_SHARE:
         return f"{bad / len(sample):.0%} control or undecodable characters"
+    return None
+
+
+def _wide_tail(text: str) -> str | None:
+    """Binary data after a head of utf-16/32 text (declared or with a byte-order mark), whose NUL bytes the byte
+    check must let through: decoded, the bytes become NULs, other control characters and replaced lone
+    surrogates, about 3 % of random bytes' code units, where text of any script has next to none."""
+    tail = text[SNIFF_BYTES // 2:]  # the head is sampled by the share checks
+    bad = sum(1 for c in tail if (c < " " and c not in _WHITESPACE_CONTROLS) or c == "\ufffd")
+    if bad > max(8, len(tail) // 1000):
+        return f"{bad} control or undecodable characters after the first {SNIFF_BYTES // 1024} KB (binary data after the text?)"
     return None

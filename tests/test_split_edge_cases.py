@@ -382,3 +382,29 @@ def test_nul_bytes_anywhere_else_are_still_binary(tmp_path):
     head = ("The quick brown fox jumps over the lazy dog. " * 200).encode("utf-16-le")
     (tmp_path / "tail.txt").write_bytes(head + random.Random(2).randbytes(200_000))
     assert not isinstance(read_local_file(tmp_path / "tail.txt", doc_id="t", source="t"), Article)
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-32"])  # both write a byte-order mark
+def test_wide_text_with_a_byte_order_mark_then_binary_data_is_binary_and_long_wide_text_is_not(tmp_path, codec):
+    """The byte-order mark let every NUL through as text: the binary tail was indexed as garbage paragraphs."""
+    import random
+
+    from tasks.fetch import read_local_file
+
+    head = ("The quick brown fox jumps over the lazy dog. " * 200).encode(codec)
+    (tmp_path / "tail.txt").write_bytes(head + random.Random(3).randbytes(200_000))
+    failure = read_local_file(tmp_path / "tail.txt", doc_id="t", source="t")
+    assert not isinstance(failure, Article) and "binary data after the text" in failure.error
+    # 120 KB of Chinese and of accented Latin text, with tabs and form feeds: text of any script stays text.
+    text = "大型语言模型在自然语言处理领域取得了显著进展。\n\n" * 2000 + "Crème brûlée,\tnaïveté.\f\n" * 2000
+    (tmp_path / "long.txt").write_bytes(text.encode(codec))
+    article = read_local_file(tmp_path / "long.txt", doc_id="l", source="l")
+    assert isinstance(article, Article) and article.body == text
+
+
+def test_a_page_declared_utf16_by_its_header_then_binary_data_is_binary(site):
+    import random
+
+    raw = (PAGE * 200).encode("utf-16-le") + random.Random(4).randbytes(100_000)
+    (failure,) = _fetch(site.page("/p.html", raw, content_type="text/html; charset=utf-16le"))
+    assert not isinstance(failure, Article) and "binary data after the text" in failure.error
