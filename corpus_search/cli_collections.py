@@ -72,11 +72,26 @@ def _confirm_drop(name: str, db_uri: str) -> bool:
     info = next((c for c in list_collections(db_uri) if c["name"] == name), None)
     what = (f"{info['rows']} rows, {info['documents']} documents, {human_bytes(info['size_bytes'])}"
             + (f", promoted re-ranker {info['reranker']}" if info["reranker"] else "")) if info else "?"
-    print(f"Drop collection {name!r} in {db_uri} ({what}), its article state, run log and trained re-rankers?\n"
+    from tasks.records import printable
+
+    tags = _tags(name, db_uri)
+    saved = f", its {len(tags)} tagged version(s) ({', '.join(map(printable, tags[:5]))}{', ...' if len(tags) > 5 else ''})" \
+        if tags else ""
+    print(f"Drop collection {name!r} in {db_uri} ({what}), its article state, run log{saved} and trained re-rankers?\n"
           "This cannot be undone. Type the collection name or 'y' to drop it [y/N]: ", end="", file=sys.stderr,
           flush=True)
     answer = sys.stdin.readline().strip()
     return answer in (name, "y", "Y", "yes", "YES", "Yes")
+
+
+def _tags(name: str, db_uri: str) -> list[str]:
+    """The collection's tagged versions (``corpus-search versions --tag``): saved points that a drop destroys."""
+    from tasks.collections import connect_existing
+
+    try:
+        return sorted(connect_existing(db_uri).open_table(name).tags.list())
+    except Exception:  # noqa: BLE001 - the question is asked all the same; drop itself reads them again
+        return []
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
@@ -100,9 +115,12 @@ def cmd_drop(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
+        from tasks.records import printable
+
         extra = f" and {len(result['rerankers_removed'])} re-ranker directories" if result["rerankers_removed"] else ""
+        tags = f"; tags {', '.join(map(printable, result['tags_dropped']))} went with them" if result["tags_dropped"] else ""
         print(f"dropped collection {args.collection!r} ({result['rows']} rows): tables "
-              f"{', '.join(result['tables_dropped'])}{extra}")
+              f"{', '.join(result['tables_dropped'])}{extra}{tags}")
     return 0
 
 

@@ -162,7 +162,8 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
     """Remove collection ``name``: its table, its companions (``name__articles``, ``name__runs``), its re-rankers.
 
     Takes the writer lock, so an index run of the collection finishes first. Returns what went:
-    ``collection``, ``rows``, ``tables_dropped`` and ``rerankers_removed`` (directories, or ``s3://`` prefixes).
+    ``collection``, ``rows``, ``tables_dropped``, ``tags_dropped`` (the saved versions' names, which go with the
+    tables) and ``rerankers_removed`` (directories, or ``s3://`` prefixes).
     Raises ``CollectionNotFoundError`` for an unknown collection.
     """
     from query.registry import RerankerRegistryError, remove_models
@@ -182,6 +183,7 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
                                        f"no run is training, delete {running[0] / CLAIM_MARKER})")
         table = db.open_table(name)
         rows = table.count_rows()
+        tags = sorted(table.tags.list())
         stored = _stored_rerankers(table, name)
         dropped = []
         # Internal tables first: if the process dies half-way, the collection is still listed and can be dropped again.
@@ -191,7 +193,7 @@ def drop_collection(name: str, db_uri: str | None = None) -> dict:
         # Models last: a crash before here leaves them, never a collection whose promoted model is gone.
         rerankers = remove_models(db_uri, stored)
     log.info("dropped collection %s: %d rows, tables %s, re-rankers %s", name, rows, dropped, rerankers)
-    return {"collection": name, "rows": rows, "tables_dropped": dropped,
+    return {"collection": name, "rows": rows, "tables_dropped": dropped, "tags_dropped": tags,
             "rerankers_removed": rerankers}
 
 

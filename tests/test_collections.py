@@ -171,6 +171,9 @@ def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers_and_o
 
     open_before = Searcher(db_uri=db, collection="alpha")  # e.g. the query service's, open across the drop
     assert open_before.search("violin", rerank=False)
+    from tasks.versions import tag_version
+
+    tag_version(db, "alpha", "prod")  # a saved point goes with the tables: the answer says so
     dropped = cli("drop", "alpha", "--db", db, "--yes", "--json")
     assert dropped.returncode == 0, dropped.stderr
     for mode in ("hybrid", "dense", "lexical"):  # a user error (404 from the service), not a lance traceback
@@ -179,6 +182,7 @@ def test_drop_refuses_without_a_terminal_then_removes_tables_and_rerankers_and_o
                 open_before.search("violin", mode=mode, rerank=rerank)
     result = json.loads(dropped.stdout)
     assert sorted(result["tables_dropped"]) == ["alpha", "alpha__articles", "alpha__runs"]
+    assert result["tags_dropped"] == ["prod"]
     assert not rerankers.exists()
     assert not any(n.startswith("alpha") for n in table_names(db))
     assert [c["name"] for c in list_collections(db)] == ["beta"]  # the other collection is untouched
@@ -254,8 +258,12 @@ def test_removing_models_deletes_only_directories_under_the_databases_rerankers_
 
 
 def test_drop_asks_on_a_terminal_and_only_the_name_or_yes_confirms(built, db):
-    """A real pseudo-terminal as stdin: 'n' keeps the collection, its name drops it."""
+    """A real pseudo-terminal as stdin: 'n' keeps the collection, its name drops it; the question names its tags."""
     import pty
+
+    from tasks.versions import tag_version
+
+    tag_version(db, "beta", "before-upgrade")
 
     for answer, code, kept in (("n", 1, True), ("beta", 0, False)):
         leader, follower = pty.openpty()
@@ -270,6 +278,9 @@ def test_drop_asks_on_a_terminal_and_only_the_name_or_yes_confirms(built, db):
             os.close(follower)
         assert proc.returncode == code, err
         assert "Type the collection name" in err and "1 documents" in err
+        assert "its 1 tagged version(s) (before-upgrade)" in err
+        if not kept:
+            assert "tags before-upgrade went with them" in out
         assert ("beta" in table_names(db)) is kept
 
 
