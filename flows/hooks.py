@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 #: What a failed run of each flow leaves behind: the summary's last line (by flow name, so that this module
 #: need not import the flows).
 AFTER_FAILURE = {
-    "index-corpus": "Rows already written stay; the next run resumes (only changed articles are re-encoded).",
-    "evaluate": "Rows its index step already wrote stay; the next run resumes (only changed articles are "
-                "re-encoded).",
+    # "any": a run refused before its first batch (a lock, a mismatched encoder) wrote nothing
+    "index-corpus": "Any rows it wrote before it ended stay; the next run resumes (only changed articles are "
+                    "re-encoded).",
+    "evaluate": "Any rows its index step wrote before it ended stay; the next run resumes (only changed articles "
+                "are re-encoded).",
     # the flow writes to the registry once, in its last step: a failed run changed nothing a search uses
     "train-reranker": "The collection's re-rankers are unchanged: a run registers its model only as its last step. "
                       "The folder it was writing may remain: `corpus-search rerankers --collection C` lists it, "
