@@ -53,6 +53,7 @@ from tasks.fetch import (
     open_text,
 )
 from tasks.lock import writer_lock
+from tasks.not_found import judge_not_found
 from tasks.store import DatabaseWriteError, database_io_error, storage_exhausted
 from tasks.records import ArticleState, article_key
 from tasks.text import READ_ERRORS
@@ -237,6 +238,7 @@ def index_corpus(
         done: set[str] = set()  # files already handled in this run (through an overlapping root)
         rows_before = stages.count_rows(settings)
         removed: list[tuple[str, str]] = []  # (origin, URL) of indexed pages that answered 410 Gone
+        not_found: list[tuple[str, str, str]] = []  # (origin, URL, error) of indexed pages that answered 404
 
         def commit(batch: Batch, seen: set[str]) -> None:
             """Write one batch whose shards ran (in batch order; only the flow writes); counted once written.
@@ -277,6 +279,7 @@ def index_corpus(
             summary.tally("not_utf8", prepared.not_utf8)
             summary.tally("gone", prepared.gone)
             removed.extend(prepared.removed)
+            not_found.extend(prepared.not_found)
             if split.changed:
                 plan = prepared.plan
                 with _database_writes(settings):
@@ -436,6 +439,12 @@ def index_corpus(
             for origin, doc_ids in by_origin.items():
                 vanished.append(Vanished(origin, doc_ids, confirmed=allow_empty_source and enumerated == 0))
 
+        # A 404 page keeps its rows until its 404 has lasted the grace (tasks.not_found); then it goes as a 410 page.
+        streaks = judge_not_found(not_found, stages.previous_not_found(settings), attempted=set(urls),
+                                  indexed={s.doc_id for s in states.values()}, grace_s=settings.not_found_grace_s)
+        for url, message in streaks.waiting:
+            summary.fail(url, message)
+        removed.extend(streaks.due)
         if removed:  # deleted as vanished files are, under the same guard, and under one per site (below)
             by_site: dict[str, list[str]] = {}
             for origin, url in dict.fromkeys(removed):
@@ -447,7 +456,8 @@ def index_corpus(
                 # no evidence that they are gone: a collection of many sites would not notice it in its total.
                 if len(urls) > 1 and len(urls) > settings.max_delete_fraction * pages and not allow_mass_delete:
                     summary.fail(origin, f"{len(urls)} of the {pages} indexed pages of {printable(origin)} answered HTTP "
-                                 f"410 (gone) in this run, more than CORPUS_SEARCH_MAX_DELETE_FRACTION="
+                                 f"410 (gone), or 404 for longer than CORPUS_SEARCH_NOT_FOUND_GRACE_S, in this run, "
+                                 f"more than CORPUS_SEARCH_MAX_DELETE_FRACTION="
                                  f"{settings.max_delete_fraction:g} of them: nothing of them was deleted. If they are "
                                  "gone, rerun with --allow-mass-delete (allow_mass_delete=True).", article=False)
                     continue
@@ -479,9 +489,15 @@ def index_corpus(
             for v in vanished:
                 summary.paragraphs_deleted += stages.delete_vanished(v.origin, quote(v.doc_ids), settings)
                 summary.articles_deleted += len(v.doc_ids)
-            if pages := [u for v in vanished if v.gone_pages for u in v.doc_ids]:
+            due = {u for _, u in streaks.due}
+            if pages := [u for v in vanished if v.gone_pages for u in v.doc_ids if u not in due]:
                 summary.notices.append(f"{len(pages)} indexed page(s) answered HTTP 410 (gone: removed for good), e.g. "
                                        f"{', '.join(printable(u) for u in pages[:3])}: their rows are deleted")
+            if pages := [u for v in vanished if v.gone_pages for u in v.doc_ids if u in due]:
+                summary.notices.append(
+                    f"{len(pages)} indexed page(s) answered HTTP 404 (not found) on every run for "
+                    f"CORPUS_SEARCH_NOT_FOUND_GRACE_S={settings.not_found_grace_s:g} s or more, e.g. "
+                    f"{', '.join(printable(u) for u in pages[:3])}: their rows are deleted")
 
         if bar is not None:
             bar.close()  # encoding is over: the bar's final rate must not count the index refresh
@@ -490,7 +506,8 @@ def index_corpus(
         summary.rows = info["rows"]
         summary.seconds = time.perf_counter() - started
         # Inside the lock, so the summary lands on this run's versions and no other writer's.
-        stages.record_run(summary.result(), settings)
+        # The 404 streaks still in their grace go with the run's record, for the next run (tasks.not_found).
+        stages.record_run(summary.result() | {"not_found": streaks.streaks}, settings)
     if bar is not None:
         bar.close()
     return _report(summary, collection, logger)

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         0.5, ge=0.0, le=1.0,
         description="an index run that would delete more than this share of a collection's rows (articles that "
         "vanished from their sources) deletes nothing and says how to confirm (--allow-mass-delete)")
+    not_found_grace_s: float = Field(
+        86400.0, ge=0.0,
+        description="an indexed page that answers HTTP 404 keeps its rows until it has answered 404 on every index "
+        "run that fetched it for this long (a 404 may be a passing mistake; 410 deletes at once): 0 deletes on the "
+        "first 404, a very large value never")
 
     # scaling out (issue #13): where an index run's fetch, split and encode shards run
     workers: int = Field(

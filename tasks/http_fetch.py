@@ -94,7 +94,11 @@ class _Failed(Exception):
 
 
 class _Gone(Exception):
-    """HTTP 410: the server says the page was removed for good (not retried)."""
+    """HTTP 410 or 404 from the page itself: the server says it was removed (not retried)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _DeadlinePassed(Exception):
@@ -245,13 +249,15 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
     if code in RETRY_STATUS:
         after = parse_retry_after(resp.headers.get("retry-after")) if code in RETRY_AFTER_STATUS else None
         raise _Retryable(f"HTTP {code}{at}", retry_after=after)
-    if code == 410:
+    if code in (404, 410):
         if (final and final != url) or resp.headers.get("retry-after"):
             # Only the page's own word deletes it: a redirect elsewhere (temporary, or to another site) that ends
-            # in a 410 says nothing of this URL, and a 410 with Retry-After is no "gone for good".
-            raise _Failed(f"HTTP 410{at}" + (" with Retry-After" if resp.headers.get("retry-after") else "")
+            # in a 410 or 404 says nothing of this URL, and one with Retry-After is no "gone".
+            raise _Failed(f"HTTP {code}{at}" + (" with Retry-After" if resp.headers.get("retry-after") else "")
                           + ": any rows indexed before are kept")
-        raise _Gone("HTTP 410 (gone): the server says this page was removed")
+        if code == 410:
+            raise _Gone("HTTP 410 (gone): the server says this page was removed", 410)
+        raise _Gone("HTTP 404 (not found)", 404)
     if code == 206:
         raise _Failed(f"HTTP 206 (partial content){at}: a part of the page, not the page; any rows indexed before "
                       "are kept")
@@ -370,7 +376,7 @@ def fetch_url(client: httpx.Client, url: str, state: ArticleState | None, opts: 
             except (Refused, _Failed) as exc:
                 return FetchFailure(url, source, str(exc))
             except _Gone as exc:
-                return Removed(url, source, str(exc))
+                return Removed(url, source, str(exc), exc.status)
             except _DeadlinePassed:
                 return FetchFailure(url, source, expired)
             except _Retryable as exc:

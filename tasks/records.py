@@ -106,12 +106,14 @@ class FetchFailure(_Keyed):
 
 @dataclass(frozen=True)
 class Removed(_Keyed):
-    """A page its server says was removed for good (HTTP 410 Gone): its rows are deleted, under the run's
-    mass-delete guard (a 404 is no such word: it keeps them, as any failed fetch)."""
+    """A page its own server says is not there: HTTP 410 (gone for good), whose rows are deleted at the run's end,
+    or 404 (not found), whose rows are deleted once it has answered 404 for ``not_found_grace_s`` (a 404 may be a
+    passing mistake); both under the run's mass-delete guards."""
 
     doc_id: str
     source: str
     error: str
+    status: int = 410
 
 
 @dataclass(frozen=True)

@@ -449,6 +449,8 @@ class PreparedBatch:
         self.gone: list[str] = []
         #: (origin, doc id) of indexed pages whose server said they were removed for good (HTTP 410).
         self.removed: list[tuple[str, str]] = []
+        #: (origin, doc id, error) of indexed pages that answered HTTP 404: the flow deletes them after a grace.
+        self.not_found: list[tuple[str, str, str]] = []
         self.split = SplitResult()
         self.plan = store.BatchPlan()
 
@@ -570,7 +572,9 @@ def prepare(work: BatchWork, settings: Settings) -> PreparedBatch:
         if isinstance(o, FetchFailure):
             out.failed.append((o.doc_id, o.error))
         elif isinstance(o, Removed):
-            if states and o.key in states:  # an indexed page: deleted at the run's end (under its guard)
+            if states and o.key in states and o.status == 404:  # deleted once its 404 has lasted (the flow)
+                out.not_found.append((o.source, o.doc_id, o.error))
+            elif states and o.key in states:  # an indexed page: deleted at the run's end (under its guard)
                 out.removed.append((o.source, o.doc_id))
             else:
                 out.failed.append((o.doc_id, f"{o.error}; nothing of it is indexed"))
@@ -713,6 +717,13 @@ def refresh_indexes(settings: Settings) -> dict:
 
 
 @stage(name="record-run")
+def previous_not_found(settings: Settings) -> dict[str, str]:
+    """The last index run's pages that answered 404, with when each first did (``tasks.not_found``)."""
+    from tasks.not_found import previous_streaks
+
+    return previous_streaks(versions.load_runs(_db(settings), settings.collection))
+
+
 def record_run(result: dict, settings: Settings) -> None:
     """Attach the run's summary to the table versions it ended at (``corpus-search versions`` shows it)."""
     versions.record_run(settings.db_uri, settings.collection, result)

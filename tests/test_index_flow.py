@@ -180,8 +180,12 @@ def test_a_paragraph_two_files_share_is_encoded_once_and_both_rows_get_its_vecto
     assert _vectors(db_uri)[("c.md", PARIS[1])] == vectors[("b.md", PARIS[1])]
 
 
-def test_a_page_that_answers_410_gone_is_deleted_and_one_that_answers_404_keeps_its_rows(run_index, site, db_uri):
+def test_a_page_that_answers_410_gone_is_deleted_and_one_that_answers_404_keeps_its_rows_for_a_grace(
+        run_index, site, db_uri):
     """An indexed page removed for good kept its rows forever, and failed every scheduled run (exit 3)."""
+    from tasks.versions import load_runs
+    from tasks.collections import connect_existing
+
     paris = site.page("/paris.html", html_page("Paris", PARIS))
     glacier = site.page("/glacier.html", html_page("Glaciers", GLACIER))
     lyon = site.page("/lyon.html", html_page("Lyon", [p.replace("Paris", "Lyon") for p in PARIS]))
@@ -190,14 +194,33 @@ def test_a_page_that_answers_410_gone_is_deleted_and_one_that_answers_404_keeps_
     site.page("/glacier.html", b"not here", status=404, etag=False)
     summary = run_index([paris, glacier, lyon])
     assert summary["articles_deleted"] == 1 and summary["paragraphs_deleted"] == 3
-    assert [f["doc_id"] for f in summary["failures"]] == [glacier]  # a 404 is no word that it is gone for good
+    # A 404 is no word that it is gone for good: the page's failure says until when its rows are kept.
+    [(doc, error)] = [(f["doc_id"], f["error"]) for f in summary["failures"]]
+    assert doc == glacier and "HTTP 404 (not found) since" in error and "deleted if it still answers 404" in error
     assert any("answered HTTP 410 (gone: removed for good)" in n and paris in n for n in summary["notices"])
     assert {r["source"] for r in table_rows(db_uri)} == {glacier, lyon}
+    first_404 = load_runs(connect_existing(db_uri), "test")[-1]["summary"]["not_found"]
+    assert list(first_404) == [glacier]
+    # A run that does not fetch the page carries its first 404 on; one past the grace deletes it as a 410 page.
+    run_index([lyon])
+    assert load_runs(connect_existing(db_uri), "test")[-1]["summary"]["not_found"] == first_404
+    past = run_index([glacier, lyon], settings_overrides={"not_found_grace_s": 0.5})
+    assert past["articles_deleted"] == 1 and past["failures"] == []
+    assert any("answered HTTP 404 (not found) on every run" in n and glacier in n for n in past["notices"])
+    assert {r["source"] for r in table_rows(db_uri)} == {lyon}
+    # A page that comes back ends its streak.
+    site.page("/lyon.html", b"oops", status=404, etag=False)
+    with pytest.raises(NothingIndexedError, match="lyon.html: HTTP 404"):  # its only source failed: the run did
+        run_index([lyon])
+    assert list(load_runs(connect_existing(db_uri), "test")[-1]["summary"]["not_found"]) == [lyon]  # recorded all the same
+    site.page("/lyon.html", html_page("Lyon", [p.replace("Paris", "Lyon") for p in PARIS]))
+    assert run_index([lyon])["failures"] == []
+    assert load_runs(connect_existing(db_uri), "test")[-1]["summary"]["not_found"] == {}
     # A page never indexed that answers 410 is that URL's failure: nothing to delete.
     new = site.page("/new.html", b"gone", status=410, etag=False)
     with pytest.raises(NothingIndexedError, match=r"new.html: HTTP 410 \(gone\).*nothing of it is indexed"):
         run_index([new])
-    assert len(table_rows(db_uri)) == 5
+    assert len(table_rows(db_uri)) == 3
 
 
 def test_a_site_that_answers_410_to_most_of_its_pages_deletes_none_though_the_collection_is_larger(

@@ -319,17 +319,18 @@ def test_lookups_that_hang_do_not_starve_the_fetches_after_them(monkeypatch, sit
         answer.set()
 
 
-def test_a_410_is_the_pages_removal_and_is_not_retried(site):
+@pytest.mark.parametrize(("status", "says"), [(410, "HTTP 410 (gone)"), (404, "HTTP 404 (not found)")])
+def test_a_410_or_404_is_the_pages_removal_and_is_not_retried(site, status, says):
     from tasks.records import Removed
 
-    out = fetch(site.page("/gone", b"removed", status=410), replace(OPTS, retries=2))
-    assert isinstance(out, Removed) and "HTTP 410 (gone)" in out.error and site.hits == {"/gone": 1}
+    out = fetch(site.page("/gone", b"removed", status=status), replace(OPTS, retries=2))
+    assert isinstance(out, Removed) and says in out.error and out.status == status and site.hits == {"/gone": 1}
     # Only the page's own word: a redirect that ends in a 410 elsewhere, or a 410 with Retry-After, keeps its rows.
-    site.page("/elsewhere-gone", b"removed", status=410)
+    site.page("/elsewhere-gone", b"removed", status=status)
     moved = fetch(redirect(site, "/moved", "/elsewhere-gone", status=307))
-    assert failed(moved, "HTTP 410 from", "any rows indexed before are kept"), moved
-    later = fetch(site.page("/later", b"removed", status=410, headers={"Retry-After": "3600"}))
-    assert failed(later, "HTTP 410 with Retry-After", "kept"), later
+    assert failed(moved, f"HTTP {status} from", "any rows indexed before are kept"), moved
+    later = fetch(site.page("/later", b"removed", status=status, headers={"Retry-After": "3600"}))
+    assert failed(later, f"HTTP {status} with Retry-After", "kept"), later
 
 
 def test_5xx_is_retried_with_a_logged_backoff_and_404_is_not(site, caplog):
@@ -337,7 +338,7 @@ def test_5xx_is_retried_with_a_logged_backoff_and_404_is_not(site, caplog):
     gone = site.page("/gone", b"no", status=404)
     with caplog.at_level(logging.WARNING, logger="tasks.http_fetch"):
         outs = fetch_urls([err, gone], {}, replace(OPTS, retries=2))
-    assert failed(outs[0], "HTTP 500", "after 3 attempts") and failed(outs[1], "HTTP 404")
+    assert failed(outs[0], "HTTP 500", "after 3 attempts") and "HTTP 404" in outs[1].error
     assert site.hits == {"/err": 3, "/gone": 1}
     assert sum("retrying" in r.message and "/err" in r.message for r in caplog.records) == 2
 
