@@ -36,8 +36,8 @@ AFTER_FAILURE = {
                 "are re-encoded).",
     # the flow writes to the registry once, in its last step: a failed run changed nothing a search uses
     "train-reranker": "The collection's re-rankers are unchanged: a run registers its model only as its last step. "
-                      "The folder it was writing may remain: `corpus-search rerankers --collection C` lists it, "
-                      "and `--remove ID` deletes it.",
+                      "If it had started training, the folder it was writing may remain: `corpus-search rerankers "
+                      "--collection {collection}` lists it, and `--remove ID` deletes it.",
 }
 
 
@@ -137,7 +137,7 @@ def summary(flow: Any, flow_run: Any, state: Any) -> str:
     if url := _ui_url(flow_run):
         lines.append(f"  details: {url}")
     if after := AFTER_FAILURE.get(flow.name):
-        lines.append(f"  {after}")
+        lines.append(f"  {after.replace('{collection}', collection)}")
     return "\n".join(lines)
 
 

@@ -241,15 +241,29 @@ def training_examples(db_uri: str, collection: str, judgments: str | None, split
     else:
         dev, train = pseudo_split(searcher, n_pseudo, seed)
         train = rd.add_hard_negatives(searcher, train, seed)
+    made = len(train)
     train = rd.fill_negatives(train, seed)
     if not dev and train and not judgments:
         # The gate asks for a document through its other paragraphs (the query's own is hidden, or it would
         # be found trivially): a collection of one-paragraph documents (notes, FAQs, abstracts) has none.
         raise rd.TrainingDataError(
             f"no held-out dev queries could be made from collection {collection!r}: self-supervised training checks "
-            "itself on documents of two paragraphs or more, and none of the sampled documents has two. Train it "
-            "with judgments (--judgments DATASET_DIR), or index longer documents"
+            "itself on documents of two paragraphs or more, asking for one with a sentence (6 to 40 words) cut out "
+            "of one of its paragraphs of two sentences or more, and none of the sampled documents offers both. "
+            "Train it with judgments (--judgments DATASET_DIR), or index longer documents"
         )
+    if made and not train and not judgments:
+        # A collection whose paragraphs are nearly all one document's: a negative is never a paragraph of the
+        # query's own document (too often relevant too), and the other documents are too few to fill in.
+        raise rd.TrainingDataError(
+            f"{made} training queries were made from collection {collection!r}, but none found {rd.NEGATIVES} "
+            "negatives outside its own document (a paragraph of the query's own document is never one): the "
+            "collection has too few other documents, or its paragraphs are nearly all one document's. Index more "
+            "documents, or give judgments with --judgments"
+        )
+    if dropped := made - len(train):
+        log.warning("%d of %d training queries were dropped: too few negatives outside their own document", dropped,
+                    made)
     if (not train or not dev) and judgments:
         raise rd.TrainingDataError(
             f"only {len(train) + len(dev)} judged queries of split {split!r} have a judged document in collection "
@@ -310,8 +324,8 @@ def gate(db_uri: str, collection: str, devset, model_dir: str, depth: int, model
         previous = {"id": entry.id, "alpha": entry.alpha,
                     "ndcg@10": round(rg.ndcg10(devset, scores(str(path), entry.id), entry.alpha), 4)}
     candidate = rg.choose_alpha(devset, scores(model_dir, model_id))
-    return {"queries": len(devset.qids), "depth": depth, "retrieval": {"ndcg@10": retrieval}, "previous": previous,
-            "candidate": candidate}
+    return {"queries": len(devset.qids), "documents": rg.dev_documents(devset), "depth": depth,
+            "retrieval": {"ndcg@10": retrieval}, "previous": previous, "candidate": candidate}
 
 
 @task(name="publish-reranker", retries=2, retry_delay_seconds=5)
@@ -453,7 +467,7 @@ def train_reranker(
         dev = gate(db_uri, collection, devset, out_dir, depth, model_id)
         prev = dev["previous"]["ndcg@10"] if dev["previous"] else None
         promoted, why = decide(promote, dev["retrieval"]["ndcg@10"], prev, dev["candidate"]["ndcg@10"],
-                               dev["candidate"]["p"])
+                               dev["candidate"]["p"], dev["documents"])
         entry = RerankerEntry(
             id=model_id, path=publish_model(db_uri, collection, model_id, out_dir),
             created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -36,6 +36,7 @@ from query.errors import CorpusSearchError, InvalidQueryError
 from query.filters import in_list
 from query.searcher import Hit, Searcher, passage_text
 from tasks.datasets import DatasetFormatError, judged_as_collection, load_dataset
+from tasks.split import split_sentences
 
 #: Hard negatives per training query; with the positive that is 1 + NEGATIVES passages per query. Not fewer
 #: to fit more queries in a budget: 3 negatives over 64 % more pseudo-queries, at the same compute, trained a
@@ -49,8 +50,11 @@ MINING_DEPTH = 30
 #: (benchmarks/RESULTS.md, "Stop 34").
 PSEUDO_KINDS = ("title", "sentence", "terms")
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
+# Scripts written without spaces between words (Chinese, Japanese): a run of them is no one word.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+#: Characters of unspaced script per word, roughly (Chinese words are one to three characters).
+_CHARS_PER_WORD = 1.5
 # Function words never make a salient-term query (a short list: idf takes care of the rest).
 _STOP = frozenset(
     "a an and are as at be but by for from has have in into is it its of on or that the their this to was "
@@ -251,23 +255,45 @@ def sample_paragraphs(searcher: Searcher, n: int, seed: int = 0) -> list[dict]:
 
 
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    """The sentences of ``text``, cut where ``tasks.split`` cuts them (any script, CJK 。！？ included), except
+    before a lower-case letter in text whose sentences start with capitals: "e.g. the" is no sentence end.
+    Text written all in lower case (chat logs, transcripts) is cut at its full stops all the same."""
+    pieces = split_sentences(text)
+    if not any(p[:1].isupper() for p in pieces):
+        return pieces
+    out: list[str] = []
+    for p in pieces:
+        if out and p[:1].islower():
+            out[-1] = f"{out[-1]} {p}"
+        else:
+            out.append(p)
+    return out
+
+
+def _words(text: str) -> float:
+    """How many words ``text`` holds, counting a run of unspaced script (Chinese, Japanese) by its characters."""
+    unspaced = sum(len(run) for run in _UNSPACED.findall(text))
+    return len(_UNSPACED.sub(" ", text).split()) + unspaced / _CHARS_PER_WORD
 
 
 def _terms(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text) if len(w) > 2 and w.lower() not in _STOP]
+    """Salient-term candidates: words of three letters or more, not function words; in unspaced script, each
+    pair of characters (the usual unit of Chinese and Japanese retrieval, where no word is delimited)."""
+    pairs = [run[i:i + 2] for run in _UNSPACED.findall(text) for i in range(len(run) - 1)]
+    words = [w.lower() for w in _WORD.findall(_UNSPACED.sub(" ", text)) if len(w) > 2 and w.lower() not in _STOP]
+    return words + pairs
 
 
 def _title_query(row: dict) -> tuple[str, str] | None:
     title = " ".join((row["title"] or "").split())
-    if not 3 <= len(title.split()) <= 30 or title.lower() in row["text"][: len(title) + 5].lower():
+    if not 3 <= _words(title) <= 30 or title.lower() in row["text"][: len(title) + 5].lower():
         return None
     return title, row["text"]  # the title goes off the passage: see the module docstring
 
 
 def _sentence_query(row: dict, rng: random.Random, enc_title: bool) -> tuple[str, str] | None:
     sents = _sentences(row["text"])
-    usable = [i for i, s in enumerate(sents) if 6 <= len(s.split()) <= 40]
+    usable = [i for i, s in enumerate(sents) if 6 <= _words(s) <= 40]
     if len(sents) < 2 or not usable:
         return None
     i = rng.choice(usable)

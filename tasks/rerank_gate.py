@@ -164,14 +164,28 @@ MAX_P = 0.2
 #: few thousandths can be consistent enough to pass MAX_P (a self-supervised CACM model, benchmarks/RESULTS.md
 #: "Stop 23": +0.002 on dev at p 0.02, -0.013 on test).
 MIN_GAIN = 0.01
+#: ... on dev queries that ask for at least this many documents: the p-value treats queries as independent,
+#: and twenty queries cut out of one held-out document are one document's evidence, not twenty.
+MIN_DEV_DOCUMENTS = 3
 
 
-def decide(promote: str, retrieval: float, previous: float | None, candidate: float, p: float = 0.0) -> tuple[bool, str]:
-    """``auto`` promotes only a candidate that beats retrieval alone (by ``MIN_GAIN``, beyond noise: ``p <= MAX_P``) and the current one."""
+def dev_documents(dev: DevSet) -> int:
+    """How many documents the dev queries ask for (their relevant documents, all together)."""
+    return len({doc for docs in dev.relevant.values() for doc in docs})
+
+
+def decide(promote: str, retrieval: float, previous: float | None, candidate: float, p: float = 0.0,
+           documents: int | None = None) -> tuple[bool, str]:
+    """``auto`` promotes only a candidate that beats retrieval alone (by ``MIN_GAIN``, beyond noise: ``p <= MAX_P``,
+    on dev queries about ``MIN_DEV_DOCUMENTS`` documents or more) and the current one."""
     if promote == "always":
         return True, "promoted (--promote always)"
     if promote == "never":
         return False, "not promoted (--promote never)"
+    if documents is not None and documents < MIN_DEV_DOCUMENTS:
+        return False, (f"not promoted: the dev queries ask for {documents} document(s), fewer than {MIN_DEV_DOCUMENTS}: "
+                       "too little evidence to tell a better re-ranker from one that fits those documents (index more "
+                       "documents, or give judgments; --promote always promotes it anyway)")
     if candidate <= retrieval:
         return False, f"not promoted: dev nDCG@10 {candidate:.4f} does not beat retrieval alone ({retrieval:.4f})"
     if candidate - retrieval < MIN_GAIN:

@@ -209,6 +209,9 @@ def record(db_uri: str, collection: str, entry: RerankerEntry, promote: bool,
 
 def promote(db_uri: str, collection: str, model_id: str | None) -> RerankerEntry | None:
     """Make ``model_id`` the collection's re-ranker (``None``: none, searches use the configured one)."""
+    if model_id is not None and not model_id.strip():  # a script's empty variable must not unpromote silently
+        raise RerankerRegistryError("no re-ranker id given to promote (an empty one): give an id that `corpus-search "
+                                    f"rerankers --collection {collection}` lists, or --unpromote to promote none")
     with writer_lock(db_uri, collection):
         table = _open(db_uri, collection)
         reg = read_registry(table)

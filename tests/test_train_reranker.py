@@ -1174,3 +1174,68 @@ def test_an_out_directory_that_cannot_be_made_is_refused_and_leaves_no_claimed_f
     with pytest.raises(RerankerRegistryError, match="cannot create it"):
         claim_model_dir(sample_db, "sample", "judgments", str(blocker / "model"))
     assert set(models_root(sample_db, "sample").glob("*")) == before
+
+
+def test_an_empty_id_to_promote_is_refused_not_taken_for_none(sample_db, capsys):
+    """A script whose id variable was empty unpromoted the collection's re-ranker, and said so with exit 0."""
+    from corpus_search.cli import main
+
+    assert main(["rerankers", "-c", "sample", "--db", sample_db, "--promote", ""]) == 2
+    assert "no re-ranker id given to promote" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "sentences"), [
+    ("Die Stadt wächst schneller als je zuvor. Über die Jahre wuchs sie stetig weiter an.", 2),  # an accented capital
+    ("Москва самый большой город страны. Через город течёт широкая река Москва.", 2),
+    ("长城是古代中国北方修建的防御工程。它绵延数千公里，穿过山脉和沙漠。", 2),  # no space after 。
+    ("the river floods the plain every single spring. it leaves rich silt on the fields.", 2),  # all lower case
+    ("See e.g. the paper by Lee and others. It was cited widely.", 2),  # no sentence end before a lower-case word
+])
+def test_pseudo_queries_cut_sentences_out_of_text_in_any_script_or_case(text, sentences):
+    """Only '. ' before an ASCII capital ended a sentence: Russian, Chinese and lower-case collections made no
+    sentence query, and so no dev query, and self-supervised training refused them as too short."""
+    import random
+
+    from tasks import rerank_data as rd
+
+    assert len(rd._sentences(text)) == sentences
+    made = rd._sentence_query({"title": "", "text": text}, random.Random(0), False)
+    assert made is not None and made[0] in text and made[0] not in made[1]
+
+
+def test_salient_terms_of_chinese_text_are_character_pairs():
+    from tasks import rerank_data as rd
+
+    terms = rd._terms("长城是防御工程 and the Great Wall of China")
+    assert {"长城", "工程", "great", "wall", "china"} <= set(terms) and "the" not in terms
+    assert rd._words("长城是古代中国北方修建的防御工程") >= 6  # 16 characters: a sentence, not one word
+
+
+def test_auto_refuses_a_model_gated_on_dev_queries_about_fewer_than_three_documents():
+    """Nineteen dev queries cut out of one held-out document promoted a model at p = 0.00."""
+    from tasks.rerank_gate import decide
+
+    refused, why = decide("auto", 0.50, None, 0.64, p=0.0, documents=1)
+    assert refused is False and "ask for 1 document(s), fewer than 3" in why
+    assert decide("auto", 0.50, None, 0.64, p=0.0, documents=3)[0] is True
+    assert decide("always", 0.50, None, 0.64, p=0.0, documents=1)[0] is True
+
+
+def test_queries_that_find_no_negatives_outside_their_document_say_so(prefect_harness, tiny_base, tmp_path):
+    """One long document and a few one-line notes: every query came from the long one, none found a negative in
+    another document, and the refusal said 'index more articles'."""
+    from flows.index_corpus import index_corpus
+    from flows.train_reranker import train_reranker
+    from tasks.rerank_data import TrainingDataError
+
+    folder = tmp_path / "book"
+    folder.mkdir()
+    (folder / "book.md").write_text("# River Book\n\n" + "\n\n".join(
+        f"Chapter {i} tells how river number {i} carved its valley. Its floods came every spring after the snow "
+        f"melted on the mountains, and farmers number {i} moved their fields uphill." for i in range(60)))
+    for i in range(3):
+        (folder / f"note{i}.txt").write_text(f"short note {i}")
+    db = str(tmp_path / "db")
+    index_corpus([str(folder)], collection="book", db_uri=db)
+    with pytest.raises(TrainingDataError, match=r"none found 7 negatives outside its own document"):
+        train_reranker("book", db_uri=db, base=tiny_base, self_supervised=True, time_budget=20)
