@@ -7,8 +7,9 @@ is, under the same guards (the run's share of rows and each site's share of page
 
 The memory is the run log: each index run records, in its summary, ``not_found``: {URL: when it first answered
 404}. The next run reads the last index run's map, so the first 404 of a streak is found there. A run that did not
-fetch a page (it indexed other sources) carries the page's entry on; a run that fetched it and got the page back
-ends the streak. A run that crashed records nothing, and the streak goes on from the run before it.
+fetch a page (it indexed other sources) carries the page's entry on; a run that fetched it and got anything but a
+404 back (the page, or an error that says nothing of it, such as a 503) ends the streak: the rows stay longer,
+never shorter. A run that crashed records nothing, and the streak goes on from the run before it.
 """
 
 from __future__ import annotations
