@@ -112,13 +112,14 @@ def _state_name(state: Any) -> str:
     return "Cancelled" if name == "Cancelling" else name  # the hook runs as it ends so
 
 
-def summary(flow: Any, flow_run: Any, state: Any) -> str:
-    """One readable paragraph: what ran, on which collection, how it ended, why, where to look."""
+def summary(flow: Any, flow_run: Any, state: Any, name: str | None = None) -> str:
+    """One readable paragraph: what ran, on which collection, how it ended, why, where to look (``name``: the
+    run's name, when the caller read it already)."""
     params = dict(getattr(flow_run, "parameters", None) or {})
     collection = _collection_of(flow_run)
     state_name = _state_name(state)
     lines = [
-        f"corpus-search: {flow.name} run {_run_name(flow_run)!r} of collection {collection!r} ended {state_name}",
+        f"corpus-search: {flow.name} run {name or _run_name(flow_run)!r} of collection {collection!r} ended {state_name}",
         f"  error:   {_error_of(state)}",
     ]
     if params.get("dataset"):  # an evaluation run
@@ -154,9 +155,9 @@ def _notify(block_ref: str, subject: str, body: str, logger) -> bool:
     return True
 
 
-def report(flow: Any, flow_run: Any, state: Any) -> str:
+def report(flow: Any, flow_run: Any, state: Any, name: str | None = None) -> str:
     """Log the summary into the run's logs and send it through the configured block, if any."""
-    text = summary(flow, flow_run, state)
+    text = summary(flow, flow_run, state, name)
     logger = _logger(flow, flow_run)
     try:
         logger.error("%s", text)
@@ -204,37 +205,43 @@ def log_failure(flow: Any, flow_run: Any, state: Any) -> None:
     report(flow, flow_run, state)
 
 
-def publish_ended(flow: Any, flow_run: Any, state: Any, text: str) -> None:
+def publish_ended(flow: Any, flow_run: Any, state: Any, text: str, name: str | None = None) -> None:
     """An index run that crashed or was cancelled publishes no artifacts of its own, so the UI's latest summary
-    and failures were the previous run's, read as this one's: publish both, saying how it ended."""
+    and failures were the previous run's, read as this one's: publish both, saying how it ended, on the run's
+    own page too (a hook runs outside the run, so they are given its id)."""
     if flow.name != "index-corpus":
         return
     try:
-        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+        from prefect.artifacts import MarkdownArtifact, TableArtifact
 
         from flows.summary import artifact_key
 
         collection, how = _collection_of(flow_run), _state_name(state)
         # A crash hook runs in the runner, outside the run: Prefect warns of that, and the artifacts are still made.
         warnings.filterwarnings("ignore", message="Artifact creation outside of a flow", category=FutureWarning)
-        create_table_artifact(
-            table=[{"metric": "outcome", "value": how.lower()}, {"metric": "flow_run", "value": _run_name(flow_run)}],
-            key=artifact_key("index-summary", collection),
-            description=f"corpus-search index run of collection {collection!r}: ended {how}, its counts unknown")
-        create_markdown_artifact(
+        TableArtifact(
+            table=[{"metric": "outcome", "value": how.lower()},
+                   {"metric": "flow_run", "value": name or _run_name(flow_run)}],
+            key=artifact_key("index-summary", collection), flow_run_id=flow_run.id,
+            description=f"corpus-search index run of collection {collection!r}: ended {how}, its counts unknown",
+        ).create(_sync=True)
+        MarkdownArtifact(
             markdown=f"# {collection}: the index run ended {how}\n\n```\n{text}\n```\n",
-            key=artifact_key("index-failures", collection),
-            description=f"the index run of {collection!r} ended {how}")
+            key=artifact_key("index-failures", collection), flow_run_id=flow_run.id,
+            description=f"the index run of {collection!r} ended {how}",
+        ).create(_sync=True)
     except Exception as exc:  # noqa: BLE001 - a hook never fails
         log.warning("could not publish the %s run's artifacts: %s: %s", _state_name(state), type(exc).__name__, exc)
 
 
 def log_crash(flow: Any, flow_run: Any, state: Any) -> None:
     """``on_crashed`` hook: the process died or was interrupted; the run is Crashed."""
-    publish_ended(flow, flow_run, state, report(flow, flow_run, state))
+    name = _run_name(flow_run)
+    publish_ended(flow, flow_run, state, report(flow, flow_run, state, name), name)
 
 
 def log_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
     """``on_cancellation`` hook: the run was cancelled (from the UI, or by a ``serve`` that shut down while it
     ran): it stopped part-way, so it is reported as a failure is, not left as a Cancelled state alone."""
-    publish_ended(flow, flow_run, state, report(flow, flow_run, state))
+    name = _run_name(flow_run)
+    publish_ended(flow, flow_run, state, report(flow, flow_run, state, name), name)

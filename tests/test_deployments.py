@@ -481,6 +481,8 @@ def test_the_crash_hook_reports_a_crashed_run_and_survives_a_missing_block(prefe
         latest = {a.key: a for a in client.read_latest_artifacts() if a.key.endswith("-crashy")}
     assert "ended Crashed" in latest["index-failures-crashy"].data
     assert "crashed" in str(latest["index-summary-crashy"].data)
+    # On the run's own page too: made outside the run, they carried no flow run id, and its page showed none.
+    assert {latest["index-failures-crashy"].flow_run_id, latest["index-summary-crashy"].flow_run_id} == {run.id}
 
 
 def test_a_run_cancelled_by_a_shutting_down_serve_is_reported_as_a_failure_is(prefect_harness, caplog, capfd):
