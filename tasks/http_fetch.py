@@ -251,8 +251,9 @@ def _article(url: str, source: str, resp: httpx.Response, opts: HttpOptions, unt
         raise _Retryable(f"HTTP {code}{at}", retry_after=after)
     if code in (404, 410):
         if (final and final != url) or resp.headers.get("retry-after"):
-            # Only the page's own word deletes it: a redirect elsewhere (temporary, or to another site) that ends
-            # in a 410 or 404 says nothing of this URL, and one with Retry-After is no "gone".
+            # Only the page's own word deletes it: a redirect (temporary or permanent, same site or not; an
+            # http -> https one too, for now) that ends in a 410 or 404 says nothing of this URL for certain, and
+            # one with Retry-After is no "gone". Such a URL keeps its rows, as a failed fetch does.
             raise _Failed(f"HTTP {code}{at}" + (" with Retry-After" if resp.headers.get("retry-after") else "")
                           + ": any rows indexed before are kept")
         if code == 410:

@@ -14,8 +14,14 @@ never shorter. A run that crashed records nothing, and the streak goes on from t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+#: Graces from a hundred years on mean "never" (a date that far ahead cannot even be computed past year 9999).
+_NEVER_S = 100 * 365 * 86400.0
+#: No streak began before this: an earlier start is a clock that was wrong.
+_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -41,20 +47,25 @@ def judge_not_found(answered: list[tuple[str, str, str]], previous: dict[str, st
     """
     now = now or datetime.now(UTC)
     verdict = NotFoundVerdict()
+    never = not math.isfinite(grace_s) or grace_s >= _NEVER_S  # "a very large value": no date to say, no overflow
     for url, since in previous.items():  # pages this run did not fetch: their streak is not broken by it
         if url not in attempted and url in indexed and _when(since) is not None:
             verdict.streaks[url] = since
     for origin, url, error in answered:
         first = _when(previous.get(url, "")) or now
+        # A clock set wrong where the streak began: a start in the future would hold the rows past any grace,
+        # one from before this software existed would delete at the second 404. Either restarts it now.
+        if first > now or first < _EPOCH:
+            first = now
         verdict.streaks[url] = first.isoformat()
-        if (now - first).total_seconds() >= grace_s:
+        if not never and (now - first).total_seconds() >= grace_s:
             verdict.due.append((origin, url))
             continue
-        until = first + timedelta(seconds=grace_s)
+        when = "never deleted for it" if never else \
+            f"deleted if it still answers 404 on a run from {_stamp(first + timedelta(seconds=grace_s))} on"
         verdict.waiting.append((url, (
-            f"{error} since {_stamp(first)}: its rows are kept, and deleted if it still answers 404 on a run from "
-            f"{_stamp(until)} on (CORPUS_SEARCH_NOT_FOUND_GRACE_S={grace_s:g}); corpus-search delete removes "
-            "them now")))
+            f"{error} since {_stamp(first)}: its rows are kept, and {when} (CORPUS_SEARCH_NOT_FOUND_GRACE_S="
+            f"{grace_s:g}); corpus-search delete removes them now")))
     return verdict
 
 

@@ -50,11 +50,22 @@ MINING_DEPTH = 30
 #: (benchmarks/RESULTS.md, "Stop 34").
 PSEUDO_KINDS = ("title", "sentence", "terms")
 
-_WORD = re.compile(r"[^\W\d_][\w'-]*", re.UNICODE)
+# Combining marks, which \w does not match: without them a Devanagari or Thai word was cut at its first vowel sign.
+_MARKS = "\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0900-\u0dff" \
+         "\u0e00-\u0e7f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff"
+_WORD = re.compile(rf"[^\W\d_][\w'{_MARKS}-]*", re.UNICODE)
 # Scripts written without spaces between words (Chinese, Japanese): a run of them is no one word.
 _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 #: Characters of unspaced script per word, roughly (Chinese words are one to three characters).
 _CHARS_PER_WORD = 1.5
+# Full stops of other scripts than tasks.split's (which splits indexed text, and whose rules an index stamps):
+# Devanagari । ॥, Urdu ۔ and ؟, Ethiopic ።. Cut after them here, for pseudo-queries only.
+_MORE_ENDS = re.compile(r"(?<=[।॥۔؟።])\s+")
+_HANGUL = re.compile(r"[\uac00-\ud7af]")
+# A sentence piece ending in an abbreviation: one letter ("C."), letters with stops inside ("e.g.", "i.e."), or a
+# usual one. Lower-case text's own sentence ends ("so.", "it.") are none of these.
+_ABBREVIATION = re.compile(r"(?:^|[\s(])(?:[^\W\d_]|(?:[^\W\d_]\.)+[^\W\d_]|dr|mr|mrs|ms|prof|vs|al|fig|figs|no|nos|"
+                           r"st|etc|cf|approx|ca|resp|eq|ref|vol|ed|eds)\.$", re.IGNORECASE)
 # Function words never make a salient-term query (a short list: idf takes care of the rest).
 _STOP = frozenset(
     "a an and are as at be but by for from has have in into is it its of on or that the their this to was "
@@ -255,19 +266,27 @@ def sample_paragraphs(searcher: Searcher, n: int, seed: int = 0) -> list[dict]:
 
 
 def _sentences(text: str) -> list[str]:
-    """The sentences of ``text``, cut where ``tasks.split`` cuts them (any script, CJK 。！？ included), except
-    before a lower-case letter in text whose sentences start with capitals: "e.g. the" is no sentence end.
-    Text written all in lower case (chat logs, transcripts) is cut at its full stops all the same."""
-    pieces = split_sentences(text)
-    if not any(p[:1].isupper() for p in pieces):
-        return pieces
+    """The sentences of ``text``, cut where ``tasks.split`` cuts them (CJK 。！？ included) and at the Devanagari,
+    Urdu and Ethiopic full stops, except before a lower-case letter in text whose sentences mostly start with
+    capitals: "e.g. the" is no sentence end. Text written mostly in lower case (chat logs, transcripts, with
+    the odd "I ...") is cut at its full stops all the same."""
+    pieces = [s for piece in split_sentences(text) for s in _MORE_ENDS.split(piece) if s]
+    cased = [first.isupper() for p in pieces if (first := _first_letter(p))]
+    mostly_cased = sum(cased) * 2 > len(cased)
     out: list[str] = []
     for p in pieces:
-        if out and p[:1].islower():
+        # Before a lower-case word, a full stop ends no sentence in cased text, nor after an abbreviation in any
+        # ("C. albicans", "e.g. the", "Dr. no"): either way, the piece goes on the sentence before it.
+        if out and (first := _first_letter(p)) and first.islower() and (mostly_cased or _ABBREVIATION.search(out[-1])):
             out[-1] = f"{out[-1]} {p}"
         else:
             out.append(p)
     return out
+
+
+def _first_letter(text: str) -> str:
+    """The first character past opening quotes and brackets ('"Where', '¿Dónde', '(see'): what starts it."""
+    return text.lstrip("\"'“‘«¿¡([{-–— ")[:1]
 
 
 def _words(text: str) -> float:
@@ -280,7 +299,9 @@ def _terms(text: str) -> list[str]:
     """Salient-term candidates: words of three letters or more, not function words; in unspaced script, each
     pair of characters (the usual unit of Chinese and Japanese retrieval, where no word is delimited)."""
     pairs = [run[i:i + 2] for run in _UNSPACED.findall(text) for i in range(len(run) - 1)]
-    words = [w.lower() for w in _WORD.findall(_UNSPACED.sub(" ", text)) if len(w) > 2 and w.lower() not in _STOP]
+    # Two Hangul syllables make a whole noun (수도, 도시), where two Latin letters make none.
+    words = [w.lower() for w in _WORD.findall(_UNSPACED.sub(" ", text))
+             if (len(w) > 2 or (len(w) == 2 and _HANGUL.match(w))) and w.lower() not in _STOP]
     return words + pairs
 
 

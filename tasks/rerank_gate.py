@@ -170,8 +170,10 @@ MIN_DEV_DOCUMENTS = 3
 
 
 def dev_documents(dev: DevSet) -> int:
-    """How many documents the dev queries ask for (their relevant documents, all together)."""
-    return len({doc for docs in dev.relevant.values() for doc in docs})
+    """How many relevant documents the dev queries' candidates hold, all together: the documents the gate's
+    comparison is about (a judged document missing from the collection, or never retrieved, is no evidence)."""
+    return len({h.doc_id for qid, hits in zip(dev.qids, dev.hits, strict=True) for h in hits
+                if dev.relevant[qid].get(h.doc_id, 0) > 0})
 
 
 def decide(promote: str, retrieval: float, previous: float | None, candidate: float, p: float = 0.0,
@@ -185,7 +187,7 @@ def decide(promote: str, retrieval: float, previous: float | None, candidate: fl
     if documents is not None and documents < MIN_DEV_DOCUMENTS:
         return False, (f"not promoted: the dev queries ask for {documents} document(s), fewer than {MIN_DEV_DOCUMENTS}: "
                        "too little evidence to tell a better re-ranker from one that fits those documents (index more "
-                       "documents, or give judgments; --promote always promotes it anyway)")
+                       "documents, or judge more queries; --promote always promotes it anyway)")
     if candidate <= retrieval:
         return False, f"not promoted: dev nDCG@10 {candidate:.4f} does not beat retrieval alone ({retrieval:.4f})"
     if candidate - retrieval < MIN_GAIN:

@@ -111,7 +111,7 @@ def binary_reason(raw: bytes, text: str | None = None, *, wide: bool = False) ->
     """
     if why := binary_signature(raw, wide=wide):
         return why
-    if text is not None and _wide(raw, wide) and (why := _wide_tail(text)):
+    if text is not None and _wide(raw, wide) and (why := _wide_garbage(text)):
         return why
     head = raw[:SNIFF_BYTES]
     sample = text[:SNIFF_BYTES] if text is not None else head.decode("utf-8", errors="replace")
@@ -126,12 +126,17 @@ def binary_reason(raw: bytes, text: str | None = None, *, wide: bool = False) ->
     return None
 
 
-def _wide_tail(text: str) -> str | None:
-    """Binary data after a head of utf-16/32 text (declared or with a byte-order mark), whose NUL bytes the byte
-    check must let through: decoded, the bytes become NULs, other control characters and replaced lone
-    surrogates, about 3 % of random bytes' code units, where text of any script has next to none."""
-    tail = text[SNIFF_BYTES // 2:]  # the head is sampled by the share checks
-    bad = sum(1 for c in tail if (c < " " and c not in _WHITESPACE_CONTROLS) or c == "\ufffd")
-    if bad > max(8, len(tail) // 1000):
-        return f"{bad} control or undecodable characters after the first {SNIFF_BYTES // 1024} KB (binary data after the text?)"
+#: Above this share of control, undecodable and non-characters, utf-16/32 text is not text: random bytes decoded
+#: so give about 3 % (lone surrogates, U+FFFF padding), text of any script next to none, even text holding a
+#: few U+FFFD of an earlier lossy conversion or a man page's backspaces.
+MAX_WIDE_BAD_SHARE = 0.01
+
+
+def _wide_garbage(text: str) -> str | None:
+    """Binary data in utf-16/32 text (declared, or with a byte-order mark): after its head, or short enough to
+    pass the head's share checks, which allow the few percent that legacy text read as utf-8 has. The byte check
+    must let NULs through here, so the decoded text is counted, all of it."""
+    bad = sum(1 for c in text if (c < " " and c not in _WHITESPACE_CONTROLS) or c in "\ufffd\ufffe\uffff")
+    if bad > max(8, len(text) * MAX_WIDE_BAD_SHARE):
+        return f"{bad / len(text):.1%} control or undecodable characters in utf-16/32 text (binary data in it?)"
     return None

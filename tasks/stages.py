@@ -716,7 +716,7 @@ def refresh_indexes(settings: Settings) -> dict:
     return done | versions.cleanup_companions(_db(settings), settings.collection, settings.version_retention_days)
 
 
-@stage(name="record-run")
+@stage(name="read-not-found")
 def previous_not_found(settings: Settings) -> dict[str, str]:
     """The last index run's pages that answered 404, with when each first did (``tasks.not_found``)."""
     from tasks.not_found import previous_streaks
@@ -724,6 +724,7 @@ def previous_not_found(settings: Settings) -> dict[str, str]:
     return previous_streaks(versions.load_runs(_db(settings), settings.collection))
 
 
+@stage(name="record-run")
 def record_run(result: dict, settings: Settings) -> None:
     """Attach the run's summary to the table versions it ended at (``corpus-search versions`` shows it)."""
     versions.record_run(settings.db_uri, settings.collection, result)

@@ -54,3 +54,18 @@ def test_the_streaks_come_from_the_last_index_run_of_the_log_and_older_records_h
     assert previous_streaks(runs) == {B: "t2"}
     assert previous_streaks([*runs, {"kind": "index", "summary": {"rows": 3}}]) == {}  # recorded before 404 streaks
     assert previous_streaks([]) == {}
+
+
+def test_an_infinite_or_huge_grace_never_deletes_and_says_so_instead_of_overflowing():
+    """A grace of 1e12 s or inf ("a very large value never") raised OverflowError inside the run's writer lock."""
+    for grace in (float("inf"), 1e12):
+        verdict = _judge([A], {A: (NOW - timedelta(days=3650)).isoformat()}, grace_s=grace)
+        assert verdict.due == [] and "never deleted for it" in verdict.waiting[0][1]
+
+
+def test_a_streak_that_began_in_the_future_or_before_2020_restarts_now():
+    """A clock set wrong: a start in 2099 held the rows past any grace (even 0), one in 1970 deleted at once."""
+    for wrong in ("2099-01-01T00:00:00+00:00", "1970-01-01T00:00:00+00:00"):
+        verdict = _judge([A], {A: wrong}, grace_s=3600)
+        assert verdict.due == [] and verdict.streaks == {A: NOW.isoformat()}
+    assert _judge([A], {A: "2099-01-01T00:00:00+00:00"}, grace_s=0).due == [("https://x.org", A)]

@@ -387,6 +387,7 @@ def test_nul_bytes_anywhere_else_are_still_binary(tmp_path):
 @pytest.mark.parametrize("codec", ["utf-16", "utf-32"])  # both write a byte-order mark
 def test_wide_text_with_a_byte_order_mark_then_binary_data_is_binary_and_long_wide_text_is_not(tmp_path, codec):
     """The byte-order mark let every NUL through as text: the binary tail was indexed as garbage paragraphs."""
+    import codecs
     import random
 
     from tasks.fetch import read_local_file
@@ -394,9 +395,13 @@ def test_wide_text_with_a_byte_order_mark_then_binary_data_is_binary_and_long_wi
     head = ("The quick brown fox jumps over the lazy dog. " * 200).encode(codec)
     (tmp_path / "tail.txt").write_bytes(head + random.Random(3).randbytes(200_000))
     failure = read_local_file(tmp_path / "tail.txt", doc_id="t", source="t")
-    assert not isinstance(failure, Article) and "binary data after the text" in failure.error
-    # 120 KB of Chinese and of accented Latin text, with tabs and form feeds: text of any script stays text.
-    text = "大型语言模型在自然语言处理领域取得了显著进展。\n\n" * 2000 + "Crème brûlée,\tnaïveté.\f\n" * 2000
+    assert not isinstance(failure, Article) and "binary data in it" in failure.error
+    # 8 KB of random bytes, all inside the head's sample, with no text before them.
+    (tmp_path / "short.txt").write_bytes(codecs.BOM_UTF16_LE + random.Random(5).randbytes(8190))
+    assert not isinstance(read_local_file(tmp_path / "short.txt", doc_id="s", source="s"), Article)
+    # 120 KB of Chinese and of accented Latin text, with tabs and form feeds and a few U+FFFD of an earlier lossy
+    # conversion: text of any script stays text.
+    text = "大型语言模型在自然语言处理领域取得了显著进展。\n\n" * 2000 + "Crème brûlée,\tnaïveté.\f\n" * 2000 + "lost \ufffd " * 50
     (tmp_path / "long.txt").write_bytes(text.encode(codec))
     article = read_local_file(tmp_path / "long.txt", doc_id="l", source="l")
     assert isinstance(article, Article) and article.body == text
@@ -407,4 +412,4 @@ def test_a_page_declared_utf16_by_its_header_then_binary_data_is_binary(site):
 
     raw = (PAGE * 200).encode("utf-16-le") + random.Random(4).randbytes(100_000)
     (failure,) = _fetch(site.page("/p.html", raw, content_type="text/html; charset=utf-16le"))
-    assert not isinstance(failure, Article) and "binary data after the text" in failure.error
+    assert not isinstance(failure, Article) and "binary data in it" in failure.error

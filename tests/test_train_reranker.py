@@ -1190,6 +1190,11 @@ def test_an_empty_id_to_promote_is_refused_not_taken_for_none(sample_db, capsys)
     ("长城是古代中国北方修建的防御工程。它绵延数千公里，穿过山脉和沙漠。", 2),  # no space after 。
     ("the river floods the plain every single spring. it leaves rich silt on the fields.", 2),  # all lower case
     ("See e.g. the paper by Lee and others. It was cited widely.", 2),  # no sentence end before a lower-case word
+    ("भारत दक्षिण एशिया का एक बहुत बड़ा देश है। इसकी राजधानी नई दिल्ली है और यहाँ बहुत लोग रहते हैं।", 2),
+    # Mostly lower case, with the odd "I": one capital put the whole paragraph in "merge" mode.
+    ("I guess so. we could meet at the station around noon. then we walk to the market together.", 3),
+    # Dialogue: each quote opens with a quotation mark, and "she asked" continues its sentence.
+    ('"Where are you going tonight?" she asked him at the door. "Home," he said quietly to her.', 2),
 ])
 def test_pseudo_queries_cut_sentences_out_of_text_in_any_script_or_case(text, sentences):
     """Only '. ' before an ASCII capital ended a sentence: Russian, Chinese and lower-case collections made no
@@ -1208,6 +1213,9 @@ def test_salient_terms_of_chinese_text_are_character_pairs():
 
     terms = rd._terms("长城是防御工程 and the Great Wall of China")
     assert {"长城", "工程", "great", "wall", "china"} <= set(terms) and "the" not in terms
+    # A Devanagari word is not cut at its vowel signs; two Hangul syllables make a noun.
+    assert {"जनसंख्या", "राजधानी"} <= set(rd._terms("इसकी जनसंख्या बहुत अधिक है और राजधानी दिल्ली"))
+    assert {"수도", "도시"} <= set(rd._terms("서울은 대한민국의 수도 가장 큰 도시"))
     assert rd._words("长城是古代中国北方修建的防御工程") >= 6  # 16 characters: a sentence, not one word
 
 
@@ -1219,6 +1227,16 @@ def test_auto_refuses_a_model_gated_on_dev_queries_about_fewer_than_three_docume
     assert refused is False and "ask for 1 document(s), fewer than 3" in why
     assert decide("auto", 0.50, None, 0.64, p=0.0, documents=3)[0] is True
     assert decide("always", 0.50, None, 0.64, p=0.0, documents=1)[0] is True
+
+
+def test_the_gates_documents_are_the_relevant_ones_among_the_candidates_not_every_judged_id():
+    from types import SimpleNamespace
+
+    from tasks.rerank_gate import DevSet, dev_documents
+
+    hits = [[SimpleNamespace(doc_id=d) for d in ("D1", "D9")], [SimpleNamespace(doc_id="D1")]]
+    dev = DevSet(["q1", "q2"], ["a", "b"], {"q1": {"D1": 1, "X1": 1, "X2": 1}, "q2": {"D1": 2}}, hits, [[], []])
+    assert dev_documents(dev) == 1  # X1 and X2 are judged but not in the collection (or never retrieved)
 
 
 def test_queries_that_find_no_negatives_outside_their_document_say_so(prefect_harness, tiny_base, tmp_path):
