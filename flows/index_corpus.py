@@ -506,8 +506,9 @@ def index_corpus(
         summary.rows = info["rows"]
         summary.seconds = time.perf_counter() - started
         # Inside the lock, so the summary lands on this run's versions and no other writer's.
-        # The 404 streaks still in their grace go with the run's record, for the next run (tasks.not_found).
-        stages.record_run(summary.result() | {"not_found": streaks.streaks}, settings)
+        # The 404 streaks go with the run's record, for the next run (tasks.not_found).
+        summary.not_found = streaks.streaks
+        stages.record_run(summary.result(), settings)
     if bar is not None:
         bar.close()
     return _report(summary, collection, logger)

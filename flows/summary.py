@@ -88,6 +88,8 @@ class IndexSummary:
     tallies: dict[str, tuple[int, list[str]]] = field(default_factory=dict, repr=False)
     #: The run was stopped part-way by an error of the database or the machine (its counts are what it did so far).
     stopped: bool = field(default=False, repr=False)
+    #: Indexed pages answering 404, with when each first did (``tasks.not_found``): deleted after the grace.
+    not_found: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_result(cls, result: dict) -> IndexSummary:
@@ -132,6 +134,7 @@ class IndexSummary:
         out["outcome"] = self.outcome
         out["encode_seconds"] = round(self.encode_seconds, 3)
         out["notices"] = list(self.notices)
+        out["not_found"] = dict(self.not_found)
         return out
 
     def tally(self, kind: str, examples: list[str]) -> None:

@@ -111,8 +111,6 @@ def binary_reason(raw: bytes, text: str | None = None, *, wide: bool = False) ->
     """
     if why := binary_signature(raw, wide=wide):
         return why
-    if text is not None and _wide(raw, wide) and (why := _wide_garbage(text)):
-        return why
     head = raw[:SNIFF_BYTES]
     sample = text[:SNIFF_BYTES] if text is not None else head.decode("utf-8", errors="replace")
     if not sample:
@@ -123,6 +121,8 @@ def binary_reason(raw: bytes, text: str | None = None, *, wide: bool = False) ->
         return f"{controls / len(sample):.0%} control characters"
     if bad / len(sample) > MAX_BAD_SHARE:
         return f"{bad / len(sample):.0%} control or undecodable characters"
+    if text is not None and _wide(raw, wide):  # after the head's checks, whose verdicts say more when they fire
+        return _wide_garbage(text)
     return None
 
 
